@@ -1,0 +1,1 @@
+"""archsim: a hardware simulator and performance model for frontier LLMs."""

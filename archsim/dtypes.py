@@ -1,0 +1,76 @@
+"""Number formats as value objects: bits per element and optional block scales.
+
+Bytes always derive from bits, so a 4-bit type is 0.5 bytes, never 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BITS_PER_BYTE = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class DType:
+    """A storage / compute format.
+
+    ``block`` is the shape of the block that shares one scale (e.g. (128, 128) for DeepSeek-V3's
+    FP8 weights, README_WEIGHTS.md) and ``scale_bits`` the width of that scale (float32 = 32).
+    """
+
+    name: str
+    bits: int
+    block: tuple[int, ...] | None = None
+    scale_bits: int = 0
+
+    @property
+    def bytes(self) -> float:
+        """Bytes per element, excluding block scales."""
+        return self.bits / BITS_PER_BYTE
+
+    def storage_bytes(self, shape: tuple[int, ...]) -> float:
+        """Exact bytes to store a tensor of ``shape``: elements plus one scale per (padded) block.
+
+        Blocks cover the trailing dimensions; a partial block still stores a full scale
+        (DeepSeek-V3 README_WEIGHTS.md: "blocks padded to 128").
+        """
+        elements = 1
+        for dim in shape:
+            elements *= dim
+        total = elements * self.bits / BITS_PER_BYTE
+        if self.block and self.scale_bits:
+            blocks = 1
+            lead = shape[: len(shape) - len(self.block)]
+            for dim in lead:
+                blocks *= dim
+            for dim, blk in zip(shape[len(shape) - len(self.block):], self.block):
+                blocks *= -(-dim // blk)
+            total += blocks * self.scale_bits / BITS_PER_BYTE
+        return total
+
+    def with_block(self, block: tuple[int, ...], scale_bits: int = 32) -> "DType":
+        return DType(name=self.name, bits=self.bits, block=block, scale_bits=scale_bits)
+
+
+FP4 = DType(name="fp4", bits=4)
+INT4 = DType(name="int4", bits=4)
+FP8 = DType(name="fp8", bits=8)
+INT8 = DType(name="int8", bits=8)
+FP16 = DType(name="fp16", bits=16)
+BF16 = DType(name="bf16", bits=16)
+TF32 = DType(name="tf32", bits=32)  # stored as 32-bit words; tensor cores use 19 bits internally
+FP32 = DType(name="fp32", bits=32)
+FP64 = DType(name="fp64", bits=64)
+
+# DeepSeek-V3 FP8 weights: e4m3 with one float32 scale per 128x128 block
+# (source: deepseek-ai/DeepSeek-V3 README_WEIGHTS.md, quantization_config.weight_block_size).
+FP8_BLOCK128 = FP8.with_block((128, 128), scale_bits=32)
+
+BY_NAME: dict[str, DType] = {d.name: d for d in (FP4, INT4, FP8, INT8, FP16, BF16, TF32, FP32, FP64)}
+
+
+def dtype(name: str) -> DType:
+    """Look up a plain dtype by name (``KeyError`` lists the known names)."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown dtype {name!r}; known: {', '.join(sorted(BY_NAME))}") from None

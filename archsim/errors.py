@@ -1,0 +1,26 @@
+"""The one user-facing exception: every bad input becomes a ConfigError naming file, field and expectation."""
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A user input (YAML file, CLI flag, API argument) is invalid.
+
+    ``str(err)`` is one line: ``FILE: FIELD.PATH: expected EXPECTED, got GOT``.
+    The CLI prints exactly that line and exits with status 2.
+    """
+
+    def __init__(self, file: str | None, path: str | None, expected: str, got: object = None):
+        self.file = file or "<input>"
+        self.path = path or "<root>"
+        self.expected = expected
+        self.got = got
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        got = "" if self.got is None else f", got {_short(self.got)}"
+        return f"{self.file}: {self.path}: expected {self.expected}{got}"
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
