@@ -1,0 +1,50 @@
+"""Command-line entry point: ``archsim <command> ...``.
+
+Each subcommand lives in its own module under ``archsim.cli`` and exposes
+``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
+Every ConfigError is printed as one line on stderr with exit status 2; no traceback reaches the user.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from archsim.errors import ConfigError
+
+# command name -> module (imported lazily so `archsim run` never pays for plotting or dask)
+COMMANDS: dict[str, str] = {
+    "run": "archsim.cli.run",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad flags as one line and exit status 2 (its default), without usage spam."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(2, f"archsim: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="archsim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as err:
+        print(f"archsim: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("archsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
