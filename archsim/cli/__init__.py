@@ -1,21 +1,25 @@
 """Command-line entry point: ``archsim <command> ...``.
 
-Each subcommand lives in its own module under ``archsim.cli`` and exposes
-``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
+Each subcommand lives in its own module under ``archsim.cli`` (found automatically; modules whose
+name starts with ``_`` are helpers) and exposes ``add_parser(subparsers)``, which registers the
+subcommand and sets ``handler=run`` where ``run(args) -> int`` does the work. Subcommand modules import
+heavy dependencies inside ``run`` so that ``archsim --help`` stays fast.
 Every ConfigError is printed as one line on stderr with exit status 2; no traceback reaches the user.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
 from archsim.errors import ConfigError
 
-# command name -> module (imported lazily so `archsim run` never pays for plotting or dask)
-COMMANDS: dict[str, str] = {
-    "run": "archsim.cli.run",
-}
+
+
+def _command_modules() -> list[str]:
+    here = sys.modules[__name__].__path__
+    return sorted(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(here) if not m.name.startswith("_"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="archsim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, module in COMMANDS.items():
+    for module in _command_modules():
         importlib.import_module(module).add_parser(sub)
     return parser
 
