@@ -1,0 +1,73 @@
+"""Naive attention (MHA / GQA / MQA) materialising the score matrix, with causal mask and prefix offset.
+
+Layout follows DeepSeek-V3's reference: q [b, n_q, H_q, d_qk], k [b, n_kv, H_kv, d_qk],
+v [b, n_kv, H_kv, d_v] -> o [b, n_q, H_q, d_v]. Query i sits at absolute position n_kv - n_q + i.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from archsim.kernels.counting import Site
+
+
+def causal_pairs(n_q: int, n_kv: int) -> int:
+    """Unmasked (query, key) pairs per head: query at position p sees keys 0..p."""
+    first = n_kv - n_q
+    return sum(first + i + 1 for i in range(n_q))
+
+
+def attention_flops(*, batch: int, n_q: int, n_kv: int, heads_q: int, d_qk: int, d_v: int, causal: bool) -> int:
+    """(2*d_qk + 5 + 2*d_v) per attended pair per query head (docs/counting.md)."""
+    pairs = causal_pairs(n_q, n_kv) if causal else n_q * n_kv
+    return batch * heads_q * pairs * (2 * d_qk + 5 + 2 * d_v)
+
+
+def causal_mask(n_q: int, n_kv: int) -> np.ndarray:
+    """Boolean [n_q, n_kv], True where key j is visible to query i (j <= n_kv - n_q + i)."""
+    pos = np.arange(n_q)[:, None] + (n_kv - n_q)                             # [n_q, 1]
+    return np.arange(n_kv)[None, :] <= pos                                    # [n_q, n_kv]
+
+
+def naive_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float, causal: bool,
+                    site: Site | None = None) -> np.ndarray:
+    """softmax(scale * q k^T + mask) v; the query heads of a group share one kv head (GQA / MQA)."""
+    b, n_q, hq, d_qk = q.shape
+    _, n_kv, hkv, d_v = v.shape
+    g = hq // hkv
+    qg = q.reshape(b, n_q, hkv, g, d_qk)                                      # [b, n_q, H_kv, g, d_qk]
+    s = np.einsum("bqhgd,bkhd->bhgqk", qg, k) * scale                         # [b, H_kv, g, n_q, n_kv]
+    if causal:
+        s = np.where(causal_mask(n_q, n_kv), s, -np.inf)                      # [b, H_kv, g, n_q, n_kv]
+    s = s - s.max(axis=-1, keepdims=True)                                     # [b, H_kv, g, n_q, n_kv]
+    p = np.exp(s)                                                             # [b, H_kv, g, n_q, n_kv]
+    p = p / p.sum(axis=-1, keepdims=True)                                     # [b, H_kv, g, n_q, n_kv]
+    o = np.einsum("bhgqk,bkhd->bqhgd", p, v).reshape(b, n_q, hq, d_v)         # [b, n_q, H_q, d_v]
+    if site is not None:
+        _record(site, q, k, v, o, causal=causal, kernel="naive",
+                traffic=naive_traffic_bytes(batch=b, n_q=n_q, n_kv=n_kv, heads_q=hq, d_qk=d_qk, d_v=d_v,
+                                            elem_bytes=site.dtype("q", "activation").bytes))
+    return o
+
+
+def naive_traffic_bytes(*, batch: int, n_q: int, n_kv: int, heads_q: int, d_qk: int, d_v: int,
+                        elem_bytes: float) -> tuple[float, float]:
+    """(read, write) HBM bytes of the naive kernel per docs/counting.md "Naive".
+
+    Per (sequence, query head): read Q, K, V, S (softmax) and P (PV); write S, P and O.
+    """
+    per_read = n_q * d_qk + n_kv * d_qk + n_kv * d_v + 2 * n_q * n_kv
+    per_write = 2 * n_q * n_kv + n_q * d_v
+    scale = batch * heads_q * elem_bytes
+    return per_read * scale, per_write * scale
+
+
+def _record(site: Site, q, k, v, o, *, causal: bool, kernel: str, traffic: tuple[float, float],
+            **extra: object) -> None:
+    b, n_q, hq, d_qk = q.shape
+    _, n_kv, hkv, d_v = v.shape
+    site.record(kind="attention",
+                flops=attention_flops(batch=b, n_q=n_q, n_kv=n_kv, heads_q=hq, d_qk=d_qk, d_v=d_v, causal=causal),
+                reads=[("q", q.shape, "activation"), ("k", k.shape, "cache"), ("v", v.shape, "cache")],
+                writes=[("o", o.shape, "activation")], hbm_read_bytes=traffic[0], hbm_write_bytes=traffic[1],
+                batch=b, q_len=n_q, kv_len=n_kv, heads_q=hq, heads_kv=hkv, d_qk=d_qk, d_v=d_v,
+                causal=causal, kernel=kernel, **extra)
