@@ -1,0 +1,86 @@
+"""Records describing a serving deployment (replicas, scheduler, disaggregation, SLOs) and the scheduler factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from archsim.errors import ConfigError
+from archsim.serving.continuous import ContinuousScheduler
+from archsim.serving.kvcache import PagedKVCache
+from archsim.serving.request_level import RequestLevelScheduler
+from archsim.serving.sequence import Speculative
+
+SCHEDULERS = ("static", "dynamic", "continuous", "chunked", "disagg")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicaSpec:
+    """One model replica: its devices, KV capacity and the peaks, power and price used by the metrics.
+
+    ``kv_capacity_tokens`` = (HBM capacity - weights per device) x devices / KV bytes per token.
+    Peaks are replica totals (per-device peak x devices).
+    """
+
+    devices: int
+    kv_capacity_tokens: int
+    kv_bytes_per_token: float
+    peak_flop_per_s: float
+    peak_bytes_per_s: float
+    idle_w: float = 0.0
+    price_usd_per_hour: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerSpec:
+    """Batching policy and its knobs (vLLM names where they exist: max_num_seqs, max_num_batched_tokens)."""
+
+    kind: str = "continuous"
+    max_seqs: int = 256
+    token_budget: int = 8192
+    timeout_s: float = 0.0
+    block_tokens: int = 16
+    preemption: str = "recompute"
+    speculative: Speculative | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULERS:
+            raise ConfigError(None, "scheduler", f"one of {', '.join(SCHEDULERS)}", self.kind)
+        if self.speculative and not (0 <= self.speculative.acceptance_rate <= 1 and self.speculative.draft_tokens >= 1):
+            raise ConfigError(None, "scheduler.speculative", "draft_tokens >= 1 and 0 <= acceptance_rate <= 1",
+                              self.speculative)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisaggSpec:
+    """Prefill/decode disaggregation: pool sizes (replicas) and the KV-transfer link between pools."""
+
+    prefill_replicas: int
+    decode_replicas: int
+    link_bandwidth_bytes_per_s: float
+    link_latency_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slo:
+    """Service-level objectives for goodput: a request is good if both are met."""
+
+    ttft_s: float = float("inf")
+    tpot_s: float = float("inf")
+
+
+def make_scheduler(spec: SchedulerSpec, replica: ReplicaSpec, rng: np.random.Generator, *, role: str = "both"):
+    """A fresh scheduler state machine (with its own KV cache) for one replica."""
+    blocks = replica.kv_capacity_tokens // spec.block_tokens
+    if blocks < 1:
+        raise ConfigError(None, "replica.kv_capacity_tokens", f"room for at least one {spec.block_tokens}-token block",
+                          replica.kv_capacity_tokens)
+    kv = PagedKVCache(num_blocks=blocks, block_tokens=spec.block_tokens)
+    if spec.kind in ("static", "dynamic"):
+        return RequestLevelScheduler(kv=kv, max_seqs=spec.max_seqs, timeout_s=spec.timeout_s,
+                                     token_budget=spec.token_budget if spec.kind == "dynamic" else None,
+                                     padded=spec.kind == "static", speculative=spec.speculative, rng=rng)
+    return ContinuousScheduler(kv=kv, max_seqs=spec.max_seqs, token_budget=spec.token_budget,
+                               chunked=spec.kind == "chunked", preemption=spec.preemption,
+                               kv_bytes_per_token=replica.kv_bytes_per_token, speculative=spec.speculative,
+                               rng=rng, role=role)

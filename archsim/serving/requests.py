@@ -1,0 +1,53 @@
+"""Request records and a seeded generator combining an arrival process, length distributions and prefix hits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from archsim.serving.arrivals import Arrival
+from archsim.serving.lengths import LengthDist
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """One inference request. ``cached_tokens`` of the prompt hit the prefix cache: they occupy KV
+    blocks and are attended to, but are not recomputed. ``output_tokens`` counts every generated
+    token, the first one (produced by prefill) included."""
+
+    id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LengthSampler:
+    """Prompt and output length distributions plus the prefix-cache hit rate (fraction of prompt tokens)."""
+
+    prompt: LengthDist
+    output: LengthDist
+    prefix_hit_rate: float = 0.0
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prompt, output, cached) token counts for ``n`` requests; at least one prompt token is computed."""
+        prompt = self.prompt.sample(rng, n)
+        output = self.output.sample(rng, n)
+        cached = np.minimum(np.floor(prompt * self.prefix_hit_rate).astype(np.int64), prompt - 1)
+        return prompt, output, cached
+
+
+def streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent generators per purpose, so changing one distribution leaves the others' draws alone."""
+    children = np.random.SeedSequence(seed).spawn(3)
+    return {name: np.random.default_rng(s) for name, s in zip(("arrival", "lengths", "spec"), children)}
+
+
+def generate(*, arrival: Arrival, lengths: LengthSampler, duration_s: float, seed: int) -> list[Request]:
+    """Open-loop requests arriving in ``[0, duration_s)``; same seed, same requests."""
+    rngs = streams(seed)
+    times = arrival.times(rngs["arrival"], duration_s)
+    prompt, output, cached = lengths.draw(rngs["lengths"], len(times))
+    return [Request(id=i, arrival_s=float(t), prompt_tokens=int(p), output_tokens=int(o), cached_tokens=int(c))
+            for i, (t, p, o, c) in enumerate(zip(times, prompt, output, cached))]

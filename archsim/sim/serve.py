@@ -1,0 +1,194 @@
+"""simpy serving simulation: arrivals, a router, replicas iterating their scheduler, optional P/D pools."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from archsim.errors import ConfigError
+from archsim.serving.arrivals import ClosedLoop
+from archsim.serving.config import DisaggSpec, ReplicaSpec, SchedulerSpec, Slo, make_scheduler
+from archsim.serving.iteration import IterationModel
+from archsim.serving.metrics import Recorder, summary
+from archsim.serving.requests import LengthSampler, Request, streams
+from archsim.serving.sequence import Seq
+
+ROUTERS = ("round_robin", "least_loaded")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeResult:
+    """The summary dict (see archsim.serving.metrics.summary) and the raw recorder."""
+
+    summary: dict
+    recorder: Recorder
+
+
+class _Replica:
+    """One replica's simpy process: form an iteration, wait its priced time, apply it; sleep when idle."""
+
+    def __init__(self, env: simpy.Environment, index: int, scheduler, model: IterationModel, rec: Recorder,
+                 on_finish: Callable[[Seq], None], on_handoff: Callable[["_Replica", Seq], None] | None = None):
+        self.env, self.index, self.scheduler, self.model, self.rec = env, index, scheduler, model, rec
+        self.on_finish, self.on_handoff = on_finish, on_handoff
+        self.wakeup: simpy.Event | None = None
+        env.process(self._loop())
+
+    def poke(self) -> None:
+        if self.wakeup is not None and not self.wakeup.triggered:
+            self.wakeup.succeed()
+
+    def _loop(self):
+        env, sched, rec = self.env, self.scheduler, self.rec
+        while True:
+            plan = sched.next_plan(env.now)
+            if plan is None:
+                self.wakeup = env.event()
+                wake = sched.wake_at()
+                yield self.wakeup if wake is None else self.wakeup | env.timeout(max(0.0, wake - env.now))
+                self.wakeup = None
+                continue
+            cost = self.model.iteration(plan.work)
+            if not cost.time_s > 0:
+                raise ConfigError(None, "iteration model", "a positive iteration time", cost.time_s)
+            yield env.timeout(cost.time_s)
+            for seq in sched.complete(plan, env.now):
+                self.on_finish(seq)
+            rec.iteration(self.index, env.now, plan, cost, sched)
+            if sched.handoff:
+                for seq in sched.handoff:
+                    self.on_handoff(self, seq)
+                sched.handoff.clear()
+
+
+def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: IterationModel, duration_s: float,
+             seed: int = 0, requests: list[Request] | None = None, closed_loop: ClosedLoop | None = None,
+             lengths: LengthSampler | None = None, replicas: int = 1, router: str = "least_loaded",
+             disagg: DisaggSpec | None = None, decode_model: IterationModel | None = None, slo: Slo = Slo(),
+             progress: Callable[[float], None] | None = None) -> ServeResult:
+    """Run one serving simulation to completion (every accepted request finishes).
+
+    Open loop: pass ``requests``. Closed loop: pass ``closed_loop`` and ``lengths``; users stop sending
+    at ``duration_s``. With ``disagg``, ``disagg.prefill_replicas`` replicas prefill (priced by ``model``)
+    and hand each sequence's KV over the link to one of ``disagg.decode_replicas`` (``decode_model``).
+    """
+    if router not in ROUTERS:
+        raise ConfigError(None, "router", f"one of {', '.join(ROUTERS)}", router)
+    if (requests is None) == (closed_loop is None):
+        raise ConfigError(None, "workload", "either a request list or a closed loop", None)
+    if replicas < 1 or duration_s <= 0:
+        raise ConfigError(None, "replicas/duration", "replicas >= 1 and duration > 0", (replicas, duration_s))
+    env = simpy.Environment()
+    rec = Recorder()
+    spec_rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, 1]).spawn(64)]
+    done_events: dict[int, simpy.Event] = {}
+
+    def finish(seq: Seq) -> None:
+        rec.requests.append(seq)
+        event = done_events.pop(seq.req.id, None)
+        if event is not None:
+            event.succeed()
+
+    front: list[_Replica]
+    back: list[_Replica] = []
+    specs: list[ReplicaSpec] = []
+    if disagg is None:
+        front = [_Replica(env, i, make_scheduler(scheduler, replica, spec_rngs[i % 64]), model, rec, finish)
+                 for i in range(replicas)]
+        specs = [replica] * replicas
+    else:
+        transfer_links = {}
+
+        def handoff(src: _Replica, seq: Seq) -> None:
+            env.process(_transfer(env, src, seq, transfer_links, disagg, replica.kv_bytes_per_token, back, rec))
+
+        prefill = SchedulerSpec(**{**scheduler.__dict__, "kind": "continuous"})
+        front = [_Replica(env, i, make_scheduler(prefill, replica, spec_rngs[i % 64], role="prefill"), model, rec,
+                          finish, handoff) for i in range(disagg.prefill_replicas)]
+        back = [_Replica(env, 1000 + i, make_scheduler(prefill, replica, spec_rngs[(i + 32) % 64], role="decode"),
+                         decode_model or model, rec, finish) for i in range(disagg.decode_replicas)]
+        transfer_links.update({r.index: simpy.Resource(env, capacity=1) for r in front})
+        specs = [replica] * (disagg.prefill_replicas + disagg.decode_replicas)
+
+    rr = itertools.count()
+
+    def submit(req: Request) -> simpy.Event | None:
+        target = front[next(rr) % len(front)] if router == "round_robin" else _least_loaded(front)
+        seq = Seq(req)
+        seq.replica = target.index
+        if not target.scheduler.add(seq, env.now):
+            rec.rejected.append(seq)
+            return None
+        target.poke()
+        return seq
+
+    if requests is not None:
+        env.process(_open_loop(env, requests, submit, progress))
+    else:
+        env.process(_closed_loop(env, closed_loop, lengths, duration_s, seed, submit, done_events, progress))
+    env.run()
+    schedulers = [r.scheduler for r in front + back]
+    result = summary(rec, replicas=specs, schedulers=schedulers, window_s=duration_s, slo=slo, end_s=env.now)
+    return ServeResult(summary=result, recorder=rec)
+
+
+def _least_loaded(pool: list[_Replica]) -> _Replica:
+    return min(pool, key=lambda r: r.scheduler.load)
+
+
+def _open_loop(env, requests, submit, progress):
+    for n, req in enumerate(requests):
+        if req.arrival_s > env.now:
+            yield env.timeout(req.arrival_s - env.now)
+        submit(req)
+        if progress is not None and n % 1000 == 0:
+            progress(env.now)
+
+
+def _closed_loop(env, loop: ClosedLoop, lengths: LengthSampler, duration_s, seed, submit, done_events, progress):
+    rng = streams(seed)["lengths"]
+    ids = itertools.count()
+
+    def user():
+        while env.now < duration_s:
+            prompt, output, cached = lengths.draw(rng, 1)
+            req = Request(id=next(ids), arrival_s=env.now, prompt_tokens=int(prompt[0]),
+                          output_tokens=int(output[0]), cached_tokens=int(cached[0]))
+            event = env.event()
+            done_events[req.id] = event
+            if submit(req) is None:
+                done_events.pop(req.id)
+            else:
+                yield event
+            if progress is not None:
+                progress(env.now)
+            if loop.think_time_s > 0:
+                yield env.timeout(loop.think_time_s)
+            elif not event.triggered:  # rejected with no think time: stop rather than spin at one instant
+                return
+
+    for _ in range(loop.users):
+        env.process(user())
+    yield env.timeout(0)
+
+
+def _transfer(env, src: _Replica, seq: Seq, links: dict, disagg: DisaggSpec, kv_bytes_per_token: float,
+              pool: list[_Replica], rec: Recorder):
+    """Move one sequence's KV cache from a prefill replica to the least-loaded decode replica over the link."""
+    nbytes = seq.kv_tokens * kv_bytes_per_token
+    with links[src.index].request() as slot:
+        yield slot
+        yield env.timeout(disagg.link_latency_s + nbytes / disagg.link_bandwidth_bytes_per_s)
+    rec.transfers += 1
+    rec.transfer_bytes += nbytes
+    src.scheduler.release(seq)
+    src.poke()
+    target = _least_loaded(pool)
+    seq.replica = target.index
+    if not target.scheduler.add(seq, env.now):
+        rec.rejected.append(seq)
+        return
+    target.poke()
