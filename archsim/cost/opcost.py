@@ -1,0 +1,130 @@
+"""Roofline price of one op on one chip: time per resource, the binding one, energy, utilisation.
+
+Times are work / rate of a named resource:
+- compute: time-equivalent FLOPs / (engine peak[dtype] * engine achievable_fraction);
+- memory level: bytes / (level bandwidth * achievable_fraction) + one level latency when the op
+  touches the level at all (the first access is exposed; later ones are pipelined behind it);
+- network (collective ops): bytes / (scale-up link bandwidth * fraction) + link latency, the
+  alpha-beta cost of one transfer (teammate F's ``cost/collectives.py`` refines collectives);
+- launch: kernel launches * ``kernel_launch_s``.
+The op's time is the largest of these (perfect overlap within a kernel) and ``bound`` names it.
+Dynamic energy = FLOPs * energy_per_flop[dtype] + bytes * 8 * energy_per_bit per level (+ network);
+idle power over time is added per phase (``cost/phase.py``), not per op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from archsim.config.hardware import ComputeEngine, Hardware
+from archsim.cost.traffic import Geometry, OpWork, op_work
+from archsim.dtypes import BITS_PER_BYTE, BY_NAME
+from archsim.errors import ConfigError
+from archsim.graph.op import Op
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpCost:
+    """The price of one op. Breakdowns are dicts keyed by level / resource name."""
+
+    name: str
+    kind: str
+    engine: str
+    flops: float
+    compute_s: float
+    bytes_by_level: Mapping[str, float]
+    memory_s_by_level: Mapping[str, float]
+    network_bytes: float
+    network_s: float
+    launch_s: float
+    time_s: float
+    bound: str
+    energy_j: float
+    energy_j_by: Mapping[str, float]
+    achieved_flop_per_s: float
+    bandwidth_utilisation: float
+
+
+def rate_key(hw: Hardware, op: Op) -> tuple[str, str] | None:
+    """(engine name, dtype name) whose peak prices ``op``'s FLOPs; None for an op without FLOPs.
+
+    Matrix ops run on the first matrix engine, everything else with FLOPs on the first vector engine.
+    An engine without the op's dtype runs it in the narrowest wider format it lists (e.g. BF16
+    elementwise work on FP32 CUDA cores, FP8 weights upcast to BF16 on an A100).
+    """
+    if op.flops <= 0:
+        return None
+    kind = "matrix" if op.engine == "matrix" else "vector"
+    try:
+        engine = hw.engine_for(kind)
+    except KeyError:
+        raise ConfigError(hw.source_file, "compute", f"a {kind} engine for op {op.name}", None) from None
+    return engine.name, _engine_dtype(hw, engine, op)
+
+
+def _engine_dtype(hw: Hardware, engine: ComputeEngine, op: Op) -> str:
+    name = op.compute_dtype.name
+    if name in engine.peak_flop_per_s:
+        return name
+    wider = [d for d in engine.peak_flop_per_s if d in BY_NAME and BY_NAME[d].bits >= op.compute_dtype.bits]
+    if not wider:
+        raise ConfigError(hw.source_file, f"compute.{engine.name}.peak",
+                          f"a peak for {name} or a wider dtype (op {op.name})", sorted(engine.peak_flop_per_s))
+    return min(wider, key=lambda d: BY_NAME[d].bits)
+
+
+def energy_per_flop(hw: Hardware, key: tuple[str, str]) -> float:
+    """Energy per FLOP of engine ``key[0]`` in dtype ``key[1]`` (ConfigError if the YAML lacks it)."""
+    engine = hw.compute[key[0]]
+    try:
+        return engine.energy_j_per_flop[key[1]]
+    except KeyError:
+        raise ConfigError(hw.source_file, f"compute.{key[0]}.energy_per_flop.{key[1]}",
+                          "an energy per FLOP for every dtype the engine runs",
+                          sorted(engine.energy_j_per_flop)) from None
+
+
+def _level_time(nbytes: float, level) -> float:
+    if nbytes <= 0:
+        return 0.0
+    return nbytes / (level.bandwidth_bytes_per_s * level.achievable_fraction) + level.latency_s
+
+
+def price_work_item(op: Op, work: OpWork, hw: Hardware) -> OpCost:
+    """Price an op whose work on ``hw``'s geometry is already known."""
+    key = rate_key(hw, op)
+    compute_s = 0.0
+    compute_j = 0.0
+    if key is not None:
+        engine = hw.compute[key[0]]
+        compute_s = work.time_flops / (engine.peak_flop_per_s[key[1]] * engine.achievable_fraction)
+        compute_j = op.flops * energy_per_flop(hw, key)
+    memory_s = {name: _level_time(work.bytes_by_level[name], hw.memory[name]) for name in hw.memory}
+    link = hw.node.scale_up
+    network_s = 0.0
+    if work.network_bytes > 0:
+        network_s = work.network_bytes / (link.bandwidth_bytes_per_s * link.achievable_fraction) + link.latency_s
+    launch_s = work.launches * hw.kernel_launch_s
+    candidates = [("compute", compute_s)]
+    candidates += [(f"memory:{name}", memory_s[name]) for name in reversed(tuple(hw.memory))]
+    candidates += [("network", network_s), ("launch", launch_s)]
+    bound, time_s = max(candidates, key=lambda c: c[1])  # first maximum wins ties
+    energy = {"compute": compute_j}
+    energy.update({f"memory:{name}": work.bytes_by_level[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
+                   for name in hw.memory})
+    energy["network"] = work.network_bytes * BITS_PER_BYTE * link.energy_j_per_bit
+    main = hw.main_memory
+    main_bytes = work.bytes_by_level[main.name]
+    return OpCost(
+        name=op.name, kind=op.kind, engine=key[0] if key else op.engine, flops=float(op.flops),
+        compute_s=compute_s, bytes_by_level=dict(work.bytes_by_level), memory_s_by_level=memory_s,
+        network_bytes=work.network_bytes, network_s=network_s, launch_s=launch_s, time_s=time_s,
+        bound=bound, energy_j=sum(energy.values()), energy_j_by=energy,
+        achieved_flop_per_s=op.flops / time_s if time_s > 0 else 0.0,
+        bandwidth_utilisation=main_bytes / time_s / main.bandwidth_bytes_per_s if time_s > 0 else 0.0,
+    )
+
+
+def price_op(op: Op, hw: Hardware, *, attention: str = "flash") -> OpCost:
+    """Roofline price of ``op`` on ``hw`` (pure function). ``attention`` is "flash" or "naive"."""
+    return price_work_item(op, op_work(op, Geometry.of(hw), attention=attention), hw)

@@ -1,0 +1,154 @@
+"""Work of one op on one chip's memory geometry: time-equivalent FLOPs and bytes per memory level.
+
+This is the hardware-geometry half of pricing (tile sizes from SRAM, L2 capture); rates, fractions
+and energies are applied later, so a sweep over bandwidths or peaks reuses the same work.
+
+Levels: the outermost level (``hw.main_memory``, HBM or its what-if replacement) gets the off-chip
+bytes, ``l2`` the bytes between L2 and the SMs, ``shared`` the bytes staged through shared memory.
+Register-file traffic is not modelled (its energy is part of the energy per FLOP). Streaming kinds
+(norm, rope, elementwise, router, embedding, softmax, topk, combine, ...) touch their operands once:
+main memory and L2 both carry the operand bytes, shared memory none.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archsim.config.hardware import Hardware
+from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
+from archsim.cost.gemm_traffic import (TiledTraffic, busiest_expert_flops, gemm_tile, gemm_traffic,
+                                       grouped_gemm_traffic)
+from archsim.errors import ConfigError
+from archsim.graph.op import Op
+
+ATTENTION_MODELS = ("flash", "naive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Geometry:
+    """The sizes of a chip that shape traffic (not its rates)."""
+
+    level_names: tuple[str, ...]
+    main: str
+    sram_per_sm_bytes: float
+    l2_bytes: float
+    register_per_sm_bytes: float | None
+    sm_count: int
+
+    @staticmethod
+    def of(hw: Hardware) -> "Geometry":
+        names = tuple(hw.memory)
+        shared = hw.memory.get("shared")
+        if shared is None:
+            sram = 0.0
+        elif shared.per_unit_bytes is not None:
+            sram = shared.per_unit_bytes
+        else:
+            sram = shared.capacity_bytes / max(1, shared.units or hw.sm_count)
+        l2 = hw.memory.get("l2")
+        regs = hw.memory.get("registers")
+        reg_bytes = None
+        if regs is not None:
+            reg_bytes = regs.per_unit_bytes or regs.capacity_bytes / max(1, regs.units or hw.sm_count)
+        return Geometry(level_names=names, main=names[-1], sram_per_sm_bytes=sram, register_per_sm_bytes=reg_bytes,
+                        l2_bytes=0.0 if l2 is None else l2.capacity_bytes, sm_count=hw.sm_count)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpWork:
+    """What an op costs before rates: FLOPs for time, bytes per level, network bytes, launches."""
+
+    time_flops: float
+    bytes_by_level: dict[str, float]
+    network_bytes: float
+    launches: int
+
+
+def _split_gemm_operands(op: Op) -> tuple[float, float, float]:
+    """(A, B, C) bytes: weights and cache reads are the B operand, other reads A, writes C."""
+    b = sum(o.nbytes for o in op.reads if o.role in ("weight", "cache"))
+    a = sum(o.nbytes for o in op.reads if o.role not in ("weight", "cache"))
+    return a, b, op.bytes_written
+
+
+def _levels(geom: Geometry, traffic: TiledTraffic) -> dict[str, float]:
+    out = {name: 0.0 for name in geom.level_names}
+    if "shared" in out and geom.main != "shared":
+        out["shared"] = traffic.shared
+    if "l2" in out and geom.main != "l2":
+        out["l2"] = traffic.l2
+    out[geom.main] = traffic.hbm
+    return out
+
+
+def _attention_elem_bytes(op: Op) -> float:
+    """Element bytes e of the attention model: the KV-cache dtype if the op reads a cache, else the
+    dtype of its first read (the activation dtype)."""
+    for operand in op.reads:
+        if operand.role == "cache":
+            return operand.dtype.bytes
+    return op.reads[0].dtype.bytes if op.reads else op.compute_dtype.bytes
+
+
+def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
+    """Attention bytes per docs/counting.md, with L2 capture of flash's K/V re-reads.
+
+    L2 and shared memory carry the model's bytes (``flash_hbm_bytes`` / ``naive_hbm_bytes``: what the
+    tiles load). Flash: the query tiles of one (sequence, kv head) run together, so when that head's
+    K and V fit in L2 their re-reads hit L2 and HBM sees Q, K, V and O once each (K and V as separate
+    streams, as docs/counting.md counts them); otherwise HBM sees every re-read. Naive: the score
+    matrices go to HBM as written. HBM bytes are never below the op's compulsory operand bytes.
+    """
+    a = op.attrs
+    batch, q_len, kv_len = int(a["batch"]), int(a["q_len"]), int(a["kv_len"])
+    heads_q, heads_kv, d_qk, d_v = int(a["heads_q"]), int(a["heads_kv"]), int(a["d_qk"]), int(a["d_v"])
+    elem = _attention_elem_bytes(op)
+    kwargs = dict(batch=batch, q_len=q_len, kv_len=kv_len, heads_q=heads_q, heads_kv=heads_kv, d_qk=d_qk,
+                  d_v=d_v, elem_bytes=elem, sram_bytes=geom.sram_per_sm_bytes, causal=bool(a.get("causal", False)))
+    if attention == "naive":
+        tiled = naive_hbm_bytes(**kwargs)
+        return TiledTraffic(hbm=max(tiled, op.bytes), l2=tiled, shared=tiled)
+    tiled = flash_hbm_bytes(**kwargs)
+    kv_per_head = kv_len * (d_qk + d_v) * elem
+    hbm = tiled
+    if kv_per_head <= geom.l2_bytes:
+        group = heads_q // heads_kv
+        hbm = batch * heads_kv * (q_len * group + kv_len) * (d_qk + d_v) * elem
+    return TiledTraffic(hbm=max(hbm, op.bytes), l2=tiled, shared=tiled)
+
+
+def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
+    """Time-equivalent FLOPs and bytes per level of ``op`` on a chip of geometry ``geom``."""
+    if attention not in ATTENTION_MODELS:
+        raise ConfigError(None, "attention", f"one of {ATTENTION_MODELS}", attention)
+    kind = op.kind
+    time_flops = float(op.flops)
+    if kind == "collective":
+        levels = {name: 0.0 for name in geom.level_names}
+        return OpWork(time_flops=0.0, bytes_by_level=levels,
+                      network_bytes=float(op.attrs.get("bytes", op.bytes)), launches=1)
+    if kind == "gemm":
+        a, b, c = _split_gemm_operands(op)
+        tile = gemm_tile(geom.sram_per_sm_bytes, op.compute_dtype.bytes, geom.register_per_sm_bytes)
+        traffic = gemm_traffic(m=float(op.attrs["m"]), n=int(op.attrs["n"]), a_bytes=a, b_bytes=b,
+                               c_bytes=c, tile=tile, l2_bytes=geom.l2_bytes)
+    elif kind == "grouped_gemm":
+        a, w, c = _split_gemm_operands(op)
+        attrs = op.attrs
+        tile = gemm_tile(geom.sram_per_sm_bytes, op.compute_dtype.bytes, geom.register_per_sm_bytes)
+        per_expert = tuple(attrs.get("tokens_per_expert", ()))
+        tokens_total = float(attrs.get("tokens_total", sum(per_expert)))
+        distinct = float(attrs.get("distinct_experts", attrs.get("groups", len(per_expert))))
+        tokens_max = float(attrs.get("tokens_max", max(per_expert) if per_expert else 0.0))
+        traffic = grouped_gemm_traffic(distinct_experts=distinct, tokens_total=tokens_total,
+                                       n=int(attrs["n"]), a_bytes=a, w_bytes=w, c_bytes=c, tile=tile,
+                                       l2_bytes=geom.l2_bytes)
+        busiest = busiest_expert_flops(tokens_max=tokens_max, n=int(attrs["n"]), k=int(attrs["k"]),
+                                       tile=tile, sm_count=geom.sm_count)
+        time_flops = max(time_flops, busiest)
+    elif kind == "attention":
+        traffic = attention_traffic(op, geom, attention)
+    else:
+        total = op.bytes
+        traffic = TiledTraffic(hbm=total, l2=total, shared=0.0)
+    return OpWork(time_flops=time_flops, bytes_by_level=_levels(geom, traffic), network_bytes=0.0,
+                  launches=1)

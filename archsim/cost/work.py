@@ -1,0 +1,180 @@
+"""Array form of pricing: a graph's work as numpy arrays, priced against hardware whose fields may be
+arrays with a leading sweep axis (10,000 hardware points through one call).
+
+``extract_work(ops, hw)`` fixes what depends on the chip's geometry (tile sizes, L2 capture);
+``hardware_arrays(hw, work)`` turns the rates, fractions, latencies and energies into arrays that
+``price_work`` broadcasts: every field has shape ``sweep_shape + (K,)`` for the K rate keys
+(engine, dtype), ``sweep_shape + (L,)`` for the L memory levels, or ``sweep_shape`` for scalars.
+The maths is exactly that of ``cost/opcost.py`` (a test checks they agree op by op).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from archsim.config.hardware import Hardware
+from archsim.cost.opcost import energy_per_flop, rate_key
+from archsim.cost.traffic import Geometry, op_work
+from archsim.dtypes import BITS_PER_BYTE
+from archsim.graph.op import Op
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphWork:
+    """Per-op work of a phase as arrays (n ops, L levels, K rate keys). ``count`` weights duplicate
+    rows after ``compress()`` (identical layers collapse into one row)."""
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    flops: np.ndarray          # (n,) FLOPs counted (energy, MFU)
+    time_flops: np.ndarray     # (n,) FLOPs-equivalent for time (busiest expert bound)
+    rate_index: np.ndarray     # (n,) int index into rate_keys; ops without FLOPs point at 0
+    rate_keys: tuple[tuple[str, str], ...]
+    level_names: tuple[str, ...]
+    bytes: np.ndarray          # (n, L) bytes crossing each level
+    network_bytes: np.ndarray  # (n,)
+    launches: np.ndarray       # (n,)
+    count: np.ndarray          # (n,) multiplicity of each row
+
+    def compress(self) -> "GraphWork":
+        """Merge rows with identical work into one row with a count (totals are unchanged)."""
+        table = np.column_stack([self.flops, self.time_flops, self.rate_index, self.bytes,
+                                 self.network_bytes, self.launches])
+        _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+        count = np.bincount(inverse.ravel(), weights=self.count)
+        pick = lambda a: a[first]
+        return dataclasses.replace(
+            self, names=tuple(self.names[i] for i in first), kinds=tuple(self.kinds[i] for i in first),
+            flops=pick(self.flops), time_flops=pick(self.time_flops), rate_index=pick(self.rate_index),
+            bytes=pick(self.bytes), network_bytes=pick(self.network_bytes), launches=pick(self.launches),
+            count=count)
+
+
+def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -> GraphWork:
+    """Work arrays of ``ops`` on ``hw``'s geometry (order preserved)."""
+    geom = Geometry.of(hw)
+    ops = list(ops)
+    keys: dict[tuple[str, str], int] = {}
+    n, levels = len(ops), geom.level_names
+    flops, time_flops = np.zeros(n), np.zeros(n)
+    rate_index, launches = np.zeros(n, dtype=np.int64), np.zeros(n)
+    nbytes, network = np.zeros((n, len(levels))), np.zeros(n)
+    for i, op in enumerate(ops):
+        work = op_work(op, geom, attention=attention)
+        key = rate_key(hw, op)
+        if key is not None:
+            rate_index[i] = keys.setdefault(key, len(keys))
+        flops[i] = op.flops
+        time_flops[i] = work.time_flops
+        nbytes[i] = [work.bytes_by_level[name] for name in levels]
+        network[i] = work.network_bytes
+        launches[i] = work.launches
+    return GraphWork(names=tuple(op.name for op in ops), kinds=tuple(op.kind for op in ops), flops=flops,
+                     time_flops=time_flops, rate_index=rate_index, rate_keys=tuple(keys), level_names=levels,
+                     bytes=nbytes, network_bytes=network, launches=launches, count=np.ones(n))
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareArrays:
+    """Hardware rates as arrays; replace any field by an array with a leading sweep axis to sweep it."""
+
+    peak_flop_per_s: np.ndarray       # (..., K)
+    compute_fraction: np.ndarray      # (..., K)
+    energy_j_per_flop: np.ndarray     # (..., K)
+    bandwidth_bytes_per_s: np.ndarray  # (..., L)
+    memory_fraction: np.ndarray       # (..., L)
+    latency_s: np.ndarray             # (..., L)
+    energy_j_per_bit: np.ndarray      # (..., L)
+    kernel_launch_s: np.ndarray       # (...)
+    idle_w: np.ndarray                # (...)
+    link_bandwidth_bytes_per_s: np.ndarray  # (...)
+    link_fraction: np.ndarray         # (...)
+    link_latency_s: np.ndarray        # (...)
+    link_energy_j_per_bit: np.ndarray  # (...)
+
+
+def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
+    """The rates of one chip, laid out for ``work``'s rate keys and levels (no sweep axis)."""
+    engines = [hw.compute[e] for e, _ in work.rate_keys]
+    levels = [hw.memory[name] for name in work.level_names]
+    link = hw.node.scale_up
+    arr = np.asarray
+    return HardwareArrays(
+        peak_flop_per_s=arr([eng.peak_flop_per_s[d] for eng, (_, d) in zip(engines, work.rate_keys)], float),
+        compute_fraction=arr([eng.achievable_fraction for eng in engines], float),
+        energy_j_per_flop=arr([energy_per_flop(hw, key) for key in work.rate_keys], float),
+        bandwidth_bytes_per_s=arr([lv.bandwidth_bytes_per_s for lv in levels], float),
+        memory_fraction=arr([lv.achievable_fraction for lv in levels], float),
+        latency_s=arr([lv.latency_s for lv in levels], float),
+        energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),
+        kernel_launch_s=arr(hw.kernel_launch_s, float), idle_w=arr(hw.power.idle_w, float),
+        link_bandwidth_bytes_per_s=arr(link.bandwidth_bytes_per_s, float),
+        link_fraction=arr(link.achievable_fraction, float), link_latency_s=arr(link.latency_s, float),
+        link_energy_j_per_bit=arr(link.energy_j_per_bit, float))
+
+
+def stack_hardware(arrays: Sequence[HardwareArrays]) -> HardwareArrays:
+    """Stack several chips' arrays (same work layout) along a new leading sweep axis."""
+    fields = [f.name for f in dataclasses.fields(HardwareArrays)]
+    return HardwareArrays(**{f: np.stack([getattr(a, f) for a in arrays]) for f in fields})
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkCost:
+    """Prices per op (shape sweep + (n,)) and phase totals (shape sweep)."""
+
+    bound_labels: tuple[str, ...]
+    compute_s: np.ndarray
+    memory_s: np.ndarray       # sweep + (n, L)
+    network_s: np.ndarray
+    launch_s: np.ndarray
+    time_s: np.ndarray
+    bound_index: np.ndarray    # sweep + (n,) index into bound_labels
+    energy_j: np.ndarray       # dynamic energy per op
+    compute_j: np.ndarray
+    memory_j: np.ndarray       # sweep + (n, L)
+    network_j: np.ndarray
+    total_time_s: np.ndarray   # serial sum of op times
+    total_energy_j: np.ndarray  # dynamic energy + idle power * total time
+
+
+def bound_labels(level_names: Sequence[str]) -> tuple[str, ...]:
+    """Resource labels in tie-break order: compute, memory levels outermost first, network, launch."""
+    return ("compute", *(f"memory:{n}" for n in reversed(tuple(level_names))), "network", "launch")
+
+
+def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
+    """Price every op of ``work`` on (possibly swept) hardware ``hwa``; see opcost.py for the maths."""
+    idx = work.rate_index
+    if work.rate_keys:
+        rate = hwa.peak_flop_per_s[..., idx] * hwa.compute_fraction[..., idx]
+        compute_s = work.time_flops / rate
+        compute_j = work.flops * hwa.energy_j_per_flop[..., idx]
+    else:
+        compute_s = compute_j = np.zeros(np.shape(hwa.kernel_launch_s) + work.flops.shape)
+    level_rate = (hwa.bandwidth_bytes_per_s * hwa.memory_fraction)[..., None, :]
+    touched = work.bytes > 0
+    memory_s = work.bytes / level_rate + np.where(touched, hwa.latency_s[..., None, :], 0.0)
+    memory_j = work.bytes * BITS_PER_BYTE * hwa.energy_j_per_bit[..., None, :]
+    link_rate = (hwa.link_bandwidth_bytes_per_s * hwa.link_fraction)[..., None]
+    network_s = np.where(work.network_bytes > 0,
+                         work.network_bytes / link_rate + hwa.link_latency_s[..., None], 0.0)
+    network_j = work.network_bytes * BITS_PER_BYTE * hwa.link_energy_j_per_bit[..., None]
+    launch_s = work.launches * hwa.kernel_launch_s[..., None]
+    shape = np.broadcast_shapes(np.shape(compute_s), memory_s.shape[:-1], np.shape(network_s),
+                                np.shape(launch_s))
+    stacked = np.stack([np.broadcast_to(compute_s, shape),
+                        *(np.broadcast_to(memory_s[..., j], shape) for j in reversed(range(memory_s.shape[-1]))),
+                        np.broadcast_to(network_s, shape), np.broadcast_to(launch_s, shape)], axis=-1)
+    bound_index = np.argmax(stacked, axis=-1)  # first maximum wins ties, as in opcost.py
+    time_s = np.max(stacked, axis=-1)
+    energy_j = compute_j + memory_j.sum(axis=-1) + network_j
+    total_time_s = (time_s * work.count).sum(axis=-1)
+    total_energy_j = (energy_j * work.count).sum(axis=-1) + hwa.idle_w * total_time_s
+    return WorkCost(bound_labels=bound_labels(work.level_names), compute_s=compute_s, memory_s=memory_s,
+                    network_s=network_s, launch_s=launch_s, time_s=time_s, bound_index=bound_index,
+                    energy_j=energy_j, compute_j=compute_j, memory_j=memory_j, network_j=network_j,
+                    total_time_s=total_time_s, total_energy_j=total_energy_j)

@@ -1,0 +1,91 @@
+"""H100-like Hardware record and small Op builders for the cost-model tests.
+
+Peak rates, capacities and HBM bandwidth are H100 SXM5 datasheet figures from
+/work/shared/reference/published.md section 4 (glennklockwood.com quoting the Hopper whitepaper [S]).
+Achievable fractions are the reference's measurements (DeepGEMM 1550 of 1979 TFLOPS and FlashMLA
+3000 of 3350 GB/s on H800, published.md section 2). Figures the reference does not give (L2 and SMEM
+bandwidth, latencies, energies, idle power) are FIXTURE PARAMETERS chosen for the tests, not hardware
+claims: the tests derive every expected value from the record's fields, never from these literals.
+"""
+from __future__ import annotations
+
+from archsim.config.hardware import ComputeEngine, Hardware, Link, MemoryLevel, Node, Power
+from archsim.dtypes import BF16, FP8, FP32, DType
+from archsim.graph.op import Op, Operand
+
+KIB = 2 ** 10
+SMS = 132  # published.md s4 H100 SMs [S]
+
+
+def h100_like(*, hbm_bandwidth: float = 3.35e12, fp8_peak: float = 1978.9e12, sm_count: int = SMS) -> Hardware:
+    tensor = ComputeEngine(
+        name="tensor", kind="matrix",
+        peak_flop_per_s={"fp8": fp8_peak, "bf16": 989.4e12, "tf32": 494.7e12},  # published.md s4 [S]
+        achievable_fraction=1550 / 1979,  # DeepGEMM on H800, published.md s2 [V]
+        energy_j_per_flop={"fp8": 0.3e-12, "bf16": 0.6e-12, "tf32": 1.2e-12})  # fixture parameters
+    vector = ComputeEngine(name="cuda", kind="vector", peak_flop_per_s={"fp32": 66.9e12},  # published.md s4
+                           achievable_fraction=0.5, energy_j_per_flop={"fp32": 2e-12})  # fixture parameters
+    memory = {
+        "registers": MemoryLevel(name="registers", capacity_bytes=256 * KIB * sm_count, bandwidth_bytes_per_s=1e15,
+                                 latency_s=0.0, energy_j_per_bit=0.01e-12, achievable_fraction=1.0,
+                                 per_unit_bytes=256 * KIB, units=sm_count),
+        "shared": MemoryLevel(name="shared", capacity_bytes=228 * KIB * sm_count, bandwidth_bytes_per_s=3.3e13,
+                              latency_s=3e-8, energy_j_per_bit=0.1e-12, achievable_fraction=0.9,
+                              per_unit_bytes=228 * KIB, units=sm_count),  # 228 KB/SM: published.md s4
+        "l2": MemoryLevel(name="l2", capacity_bytes=50e6, bandwidth_bytes_per_s=1.2e13, latency_s=3e-7,
+                          energy_j_per_bit=0.5e-12, achievable_fraction=0.8),  # 50 MB: published.md s4
+        "hbm": MemoryLevel(name="hbm", capacity_bytes=80e9, bandwidth_bytes_per_s=hbm_bandwidth, latency_s=6e-7,
+                           energy_j_per_bit=3.9e-12, achievable_fraction=3000 / 3350),  # 80 GB, 3.35 TB/s s4
+    }
+    link = Link(name="nvlink", bandwidth_bytes_per_s=450e9, latency_s=2e-6, energy_j_per_bit=1.3e-12,
+                achievable_fraction=0.8)  # 900 GB/s bidirectional, 1.3 pJ/bit: published.md s4-5
+    return Hardware(name="h100-like", year=2022, compute={"tensor": tensor, "cuda": vector}, memory=memory,
+                    sm_count=sm_count, kernel_launch_s=2.5e-6, power=Power(tdp_w=700.0, idle_w=100.0),
+                    price_usd_per_hour=2.0, node=Node(chips_per_node=8, scale_up=link, scale_out=link))
+
+
+def gemm_op(name: str, m: int, n: int, k: int, *, weight: DType = FP8, act: DType = BF16) -> Op:
+    """C[m,n] = A[m,k] @ W[k,n]; compute dtype is the weight dtype (FP8 GEMMs run in FP8)."""
+    return Op(name=name, kind="gemm", engine="matrix", compute_dtype=weight, flops=2 * m * n * k,
+              reads=(Operand.of("x", (m, k), act, "activation"), Operand.of("w", (k, n), weight, "weight")),
+              writes=(Operand.of("y", (m, n), act, "output"),), params=n * k, attrs={"m": m, "n": n, "k": k})
+
+
+def norm_op(name: str, rows: int, width: int, dtype: DType = BF16) -> Op:
+    """RMSNorm: 4*r*d FLOPs (docs/counting.md); reads x and the weight vector, writes y."""
+    return Op(name=name, kind="norm", engine="vector", compute_dtype=dtype, flops=4 * rows * width,
+              reads=(Operand.of("x", (rows, width), dtype, "activation"), Operand.of("g", (width,), dtype, "weight")),
+              writes=(Operand.of("y", (rows, width), dtype, "output"),), params=width)
+
+
+def attention_op(name: str, *, batch: int, q_len: int, kv_len: int, heads_q: int, heads_kv: int, d_qk: int,
+                 d_v: int, causal: bool, dtype: DType = BF16) -> Op:
+    """Attention core with docs/counting.md FLOPs: pairs * heads * (2*d_qk + 5 + 2*d_v)."""
+    if causal:
+        start = kv_len - q_len
+        pairs = sum(start + i + 1 for i in range(q_len))
+    else:
+        pairs = q_len * kv_len
+    flops = batch * heads_q * pairs * (2 * d_qk + 5 + 2 * d_v)
+    reads = (Operand.of("q", (batch, q_len, heads_q, d_qk), dtype, "activation"),
+             Operand.of("k", (batch, kv_len, heads_kv, d_qk), dtype, "cache"),
+             Operand.of("v", (batch, kv_len, heads_kv, d_v), dtype, "cache"))
+    writes = (Operand.of("o", (batch, q_len, heads_q, d_v), dtype, "output"),)
+    return Op(name=name, kind="attention", engine="matrix", compute_dtype=dtype, flops=flops, reads=reads,
+              writes=writes, attrs=dict(batch=batch, q_len=q_len, kv_len=kv_len, heads_q=heads_q,
+                                        heads_kv=heads_kv, d_qk=d_qk, d_v=d_v, causal=causal))
+
+
+def grouped_op(name: str, *, tokens_per_expert: tuple[float, ...], n: int, k: int, weight: DType = FP8,
+               act: DType = BF16) -> Op:
+    """Grouped expert GEMM over the experts with tokens; weights of the touched experts only."""
+    touched = [t for t in tokens_per_expert if t > 0]
+    tokens = sum(touched)
+    w = Operand(name="w", shape=(len(touched), k, n), dtype=weight, role="weight",
+                nbytes=len(touched) * weight.storage_bytes((k, n)))
+    return Op(name=name, kind="grouped_gemm", engine="matrix", compute_dtype=weight, flops=2 * tokens * n * k,
+              reads=(Operand(name="x", shape=(int(tokens), k), dtype=act, role="activation",
+                             nbytes=tokens * k * act.bytes), w),
+              writes=(Operand(name="y", shape=(int(tokens), n), dtype=act, role="output", nbytes=tokens * n * act.bytes),),
+              attrs=dict(n=n, k=k, tokens_per_expert=tuple(tokens_per_expert), distinct_experts=len(touched),
+                         tokens_total=tokens))

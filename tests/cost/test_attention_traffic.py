@@ -1,0 +1,55 @@
+"""Attention traffic models against hand counts (docs/counting.md "Attention traffic model")."""
+from archsim.cost.attention_traffic import flash_hbm_bytes, flash_tiles, naive_hbm_bytes
+
+
+def test_flash_tiles_follow_algorithm_1():
+    # B_c = floor(M / (4*d*e)) = floor(32 / (4*2*2)) = 2; B_r = min(B_c, d) = 2
+    assert flash_tiles(32, 2, 2, 2) == (2, 2)
+    # H100 228 KiB, d = max(192, 128) = 192, e = 2: B_c = floor(233472 / 1536) = 152, B_r = min(152, 192)
+    assert flash_tiles(228 * 1024, 192, 128, 2) == (152, 152)
+    # tiny SRAM never gives a zero tile
+    assert flash_tiles(1, 64, 64, 2) == (1, 1)
+
+
+SMALL = dict(batch=1, q_len=4, kv_len=4, heads_q=1, heads_kv=1, d_qk=2, d_v=2, elem_bytes=2, sram_bytes=32)
+
+
+def test_flash_non_causal_by_hand():
+    # Q = 4*1*2*2 = 16, O = 16; two query tiles of 2 rows each read all 4 keys: 2 * 4*(2+2)*2 = 64
+    assert flash_hbm_bytes(**SMALL, causal=False) == 16 + 16 + 64
+
+
+def test_flash_causal_by_hand():
+    # tile 0 (positions 0,1): p_max = 1 -> key tile 0 only (tile 1 starts at 2 > 1): 2 keys -> 2*4*2 = 16
+    # tile 1 (positions 2,3): p_max = 3 -> both key tiles: 4 keys -> 32
+    assert flash_hbm_bytes(**SMALL, causal=True) == 16 + 16 + 16 + 32
+
+
+def test_flash_gqa_packing_by_hand():
+    # g = 2 query heads per kv head, q_len = 2 at absolute positions 2, 3 (2 cached keys before them).
+    # rows (position, head): 4 rows, B_r = 2 -> tile 0 = position 2 (p_max 2), tile 1 = position 3 (p_max 3);
+    # B_c = 2: key tiles start at 0 and 2, both <= 2, so each query tile reads all 4 keys.
+    # Q = 2*2*2*2 = 16, O = 16, K/V = 2 tiles * 4 keys * (2+2) * 2 = 64
+    args = dict(SMALL, q_len=2, heads_q=2)
+    assert flash_hbm_bytes(**args, causal=True) == 16 + 16 + 64
+    # batch and kv heads multiply
+    assert flash_hbm_bytes(**dict(args, batch=3, heads_q=4, heads_kv=2), causal=True) == 3 * 2 * 96
+
+
+def test_naive_by_hand():
+    # (n_q*d_qk + n_kv*d_qk + n_kv*d_v + 4*n_q*n_kv + n_q*d_v) * e = (8 + 8 + 8 + 64 + 8) * 2
+    assert naive_hbm_bytes(**SMALL) == 192
+    assert naive_hbm_bytes(**dict(SMALL, heads_q=4, heads_kv=1), causal=True) == 4 * 192
+
+
+def test_naive_grows_quadratically_flash_does_not_write_scores():
+    args = dict(batch=1, heads_q=8, heads_kv=8, d_qk=128, d_v=128, elem_bytes=2, sram_bytes=228 * 1024)
+    n = 4096
+    naive_1 = naive_hbm_bytes(q_len=n, kv_len=n, **args)
+    naive_2 = naive_hbm_bytes(q_len=2 * n, kv_len=2 * n, **args)
+    # the 4*n^2 score term dominates: doubling N nearly quadruples the bytes
+    assert naive_2 / naive_1 > 3.9
+    flash_1 = flash_hbm_bytes(q_len=n, kv_len=n, causal=True, **args)
+    # flash never materialises S: its bytes are below the 4*n^2*e score traffic alone
+    assert flash_1 < 8 * 4 * n * n * 2
+    assert flash_1 < naive_1
