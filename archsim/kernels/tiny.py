@@ -117,7 +117,8 @@ class TinyDeepSeek:
         return h
 
     def rope(self, start: int, s: int) -> tuple[np.ndarray, np.ndarray]:
-        return rope_tables(np.arange(start, start + s), self.inv_freq, self.rope_amplitude)
+        cos, sin = rope_tables(np.arange(start, start + s), self.inv_freq, self.rope_amplitude)  # [s, d_r/2]
+        return cos.astype(self.dtype), sin.astype(self.dtype)
 
     def layer(self, i: int, h: np.ndarray, cos: np.ndarray, sin: np.ndarray, cache: MLACache | None, *,
               form: Form, attend: Callable, site: "_SiteMaker"):
