@@ -80,10 +80,10 @@ def test_flash_inside_model_and_float32():
     out, _ = TinyDeepSeek(cfg, seed=4).forward(toks, attend=flash)
     assert np.max(np.abs(out - ref)) <= 1e-10
     # float32 weights and activations: logits are O(1..10); errors accumulate over 3 layers of
-    # float32 GEMMs with k <= 96, ~1e-6 relative each, so 1e-3 absolute is a safe documented bound
+    # float32 GEMMs with k <= 96, ~1e-6 relative each, so 1e-4 absolute is a safe documented bound (measured 1.8e-6)
     out32, _ = TinyDeepSeek(cfg, seed=4, dtype=np.float32).forward(toks)
     assert out32.dtype == np.float32
-    assert np.max(np.abs(out32 - ref)) <= 1e-3
+    assert np.max(np.abs(out32 - ref)) <= 1e-4
 
 
 def test_routing_counts_and_group_limit_in_model():
