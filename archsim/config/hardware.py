@@ -7,8 +7,14 @@ Loading (strict, unit-checked) lives in ``load_hardware`` below.
 """
 from __future__ import annotations
 
+import difflib
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
+
+from archsim.config.yaml_io import Section, load_yaml
+from archsim.dtypes import BY_NAME
+from archsim.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +86,7 @@ class Hardware:
     price_usd_per_hour: float
     node: Node
     source_file: str = "<memory>"
+    clock_hz: float | None = None  # boost clock, for per-cycle derivations; optional
 
     def engine_for(self, kind: str) -> ComputeEngine:
         """The first engine of ``kind`` ("matrix" / "vector")."""
@@ -92,3 +99,147 @@ class Hardware:
     def main_memory(self) -> MemoryLevel:
         """The outermost level (HBM or its what-if replacement)."""
         return list(self.memory.values())[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading: strict, unit-checked, every error names file and field path.
+
+ENGINE_KINDS = ("matrix", "vector")
+_LEVEL_FIELDS = "per_unit / units (per-SM level) or capacity (chip-wide level)"
+
+
+def load_hardware(path: str | os.PathLike) -> Hardware:
+    """Load and validate a hardware YAML file (layout: see ``hardware/h100.yaml``)."""
+    file = os.fspath(path)
+    return hardware_from_dict(load_yaml(file), file)
+
+
+def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
+    """Build a Hardware from an already-parsed mapping (e.g. after sweep overrides); strict like the loader."""
+    root = Section(data, file)
+    hardware = Hardware(
+        name=root.str("name"),
+        year=root.int("year", minimum=1940),
+        sm_count=root.int("sm_count", minimum=1),
+        clock_hz=root.quantity("clock", "frequency_hz", default=None),
+        kernel_launch_s=root.quantity("kernel_launch", "time_s"),
+        compute=_engines(root.section("compute")),
+        memory=_levels(root.section("memory")),
+        power=_power(root.section("power")),
+        price_usd_per_hour=root.quantity("price", "usd_per_hour"),
+        node=_node(root.section("node")),
+        source_file=file,
+    )
+    root.finish()
+    return hardware
+
+
+def _engines(sec: Section) -> dict[str, ComputeEngine]:
+    engines = {name: _engine(sec.section(name), name) for name in sec.keys()}
+    if not engines:
+        raise ConfigError(sec.file, sec.path, "at least one compute engine", "an empty mapping")
+    if not any(e.kind == "matrix" for e in engines.values()):
+        raise ConfigError(sec.file, sec.path, "at least one engine with kind: matrix",
+                          sorted(e.kind for e in engines.values()))
+    return engines
+
+
+def _engine(sec: Section, name: str) -> ComputeEngine:
+    peak = _per_dtype(sec.section("peak"), "flop_per_s")
+    if not peak:
+        raise ConfigError(sec.file, sec.child_path("peak"), "at least one dtype peak like 'bf16: 989.4 TFLOPS'",
+                          "an empty mapping")
+    energy = _per_dtype(sec.section("energy_per_flop", default={}), "energy_j_per_flop")
+    return ComputeEngine(
+        name=name,
+        kind=sec.str("kind", choices=ENGINE_KINDS),
+        peak_flop_per_s=peak,
+        achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
+        energy_j_per_flop=energy,
+    )
+
+
+def _per_dtype(sec: Section, dimension: str) -> dict[str, float]:
+    """A mapping dtype name -> quantity; keys must be known dtypes (archsim.dtypes.BY_NAME)."""
+    values = {}
+    for key in sec.keys():
+        if key not in BY_NAME:
+            hint = difflib.get_close_matches(key, list(BY_NAME), n=1)
+            raise ConfigError(sec.file, sec.child_path(key),
+                              f"a dtype name, one of {', '.join(BY_NAME)}"
+                              + (f"; did you mean '{hint[0]}'?" if hint else ""), key)
+        values[key] = sec.quantity(key, dimension)
+    return values
+
+
+def _levels(sec: Section) -> dict[str, MemoryLevel]:
+    levels = {name: _level(sec.section(name), name) for name in sec.keys()}
+    if not levels:
+        raise ConfigError(sec.file, sec.path, "at least one memory level (innermost first, main memory last)",
+                          "an empty mapping")
+    *inner, (main_name, main) = levels.items()
+    if main.per_unit_bytes is not None:
+        raise ConfigError(sec.file, sec.child_path(main_name),
+                          "the last level to be main memory with a chip-wide 'capacity', not per_unit/units", None)
+    for name, level in inner:
+        if level.capacity_bytes > main.capacity_bytes:
+            raise ConfigError(sec.file, sec.child_path(name),
+                              f"a capacity no larger than main memory '{main_name}' "
+                              f"({main.capacity_bytes:.4g} B); levels are ordered innermost first",
+                              level.capacity_bytes)
+    return levels
+
+
+def _level(sec: Section, name: str) -> MemoryLevel:
+    per_unit = sec.quantity("per_unit", "bytes", default=None)
+    units = sec.int("units", minimum=1, default=None)
+    capacity = sec.quantity("capacity", "bytes", default=None)
+    if (per_unit is None) != (units is None):
+        raise ConfigError(sec.file, sec.path, f"both per_unit and units, or neither ({_LEVEL_FIELDS})",
+                          "only one of them")
+    if per_unit is not None:
+        derived = per_unit * units
+        if capacity is not None and capacity != derived:
+            raise ConfigError(sec.file, sec.child_path("capacity"),
+                              f"per_unit x units = {derived:.0f} B (or omit capacity)", capacity)
+        capacity = derived
+    if capacity is None:
+        raise ConfigError(sec.file, sec.path, f"key 'capacity' ({_LEVEL_FIELDS})", None)
+    return MemoryLevel(
+        name=name,
+        capacity_bytes=capacity,
+        bandwidth_bytes_per_s=sec.quantity("bandwidth", "bytes_per_s"),
+        latency_s=sec.quantity("latency", "time_s"),
+        energy_j_per_bit=sec.quantity("energy_per_bit", "energy_j_per_bit"),
+        achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
+        per_unit_bytes=per_unit,
+        units=units,
+    )
+
+
+def _power(sec: Section) -> Power:
+    tdp = sec.quantity("tdp", "power_w")
+    if tdp <= 0:
+        raise ConfigError(sec.file, sec.child_path("tdp"), "a positive power like '700 W'", tdp)
+    idle = sec.quantity("idle", "power_w")
+    if idle > tdp:
+        raise ConfigError(sec.file, sec.child_path("idle"), f"idle power no larger than tdp ({tdp:g} W)", idle)
+    return Power(tdp_w=tdp, idle_w=idle)
+
+
+def _node(sec: Section) -> Node:
+    return Node(
+        chips_per_node=sec.quantity("chips", "count"),
+        scale_up=_link(sec.section("scale_up")),
+        scale_out=_link(sec.section("scale_out")),
+    )
+
+
+def _link(sec: Section) -> Link:
+    return Link(
+        name=sec.str("name"),
+        bandwidth_bytes_per_s=sec.quantity("bandwidth", "bytes_per_s"),
+        latency_s=sec.quantity("latency", "time_s"),
+        energy_j_per_bit=sec.quantity("energy_per_bit", "energy_j_per_bit"),
+        achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
+    )
