@@ -1,0 +1,279 @@
+"""Model architecture as a strict record whose fields are the Hugging Face config.json names verbatim."""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from archsim.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class RopeScaling:
+    """``rope_scaling`` of config.json (YaRN for DeepSeek/Kimi, ``llama3`` for Llama-3.1).
+
+    RoPE scaling changes frequencies, not FLOPs or bytes; it is kept so that a config round-trips.
+    """
+
+    type: str | None = None
+    rope_type: str | None = None
+    factor: float | None = None
+    beta_fast: float | None = None
+    beta_slow: float | None = None
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    original_max_position_embeddings: int | None = None
+    low_freq_factor: float | None = None
+    high_freq_factor: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """A decoder-only transformer: dense GQA (Llama) or the DeepSeek-V3 family (MLA + MoE).
+
+    Field names are the Hugging Face config.json keys. Optional fields are ``None`` when the
+    architecture does not use them (e.g. ``kv_lora_rank`` for a GQA model).
+    """
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    vocab_size: int
+    intermediate_size: int
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    # MLA (DeepSeek-V2/V3, Kimi K2)
+    q_lora_rank: int | None = None
+    kv_lora_rank: int | None = None
+    qk_nope_head_dim: int | None = None
+    qk_rope_head_dim: int | None = None
+    v_head_dim: int | None = None
+    # MoE
+    moe_intermediate_size: int | None = None
+    n_routed_experts: int | None = None
+    n_shared_experts: int | None = None
+    num_experts_per_tok: int | None = None
+    first_k_dense_replace: int = 0
+    moe_layer_freq: int = 1
+    n_group: int = 1
+    topk_group: int = 1
+    topk_method: str | None = None
+    scoring_func: str = "softmax"
+    norm_topk_prob: bool = False
+    routed_scaling_factor: float = 1.0
+    # positions, norms, misc
+    max_position_embeddings: int | None = None
+    rope_theta: float | None = None
+    rope_scaling: RopeScaling | None = None
+    rms_norm_eps: float | None = None
+    num_nextn_predict_layers: int = 0
+    tie_word_embeddings: bool = False
+    hidden_act: str = "silu"
+    model_type: str | None = None
+    architectures: tuple[str, ...] = ()
+    quantization_config: Mapping[str, Any] | None = None
+
+    @property
+    def attention_kind(self) -> str:
+        """``"mla"`` when the model compresses KV into a latent (kv_lora_rank set), else ``"gqa"``."""
+        return "mla" if self.kv_lora_rank else "gqa"
+
+    @property
+    def is_moe(self) -> bool:
+        return bool(self.n_routed_experts)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    @property
+    def gqa_head_dim(self) -> int:
+        """Head width of a GQA model (HF default: hidden_size / num_attention_heads)."""
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def qk_head_dim(self) -> int:
+        """MLA query/key width per head: nope + rope."""
+        return (self.qk_nope_head_dim or 0) + (self.qk_rope_head_dim or 0)
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """HF DeepseekV3DecoderLayer rule: MoE iff layer >= first_k_dense_replace and layer % moe_layer_freq == 0."""
+        return (self.is_moe and layer >= self.first_k_dense_replace
+                and layer % self.moe_layer_freq == 0)
+
+    @property
+    def moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.num_hidden_layers))
+
+
+# HF config.json keys that do not change FLOPs, bytes or parameters: accepted and ignored.
+# (Explicit allow-list; anything else is an unknown-key error.)
+IGNORED_HF_KEYS = frozenset({
+    "_name_or_path", "auto_map", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype",
+    "dtype", "transformers_version", "initializer_range", "use_cache", "ep_size", "pretraining_tp",
+    "aux_loss_alpha", "seq_aux", "attention_dropout", "tokenizer_class", "output_router_logits",
+    "router_aux_loss_coef", "use_sliding_window", "sliding_window",
+})
+# Keys accepted only with the value that archsim models (a bias would add parameters).
+FIXED_HF_KEYS = {"attention_bias": False, "mlp_bias": False}
+
+_INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
+        "num_key_value_heads", "head_dim", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+        "qk_rope_head_dim", "v_head_dim", "moe_intermediate_size", "n_routed_experts",
+        "n_shared_experts", "num_experts_per_tok", "first_k_dense_replace", "moe_layer_freq",
+        "n_group", "topk_group", "max_position_embeddings", "num_nextn_predict_layers")
+_FLOAT = ("routed_scaling_factor", "rope_theta", "rms_norm_eps")
+_BOOL = ("norm_topk_prob", "tie_word_embeddings")
+_STR = ("topk_method", "scoring_func", "hidden_act", "model_type")
+_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size")
+_ROPE_INT = ("original_max_position_embeddings",)
+_ROPE_STR = ("type", "rope_type")
+
+
+def _unknown(file: str | None, path: str, key: str, known: set[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(file, f"{path}{key}", f"a known key{hint}", key)
+
+
+def _check_type(file, path, key, value, kind):
+    if value is None:
+        return None
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, path + key, "an integer", value)
+        if value < 0:
+            raise ConfigError(file, path + key, "a non-negative integer", value)
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ConfigError(file, path + key, "a number", value)
+        return float(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, path + key, "true or false", value)
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(file, path + key, "a string", value)
+    return value
+
+
+def _rope_scaling(raw: Any, file: str | None, path: str) -> RopeScaling | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(file, path.rstrip("."), "a mapping or null", raw)
+    known = {f.name for f in fields(RopeScaling)}
+    out = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise _unknown(file, path, key, known)
+        kind = int if key in _ROPE_INT else str if key in _ROPE_STR else float
+        out[key] = _check_type(file, path, key, value, kind)
+    return RopeScaling(**out)
+
+
+def model_from_dict(data: Mapping[str, Any], file: str | None = None, path: str = "") -> ModelConfig:
+    """Validate a config.json-style mapping and return a ModelConfig (ConfigError on bad input).
+
+    ``path`` is the YAML path prefix of ``data`` (e.g. ``"model"``) used in error messages.
+    """
+    prefix = f"{path}." if path else ""
+    if not isinstance(data, Mapping):
+        raise ConfigError(file, path or None, "a mapping of Hugging Face config fields", data)
+    known = {f.name for f in fields(ModelConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in IGNORED_HF_KEYS:
+            continue
+        if key in FIXED_HF_KEYS:
+            if value != FIXED_HF_KEYS[key]:
+                raise ConfigError(file, prefix + key, f"{FIXED_HF_KEYS[key]} (biases are not modelled)", value)
+            continue
+        if key not in known:
+            raise _unknown(file, prefix, key, known | IGNORED_HF_KEYS | set(FIXED_HF_KEYS))
+        if key in _INT:
+            values[key] = _check_type(file, prefix, key, value, int)
+        elif key in _FLOAT:
+            values[key] = _check_type(file, prefix, key, value, float)
+        elif key in _BOOL:
+            values[key] = _check_type(file, prefix, key, value, bool)
+        elif key in _STR:
+            values[key] = _check_type(file, prefix, key, value, str)
+        elif key == "rope_scaling":
+            values[key] = _rope_scaling(value, file, prefix + key + ".")
+        elif key == "architectures":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(file, prefix + key, "a list of strings", value)
+            values[key] = tuple(value)
+        elif key == "quantization_config":
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(file, prefix + key, "a mapping or null", value)
+            values[key] = None if value is None else MappingProxyType(dict(value))
+    for key in _REQUIRED:
+        if values.get(key) is None:
+            raise ConfigError(file, prefix + key, "a positive integer (required)", None)
+    # null in config.json means "use the default" for fields that have non-None defaults
+    values = {k: v for k, v in values.items()
+              if v is not None or ModelConfig.__dataclass_fields__[k].default is None}
+    model = ModelConfig(**values)
+    validate_model(model, file, path)
+    return model
+
+
+def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> None:
+    """Cross-field consistency checks (ConfigError naming the offending field)."""
+    p = f"{path}." if path else ""
+
+    def need(cond: bool, key: str, expected: str, got: object) -> None:
+        if not cond:
+            raise ConfigError(file, p + key, expected, got)
+
+    for key in _REQUIRED:
+        need(getattr(m, key) > 0, key, "a positive integer", getattr(m, key))
+    need(m.num_attention_heads % m.kv_heads == 0, "num_key_value_heads",
+         f"a divisor of num_attention_heads={m.num_attention_heads}", m.num_key_value_heads)
+    if m.attention_kind == "mla":
+        for key in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            need(bool(getattr(m, key)), key, "a positive integer (required with kv_lora_rank)", getattr(m, key))
+        need(m.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim", "an even number (RoPE rotates pairs)",
+             m.qk_rope_head_dim)
+    else:
+        need(m.gqa_head_dim % 2 == 0, "head_dim", "an even number (RoPE rotates pairs)", m.gqa_head_dim)
+        need(m.head_dim is not None or m.hidden_size % m.num_attention_heads == 0, "head_dim",
+             "set, or hidden_size divisible by num_attention_heads", m.head_dim)
+    if m.is_moe:
+        for key in ("moe_intermediate_size", "num_experts_per_tok"):
+            need(bool(getattr(m, key)), key, "a positive integer (required with n_routed_experts)", getattr(m, key))
+        E, k = m.n_routed_experts, m.num_experts_per_tok
+        need(k <= E, "num_experts_per_tok", f"<= n_routed_experts={E}", k)
+        need(m.n_group >= 1, "n_group", "a positive integer", m.n_group)
+        need(E % m.n_group == 0, "n_group", f"a divisor of n_routed_experts={E}", m.n_group)
+        need(1 <= m.topk_group <= m.n_group, "topk_group", f"between 1 and n_group={m.n_group}", m.topk_group)
+        need(k <= m.topk_group * (E // m.n_group), "num_experts_per_tok",
+             f"<= topk_group * experts per group = {m.topk_group * (E // m.n_group)}", k)
+        need(m.moe_layer_freq >= 1, "moe_layer_freq", "a positive integer", m.moe_layer_freq)
+        need(m.first_k_dense_replace <= m.num_hidden_layers, "first_k_dense_replace",
+             f"<= num_hidden_layers={m.num_hidden_layers}", m.first_k_dense_replace)
+        need(m.scoring_func in ("sigmoid", "softmax"), "scoring_func", "sigmoid or softmax", m.scoring_func)
+    need(m.hidden_act in ("silu", "swiglu"), "hidden_act", "silu (SwiGLU FFN)", m.hidden_act)
+
+
+def load_model_config(path: str) -> ModelConfig:
+    """Load a Hugging Face config.json (or a JSON/YAML file of the same keys) into a ModelConfig."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(str(path), None, "a readable config file", exc.strerror) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(str(path), None, "valid JSON or YAML", str(exc).splitlines()[0]) from None
+    return model_from_dict(data, str(path), "")

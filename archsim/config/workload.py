@@ -1,0 +1,131 @@
+"""Workload = model (HF config fields) + scenario (formats, lengths, batch, devices, parallelism)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from archsim.config.model import ModelConfig, load_model_config, model_from_dict
+from archsim.config.yaml_io import Section, load_yaml
+from archsim.errors import ConfigError
+
+WEIGHT_CHOICES = ("fp8", "bf16", "fp16", "fp4", "int4")
+PLAIN_CHOICES = ("bf16", "fp16", "fp32", "fp8")
+AUTO = "auto"
+# Scenario defaults. They are scenario choices, not measurements: 4096 prompt tokens is the
+# DeepSeek-V3 pre-training sequence length (DSV3-TR 4.2, "14.8T tokens at 4K"); 1024 output tokens
+# is a common serving-benchmark output length (e.g. MLPerf-style and vLLM benchmark runs use 1K
+# outputs); batch 1 is the latency case.
+DEFAULT_PROMPT_LEN = 4096
+DEFAULT_OUTPUT_LEN = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parallelism:
+    """Degrees per parallel dimension; ``"auto"`` lets the mapping layer choose."""
+
+    tp: int | str = AUTO
+    ep: int | str = AUTO
+    dp: int | str = AUTO
+    pp: int | str = AUTO
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpertLoadSpec:
+    """How routed tokens spread over experts: ``uniform`` or Zipf with exponent ``zipf_s``."""
+
+    kind: str = "uniform"
+    zipf_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """Formats (scenario names, see archsim.graph.precision), lengths, batch and deployment knobs."""
+
+    weights: str
+    kv_cache: str = "bf16"
+    activations: str = "bf16"
+    prompt_len: int = DEFAULT_PROMPT_LEN
+    output_len: int = DEFAULT_OUTPUT_LEN
+    batch: int = 1
+    devices: int | str = AUTO
+    parallelism: Parallelism = Parallelism()
+    mtp: bool = False
+    expert_load: ExpertLoadSpec = ExpertLoadSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    name: str
+    model: ModelConfig
+    scenario: Scenario
+    source_file: str
+
+
+def load_workload(path: str | os.PathLike) -> Workload:
+    """Load a workload YAML (strict: unknown keys are errors with did-you-mean)."""
+    file = os.fspath(path)
+    root = Section(load_yaml(file), file)
+    name = root.str("name", default=os.path.splitext(os.path.basename(file))[0])
+    root.str("description", default="")
+    if root.has("model") == root.has("model_config"):
+        raise ConfigError(file, "model", "exactly one of 'model' (HF fields) or 'model_config' (path to config.json)",
+                          "both" if root.has("model") else "neither")
+    if root.has("model"):
+        model = model_from_dict(root.raw("model"), file, "model")
+    else:
+        rel = root.str("model_config")
+        model = load_model_config(os.path.join(os.path.dirname(file), rel))
+    scenario = scenario_from_section(root.section("scenario", default={}), model)
+    root.finish()
+    return Workload(name=name, model=model, scenario=scenario, source_file=file)
+
+
+def scenario_from_section(s: Section, model: ModelConfig) -> Scenario:
+    """Validate the ``scenario:`` mapping (ConfigError naming file and field)."""
+    scenario = Scenario(
+        weights=s.str("weights", choices=WEIGHT_CHOICES, default="bf16"),
+        kv_cache=s.str("kv_cache", choices=PLAIN_CHOICES, default="bf16"),
+        activations=s.str("activations", choices=PLAIN_CHOICES, default="bf16"),
+        prompt_len=s.int("prompt_len", minimum=1, default=DEFAULT_PROMPT_LEN),
+        output_len=s.int("output_len", minimum=0, default=DEFAULT_OUTPUT_LEN),
+        batch=s.int("batch", minimum=1, default=1),
+        devices=_int_or_auto(s, "devices"),
+        parallelism=_parallelism(s),
+        mtp=s.bool("mtp", default=False),
+        expert_load=_expert_load(s),
+    )
+    if scenario.mtp and not model.num_nextn_predict_layers:
+        raise ConfigError(s.file, s.child_path("mtp"), "false (model has num_nextn_predict_layers = 0)", True)
+    limit = model.max_position_embeddings
+    if limit and scenario.prompt_len + scenario.output_len > limit:
+        raise ConfigError(s.file, s.child_path("prompt_len"),
+                          f"prompt_len + output_len <= max_position_embeddings={limit}",
+                          scenario.prompt_len + scenario.output_len)
+    return scenario
+
+
+def _int_or_auto(s: Section, key: str) -> int | str:
+    value = s.raw(key, default=AUTO)
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(s.file, s.child_path(key), "a positive integer or 'auto'", value)
+    return value
+
+
+def _parallelism(s: Section) -> Parallelism:
+    value = s.raw("parallelism", default=AUTO)
+    if value == AUTO:
+        return Parallelism()
+    p = s.section("parallelism")
+    return Parallelism(**{k: _int_or_auto(p, k) for k in ("tp", "ep", "dp", "pp")})
+
+
+def _expert_load(s: Section) -> ExpertLoadSpec:
+    value = s.raw("expert_load", default="uniform")
+    if value == "uniform":
+        return ExpertLoadSpec()
+    if not isinstance(value, dict):
+        raise ConfigError(s.file, s.child_path("expert_load"), "'uniform' or {zipf: s}", value)
+    e = s.section("expert_load")
+    return ExpertLoadSpec(kind="zipf", zipf_s=e.number("zipf", minimum=0.0))

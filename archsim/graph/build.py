@@ -1,0 +1,230 @@
+"""Phase graphs (prefill, decode) of a decoder-only model: one builder for the DeepSeek-V3 family
+(MLA + MoE: DeepSeek-V3, Kimi K2) and dense GQA models (Llama), at any scale.
+
+Op names follow checkpoint parameter paths (``layers.3.self_attn.q_b_proj``). Conventions:
+- Prefill processes ``batch*prompt_len`` tokens with no prior cache; MLA runs in the expanded form
+  (kv_b_proj materialises K_nope and V for every token). Logits are computed for the last position
+  of each sequence only (that is all generation needs), so ``lm_head`` has m = batch.
+- Decode processes ``q_len`` new tokens per sequence at ``context`` (new tokens included); MLA runs in
+  the weight-absorbed form (W_UK folded onto q_nope, W_UV onto the attention output) over the cached
+  latent. With ``mtp`` the main model verifies the drafts: q_len = 1 + num_nextn_predict_layers,
+  and the MTP module runs on the same tokens.
+- Every layer writes its new tokens' K/V (MLA: latent + rope key) to the cache.
+- Routed-expert work follows an ExpertLoad (uniform by default) over ``routed_tokens`` tokens
+  (default: the tokens of this graph); weight bytes are those of the expected distinct experts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from archsim.config.model import ModelConfig
+from archsim.errors import ConfigError
+from archsim.graph.expert_load import ExpertLoad, uniform_load
+from archsim.graph.ops import GraphBuilder
+from archsim.graph.precision import Precision, Shard
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Step:
+    """What one graph processes: ``tokens = batch * q_len`` new tokens attending ``kv_len`` keys."""
+
+    phase: str
+    batch: int
+    q_len: int
+    kv_len: int
+    shard: Shard
+    load: ExpertLoad | None
+    routed_tokens: float
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.q_len
+
+
+def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision,
+                  shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
+                  routed_tokens: float | None = None) -> nx.DiGraph:
+    """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice."""
+    _positive("batch", batch)
+    _positive("prompt_len", prompt_len)
+    return _build(model, precision, mtp, "prefill", batch, prompt_len, prompt_len, shard, expert_load,
+                  routed_tokens, {"prompt_len": prompt_len})
+
+
+def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision,
+                 shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
+                 routed_tokens: float | None = None) -> nx.DiGraph:
+    """Graph of one decode step of ``batch`` sequences at ``context`` tokens (new ones included)."""
+    _positive("batch", batch)
+    q_len = 1 + (model.num_nextn_predict_layers if mtp else 0)
+    if context < q_len:
+        raise ConfigError(None, "context", f"an integer >= {q_len} (the new tokens are included)", context)
+    return _build(model, precision, mtp, "decode", batch, q_len, context, shard, expert_load,
+                  routed_tokens, {"context": context})
+
+
+def _positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(None, name, "a positive integer", value)
+
+
+def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra) -> nx.DiGraph:
+    _check_shard(model, shard)
+    if mtp and not model.num_nextn_predict_layers:
+        raise ConfigError(None, "scenario.mtp", "false (the model has num_nextn_predict_layers = 0)", mtp)
+    if model.is_moe:
+        load = load or uniform_load(model.n_routed_experts, model.num_experts_per_tok)
+        if load.experts != model.n_routed_experts or load.k != model.num_experts_per_tok:
+            raise ConfigError(None, "expert_load", f"{model.n_routed_experts} experts with k="
+                              f"{model.num_experts_per_tok}", f"{load.experts} experts, k={load.k}")
+    step = _Step(phase=phase, batch=batch, q_len=q_len, kv_len=kv_len, shard=shard, load=load,
+                 routed_tokens=batch * q_len if routed_tokens is None else routed_tokens)
+    b = GraphBuilder(precision)
+    T, h, tp = step.tokens, model.hidden_size, shard.tp
+    x = b.embedding("embed_tokens", rows=T, width=h, vocab_local=model.vocab_size // tp, tp=tp, deps=())
+    for layer in range(model.num_hidden_layers):
+        x = _decoder_layer(b, model, step, f"layers.{layer}.", layer, x)
+    last_hidden = x
+    x = b.norm("norm", rows=T, width=h, layer=None, deps=[x])
+    rows = batch if phase == "prefill" else T
+    b.gemm("lm_head", m=rows, n=model.vocab_size // tp, k=h, layer=None, deps=[x],
+           split="tp", quantized=False, shared_weight=model.tie_word_embeddings)
+    if mtp:
+        _mtp(b, model, step, last_hidden, rows)
+    g = b.g
+    g.graph.update({"phase": phase, "tokens": T, "batch": batch, "q_len": q_len, "kv_len": kv_len,
+                    "model": model.model_type or "model", "mtp": mtp, "tp": shard.tp, "ep": shard.ep,
+                    "precision": precision, **extra})
+    return g
+
+
+def _check_shard(m: ModelConfig, s: Shard) -> None:
+    def divides(n: int, what: str, field: str) -> None:
+        if n % getattr(s, field):
+            raise ConfigError(None, f"shard.{field}", f"a divisor of {what}={n}", getattr(s, field))
+    _positive("shard.tp", s.tp)
+    _positive("shard.ep", s.ep)
+    divides(m.num_attention_heads, "num_attention_heads", "tp")
+    divides(m.vocab_size, "vocab_size", "tp")
+    divides(m.intermediate_size, "intermediate_size", "tp")
+    if m.attention_kind == "gqa":
+        divides(m.kv_heads, "num_key_value_heads", "tp")
+    if m.is_moe:
+        divides(m.n_routed_experts, "n_routed_experts", "ep")
+        divides(m.moe_intermediate_size * (m.n_shared_experts or 0), "shared expert width", "tp")
+
+
+def _decoder_layer(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x_in: str) -> str:
+    T, h = st.tokens, m.hidden_size
+    ln = b.norm(p + "input_layernorm", rows=T, width=h, layer=layer, deps=[x_in])
+    attn = (_mla if m.attention_kind == "mla" else _gqa)(b, m, st, p + "self_attn.", layer, ln)
+    r1 = b.residual(p + "residual_attn", rows=T, width=h, layer=layer, deps=[x_in, attn])
+    ln2 = b.norm(p + "post_attention_layernorm", rows=T, width=h, layer=layer, deps=[r1])
+    mlp = (_moe if m.is_moe_layer(layer) else _dense)(b, m, st, p + "mlp.", layer, ln2)
+    return b.residual(p + "residual_mlp", rows=T, width=h, layer=layer, deps=[r1, mlp])
+
+
+def _mla(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str) -> str:
+    """Multi-head latent attention (DeepSeek-V2/V3). Heads split tp ways; the low-rank down
+    projections, their norms, the shared rope key and the latent cache are replicated per TP rank."""
+    T, h, H = st.tokens, m.hidden_size, m.num_attention_heads // st.shard.tp
+    nope, rope, dv, c = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim, m.kv_lora_rank
+    if m.q_lora_rank:
+        qa = b.gemm(p + "q_a_proj", m=T, n=m.q_lora_rank, k=h, layer=layer, deps=[x], split="replicated")
+        qa = b.norm(p + "q_a_layernorm", rows=T, width=m.q_lora_rank, layer=layer, deps=[qa])
+        q = b.gemm(p + "q_b_proj", m=T, n=H * (nope + rope), k=m.q_lora_rank, layer=layer, deps=[qa], split="tp")
+    else:
+        q = b.gemm(p + "q_proj", m=T, n=H * (nope + rope), k=h, layer=layer, deps=[x], split="tp")
+    kva = b.gemm(p + "kv_a_proj_with_mqa", m=T, n=c + rope, k=h, layer=layer, deps=[x], split="replicated")
+    kvn = b.norm(p + "kv_a_layernorm", rows=T, width=c, layer=layer, deps=[kva])
+    q_rope = b.rope(p + "rope_q", vectors=T * H, rot_dims=rope, layer=layer, deps=[q], split="tp")
+    k_rope = b.rope(p + "rope_k", vectors=T, rot_dims=rope, layer=layer, deps=[kva], split="replicated")
+    cache = b.cache_write(p + "kv_cache_update", rows=T, width=c + rope, layer=layer, deps=[kvn, k_rope],
+                          split="replicated")
+    if st.phase == "prefill":
+        kvb = b.gemm(p + "kv_b_proj", m=T, n=H * (nope + dv), k=c, layer=layer, deps=[kvn], split="tp")
+        attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
+                           heads_kv=H, d_qk=nope + rope, d_v=dv, form="mla_expanded", from_cache=False,
+                           layer=layer, deps=[q, q_rope, kvb, k_rope], split="tp")
+    else:
+        # kv_b_proj = [W_UK; W_UV] per head; absorbed decode applies each half as a per-head GEMM.
+        qk = b.grouped_gemm(p + "q_absorb", tokens_per_group=(T,) * H, n=c, k=nope, distinct=H,
+                            layer=layer, deps=[q], split="tp")
+        attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
+                           heads_kv=1, d_qk=c + rope, d_v=c, form="mla_absorbed", from_cache=True,
+                           layer=layer, deps=[qk, q_rope, cache], split="tp")
+        attn = b.grouped_gemm(p + "o_absorb", tokens_per_group=(T,) * H, n=dv, k=c, distinct=H,
+                              layer=layer, deps=[attn], split="tp")
+    return b.gemm(p + "o_proj", m=T, n=h, k=H * dv, layer=layer, deps=[attn], split="tp")
+
+
+def _gqa(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str) -> str:
+    """Grouped-query attention (Llama): q/k/v/o projections, RoPE on the full head, KV cache per kv head."""
+    T, h, tp, d = st.tokens, m.hidden_size, st.shard.tp, m.gqa_head_dim
+    H, KV = m.num_attention_heads // tp, m.kv_heads // tp
+    q = b.gemm(p + "q_proj", m=T, n=H * d, k=h, layer=layer, deps=[x], split="tp")
+    k = b.gemm(p + "k_proj", m=T, n=KV * d, k=h, layer=layer, deps=[x], split="tp")
+    v = b.gemm(p + "v_proj", m=T, n=KV * d, k=h, layer=layer, deps=[x], split="tp")
+    qr = b.rope(p + "rope_q", vectors=T * H, rot_dims=d, layer=layer, deps=[q], split="tp")
+    kr = b.rope(p + "rope_k", vectors=T * KV, rot_dims=d, layer=layer, deps=[k], split="tp")
+    cache = b.cache_write(p + "kv_cache_update", rows=T, width=2 * KV * d, layer=layer, deps=[kr, v], split="tp")
+    decode = st.phase == "decode"
+    attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
+                       heads_kv=KV, d_qk=d, d_v=d, form="gqa", from_cache=decode, layer=layer,
+                       deps=[qr, cache] if decode else [qr, kr, v], split="tp")
+    return b.gemm(p + "o_proj", m=T, n=h, k=H * d, layer=layer, deps=[attn], split="tp")
+
+
+def _swiglu_mlp(b: GraphBuilder, T: int, h: int, width: int, p: str, layer: int, x: str) -> str:
+    g = b.gemm(p + "gate_proj", m=T, n=width, k=h, layer=layer, deps=[x], split="tp")
+    u = b.gemm(p + "up_proj", m=T, n=width, k=h, layer=layer, deps=[x], split="tp")
+    a = b.swiglu(p + "act", rows=T, width=width, layer=layer, deps=[g, u], split="tp")
+    return b.gemm(p + "down_proj", m=T, n=h, k=width, layer=layer, deps=[a], split="tp")
+
+
+def _dense(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str) -> str:
+    return _swiglu_mlp(b, st.tokens, m.hidden_size, m.intermediate_size // st.shard.tp, p, layer, x)
+
+
+def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str) -> str:
+    """Router GEMM + router, shared experts (width moe_intermediate_size * n_shared_experts, split tp),
+    routed experts as grouped GEMMs over this device's E/ep experts, and the weighted combine."""
+    T, h, E, k, mi = st.tokens, m.hidden_size, m.n_routed_experts, m.num_experts_per_tok, m.moe_intermediate_size
+    gate = b.gemm(p + "gate", m=T, n=E, k=h, layer=layer, deps=[x], split="replicated", quantized=False)
+    router = b.router(p + "router", tokens=T, experts=E, k=k, n_group=m.n_group, norm_topk=m.norm_topk_prob,
+                      scoring=m.scoring_func, bias=m.topk_method == "noaux_tc", layer=layer, deps=[gate])
+    deps = [router]
+    if m.n_shared_experts:
+        width = mi * m.n_shared_experts // st.shard.tp
+        deps.append(_swiglu_mlp(b, T, h, width, p + "shared_experts.", layer, x))
+    local = range(E // st.shard.ep)
+    tokens = st.load.tokens_per_expert(st.routed_tokens, local)
+    distinct = st.load.distinct_experts(st.routed_tokens, local)
+    gu = b.grouped_gemm(p + "experts.gate_up", tokens_per_group=tokens, n=2 * mi, k=h, distinct=distinct,
+                        layer=layer, deps=[x, router], split="ep")
+    act = b.swiglu(p + "experts.act", rows=sum(tokens), width=mi, layer=layer, deps=[gu], split="ep")
+    down = b.grouped_gemm(p + "experts.down", tokens_per_group=tokens, n=h, k=mi, distinct=distinct,
+                          layer=layer, deps=[act], split="ep")
+    return b.combine(p + "combine", tokens=T, k=k, width=h, shared=bool(m.n_shared_experts), layer=layer,
+                     deps=deps + [down])
+
+
+def _mtp(b: GraphBuilder, m: ModelConfig, st: _Step, hidden: str, rows: int) -> None:
+    """DeepSeek-V3 multi-token prediction modules (TR 2.2): embedding and head shared with the main
+    model (params 0 here); enorm, hnorm, eh_proj [h, 2h] (a plain bf16 Linear in vLLM's
+    deepseek_mtp.py, so unquantized), one decoder layer, shared_head.norm."""
+    T, h, tp = st.tokens, m.hidden_size, st.shard.tp
+    for depth in range(m.num_nextn_predict_layers):
+        p, layer = f"mtp.{depth}.", m.num_hidden_layers + depth
+        emb = b.embedding(p + "embed_tokens", rows=T, width=h, vocab_local=m.vocab_size // tp, tp=tp, deps=(),
+                          shared_weight=True)
+        en = b.norm(p + "enorm", rows=T, width=h, layer=layer, deps=[emb])
+        hn = b.norm(p + "hnorm", rows=T, width=h, layer=layer, deps=[hidden])
+        eh = b.gemm(p + "eh_proj", m=T, n=h, k=2 * h, layer=layer, deps=[en, hn], split="replicated",
+                    quantized=False)
+        hidden = _decoder_layer(b, m, st, p, layer, eh)
+        x = b.norm(p + "shared_head.norm", rows=T, width=h, layer=layer, deps=[hidden])
+        b.gemm(p + "shared_head.head", m=rows, n=m.vocab_size // tp, k=h, layer=layer, deps=[x], split="tp",
+               quantized=False, shared_weight=True)

@@ -1,0 +1,192 @@
+"""Op constructors with exact FLOPs (docs/counting.md) and compulsory operand bytes, plus the graph they go into."""
+from __future__ import annotations
+
+import networkx as nx
+
+from archsim.dtypes import FP32, DType
+from archsim.graph.op import Op, Operand
+from archsim.graph.precision import Precision
+
+# Router output indices are 32-bit integers (torch.topk returns int64 in HF; DeepSeek's inference
+# kernels use int32); the bytes matter, the name documents what they are.
+INT32 = DType(name="int32", bits=32)
+
+
+def operand(name: str, shape: tuple[int, ...], dtype: DType, role: str, scale: float = 1.0) -> Operand:
+    """An operand whose traffic is ``scale`` times its full storage (scale < 1: expected partial read)."""
+    return Operand(name=name, shape=tuple(shape), dtype=dtype, role=role,
+                   nbytes=dtype.storage_bytes(tuple(shape)) * scale)
+
+
+class GraphBuilder:
+    """Accumulates ops (nodes keyed by name, attribute ``op``) and data-dependency edges."""
+
+    def __init__(self, precision: Precision) -> None:
+        self.g = nx.DiGraph()
+        self.p = precision
+
+    def add(self, op: Op, deps: tuple[str, ...] | list[str]) -> str:
+        self.g.add_node(op.name, op=op)
+        for dep in deps:
+            self.g.add_edge(dep, op.name)
+        return op.name
+
+    # -- activations and weights -------------------------------------------------------------
+    def act(self, name: str, shape: tuple[int, ...], role: str = "activation", scale: float = 1.0) -> Operand:
+        return operand(name, shape, self.p.activations, role, scale)
+
+    def weight(self, shape: tuple[int, ...], quantized: bool, scale: float = 1.0) -> Operand:
+        dtype = self.p.weights if quantized else self.p.activations
+        return operand("weight", shape, dtype, "weight", scale)
+
+    # -- op kinds ------------------------------------------------------------------------------
+    def gemm(self, name: str, *, m: int, n: int, k: int, layer: int | None, deps, split: str,
+             quantized: bool = True, shared_weight: bool = False) -> str:
+        """``y[m,n] = x[m,k] @ W[n,k]^T``: 2*m*n*k FLOPs, weight stored [out, in] as in the checkpoint."""
+        compute = self.p.gemm_compute if quantized else self.p.activations
+        op = Op(name=name, kind="gemm", engine="matrix", compute_dtype=compute, flops=2 * m * n * k,
+                reads=(self.act("x", (m, k)), self.weight((n, k), quantized)),
+                writes=(self.act("y", (m, n), "output"),), params=0 if shared_weight else n * k, layer=layer,
+                attrs={"m": m, "n": n, "k": k, "split": split})
+        return self.add(op, deps)
+
+    def grouped_gemm(self, name: str, *, tokens_per_group: tuple[float, ...], n: int, k: int,
+                     distinct: float, layer: int | None, deps, split: str, quantized: bool = True,
+                     params: int | None = None) -> str:
+        """Per-group weights ``W_g[n,k]``; group g multiplies its ``m_g`` rows: sum 2*m_g*n*k FLOPs.
+
+        Weight traffic is ``distinct`` groups' weights (the expected number of groups with work)."""
+        groups = len(tokens_per_group)
+        total = sum(tokens_per_group)
+        compute = self.p.gemm_compute if quantized else self.p.activations
+        per_group = (self.p.weights if quantized else self.p.activations).storage_bytes((n, k))
+        w = Operand(name="weight", shape=(groups, n, k),
+                    dtype=self.p.weights if quantized else self.p.activations,
+                    role="weight", nbytes=per_group * distinct)
+        x = Operand(name="x", shape=(groups, k), dtype=self.p.activations, role="activation",
+                    nbytes=total * k * self.p.activations.bytes)
+        y = Operand(name="y", shape=(groups, n), dtype=self.p.activations, role="output",
+                    nbytes=total * n * self.p.activations.bytes)
+        op = Op(name=name, kind="grouped_gemm", engine="matrix", compute_dtype=compute,
+                flops=2 * total * n * k, reads=(x, w), writes=(y,),
+                params=groups * n * k if params is None else params, layer=layer,
+                attrs={"groups": groups, "n": n, "k": k, "tokens_per_expert": tuple(tokens_per_group),
+                       "distinct_experts": distinct, "tokens_total": total,
+                       "tokens_max": max(tokens_per_group) if groups else 0.0, "split": split})
+        return self.add(op, deps)
+
+    def norm(self, name: str, *, rows: int, width: int, layer: int | None, deps, split: str = "replicated") -> str:
+        """RMSNorm: 4*rows*width FLOPs; weight vector of ``width`` in the activation dtype."""
+        op = Op(name=name, kind="norm", engine="vector", compute_dtype=self.p.activations,
+                flops=4 * rows * width,
+                reads=(self.act("x", (rows, width)), self.weight((width,), quantized=False)),
+                writes=(self.act("y", (rows, width), "output"),), params=width, layer=layer,
+                attrs={"rows": rows, "width": width, "split": split})
+        return self.add(op, deps)
+
+    def swiglu(self, name: str, *, rows: float, width: int, layer: int | None, deps, split: str) -> str:
+        """``silu(g) * u`` on rows x width elements: 5 FLOPs each."""
+        n = rows * width
+        b = self.p.activations.bytes
+        op = Op(name=name, kind="elementwise", engine="vector", compute_dtype=self.p.activations,
+                flops=5 * n,
+                reads=(Operand(name="gate", shape=(width,), dtype=self.p.activations, role="activation", nbytes=n * b),
+                       Operand(name="up", shape=(width,), dtype=self.p.activations, role="activation", nbytes=n * b)),
+                writes=(Operand(name="y", shape=(width,), dtype=self.p.activations, role="output", nbytes=n * b),),
+                layer=layer, attrs={"rows": rows, "width": width, "function": "swiglu", "split": split})
+        return self.add(op, deps)
+
+    def residual(self, name: str, *, rows: int, width: int, layer: int | None, deps) -> str:
+        """Residual add of two [rows, width] tensors: rows*width FLOPs."""
+        op = Op(name=name, kind="elementwise", engine="vector", compute_dtype=self.p.activations,
+                flops=rows * width,
+                reads=(self.act("residual", (rows, width)), self.act("x", (rows, width))),
+                writes=(self.act("y", (rows, width), "output"),), layer=layer,
+                attrs={"rows": rows, "width": width, "function": "add", "split": "replicated"})
+        return self.add(op, deps)
+
+    def rope(self, name: str, *, vectors: int, rot_dims: int, layer: int | None, deps, split: str) -> str:
+        """RoPE on ``vectors`` vectors with ``rot_dims`` rotated dims: 3*rot_dims FLOPs each."""
+        op = Op(name=name, kind="rope", engine="vector", compute_dtype=self.p.activations,
+                flops=3 * rot_dims * vectors,
+                reads=(self.act("x", (vectors, rot_dims)),),
+                writes=(self.act("y", (vectors, rot_dims), "output"),), layer=layer,
+                attrs={"vectors": vectors, "rot_dims": rot_dims, "split": split})
+        return self.add(op, deps)
+
+    def cache_write(self, name: str, *, rows: int, width: int, layer: int | None, deps, split: str) -> str:
+        """Store ``rows`` new KV-cache entries of ``width`` elements in the KV dtype (0 FLOPs)."""
+        op = Op(name=name, kind="elementwise", engine="memory", compute_dtype=self.p.activations, flops=0,
+                reads=(self.act("kv_new", (rows, width)),),
+                writes=(operand("kv_cache", (rows, width), self.p.kv_cache, "cache"),), layer=layer,
+                attrs={"rows": rows, "width": width, "function": "kv_cache_write", "split": split})
+        return self.add(op, deps)
+
+    def attention(self, name: str, *, batch: int, q_len: int, kv_len: int, heads_q: int, heads_kv: int,
+                  d_qk: int, d_v: int, form: str, from_cache: bool, layer: int | None, deps, split: str) -> str:
+        """Causal attention core; queries sit at positions kv_len-q_len .. kv_len-1.
+
+        Attended pairs per (sequence, head) = sum_{p=kv_len-q_len}^{kv_len-1} (p+1)
+        = q_len*kv_len - q_len*(q_len-1)/2; FLOPs per pair 2*d_qk + 5 + 2*d_v.
+        K/V come from the KV cache (decode) or as fresh activations (prefill, kv_len == q_len).
+        MLA absorbed form (heads_kv=1, K = V = latent) reads the cached latent+rope once per token.
+        """
+        pairs = q_len * kv_len - q_len * (q_len - 1) // 2
+        flops = batch * heads_q * pairs * (2 * d_qk + 5 + 2 * d_v)
+        rows = batch * q_len
+        q = self.act("q", (rows, heads_q, d_qk))
+        if form == "mla_absorbed":
+            kv = (operand("kv_cache", (batch, kv_len, d_qk), self.p.kv_cache, "cache"),)
+        elif from_cache:
+            kv = (operand("kv_cache", (batch, kv_len, heads_kv, d_qk + d_v), self.p.kv_cache, "cache"),)
+        else:
+            kv = (self.act("k", (batch * kv_len, heads_kv, d_qk)), self.act("v", (batch * kv_len, heads_kv, d_v)))
+        op = Op(name=name, kind="attention", engine="matrix", compute_dtype=self.p.activations, flops=flops,
+                reads=(q,) + kv, writes=(self.act("o", (rows, heads_q, d_v), "output"),), layer=layer,
+                attrs={"batch": batch, "q_len": q_len, "kv_len": kv_len, "heads_q": heads_q,
+                       "heads_kv": heads_kv, "d_qk": d_qk, "d_v": d_v, "causal": True, "form": form,
+                       "pairs_per_head": pairs, "split": split})
+        return self.add(op, deps)
+
+    def embedding(self, name: str, *, rows: int, width: int, vocab_local: int, tp: int, deps,
+                  shared_weight: bool = False) -> str:
+        """Row gather: 0 FLOPs; reads the touched rows (expected 1/tp of them live on this device)."""
+        op = Op(name=name, kind="embedding", engine="memory", compute_dtype=self.p.activations, flops=0,
+                reads=(self.weight((rows, width), quantized=False, scale=1.0 / tp),),
+                writes=(self.act("y", (rows, width), "output"),),
+                params=0 if shared_weight else vocab_local * width,
+                attrs={"rows": rows, "width": width, "vocab_local": vocab_local,
+                       "split": "tp"})
+        return self.add(op, deps)
+
+    def router(self, name: str, *, tokens: int, experts: int, k: int, n_group: int, norm_topk: bool,
+               scoring: str, bias: bool, layer: int, deps) -> str:
+        """Scores, correction bias, group-limited top-k, normalise and scale (docs/counting.md)."""
+        if scoring == "sigmoid":
+            flops = 4 * tokens * experts + (tokens * n_group if n_group > 1 else 0)
+        else:
+            flops = 5 * tokens * experts
+        flops += 3 * k * tokens if norm_topk else k * tokens
+        reads = [self.act("logits", (tokens, experts))]
+        if bias:
+            reads.append(operand("e_score_correction_bias", (experts,), FP32, "weight"))
+        op = Op(name=name, kind="router", engine="vector", compute_dtype=FP32, flops=flops,
+                reads=tuple(reads),
+                writes=(operand("topk_weight", (tokens, k), FP32, "output"),
+                        operand("topk_idx", (tokens, k), INT32, "output")),
+                params=experts if bias else 0, layer=layer,
+                attrs={"tokens": tokens, "experts": experts, "k": k, "n_group": n_group,
+                       "scoring": scoring, "split": "replicated"})
+        return self.add(op, deps)
+
+    def combine(self, name: str, *, tokens: int, k: int, width: int, shared: bool, layer: int, deps) -> str:
+        """Weight each of the k expert outputs and accumulate (onto the shared-expert output when there
+        is one, else onto zeros): 2*k*width FLOPs per token."""
+        reads = (self.act("expert_out", (tokens * k, width)), operand("topk_weight", (tokens, k), FP32, "activation"))
+        if shared:
+            reads += (self.act("shared_out", (tokens, width)),)
+        op = Op(name=name, kind="elementwise", engine="vector", compute_dtype=self.p.activations,
+                flops=2 * k * width * tokens, reads=reads, writes=(self.act("y", (tokens, width), "output"),),
+                layer=layer, attrs={"tokens": tokens, "k": k, "width": width, "function": "moe_combine",
+                                    "split": "replicated"})
+        return self.add(op, deps)

@@ -1,0 +1,103 @@
+"""Exact parameter counts and KV-cache bytes per token, computed from the config (not from a graph)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archsim.config.model import ModelConfig
+from archsim.dtypes import DType
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamCounts:
+    """Parameter counts (ints). ``total`` is the main model (no MTP unless counted with mtp=True);
+    ``active`` is what one token touches: everything except the routed experts it does not pick
+    (embedding included). ``mtp`` is the MTP modules' unique parameters (embedding and head shared)."""
+
+    total: int
+    active: int
+    embedding: int
+    lm_head: int
+    attention_per_layer: int
+    dense_mlp_per_layer: int
+    moe_per_layer: int
+    routed_expert: int
+    shared_experts_per_layer: int
+    router_per_layer: int
+    norms: int
+    mtp: int
+    mtp_active: int
+
+
+def attention_params(m: ModelConfig) -> int:
+    """Attention projections + their internal norms of one layer (no biases)."""
+    h, H = m.hidden_size, m.num_attention_heads
+    if m.attention_kind == "gqa":
+        d = m.gqa_head_dim
+        return h * H * d + 2 * h * m.kv_heads * d + H * d * h
+    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    if m.q_lora_rank:
+        q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * H * qk
+    else:
+        q = h * H * qk
+    kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank \
+        + m.kv_lora_rank * H * (m.qk_nope_head_dim + m.v_head_dim)
+    return q + kv + H * m.v_head_dim * h
+
+
+def _layer_params(m: ModelConfig, layer: int) -> tuple[int, int]:
+    """(total, active) parameters of decoder layer ``layer``, both layer norms included."""
+    h = m.hidden_size
+    base = attention_params(m) + 2 * h
+    if not m.is_moe_layer(layer):
+        dense = 3 * h * m.intermediate_size
+        return base + dense, base + dense
+    expert = 3 * h * m.moe_intermediate_size
+    shared = (m.n_shared_experts or 0) * expert
+    router = m.n_routed_experts * h + (m.n_routed_experts if m.topk_method == "noaux_tc" else 0)
+    total = base + router + shared + m.n_routed_experts * expert
+    active = base + router + shared + m.num_experts_per_tok * expert
+    return total, active
+
+
+def count_params(model: ModelConfig, *, mtp: bool = False) -> ParamCounts:
+    """Exact counts. With ``mtp`` the MTP modules' unique parameters are added to total and active."""
+    m, h = model, model.hidden_size
+    embedding = m.vocab_size * h
+    lm_head = 0 if m.tie_word_embeddings else m.vocab_size * h
+    layers = [_layer_params(m, i) for i in range(m.num_hidden_layers)]
+    total = embedding + lm_head + h + sum(t for t, _ in layers)
+    active = embedding + lm_head + h + sum(a for _, a in layers)
+    mtp_total = mtp_active = 0
+    for depth in range(m.num_nextn_predict_layers):
+        t, a = _layer_params(m, m.num_hidden_layers + depth)
+        extra = 3 * h + 2 * h * h  # enorm, hnorm, shared_head.norm; eh_proj [h, 2h]
+        mtp_total += extra + t
+        mtp_active += extra + a
+    expert = 3 * h * m.moe_intermediate_size if m.is_moe else 0
+    moe_layer = next((i for i in range(m.num_hidden_layers) if m.is_moe_layer(i)), None)
+    dense_layer = next((i for i in range(m.num_hidden_layers) if not m.is_moe_layer(i)), None)
+    attn = attention_params(m)
+    return ParamCounts(
+        total=total + (mtp_total if mtp else 0),
+        active=active + (mtp_active if mtp else 0),
+        embedding=embedding, lm_head=lm_head, attention_per_layer=attn,
+        dense_mlp_per_layer=3 * h * m.intermediate_size if dense_layer is not None else 0,
+        moe_per_layer=_layer_params(m, moe_layer)[0] - attn - 2 * h if moe_layer is not None else 0,
+        routed_expert=expert,
+        shared_experts_per_layer=(m.n_shared_experts or 0) * expert,
+        router_per_layer=(m.n_routed_experts * h + (m.n_routed_experts if m.topk_method == "noaux_tc" else 0))
+        if m.is_moe else 0,
+        norms=h + 2 * h * m.num_hidden_layers,
+        mtp=mtp_total, mtp_active=mtp_active)
+
+
+def kv_elements_per_token_per_layer(model: ModelConfig) -> int:
+    """MLA: latent + rope key (kv_lora_rank + qk_rope_head_dim); GQA: K and V of every kv head."""
+    if model.attention_kind == "mla":
+        return model.kv_lora_rank + model.qk_rope_head_dim
+    return 2 * model.kv_heads * model.gqa_head_dim
+
+
+def kv_bytes_per_token(model: ModelConfig, dtype: DType) -> float:
+    """KV-cache bytes one token occupies across all layers of the main model."""
+    return model.num_hidden_layers * kv_elements_per_token_per_layer(model) * dtype.bytes

@@ -1,0 +1,66 @@
+"""Number formats of a phase graph (Precision) and the per-device slice it describes (Shard)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archsim.dtypes import BF16, FP16, FP32, FP4, FP8, FP8_BLOCK128, INT4, DType
+from archsim.errors import ConfigError
+
+# Weight formats a scenario may name. Block scales are stored with the weights:
+# - fp8: e4m3 with one float32 scale per 128x128 block (deepseek-ai/DeepSeek-V3 README_WEIGHTS.md).
+# - fp4: OCP MX FP4 (MXFP4): 32 consecutive elements share one 8-bit E8M0 scale
+#   (source: OCP Microscaling Formats (MX) v1.0 spec, block size 32, scale E8M0).
+# - int4: symmetric groups of 32 along the input dim with a bf16 scale (Kimi K2-Thinking
+#   compressed-tensors "pack-quantized", group_size 32, /work/shared/reference/published.md 1.2 [S];
+#   the bf16 scale width is an assumption, not read in the config).
+WEIGHT_FORMATS: dict[str, DType] = {
+    "fp8": FP8_BLOCK128,
+    "bf16": BF16,
+    "fp16": FP16,
+    "fp4": FP4.with_block((32,), scale_bits=8),
+    "int4": INT4.with_block((32,), scale_bits=16),
+}
+PLAIN_FORMATS: dict[str, DType] = {"bf16": BF16, "fp16": FP16, "fp32": FP32, "fp8": FP8}
+# Formats whose GEMMs run on the low-precision tensor path (weights and activations both
+# quantized, DeepSeek-V3 TR 3.3 FP8 training/inference); int4 is weight-only (dequantized to
+# the activation dtype before the MMA).
+LOW_PRECISION_COMPUTE = frozenset({"fp8", "fp4"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Precision:
+    """Storage formats. ``weights`` applies to the quantized linear layers (attention and FFN
+    projections, experts); embedding, lm_head, router gate and norm vectors stay in the
+    activation dtype, as in DeepSeek-V3's inference code (ParallelEmbedding, head and Gate use the
+    default dtype; only Linear layers are fp8). Matmul compute dtype is the weights dtype for
+    fp8/fp4 GEMMs, the activation dtype otherwise."""
+
+    weights: DType
+    activations: DType = BF16
+    kv_cache: DType = BF16
+
+    @property
+    def gemm_compute(self) -> DType:
+        base = self.weights.name
+        return self.weights if base in LOW_PRECISION_COMPUTE else self.activations
+
+
+def precision_from_names(weights: str = "fp8", activations: str = "bf16", kv_cache: str = "bf16") -> Precision:
+    """Precision from scenario names (ConfigError on an unknown name)."""
+    if weights not in WEIGHT_FORMATS:
+        raise ConfigError(None, "scenario.weights", f"one of {sorted(WEIGHT_FORMATS)}", weights)
+    for key, name in (("activations", activations), ("kv_cache", kv_cache)):
+        if name not in PLAIN_FORMATS:
+            raise ConfigError(None, f"scenario.{key}", f"one of {sorted(PLAIN_FORMATS)}", name)
+    return Precision(weights=WEIGHT_FORMATS[weights], activations=PLAIN_FORMATS[activations],
+                     kv_cache=PLAIN_FORMATS[kv_cache])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shard:
+    """The per-device slice a graph describes: attention heads, dense/shared FFN width and vocab
+    split ``tp`` ways; routed experts split ``ep`` ways (this device holds experts
+    [0, n_routed_experts/ep))."""
+
+    tp: int = 1
+    ep: int = 1
