@@ -16,6 +16,7 @@ Op names follow checkpoint parameter paths (``layers.3.self_attn.q_b_proj``). Co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 
@@ -26,7 +27,7 @@ from archsim.graph.ops import GraphBuilder
 from archsim.graph.precision import Precision, Shard
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class _Step:
     """What one graph processes: ``tokens = batch * q_len`` new tokens attending ``kv_len`` keys."""
 
@@ -41,6 +42,13 @@ class _Step:
     @property
     def tokens(self) -> int:
         return self.batch * self.q_len
+
+    @cached_property
+    def routing(self) -> tuple[tuple[float, ...], float]:
+        """(expected tokens per local expert, expected distinct local experts): same for every MoE layer."""
+        local = range(self.load.experts // self.shard.ep)
+        return (self.load.tokens_per_expert(self.routed_tokens, local),
+                self.load.distinct_experts(self.routed_tokens, local))
 
 
 def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision,
@@ -93,7 +101,7 @@ def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, rout
            split="tp", quantized=False, shared_weight=model.tie_word_embeddings)
     if mtp:
         _mtp(b, model, step, last_hidden, rows)
-    g = b.g
+    g = b.graph()
     g.graph.update({"phase": phase, "tokens": T, "batch": batch, "q_len": q_len, "kv_len": kv_len,
                     "model": model.model_type or "model", "mtp": mtp, "tp": shard.tp, "ep": shard.ep,
                     "precision": precision, **extra})
@@ -199,9 +207,7 @@ def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     if m.n_shared_experts:
         width = mi * m.n_shared_experts // st.shard.tp
         deps.append(_swiglu_mlp(b, T, h, width, p + "shared_experts.", layer, x))
-    local = range(E // st.shard.ep)
-    tokens = st.load.tokens_per_expert(st.routed_tokens, local)
-    distinct = st.load.distinct_experts(st.routed_tokens, local)
+    tokens, distinct = st.routing
     gu = b.grouped_gemm(p + "experts.gate_up", tokens_per_group=tokens, n=2 * mi, k=h, distinct=distinct,
                         layer=layer, deps=[x, router], split="ep")
     act = b.swiglu(p + "experts.act", rows=sum(tokens), width=mi, layer=layer, deps=[gu], split="ep")

@@ -1,6 +1,8 @@
 """Op constructors with exact FLOPs (docs/counting.md) and compulsory operand bytes, plus the graph they go into."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import networkx as nx
 
 from archsim.dtypes import FP32, DType
@@ -12,8 +14,11 @@ from archsim.graph.precision import Precision
 INT32 = DType(name="int32", bits=32)
 
 
+@lru_cache(maxsize=4096)
 def operand(name: str, shape: tuple[int, ...], dtype: DType, role: str, scale: float = 1.0) -> Operand:
-    """An operand whose traffic is ``scale`` times its full storage (scale < 1: expected partial read)."""
+    """An operand whose traffic is ``scale`` times its full storage (scale < 1: expected partial read).
+
+    Cached: operands are immutable and every layer of a model repeats the same shapes."""
     return Operand(name=name, shape=tuple(shape), dtype=dtype, role=role,
                    nbytes=dtype.storage_bytes(tuple(shape)) * scale)
 
@@ -22,14 +27,23 @@ class GraphBuilder:
     """Accumulates ops (nodes keyed by name, attribute ``op``) and data-dependency edges."""
 
     def __init__(self, precision: Precision) -> None:
-        self.g = nx.DiGraph()
         self.p = precision
+        self._nodes: list[tuple[str, dict]] = []
+        self._edges: list[tuple[str, str]] = []
 
     def add(self, op: Op, deps: tuple[str, ...] | list[str]) -> str:
-        self.g.add_node(op.name, op=op)
-        for dep in deps:
-            self.g.add_edge(dep, op.name)
+        self._nodes.append((op.name, {"op": op}))
+        self._edges.extend((dep, op.name) for dep in deps)
         return op.name
+
+    def graph(self) -> nx.DiGraph:
+        """The DiGraph of everything added so far (nodes first, so edges never invent a node)."""
+        g = nx.DiGraph()
+        g.add_nodes_from(self._nodes)
+        g.add_edges_from(self._edges)
+        if g.number_of_nodes() != len(self._nodes):
+            raise ValueError("duplicate op name in graph builder")
+        return g
 
     # -- activations and weights -------------------------------------------------------------
     def act(self, name: str, shape: tuple[int, ...], role: str = "activation", scale: float = 1.0) -> Operand:
