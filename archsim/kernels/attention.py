@@ -29,8 +29,12 @@ def causal_mask(n_q: int, n_kv: int) -> np.ndarray:
 
 
 def naive_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float, causal: bool,
-                    site: Site | None = None) -> np.ndarray:
-    """softmax(scale * q k^T + mask) v; the query heads of a group share one kv head (GQA / MQA)."""
+                    kv_shared: bool = False, site: Site | None = None) -> np.ndarray:
+    """softmax(scale * q k^T + mask) v; the query heads of a group share one kv head (GQA / MQA).
+
+    ``kv_shared``: v is a prefix of k's features (MLA absorbed: V is the latent inside K = [latent;
+    rope key]); the compulsory read is then one ``kv_cache`` operand of k's shape.
+    """
     b, n_q, hq, d_qk = q.shape
     _, n_kv, hkv, d_v = v.shape
     g = hq // hkv
@@ -43,7 +47,7 @@ def naive_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float
     p = p / p.sum(axis=-1, keepdims=True)                                     # [b, H_kv, g, n_q, n_kv]
     o = np.einsum("bhgqk,bkhd->bqhgd", p, v).reshape(b, n_q, hq, d_v)         # [b, n_q, H_q, d_v]
     if site is not None:
-        _record(site, q, k, v, o, causal=causal, kernel="naive",
+        _record(site, q, k, v, o, causal=causal, kernel="naive", kv_shared=kv_shared,
                 traffic=naive_traffic_bytes(batch=b, n_q=n_q, n_kv=n_kv, heads_q=hq, d_qk=d_qk, d_v=d_v,
                                             elem_bytes=site.dtype("q", "activation").bytes))
     return o
@@ -62,12 +66,16 @@ def naive_traffic_bytes(*, batch: int, n_q: int, n_kv: int, heads_q: int, d_qk: 
 
 
 def _record(site: Site, q, k, v, o, *, causal: bool, kernel: str, traffic: tuple[float, float],
-            **extra: object) -> None:
+            kv_shared: bool = False, **extra: object) -> None:
     b, n_q, hq, d_qk = q.shape
     _, n_kv, hkv, d_v = v.shape
+    if kv_shared:
+        kv = [("kv_cache", (b, n_kv, hkv * d_qk), "cache")]
+    else:
+        kv = [("k", k.shape, "cache"), ("v", v.shape, "cache")]
     site.record(kind="attention",
                 flops=attention_flops(batch=b, n_q=n_q, n_kv=n_kv, heads_q=hq, d_qk=d_qk, d_v=d_v, causal=causal),
-                reads=[("q", q.shape, "activation"), ("k", k.shape, "cache"), ("v", v.shape, "cache")],
+                reads=[("q", q.shape, "activation")] + kv,
                 writes=[("o", o.shape, "activation")], hbm_read_bytes=traffic[0], hbm_write_bytes=traffic[1],
                 batch=b, q_len=n_q, kv_len=n_kv, heads_q=hq, heads_kv=hkv, d_qk=d_qk, d_v=d_v,
                 causal=causal, kernel=kernel, **extra)

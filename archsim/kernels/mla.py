@@ -53,6 +53,13 @@ def _sub(site: Site | None, name: str) -> Site | None:
     return None if site is None else site.child(name)
 
 
+def _record_cache_write(site: Site | None, rows: int, width: int) -> None:
+    """The new tokens' latent + rope key stored into the cache (0 FLOPs, a copy in the KV dtype)."""
+    if site is not None:
+        site.record(kind="elementwise", flops=0, reads=[("kv_new", (rows, width), "activation")],
+                    writes=[("kv_cache", (rows, width), "cache")], rows=rows, width=width)
+
+
 def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarray, sin: np.ndarray, *,
         eps: float, scale: float, form: Literal["expanded", "absorbed"], cache: MLACache | None = None,
         attend: Attend = naive_attention, site: Site | None = None) -> tuple[np.ndarray, MLACache]:
@@ -60,7 +67,7 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
 
     With ``cache`` the new latent and rope key are appended and the queries attend over all of it
     (causal with the cached prefix). ``attend`` is ``naive_attention`` or a tiled kernel with the same
-    signature. ``site`` is the attention block's prefix, e.g. ``layers.0.self_attn``.
+    signature (including ``kv_shared``). ``site`` is the attention block's prefix, e.g. ``layers.0.self_attn``.
     """
     b, s, _ = x.shape
     h, dn, dr = dims.num_attention_heads, dims.qk_nope_head_dim, dims.qk_rope_head_dim
@@ -73,10 +80,11 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
         q = linear(x, w["q_proj"], site=_sub(site, "q_proj"))                             # [b, s, H*(dn+dr)]
     q = q.reshape(b, s, h, dn + dr)                                                        # [b, s, H, dn+dr]
     q_nope, q_pe = q[..., :dn], q[..., dn:]                                                # [b, s, H, dn], [b, s, H, dr]
-    q_pe = apply_rope(q_pe, cos[:, None, :], sin[:, None, :], site=_sub(site, "q_rope"))  # [b, s, H, dr]
+    q_pe = apply_rope(q_pe, cos[:, None, :], sin[:, None, :], site=_sub(site, "rope_q"))  # [b, s, H, dr]
     ckv = linear(x, w["kv_a_proj_with_mqa"], site=_sub(site, "kv_a_proj_with_mqa"))       # [b, s, r+dr]
     latent = rmsnorm(ckv[..., :r], w["kv_a_layernorm"], eps, site=_sub(site, "kv_a_layernorm"))  # [b, s, r]
-    k_pe = apply_rope(ckv[..., r:], cos, sin, site=_sub(site, "k_rope"))                  # [b, s, dr]
+    k_pe = apply_rope(ckv[..., r:], cos, sin, site=_sub(site, "rope_k"))                  # [b, s, dr]
+    _record_cache_write(_sub(site, "kv_cache_update"), b * s, r + dr)
     if cache is None:
         cache = MLACache(latent=latent, k_pe=k_pe)
     else:
@@ -89,15 +97,16 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
         k_rope = np.broadcast_to(cache.k_pe[:, :, None, :], (b, n_kv, h, dr))              # [b, L, H, dr]
         k = np.concatenate([kv[..., :dn], k_rope], axis=-1)                                # [b, L, H, dn+dr]
         qf = np.concatenate([q_nope, q_pe], axis=-1)                                       # [b, s, H, dn+dr]
-        o = attend(qf, k, kv[..., dn:], scale=scale, causal=causal, site=_sub(site, "attn"))  # [b, s, H, dv]
+        o = attend(qf, k, kv[..., dn:], scale=scale, causal=causal, site=_sub(site, "attn_core"))  # [b, s, H, dv]
     elif form == "absorbed":
         wkv_b = w["kv_b_proj"].reshape(h, dn + dv, r)                                      # [H, dn+dv, r]
         q_abs = per_head(q_nope, wkv_b[:, :dn, :], site=_sub(site, "q_absorb"))           # [b, s, H, r]
         qf = np.concatenate([q_abs, q_pe], axis=-1)                                        # [b, s, H, r+dr]
         k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]             # [b, L, 1, r+dr]
         v = cache.latent[:, :, None, :]                                                    # [b, L, 1, r]
-        o_lat = attend(qf, k, v, scale=scale, causal=causal, site=_sub(site, "attn"))     # [b, s, H, r]
-        o = per_head(o_lat, wkv_b[:, dn:, :].transpose(0, 2, 1), site=_sub(site, "v_absorb"))  # [b, s, H, dv]
+        o_lat = attend(qf, k, v, scale=scale, causal=causal, kv_shared=True,
+                       site=_sub(site, "attn_core"))                                       # [b, s, H, r]
+        o = per_head(o_lat, wkv_b[:, dn:, :].transpose(0, 2, 1), site=_sub(site, "o_absorb"))  # [b, s, H, dv]
     else:
         raise ValueError(f"form must be 'expanded' or 'absorbed', got {form!r}")
     out = linear(o.reshape(b, s, h * dv), w["o_proj"], site=_sub(site, "o_proj"))         # [b, s, hidden]

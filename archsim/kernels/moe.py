@@ -1,6 +1,7 @@
 """Mixture-of-experts block: router gate, grouped routed experts (SwiGLU), shared experts, combine.
 
-Expert weights are stacked per projection in checkpoint layout: gate/up [E, I, h], down [E, h, I];
+Expert weights are stacked per projection in checkpoint layout: gate_up [E, 2I, h] (the checkpoint's
+gate_proj rows then up_proj rows), down [E, h, I];
 shared experts are one SwiGLU MLP of width n_shared_experts * moe_intermediate_size.
 """
 from __future__ import annotations
@@ -35,46 +36,50 @@ def _grouped(xs: list[np.ndarray], w: np.ndarray, used: np.ndarray, site: Site |
         ms = [x.shape[0] for x in xs]
         total = sum(ms)
         site.record(kind="grouped_gemm", flops=sum(2 * m * n * k for m in ms),
-                    reads=[("x", (total, k), "activation"), ("w", (len(used), n, k), "weight")],
+                    reads=[("x", (total, k), "activation"), ("weight", (len(used), n, k), "weight")],
                     writes=[("y", (total, n), "activation")],
                     groups=len(used), n=n, k=k, tokens_total=total, tokens_max=max(ms, default=0))
     return ys
 
 
 def routed_experts(x: np.ndarray, indices: np.ndarray, weights: np.ndarray, w: Mapping[str, np.ndarray],
-                   base: np.ndarray, *, site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   base: np.ndarray | None, *, site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
     """base + sum_k weights[t, k] * expert_{indices[t, k]}(x[t]); returns (y [T, h], counts [E]).
 
-    x [T, h]; w holds stacked ``gate_proj``/``up_proj`` [E, I, h] and ``down_proj`` [E, h, I].
-    Only experts that received tokens run (and have their weights counted as read).
+    x [T, h]; w holds stacked ``gate_up_proj`` [E, 2I, h] (gate rows then up rows, one fused GEMM as
+    inference kernels run it) and ``down_proj`` [E, h, I]; ``base`` is the shared-expert output (or
+    None). Only experts that received tokens run, and only their weights count as read.
     """
     t, h = x.shape
-    e, inter, _ = w["gate_proj"].shape
+    e, two_i, _ = w["gate_up_proj"].shape
+    inter = two_i // 2
     counts = expert_counts(indices, e)                                        # [E]
     used = np.flatnonzero(counts)                                             # [G] experts with tokens
     rows = [np.nonzero(indices == g) for g in used]                           # (token idx, slot) per expert
     xs = [x[tok] for tok, _ in rows]                                          # [m_g, h] each
-    gates = _grouped(xs, w["gate_proj"], used, _sub(site, "gate_proj"))      # [m_g, I] each
-    ups = _grouped(xs, w["up_proj"], used, _sub(site, "up_proj"))            # [m_g, I] each
-    acts = [swiglu(a, b) for a, b in zip(gates, ups)]                         # [m_g, I] each
+    gus = _grouped(xs, w["gate_up_proj"], used, _sub(site, "gate_up"))       # [m_g, 2I] each
+    acts = [swiglu(gu[:, :inter], gu[:, inter:]) for gu in gus]               # [m_g, I] each
+    routed = int(counts.sum())
     if site is not None:
-        n_act = int(counts.sum()) * inter
-        site.child("act").record(kind="elementwise", flops=5 * n_act,
-                                 reads=[("gate", (int(counts.sum()), inter), "activation"),
-                                        ("up", (int(counts.sum()), inter), "activation")],
-                                 writes=[("y", (int(counts.sum()), inter), "activation")], elements=n_act)
-    outs = _grouped(acts, w["down_proj"], used, _sub(site, "down_proj"))     # [m_g, h] each
-    y = base.copy()                                                           # [T, h]
+        site.child("act").record(kind="elementwise", flops=5 * routed * inter,
+                                 reads=[("gate", (routed, inter), "activation"), ("up", (routed, inter), "activation")],
+                                 writes=[("y", (routed, inter), "activation")], elements=routed * inter)
+    outs = _grouped(acts, w["down_proj"], used, _sub(site, "down"))          # [m_g, h] each
+    y = np.zeros_like(x) if base is None else base.copy()                    # [T, h]
     for (tok, slot), o in zip(rows, outs):
         y[tok] += weights[tok, slot][:, None] * o                             # [m_g, h] accumulate
-    if site is not None:
-        k = indices.shape[1]
-        site.child("combine").record(kind="elementwise", flops=2 * k * h * t,
-                                     reads=[("expert_out", (t * k, h), "activation"),
-                                            ("weights", weights.shape, "activation"),
-                                            ("base", base.shape, "activation")],
-                                     writes=[("y", y.shape, "activation")], tokens=t, top_k=k, hidden=h)
     return y, counts
+
+
+def _record_combine(site: Site | None, t: int, k: int, h: int, shared: bool) -> None:
+    """Weight each of the k expert outputs and accumulate onto the shared output: 2*k*h*T FLOPs."""
+    if site is None:
+        return
+    reads = [("expert_out", (t * k, h), "activation"), ("topk_weight", (t, k), "activation")]
+    if shared:
+        reads.append(("shared_out", (t, h), "activation"))
+    site.record(kind="elementwise", flops=2 * k * h * t, reads=reads, writes=[("y", (t, h), "activation")],
+                tokens=t, top_k=k, hidden=h)
 
 
 def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray | None = None,
@@ -95,6 +100,7 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
     if w.get("shared_experts") is not None:
         base = mlp(xt, w["shared_experts"], site=_sub(site, "shared_experts"))  # [T, h]
     else:
-        base = np.zeros_like(xt)                                              # [T, h]
+        base = None
     y, counts = routed_experts(xt, idx, weights, w["experts"], base, site=_sub(site, "experts"))  # [T, h]
+    _record_combine(_sub(site, "combine"), xt.shape[0], idx.shape[1], xt.shape[1], base is not None)
     return y.reshape(shape), counts

@@ -46,9 +46,9 @@ def sigmoid_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, n
         flops = 4 * t * e + (t * n_group if n_group > 1 else 0) + (3 if norm_topk_prob else 1) * top_k * t
         reads = [("logits", logits.shape, "activation")]
         if bias is not None:
-            reads.append(("bias", bias.shape, "weight"))
+            reads.append(("e_score_correction_bias", bias.shape, "weight"))
         site.record(kind="router", flops=flops, reads=reads,
-                    writes=[("weights", weights.shape, "activation"), ("indices", idx.shape, "activation")],
+                    writes=[("topk_weight", weights.shape, "output"), ("topk_idx", idx.shape, "output")],
                     tokens=t, experts=e, top_k=top_k, n_group=n_group, topk_group=topk_group)
     return weights, idx
 
@@ -65,7 +65,7 @@ def softmax_router(logits: np.ndarray, *, top_k: int,
     weights = np.take_along_axis(probs, idx, axis=1)                          # [T, k]
     if site is not None:
         site.record(kind="router", flops=5 * t * e, reads=[("logits", logits.shape, "activation")],
-                    writes=[("weights", weights.shape, "activation"), ("indices", idx.shape, "activation")],
+                    writes=[("topk_weight", weights.shape, "output"), ("topk_idx", idx.shape, "output")],
                     tokens=t, experts=e, top_k=top_k)
     return weights, idx, probs
 

@@ -6,6 +6,7 @@ a SimpleNamespace, ...). Op names follow checkpoint parameter paths (``layers.3.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping
 
@@ -63,8 +64,9 @@ class TinyDeepSeek:
         self.dims = MLADims.of(self.cfg)
         c = self.cfg
         self.eps = float(c.rms_norm_eps)
-        self.scale = softmax_scale(c.qk_nope_head_dim + c.qk_rope_head_dim, c.rope_scaling)
-        self.inv_freq, self.rope_amplitude = rope_inv_freq(c.qk_rope_head_dim, float(c.rope_theta), c.rope_scaling)
+        scaling = rope_scaling_dict(c.rope_scaling)
+        self.scale = softmax_scale(c.qk_nope_head_dim + c.qk_rope_head_dim, scaling)
+        self.inv_freq, self.rope_amplitude = rope_inv_freq(c.qk_rope_head_dim, float(c.rope_theta), scaling)
         self.weights = init_weights(self.cfg, np.random.default_rng(seed), dtype)
         n_biases = [i for i in range(self.n_layers_total) if is_moe_layer(self.cfg, i)]
         self.bias = {i: self.weights[f"layers.{i}.mlp.gate.e_score_correction_bias"] for i in n_biases}
@@ -77,10 +79,11 @@ class TinyDeepSeek:
     # -- forward -------------------------------------------------------------------------------
     def forward(self, tokens: np.ndarray, *, form: Form = "absorbed", attend: Callable = naive_attention,
                 counter: Counter | None = None, roles: Mapping[str, DType] | None = None,
-                state: DecodeState | None = None) -> tuple[np.ndarray, DecodeState]:
+                state: DecodeState | None = None, last_only: bool = False) -> tuple[np.ndarray, DecodeState]:
         """Logits [b, s, V] for tokens [b, s] continuing ``state`` (None: a fresh prompt).
 
         Passing the returned state back with one new token per sequence is incremental decoding.
+        ``last_only`` computes the head for the last position only ([b, 1, V]), as generation does.
         """
         tokens = np.asarray(tokens)
         b, s = tokens.shape
@@ -89,7 +92,9 @@ class TinyDeepSeek:
         site = _SiteMaker(counter, roles)
         h = self.hidden(tokens, state, form=form, attend=attend, site=site)  # [b, s, hidden]
         x = rmsnorm(h, self.weights["norm"], self.eps, site=site("norm"))   # [b, s, hidden]
-        logits = linear(x, self.weights["lm_head"], site=site("lm_head"))   # [b, s, V]
+        if last_only:
+            x = x[:, -1:]                                                     # [b, 1, hidden]
+        logits = linear(x, self.weights["lm_head"], site=site("lm_head"))   # [b, s or 1, V]
         state.position += s
         return logits, state
 
@@ -112,7 +117,7 @@ class TinyDeepSeek:
         s = site("embed_tokens")
         if s is not None:
             n = tokens.size
-            s.record(kind="embedding", flops=0, reads=[("w", (n, table.shape[1]), "weight")],
+            s.record(kind="embedding", flops=0, reads=[("weight", (n, table.shape[1]), "weight")],
                      writes=[("y", (n, table.shape[1]), "activation")], tokens=n)
         return h
 
@@ -128,7 +133,7 @@ class TinyDeepSeek:
         x = rmsnorm(h, w[f"{p}.input_layernorm"], self.eps, site=site(f"{p}.input_layernorm"))  # [b, s, hidden]
         a, cache = mla(x, _prefixed(w, f"{p}.self_attn."), self.dims, cos, sin, eps=self.eps, scale=self.scale,
                        form=form, cache=cache, attend=attend, site=site(f"{p}.self_attn"))      # [b, s, hidden]
-        h = residual_add(h, a, site=site(f"{p}.attn_residual"))                                # [b, s, hidden]
+        h = residual_add(h, a, site=site(f"{p}.residual_attn"))                                # [b, s, hidden]
         x = rmsnorm(h, w[f"{p}.post_attention_layernorm"], self.eps,
                     site=site(f"{p}.post_attention_layernorm"))                                # [b, s, hidden]
         counts = None
@@ -138,7 +143,7 @@ class TinyDeepSeek:
             f, counts = moe(x, mw, self.cfg, bias=self.bias[i], site=site(f"{p}.mlp"))         # [b, s, hidden]
         else:
             f = mlp(x, _prefixed(w, f"{p}.mlp."), site=site(f"{p}.mlp"))                       # [b, s, hidden]
-        h = residual_add(h, f, site=site(f"{p}.mlp_residual"))                                 # [b, s, hidden]
+        h = residual_add(h, f, site=site(f"{p}.residual_mlp"))                                 # [b, s, hidden]
         return h, cache, counts
 
     # -- MTP -----------------------------------------------------------------------------------
@@ -161,6 +166,15 @@ class TinyDeepSeek:
         w = _prefixed(self.weights, f"layers.{j}.")
         return mtp_head(h[:, :-1], emb, w, eps=self.eps, block=block, lm_head=self.weights["lm_head"],
                         site=site(f"layers.{j}"))
+
+
+def rope_scaling_dict(scaling: object) -> dict | None:
+    """A config's rope_scaling (mapping, dataclass or None) as a plain dict without unset fields."""
+    if scaling is None:
+        return None
+    if dataclasses.is_dataclass(scaling):
+        scaling = dataclasses.asdict(scaling)
+    return {k: v for k, v in dict(scaling).items() if v is not None}
 
 
 class _SiteMaker:
@@ -216,8 +230,7 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
             e, inter = cfg.n_routed_experts, cfg.moe_intermediate_size
             mat(f"{p}.mlp.gate.weight", e, hid)
             w[f"{p}.mlp.gate.e_score_correction_bias"] = (0.01 * rng.standard_normal(e)).astype(dtype)
-            mat(f"{p}.mlp.experts.gate_proj", inter, hid, (e,))
-            mat(f"{p}.mlp.experts.up_proj", inter, hid, (e,))
+            mat(f"{p}.mlp.experts.gate_up_proj", 2 * inter, hid, (e,))  # gate rows, then up rows
             mat(f"{p}.mlp.experts.down_proj", hid, inter, (e,))
             if cfg.n_shared_experts:
                 width = cfg.n_shared_experts * inter

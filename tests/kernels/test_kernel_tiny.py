@@ -120,10 +120,10 @@ def test_counted_forward_flops_and_bytes_are_exact_for_one_gemm_and_norm():
     (q_a,) = recs["layers.0.self_attn.q_a_proj"]
     # [5, 64] x [64, 32]: 2 * 5 * 32 * 64 FLOPs; fp8 weight 32*64 bytes + one fp32 scale (1 block)
     assert q_a.flops == 2 * 5 * 32 * 64
-    assert {o.name: o.nbytes for o in q_a.reads} == {"x": 5 * 64 * 2, "w": 32 * 64 + 4}
+    assert {o.name: o.nbytes for o in q_a.reads} == {"x": 5 * 64 * 2, "weight": 32 * 64 + 4}
     (norm,) = recs["layers.0.input_layernorm"]
     assert norm.flops == 4 * 5 * 64
-    (attn,) = recs["layers.0.self_attn.attn"]
+    (attn,) = recs["layers.0.self_attn.attn_core"]
     # absorbed MLA: 4 heads, d_qk = 32 + 8, d_v = 32, causal prefill of 5 -> 15 pairs per head
     assert attn.flops == 4 * 15 * (2 * 40 + 5 + 2 * 32)
     assert dict(attn.attrs)["heads_kv"] == 1
