@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from archsim.dtypes import FP32
 
@@ -40,6 +41,7 @@ def gemm_tile(sram_bytes: float, elem_bytes: float, register_bytes: float | None
     return gemm_tiles(sram_bytes, elem_bytes, register_bytes)[0]
 
 
+@lru_cache(maxsize=256)
 def gemm_tiles(sram_bytes: float, elem_bytes: float, register_bytes: float | None = None) -> tuple[int, int]:
     """(T, bk): output tile edge and k-slab depth of the tiling rule in this module's docstring."""
     if not register_bytes:

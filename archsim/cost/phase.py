@@ -6,7 +6,6 @@ the array path (``cost/work.py``), so a phase and a 10,000-point sweep share one
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -57,25 +56,44 @@ def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: st
     return _phase_cost(ops, work, cost, hw, heaviest)
 
 
-def _op_costs(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware) -> dict[str, OpCost]:
-    levels = work.level_names
-    main = levels.index(hw.main_memory.name)
-    peak_bw = hw.main_memory.bandwidth_bytes_per_s
-    labels = cost.bound_labels
-    out = {}
-    rows = zip(ops, cost.time_s.tolist(), cost.compute_s.tolist(), cost.memory_s.tolist(), work.bytes.tolist(),
-               cost.network_s.tolist(), cost.launch_s.tolist(), cost.bound_index.tolist(), cost.energy_j.tolist(),
-               cost.compute_j.tolist(), cost.memory_j.tolist(), cost.network_j.tolist(), work.rate_index.tolist(),
-               work.network_bytes.tolist())
-    for op, t, c_s, m_s, nbytes, n_s, l_s, b, e, c_j, m_j, n_j, ri, net in rows:
-        energy_by = {"compute": c_j, **{f"memory:{name}": v for name, v in zip(levels, m_j)}, "network": n_j}
-        out[op.name] = OpCost(
-            name=op.name, kind=op.kind, engine=work.rate_keys[ri][0] if op.flops > 0 else op.engine,
-            flops=float(op.flops), compute_s=c_s, bytes_by_level=dict(zip(levels, nbytes)),
-            memory_s_by_level=dict(zip(levels, m_s)), network_bytes=net, network_s=n_s, launch_s=l_s, time_s=t, bound=labels[b],
-            energy_j=e, energy_j_by=energy_by, achieved_flop_per_s=op.flops / t if t > 0 else 0.0,
-            bandwidth_utilisation=nbytes[main] / t / peak_bw if t > 0 else 0.0)
-    return out
+class OpCosts(Mapping[str, OpCost]):
+    """Per-op costs keyed by op name, built on first access (a phase has ~1,500 ops; most callers
+    read the totals and a few heavy ops)."""
+
+    def __init__(self, ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware):
+        self._ops, self._work, self._cost, self._hw = ops, work, cost, hw
+        self._index = {op.name: i for i, op in enumerate(ops)}
+        self._cache: dict[str, OpCost] = {}
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __getitem__(self, name: str) -> OpCost:
+        if name not in self._cache:
+            self._cache[name] = self._build(self._index[name])
+        return self._cache[name]
+
+    def _build(self, i: int) -> OpCost:
+        op, work, cost, hw = self._ops[i], self._work, self._cost, self._hw
+        levels = work.level_names
+        nbytes = work.bytes[i].tolist()
+        t = float(cost.time_s[i])
+        energy_by = {"compute": float(cost.compute_j[i]),
+                     **{f"memory:{name}": float(v) for name, v in zip(levels, cost.memory_j[i])},
+                     "network": float(cost.network_j[i])}
+        main_bytes = nbytes[levels.index(hw.main_memory.name)]
+        return OpCost(
+            name=op.name, kind=op.kind, engine=work.rate_keys[work.rate_index[i]][0] if op.flops > 0 else op.engine,
+            flops=float(op.flops), compute_s=float(cost.compute_s[i]), bytes_by_level=dict(zip(levels, nbytes)),
+            memory_s_by_level=dict(zip(levels, cost.memory_s[i].tolist())),
+            network_bytes=float(work.network_bytes[i]), network_s=float(cost.network_s[i]),
+            launch_s=float(cost.launch_s[i]), time_s=t, bound=cost.bound_labels[cost.bound_index[i]],
+            energy_j=float(cost.energy_j[i]), energy_j_by=energy_by,
+            achieved_flop_per_s=op.flops / t if t > 0 else 0.0,
+            bandwidth_utilisation=main_bytes / t / hw.main_memory.bandwidth_bytes_per_s if t > 0 else 0.0)
 
 
 def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, heaviest: int) -> PhaseCost:
@@ -83,9 +101,8 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
     flops = float(work.flops.sum())
     dynamic = float(cost.energy_j.sum())
     idle = hw.power.idle_w * time_s
-    by_bound: dict[str, float] = defaultdict(float)
-    for b, t in zip(cost.bound_index.tolist(), cost.time_s.tolist()):
-        by_bound[cost.bound_labels[b]] += t
+    per_bound = np.bincount(cost.bound_index, weights=cost.time_s, minlength=len(cost.bound_labels))
+    by_bound = {label: float(t) for label, t in zip(cost.bound_labels, per_bound) if t > 0}
     flops_by_key = np.bincount(work.rate_index, weights=work.flops, minlength=len(work.rate_keys))
     mfu, mfu_dtype = 0.0, ""
     if work.rate_keys and time_s > 0:
@@ -96,7 +113,7 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
     order = np.argsort(-cost.time_s, kind="stable")[:heaviest]
     energy = dynamic + idle
     return PhaseCost(
-        ops=_op_costs(ops, work, cost, hw), time_s=time_s, flops=flops,
+        ops=OpCosts(ops, work, cost, hw), time_s=time_s, flops=flops,
         bytes_by_level={name: float(v) for name, v in zip(work.level_names, work.bytes.sum(axis=0))},
         dynamic_energy_j=dynamic, idle_energy_j=idle, energy_j=energy, time_s_by_bound=dict(by_bound),
         bound=max(by_bound, key=by_bound.get) if by_bound else "none", mfu=mfu, mfu_dtype=mfu_dtype,

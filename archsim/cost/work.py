@@ -58,23 +58,26 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
     geom = Geometry.of(hw)
     ops = list(ops)
     keys: dict[tuple[str, str], int] = {}
-    n, levels = len(ops), geom.level_names
-    flops, time_flops = np.zeros(n), np.zeros(n)
-    rate_index, launches = np.zeros(n, dtype=np.int64), np.zeros(n)
-    nbytes, network = np.zeros((n, len(levels))), np.zeros(n)
-    for i, op in enumerate(ops):
+    key_of: dict[tuple[str, str, float], tuple[str, str] | None] = {}  # rate_key memo by (engine, dtype)
+    levels = geom.level_names
+    time_flops, rate_index, rows, network, launches = [], [], [], [], []
+    for op in ops:
         work = op_work(op, geom, attention=attention)
-        key = rate_key(hw, op)
-        if key is not None:
-            rate_index[i] = keys.setdefault(key, len(keys))
-        flops[i] = op.flops
-        time_flops[i] = work.time_flops
-        nbytes[i] = [work.bytes_by_level[name] for name in levels]
-        network[i] = work.network_bytes
-        launches[i] = work.launches
-    return GraphWork(names=tuple(op.name for op in ops), kinds=tuple(op.kind for op in ops), flops=flops,
-                     time_flops=time_flops, rate_index=rate_index, rate_keys=tuple(keys), level_names=levels,
-                     bytes=nbytes, network_bytes=network, launches=launches, count=np.ones(n))
+        memo = (op.engine, op.compute_dtype.name, op.flops > 0)
+        if memo not in key_of:
+            key_of[memo] = rate_key(hw, op)
+        key = key_of[memo]
+        rate_index.append(0 if key is None else keys.setdefault(key, len(keys)))
+        time_flops.append(work.time_flops)
+        rows.append([work.bytes_by_level[name] for name in levels])
+        network.append(work.network_bytes)
+        launches.append(work.launches)
+    n = len(ops)
+    return GraphWork(names=tuple(op.name for op in ops), kinds=tuple(op.kind for op in ops),
+                     flops=np.array([op.flops for op in ops], dtype=float), time_flops=np.array(time_flops, float),
+                     rate_index=np.array(rate_index, dtype=np.int64), rate_keys=tuple(keys), level_names=levels,
+                     bytes=np.array(rows, dtype=float).reshape(n, len(levels)),
+                     network_bytes=np.array(network, float), launches=np.array(launches, float), count=np.ones(n))
 
 
 @dataclass(frozen=True, kw_only=True)
