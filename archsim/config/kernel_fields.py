@@ -1,0 +1,74 @@
+"""Kernel-efficiency fields of a chip (the optional ``kernel:`` section of a hardware YAML): clocks,
+the tile shapes its GEMM library chooses from, attention's MMA fraction and the per-kernel ramp time.
+
+Each field is a physical quantity with a source in the YAML; ``archsim/cost/efficiency.py`` holds the
+models that use them and docs/fidelity.md their derivation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archsim.config.yaml_io import Section
+from archsim.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelFields:
+    """Fields the kernel-level efficiency models need.
+
+    ``clock_boost_hz``: the clock at which the datasheet peaks are quoted; ``clock_under_load_hz``: the
+    clock sustained under heavy tensor-core load (throttling). ``attention_mma_fraction``: fraction of
+    the throttled MMA peak a tuned attention kernel sustains (softmax interleaved with MMA).
+    ``gemm_block_m`` / ``gemm_block_n``: output-tile edges the GEMM library chooses from;
+    ``gemm_max_tile_elements``: the largest tile (accumulator registers). ``ramp_s``: fixed time per
+    kernel (first loads before the first MMA plus the final store's drain).
+    """
+
+    clock_boost_hz: float
+    clock_under_load_hz: float
+    attention_mma_fraction: float
+    gemm_block_m: tuple[int, ...]
+    gemm_block_n: tuple[int, ...]
+    gemm_max_tile_elements: int
+    ramp_s: float
+
+    @property
+    def clock_ratio(self) -> float:
+        """Sustained over quoted clock (<= 1 when the chip throttles)."""
+        return self.clock_under_load_hz / self.clock_boost_hz
+
+
+def _int_list(section: Section, key: str) -> tuple[int, ...]:
+    values = section.list(key)
+    out = []
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(section.file, section.item_path(key, index), "a positive integer", value)
+        out.append(value)
+    if not out:
+        raise ConfigError(section.file, section.child_path(key), "a non-empty list of tile edges", values)
+    return tuple(out)
+
+
+def parse_kernel_fields(section: Section) -> KernelFields:
+    """Read a ``kernel:`` section strictly (unknown keys are errors, quantities carry units)."""
+    fields = KernelFields(
+        clock_boost_hz=section.quantity("clock_boost", "frequency_hz"),
+        clock_under_load_hz=section.quantity("clock_under_load", "frequency_hz"),
+        attention_mma_fraction=section.number("attention_mma_fraction", minimum=0.0, maximum=1.0),
+        gemm_block_m=_int_list(section, "gemm_block_m"),
+        gemm_block_n=_int_list(section, "gemm_block_n"),
+        gemm_max_tile_elements=section.int("gemm_max_tile_elements", minimum=1),
+        ramp_s=section.quantity("ramp", "time_s"),
+    )
+    if fields.attention_mma_fraction <= 0:
+        raise ConfigError(section.file, section.child_path("attention_mma_fraction"), "a fraction in (0, 1]",
+                          fields.attention_mma_fraction)
+    if fields.clock_under_load_hz > fields.clock_boost_hz:
+        raise ConfigError(section.file, section.child_path("clock_under_load"), "at most clock_boost",
+                          fields.clock_under_load_hz)
+    if min(fields.gemm_block_m) * min(fields.gemm_block_n) > fields.gemm_max_tile_elements:
+        raise ConfigError(section.file, section.child_path("gemm_max_tile_elements"),
+                          "room for at least the smallest tile", fields.gemm_max_tile_elements)
+    section.finish()
+    return fields

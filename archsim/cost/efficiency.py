@@ -1,0 +1,156 @@
+"""Named efficiency models: why a kernel reaches less than the roofline, each effect a pure function of
+hardware fields (SM count, clocks, tile shapes, ramp time) and the kernel's shape.
+
+Effects modelled (docs/fidelity.md gives the derivations and the validation against published kernels):
+- **clock under load**: tensor peaks are quoted at the boost clock; under sustained MMA load the chip
+  throttles, so the sustained peak is ``peak * clock_under_load / clock_boost``;
+- **main-loop pipeline fraction**: the fraction of that sustained peak a full tile's steady main loop
+  issues (MMA pipeline bubbles, scale promotion); a named hardware field;
+- **wave quantisation and partial tiles**: a GEMM is cut into block_m x block_n output tiles that run
+  in waves of ``sm_count``; a partial last wave or a partial edge tile costs a full tile's time. The
+  tile is chosen the way a tuned library does (fewest waves, then the fullest last wave);
+- **small-M GEMMs are bandwidth-bound**: their time is the compulsory bytes over achievable bandwidth;
+- **operand feed from L2**: every tile streams its A and B panels from L2, so small tiles can be bound
+  by L2 bandwidth rather than by MMA or HBM;
+- **output epilogue**: the output tile is stored after the main loop, not overlapped with it;
+- **kernel ramp**: a fixed time per kernel (first loads in flight before the first MMA, the last
+  store's drain), measured as the intercept of time against bytes for memory-bound kernels.
+Collectives' latency term and size-dependent bus efficiency live in ``cost/collectives.py``
+(Hockney's n_half on each link).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+from typing import Iterable
+
+from archsim.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class TileChoice:
+    """The output tiling of a (grouped) GEMM: tile shape, tile count and waves over the SMs."""
+
+    block_m: int
+    block_n: int
+    tiles: int
+    waves: int
+    last_wave_tiles: int
+
+    @property
+    def padded_elements_per_sm(self) -> int:
+        """Output elements one SM computes over all waves, partial tiles and idle SMs counted in full."""
+        return self.waves * self.block_m * self.block_n
+
+
+def sustained_matrix_rate(*, peak_flop_per_s: float, clock_boost_hz: float, clock_under_load_hz: float,
+                          pipeline_fraction: float) -> float:
+    """FLOP/s a full tile's main loop sustains: the datasheet peak scaled to the clock under load,
+    times the main-loop pipeline fraction."""
+    if clock_boost_hz <= 0 or clock_under_load_hz <= 0:
+        raise ConfigError(None, "kernel.clock", "positive clock frequencies", (clock_boost_hz, clock_under_load_hz))
+    return peak_flop_per_s * (clock_under_load_hz / clock_boost_hz) * pipeline_fraction
+
+
+def choose_gemm_tile(*, m: int, n: int, groups: int, sm_count: int, block_m_options: Iterable[int],
+                     block_n_options: Iterable[int], max_tile_elements: int) -> TileChoice:
+    """The tile a wave-aware library picks for ``groups`` GEMMs of m x n outputs on ``sm_count`` SMs.
+
+    Rule (DeepGEMM ``get_best_configs``): among tiles of at most ``max_tile_elements`` outputs (the
+    accumulator must fit in registers), take the fewest waves; on a tie the fullest last wave; on a
+    further tie the larger block_n (fewer, wider tiles re-read A less).
+    """
+    if m < 1 or n < 1 or groups < 1 or sm_count < 1:
+        raise ConfigError(None, "gemm.shape", "m, n, groups and sm_count >= 1", (m, n, groups, sm_count))
+    best: tuple[tuple[int, int, int], TileChoice] | None = None
+    for bm in block_m_options:
+        for bn in block_n_options:
+            if bm * bn > max_tile_elements:
+                continue
+            tiles = groups * ceil(m / bm) * ceil(n / bn)
+            waves = ceil(tiles / sm_count)
+            last = tiles - (waves - 1) * sm_count
+            key = (waves, -last, -bn)
+            if best is None or key < best[0]:
+                best = (key, TileChoice(block_m=bm, block_n=bn, tiles=tiles, waves=waves, last_wave_tiles=last))
+    if best is None:
+        raise ConfigError(None, "kernel.gemm_block", f"a tile of at most {max_tile_elements} outputs",
+                          (tuple(block_m_options), tuple(block_n_options)))
+    return best[1]
+
+
+def wave_quantised_flops(*, tile: TileChoice, k: int, sm_count: int) -> float:
+    """FLOPs-equivalent of a tiled GEMM's compute time: every SM runs ``waves`` full tiles of depth k,
+    so the chip is busy for waves * sm_count * 2 * block_m * block_n * k FLOPs' worth of MMA time."""
+    return float(tile.padded_elements_per_sm) * sm_count * 2 * k
+
+
+def quantisation_efficiency(*, m: int, n: int, groups: int, tile: TileChoice, sm_count: int) -> float:
+    """Useful outputs over padded outputs: 1 for a perfectly divided GEMM, lower with a partial wave or
+    partial edge tiles."""
+    return groups * m * n / (tile.padded_elements_per_sm * sm_count)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelTime:
+    """A kernel's time split into its named parts; ``bound`` names the part that set the main loop."""
+
+    time_s: float
+    bound: str
+    ramp_s: float
+    compute_s: float
+    memory_s: float
+    epilogue_s: float
+    operand_s: float = 0.0
+
+
+def tiled_kernel_time(*, compute_s: float, input_bytes: float, output_bytes: float, bandwidth_bytes_per_s: float,
+                      ramp_s: float, operand_bytes: float = 0.0,
+                      operand_bandwidth_bytes_per_s: float = float("inf")) -> KernelTime:
+    """Time of a tiled kernel whose main loop overlaps MMA with operand loads and then stores its output.
+
+    ``time = ramp + max(compute, inputs / bw, operands / l2_bw) + outputs / bw``: the main loop is bound
+    by the slowest of MMA, compulsory input streaming from main memory, and the operand panels every
+    tile streams from L2 (``operand_bytes``); the output store (epilogue) follows it.
+    """
+    if bandwidth_bytes_per_s <= 0 or operand_bandwidth_bytes_per_s <= 0:
+        raise ConfigError(None, "memory.bandwidth", "positive bandwidths",
+                          (bandwidth_bytes_per_s, operand_bandwidth_bytes_per_s))
+    memory_s = input_bytes / bandwidth_bytes_per_s
+    operand_s = operand_bytes / operand_bandwidth_bytes_per_s
+    epilogue_s = output_bytes / bandwidth_bytes_per_s
+    bound, main = max((("compute", compute_s), ("memory", memory_s), ("l2", operand_s)), key=lambda c: c[1])
+    return KernelTime(time_s=ramp_s + main + epilogue_s, bound=bound, ramp_s=ramp_s, compute_s=compute_s,
+                      memory_s=memory_s, epilogue_s=epilogue_s, operand_s=operand_s)
+
+
+def tile_operand_bytes(*, tile: TileChoice, k: int, elem_bytes: float) -> float:
+    """Bytes all tiles stream from L2 into shared memory: each tile reads its A panel (block_m x k) and its
+    B panel (k x block_n) once (no cluster multicast assumed)."""
+    return float(tile.tiles) * (tile.block_m + tile.block_n) * k * elem_bytes
+
+
+def streaming_kernel_time(*, compute_s: float, bytes_moved: float, bandwidth_bytes_per_s: float,
+                          ramp_s: float) -> KernelTime:
+    """Time of a kernel that overlaps all its traffic with its compute (attention, elementwise):
+    ``ramp + max(compute, bytes / bw)``."""
+    if bandwidth_bytes_per_s <= 0:
+        raise ConfigError(None, "memory.bandwidth", "a positive bandwidth", bandwidth_bytes_per_s)
+    memory_s = bytes_moved / bandwidth_bytes_per_s
+    bound = "compute" if compute_s >= memory_s else "memory"
+    return KernelTime(time_s=ramp_s + max(compute_s, memory_s), bound=bound, ramp_s=ramp_s,
+                      compute_s=compute_s, memory_s=memory_s, epilogue_s=0.0)
+
+
+def fit_ramp_and_bandwidth(bytes_moved: Iterable[float], times_s: Iterable[float]) -> tuple[float, float]:
+    """Least-squares line ``time = ramp + bytes / bandwidth`` through memory-bound measurements;
+    returns (bandwidth_bytes_per_s, ramp_s). Used by calibration; needs two distinct sizes."""
+    xs, ys = list(map(float, bytes_moved)), list(map(float, times_s))
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ConfigError(None, "calibration.samples", "at least two distinct sizes", len(set(xs)))
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
+    if slope <= 0:
+        raise ConfigError(None, "calibration.samples", "times that grow with bytes", slope)
+    return 1.0 / slope, mean_y - slope * mean_x

@@ -1,0 +1,120 @@
+"""Strict loading of validation/*.yaml: published measurements, each with its conditions and source."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from archsim.config.yaml_io import Section, load_yaml
+from archsim.errors import ConfigError
+
+VALIDATION_DIR = Path(__file__).resolve().parents[2] / "validation"
+
+# measured quantity -> (SI factor, unit of the SI value); the YAML keeps the source's own unit
+METRICS: dict[str, tuple[float, str]] = {
+    "time_us": (1e-6, "s"),
+    "tflops": (1e12, "FLOP/s"),
+    "gb_per_s": (1e9, "B/s"),
+    "tokens_per_s_per_gpu": (1.0, "tokens/s"),
+    "bytes": (1.0, "B"),
+}
+# the quantity compared when a case lists several (they are the same measurement in other units)
+PRIMARY_ORDER = ("time_us", "tflops", "gb_per_s", "tokens_per_s_per_gpu", "bytes")
+KERNELS = ("gemm", "grouped_gemm", "attention", "ep_exchange", "training_throughput", "kv_bytes_per_token",
+           "ep_decode_bound")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    """One published measurement: what ran (kernel, shape, dtype, hardware), what was measured (SI), where
+    it comes from. ``calibrates`` names the hardware field this figure sets, if any (not held out)."""
+
+    id: str
+    file: str
+    category: str
+    kernel: str
+    dtype: str
+    hardware: str
+    shape: Mapping[str, object]
+    measured: Mapping[str, float]
+    source: str
+    conditions: str
+    notes: str = ""
+    calibrates: str | None = None
+
+    @property
+    def metric(self) -> str:
+        """The measured quantity this case is judged on."""
+        return next(m for m in PRIMARY_ORDER if m in self.measured)
+
+    @property
+    def measured_value(self) -> float:
+        return self.measured[self.metric]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseFile:
+    path: str
+    source: str
+    cases: tuple[Case, ...] = field(default_factory=tuple)
+
+
+def _shape(section: Section, file: str, path: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key in section.keys():
+        value = section.raw(key)
+        ok = isinstance(value, (int, str)) and not isinstance(value, bool)
+        ok = ok or (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool)
+                                                              for v in value))
+        if not ok:
+            raise ConfigError(file, f"{path}.{key}", "an integer, a name, or a list of integers (a grid)", value)
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _measured(section: Section, file: str, path: str) -> dict[str, float]:
+    out = {}
+    for key in section.keys():
+        if key not in METRICS:
+            raise ConfigError(file, f"{path}.{key}", f"one of {', '.join(METRICS)}", key)
+        out[key] = section.number(key, minimum=0.0) * METRICS[key][0]
+        if out[key] <= 0:
+            raise ConfigError(file, f"{path}.{key}", "a positive measurement", out[key])
+    if not out:
+        raise ConfigError(file, path, "at least one measured quantity", None)
+    return out
+
+
+def load_case_file(path: str | Path) -> CaseFile:
+    """Read one validation file; every problem is a ConfigError naming the file and field."""
+    file = str(path)
+    top = Section(load_yaml(path), file)
+    source = top.str("source")
+    conditions = top.str("conditions")
+    top.str("confidence")
+    hardware = top.str("hardware")
+    cases = []
+    seen: set[str] = set()
+    for item in top.section_list("cases"):
+        case_id = item.str("id")
+        if case_id in seen:
+            raise ConfigError(file, item.child_path("id"), "a unique case id", case_id)
+        seen.add(case_id)
+        kernel = item.str("kernel", choices=KERNELS)
+        cases.append(Case(
+            id=case_id, file=file, category=item.str("category"), kernel=kernel, dtype=item.str("dtype"),
+            hardware=item.str("hardware", default=hardware),
+            shape=_shape(item.section("shape"), file, item.child_path("shape")),
+            measured=_measured(item.section("measured"), file, item.child_path("measured")),
+            source=source, conditions=conditions, notes=item.str("notes", default=""),
+            calibrates=item.str("calibrates", default=None)))
+    top.finish()
+    return CaseFile(path=file, source=source, cases=tuple(cases))
+
+
+def load_cases(directory: str | Path = VALIDATION_DIR) -> list[Case]:
+    """Every case of every ``*.yaml`` file in ``directory`` (sorted by file name)."""
+    files = sorted(Path(directory).glob("*.yaml"))
+    if not files:
+        raise ConfigError(str(directory), None, "validation/*.yaml files", "none")
+    return [case for f in files for case in load_case_file(f).cases]
