@@ -1,0 +1,194 @@
+"""One device's phase (prefill or decode step) under a Parallelism: its sharded graph priced by the cost
+model, the collectives the layout adds (TP all-reduce, EP dispatch/combine, PP send/recv), and the split
+into compute, communication and exposed communication."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import ceil
+from typing import Mapping
+
+from archsim.config.hardware import Hardware
+from archsim.config.model import ModelConfig
+from archsim.cost.collectives import price_collective, price_ep_exchange
+from archsim.cost.phase import price_graph
+from archsim.cost.topology import topology_for
+from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.precision import Precision, Shard
+from archsim.mapping.device_memory import stage_layers
+from archsim.mapping.parallelism import Parallelism
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerComm:
+    """Communication of one layer for one micro-batch on one device, by kind (seconds)."""
+
+    tp_all_reduce_s: float = 0.0
+    ep_dispatch_s: float = 0.0
+    ep_combine_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.tp_all_reduce_s + self.ep_dispatch_s + self.ep_combine_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseBreakdown:
+    """One step of a phase on the bottleneck device.
+
+    ``compute_s`` and ``communication_s`` are the step's totals over its micro-batches; ``exposed_s`` is
+    the communication not hidden behind compute; ``bubble_s`` the pipeline fill/drain idle time.
+    ``time_s = compute_s + exposed_s + bubble_s``. ``stage_compute_s`` lists each stage's compute for
+    one micro-batch (the simulator uses it); ``layer_compute_s`` / ``layer_comm`` are per layer of the
+    bottleneck stage, one micro-batch.
+    """
+
+    phase: str
+    micro_batches: int
+    tokens_per_micro_batch: int
+    compute_s: float
+    communication_s: float
+    exposed_s: float
+    bubble_s: float
+    comm_by_kind: Mapping[str, float]
+    stage_compute_s: tuple[float, ...]
+    layer_compute_s: tuple[float, ...] = ()
+    layer_comm: tuple[LayerComm, ...] = ()
+    pp_send_s: float = 0.0
+    activation_peak_bytes: float = 0.0
+    flops_per_device: float = 0.0
+    extras: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def time_s(self) -> float:
+        return self.compute_s + self.exposed_s + self.bubble_s
+
+    def to_dict(self) -> dict:
+        return {"time_s": self.time_s, "compute_s": self.compute_s, "communication_s": self.communication_s,
+                "exposed_communication_s": self.exposed_s, "bubble_s": self.bubble_s,
+                "micro_batches": self.micro_batches, "tokens_per_micro_batch": self.tokens_per_micro_batch,
+                "communication_by_kind_s": dict(self.comm_by_kind)}
+
+
+def _graph(model, phase, batch, length, precision, tp, ep, routed_tokens, mtp):
+    shard = Shard(tp=tp, ep=ep if model.is_moe else 1)
+    if phase == "prefill":
+        return build_prefill(model, batch=batch, prompt_len=length, precision=precision, shard=shard, mtp=mtp,
+                             routed_tokens=routed_tokens)
+    return build_decode(model, batch=batch, context=length, precision=precision, shard=shard, mtp=mtp,
+                        routed_tokens=routed_tokens)
+
+
+def _layer_times(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache):
+    """(compute seconds per layer key, graph FLOPs, activation peak bytes) of one device's graph.
+    ``cache`` (a dict owned by the caller, e.g. one plan search) avoids re-pricing the same shard."""
+    key = (phase, batch, length, tp, ep, routed, mtp)
+    if cache is not None and key in cache:
+        return cache[key]
+    graph = _graph(model, phase, batch, length, precision, tp, ep, routed, mtp)
+    cost = price_graph(graph, hw)
+    layer_s: dict = {}
+    for name, c in cost.ops.items():
+        layer = _layer_of(name)
+        layer_s[layer] = layer_s.get(layer, 0.0) + c.time_s
+    peak = max((sum(o.nbytes for o in (*op.reads, *op.writes) if o.role in ("activation", "output"))
+                for op in (graph.nodes[n]["op"] for n in graph.nodes)), default=0.0)
+    out = (layer_s, cost.flops, peak)
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, *, phase: str,
+                batch: int, length: int, mtp: bool = False, overlap: bool = True,
+                ep_mode: str | None = None, cache: dict | None = None) -> PhaseBreakdown:
+    """Price one ``phase`` step for ``batch`` sequences across the deployment.
+
+    ``length`` is the prompt length (prefill) or the context (decode). Each attention replica (``tp``
+    chips) takes ``batch / dp`` sequences, split into ``micro_batches``; with ``cp`` a prefill's tokens
+    are split ``cp`` ways. EP groups of ``ep`` chips see the tokens of ``ep / tp`` replicas.
+    With ``overlap`` and two or more micro-batches the communication of one micro-batch hides behind
+    the compute of another (DeepSeek's two-micro-batch overlap): exposed = max(0, comm - compute).
+    EP mode: throughput kernels for prefill, low-latency kernels for decode unless ``ep_mode`` says.
+    """
+    seqs = ceil(batch / par.dp)
+    mb = min(par.micro_batches, seqs)
+    b_mb = ceil(seqs / mb)
+    q_len = length if phase == "prefill" else 1 + (model.num_nextn_predict_layers if mtp else 0)
+    tokens_mb = b_mb * q_len
+    routed = tokens_mb * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
+    # cp splits a prefill's tokens (and their attention work) evenly over cp chips
+    raw, flops, act_peak = _layer_times(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed, mtp,
+                                        cache)
+    layer_s = {k: v / par.cp for k, v in raw.items()}
+    stages = stage_layers(model, par.pp)
+    stage_s = []
+    for s, layers in enumerate(stages):
+        t = sum(layer_s.get(layer, 0.0) for layer in layers)
+        if s == 0:
+            t += layer_s.get("embed", 0.0)
+        if s == par.pp - 1:
+            t += layer_s.get("head", 0.0)
+        stage_s.append(t)
+    worst = max(range(par.pp), key=lambda s: stage_s[s])
+    comms = [_layer_comm(model, hw, par, precision, layer, tokens_mb, phase, ep_mode) for layer in stages[worst]]
+    comm_mb = sum(c.total_s for c in comms)
+    topo = topology_for(hw, par.devices)
+    act_bytes = tokens_mb * model.hidden_size * precision.activations.bytes / par.cp
+    pp_send = price_collective("p2p", act_bytes, par.devices, hw, topology=topo).time_s if par.pp > 1 else 0.0
+    compute_mb = stage_s[worst]
+    compute = compute_mb * mb
+    comm = (comm_mb + pp_send) * mb
+    if overlap and mb >= 2:
+        exposed = max(0.0, comm - compute)
+    else:
+        exposed = comm
+    bubble = (par.pp - 1) * (compute_mb + (comm_mb + pp_send) if not (overlap and mb >= 2)
+                             else max(compute_mb, comm_mb + pp_send))
+    by_kind = {"tp_all_reduce": mb * sum(c.tp_all_reduce_s for c in comms),
+               "ep_dispatch": mb * sum(c.ep_dispatch_s for c in comms),
+               "ep_combine": mb * sum(c.ep_combine_s for c in comms), "pp_send": mb * pp_send}
+    return PhaseBreakdown(phase=phase, micro_batches=mb, tokens_per_micro_batch=tokens_mb, compute_s=compute,
+                          communication_s=comm, exposed_s=exposed, bubble_s=bubble, comm_by_kind=by_kind,
+                          stage_compute_s=tuple(stage_s),
+                          layer_compute_s=tuple(layer_s.get(layer, 0.0) for layer in stages[worst]),
+                          layer_comm=tuple(comms), pp_send_s=pp_send, activation_peak_bytes=act_peak / par.cp,
+                          flops_per_device=flops / par.cp * mb * len(stages[worst]) / model.num_hidden_layers)
+
+
+def _layer_of(name: str):
+    """Layer index of an op name (``layers.3.mlp.gate`` -> 3); embedding -> "embed"; head, final norm
+    and MTP -> "head"."""
+    if name.startswith("layers."):
+        return int(name.split(".", 2)[1])
+    if name.startswith("embed_tokens"):
+        return "embed"
+    return "head"
+
+
+def _layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, layer: int,
+                tokens: int, phase: str, ep_mode: str | None) -> LayerComm:
+    """Collectives of one layer for one micro-batch of ``tokens`` tokens of one attention replica."""
+    act = precision.activations
+    ar_bytes = tokens * model.hidden_size * act.bytes / par.cp
+    tp_ar = 0.0
+    if par.tp > 1:
+        one = price_collective("all_reduce", ar_bytes, par.tp, hw).time_s
+        # after o_proj, and after the dense (or shared-expert) down_proj
+        tp_ar = 2 * one
+    if not (model.is_moe and model.is_moe_layer(layer) and par.ep > 1):
+        return LayerComm(tp_all_reduce_s=tp_ar)
+    mode = ep_mode or ("throughput" if phase == "prefill" else "low_latency")
+    x = price_ep_exchange(tokens=tokens / par.tp / par.cp, hidden=model.hidden_size,
+                          topk=model.num_experts_per_tok, n_experts=model.n_routed_experts, ep=par.ep, hw=hw,
+                          dispatch_dtype=_dispatch_dtype(precision), combine_dtype=act, n_group=model.n_group,
+                          topk_group=model.topk_group, mode=mode)
+    return LayerComm(tp_all_reduce_s=tp_ar, ep_dispatch_s=x.dispatch.time_s, ep_combine_s=x.combine.time_s)
+
+
+def _dispatch_dtype(precision: Precision):
+    """FP8 dispatch with 1x128 scales when the expert GEMMs run in FP8 (DeepEP, DSV3-TR §3.3), else the
+    activation format."""
+    w = precision.weights
+    if w.name == "fp8":
+        return w
+    return precision.activations

@@ -1,0 +1,168 @@
+"""Parallel layouts: the Parallelism record, per-device memory that sums back to the model, collectives
+inserted per layer, overlap of two micro-batches, fit checks and the smallest fitting deployment."""
+from math import isclose
+from pathlib import Path
+
+import pytest
+
+from archsim.config.hardware import load_hardware
+from archsim.config.workload import load_workload
+from archsim.cost.collectives import price_collective, price_ep_exchange
+from archsim.dtypes import BF16
+from archsim.errors import ConfigError
+from archsim.graph.params import count_params
+from archsim.graph.precision import precision_from_names
+from archsim.mapping.device_memory import kv_cache_bytes, memory_per_device, stage_params, weight_bytes
+from archsim.mapping.parallel import Parallelism, plan_layout, resolve_parallelism
+from archsim.mapping.phases import price_phase
+
+REPO = Path(__file__).resolve().parents[2]
+FP8 = precision_from_names("fp8")
+BF16P = precision_from_names("bf16")
+
+
+@pytest.fixture(scope="module")
+def dsv3():
+    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
+
+
+@pytest.fixture(scope="module")
+def kimi():
+    return load_workload(REPO / "workloads/kimi_k2.yaml").model
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return load_workload(REPO / "workloads/llama3_405b.yaml").model
+
+
+def test_parallelism_record_and_validation():
+    par = Parallelism(tp=4, ep=32, pp=2, dp=8, micro_batches=2)
+    assert par.devices == 64 and par.stage_devices == 32 and par.attn_dp == 8 and par.expert_dp == 1
+    with pytest.raises(ConfigError, match="parallelism.ep"):
+        Parallelism(tp=4, ep=6, dp=8)  # not a multiple of tp
+    with pytest.raises(ConfigError, match="parallelism.tp"):
+        Parallelism(tp=0)
+    with pytest.raises(ConfigError, match="zero_stage"):
+        Parallelism(zero_stage=4)
+
+
+def test_stage_params_sum_back_to_model(dsv3):
+    # tp=1, ep=1: every parameter sits on exactly one stage
+    total = count_params(dsv3).total
+    par = Parallelism(pp=4)
+    assert sum(sum(stage_params(dsv3, par, s).values()) for s in range(4)) == pytest.approx(total, rel=1e-12)
+    # ep=8 over dp=8: each routed expert on one of the 8 ranks, everything else replicated on each
+    par = Parallelism(ep=8, dp=8)
+    one = stage_params(dsv3, par, 0)
+    counts = count_params(dsv3)
+    assert one["routed_experts"] * 8 == pytest.approx(58 * 256 * counts.routed_expert)  # 58 MoE layers
+    assert sum(one.values()) - one["routed_experts"] == pytest.approx(total - 58 * 256 * counts.routed_expert)
+
+
+def test_tp_split_of_mla_keeps_down_projections_replicated(dsv3):
+    h = 7168
+    rep = h * (512 + 64) + 512 + h * 1536 + 1536  # kv_a + kv_a_norm + q_a + q_a_norm
+    attn = count_params(dsv3).attention_per_layer
+    p = stage_params(dsv3, Parallelism(tp=8, dp=1), 0)
+    assert p["attention"] == pytest.approx(61 * (rep + (attn - rep) / 8))
+
+
+def test_kv_cache_bytes_per_device(dsv3):
+    # DeepSeek-V3 BF16 KV: 61 * (512 + 64) * 2 B = 70,272 B per token (ISCA25 Table 1); MLA latent is
+    # replicated over TP ranks, so a device of replica r holds batch/dp sequences at the full context
+    par = Parallelism(tp=2, ep=16, dp=8)
+    assert kv_cache_bytes(dsv3, par, BF16P, batch=64, context=4096, stage=0) == 8 * 4096 * 70_272
+
+
+def test_kv_cache_gqa_splits_over_tp(llama):
+    # Llama-3.1-405B: 126 layers * 2 * 8 kv heads * 128 * 2 B = 516,096 B/token; TP8 splits the kv heads
+    par = Parallelism(tp=8)
+    assert kv_cache_bytes(llama, par, BF16P, batch=2, context=1000, stage=0) == 2 * 1000 * 516_096 / 8
+
+
+def test_fp8_weights_half_of_bf16(dsv3):
+    par = Parallelism(ep=8, dp=8)
+    p = stage_params(dsv3, par, 0)
+    fp8, bf16 = weight_bytes(p, FP8), weight_bytes(p, BF16P)
+    # linear layers: 1 B + 4 B per 128x128 block vs 2 B; the rest (embedding, head, router, norms) BF16 in both
+    assert fp8 < 0.55 * bf16
+
+
+def test_layout_that_does_not_fit_is_not_priced(kimi, h100):
+    plan = plan_layout(kimi, h100, devices=1, batch=1, prompt_len=1024, output_len=128, precision=FP8)
+    assert not plan.fits and plan.decode is None and plan.prefill is None
+    d = plan.to_dict()
+    assert d["fits"] is False and "needs" in d["reason"] and "phases" not in d
+
+
+def test_kimi_k2_fp8_128k_smallest_h200_deployment(kimi, h200):
+    """Kimi-K2/docs/deploy_guidance.md: the smallest H200 deployment of K2 FP8 at 128K is 16 GPUs.
+    archsim: one node of 8 does not fit (weights ~129 GB of 141 GB per GPU, plus KV and the 128K
+    prefill's activation peak); 16 GPUs (EP16 attention-DP) fit."""
+    plan = plan_layout(kimi, h200, devices="auto", batch=1, prompt_len=128 * 1024 - 1024, output_len=1024,
+                       precision=FP8)
+    assert plan.fits and plan.parallelism.devices == 16
+    eight = plan_layout(kimi, h200, devices=8, batch=1, prompt_len=128 * 1024 - 1024, output_len=1024,
+                        precision=FP8)
+    assert not eight.fits
+
+
+def test_tp_all_reduce_inserted_per_layer(llama, h100):
+    par = Parallelism(tp=8)
+    r = price_phase(llama, h100, par, BF16P, phase="decode", batch=8, length=2048)
+    one = price_collective("all_reduce", 8 * 16384 * 2, 8, h100).time_s  # 8 tokens x hidden x bf16
+    assert r.comm_by_kind["tp_all_reduce"] == pytest.approx(126 * 2 * one)  # o_proj + down_proj per layer
+    assert r.exposed_s == pytest.approx(r.communication_s)  # one micro-batch: nothing hides it
+    assert isclose(r.time_s, r.compute_s + r.communication_s)
+
+
+def test_ep_exchange_inserted_and_overlapped(dsv3, h800):
+    par = Parallelism(ep=32, dp=32, micro_batches=2)
+    r = price_phase(dsv3, h800, par, FP8, phase="prefill", batch=64, length=4096)
+    x = price_ep_exchange(tokens=4096, hidden=7168, topk=8, n_experts=256, ep=32, hw=h800,
+                          dispatch_dtype=FP8.weights, combine_dtype=BF16, n_group=8, topk_group=4)
+    # 58 MoE layers x 2 micro-batches, each one dispatch and one combine
+    assert r.comm_by_kind["ep_dispatch"] == pytest.approx(2 * 58 * x.dispatch.time_s)
+    assert r.comm_by_kind["ep_combine"] == pytest.approx(2 * 58 * x.combine.time_s)
+    assert r.exposed_s == pytest.approx(max(0.0, r.communication_s - r.compute_s))
+    serial = price_phase(dsv3, h800, Parallelism(ep=32, dp=32, micro_batches=2), FP8, phase="prefill", batch=64,
+                         length=4096, overlap=False)
+    assert serial.time_s >= r.time_s
+
+
+def test_decode_uses_low_latency_kernels(dsv3, h800):
+    par = Parallelism(ep=64, dp=64, micro_batches=2)
+    r = price_phase(dsv3, h800, par, FP8, phase="decode", batch=64 * 128, length=4096)
+    x = price_ep_exchange(tokens=64, hidden=7168, topk=8, n_experts=256, ep=64, hw=h800,
+                          dispatch_dtype=FP8.weights, combine_dtype=BF16, n_group=8, topk_group=4, mode="low_latency")
+    assert r.comm_by_kind["ep_dispatch"] == pytest.approx(2 * 58 * x.dispatch.time_s)
+
+
+def test_pipeline_adds_bubble_and_send(llama, h100):
+    par = Parallelism(tp=8, pp=2, micro_batches=1)
+    r = price_phase(llama, h100, par, BF16P, phase="prefill", batch=1, length=1024)
+    assert r.pp_send_s > 0 and r.bubble_s > 0 and len(r.stage_compute_s) == 2
+
+
+def test_resolve_auto_and_errors(dsv3, h800):
+    par = resolve_parallelism(dsv3, h800, 32, batch=64, precision=FP8, context=4096)
+    assert (par.tp, par.ep, par.dp, par.pp, par.micro_batches) == (1, 32, 32, 1, 2)
+    par = resolve_parallelism(dsv3, h800, 64, batch=64, precision=FP8, context=4096, attn_dp=16, tp=4)
+    assert (par.dp, par.pp, par.ep) == (16, 1, 64)
+    with pytest.raises(ConfigError, match="parallelism.dp"):
+        resolve_parallelism(dsv3, h800, 32, batch=8, precision=FP8, context=4096, dp=5)
+    with pytest.raises(ConfigError, match="parallelism.tp"):
+        resolve_parallelism(dsv3, h800, 12, batch=8, precision=FP8, context=4096, tp=8)
+
+
+def test_plan_to_dict_has_phase_breakdown(dsv3, h800):
+    plan = plan_layout(dsv3, h800, devices=32, batch=64, prompt_len=4096, output_len=256, precision=FP8)
+    d = plan.to_dict()
+    assert d["fits"] and d["layout"]["devices"] == 32
+    for phase in ("prefill", "decode"):
+        p = d["phases"][phase]
+        assert {"compute_s", "communication_s", "exposed_communication_s", "time_s"} <= set(p)
+        assert p["exposed_communication_s"] <= p["communication_s"] + 1e-15
+    mem = memory_per_device(dsv3, plan.parallelism, FP8, capacity_bytes=80e9, batch=64, context=4352)
+    assert d["memory"]["weights_bytes"] == pytest.approx(mem.weights_bytes)
