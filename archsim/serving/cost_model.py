@@ -1,0 +1,236 @@
+"""CostModelIteration: prices a replica's iteration through the graph builders and the cost model, memoised
+on a coarse grid and interpolated, plus the replica's KV capacity from HBM minus sharded weights.
+
+Each grid point's time is archsim.mapping.phases.price_phase for the replica's Parallelism (the sharded
+per-device graph plus the TP all-reduce / EP dispatch-combine / PP transfers it adds, with DeepSeek-style
+micro-batch overlap); its energy, FLOPs and HBM bytes come from pricing one device's graph
+(archsim.cost.price_graph, ceil(batch / dp) sequences) times the device count. Interpolation:
+- decode: piecewise-linear in batch (grid 1, 2, 4, ...) and mean context (grid doubling from the block
+  size) over the four surrounding points;
+- prefill: piecewise-linear in new tokens (grid doubling) for one causal prompt of that length, plus the
+  attended pairs beyond that prompt's own T(T+1)/2 (chunks after earlier tokens, several prompts in one
+  iteration) at the per-pair attention cost of the nearest grid graph.
+An iteration with both prefill and decode work costs the sum of the two parts (two passes over the
+weights: exact for unfused engines, an upper bound for Sarathi-style fused batches). Several prompts in
+one iteration are priced as one prompt of their summed tokens on one attention-DP rank (an upper bound
+when dp > 1).
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+from archsim.config.hardware import Hardware
+from archsim.config.model import ModelConfig
+from archsim.cost.phase import price_graph
+from archsim.errors import ConfigError
+from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.params import kv_bytes_per_token
+from archsim.graph.precision import Precision, Shard
+from archsim.mapping.device_memory import kv_cache_bytes, memory_per_device
+from archsim.mapping.phases import price_phase
+from archsim.mapping.parallelism import Parallelism
+from archsim.serving.config import ReplicaSpec
+from archsim.serving.iteration import IterationBatch, IterationCost
+
+_FIELDS = ("time_s", "energy_j", "flops", "hbm_bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Point:
+    time_s: float
+    energy_j: float
+    flops: float
+    hbm_bytes: float
+
+    def scaled(self, a: float) -> "_Point":
+        return _Point(**{f: getattr(self, f) * a for f in _FIELDS})
+
+    def plus(self, other: "_Point") -> "_Point":
+        return _Point(**{f: getattr(self, f) + getattr(other, f) for f in _FIELDS})
+
+
+_ZERO = _Point(time_s=0.0, energy_j=0.0, flops=0.0, hbm_bytes=0.0)
+
+
+def _doubling(start: int, stop: int) -> list[int]:
+    grid = [start]
+    while grid[-1] < stop:
+        grid.append(grid[-1] * 2)
+    return grid
+
+
+def _bracket(grid: list[int], x: float) -> tuple[int, int, float]:
+    """Grid neighbours of x and the weight of the upper one (clamped below; linear extrapolation above)."""
+    if x <= grid[0]:
+        return grid[0], grid[0], 0.0
+    i = min(bisect.bisect_left(grid, x), len(grid) - 1)
+    lo, hi = grid[i - 1], grid[i]
+    return lo, hi, (x - lo) / (hi - lo)
+
+
+class CostModelIteration:
+    """IterationModel backed by the cost model (see module docstring). ``direct`` prices without the grid."""
+
+    def __init__(self, *, model: ModelConfig, hw: Hardware, precision: Precision, parallelism: Parallelism,
+                 max_seqs: int, max_context: int, block_tokens: int = 16, attention: str = "flash"):
+        if parallelism.cp != 1:
+            raise ConfigError(None, "parallelism.cp", "1 for a serving replica", parallelism.cp)
+        self.model, self.hw, self.precision, self.par = model, hw, precision, parallelism
+        self.shard = Shard(tp=parallelism.tp, ep=parallelism.ep if model.is_moe else 1)
+        self._phase_cache: dict = {}
+        self.devices = parallelism.devices
+        self.attention = attention
+        self.batch_grid = _doubling(1, max(1, max_seqs))
+        self.context_grid = _doubling(block_tokens, max(block_tokens, max_context))
+        self.token_grid = _doubling(block_tokens, max(block_tokens, max_context))
+        self._decode: dict[tuple[int, int, int], _Point] = {}
+        self._prefill: dict[int, tuple[_Point, _Point]] = {}
+        self.kv_bytes_per_token = kv_bytes_per_token(model, precision.kv_cache)
+        self.swap_bytes_per_s = hw.node.scale_out.bandwidth_bytes_per_s * hw.node.scale_out.achievable_fraction
+
+    # -- grid points ------------------------------------------------------------------------------
+    def _priced(self, graph, time_s: float) -> tuple[_Point, _Point]:
+        """(whole graph, attention ops only) for one device scaled to the replica; the whole takes ``time_s``."""
+        cost = price_graph(graph, self.hw, attention=self.attention)
+        level = self.hw.main_memory.name
+        whole = _Point(time_s=time_s, energy_j=cost.energy_j * self.devices, flops=cost.flops * self.devices,
+                       hbm_bytes=cost.bytes_by_level.get(level, 0.0) * self.devices)
+        attn = _ZERO
+        for name, op_cost in cost.ops.items():
+            if graph.nodes[name]["op"].kind == "attention":
+                attn = attn.plus(_Point(time_s=op_cost.time_s, energy_j=op_cost.energy_j * self.devices,
+                                        flops=op_cost.flops * self.devices,
+                                        hbm_bytes=op_cost.bytes_by_level.get(level, 0.0) * self.devices))
+        return whole, attn
+
+    def decode_point(self, batch: int, context: int, q_len: int = 1) -> _Point:
+        key = (batch, context, q_len)
+        if key not in self._decode:
+            mtp = q_len > 1 and q_len == 1 + self.model.num_nextn_predict_layers
+            # other draft lengths: each drafted token priced as one more sequence (GEMMs exact, attention approximate)
+            b = batch if (q_len == 1 or mtp) else batch * q_len
+            context = max(context, q_len)
+            phase = price_phase(self.model, self.hw, self.par, self.precision, phase="decode", batch=b,
+                                length=context, mtp=mtp, cache=self._phase_cache)
+            graph = build_decode(self.model, batch=-(-b // self.par.dp), context=context, precision=self.precision,
+                                 shard=self.shard, mtp=mtp)
+            self._decode[key] = self._priced(graph, phase.time_s)[0]
+        return self._decode[key]
+
+    def prefill_point(self, tokens: int) -> tuple[_Point, _Point]:
+        if tokens not in self._prefill:
+            self._prefill[tokens] = self._prefill_priced(tokens)
+        return self._prefill[tokens]
+
+    def _prefill_priced(self, tokens: int) -> tuple[_Point, _Point]:
+        phase = price_phase(self.model, self.hw, self.par, self.precision, phase="prefill", batch=1, length=tokens,
+                            cache=self._phase_cache)
+        graph = build_prefill(self.model, batch=1, prompt_len=tokens, precision=self.precision, shard=self.shard)
+        return self._priced(graph, phase.time_s)
+
+    # -- interpolation ----------------------------------------------------------------------------
+    def _decode_cost(self, seqs: int, mean_context: float, q_len: int) -> _Point:
+        b0, b1, wb = _bracket(self.batch_grid, seqs)
+        c0, c1, wc = _bracket(self.context_grid, mean_context)
+        out = _ZERO
+        for b, w1 in ((b0, 1 - wb), (b1, wb)):
+            for c, w2 in ((c0, 1 - wc), (c1, wc)):
+                if w1 * w2:
+                    out = out.plus(self.decode_point(b, c, q_len).scaled(w1 * w2))
+        return out
+
+    def _prefill_cost(self, tokens: int, pairs: int) -> _Point:
+        t0, t1, wt = _bracket(self.token_grid, tokens)
+        whole0, attn0 = self.prefill_point(t0)
+        out = whole0.scaled(1 - wt)
+        if wt:
+            out = out.plus(self.prefill_point(t1)[0].scaled(wt))
+        if tokens < t0:  # below the grid: scale the smallest point by tokens (linear work)
+            out = whole0.scaled(tokens / t0)
+        extra_pairs = pairs - tokens * (tokens + 1) // 2
+        nearest = t1 if wt > 0.5 else t0
+        _, attn = self.prefill_point(nearest)
+        per_pair = attn.scaled(1.0 / (nearest * (nearest + 1) // 2))
+        return out.plus(per_pair.scaled(extra_pairs)) if extra_pairs > 0 else out
+
+    def iteration(self, batch: IterationBatch) -> IterationCost:
+        total = _ZERO
+        if batch.prefill_tokens:
+            total = total.plus(self._prefill_cost(batch.prefill_tokens, batch.prefill_pairs))
+        if batch.decode_seqs:
+            q_len = batch.decode_tokens // batch.decode_seqs
+            mean_context = batch.decode_context_tokens / batch.decode_seqs + q_len
+            total = total.plus(self._decode_cost(batch.decode_seqs, mean_context, q_len))
+        time_s = total.time_s + batch.swap_bytes / self.swap_bytes_per_s
+        return IterationCost(time_s=time_s, energy_j=total.energy_j, flops=total.flops, hbm_bytes=total.hbm_bytes)
+
+    def direct(self, batch: IterationBatch) -> IterationCost:
+        """Price the batch exactly as the grid would at its own coordinates (for measuring interpolation error):
+        decode at the exact batch and mean context (rounded), prefill as one prompt of the exact token count."""
+        total = _ZERO
+        if batch.prefill_tokens:
+            total = total.plus(self._prefill_priced(batch.prefill_tokens)[0])
+        if batch.decode_seqs:
+            q_len = batch.decode_tokens // batch.decode_seqs
+            ctx = round(batch.decode_context_tokens / batch.decode_seqs) + q_len
+            total = total.plus(self.decode_point(batch.decode_seqs, ctx, q_len))
+        return IterationCost(time_s=total.time_s, energy_j=total.energy_j, flops=total.flops,
+                             hbm_bytes=total.hbm_bytes)
+
+    # -- the replica ------------------------------------------------------------------------------
+    def replica(self, *, kv_memory_fraction: float) -> ReplicaSpec:
+        """Devices, KV capacity, peaks, idle power and price of this replica.
+
+        KV capacity in tokens = dp x (HBM x fraction - weights on the most loaded device) / (KV bytes one
+        token of a sequence puts on a device of its attention-DP rank, in the layers of the first stage,
+        which holds the most layers). The scheduler treats the dp ranks' caches as one pool.
+        """
+        hbm = self.hw.main_memory
+        mem = memory_per_device(self.model, self.par, self.precision, capacity_bytes=hbm.capacity_bytes)
+        per_token = kv_cache_bytes(self.model, self.par, self.precision, batch=self.par.dp, context=1, stage=0)
+        free = hbm.capacity_bytes * kv_memory_fraction - mem.weights_bytes
+        if free <= 0:
+            raise ConfigError(self.hw.source_file, "memory.hbm.capacity",
+                              f"room for the weights ({mem.weights_bytes / 1e9:.1f} GB per device over "
+                              f"{self.devices} devices) plus KV cache", f"{hbm.capacity_bytes / 1e9:.1f} GB")
+        engine = self.hw.engine_for("matrix")
+        dtype = self.precision.gemm_compute.name
+        if dtype not in engine.peak_flop_per_s:
+            raise ConfigError(self.hw.source_file, f"compute.{engine.name}.peak.{dtype}", "a peak for the GEMM dtype",
+                              "missing")
+        return ReplicaSpec(devices=self.devices, kv_capacity_tokens=int(math.floor(free / per_token)) * self.par.dp,
+                           kv_bytes_per_token=self.kv_bytes_per_token,
+                           peak_flop_per_s=engine.peak_flop_per_s[dtype] * self.devices,
+                           peak_bytes_per_s=hbm.bandwidth_bytes_per_s * self.devices,
+                           idle_w=self.hw.power.idle_w * self.devices,
+                           price_usd_per_hour=self.hw.price_usd_per_hour * self.devices)
+
+
+def for_deployment(model: ModelConfig, hw: Hardware, precision: Precision, *, devices: int | str, max_seqs: int,
+                   max_context: int, kv_memory_fraction: float, min_kv_tokens: int, block_tokens: int = 16,
+                   degrees: dict | None = None) -> tuple[CostModelIteration, ReplicaSpec]:
+    """The iteration model and replica of one deployment. ``devices="auto"`` takes the smallest device count
+    (archsim.mapping.parallel.candidate_device_counts) whose layout leaves room for ``min_kv_tokens`` of KV."""
+    from archsim.mapping.parallel import candidate_device_counts, resolve_parallelism
+
+    counts = candidate_device_counts(hw) if devices == "auto" else [devices]
+    last_error: ConfigError | None = None
+    for n in counts:
+        try:
+            par = resolve_parallelism(model, hw, n, batch=1, precision=precision, context=max_context,
+                                      **(degrees or {}))
+            if par.cp != 1:
+                continue
+            it = CostModelIteration(model=model, hw=hw, precision=precision, parallelism=par, max_seqs=max_seqs,
+                                    max_context=max_context, block_tokens=block_tokens)
+            replica = it.replica(kv_memory_fraction=kv_memory_fraction)
+        except ConfigError as err:
+            last_error = err
+            continue
+        if replica.kv_capacity_tokens >= min_kv_tokens:
+            return it, replica
+        last_error = ConfigError(hw.source_file, "devices", f"room for {min_kv_tokens} KV tokens",
+                                 f"{replica.kv_capacity_tokens} on {n} devices")
+    raise last_error or ConfigError(hw.source_file, "devices", "a device count that fits the model", devices)
