@@ -4,8 +4,8 @@ Times are work / rate of a named resource:
 - compute: time-equivalent FLOPs / (engine peak[dtype] * engine achievable_fraction);
 - memory level: bytes / (level bandwidth * achievable_fraction) + one level latency when the op
   touches the level at all (the first access is exposed; later ones are pipelined behind it);
-- network (collective ops): bytes / (scale-up link bandwidth * fraction) + link latency, the
-  alpha-beta cost of one transfer (teammate F's ``cost/collectives.py`` refines collectives);
+- network (collective ops): ``cost/collectives.price_collective`` for the op's attrs (op, bytes,
+  group, optional algorithm) on the chip's node and fabric;
 - launch: kernel launches * ``kernel_launch_s``.
 The op's time is the largest of these (perfect overlap within a kernel) and ``bound`` names it.
 Dynamic energy = FLOPs * energy_per_flop[dtype] + bytes * 8 * energy_per_bit per level (+ network);
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from archsim.config.hardware import ComputeEngine, Hardware
+from archsim.cost.collectives import price_collective
 from archsim.cost.traffic import Geometry, OpWork, op_work
 from archsim.dtypes import BITS_PER_BYTE, BY_NAME
 from archsim.errors import ConfigError
@@ -84,6 +85,18 @@ def energy_per_flop(hw: Hardware, key: tuple[str, str]) -> float:
                           sorted(engine.energy_j_per_flop)) from None
 
 
+def collective_cost(op: Op, hw: Hardware) -> tuple[float, float]:
+    """(time_s, energy_j) of a collective op, from its attrs ``op``, ``bytes``, ``group`` (and
+    optional ``algorithm``); an op on a group of one chip moves nothing."""
+    a = op.attrs
+    group = int(a.get("group", 1))
+    nbytes = float(a.get("bytes", op.bytes))
+    if group <= 1 or nbytes <= 0:
+        return 0.0, 0.0
+    cost = price_collective(str(a["op"]), nbytes, group, hw, algorithm=str(a.get("algorithm", "auto")))
+    return cost.time_s, cost.energy_j
+
+
 def _level_time(nbytes: float, level) -> float:
     if nbytes <= 0:
         return 0.0
@@ -100,10 +113,7 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware) -> OpCost:
         compute_s = work.time_flops / (engine.peak_flop_per_s[key[1]] * engine.achievable_fraction)
         compute_j = op.flops * energy_per_flop(hw, key)
     memory_s = {name: _level_time(work.bytes_by_level[name], hw.memory[name]) for name in hw.memory}
-    link = hw.node.scale_up
-    network_s = 0.0
-    if work.network_bytes > 0:
-        network_s = work.network_bytes / (link.bandwidth_bytes_per_s * link.achievable_fraction) + link.latency_s
+    network_s, network_j = collective_cost(op, hw) if op.kind == "collective" else (0.0, 0.0)
     launch_s = work.launches * hw.kernel_launch_s
     candidates = [("compute", compute_s)]
     candidates += [(f"memory:{name}", memory_s[name]) for name in reversed(tuple(hw.memory))]
@@ -112,7 +122,7 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware) -> OpCost:
     energy = {"compute": compute_j}
     energy.update({f"memory:{name}": work.bytes_by_level[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
                    for name in hw.memory})
-    energy["network"] = work.network_bytes * BITS_PER_BYTE * link.energy_j_per_bit
+    energy["network"] = network_j
     main = hw.main_memory
     main_bytes = work.bytes_by_level[main.name]
     return OpCost(

@@ -5,7 +5,9 @@ arrays with a leading sweep axis (10,000 hardware points through one call).
 ``hardware_arrays(hw, work)`` turns the rates, fractions, latencies and energies into arrays that
 ``price_work`` broadcasts: every field has shape ``sweep_shape + (K,)`` for the K rate keys
 (engine, dtype), ``sweep_shape + (L,)`` for the L memory levels, or ``sweep_shape`` for scalars.
-The maths is exactly that of ``cost/opcost.py`` (a test checks they agree op by op).
+The maths is exactly that of ``cost/opcost.py`` (a test checks they agree op by op). Collectives
+are priced once at extraction by ``cost/collectives.py`` (their time depends on the node and link
+fields, which a sweep of chip rates leaves fixed; re-extract to sweep links).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from archsim.config.hardware import Hardware
-from archsim.cost.opcost import energy_per_flop, rate_key
+from archsim.cost.opcost import collective_cost, energy_per_flop, rate_key
 from archsim.cost.traffic import Geometry, op_work
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.graph.op import Op
@@ -36,20 +38,23 @@ class GraphWork:
     level_names: tuple[str, ...]
     bytes: np.ndarray          # (n, L) bytes crossing each level
     network_bytes: np.ndarray  # (n,)
+    network_s: np.ndarray      # (n,) collective time, priced at extraction by cost/collectives.py
+    network_j: np.ndarray      # (n,) collective energy, likewise
     launches: np.ndarray       # (n,)
     count: np.ndarray          # (n,) multiplicity of each row
 
     def compress(self) -> "GraphWork":
         """Merge rows with identical work into one row with a count (totals are unchanged)."""
         table = np.column_stack([self.flops, self.time_flops, self.rate_index, self.bytes,
-                                 self.network_bytes, self.launches])
+                                 self.network_bytes, self.network_s, self.network_j, self.launches])
         _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
         count = np.bincount(inverse.ravel(), weights=self.count)
         pick = lambda a: a[first]
         return dataclasses.replace(
             self, names=tuple(self.names[i] for i in first), kinds=tuple(self.kinds[i] for i in first),
             flops=pick(self.flops), time_flops=pick(self.time_flops), rate_index=pick(self.rate_index),
-            bytes=pick(self.bytes), network_bytes=pick(self.network_bytes), launches=pick(self.launches),
+            bytes=pick(self.bytes), network_bytes=pick(self.network_bytes), network_s=pick(self.network_s),
+            network_j=pick(self.network_j), launches=pick(self.launches),
             count=count)
 
 
@@ -60,7 +65,7 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
     keys: dict[tuple[str, str], int] = {}
     key_of: dict[tuple[str, str, float], tuple[str, str] | None] = {}  # rate_key memo by (engine, dtype)
     levels = geom.level_names
-    time_flops, rate_index, rows, network, launches = [], [], [], [], []
+    time_flops, rate_index, rows, network, launches, net_s, net_j = [], [], [], [], [], [], []
     for op in ops:
         work = op_work(op, geom, attention=attention)
         memo = (op.engine, op.compute_dtype.name, op.flops > 0)
@@ -71,13 +76,17 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
         time_flops.append(work.time_flops)
         rows.append([work.bytes_by_level[name] for name in levels])
         network.append(work.network_bytes)
+        t, e = collective_cost(op, hw) if op.kind == "collective" else (0.0, 0.0)
+        net_s.append(t)
+        net_j.append(e)
         launches.append(work.launches)
     n = len(ops)
     return GraphWork(names=tuple(op.name for op in ops), kinds=tuple(op.kind for op in ops),
                      flops=np.array([op.flops for op in ops], dtype=float), time_flops=np.array(time_flops, float),
                      rate_index=np.array(rate_index, dtype=np.int64), rate_keys=tuple(keys), level_names=levels,
                      bytes=np.array(rows, dtype=float).reshape(n, len(levels)),
-                     network_bytes=np.array(network, float), launches=np.array(launches, float), count=np.ones(n))
+                     network_bytes=np.array(network, float), network_s=np.array(net_s, float),
+                     network_j=np.array(net_j, float), launches=np.array(launches, float), count=np.ones(n))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,17 +102,12 @@ class HardwareArrays:
     energy_j_per_bit: np.ndarray      # (..., L)
     kernel_launch_s: np.ndarray       # (...)
     idle_w: np.ndarray                # (...)
-    link_bandwidth_bytes_per_s: np.ndarray  # (...)
-    link_fraction: np.ndarray         # (...)
-    link_latency_s: np.ndarray        # (...)
-    link_energy_j_per_bit: np.ndarray  # (...)
 
 
 def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
     """The rates of one chip, laid out for ``work``'s rate keys and levels (no sweep axis)."""
     engines = [hw.compute[e] for e, _ in work.rate_keys]
     levels = [hw.memory[name] for name in work.level_names]
-    link = hw.node.scale_up
     arr = np.asarray
     return HardwareArrays(
         peak_flop_per_s=arr([eng.peak_flop_per_s[d] for eng, (_, d) in zip(engines, work.rate_keys)], float),
@@ -113,10 +117,7 @@ def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
         memory_fraction=arr([lv.achievable_fraction for lv in levels], float),
         latency_s=arr([lv.latency_s for lv in levels], float),
         energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),
-        kernel_launch_s=arr(hw.kernel_launch_s, float), idle_w=arr(hw.power.idle_w, float),
-        link_bandwidth_bytes_per_s=arr(link.bandwidth_bytes_per_s, float),
-        link_fraction=arr(link.achievable_fraction, float), link_latency_s=arr(link.latency_s, float),
-        link_energy_j_per_bit=arr(link.energy_j_per_bit, float))
+        kernel_launch_s=arr(hw.kernel_launch_s, float), idle_w=arr(hw.power.idle_w, float))
 
 
 def stack_hardware(arrays: Sequence[HardwareArrays]) -> HardwareArrays:
@@ -162,10 +163,7 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
     touched = work.bytes > 0
     memory_s = work.bytes / level_rate + np.where(touched, hwa.latency_s[..., None, :], 0.0)
     memory_j = work.bytes * BITS_PER_BYTE * hwa.energy_j_per_bit[..., None, :]
-    link_rate = (hwa.link_bandwidth_bytes_per_s * hwa.link_fraction)[..., None]
-    network_s = np.where(work.network_bytes > 0,
-                         work.network_bytes / link_rate + hwa.link_latency_s[..., None], 0.0)
-    network_j = work.network_bytes * BITS_PER_BYTE * hwa.link_energy_j_per_bit[..., None]
+    network_s, network_j = work.network_s, work.network_j  # fixed at extraction (cost/collectives.py)
     launch_s = work.launches * hwa.kernel_launch_s[..., None]
     shape = np.broadcast_shapes(np.shape(compute_s), memory_s.shape[:-1], np.shape(network_s),
                                 np.shape(launch_s))

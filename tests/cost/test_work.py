@@ -96,3 +96,17 @@ def test_price_graph_accepts_a_phase_graph():
         g.add_edge(a.name, b.name)
     phase = price_graph(g, hw)
     assert list(phase.ops) == [op.name for op in ops]
+
+
+def test_collective_priced_by_collectives_module():
+    from archsim.cost.collectives import price_collective
+    hw = h100_like()
+    op = _ops()[-1]
+    expected = price_collective("all_to_all", 64 * 7168 * 2, 8, hw)
+    cost = price_op(op, hw)
+    assert cost.bound == "network"
+    assert cost.network_s == expected.time_s > 0
+    assert cost.energy_j_by["network"] == expected.energy_j
+    # a group of one chip moves nothing: the op costs one launch
+    lone = dataclasses.replace(op, attrs={**op.attrs, "group": 1})
+    assert price_op(lone, hw).time_s == hw.kernel_launch_s

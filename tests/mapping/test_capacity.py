@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from archsim.config.hardware import load_hardware
 from archsim.config.workload import load_workload
 from archsim.dtypes import FP8_BLOCK128
 from archsim.graph.params import count_params, kv_bytes_per_token
@@ -15,11 +14,6 @@ from archsim.mapping.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[2]
 FP8 = precision_from_names("fp8")
-
-
-@pytest.fixture(scope="module")
-def h100():
-    return load_hardware(ROOT / "hardware" / "h100.yaml")
 
 
 def model(name):
