@@ -105,7 +105,7 @@ class Hardware:
 # Loading: strict, unit-checked, every error names file and field path.
 
 ENGINE_KINDS = ("matrix", "vector")
-_LEVEL_FIELDS = "per_unit / units (per-SM level) or capacity (chip-wide level)"
+_LEVEL_FIELDS = "per_unit and units for a per-SM level, or capacity for a chip-wide level"
 
 
 def load_hardware(path: str | os.PathLike) -> Hardware:
@@ -195,8 +195,7 @@ def _level(sec: Section, name: str) -> MemoryLevel:
     units = sec.int("units", minimum=1, default=None)
     capacity = sec.quantity("capacity", "bytes", default=None)
     if (per_unit is None) != (units is None):
-        raise ConfigError(sec.file, sec.path, f"both per_unit and units, or neither ({_LEVEL_FIELDS})",
-                          "only one of them")
+        raise ConfigError(sec.file, sec.path, _LEVEL_FIELDS, "only one of per_unit and units")
     if per_unit is not None:
         derived = per_unit * units
         if capacity is not None and capacity != derived:

@@ -121,7 +121,7 @@ BAD = [
     ("compute", {}, "compute: expected at least one compute engine"),
     ("memory", {}, "memory: expected at least one memory level"),
     ("memory", [1, 2], "memory: expected a mapping"),
-    ("memory.shared.units", DELETE, "memory.shared: expected both per_unit and units"),
+    ("memory.shared.units", DELETE, "memory.shared: expected per_unit and units for a per-SM level"),
     ("memory.shared.capacity", "1 GB", "memory.shared.capacity: expected per_unit x units = 30818304 B"),
     ("memory.l2.capacity", "1 TB", "memory.l2: expected a capacity no larger than main memory 'hbm'"),
     ("memory.l2.capacity", DELETE, "memory.l2: expected key 'capacity'"),
