@@ -47,8 +47,7 @@ class ExpertLoad:
 
     def imbalance(self) -> float:
         """max / mean expected tokens per expert (1.0 for uniform)."""
-        mean = self.k / self.experts
-        return max(self.probs) / mean
+        return max_over_mean(self.probs)
 
     def _measured_for(self, tokens: float) -> bool:
         return self.counts is not None and sum(self.counts) == tokens * self.k
@@ -115,3 +114,19 @@ def load_from_spec(spec, n_routed_experts: int, k: int) -> ExpertLoad:
     if spec.kind == "zipf":
         return zipf_load(n_routed_experts, k, spec.zipf_s)
     raise ConfigError(None, "scenario.expert_load", "uniform or {zipf: s}", spec.kind)
+
+
+def max_over_mean(counts) -> float:
+    """Busiest expert's tokens over the mean tokens per expert (1.0 = perfectly balanced)."""
+    counts = [float(c) for c in counts]
+    if not counts or sum(counts) <= 0:
+        raise ConfigError(None, "expert_load.counts", "at least one routed token", counts)
+    return max(counts) / (sum(counts) / len(counts))
+
+
+def distinct_experts_per_step(steps) -> float:
+    """Mean number of experts with at least one token, over steps (each a list of per-expert counts)."""
+    steps = [list(s) for s in steps]
+    if not steps:
+        raise ConfigError(None, "expert_load.steps", "at least one step", steps)
+    return sum(sum(1 for c in s if c > 0) for s in steps) / len(steps)

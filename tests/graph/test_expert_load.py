@@ -42,3 +42,30 @@ def test_measured_counts_are_exact_for_their_run():
         measured_load([3, 0], 2)                     # 3 selections is not tokens*k
     with pytest.raises(ConfigError):
         measured_load([4, 0], 2)                     # 2 tokens cannot pick expert 0 four times
+
+
+def test_stats_from_measured_counts():
+    from archsim.graph.expert_load import distinct_experts_per_step, max_over_mean
+    assert max_over_mean([4, 0, 2, 2]) == 4 / 2          # mean 2 tokens per expert, busiest 4
+    assert max_over_mean([3, 3, 3]) == 1.0
+    assert distinct_experts_per_step([[1, 0, 0, 1], [1, 1, 1, 0]]) == (2 + 3) / 2
+    with pytest.raises(ConfigError):
+        max_over_mean([0, 0])
+
+
+def test_measured_load_drives_the_graph():
+    """Counts from a run give the grouped GEMM's exact tokens and the distinct experts read."""
+    from helpers_graph import tiny
+    from archsim.dtypes import FP64
+    from archsim.graph.build import build_decode
+    from archsim.graph.precision import Precision
+    m = tiny()                                          # 8 experts, k = 2
+    counts = [3, 0, 1, 0, 0, 2, 0, 0]                   # 3 tokens * k=2 = 6 selections
+    g = build_decode(m, batch=3, context=5, precision=Precision(weights=FP64, activations=FP64, kv_cache=FP64),
+                     expert_load=measured_load(counts, 2))
+    op = g.nodes["layers.1.mlp.experts.gate_up"]["op"]
+    assert op.attrs["tokens_per_expert"] == tuple(float(c) for c in counts)
+    assert op.attrs["distinct_experts"] == 3 and op.attrs["tokens_max"] == 3
+    assert op.flops == 2 * 6 * (2 * 16) * 64
+    w = next(o for o in op.reads if o.role == "weight")
+    assert w.nbytes == 3 * (2 * 16) * 64 * 8            # three experts' fp64 gate+up weights
