@@ -45,10 +45,16 @@ class Measured:
 
 
 class Counter:
-    """Collects ``Measured`` records in call order for one run."""
+    """Collects ``Measured`` records in call order for one run.
 
-    def __init__(self) -> None:
+    ``declared`` optionally maps op name -> {operand name: storage dtype}; it takes precedence over a
+    site's own dtypes, so an executor can declare each op's formats (e.g. from an operator graph)
+    while the kernels measure the shapes.
+    """
+
+    def __init__(self, declared: Mapping[str, Mapping[str, DType]] | None = None) -> None:
         self.records: list[Measured] = []
+        self.declared: Mapping[str, Mapping[str, DType]] = declared or {}
 
     def add(self, record: Measured) -> None:
         self.records.append(record)
@@ -77,8 +83,9 @@ class Counter:
 class Site:
     """Where a kernel records: the counter, the op name, and the declared storage dtypes.
 
-    An operand's dtype is ``dtypes[operand name]`` if given, else ``roles[operand role]``, else BF16
-    (the activation default of both DeepSeek-V3 and Kimi K2 inference).
+    An operand's dtype is the counter's declared dtype for (op, operand) if any, else
+    ``dtypes[operand name]``, else ``roles[operand role]``, else BF16 (the activation default of both
+    DeepSeek-V3 and Kimi K2 inference).
     """
 
     counter: Counter
@@ -87,6 +94,9 @@ class Site:
     dtypes: Mapping[str, DType] = field(default_factory=dict)
 
     def dtype(self, operand: str, role: Role) -> DType:
+        declared = self.counter.declared.get(self.name)
+        if declared and operand in declared:
+            return declared[operand]
         if operand in self.dtypes:
             return self.dtypes[operand]
         return self.roles.get(role, BF16)

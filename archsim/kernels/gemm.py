@@ -18,14 +18,17 @@ def linear(x: np.ndarray, w: np.ndarray, *, site: Site | None = None) -> np.ndar
     return y
 
 
-def per_head(x: np.ndarray, w: np.ndarray, *, site: Site | None = None) -> np.ndarray:
-    """y[..., h, :] = x[..., h, :] @ w[h]: x [..., H, k], w [H, k, n] -> [..., H, n].
+def per_head(x: np.ndarray, w: np.ndarray, *, transpose: bool = False, site: Site | None = None) -> np.ndarray:
+    """y[..., h, :] = x[..., h, :] @ w[h] (or @ w[h].T with ``transpose``): x [..., H, k] -> [..., H, n].
 
     One GEMM per head (MLA's weight absorption): a grouped GEMM of H groups of [m, k] x [k, n].
+    ``w`` is given in its storage layout ([H, k, n], or [H, n, k] with ``transpose``), which is the
+    layout its block scales are counted in.
     """
-    heads, k, n = w.shape
+    heads = w.shape[0]
+    k, n = (w.shape[2], w.shape[1]) if transpose else (w.shape[1], w.shape[2])
     m = x.size // (heads * k)
-    y = np.einsum("...hk,hkn->...hn", x, w)                       # [..., H, n]
+    y = np.einsum("...hk,hnk->...hn" if transpose else "...hk,hkn->...hn", x, w)   # [..., H, n]
     if site is not None:
         site.record(kind="grouped_gemm", flops=2 * heads * m * n * k,
                     reads=[("x", (heads * m, k), "activation"), ("weight", w.shape, "weight")],

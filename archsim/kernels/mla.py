@@ -106,7 +106,7 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
         v = cache.latent[:, :, None, :]                                                    # [b, L, 1, r]
         o_lat = attend(qf, k, v, scale=scale, causal=causal, kv_shared=True,
                        site=_sub(site, "attn_core"))                                       # [b, s, H, r]
-        o = per_head(o_lat, wkv_b[:, dn:, :].transpose(0, 2, 1), site=_sub(site, "o_absorb"))  # [b, s, H, dv]
+        o = per_head(o_lat, wkv_b[:, dn:, :], transpose=True, site=_sub(site, "o_absorb"))  # [b, s, H, dv]
     else:
         raise ValueError(f"form must be 'expanded' or 'absorbed', got {form!r}")
     out = linear(o.reshape(b, s, h * dv), w["o_proj"], site=_sub(site, "o_proj"))         # [b, s, hidden]

@@ -68,8 +68,13 @@ class TinyDeepSeek:
         self.scale = softmax_scale(c.qk_nope_head_dim + c.qk_rope_head_dim, scaling)
         self.inv_freq, self.rope_amplitude = rope_inv_freq(c.qk_rope_head_dim, float(c.rope_theta), scaling)
         self.weights = init_weights(self.cfg, np.random.default_rng(seed), dtype)
-        n_biases = [i for i in range(self.n_layers_total) if is_moe_layer(self.cfg, i)]
-        self.bias = {i: self.weights[f"layers.{i}.mlp.gate.e_score_correction_bias"] for i in n_biases}
+        if c.n_routed_experts and (c.scoring_func or "sigmoid") != "sigmoid":
+            raise ValueError(f"tiny DeepSeek model routes with sigmoid scores, config has {c.scoring_func!r}")
+        # the correction bias exists for noaux_tc routing (DeepSeek-V3, Kimi K2); None = not declared
+        self.use_bias = c.topk_method in (None, "noaux_tc")
+        moe_layers = [i for i in range(self.n_layers_total) if is_moe_layer(self.cfg, i)]
+        self.bias = {i: self.weights[f"layers.{i}.mlp.gate.e_score_correction_bias"] if self.use_bias else None
+                     for i in moe_layers}
 
     @property
     def n_layers_total(self) -> int:

@@ -1,0 +1,174 @@
+"""Counted execution at small scale: the tiny model runs through the numpy kernels, and the counts it
+measures are compared node by node with the operator graph that the full-scale projection uses.
+
+One builder, two scales: the graph comes from ``archsim.graph.build`` (build_prefill / build_decode)
+for the *same* tiny ModelConfig the kernels execute. Each op's storage dtypes are declared from the
+graph (weights fp8 with block scales, activations bf16, router outputs fp32/int32), while shapes,
+FLOPs and token counts are measured from what the kernels actually executed. Routed-expert nodes are
+compared against a graph built with that layer's *measured* expert load, since the builder takes one
+ExpertLoad per build and every MoE layer routes differently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import networkx as nx
+import numpy as np
+
+from archsim.config.model import ModelConfig
+from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.expert_load import measured_load
+from archsim.graph.op import Op
+from archsim.graph.precision import Precision
+from archsim.kernels.attention import naive_attention
+from archsim.kernels.counting import Counter, Measured
+from archsim.kernels.tiny import TinyDeepSeek
+
+Phase = Literal["prefill", "decode"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeCheck:
+    """One graph node against what the kernels measured under the same name."""
+
+    name: str
+    graph_flops: float
+    measured_flops: float | None
+    graph_bytes: dict[str, float]
+    measured_bytes: dict[str, float] | None
+
+    @property
+    def passed(self) -> bool:
+        return self.measured_flops == self.graph_flops and self.measured_bytes == self.graph_bytes
+
+    def describe(self) -> str:
+        if self.measured_flops is None:
+            return f"{self.name}: in the graph, not executed"
+        if self.measured_flops != self.graph_flops:
+            return f"{self.name}: FLOPs graph {self.graph_flops:g} != measured {self.measured_flops:g}"
+        diff = {k: (self.graph_bytes.get(k), (self.measured_bytes or {}).get(k))
+                for k in set(self.graph_bytes) | set(self.measured_bytes or {})
+                if self.graph_bytes.get(k) != (self.measured_bytes or {}).get(k)}
+        return f"{self.name}: bytes (graph, measured) differ: {diff}"
+
+
+@dataclass(kw_only=True)
+class Execution:
+    """One counted phase run: graph, measured records, real outputs and routing."""
+
+    phase: Phase
+    graph: nx.DiGraph
+    ops: dict[str, Op]
+    counter: Counter
+    logits: np.ndarray
+    expert_counts: dict[int, np.ndarray]
+    checks: list[NodeCheck] = field(default_factory=list)
+    extra_records: list[str] = field(default_factory=list)
+
+    @property
+    def counts_match(self) -> bool:
+        """Every graph node executed with equal FLOPs and bytes per operand, and nothing else ran."""
+        return bool(self.checks) and all(c.passed for c in self.checks) and not self.extra_records
+
+    def mismatches(self) -> list[str]:
+        return [c.describe() for c in self.checks if not c.passed] + \
+            [f"{n}: executed, not in the graph" for n in self.extra_records]
+
+
+def operand_bytes(reads, writes) -> dict[str, float]:
+    """{"read:NAME" / "write:NAME": bytes} for an op's or a record's operands."""
+    out = {f"read:{o.name}": float(o.nbytes) for o in reads}
+    out.update({f"write:{o.name}": float(o.nbytes) for o in writes})
+    return out
+
+
+def compare(ops: dict[str, Op], records: list[Measured]) -> tuple[list[NodeCheck], list[str]]:
+    """Node-by-node comparison: FLOPs exactly, bytes per operand exactly (op names must be unique)."""
+    by_name: dict[str, list[Measured]] = {}
+    for r in records:
+        by_name.setdefault(r.name, []).append(r)
+    checks = []
+    for name, op in ops.items():
+        recs = by_name.get(name, [])
+        measured = recs[0] if len(recs) == 1 else None
+        checks.append(NodeCheck(
+            name=name, graph_flops=float(op.flops),
+            measured_flops=None if measured is None else measured.flops,
+            graph_bytes=operand_bytes(op.reads, op.writes),
+            measured_bytes=None if measured is None else operand_bytes(measured.reads, measured.writes)))
+    extra = sorted(n for n in by_name if n not in ops)
+    return checks, extra
+
+
+def executed_in_topological_order(graph: nx.DiGraph, records: list[Measured]) -> bool:
+    """True when every executed node ran after all of its graph predecessors."""
+    seen: set[str] = set()
+    for r in records:
+        if r.name in graph and any(p not in seen for p in graph.predecessors(r.name)):
+            return False
+        seen.add(r.name)
+    return True
+
+
+def _declared(ops: dict[str, Op]) -> dict[str, dict]:
+    return {name: {o.name: o.dtype for o in op.reads + op.writes} for name, op in ops.items()}
+
+
+def _graph_ops(graph: nx.DiGraph) -> dict[str, Op]:
+    return {n: d["op"] for n, d in graph.nodes(data=True)}
+
+
+def _with_measured_experts(build: Callable[..., nx.DiGraph], model: ModelConfig, counts: dict[int, np.ndarray],
+                           ops: dict[str, Op]) -> dict[str, Op]:
+    """Replace each MoE layer's routed-expert nodes by those of a graph built with its measured load."""
+    out = dict(ops)
+    for layer, c in counts.items():
+        g = build(expert_load=measured_load([int(x) for x in c], model.num_experts_per_tok))
+        prefix = f"layers.{layer}.mlp.experts."
+        out.update({n: d["op"] for n, d in g.nodes(data=True) if n.startswith(prefix)})
+    return out
+
+
+def execute_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision, seed: int = 0,
+                    attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None) -> Execution:
+    """Run a counted prefill of ``batch`` random prompts (MLA expanded, head on the last position)."""
+    tiny = tiny or TinyDeepSeek(model, seed=seed)
+    graph = build_prefill(model, batch=batch, prompt_len=prompt_len, precision=precision)
+    ops = _graph_ops(graph)
+    counter = Counter(declared=_declared(ops))
+    tokens = np.random.default_rng(seed).integers(0, model.vocab_size, (batch, prompt_len))
+    logits, state = tiny.forward(tokens, form="expanded", attend=attend, counter=counter, last_only=True)
+    counts = state.expert_counts[-1]
+
+    def build(**kw):
+        return build_prefill(model, batch=batch, prompt_len=prompt_len, precision=precision, **kw)
+    return _finish("prefill", graph, _with_measured_experts(build, model, counts, ops), counter, logits, counts)
+
+
+def execute_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision, seed: int = 0,
+                   attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None) -> Execution:
+    """Prefill ``context - 1`` tokens (not counted), then one counted decode step (MLA absorbed)."""
+    tiny = tiny or TinyDeepSeek(model, seed=seed)
+    graph = build_decode(model, batch=batch, context=context, precision=precision)
+    ops = _graph_ops(graph)
+    tokens = np.random.default_rng(seed).integers(0, model.vocab_size, (batch, context))
+    _, state = tiny.forward(tokens[:, :-1], form="absorbed") if context > 1 else (None, None)
+    counter = Counter(declared=_declared(ops))
+    logits, state = tiny.forward(tokens[:, -1:], form="absorbed", attend=attend, counter=counter, state=state)
+    counts = state.expert_counts[-1]
+
+    def build(**kw):
+        return build_decode(model, batch=batch, context=context, precision=precision, **kw)
+    return _finish("decode", graph, _with_measured_experts(build, model, counts, ops), counter, logits, counts)
+
+
+def _finish(phase, graph, ops, counter, logits, counts) -> Execution:
+    checks, extra = compare(ops, counter.records)
+    return Execution(phase=phase, graph=graph, ops=ops, counter=counter, logits=logits, expert_counts=counts,
+                     checks=checks, extra_records=extra)
+
+
+def counts_match(execution: Execution) -> bool:
+    """FLOPs and bytes per operand equal node by node, and execution respected the graph's order."""
+    return execution.counts_match and executed_in_topological_order(execution.graph, execution.counter.records)
