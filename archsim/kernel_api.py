@@ -292,16 +292,16 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
                                   "dispatch_bytes": exchange.dispatch.bytes, "combine_bytes": exchange.combine.bytes})
 
 
-def kernel_time(kind: str, hw: Hardware | str, **shape) -> KernelEstimate:
-    """Predict one kernel: ``kind`` is gemm, grouped_gemm, moe, attention or collective; ``shape``
+def kernel_time(kernel: str, hw: Hardware | str, **shape) -> KernelEstimate:
+    """Predict one kernel: ``kernel`` is gemm, grouped_gemm, moe, attention or collective; ``shape``
     the keyword arguments of the matching ``*_time`` function."""
     functions = {"gemm": gemm_time, "grouped_gemm": grouped_gemm_time, "moe": moe_time,
                  "attention": attention_time, "collective": collective_time}
-    if kind.replace("-", "_") not in functions:
-        raise ConfigError(None, "kernel", f"one of {', '.join(KINDS)}", kind)
-    function = functions[kind.replace("-", "_")]
+    if kernel.replace("-", "_") not in functions:
+        raise ConfigError(None, "kernel", f"one of {', '.join(KINDS)}", kernel)
+    function = functions[kernel.replace("-", "_")]
     try:  # a wrong keyword is a user error, reported before anything runs
         inspect.signature(function).bind(hw, **shape)
     except TypeError as err:
-        raise ConfigError(None, f"kernel.{kind}", "the shape keywords of its *_time function", str(err)) from None
+        raise ConfigError(None, f"kernel.{kernel}", "the shape keywords of its *_time function", str(err)) from None
     return function(hw, **shape)

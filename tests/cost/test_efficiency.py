@@ -1,0 +1,125 @@
+"""Efficiency models (archsim/cost/efficiency.py): tile choice, wave quantisation, kernel time parts, fits.
+Every expected value is derived in the test from the inputs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from archsim.cost import efficiency as eff
+from archsim.errors import ConfigError
+
+# DeepGEMM's tile menu (get_best_configs): block_m 64/128/256, block_n 16..128 step 8 plus 144, 160;
+# a 256-row tile only with block_n <= 128, i.e. at most 256*128 = 32768 accumulator elements.
+BLOCK_M = (64, 128, 256)
+BLOCK_N = tuple(range(16, 129, 8)) + (144, 160)
+MAX_TILE = 256 * 128
+
+
+def test_tile_choice_h800_large_gemm() -> None:
+    # m=4096, n=7168 on 132 SMs. 256x128: 16 * 56 = 896 tiles, ceil(896/132) = 7 waves, last 896 - 6*132 = 104.
+    # 6 waves would need <= 792 tiles: 16 * ceil(7168/bn) <= 792 needs bn >= 146.3, not allowed with bm=256;
+    # 128x160 gives 32 * 45 = 1440 tiles (11 waves). Among 7-wave tilings only bn=128 (56 columns) exists.
+    tile = eff.choose_gemm_tile(m=4096, n=7168, groups=1, sm_count=132, block_m_options=BLOCK_M,
+                                block_n_options=BLOCK_N, max_tile_elements=MAX_TILE)
+    assert (tile.block_m, tile.block_n, tile.tiles, tile.waves, tile.last_wave_tiles) == (256, 128, 896, 7, 104)
+
+
+def test_tile_choice_prefers_fullest_last_wave() -> None:
+    # m=128, n=256, 4 SMs, block_m 128, block_n 64 or 128: 64 gives 4 tiles in 1 wave (last 4), 128 gives 2
+    # tiles in 1 wave (last 2): same waves, fuller last wave wins -> 64.
+    tile = eff.choose_gemm_tile(m=128, n=256, groups=1, sm_count=4, block_m_options=(128,),
+                                block_n_options=(64, 128), max_tile_elements=128 * 128)
+    assert (tile.block_n, tile.tiles, tile.waves, tile.last_wave_tiles) == (64, 4, 1, 4)
+
+
+def test_partial_wave_and_partial_tile_quantisation() -> None:
+    # 384 x 128 outputs in 128 x 128 tiles on 4 SMs: 3 tiles, 1 wave; padded work = 1 wave * 4 SMs * 128*128
+    # outputs, useful = 384*128, efficiency = 49152 / 65536 = 0.75.
+    tile = eff.choose_gemm_tile(m=384, n=128, groups=1, sm_count=4, block_m_options=(128,),
+                                block_n_options=(128,), max_tile_elements=128 * 128)
+    assert eff.quantisation_efficiency(m=384, n=128, groups=1, tile=tile, sm_count=4) == pytest.approx(0.75)
+    assert eff.wave_quantised_flops(tile=tile, k=64, sm_count=4) == 4 * 128 * 128 * 2 * 64
+    # a partial edge tile: m = 100 still costs a full 128-row tile
+    edge = eff.choose_gemm_tile(m=100, n=128, groups=1, sm_count=1, block_m_options=(128,),
+                                block_n_options=(128,), max_tile_elements=128 * 128)
+    assert eff.quantisation_efficiency(m=100, n=128, groups=1, tile=edge, sm_count=1) == pytest.approx(100 / 128)
+
+
+def test_groups_share_waves() -> None:
+    # 8 groups of one 128x128 tile each on 4 SMs: 8 tiles -> 2 full waves, efficiency 1
+    tile = eff.choose_gemm_tile(m=128, n=128, groups=8, sm_count=4, block_m_options=(128,),
+                                block_n_options=(128,), max_tile_elements=128 * 128)
+    assert (tile.tiles, tile.waves, tile.last_wave_tiles) == (8, 2, 4)
+    assert eff.quantisation_efficiency(m=128, n=128, groups=8, tile=tile, sm_count=4) == 1.0
+
+
+def test_no_legal_tile_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="tile"):
+        eff.choose_gemm_tile(m=64, n=64, groups=1, sm_count=1, block_m_options=(128,), block_n_options=(128,),
+                             max_tile_elements=64 * 64)
+    with pytest.raises(ConfigError):
+        eff.choose_gemm_tile(m=0, n=64, groups=1, sm_count=1, block_m_options=(64,), block_n_options=(64,),
+                             max_tile_elements=4096)
+
+
+def test_sustained_rate_scales_with_clock() -> None:
+    # FlashMLA deep dive: 989 TFLOPS at 1830 MHz throttles to ~1600 MHz -> 989 * 1600/1830 = 864.7 (~865)
+    rate = eff.sustained_matrix_rate(peak_flop_per_s=989e12, clock_boost_hz=1830e6, clock_under_load_hz=1600e6,
+                                     pipeline_fraction=1.0)
+    assert rate == pytest.approx(989e12 * 1600 / 1830)
+    assert round(rate / 1e12) == 865
+    with pytest.raises(ConfigError):
+        eff.sustained_matrix_rate(peak_flop_per_s=1.0, clock_boost_hz=0.0, clock_under_load_hz=1.0,
+                                  pipeline_fraction=1.0)
+
+
+def test_tiled_kernel_time_parts() -> None:
+    # compute 10 us; inputs 3e6 B at 1e12 B/s = 3 us; operands 2e7 B at 1e12 = 20 us (L2-bound);
+    # output 1e6 B = 1 us; ramp 2 us -> 2 + 20 + 1 = 23 us
+    t = eff.tiled_kernel_time(compute_s=10e-6, input_bytes=3e6, output_bytes=1e6, bandwidth_bytes_per_s=1e12,
+                              ramp_s=2e-6, operand_bytes=2e7, operand_bandwidth_bytes_per_s=1e12)
+    assert t.time_s == pytest.approx(23e-6)
+    assert t.bound == "l2"
+    t2 = eff.tiled_kernel_time(compute_s=10e-6, input_bytes=3e6, output_bytes=1e6, bandwidth_bytes_per_s=1e12,
+                               ramp_s=0.0)
+    assert (t2.time_s, t2.bound) == (pytest.approx(11e-6), "compute")
+    t3 = eff.streaming_kernel_time(compute_s=1e-6, bytes_moved=5e6, bandwidth_bytes_per_s=1e12, ramp_s=1e-6)
+    assert (t3.time_s, t3.bound) == (pytest.approx(6e-6), "memory")
+
+
+def test_fit_recovers_a_line_and_rejects_degenerate_samples() -> None:
+    bw, ramp = 2.5e12, 3e-6
+    sizes = [1e6, 1e7, 5e7, 2e8]
+    bw_fit, ramp_fit = eff.fit_ramp_and_bandwidth(sizes, [ramp + s / bw for s in sizes])
+    assert bw_fit == pytest.approx(bw) and ramp_fit == pytest.approx(ramp)
+    with pytest.raises(ConfigError):
+        eff.fit_ramp_and_bandwidth([1e6, 1e6], [1.0, 2.0])
+    with pytest.raises(ConfigError):
+        eff.fit_ramp_and_bandwidth([1e6, 2e6], [2.0, 1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 20000), n=st.integers(1, 20000), groups=st.integers(1, 8), sms=st.integers(1, 200))
+def test_more_sms_never_need_more_waves(m: int, n: int, groups: int, sms: int) -> None:
+    kwargs = dict(m=m, n=n, groups=groups, block_m_options=BLOCK_M, block_n_options=BLOCK_N,
+                  max_tile_elements=MAX_TILE)
+    few = eff.choose_gemm_tile(sm_count=sms, **kwargs)
+    many = eff.choose_gemm_tile(sm_count=sms + 1, **kwargs)
+    assert many.waves <= few.waves
+    assert few.waves == math.ceil(few.tiles / sms)
+    assert 0 < eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=few, sm_count=sms) <= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(compute=st.floats(0, 1e-2), inputs=st.floats(0, 1e9), outputs=st.floats(0, 1e9),
+       bw=st.floats(1e9, 1e13), factor=st.floats(1.0, 10.0))
+def test_more_bandwidth_never_slower(compute: float, inputs: float, outputs: float, bw: float,
+                                     factor: float) -> None:
+    slow = eff.tiled_kernel_time(compute_s=compute, input_bytes=inputs, output_bytes=outputs,
+                                 bandwidth_bytes_per_s=bw, ramp_s=1e-6)
+    fast = eff.tiled_kernel_time(compute_s=compute, input_bytes=inputs, output_bytes=outputs,
+                                 bandwidth_bytes_per_s=bw * factor, ramp_s=1e-6)
+    assert fast.time_s <= slow.time_s * (1 + 1e-12)
