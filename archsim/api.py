@@ -1,0 +1,186 @@
+"""``estimate(workload, hardware, **overrides) -> Report``: the whole flow, as a cost model for other tools.
+
+YAML -> validated records -> a layout on devices (mapping) -> per-device phase graphs priced by the cost
+model -> a Report. ``archsim run`` prints the same Report.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from math import ceil
+
+import networkx as nx
+
+from archsim.config.hardware import Hardware, load_hardware
+from archsim.config.workload import AUTO, Scenario, Workload, load_workload
+from archsim.cost.phase import PhaseCost, price_graph
+from archsim.errors import ConfigError
+from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.params import count_params, kv_bytes_per_token
+from archsim.graph.precision import Precision, Shard, precision_from_names
+from archsim.mapping.parallel import LayoutPlan, plan_layout
+from archsim.report.summary import (DecodeSummary, DeploymentSummary, EnergySummary, MemorySummary, ModelSummary,
+                                    OpSummary, PrefillSummary, Report, ScenarioSummary)
+
+TERA = 1e12  # SI prefix, for TOPS/W
+
+SCENARIO_OVERRIDES = ("devices", "batch", "prompt_len", "output_len", "weights", "kv_cache", "activations", "mtp")
+LAYOUT_OVERRIDES = ("tp", "ep", "pp", "dp", "attn_dp", "micro_batches")
+OPTION_OVERRIDES = ("attention",)
+
+
+def estimate(workload: str | os.PathLike | Workload, hardware: str | os.PathLike | Hardware,
+             **overrides) -> Report:
+    """Project ``workload`` on ``hardware``.
+
+    ``overrides`` replace scenario fields: devices (int or "auto"), batch (sequences per step across the
+    deployment), prompt_len, output_len, weights, kv_cache, activations, mtp; layout degrees tp, ep, pp, dp,
+    attn_dp, micro_batches (int or "auto"); attention ("flash" or "naive"). Unknown names and bad values
+    raise ConfigError.
+    """
+    wl = workload if isinstance(workload, Workload) else load_workload(workload)
+    hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware)
+    scenario, layout_kw, attention = _apply_overrides(wl.scenario, overrides)
+    precision = precision_from_names(scenario.weights, scenario.activations, scenario.kv_cache)
+    plan = plan_layout(wl.model, hw, devices=scenario.devices, batch=scenario.batch,
+                       prompt_len=scenario.prompt_len, output_len=scenario.output_len, precision=precision,
+                       mtp=scenario.mtp, **layout_kw)
+    return _report(wl, hw, scenario, precision, plan, attention, auto=scenario.devices == AUTO)
+
+
+def _apply_overrides(sc: Scenario, overrides: dict) -> tuple[Scenario, dict, str]:
+    known = SCENARIO_OVERRIDES + LAYOUT_OVERRIDES + OPTION_OVERRIDES
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(None, f"estimate(**overrides).{key}", f"one of {', '.join(known)}", key)
+    fields = {k: overrides[k] for k in SCENARIO_OVERRIDES if k in overrides}
+    for key in ("batch", "prompt_len", "output_len"):
+        if key in fields and (isinstance(fields[key], bool) or not isinstance(fields[key], int) or fields[key] < 1):
+            raise ConfigError(None, key, "a positive integer", fields[key])
+    if "devices" in fields and fields["devices"] != AUTO and (
+            isinstance(fields["devices"], bool) or not isinstance(fields["devices"], int) or fields["devices"] < 1):
+        raise ConfigError(None, "devices", "a positive integer or 'auto'", fields["devices"])
+    scenario = replace(sc, **fields)
+    base = sc.parallelism
+    layout = {k: getattr(base, k, AUTO) for k in ("tp", "ep", "pp", "dp")}
+    layout.update({k: overrides[k] for k in LAYOUT_OVERRIDES if k in overrides})
+    layout = {k: (None if v == AUTO else v) for k, v in layout.items()}
+    attention = overrides.get("attention", "flash")
+    if attention not in ("flash", "naive"):
+        raise ConfigError(None, "attention", "'flash' or 'naive'", attention)
+    return scenario, layout, attention
+
+
+def _report(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan: LayoutPlan, attention: str,
+            *, auto: bool) -> Report:
+    model = wl.model
+    counts = count_params(model, mtp=sc.mtp)
+    par = plan.parallelism
+    model_summary = ModelSummary(
+        name=wl.name, architecture=_architecture(model), total_params=counts.total, active_params=counts.active,
+        kv_bytes_per_token=kv_bytes_per_token(model, precision.kv_cache), layers=model.num_hidden_layers,
+        max_context=model.max_position_embeddings, mtp_params=counts.mtp)
+    scenario = ScenarioSummary(prompt_len=sc.prompt_len, output_len=sc.output_len, batch=sc.batch,
+                               weights=sc.weights, kv_cache=sc.kv_cache, activations=sc.activations)
+    deployment = DeploymentSummary(devices=par.devices, hardware=hw.name, auto=auto,
+                                   layout={**par.to_dict(), "label": par.label()})
+    mem = plan.memory
+    memory = MemorySummary(per_device_bytes=mem.total_bytes, capacity_bytes=mem.capacity_bytes,
+                           weights_bytes=mem.weights_bytes, kv_cache_bytes=mem.kv_cache_bytes,
+                           activations_bytes=mem.activations_bytes, fits=mem.fits,
+                           needs=None if mem.fits else _needs(wl, hw, sc, precision, plan))
+    if not plan.fits or plan.prefill is None or plan.decode is None:
+        return Report(workload=wl.name, model=model_summary, scenario=scenario, deployment=deployment,
+                      memory=memory, prefill=None, decode=None, energy=None)
+    context = sc.prompt_len + sc.output_len
+    pre_cost = _device_cost(model, hw, precision, par, "prefill", sc.batch, sc.prompt_len, sc.mtp, attention)
+    dec_cost = _device_cost(model, hw, precision, par, "decode", sc.batch, context, sc.mtp, attention)
+    prefill_tokens = sc.batch * sc.prompt_len
+    pre = _phase(PrefillSummary, plan.prefill, pre_cost, hw, par.devices,
+                 latency_s=plan.prefill.time_s, tokens_per_s=prefill_tokens / plan.prefill.time_s,
+                 tokens_per_s_per_device=prefill_tokens / plan.prefill.time_s / par.devices)
+    dec = _phase(DecodeSummary, plan.decode, dec_cost, hw, par.devices,
+                 tpot_s=plan.decode.time_s, tokens_per_s=sc.batch / plan.decode.time_s,
+                 tokens_per_s_per_device=sc.batch / plan.decode.time_s / par.devices, context=context)
+    energy = EnergySummary(
+        joules_per_token=dec.energy_j * par.devices / sc.batch,
+        prefill_joules_per_token=pre.energy_j * par.devices / prefill_tokens,
+        tops_per_watt=(pre.flops + dec.flops) / (pre.energy_j + dec.energy_j) / TERA)
+    return Report(workload=wl.name, model=model_summary, scenario=scenario, deployment=deployment, memory=memory,
+                  prefill=pre, decode=dec, energy=energy)
+
+
+def _architecture(model) -> str:
+    attention = "MLA" if model.attention_kind == "mla" else "GQA"
+    if model.is_moe:
+        return (f"{attention} + MoE ({model.n_routed_experts} routed, {model.n_shared_experts} shared, "
+                f"top-{model.num_experts_per_tok})")
+    return f"{attention} + dense SwiGLU"
+
+
+def _device_graph(model, precision: Precision, par, phase: str, batch: int, length: int, mtp: bool) -> nx.DiGraph:
+    """One device's graph for one micro-batch: its attention replica's sequences, its TP/EP shard."""
+    seqs = ceil(batch / par.dp)
+    micro = min(par.micro_batches, seqs)
+    per_micro = ceil(seqs / micro)
+    shard = Shard(tp=par.tp, ep=par.ep if model.is_moe else 1)
+    q_len = length if phase == "prefill" else 1 + (model.num_nextn_predict_layers if mtp else 0)
+    routed = per_micro * q_len * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
+    if phase == "prefill":
+        return build_prefill(model, batch=per_micro, prompt_len=length, precision=precision, shard=shard,
+                             mtp=False, routed_tokens=routed)
+    return build_decode(model, batch=per_micro, context=length, precision=precision, shard=shard, mtp=mtp,
+                        routed_tokens=routed)
+
+
+def _device_cost(model, hw, precision, par, phase, batch, length, mtp, attention) -> PhaseCost:
+    return price_graph(_device_graph(model, precision, par, phase, batch, length, mtp), hw, attention=attention)
+
+
+def _phase(cls, breakdown, cost: PhaseCost, hw: Hardware, devices: int, **fields):
+    """Scale one micro-batch's full-model graph cost to one device's share of the step.
+
+    A device runs 1/(pp*cp) of the graph's work per micro-batch, ``micro_batches`` times per step; its idle
+    power is drawn for the whole step time.
+    """
+    par_share = breakdown.micro_batches
+    time_s = breakdown.time_s
+    flops = breakdown.flops_per_device
+    work_share = flops / cost.flops if cost.flops else 0.0
+    hbm = cost.bytes_by_level.get("hbm", sum(cost.bytes_by_level.values())) * work_share
+    dynamic = cost.dynamic_energy_j * work_share
+    energy = dynamic + hw.power.idle_w * time_s
+    peak = hw.engine_for("matrix").peak_flop_per_s.get(cost.mfu_dtype, 0.0)
+    heaviest = tuple(
+        OpSummary(name=n, kind=cost.ops[n].kind, time_s=cost.ops[n].time_s, share=cost.ops[n].time_s / cost.time_s,
+                  bound=cost.ops[n].bound, flops=cost.ops[n].flops,
+                  hbm_bytes=cost.ops[n].bytes_by_level.get("hbm", 0.0))
+        for n in cost.heaviest)
+    del par_share
+    return cls(time_s=time_s, flops=flops, hbm_bytes=hbm, bound=_bound(breakdown, cost),
+               time_s_by_bound=dict(cost.time_s_by_bound), mfu=flops / (time_s * peak) if peak else 0.0,
+               hbm_bandwidth_utilisation=hbm / (time_s * hw.main_memory.bandwidth_bytes_per_s),
+               energy_j=energy, tops_per_watt=flops / energy / TERA if energy else 0.0, heaviest_ops=heaviest,
+               communication_s=breakdown.communication_s, exposed_communication_s=breakdown.exposed_s, **fields)
+
+
+def _bound(breakdown, cost: PhaseCost) -> str:
+    """The phase's binding resource: communication when exposed communication outweighs every compute
+    bound, else the bound that accounts for most op time."""
+    if breakdown.exposed_s > max(cost.time_s_by_bound.values(), default=0.0) * breakdown.micro_batches:
+        return "communication"
+    return cost.bound
+
+
+def _needs(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan: LayoutPlan) -> str:
+    mem = plan.memory
+    text = (f"{mem.total_bytes / 1e9:.1f} GB per device on {plan.parallelism.devices} x {hw.name} "
+            f"(capacity {mem.capacity_bytes / 1e9:.1f} GB)")
+    try:
+        auto = plan_layout(wl.model, hw, devices=AUTO, batch=sc.batch, prompt_len=sc.prompt_len,
+                           output_len=sc.output_len, precision=precision, mtp=sc.mtp)
+    except ConfigError:
+        return text + "; no deployment of up to the largest searched size fits"
+    if auto.fits:
+        return text + f"; the smallest that fits is {auto.parallelism.devices} devices ({auto.parallelism.label()})"
+    return text + "; no searched deployment fits"

@@ -1,0 +1,77 @@
+"""``archsim run WORKLOAD --hw HW``: project one workload on one kind of hardware and print the report."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from archsim.errors import ConfigError
+
+
+def _positive_int_or_auto(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _positive_int_or_auto(text)
+    if value == "auto":
+        raise argparse.ArgumentTypeError("expected a positive integer, got 'auto'")
+    return value
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("run", help="project a workload on hardware (prefill, decode, memory, energy)")
+    p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/kimi_k2.yaml")
+    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
+    p.add_argument("--devices", type=_positive_int_or_auto, help="number of devices, or 'auto' (smallest that fits)")
+    p.add_argument("--batch", type=_positive_int, help="sequences in one step, across the whole deployment")
+    p.add_argument("--prompt-len", type=_positive_int, help="prompt tokens per sequence")
+    p.add_argument("--output-len", type=_positive_int, help="output tokens per sequence")
+    p.add_argument("--weights", help="weight format: fp8 (128x128 block scales) | bf16 | fp16 | fp4 | int4")
+    p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16")
+    for flag in ("tp", "ep", "pp", "dp", "attn-dp", "micro-batches"):
+        p.add_argument(f"--{flag}", type=_positive_int_or_auto, help=f"{flag} degree, or 'auto'")
+    p.add_argument("--attention", choices=("flash", "naive"), help="attention kernel traffic model (default flash)")
+    p.add_argument("--mtp", action="store_true", default=None, help="include the MTP module (DeepSeek-V3)")
+    p.add_argument("--small", action="store_true", help="also run the tiny variant on the real numpy kernels")
+    p.add_argument("--trace", help="with --small: write the timeline as Chrome trace JSON to this file")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=run)
+    return p
+
+
+OVERRIDE_FLAGS = ("devices", "batch", "prompt_len", "output_len", "weights", "kv_cache", "tp", "ep", "pp",
+                  "dp", "attn_dp", "micro_batches", "attention", "mtp")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.api import estimate
+    from archsim.report.table import format_report
+
+    if args.trace and not args.small:
+        raise ConfigError(None, "--trace", "--trace together with --small", args.trace)
+    overrides = {k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None}
+    report = estimate(args.workload, args.hw, **overrides)
+    data = report.to_dict()
+    small = None
+    if args.small:
+        from archsim.small_run import format_small, run_small
+
+        small = run_small(args.workload, args.hw, trace_path=args.trace)
+        data["small"] = small
+    if args.format == "json":
+        json.dump(data, sys.stdout, indent=2, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_report(report))
+        if small is not None:
+            sys.stdout.write("\n" + format_small(small))
+    return 0

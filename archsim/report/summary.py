@@ -1,0 +1,150 @@
+"""The Report: the stable result of one projection, as frozen records and as JSON-ready dicts.
+
+The JSON produced by ``Report.to_dict()`` is the interface planning tools consume; its keys are
+documented in README.md ("JSON keys") and only ever gain new keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSummary:
+    name: str
+    architecture: str
+    total_params: int
+    active_params: int
+    kv_bytes_per_token: float
+    layers: int
+    max_context: int
+    mtp_params: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScenarioSummary:
+    prompt_len: int
+    output_len: int
+    batch: int
+    weights: str
+    kv_cache: str
+    activations: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentSummary:
+    devices: int
+    hardware: str
+    auto: bool
+    layout: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemorySummary:
+    per_device_bytes: float
+    capacity_bytes: float
+    weights_bytes: float
+    kv_cache_bytes: float
+    activations_bytes: float
+    fits: bool
+    needs: str | None
+    max_batch_at_context: int | None = None
+    max_context_at_batch: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpSummary:
+    name: str
+    kind: str
+    time_s: float
+    share: float
+    bound: str
+    flops: float
+    hbm_bytes: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseSummary:
+    """One priced phase on one device (the deployment runs ``devices`` of these in parallel)."""
+
+    time_s: float
+    flops: float
+    hbm_bytes: float
+    bound: str
+    time_s_by_bound: Mapping[str, float]
+    mfu: float
+    hbm_bandwidth_utilisation: float
+    energy_j: float
+    tops_per_watt: float
+    heaviest_ops: tuple[OpSummary, ...]
+    communication_s: float = 0.0
+    exposed_communication_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrefillSummary(PhaseSummary):
+    latency_s: float
+    tokens_per_s: float
+    tokens_per_s_per_device: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeSummary(PhaseSummary):
+    tpot_s: float
+    tokens_per_s: float
+    tokens_per_s_per_device: float
+    context: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnergySummary:
+    joules_per_token: float
+    prefill_joules_per_token: float
+    tops_per_watt: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """Everything ``archsim run`` shows. ``prefill``/``decode``/``energy`` are None when the
+    deployment does not fit (a layout that does not fit is reported, never priced)."""
+
+    workload: str
+    model: ModelSummary
+    scenario: ScenarioSummary
+    deployment: DeploymentSummary
+    memory: MemorySummary
+    prefill: PrefillSummary | None
+    decode: DecodeSummary | None
+    energy: EnergySummary | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict (floats finite; None where not applicable)."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"}
+        out.update(_plain(dict(self.extra)))
+        return out
+
+    def get(self, dotted: str) -> Any:
+        """Value at a dotted JSON path, e.g. ``report.get("decode.tokens_per_s")``."""
+        node: Any = self.to_dict()
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite value {value!r} in a report")
+        return value
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _plain(value.item())
+    return value

@@ -1,0 +1,86 @@
+"""Human-readable text rendering of a Report (what ``archsim run`` prints by default)."""
+from __future__ import annotations
+
+from archsim.report.summary import PhaseSummary, Report
+from archsim.units import format_quantity
+
+
+def _count(n: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}"
+    return f"{n:.0f}"
+
+
+def _rows(title: str, rows: list[tuple[str, str]]) -> list[str]:
+    width = max(len(k) for k, _ in rows)
+    return [title] + [f"  {k.ljust(width)}  {v}" for k, v in rows] + [""]
+
+
+def _phase_rows(p: PhaseSummary) -> list[tuple[str, str]]:
+    rows = [
+        ("bound", p.bound),
+        ("MFU", f"{p.mfu:.1%}"),
+        ("HBM bandwidth used", f"{p.hbm_bandwidth_utilisation:.1%}"),
+        ("energy per device", format_quantity(p.energy_j, "energy_j")),
+        ("TOPS/W", f"{p.tops_per_watt:.3f}"),
+    ]
+    if p.communication_s:
+        rows.append(("communication (exposed)", f"{format_quantity(p.communication_s, 'time_s')} "
+                                                f"({format_quantity(p.exposed_communication_s, 'time_s')})"))
+    return rows
+
+
+def _heaviest(p: PhaseSummary, label: str, limit: int = 5) -> list[str]:
+    lines = [f"Heaviest {label} ops"]
+    for op in p.heaviest_ops[:limit]:
+        lines.append(f"  {op.share:6.1%}  {format_quantity(op.time_s, 'time_s'):>10}  {op.bound:<11} {op.name}")
+    return lines + [""]
+
+
+def format_report(r: Report) -> str:
+    """The report as aligned text sections."""
+    m, s, d, mem = r.model, r.scenario, r.deployment, r.memory
+    out = _rows(f"Model: {m.name} ({m.architecture})", [
+        ("parameters (total / active)", f"{_count(m.total_params)} / {_count(m.active_params)}"),
+        ("KV cache per token", f"{m.kv_bytes_per_token:,.0f} B ({s.kv_cache})"),
+        ("layers, max context", f"{m.layers}, {m.max_context:,}"),
+    ])
+    out += _rows(f"Scenario: batch {s.batch}, prompt {s.prompt_len:,}, output {s.output_len:,}, "
+                 f"weights {s.weights}", [
+        ("deployment", f"{d.devices} x {d.hardware}{' (auto)' if d.auto else ''}"),
+        ("layout", str(d.layout.get("label", ", ".join(f"{k}={v}" for k, v in d.layout.items())))),
+    ])
+    mem_rows = [
+        ("weights", format_quantity(mem.weights_bytes, "bytes")),
+        ("KV cache", format_quantity(mem.kv_cache_bytes, "bytes")),
+        ("activations", format_quantity(mem.activations_bytes, "bytes")),
+        ("total / capacity", f"{format_quantity(mem.per_device_bytes, 'bytes')} / "
+                             f"{format_quantity(mem.capacity_bytes, 'bytes')}"),
+        ("fits", "yes" if mem.fits else f"NO: {mem.needs}"),
+    ]
+    if mem.max_batch_at_context is not None:
+        mem_rows.append(("largest batch at this context", f"{mem.max_batch_at_context:,}"))
+    if mem.max_context_at_batch is not None:
+        mem_rows.append(("longest context at this batch", f"{mem.max_context_at_batch:,}"))
+    out += _rows("Memory per device", mem_rows)
+    if r.prefill is None or r.decode is None or r.energy is None:
+        out.append("Not priced: the deployment does not fit.")
+        return "\n".join(out) + "\n"
+    p, dec, e = r.prefill, r.decode, r.energy
+    out += _rows("Prefill", [
+        ("latency", format_quantity(p.latency_s, "time_s")),
+        ("tokens/s (deployment / device)", f"{p.tokens_per_s:,.0f} / {p.tokens_per_s_per_device:,.0f}"),
+    ] + _phase_rows(p))
+    out += _rows(f"Decode (step at context {dec.context:,})", [
+        ("time per output token", format_quantity(dec.tpot_s, "time_s")),
+        ("tokens/s (deployment / device)", f"{dec.tokens_per_s:,.1f} / {dec.tokens_per_s_per_device:,.1f}"),
+    ] + _phase_rows(dec))
+    out += _rows("Energy", [
+        ("per output token", format_quantity(e.joules_per_token, "energy_j")),
+        ("per prompt token", format_quantity(e.prefill_joules_per_token, "energy_j")),
+        ("TOPS/W (prefill + decode)", f"{e.tops_per_watt:.3f}"),
+    ])
+    out += _heaviest(dec, "decode")
+    out += _heaviest(p, "prefill")
+    return "\n".join(out)
