@@ -1,0 +1,36 @@
+"""Smoke tests of ``archsim run``."""
+from __future__ import annotations
+
+import json
+
+from archsim.cli import main
+
+
+def test_run_json(capsys):
+    assert main(["run", "workloads/kimi_k2.yaml", "--hw", "hardware/h100.yaml", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["deployment"]["devices"] >= 2
+    assert data["decode"]["tpot_s"] > 0 and data["prefill"]["latency_s"] > 0
+
+
+def test_run_table_names_sections(capsys):
+    assert main(["run", "workloads/deepseek_v3.yaml", "--hw", "hardware/h800.yaml", "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    for section in ("Model:", "Memory per device", "Prefill", "Decode", "Energy", "Heaviest decode ops"):
+        assert section in out
+
+
+def test_run_bad_file_is_one_line_exit_2(capsys, tmp_path):
+    bad = tmp_path / "hw.yaml"
+    bad.write_text("name: x\nmemroy: {}\n")
+    assert main(["run", "workloads/kimi_k2.yaml", "--hw", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "Traceback" not in err
+
+
+def test_run_bad_flag_exit_2(capsys):
+    try:
+        main(["run", "workloads/kimi_k2.yaml", "--hw", "hardware/h100.yaml", "--batch", "zero"])
+    except SystemExit as stop:
+        assert stop.code == 2
+    assert "Traceback" not in capsys.readouterr().err
