@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from archsim.config.whatif_hardware import PhotonicSpec, PimSpec, photonic_from_section, pim_from_section
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.dtypes import BY_NAME
 from archsim.errors import ConfigError
@@ -31,6 +32,7 @@ class ComputeEngine:
     peak_flop_per_s: Mapping[str, float]
     achievable_fraction: float
     energy_j_per_flop: Mapping[str, float] = field(default_factory=dict)
+    photonic: PhotonicSpec | None = None  # kind "photonic": peak and energy derive from it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +48,7 @@ class MemoryLevel:
     achievable_fraction: float
     per_unit_bytes: float | None = None
     units: int | None = None
+    power_limit_w: float | None = None  # thermal/power cap on this level's traffic (3D stacks)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +90,13 @@ class Hardware:
     node: Node
     source_file: str = "<memory>"
     clock_hz: float | None = None  # boost clock, for per-cycle derivations; optional
+    pim: PimSpec | None = None  # compute inside a memory level (issue 6); optional
+    compute_clock_fraction: float = 1.0  # thermal derate of all compute clocks (3D stacking); optional
+
+    @property
+    def static_power_w(self) -> float:
+        """Power drawn whatever the load: idle power plus photonic lasers and tuning."""
+        return self.power.idle_w + sum(e.photonic.always_on_w for e in self.compute.values() if e.photonic)
 
     def engine_for(self, kind: str) -> ComputeEngine:
         """The first engine of ``kind`` ("matrix" / "vector")."""
@@ -104,7 +114,7 @@ class Hardware:
 # --------------------------------------------------------------------------------------------------
 # Loading: strict, unit-checked, every error names file and field path.
 
-ENGINE_KINDS = ("matrix", "vector")
+ENGINE_KINDS = ("matrix", "vector")  # plus "photonic", parsed by its own branch in _engine
 _LEVEL_FIELDS = "per_unit and units for a per-SM level, or capacity for a chip-wide level"
 
 
@@ -129,22 +139,42 @@ def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
         price_usd_per_hour=root.quantity("price", "usd_per_hour"),
         node=_node(root.section("node")),
         source_file=file,
+        **_whatif(root),
     )
     root.finish()
     return hardware
+
+
+def _whatif(root: Section) -> dict:
+    """Optional issue-6 sections: ``pim`` and ``thermal.compute_clock_fraction``."""
+    out: dict = {}
+    pim = root.optional_section("pim")
+    if pim is not None:
+        levels = tuple(root.raw("memory")) if isinstance(root.raw("memory"), Mapping) else ()
+        out["pim"] = pim_from_section(pim, levels, _per_dtype)
+    thermal = root.optional_section("thermal")
+    if thermal is not None:
+        out["compute_clock_fraction"] = thermal.quantity("compute_clock_fraction", "fraction")
+    return out
 
 
 def _engines(sec: Section) -> dict[str, ComputeEngine]:
     engines = {name: _engine(sec.section(name), name) for name in sec.keys()}
     if not engines:
         raise ConfigError(sec.file, sec.path, "at least one compute engine", "an empty mapping")
-    if not any(e.kind == "matrix" for e in engines.values()):
-        raise ConfigError(sec.file, sec.path, "at least one engine with kind: matrix",
+    if not any(e.kind in ("matrix", "photonic") for e in engines.values()):
+        raise ConfigError(sec.file, sec.path, "at least one engine with kind: matrix (or photonic)",
                           sorted(e.kind for e in engines.values()))
     return engines
 
 
 def _engine(sec: Section, name: str) -> ComputeEngine:
+    if sec.has("kind") and sec.raw("kind") == "photonic":
+        spec = photonic_from_section(sec.section("photonic"))
+        return ComputeEngine(name=name, kind=sec.str("kind"), photonic=spec,
+                             peak_flop_per_s=dict.fromkeys(spec.accepts, spec.peak_flop_per_s),
+                             achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
+                             energy_j_per_flop=dict.fromkeys(spec.accepts, spec.energy_j_per_flop))
     peak = _per_dtype(sec.section("peak"), "flop_per_s")
     if not peak:
         raise ConfigError(sec.file, sec.child_path("peak"), "at least one dtype peak like 'bf16: 989.4 TFLOPS'",
@@ -213,6 +243,7 @@ def _level(sec: Section, name: str) -> MemoryLevel:
         achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
         per_unit_bytes=per_unit,
         units=units,
+        power_limit_w=sec.quantity("power_limit", "power_w", default=None),
     )
 
 
