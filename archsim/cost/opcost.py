@@ -1,9 +1,11 @@
 """Roofline price of one op on one chip: time per resource, the binding one, energy, utilisation.
 
 Times are work / rate of a named resource:
-- compute: time-equivalent FLOPs / (engine peak[dtype] * engine achievable_fraction);
-- memory level: bytes / (level bandwidth * achievable_fraction) + one level latency when the op
-  touches the level at all (the first access is exposed; later ones are pipelined behind it);
+- compute: time-equivalent FLOPs / (engine peak[dtype] * engine achievable_fraction * the chip's
+  thermal ``compute_clock_fraction``);
+- memory level: bytes / rate + one level latency when the op touches the level at all (the first
+  access is exposed; later ones are pipelined behind it). The rate is bandwidth * achievable_fraction,
+  capped by the level's ``power_limit_w`` (if any) at power_limit / (8 * energy_per_bit);
 - network (collective ops): ``cost/collectives.price_collective`` for the op's attrs (op, bytes,
   group, optional algorithm) on the chip's node and fabric;
 - launch: kernel launches * ``kernel_launch_s``.
@@ -49,7 +51,8 @@ class OpCost:
 def rate_key(hw: Hardware, op: Op) -> tuple[str, str] | None:
     """(engine name, dtype name) whose peak prices ``op``'s FLOPs; None for an op without FLOPs.
 
-    Matrix ops run on the first matrix engine, everything else with FLOPs on the first vector engine.
+    Matrix ops run on the first matrix engine (a photonic engine on a chip without one), everything
+    else with FLOPs on the first vector engine.
     An engine without the op's dtype runs it in the narrowest wider format it lists (e.g. BF16
     elementwise work on FP32 CUDA cores, FP8 weights upcast to BF16 on an A100).
     """
@@ -59,8 +62,23 @@ def rate_key(hw: Hardware, op: Op) -> tuple[str, str] | None:
     try:
         engine = hw.engine_for(kind)
     except KeyError:
+        if kind == "matrix" and any(e.kind == "photonic" for e in hw.compute.values()):
+            return _photonic_key(hw, op)
         raise ConfigError(hw.source_file, "compute", f"a {kind} engine for op {op.name}", None) from None
     return engine.name, _engine_dtype(hw, engine, op)
+
+
+def _photonic_key(hw: Hardware, op: Op) -> tuple[str, str]:
+    engine = hw.engine_for("photonic")
+    return engine.name, _engine_dtype(hw, engine, op)
+
+
+def level_rate(level) -> float:
+    """Sustained bytes/s of a memory level: achievable bandwidth, capped by its power limit."""
+    rate = level.bandwidth_bytes_per_s * level.achievable_fraction
+    if level.power_limit_w is not None and level.energy_j_per_bit > 0:
+        rate = min(rate, level.power_limit_w / (BITS_PER_BYTE * level.energy_j_per_bit))
+    return rate
 
 
 def _engine_dtype(hw: Hardware, engine: ComputeEngine, op: Op) -> str:
@@ -100,7 +118,7 @@ def collective_cost(op: Op, hw: Hardware) -> tuple[float, float]:
 def _level_time(nbytes: float, level) -> float:
     if nbytes <= 0:
         return 0.0
-    return nbytes / (level.bandwidth_bytes_per_s * level.achievable_fraction) + level.latency_s
+    return nbytes / level_rate(level) + level.latency_s
 
 
 def price_work_item(op: Op, work: OpWork, hw: Hardware) -> OpCost:
@@ -110,7 +128,8 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware) -> OpCost:
     compute_j = 0.0
     if key is not None:
         engine = hw.compute[key[0]]
-        compute_s = work.time_flops / (engine.peak_flop_per_s[key[1]] * engine.achievable_fraction)
+        rate = engine.peak_flop_per_s[key[1]] * engine.achievable_fraction * hw.compute_clock_fraction
+        compute_s = work.time_flops / rate
         compute_j = op.flops * energy_per_flop(hw, key)
     memory_s = {name: _level_time(work.bytes_by_level[name], hw.memory[name]) for name in hw.memory}
     network_s, network_j = collective_cost(op, hw) if op.kind == "collective" else (0.0, 0.0)

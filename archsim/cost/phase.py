@@ -1,7 +1,8 @@
 """Price a whole phase graph (prefill or decode step) on one chip: per-op costs and phase totals.
 
 Ops run one after another (time is the serial sum; overlap between ops is the simulator's job).
-Energy adds idle power over the phase time to the ops' dynamic energy. The work is priced through
+Energy adds static power (idle, plus photonic lasers and tuning) over the phase time to the ops'
+dynamic energy. The work is priced through
 the array path (``cost/work.py``), so a phase and a 10,000-point sweep share one implementation.
 """
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
     time_s = float(cost.total_time_s)
     flops = float(work.flops.sum())
     dynamic = float(cost.energy_j.sum())
-    idle = hw.power.idle_w * time_s
+    idle = hw.static_power_w * time_s
     per_bound = np.bincount(cost.bound_index, weights=cost.time_s, minlength=len(cost.bound_labels))
     by_bound = {label: float(t) for label, t in zip(cost.bound_labels, per_bound) if t > 0}
     flops_by_key = np.bincount(work.rate_index, weights=work.flops, minlength=len(work.rate_keys))

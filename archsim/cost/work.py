@@ -94,10 +94,11 @@ class HardwareArrays:
     """Hardware rates as arrays; replace any field by an array with a leading sweep axis to sweep it."""
 
     peak_flop_per_s: np.ndarray       # (..., K)
-    compute_fraction: np.ndarray      # (..., K)
+    compute_fraction: np.ndarray      # (..., K) achievable fraction x thermal compute_clock_fraction
     energy_j_per_flop: np.ndarray     # (..., K)
     bandwidth_bytes_per_s: np.ndarray  # (..., L)
     memory_fraction: np.ndarray       # (..., L)
+    power_limit_w: np.ndarray         # (..., L) inf where the level has no power cap
     latency_s: np.ndarray             # (..., L)
     energy_j_per_bit: np.ndarray      # (..., L)
     kernel_launch_s: np.ndarray       # (...)
@@ -111,13 +112,14 @@ def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
     arr = np.asarray
     return HardwareArrays(
         peak_flop_per_s=arr([eng.peak_flop_per_s[d] for eng, (_, d) in zip(engines, work.rate_keys)], float),
-        compute_fraction=arr([eng.achievable_fraction for eng in engines], float),
+        compute_fraction=arr([eng.achievable_fraction * hw.compute_clock_fraction for eng in engines], float),
         energy_j_per_flop=arr([energy_per_flop(hw, key) for key in work.rate_keys], float),
         bandwidth_bytes_per_s=arr([lv.bandwidth_bytes_per_s for lv in levels], float),
         memory_fraction=arr([lv.achievable_fraction for lv in levels], float),
+        power_limit_w=arr([np.inf if lv.power_limit_w is None else lv.power_limit_w for lv in levels], float),
         latency_s=arr([lv.latency_s for lv in levels], float),
         energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),
-        kernel_launch_s=arr(hw.kernel_launch_s, float), idle_w=arr(hw.power.idle_w, float))
+        kernel_launch_s=arr(hw.kernel_launch_s, float), idle_w=arr(hw.static_power_w, float))
 
 
 def stack_hardware(arrays: Sequence[HardwareArrays]) -> HardwareArrays:
@@ -159,7 +161,10 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
         compute_j = work.flops * hwa.energy_j_per_flop[..., idx]
     else:
         compute_s = compute_j = np.zeros(np.shape(hwa.kernel_launch_s) + work.flops.shape)
-    level_rate = (hwa.bandwidth_bytes_per_s * hwa.memory_fraction)[..., None, :]
+    capped = np.where(hwa.energy_j_per_bit > 0,
+                      hwa.power_limit_w / (BITS_PER_BYTE * np.maximum(hwa.energy_j_per_bit, np.finfo(float).tiny)),
+                      np.inf)
+    level_rate = np.minimum(hwa.bandwidth_bytes_per_s * hwa.memory_fraction, capped)[..., None, :]
     touched = work.bytes > 0
     memory_s = work.bytes / level_rate + np.where(touched, hwa.latency_s[..., None, :], 0.0)
     memory_j = work.bytes * BITS_PER_BYTE * hwa.energy_j_per_bit[..., None, :]
