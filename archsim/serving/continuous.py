@@ -192,6 +192,7 @@ class ContinuousScheduler:
         work = IterationBatch(
             prefill_tokens=sum(c for _, c in prefill),
             prefill_pairs=sum(chunk_pairs(s.kv_tokens, c) for s, c in prefill),
+            prefill_seqs=len(prefill),
             decode_seqs=len(decode),
             decode_tokens=len(decode) * step,
             decode_context_tokens=sum(s.kv_tokens for s in decode),

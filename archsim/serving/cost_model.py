@@ -7,13 +7,14 @@ micro-batch overlap); its energy, FLOPs and HBM bytes come from pricing one devi
 (archsim.cost.price_graph, ceil(batch / dp) sequences) times the device count. Interpolation:
 - decode: piecewise-linear in batch (grid 1, 2, 4, ...) and mean context (grid doubling from the block
   size) over the four surrounding points;
-- prefill: piecewise-linear in new tokens (grid doubling) for one causal prompt of that length, plus the
-  attended pairs beyond that prompt's own T(T+1)/2 (chunks after earlier tokens, several prompts in one
-  iteration) at the per-pair attention cost of the nearest grid graph.
+- prefill: the prompts of an iteration spread over min(prompts, dp) attention-DP ranks; each rank's share
+  is priced piecewise-linearly in new tokens (grid doubling) as one causal prompt of that length, plus the
+  attended pairs beyond that prompt's own T(T+1)/2 (chunks after earlier tokens, several prompts on one
+  rank) at the per-pair attention cost of the nearest grid graph.
 An iteration with both prefill and decode work costs the sum of the two parts (two passes over the
 weights: exact for unfused engines, an upper bound for Sarathi-style fused batches). Several prompts in
-one iteration are priced as one prompt of their summed tokens on one attention-DP rank (an upper bound
-when dp > 1).
+one rank are priced as one prompt of their summed tokens. Prefill energy, FLOPs and bytes count the
+busy ranks' devices (devices / dp per rank).
 """
 from __future__ import annotations
 
@@ -91,18 +92,18 @@ class CostModelIteration:
         self.swap_bytes_per_s = hw.node.scale_out.bandwidth_bytes_per_s * hw.node.scale_out.achievable_fraction
 
     # -- grid points ------------------------------------------------------------------------------
-    def _priced(self, graph, time_s: float) -> tuple[_Point, _Point]:
-        """(whole graph, attention ops only) for one device scaled to the replica; the whole takes ``time_s``."""
+    def _priced(self, graph, time_s: float, devices: int) -> tuple[_Point, _Point]:
+        """(whole graph, attention ops only) of one device times ``devices``; the whole takes ``time_s``."""
         cost = price_graph(graph, self.hw, attention=self.attention)
         level = self.hw.main_memory.name
-        whole = _Point(time_s=time_s, energy_j=cost.energy_j * self.devices, flops=cost.flops * self.devices,
-                       hbm_bytes=cost.bytes_by_level.get(level, 0.0) * self.devices)
+        whole = _Point(time_s=time_s, energy_j=cost.energy_j * devices, flops=cost.flops * devices,
+                       hbm_bytes=cost.bytes_by_level.get(level, 0.0) * devices)
         attn = _ZERO
         for name, op_cost in cost.ops.items():
             if graph.nodes[name]["op"].kind == "attention":
-                attn = attn.plus(_Point(time_s=op_cost.time_s, energy_j=op_cost.energy_j * self.devices,
-                                        flops=op_cost.flops * self.devices,
-                                        hbm_bytes=op_cost.bytes_by_level.get(level, 0.0) * self.devices))
+                attn = attn.plus(_Point(time_s=op_cost.time_s, energy_j=op_cost.energy_j * devices,
+                                        flops=op_cost.flops * devices,
+                                        hbm_bytes=op_cost.bytes_by_level.get(level, 0.0) * devices))
         return whole, attn
 
     def decode_point(self, batch: int, context: int, q_len: int = 1) -> _Point:
@@ -116,7 +117,7 @@ class CostModelIteration:
                                 length=context, mtp=mtp, cache=self._phase_cache)
             graph = build_decode(self.model, batch=-(-b // self.par.dp), context=context, precision=self.precision,
                                  shard=self.shard, mtp=mtp)
-            self._decode[key] = self._priced(graph, phase.time_s)[0]
+            self._decode[key] = self._priced(graph, phase.time_s, self.devices)[0]
         return self._decode[key]
 
     def prefill_point(self, tokens: int) -> tuple[_Point, _Point]:
@@ -128,7 +129,7 @@ class CostModelIteration:
         phase = price_phase(self.model, self.hw, self.par, self.precision, phase="prefill", batch=1, length=tokens,
                             cache=self._phase_cache)
         graph = build_prefill(self.model, batch=1, prompt_len=tokens, precision=self.precision, shard=self.shard)
-        return self._priced(graph, phase.time_s)
+        return self._priced(graph, phase.time_s, self.devices // self.par.dp)
 
     # -- interpolation ----------------------------------------------------------------------------
     def _decode_cost(self, seqs: int, mean_context: float, q_len: int) -> _Point:
@@ -141,7 +142,12 @@ class CostModelIteration:
                     out = out.plus(self.decode_point(b, c, q_len).scaled(w1 * w2))
         return out
 
-    def _prefill_cost(self, tokens: int, pairs: int) -> _Point:
+    def _prefill_cost(self, tokens: int, pairs: int, seqs: int) -> _Point:
+        ranks = max(1, min(seqs, self.par.dp))
+        if ranks > 1:  # equal shares on busy ranks, which run in parallel: time once, work per rank
+            share = self._prefill_cost(-(-tokens // ranks), -(-pairs // ranks), 1)
+            return _Point(time_s=share.time_s, energy_j=share.energy_j * ranks, flops=share.flops * ranks,
+                          hbm_bytes=share.hbm_bytes * ranks)
         t0, t1, wt = _bracket(self.token_grid, tokens)
         whole0, attn0 = self.prefill_point(t0)
         out = whole0.scaled(1 - wt)
@@ -158,7 +164,7 @@ class CostModelIteration:
     def iteration(self, batch: IterationBatch) -> IterationCost:
         total = _ZERO
         if batch.prefill_tokens:
-            total = total.plus(self._prefill_cost(batch.prefill_tokens, batch.prefill_pairs))
+            total = total.plus(self._prefill_cost(batch.prefill_tokens, batch.prefill_pairs, batch.prefill_seqs))
         if batch.decode_seqs:
             q_len = batch.decode_tokens // batch.decode_seqs
             mean_context = batch.decode_context_tokens / batch.decode_seqs + q_len
@@ -168,9 +174,12 @@ class CostModelIteration:
 
     def direct(self, batch: IterationBatch) -> IterationCost:
         """Price the batch exactly as the grid would at its own coordinates (for measuring interpolation error):
-        decode at the exact batch and mean context (rounded), prefill as one prompt of the exact token count."""
+        decode at the exact batch and mean context (rounded), prefill as one prompt of the exact token count
+        (single-sequence prefills only)."""
         total = _ZERO
         if batch.prefill_tokens:
+            if batch.prefill_seqs > 1:
+                raise ValueError("direct pricing covers single-sequence prefills")
             total = total.plus(self._prefill_priced(batch.prefill_tokens)[0])
         if batch.decode_seqs:
             q_len = batch.decode_tokens // batch.decode_seqs
@@ -213,24 +222,43 @@ def for_deployment(model: ModelConfig, hw: Hardware, precision: Precision, *, de
                    degrees: dict | None = None) -> tuple[CostModelIteration, ReplicaSpec]:
     """The iteration model and replica of one deployment. ``devices="auto"`` takes the smallest device count
     (archsim.mapping.parallel.candidate_device_counts) whose layout leaves room for ``min_kv_tokens`` of KV."""
-    from archsim.mapping.parallel import candidate_device_counts, resolve_parallelism
+    from archsim.mapping.parallel import candidate_device_counts
 
     counts = candidate_device_counts(hw) if devices == "auto" else [devices]
     last_error: ConfigError | None = None
     for n in counts:
-        try:
-            par = resolve_parallelism(model, hw, n, batch=1, precision=precision, context=max_context,
-                                      **(degrees or {}))
-            if par.cp != 1:
+        for par in _layouts(model, hw, precision, n, max_context, degrees or {}):
+            try:
+                it = CostModelIteration(model=model, hw=hw, precision=precision, parallelism=par, max_seqs=max_seqs,
+                                        max_context=max_context, block_tokens=block_tokens)
+                replica = it.replica(kv_memory_fraction=kv_memory_fraction)
+            except ConfigError as err:
+                last_error = err
                 continue
-            it = CostModelIteration(model=model, hw=hw, precision=precision, parallelism=par, max_seqs=max_seqs,
-                                    max_context=max_context, block_tokens=block_tokens)
-            replica = it.replica(kv_memory_fraction=kv_memory_fraction)
-        except ConfigError as err:
-            last_error = err
-            continue
-        if replica.kv_capacity_tokens >= min_kv_tokens:
-            return it, replica
-        last_error = ConfigError(hw.source_file, "devices", f"room for {min_kv_tokens} KV tokens",
-                                 f"{replica.kv_capacity_tokens} on {n} devices")
+            if replica.kv_capacity_tokens >= min_kv_tokens:
+                return it, replica
+            last_error = ConfigError(hw.source_file, "devices", f"room for {min_kv_tokens} KV tokens",
+                                     f"{replica.kv_capacity_tokens} on {n} devices")
     raise last_error or ConfigError(hw.source_file, "devices", "a device count that fits the model", devices)
+
+
+def _layouts(model, hw, precision, devices: int, context: int, degrees: dict):
+    """The auto layout on ``devices`` chips, then (if pp was left open) the same with each pipeline depth,
+    so a model whose weights need a pipeline still finds one."""
+    from archsim.mapping.parallel import resolve_parallelism
+
+    try:
+        first = resolve_parallelism(model, hw, devices, batch=1, precision=precision, context=context, **degrees)
+    except ConfigError:
+        return
+    yield first
+    if degrees.get("pp") is not None:
+        return
+    rest = devices // first.tp
+    for pp in range(2, min(rest, model.num_hidden_layers) + 1):
+        if rest % pp == 0:
+            try:
+                yield resolve_parallelism(model, hw, devices, batch=1, precision=precision, context=context,
+                                          **{**degrees, "pp": pp})
+            except ConfigError:
+                continue

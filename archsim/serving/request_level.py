@@ -117,11 +117,13 @@ class RequestLevelScheduler:
         if self.padded:
             self.pad_prompt = max(s.req.prompt_tokens - s.req.cached_tokens for s in self.batch)
             n = len(self.batch)
-            work = IterationBatch(prefill_tokens=n * self.pad_prompt, prefill_pairs=n * chunk_pairs(0, self.pad_prompt))
+            work = IterationBatch(prefill_tokens=n * self.pad_prompt, prefill_pairs=n * chunk_pairs(0, self.pad_prompt),
+                                  prefill_seqs=n)
         else:
             todo = [s.req.prompt_tokens - s.req.cached_tokens for s in self.batch]
             work = IterationBatch(prefill_tokens=sum(todo),
-                                  prefill_pairs=sum(chunk_pairs(s.req.cached_tokens, t) for s, t in zip(self.batch, todo)))
+                                  prefill_pairs=sum(chunk_pairs(s.req.cached_tokens, t) for s, t in zip(self.batch, todo)),
+                                  prefill_seqs=len(todo))
         return Plan([(s, s.req.prompt_tokens - s.req.cached_tokens) for s in self.batch], [], work)
 
     def _decode_plan(self) -> Plan:

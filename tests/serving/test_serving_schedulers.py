@@ -49,7 +49,7 @@ def test_continuous_single_request_iterations():
     assert sched.add(seq, 0.0)
     plans = drain(sched)
     assert len(plans) == 5
-    assert plans[0].work == IterationBatch(prefill_tokens=40, prefill_pairs=40 * 41 // 2)
+    assert plans[0].work == IterationBatch(prefill_tokens=40, prefill_pairs=40 * 41 // 2, prefill_seqs=1)
     # decode contexts 40, 41, 42, 43 (the last generated token's KV is written by the step)
     assert [p.work.decode_context_tokens for p in plans[1:]] == [40, 41, 42, 43]
     assert seq.first_token_s == 1.0 and seq.finish_s == 5.0 and seq.generated == 5

@@ -1,0 +1,165 @@
+"""``archsim serve WORKLOAD --hw HW --rate R --duration S``: simulate serving a request stream on a deployment."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from archsim.errors import ConfigError
+
+# vLLM's default gpu_memory_utilization (vllm.EngineArgs, 0.9): the share of HBM the engine may use for
+# weights plus KV cache; the rest is left to activations and the runtime. A software default, not hardware.
+DEFAULT_KV_MEMORY_FRACTION = 0.9
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+    return parse
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("serve", help="simulate serving a request stream (TTFT, TPOT, throughput, goodput, cost)")
+    p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/deepseek_v3.yaml")
+    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
+    p.add_argument("--devices", default="auto", help="devices per replica, or 'auto' (smallest that fits)")
+    for flag in ("tp", "ep", "pp", "dp"):
+        p.add_argument(f"--{flag}", type=_positive(int), help=f"{flag} degree inside a replica (default auto)")
+    p.add_argument("--replicas", type=_positive(int), default=1, help="replicas behind the router")
+    p.add_argument("--router", choices=("round_robin", "least_loaded"), default="least_loaded")
+    p.add_argument("--rate", type=_positive(float), help="mean arrival rate, requests/s (open loop)")
+    p.add_argument("--duration", type=_positive(float), default=60.0, help="arrival window, s (default 60)")
+    p.add_argument("--arrival", choices=("poisson", "gamma", "fixed", "closed"), default="poisson")
+    p.add_argument("--cv", type=_positive(float), default=2.0, help="gamma arrivals: coefficient of variation")
+    p.add_argument("--users", type=_positive(int), default=0, help="closed loop: concurrent users")
+    p.add_argument("--think-time", type=float, default=0.0, help="closed loop: pause between requests, s")
+    p.add_argument("--prompt-len", help="prompt tokens: N | uniform:LO:HI | lognormal:MEDIAN:SIGMA:MAX | file:PATH "
+                                        "(default: the workload's prompt_len)")
+    p.add_argument("--output-len", help="output tokens, same forms (default: the workload's output_len)")
+    p.add_argument("--prefix-hit-rate", type=float, default=0.0, help="fraction of prompt tokens in the prefix cache")
+    p.add_argument("--trace-file", help="CSV or JSONL trace (arrival_s, prompt_tokens, output_tokens[, cached_tokens])")
+    p.add_argument("--scheduler", choices=("static", "dynamic", "continuous", "chunked", "disagg"), default="continuous")
+    p.add_argument("--max-seqs", type=_positive(int), default=256, help="sequences per iteration (vLLM max_num_seqs)")
+    p.add_argument("--token-budget", type=_positive(int), default=8192,
+                   help="tokens per iteration (vLLM max_num_batched_tokens; chunked: the Sarathi budget)")
+    p.add_argument("--timeout", type=float, default=0.1, help="static batching: longest wait to fill a batch, s")
+    p.add_argument("--block-size", type=_positive(int), default=16, help="KV-cache block, tokens (vLLM default 16)")
+    p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")
+    p.add_argument("--kv-memory-fraction", type=_positive(float), default=DEFAULT_KV_MEMORY_FRACTION,
+                   help="share of HBM for weights + KV cache (vLLM gpu_memory_utilization, default 0.9)")
+    p.add_argument("--kv-tokens", type=_positive(int), help="override the KV capacity per replica, tokens")
+    p.add_argument("--speculative", help="K:P: K draft (MTP) tokens per step, each accepted with probability P")
+    p.add_argument("--prefill-replicas", type=_positive(int), default=1, help="disagg: prefill pool size")
+    p.add_argument("--decode-replicas", type=_positive(int), default=1, help="disagg: decode pool size")
+    p.add_argument("--slo-ttft", type=_positive(float), default=float("inf"), help="goodput SLO on TTFT, s")
+    p.add_argument("--slo-tpot", type=_positive(float), default=float("inf"), help="goodput SLO on TPOT, s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--requests-csv", help="write one row per completed request to this CSV")
+    p.add_argument("--plot", help="write a time-series plot (batch, queue, KV occupancy) to this PNG")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.serving.metrics import request_table
+    from archsim.sim.serve_deploy import options_from, run_deployment
+
+    result, meta = run_deployment(options_from(args), progress=_progress(args.duration) if sys.stderr.isatty() else None)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    data = {**result.summary, "deployment": meta}
+    if args.requests_csv:
+        _write_csv(args.requests_csv, request_table(result.recorder))
+    if args.plot:
+        _plot(args.plot, result.recorder)
+    if args.format == "json":
+        json.dump(_finite(data), sys.stdout, indent=2, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(_table(data))
+    return 0
+
+
+def _progress(duration_s: float):
+    def show(now: float) -> None:
+        done = min(1.0, now / duration_s)
+        bar = "#" * int(30 * done)
+        sys.stderr.write(f"\rsimulating [{bar:<30}] {now:8.1f} / {duration_s:.0f} s")
+        sys.stderr.flush()
+    return show
+
+
+def _finite(value):
+    """JSON has no NaN/inf: report them as null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_csv(path: str, table: dict) -> None:
+    import numpy as np
+
+    cols = list(table)
+    try:
+        with open(path, "w") as handle:
+            handle.write(",".join(cols) + "\n")
+            rows = np.column_stack([table[c].astype(float) for c in cols]) if table["id"].size else []
+            for row in rows:
+                handle.write(",".join(f"{int(v)}" if c not in ("arrival_s", "first_token_s", "finish_s") else f"{v:.9g}"
+                                      for c, v in zip(cols, row)) + "\n")
+    except OSError as err:
+        raise ConfigError(path, "--requests-csv", "a writable file", err.strerror) from None
+
+
+def _plot(path: str, rec) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError(None, "--plot", "matplotlib installed (pip install 'archsim[plot]')", "not installed") from None
+    fig, axes = plt.subplots(3, 1, sharex=True, figsize=(8, 7))
+    for ax, values, label in zip(axes, (rec.series_batch, rec.series_queue, rec.series_kv),
+                                 ("batch (sequences)", "queue (requests)", "KV occupancy")):
+        ax.plot(rec.series_t, values, lw=0.6)
+        ax.set_ylabel(label)
+    axes[-1].set_xlabel("time (s)")
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as err:
+        raise ConfigError(path, "--plot", "a writable file", err.strerror) from None
+    finally:
+        plt.close(fig)
+
+
+def _table(d: dict) -> str:
+    dep = d["deployment"]
+    lines = [f"{dep['model']} on {dep['hardware']}: {d['replicas']} replica(s) x {dep['devices_per_replica']} devices "
+             f"({dep['layout']}), scheduler {dep['scheduler']}, KV {dep['kv_capacity_tokens']} tokens/replica",
+             f"requests   completed {d['requests']['completed']}  rejected {d['requests']['rejected']}  "
+             f"preempted {d['requests']['preemptions_recompute'] + d['requests']['preemptions_swap']}",
+             f"{'':10} {'mean':>10} {'p50':>10} {'p90':>10} {'p99':>10}"]
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        s = d[key]
+        lines.append(f"{key:10} " + " ".join(f"{s[q]:10.4g}" for q in ("mean", "p50", "p90", "p99")))
+    t = d["throughput"]
+    lines += [f"throughput {t['output_tokens_per_s']:.1f} out tok/s ({t['output_tokens_per_s_per_device']:.1f} per device),"
+              f" {t['input_tokens_per_s']:.1f} in tok/s",
+              f"goodput    {d['goodput']['requests_per_s']:.3f} req/s within SLOs",
+              f"cost       ${d['cost']['usd_per_million_output_tokens']:.3f} per 1M output tokens; "
+              f"{d['energy']['j_per_output_token']:.3g} J per output token",
+              f"little     L = {d['little']['mean_in_system']:.3f}, lambda x W = {d['little']['rate_times_latency']:.3f}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,152 @@
+"""From files and options to a serving simulation: workload + hardware -> cost-model replica -> requests -> simulate."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from archsim.config.hardware import load_hardware
+from archsim.config.workload import load_workload
+from archsim.errors import ConfigError
+from archsim.graph.precision import precision_from_names
+from archsim.serving.arrivals import ClosedLoop, make_arrival
+from archsim.serving.config import DisaggSpec, ReplicaSpec, SchedulerSpec, Slo
+from archsim.serving.cost_model import for_deployment
+from archsim.serving.lengths import Fixed, parse_length
+from archsim.serving.requests import LengthSampler, generate
+from archsim.serving.sequence import Speculative
+from archsim.serving.trace import load_trace
+from archsim.sim.serve import ServeResult, simulate
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """Everything ``archsim serve`` takes (names as the CLI flags)."""
+
+    workload: str
+    hw: str
+    devices: int | str = "auto"
+    tp: int | None = None
+    ep: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    replicas: int = 1
+    router: str = "least_loaded"
+    rate: float | None = None
+    duration: float = 60.0
+    arrival: str = "poisson"
+    cv: float = 2.0
+    users: int = 0
+    think_time: float = 0.0
+    prompt_len: str | None = None
+    output_len: str | None = None
+    prefix_hit_rate: float = 0.0
+    trace_file: str | None = None
+    scheduler: str = "continuous"
+    max_seqs: int = 256
+    token_budget: int = 8192
+    timeout: float = 0.1
+    block_size: int = 16
+    preemption: str = "recompute"
+    kv_memory_fraction: float = 0.9
+    kv_tokens: int | None = None
+    speculative: str | None = None
+    prefill_replicas: int = 1
+    decode_replicas: int = 1
+    slo_ttft: float = float("inf")
+    slo_tpot: float = float("inf")
+    seed: int = 0
+
+
+def options_from(namespace) -> ServeOptions:
+    """ServeOptions from an argparse namespace (extra attributes ignored)."""
+    names = ServeOptions.__dataclass_fields__
+    return ServeOptions(**{k: v for k, v in vars(namespace).items() if k in names})
+
+
+def _devices(text) -> int | str:
+    if text == "auto" or isinstance(text, int):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(None, "--devices", "a positive integer or 'auto'", text) from None
+    if value < 1:
+        raise ConfigError(None, "--devices", "a positive integer or 'auto'", text)
+    return value
+
+
+def _speculative(text: str | None) -> Speculative | None:
+    if not text:
+        return None
+    try:
+        k, p = text.split(":")
+        spec = Speculative(draft_tokens=int(k), acceptance_rate=float(p))
+    except ValueError:
+        raise ConfigError(None, "--speculative", "K:P, e.g. 1:0.85", text) from None
+    if spec.draft_tokens < 1 or not 0 <= spec.acceptance_rate <= 1:
+        raise ConfigError(None, "--speculative", "K >= 1 and 0 <= P <= 1", text)
+    return spec
+
+
+def _max_tokens(dist) -> int:
+    for attr in ("tokens", "high", "max_tokens"):
+        if hasattr(dist, attr):
+            return int(getattr(dist, attr))
+    return int(max(dist.values))
+
+
+def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None = None) -> tuple[ServeResult, dict]:
+    """Run the simulation the options describe; returns the result and a description of the deployment."""
+    if not 0 <= opts.prefix_hit_rate < 1:
+        raise ConfigError(None, "--prefix-hit-rate", "a fraction in [0, 1)", opts.prefix_hit_rate)
+    if opts.timeout < 0 or opts.think_time < 0:
+        raise ConfigError(None, "--timeout/--think-time", "times >= 0", (opts.timeout, opts.think_time))
+    workload = load_workload(opts.workload)
+    hw = load_hardware(opts.hw)
+    sc = workload.scenario
+    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    prompt = parse_length(opts.prompt_len, field="--prompt-len") if opts.prompt_len else Fixed(tokens=sc.prompt_len)
+    output = parse_length(opts.output_len, field="--output-len") if opts.output_len else Fixed(tokens=sc.output_len)
+    lengths = LengthSampler(prompt=prompt, output=output, prefix_hit_rate=opts.prefix_hit_rate)
+    requests, loop = _workload_requests(opts, lengths)
+    max_context = (max(r.prompt_tokens + r.output_tokens for r in requests) if requests
+                   else _max_tokens(prompt) + _max_tokens(output))
+    degrees = {k: getattr(opts, k) for k in ("tp", "ep", "pp", "dp") if getattr(opts, k) is not None}
+    model, replica = for_deployment(workload.model, hw, precision, devices=_devices(opts.devices),
+                                    max_seqs=opts.max_seqs, max_context=max_context,
+                                    kv_memory_fraction=opts.kv_memory_fraction, min_kv_tokens=max_context,
+                                    block_tokens=opts.block_size, degrees=degrees)
+    if opts.kv_tokens:
+        replica = ReplicaSpec(**{**replica.__dict__, "kv_capacity_tokens": opts.kv_tokens})
+    scheduler = SchedulerSpec(kind=opts.scheduler, max_seqs=opts.max_seqs, token_budget=opts.token_budget,
+                              timeout_s=opts.timeout, block_tokens=opts.block_size, preemption=opts.preemption,
+                              speculative=_speculative(opts.speculative))
+    disagg = None
+    if opts.scheduler == "disagg":
+        link = hw.node.scale_out  # KV moves between pools over the scale-out network, one NIC per device
+        disagg = DisaggSpec(prefill_replicas=opts.prefill_replicas, decode_replicas=opts.decode_replicas,
+                            link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s * link.achievable_fraction
+                            * replica.devices, link_latency_s=link.latency_s)
+    result = simulate(scheduler=scheduler, replica=replica, model=model, duration_s=opts.duration, seed=opts.seed,
+                      requests=requests, closed_loop=loop, lengths=lengths, replicas=opts.replicas,
+                      router=opts.router, disagg=disagg, slo=Slo(ttft_s=opts.slo_ttft, tpot_s=opts.slo_tpot),
+                      progress=progress)
+    meta = {"model": workload.name, "hardware": hw.name, "layout": model.par.label(),
+            "devices_per_replica": replica.devices, "kv_capacity_tokens": replica.kv_capacity_tokens,
+            "kv_bytes_per_token": replica.kv_bytes_per_token, "scheduler": opts.scheduler, "seed": opts.seed,
+            "price_usd_per_hour_per_replica": replica.price_usd_per_hour,
+            "decode_grid_points": len(model._decode), "prefill_grid_points": len(model._prefill)}
+    return result, meta
+
+
+def _workload_requests(opts: ServeOptions, lengths: LengthSampler):
+    if opts.trace_file:
+        return load_trace(opts.trace_file), None
+    if opts.arrival == "closed":
+        arrival = make_arrival("closed", rate_per_s=0.0, users=opts.users, think_time_s=opts.think_time)
+        assert isinstance(arrival, ClosedLoop)
+        return None, arrival
+    if opts.rate is None:
+        raise ConfigError(None, "--rate", "an arrival rate (or --trace-file, or --arrival closed --users N)", None)
+    arrival = make_arrival(opts.arrival, rate_per_s=opts.rate, cv=opts.cv)
+    return generate(arrival=arrival, lengths=lengths, duration_s=opts.duration, seed=opts.seed), None
