@@ -1,5 +1,6 @@
-"""Counted execution at small scale: the tiny model runs through the numpy kernels, and the counts it
-measures are compared node by node with the operator graph that the full-scale projection uses.
+"""Counted execution at small scale: the operator graph's nodes run as numpy kernels on the tiny
+model, in a topological order of the graph (or the order a scheduler picks), and the counts measured
+are compared node by node with the graph that the full-scale projection uses.
 
 One builder, two scales: the graph comes from ``archsim.graph.build`` (build_prefill / build_decode)
 for the *same* tiny ModelConfig the kernels execute. Each op's storage dtypes are declared from the
@@ -23,6 +24,7 @@ from archsim.graph.op import Op
 from archsim.graph.precision import Precision
 from archsim.kernels.attention import naive_attention
 from archsim.kernels.counting import Counter, Measured
+from archsim.kernels.nodes import NodeRunner
 from archsim.kernels.tiny import TinyDeepSeek
 
 Phase = Literal["prefill", "decode"]
@@ -65,6 +67,7 @@ class Execution:
     expert_counts: dict[int, np.ndarray]
     checks: list[NodeCheck] = field(default_factory=list)
     extra_records: list[str] = field(default_factory=list)
+    reference_error: float = 0.0  # max |node-by-node logits - TinyDeepSeek.forward logits|
 
     @property
     def counts_match(self) -> bool:
@@ -130,43 +133,76 @@ def _with_measured_experts(build: Callable[..., nx.DiGraph], model: ModelConfig,
     return out
 
 
+@dataclass(kw_only=True)
+class Step:
+    """A prepared phase step: its graph, a NodeRunner holding the inputs, and the reference logits
+    of ``TinyDeepSeek.forward`` for the same tokens (the model run end to end, not node by node)."""
+
+    phase: Phase
+    model: ModelConfig
+    graph: nx.DiGraph
+    runner: NodeRunner
+    counter: Counter
+    reference: np.ndarray
+    build: Callable[..., nx.DiGraph]
+
+
+def prepare(model: ModelConfig, *, phase: Phase, batch: int, length: int, precision: Precision, seed: int = 0,
+            attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None) -> Step:
+    """Graph + inputs for one step. Prefill: ``length`` prompt tokens. Decode: the first
+    ``length - 1`` tokens are prefilled (not counted) and one token is decoded at context ``length``."""
+    tiny = tiny or TinyDeepSeek(model, seed=seed)
+    tokens = np.random.default_rng(seed).integers(0, model.vocab_size, (batch, length))
+    if phase == "prefill":
+        def build(**kw):
+            return build_prefill(model, batch=batch, prompt_len=length, precision=precision, **kw)
+        state, step_tokens = None, tokens
+        reference = tiny.forward(tokens, form="expanded", last_only=True)[0]
+    elif phase == "decode":
+        def build(**kw):
+            return build_decode(model, batch=batch, context=length, precision=precision, **kw)
+        state = tiny.forward(tokens[:, :-1], form="absorbed")[1] if length > 1 else None
+        step_tokens = tokens[:, -1:]
+        reference = tiny.forward(tokens, form="absorbed")[0][:, -1:]
+    else:
+        raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}")
+    graph = build()
+    counter = Counter(declared=_declared(_graph_ops(graph)))
+    runner = NodeRunner(tiny, step_tokens, phase=phase, state=state, attend=attend, counter=counter)
+    return Step(phase=phase, model=model, graph=graph, runner=runner, counter=counter, reference=reference,
+                build=build)
+
+
+def finish(step: Step) -> Execution:
+    """Compare what ran with the graph (after every node ran, in whatever dependency order)."""
+    logits, state = step.runner.finish()
+    counts = state.expert_counts[-1]
+    ops = _with_measured_experts(step.build, step.model, counts, _graph_ops(step.graph))
+    checks, extra = compare(ops, step.counter.records)
+    return Execution(phase=step.phase, graph=step.graph, ops=ops, counter=step.counter, logits=logits,
+                     expert_counts=counts, checks=checks, extra_records=extra,
+                     reference_error=float(np.max(np.abs(logits - step.reference))))
+
+
+def execute(step: Step) -> Execution:
+    """Run every node of the step's graph in topological order, then compare."""
+    for name in nx.topological_sort(step.graph):
+        step.runner.run(name)
+    return finish(step)
+
+
 def execute_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision, seed: int = 0,
                     attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None) -> Execution:
-    """Run a counted prefill of ``batch`` random prompts (MLA expanded, head on the last position)."""
-    tiny = tiny or TinyDeepSeek(model, seed=seed)
-    graph = build_prefill(model, batch=batch, prompt_len=prompt_len, precision=precision)
-    ops = _graph_ops(graph)
-    counter = Counter(declared=_declared(ops))
-    tokens = np.random.default_rng(seed).integers(0, model.vocab_size, (batch, prompt_len))
-    logits, state = tiny.forward(tokens, form="expanded", attend=attend, counter=counter, last_only=True)
-    counts = state.expert_counts[-1]
-
-    def build(**kw):
-        return build_prefill(model, batch=batch, prompt_len=prompt_len, precision=precision, **kw)
-    return _finish("prefill", graph, _with_measured_experts(build, model, counts, ops), counter, logits, counts)
+    """A counted prefill of ``batch`` random prompts (MLA expanded, head on the last position)."""
+    return execute(prepare(model, phase="prefill", batch=batch, length=prompt_len, precision=precision,
+                           seed=seed, attend=attend, tiny=tiny))
 
 
 def execute_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision, seed: int = 0,
                    attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None) -> Execution:
     """Prefill ``context - 1`` tokens (not counted), then one counted decode step (MLA absorbed)."""
-    tiny = tiny or TinyDeepSeek(model, seed=seed)
-    graph = build_decode(model, batch=batch, context=context, precision=precision)
-    ops = _graph_ops(graph)
-    tokens = np.random.default_rng(seed).integers(0, model.vocab_size, (batch, context))
-    _, state = tiny.forward(tokens[:, :-1], form="absorbed") if context > 1 else (None, None)
-    counter = Counter(declared=_declared(ops))
-    logits, state = tiny.forward(tokens[:, -1:], form="absorbed", attend=attend, counter=counter, state=state)
-    counts = state.expert_counts[-1]
-
-    def build(**kw):
-        return build_decode(model, batch=batch, context=context, precision=precision, **kw)
-    return _finish("decode", graph, _with_measured_experts(build, model, counts, ops), counter, logits, counts)
-
-
-def _finish(phase, graph, ops, counter, logits, counts) -> Execution:
-    checks, extra = compare(ops, counter.records)
-    return Execution(phase=phase, graph=graph, ops=ops, counter=counter, logits=logits, expert_counts=counts,
-                     checks=checks, extra_records=extra)
+    return execute(prepare(model, phase="decode", batch=batch, length=context, precision=precision,
+                           seed=seed, attend=attend, tiny=tiny))
 
 
 def counts_match(execution: Execution) -> bool:

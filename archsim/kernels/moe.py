@@ -6,6 +6,7 @@ shared experts are one SwiGLU MLP of width n_shared_experts * moe_intermediate_s
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -42,44 +43,81 @@ def _grouped(xs: list[np.ndarray], w: np.ndarray, used: np.ndarray, site: Site |
     return ys
 
 
+@dataclass(frozen=True, kw_only=True)
+class Dispatch:
+    """Which tokens go to which expert: counts [E], experts with tokens, and per expert the
+    (token index, slot) pairs that chose it."""
+
+    counts: np.ndarray
+    used: np.ndarray
+    rows: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def dispatch(indices: np.ndarray, n_experts: int) -> Dispatch:
+    """Group the router's choices [T, k] by expert (a permutation: 0 FLOPs, not recorded)."""
+    counts = expert_counts(indices, n_experts)                                # [E]
+    used = np.flatnonzero(counts)                                             # [G] experts with tokens
+    return Dispatch(counts=counts, used=used, rows=tuple(np.nonzero(indices == g) for g in used))
+
+
+def experts_gate_up(x: np.ndarray, d: Dispatch, w_gate_up: np.ndarray, *,
+                    site: Site | None = None) -> list[np.ndarray]:
+    """Fused gate+up grouped GEMM: per used expert [m_g, h] @ [2I, h].T -> [m_g, 2I]."""
+    return _grouped([x[tok] for tok, _ in d.rows], w_gate_up, d.used, site)
+
+
+def experts_act(gate_up: list[np.ndarray], *, site: Site | None = None) -> list[np.ndarray]:
+    """SwiGLU on each expert's [m_g, 2I] (gate half, up half) -> [m_g, I]."""
+    inter = gate_up[0].shape[1] // 2 if gate_up else 0
+    acts = [swiglu(gu[:, :inter], gu[:, inter:]) for gu in gate_up]           # [m_g, I] each
+    if site is not None:
+        routed = sum(a.shape[0] for a in acts)
+        site.record(kind="elementwise", flops=5 * routed * inter,
+                    reads=[("gate", (routed, inter), "activation"), ("up", (routed, inter), "activation")],
+                    writes=[("y", (routed, inter), "activation")], elements=routed * inter)
+    return acts
+
+
+def experts_down(acts: list[np.ndarray], d: Dispatch, w_down: np.ndarray, *,
+                 site: Site | None = None) -> list[np.ndarray]:
+    """Down grouped GEMM: per used expert [m_g, I] @ [h, I].T -> [m_g, h]."""
+    return _grouped(acts, w_down, d.used, site)
+
+
+def combine(outs: list[np.ndarray], d: Dispatch, weights: np.ndarray, shared: np.ndarray | None, *,
+            hidden: int, site: Site | None = None) -> np.ndarray:
+    """shared + sum over a token's k experts of weight * expert output: 2*k*h*T FLOPs.
+
+    ``shared`` is the shared-expert output [T, h], or None (accumulate onto zeros, no operand).
+    """
+    t, k = weights.shape
+    y = np.zeros((t, hidden), dtype=np.result_type(weights, *outs)) if shared is None else shared.copy()  # [T, h]
+    for (tok, slot), o in zip(d.rows, outs):
+        y[tok] += weights[tok, slot][:, None] * o                             # [m_g, h] accumulate
+    if site is not None:
+        reads = [("expert_out", (t * k, hidden), "activation"), ("topk_weight", weights.shape, "activation")]
+        if shared is not None:
+            reads.append(("shared_out", (t, hidden), "activation"))
+        site.record(kind="elementwise", flops=2 * k * hidden * t, reads=reads,
+                    writes=[("y", (t, hidden), "activation")], tokens=t, top_k=k, hidden=hidden)
+    return y
+
+
 def routed_experts(x: np.ndarray, indices: np.ndarray, weights: np.ndarray, w: Mapping[str, np.ndarray],
-                   base: np.ndarray | None, *, site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   base: np.ndarray | None, *, site: Site | None = None,
+                   combine_site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
     """base + sum_k weights[t, k] * expert_{indices[t, k]}(x[t]); returns (y [T, h], counts [E]).
 
     x [T, h]; w holds stacked ``gate_up_proj`` [E, 2I, h] (gate rows then up rows, one fused GEMM as
     inference kernels run it) and ``down_proj`` [E, h, I]; ``base`` is the shared-expert output (or
     None). Only experts that received tokens run, and only their weights count as read.
     """
-    t, h = x.shape
-    e, two_i, _ = w["gate_up_proj"].shape
-    inter = two_i // 2
-    counts = expert_counts(indices, e)                                        # [E]
-    used = np.flatnonzero(counts)                                             # [G] experts with tokens
-    rows = [np.nonzero(indices == g) for g in used]                           # (token idx, slot) per expert
-    xs = [x[tok] for tok, _ in rows]                                          # [m_g, h] each
-    gus = _grouped(xs, w["gate_up_proj"], used, _sub(site, "gate_up"))       # [m_g, 2I] each
-    acts = [swiglu(gu[:, :inter], gu[:, inter:]) for gu in gus]               # [m_g, I] each
-    routed = int(counts.sum())
-    if site is not None:
-        site.child("act").record(kind="elementwise", flops=5 * routed * inter,
-                                 reads=[("gate", (routed, inter), "activation"), ("up", (routed, inter), "activation")],
-                                 writes=[("y", (routed, inter), "activation")], elements=routed * inter)
-    outs = _grouped(acts, w["down_proj"], used, _sub(site, "down"))          # [m_g, h] each
-    y = np.zeros_like(x) if base is None else base.copy()                    # [T, h]
-    for (tok, slot), o in zip(rows, outs):
-        y[tok] += weights[tok, slot][:, None] * o                             # [m_g, h] accumulate
-    return y, counts
-
-
-def _record_combine(site: Site | None, t: int, k: int, h: int, shared: bool) -> None:
-    """Weight each of the k expert outputs and accumulate onto the shared output: 2*k*h*T FLOPs."""
-    if site is None:
-        return
-    reads = [("expert_out", (t * k, h), "activation"), ("topk_weight", (t, k), "activation")]
-    if shared:
-        reads.append(("shared_out", (t, h), "activation"))
-    site.record(kind="elementwise", flops=2 * k * h * t, reads=reads, writes=[("y", (t, h), "activation")],
-                tokens=t, top_k=k, hidden=h)
+    d = dispatch(indices, w["gate_up_proj"].shape[0])
+    gus = experts_gate_up(x, d, w["gate_up_proj"], site=_sub(site, "gate_up"))   # [m_g, 2I] each
+    acts = experts_act(gus, site=_sub(site, "act"))                               # [m_g, I] each
+    outs = experts_down(acts, d, w["down_proj"], site=_sub(site, "down"))        # [m_g, h] each
+    y = combine(outs, d, weights, base, hidden=x.shape[1], site=combine_site)        # [T, h]
+    return y, d.counts
 
 
 def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray | None = None,
@@ -101,6 +139,6 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
         base = mlp(xt, w["shared_experts"], site=_sub(site, "shared_experts"))  # [T, h]
     else:
         base = None
-    y, counts = routed_experts(xt, idx, weights, w["experts"], base, site=_sub(site, "experts"))  # [T, h]
-    _record_combine(_sub(site, "combine"), xt.shape[0], idx.shape[1], xt.shape[1], base is not None)
+    y, counts = routed_experts(xt, idx, weights, w["experts"], base, site=_sub(site, "experts"),
+                               combine_site=_sub(site, "combine"))                         # [T, h]
     return y.reshape(shape), counts

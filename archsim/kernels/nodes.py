@@ -1,0 +1,244 @@
+"""Run the tiny model one operator-graph node at a time, by node name, in any dependency order.
+
+``NodeRunner.run(name)`` executes the kernel of graph node ``name`` (names as archsim.graph.build
+makes them: ``layers.3.self_attn.q_b_proj``) on the values its predecessors produced, so a scheduler
+(e.g. the discrete-event executor's ``on_op`` callback) can drive real execution. The phase fixes
+the MLA form as the graph does: prefill expanded (no prior cache), decode absorbed over the cache.
+Results equal ``TinyDeepSeek.forward`` (checked in tests).
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import numpy as np
+
+from archsim.kernels.activations import residual_add, swiglu
+from archsim.kernels.attention import naive_attention
+from archsim.kernels.counting import Counter, Site
+from archsim.kernels.gemm import linear, per_head
+from archsim.kernels.mla import MLACache, _record_cache_write
+from archsim.kernels.moe import combine, dispatch, experts_act, experts_down, experts_gate_up
+from archsim.kernels.norm import rmsnorm
+from archsim.kernels.rope import apply_rope
+from archsim.kernels.router import sigmoid_router
+from archsim.kernels.tiny import DecodeState, TinyDeepSeek, is_moe_layer
+
+
+class NodeRunner:
+    """Executes graph nodes of one phase step of ``model`` on ``tokens`` [b, s]."""
+
+    def __init__(self, model: TinyDeepSeek, tokens: np.ndarray, *, phase: Literal["prefill", "decode"],
+                 state: DecodeState | None = None, attend: Callable = naive_attention,
+                 counter: Counter | None = None):
+        self.m, self.tokens, self.phase, self.attend, self.counter = model, np.asarray(tokens), phase, attend, counter
+        self.b, self.s = self.tokens.shape
+        self.state = state or DecodeState(caches=[None] * model.cfg.num_hidden_layers)
+        if phase == "prefill" and self.state.position:
+            raise ValueError("a prefill graph has no prior cache (kv_len == q_len); use phase='decode'")
+        self.cos, self.sin = model.rope(self.state.position, self.s)             # [s, d_r/2] each
+        self.env: dict[str, object] = {}
+        self.expert_counts: dict[int, np.ndarray] = {}
+
+    # -- public ----------------------------------------------------------------------------------
+    def run(self, name: str) -> None:
+        """Execute node ``name``; its graph predecessors must have run."""
+        top = {"embed_tokens": self._embed_tokens, "norm": self._norm_final, "lm_head": self._lm_head}
+        if name in top:
+            self.env[name] = top[name]()
+            return
+        parts = name.split(".", 2)
+        if parts[0] != "layers" or len(parts) < 3:
+            raise KeyError(f"no kernel for graph node {name!r}")
+        layer, key = int(parts[1]), parts[2]
+        handler = self._handler(layer, key)
+        self.env[name] = handler(layer, f"layers.{layer}.")
+
+    def finish(self) -> tuple[np.ndarray, DecodeState]:
+        """(logits, state) after every node ran; advances the state's position like ``forward``."""
+        self.state.position += self.s
+        self.state.expert_counts.append(dict(self.expert_counts))
+        return self.env["lm_head"], self.state
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _site(self, name: str) -> Site | None:
+        return None if self.counter is None else self.counter.site(name)
+
+    def _w(self, key: str) -> np.ndarray:
+        return self.m.weights[key]
+
+    def _hidden_in(self, layer: int) -> np.ndarray:
+        return self.env["embed_tokens"] if layer == 0 else self.env[f"layers.{layer - 1}.residual_mlp"]
+
+    def _handler(self, layer: int, key: str):
+        table = {
+            "input_layernorm": lambda i, p: self._norm(p + key, self._hidden_in(i), p + "input_layernorm"),
+            "self_attn.q_a_proj": lambda i, p: self._lin(p + key, self.env[p + "input_layernorm"]),
+            "self_attn.q_a_layernorm": lambda i, p: self._norm(p + key, self.env[p + "self_attn.q_a_proj"],
+                                                               p + key),
+            "self_attn.q_b_proj": lambda i, p: self._q(p + key, self.env[p + "self_attn.q_a_layernorm"]),
+            "self_attn.q_proj": lambda i, p: self._q(p + key, self.env[p + "input_layernorm"]),
+            "self_attn.kv_a_proj_with_mqa": lambda i, p: self._lin(p + key, self.env[p + "input_layernorm"]),
+            "self_attn.kv_a_layernorm": lambda i, p: self._norm(
+                p + key, self.env[p + "self_attn.kv_a_proj_with_mqa"][..., :self.m.dims.kv_lora_rank], p + key),
+            "self_attn.rope_q": self._rope_q,
+            "self_attn.rope_k": self._rope_k,
+            "self_attn.kv_cache_update": self._cache_update,
+            "self_attn.kv_b_proj": lambda i, p: self._lin(p + key, self.env[p + "self_attn.kv_a_layernorm"]),
+            "self_attn.q_absorb": self._q_absorb,
+            "self_attn.attn_core": self._attn_core,
+            "self_attn.o_absorb": self._o_absorb,
+            "self_attn.o_proj": self._o_proj,
+            "residual_attn": lambda i, p: residual_add(self._hidden_in(i), self.env[p + "self_attn.o_proj"],
+                                                       site=self._site(p + key)),
+            "post_attention_layernorm": lambda i, p: self._norm(p + key, self.env[p + "residual_attn"], p + key),
+            "residual_mlp": lambda i, p: residual_add(self.env[p + "residual_attn"], self._mlp_out(i, p),
+                                                      site=self._site(p + key)),
+        }
+        if key in table:
+            return table[key]
+        for mlp in ("mlp.", "mlp.shared_experts."):
+            proj = key[len(mlp):]
+            if key.startswith(mlp) and proj in ("gate_proj", "up_proj", "act", "down_proj"):
+                return lambda i, p: self._ffn(p + mlp, proj)
+        moe = {"mlp.gate": self._gate, "mlp.router": self._router, "mlp.experts.gate_up": self._gate_up,
+               "mlp.experts.act": self._experts_act, "mlp.experts.down": self._experts_down,
+               "mlp.combine": self._combine}
+        if key in moe:
+            return moe[key]
+        raise KeyError(f"no kernel for graph node 'layers.{layer}.{key}'")
+
+    # -- node kernels ------------------------------------------------------------------------------
+    def _embed_tokens(self) -> np.ndarray:
+        table = self._w("embed_tokens")                                         # [V, hidden]
+        site = self._site("embed_tokens")
+        if site is not None:
+            n = self.tokens.size
+            site.record(kind="embedding", flops=0, reads=[("weight", (n, table.shape[1]), "weight")],
+                        writes=[("y", (n, table.shape[1]), "activation")], tokens=n)
+        return table[self.tokens]                                               # [b, s, hidden]
+
+    def _norm(self, name: str, x: np.ndarray, weight_key: str) -> np.ndarray:
+        return rmsnorm(x, self._w(weight_key), self.m.eps, site=self._site(name))
+
+    def _lin(self, name: str, x: np.ndarray) -> np.ndarray:
+        return linear(x, self._w(name + ".weight"), site=self._site(name))
+
+    def _q(self, name: str, x: np.ndarray) -> np.ndarray:
+        d = self.m.dims
+        q = self._lin(name, x)                                                  # [b, s, H*(dn+dr)]
+        return q.reshape(self.b, self.s, d.num_attention_heads, d.qk_nope_head_dim + d.qk_rope_head_dim)
+
+    def _q_node(self, p: str) -> np.ndarray:
+        key = p + ("self_attn.q_b_proj" if self.m.dims.q_lora_rank else "self_attn.q_proj")
+        return self.env[key]                                                    # [b, s, H, dn+dr]
+
+    def _rope_q(self, i: int, p: str) -> np.ndarray:
+        q_pe = self._q_node(p)[..., self.m.dims.qk_nope_head_dim:]              # [b, s, H, dr]
+        return apply_rope(q_pe, self.cos[:, None, :], self.sin[:, None, :], site=self._site(p + "self_attn.rope_q"))
+
+    def _rope_k(self, i: int, p: str) -> np.ndarray:
+        k_pe = self.env[p + "self_attn.kv_a_proj_with_mqa"][..., self.m.dims.kv_lora_rank:]   # [b, s, dr]
+        return apply_rope(k_pe, self.cos, self.sin, site=self._site(p + "self_attn.rope_k"))
+
+    def _cache_update(self, i: int, p: str) -> MLACache:
+        latent, k_pe = self.env[p + "self_attn.kv_a_layernorm"], self.env[p + "self_attn.rope_k"]
+        _record_cache_write(self._site(p + "self_attn.kv_cache_update"), self.b * self.s, latent.shape[-1] + k_pe.shape[-1])
+        cache = self.state.caches[i]
+        if cache is None:
+            cache = self.state.caches[i] = MLACache(latent=latent, k_pe=k_pe)
+        else:
+            cache.append(latent, k_pe)
+        return cache
+
+    def _wkv_b(self, p: str) -> np.ndarray:
+        d = self.m.dims
+        return self._w(p + "self_attn.kv_b_proj.weight").reshape(
+            d.num_attention_heads, d.qk_nope_head_dim + d.v_head_dim, d.kv_lora_rank)   # [H, dn+dv, r]
+
+    def _q_absorb(self, i: int, p: str) -> np.ndarray:
+        dn = self.m.dims.qk_nope_head_dim
+        return per_head(self._q_node(p)[..., :dn], self._wkv_b(p)[:, :dn, :],
+                        site=self._site(p + "self_attn.q_absorb"))                # [b, s, H, r]
+
+    def _attn_core(self, i: int, p: str) -> np.ndarray:
+        d, site = self.m.dims, self._site(p + "self_attn.attn_core")
+        q_pe = self.env[p + "self_attn.rope_q"]                                 # [b, s, H, dr]
+        if self.phase == "prefill":  # expanded over this step's own keys (no prior cache)
+            kv = self.env[p + "self_attn.kv_b_proj"].reshape(
+                self.b, self.s, d.num_attention_heads, d.qk_nope_head_dim + d.v_head_dim)   # [b, s, H, dn+dv]
+            k_pe = np.broadcast_to(self.env[p + "self_attn.rope_k"][:, :, None, :], q_pe.shape)  # [b, s, H, dr]
+            k = np.concatenate([kv[..., :d.qk_nope_head_dim], k_pe], axis=-1)     # [b, s, H, dn+dr]
+            q = np.concatenate([self._q_node(p)[..., :d.qk_nope_head_dim], q_pe], axis=-1)   # [b, s, H, dn+dr]
+            return self.attend(q, k, kv[..., d.qk_nope_head_dim:], scale=self.m.scale, causal=True, site=site)
+        cache = self.env[p + "self_attn.kv_cache_update"]
+        q = np.concatenate([self.env[p + "self_attn.q_absorb"], q_pe], axis=-1)  # [b, s, H, r+dr]
+        k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]   # [b, L, 1, r+dr]
+        return self.attend(q, k, cache.latent[:, :, None, :], scale=self.m.scale, causal=True, kv_shared=True,
+                           site=site)                                           # [b, s, H, r]
+
+    def _o_absorb(self, i: int, p: str) -> np.ndarray:
+        dn = self.m.dims.qk_nope_head_dim
+        return per_head(self.env[p + "self_attn.attn_core"], self._wkv_b(p)[:, dn:, :], transpose=True,
+                        site=self._site(p + "self_attn.o_absorb"))                # [b, s, H, dv]
+
+    def _o_proj(self, i: int, p: str) -> np.ndarray:
+        src = p + ("self_attn.attn_core" if self.phase == "prefill" else "self_attn.o_absorb")
+        o = self.env[src]                                                       # [b, s, H, dv]
+        return self._lin(p + "self_attn.o_proj", o.reshape(self.b, self.s, -1))  # [b, s, hidden]
+
+    def _ffn(self, prefix: str, proj: str) -> np.ndarray:
+        x = self.env[prefix.split("mlp.")[0] + "post_attention_layernorm"]
+        x = x.reshape(-1, x.shape[-1])                                         # [T, hidden]
+        if proj in ("gate_proj", "up_proj"):
+            return self._lin(prefix + proj, x)                                  # [T, I]
+        if proj == "act":
+            return swiglu(self.env[prefix + "gate_proj"], self.env[prefix + "up_proj"], site=self._site(prefix + "act"))
+        return self._lin(prefix + "down_proj", self.env[prefix + "act"])        # [T, hidden]
+
+    def _mlp_out(self, i: int, p: str) -> np.ndarray:
+        out = self.env[p + ("mlp.combine" if is_moe_layer(self.m.cfg, i) else "mlp.down_proj")]
+        return out.reshape(self.b, self.s, -1)                                  # [b, s, hidden]
+
+    def _gate(self, i: int, p: str) -> np.ndarray:
+        x = self.env[p + "post_attention_layernorm"]
+        return self._lin(p + "mlp.gate", x.reshape(-1, x.shape[-1]))            # [T, E]
+
+    def _router(self, i: int, p: str):
+        c = self.m.cfg
+        weights, idx = sigmoid_router(
+            self.env[p + "mlp.gate"], self.m.bias[i], top_k=c.num_experts_per_tok, n_group=c.n_group or 1,
+            topk_group=c.topk_group or 1, norm_topk_prob=bool(c.norm_topk_prob),
+            routed_scaling_factor=float(c.routed_scaling_factor), site=self._site(p + "mlp.router"))
+        d = dispatch(idx, c.n_routed_experts)
+        self.expert_counts[i] = d.counts
+        return weights, d
+
+    def _gate_up(self, i: int, p: str) -> list[np.ndarray]:
+        x = self.env[p + "post_attention_layernorm"]
+        _, d = self.env[p + "mlp.router"]
+        return experts_gate_up(x.reshape(-1, x.shape[-1]), d, self._w(p + "mlp.experts.gate_up_proj"),
+                               site=self._site(p + "mlp.experts.gate_up"))
+
+    def _experts_act(self, i: int, p: str) -> list[np.ndarray]:
+        return experts_act(self.env[p + "mlp.experts.gate_up"], site=self._site(p + "mlp.experts.act"))
+
+    def _experts_down(self, i: int, p: str) -> list[np.ndarray]:
+        _, d = self.env[p + "mlp.router"]
+        return experts_down(self.env[p + "mlp.experts.act"], d, self._w(p + "mlp.experts.down_proj"),
+                            site=self._site(p + "mlp.experts.down"))
+
+    def _combine(self, i: int, p: str) -> np.ndarray:
+        weights, d = self.env[p + "mlp.router"]
+        shared = self.env.get(p + "mlp.shared_experts.down_proj")
+        return combine(self.env[p + "mlp.experts.down"], d, weights, shared, hidden=self.m.cfg.hidden_size,
+                       site=self._site(p + "mlp.combine"))                      # [T, hidden]
+
+    def _norm_final(self) -> np.ndarray:
+        last = f"layers.{self.m.cfg.num_hidden_layers - 1}.residual_mlp"
+        return rmsnorm(self.env[last], self._w("norm"), self.m.eps, site=self._site("norm"))
+
+    def _lm_head(self) -> np.ndarray:
+        x = self.env["norm"]                                                    # [b, s, hidden]
+        if self.phase == "prefill":
+            x = x[:, -1:]                                                       # [b, 1, hidden] last position
+        return linear(x, self._w("lm_head"), site=self._site("lm_head"))        # [b, s or 1, V]
