@@ -158,8 +158,9 @@ def _mla(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
                            layer=layer, deps=[q, q_rope, kvb, k_rope], split="tp")
     else:
         # kv_b_proj = [W_UK; W_UV] per head; absorbed decode applies each half as a per-head GEMM.
+        # W_UK is stored [nope, kv_lora] per head inside kv_b_proj, although q_nope @ W_UK has n = kv_lora
         qk = b.grouped_gemm(p + "q_absorb", tokens_per_group=(T,) * H, n=c, k=nope, distinct=H,
-                            layer=layer, deps=[q], split="tp")
+                            layer=layer, deps=[q], split="tp", stored=(nope, c))
         attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
                            heads_kv=1, d_qk=c + rope, d_v=c, form="mla_absorbed", from_cache=True,
                            layer=layer, deps=[qk, q_rope, cache], split="tp")

@@ -66,15 +66,18 @@ class GraphBuilder:
 
     def grouped_gemm(self, name: str, *, tokens_per_group: tuple[float, ...], n: int, k: int,
                      distinct: float, layer: int | None, deps, split: str, quantized: bool = True,
-                     params: int | None = None) -> str:
+                     params: int | None = None, stored: tuple[int, int] | None = None) -> str:
         """Per-group weights ``W_g[n,k]``; group g multiplies its ``m_g`` rows: sum 2*m_g*n*k FLOPs.
 
-        Weight traffic is ``distinct`` groups' weights (the expected number of groups with work)."""
+        Weight traffic is ``distinct`` groups' weights (the expected number of groups with work).
+        ``stored`` is a group's weight shape in the checkpoint when it is not [n, k] (block scales
+        follow the stored layout)."""
         groups = len(tokens_per_group)
         total = sum(tokens_per_group)
         compute = self.p.gemm_compute if quantized else self.p.activations
-        per_group = (self.p.weights if quantized else self.p.activations).storage_bytes((n, k))
-        w = Operand(name="weight", shape=(groups, n, k),
+        stored = stored or (n, k)
+        per_group = (self.p.weights if quantized else self.p.activations).storage_bytes(stored)
+        w = Operand(name="weight", shape=(groups, *stored),
                     dtype=self.p.weights if quantized else self.p.activations,
                     role="weight", nbytes=per_group * distinct)
         x = Operand(name="x", shape=(groups, k), dtype=self.p.activations, role="activation",

@@ -97,3 +97,12 @@ def test_bad_arguments_are_config_errors():
         build_decode(m, batch=0, context=10, precision=FP8)
     with pytest.raises(ConfigError, match="expert_load"):
         build_decode(m, batch=1, context=10, precision=FP8, expert_load=uniform_load(8, 2))
+
+
+def test_absorbed_weights_keep_the_checkpoint_layout_for_block_scales():
+    # W_UK lives inside kv_b_proj as [nope=128, kv_lora=512] per head; MXFP4 blocks of 32 run along
+    # the stored input dim (512): 128 rows * 16 blocks * 1 B scale + 128*512/2 B of 4-bit values.
+    g = build_decode(model("deepseek_v3"), batch=1, context=8, precision=precision_from_names("fp4"))
+    w = next(o for o in g.nodes["layers.3.self_attn.q_absorb"]["op"].reads if o.role == "weight")
+    assert w.shape == (128, 128, 512)
+    assert w.nbytes == 128 * (128 * 512 / 2 + 128 * 16 * 1)
