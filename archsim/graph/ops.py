@@ -1,6 +1,7 @@
 """Op constructors with exact FLOPs (docs/counting.md) and compulsory operand bytes, plus the graph they go into."""
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import networkx as nx
@@ -12,6 +13,12 @@ from archsim.graph.precision import Precision
 # Router output indices are 32-bit integers (torch.topk returns int64 in HF; DeepSeek's inference
 # kernels use int32); the bytes matter, the name documents what they are.
 INT32 = DType(name="int32", bits=32)
+
+
+def _rows(rows: float) -> int:
+    """Row count for an operand's shape; an expected (fractional) count is rounded up, while the
+    operand's ``nbytes`` keeps the exact expectation."""
+    return math.ceil(rows)
 
 
 @lru_cache(maxsize=4096)
@@ -80,9 +87,10 @@ class GraphBuilder:
         w = Operand(name="weight", shape=(groups, *stored),
                     dtype=self.p.weights if quantized else self.p.activations,
                     role="weight", nbytes=per_group * distinct)
-        x = Operand(name="x", shape=(groups, k), dtype=self.p.activations, role="activation",
+        rows = _rows(total)
+        x = Operand(name="x", shape=(rows, k), dtype=self.p.activations, role="activation",
                     nbytes=total * k * self.p.activations.bytes)
-        y = Operand(name="y", shape=(groups, n), dtype=self.p.activations, role="output",
+        y = Operand(name="y", shape=(rows, n), dtype=self.p.activations, role="output",
                     nbytes=total * n * self.p.activations.bytes)
         op = Op(name=name, kind="grouped_gemm", engine="matrix", compute_dtype=compute,
                 flops=2 * total * n * k, reads=(x, w), writes=(y,),
@@ -105,11 +113,12 @@ class GraphBuilder:
         """``silu(g) * u`` on rows x width elements: 5 FLOPs each."""
         n = rows * width
         b = self.p.activations.bytes
+        shape = (_rows(rows), width)
         op = Op(name=name, kind="elementwise", engine="vector", compute_dtype=self.p.activations,
                 flops=5 * n,
-                reads=(Operand(name="gate", shape=(width,), dtype=self.p.activations, role="activation", nbytes=n * b),
-                       Operand(name="up", shape=(width,), dtype=self.p.activations, role="activation", nbytes=n * b)),
-                writes=(Operand(name="y", shape=(width,), dtype=self.p.activations, role="output", nbytes=n * b),),
+                reads=(Operand(name="gate", shape=shape, dtype=self.p.activations, role="activation", nbytes=n * b),
+                       Operand(name="up", shape=shape, dtype=self.p.activations, role="activation", nbytes=n * b)),
+                writes=(Operand(name="y", shape=shape, dtype=self.p.activations, role="output", nbytes=n * b),),
                 layer=layer, attrs={"rows": rows, "width": width, "function": "swiglu", "split": split})
         return self.add(op, deps)
 
