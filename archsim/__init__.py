@@ -1,1 +1,20 @@
-"""archsim: a hardware simulator and performance model for frontier LLMs."""
+"""archsim: a hardware simulator and performance model for frontier LLMs.
+
+The package root is a facade: ``archsim.estimate`` and ``archsim.kernel_time`` are loaded on first use,
+so ``import archsim`` stays light and the layers below never depend on the front doors.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {"estimate": "archsim.api", "Report": "archsim.report.summary", "ConfigError": "archsim.errors",
+            "kernel_time": "archsim.kernel_api"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'archsim' has no attribute {name!r}")
