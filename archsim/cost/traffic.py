@@ -8,6 +8,8 @@ bytes, ``l2`` the bytes between L2 and the SMs, ``shared`` the bytes staged thro
 Register-file traffic is not modelled (its energy is part of the energy per FLOP). Streaming kinds
 (norm, rope, elementwise, router, embedding, softmax, topk, combine, ...) touch their operands once:
 main memory and L2 both carry the operand bytes, shared memory none.
+A chip without a ``shared`` level (a wafer-scale or SRAM dataflow chip whose main memory is on-chip
+SRAM next to the cores) has no tiling information: its tiled kinds move their compulsory bytes.
 """
 from __future__ import annotations
 
@@ -122,6 +124,10 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
         raise ConfigError(None, "attention", f"one of {ATTENTION_MODELS}", attention)
     kind = op.kind
     time_flops = float(op.flops)
+    if geom.sram_per_sm_bytes <= 0 and kind in ("gemm", "grouped_gemm", "attention"):
+        total = op.bytes
+        return OpWork(time_flops=time_flops, launches=1, network_bytes=0.0,
+                      bytes_by_level=_levels(geom, TiledTraffic(hbm=total, l2=total, shared=0.0)))
     if kind == "collective":
         levels = {name: 0.0 for name in geom.level_names}
         return OpWork(time_flops=0.0, bytes_by_level=levels,
