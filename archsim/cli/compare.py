@@ -1,0 +1,134 @@
+"""``archsim compare A.yaml B.yaml --hw HW``: two models side by side (architecture, size, KV, serving, fine-tuning)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from archsim.errors import ConfigError
+
+GIGA = 1e9
+SECONDS_PER_HOUR = 3600.0
+TOKENS_PER_MILLION = 1e6
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("compare", help="compare two models on one kind of hardware, side by side")
+    p.add_argument("workloads", nargs=2, metavar="WORKLOAD", help="two workload YAMLs")
+    p.add_argument("--hw", required=True, help="hardware YAML")
+    p.add_argument("--devices", default="auto", help="devices per serving replica, or 'auto' (default)")
+    p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: each workload's)")
+    p.add_argument("--output-len", type=int, default=None, help="output tokens (default: each workload's)")
+    p.add_argument("--slo-tpot", type=float, default=0.05,
+                   help="TPOT target for 'throughput at SLO', s (default 0.05, i.e. 20 tokens/s per user: a choice)")
+    p.add_argument("--max-seqs", type=int, default=256, help="largest batch considered")
+    p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank for the fine-tuning memory row")
+    p.add_argument("--train-devices", type=int, default=64, help="devices for the fine-tuning memory row")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("slo_tpot", "max_seqs", "lora_rank", "train_devices", "prompt_len", "output_len"):
+        value = getattr(args, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ConfigError(None, f"--{name.replace('_', '-')}", "a positive number", value)
+    from archsim.config.hardware import load_hardware
+
+    hw = load_hardware(args.hw)
+    rows = [_describe(path, hw, args) for path in args.workloads]
+    if args.format == "json":
+        json.dump({"hardware": hw.name, "models": rows}, sys.stdout, indent=2, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(_table(rows, hw.name))
+    return 0
+
+
+def _describe(path: str, hw, args) -> dict:
+    from archsim.config.workload import load_workload
+    from archsim.graph.params import count_params, kv_bytes_per_token
+    from archsim.graph.precision import precision_from_names
+    from archsim.serving.cost_model import for_deployment
+    from archsim.serving.finetune import finetune_memory
+    from archsim.serving.slo import throughput_at_slo
+    from archsim.sim.serve_deploy import _devices
+
+    w = load_workload(path)
+    m, sc = w.model, w.scenario
+    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    prompt = args.prompt_len or sc.prompt_len
+    output = args.output_len or sc.output_len
+    counts = count_params(m)
+    it, replica = for_deployment(m, hw, precision, devices=_devices(args.devices), max_seqs=args.max_seqs,
+                                 max_context=prompt + output, kv_memory_fraction=0.9, min_kv_tokens=prompt + output)
+    slo = throughput_at_slo(it, replica, prompt=prompt, output=output, tpot_slo_s=args.slo_tpot,
+                            max_seqs=args.max_seqs)
+    usd_per_s = replica.price_usd_per_hour / SECONDS_PER_HOUR
+    attention = (f"{m.attention_kind.upper()} {m.num_hidden_layers}L h{m.hidden_size} "
+                 f"{m.num_attention_heads}q/{m.kv_heads}kv heads")
+    ffn = (f"MoE {m.n_routed_experts}+{m.n_shared_experts or 0} experts, top-{m.num_experts_per_tok}" if m.is_moe
+           else f"dense, width {m.intermediate_size}")
+    ft = finetune_memory(m, lora_rank=args.lora_rank)
+    return {
+        "name": w.name, "attention": attention, "ffn": ffn, "total_params": counts.total, "active_params": counts.active,
+        "max_context_tokens": m.max_position_embeddings,
+        "kv_bytes_per_token": kv_bytes_per_token(m, precision.kv_cache), "kv_dtype": precision.kv_cache.name,
+        "weights": sc.weights, "serving": {
+            "layout": it.par.label(), "devices": replica.devices, "prompt_len": prompt, "output_len": output,
+            "tpot_slo_s": args.slo_tpot, "batch": slo.batch, "tpot_s": slo.tpot_s, "meets_slo": slo.meets_slo,
+            "output_tokens_per_s": slo.output_tokens_per_s,
+            "output_tokens_per_s_per_device": slo.output_tokens_per_s / replica.devices,
+            "usd_per_million_output_tokens": usd_per_s / slo.output_tokens_per_s * TOKENS_PER_MILLION},
+        "finetune": {"full_total_bytes": ft.full_bytes, "lora_total_bytes": ft.lora_bytes,
+                     "lora_params": ft.lora_params, "lora_rank": ft.lora_rank,
+                     "method": "ZeRO 2+2+12 bytes/param (Rajbhandari et al. 2020) vs LoRA on attention projections, "
+                               "activations excluded",
+                     **_training_rows(m, hw, args, prompt)},
+    }
+
+
+def _training_rows(model, hw, args, seq_len: int) -> dict:
+    """Per-device memory from the training model (archsim.mapping.training), when it is available."""
+    try:
+        from archsim.mapping.training import TrainingSetup, estimate_training, smallest_training_layout
+    except ImportError:
+        return {"per_device": None}
+    out = {}
+    for mode in ("finetune", "lora"):
+        setup = TrainingSetup(seq_len=seq_len, global_batch=args.train_devices, mode=mode, lora_rank=args.lora_rank)
+        par = smallest_training_layout(model, hw, setup, args.train_devices)
+        est = estimate_training(model, hw, par, setup)
+        out[f"{mode}_per_device_bytes"] = est.memory.total_bytes
+        out[f"{mode}_fits"] = est.fits
+        out[f"{mode}_layout"] = par.label()
+    return {"per_device": out}
+
+
+def _table(rows: list[dict], hw_name: str) -> str:
+    a, b = rows
+
+    def line(label, fa, fb=None):
+        fb = fb or fa
+        return f"{label:36} {fa(a):>38} {fb(b):>38}"
+
+    gb = lambda x: f"{x / GIGA:,.1f} GB"  # noqa: E731
+    out = [f"compare on {hw_name}", line("", lambda r: r["name"]),
+           line("attention", lambda r: r["attention"]), line("FFN", lambda r: r["ffn"]),
+           line("total / active params", lambda r: f"{r['total_params'] / GIGA:.1f}B / {r['active_params'] / GIGA:.1f}B"),
+           line("max context", lambda r: f"{r['max_context_tokens']:,}"),
+           line("KV bytes per token", lambda r: f"{r['kv_bytes_per_token']:,.0f} ({r['kv_dtype']})"),
+           line("serving layout", lambda r: f"{r['serving']['layout']} ({r['serving']['devices']} dev)"),
+           line("throughput at TPOT SLO", lambda r: f"{r['serving']['output_tokens_per_s']:,.0f} tok/s b={r['serving']['batch']}"
+                + ("" if r["serving"]["meets_slo"] else " (misses)")),
+           line("$ per 1M output tokens", lambda r: f"${r['serving']['usd_per_million_output_tokens']:.3f}"),
+           line("full fine-tune memory (total)", lambda r: gb(r["finetune"]["full_total_bytes"])),
+           line("LoRA memory (total)", lambda r: gb(r["finetune"]["lora_total_bytes"]))]
+    if a["finetune"].get("per_device") and b["finetune"].get("per_device"):
+        for mode in ("finetune", "lora"):
+            out.append(line(f"{mode} per device (training model)",
+                            lambda r, k=mode: gb(r["finetune"]["per_device"][f"{k}_per_device_bytes"])
+                            + ("" if r["finetune"]["per_device"][f"{k}_fits"] else " (no fit)")))
+    return "\n".join(out) + "\n"

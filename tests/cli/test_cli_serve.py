@@ -1,0 +1,91 @@
+"""Smoke tests of ``archsim serve`` and ``archsim compare`` through archsim.cli.main."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from archsim.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+DSV3 = str(ROOT / "workloads/deepseek_v3.yaml")
+LLAMA = str(ROOT / "workloads/llama3_405b.yaml")
+H100 = str(ROOT / "hardware/h100.yaml")
+SMALL = ["--rate", "2", "--duration", "5", "--prompt-len", "uniform:100:300", "--output-len", "uniform:8:24",
+         "--max-seqs", "16"]
+
+
+def test_serve_json_has_the_promised_keys(capsys, tmp_path):
+    csv = tmp_path / "requests.csv"
+    assert main(["serve", DSV3, "--hw", H100, *SMALL, "--format", "json", "--requests-csv", str(csv),
+                 "--seed", "3"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    for a, b in (("ttft_s", "p50"), ("ttft_s", "p99"), ("tpot_s", "p50"), ("tpot_s", "p99"),
+                 ("throughput", "output_tokens_per_s"), ("requests", "completed"),
+                 ("cost", "usd_per_million_output_tokens"), ("little", "mean_in_system"),
+                 ("little", "rate_times_latency")):
+        assert a in data and b in data[a], (a, b)
+    assert data["requests"]["completed"] == data["requests"]["total"] > 0
+    rows = csv.read_text().splitlines()
+    assert rows[0].startswith("id,arrival_s,first_token_s,finish_s") and len(rows) == data["requests"]["completed"] + 1
+
+
+def test_serve_table_with_a_trace_and_chunked(capsys, tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,200,10\n0.1,300,12\n0.2,150,4\n")
+    assert main(["serve", DSV3, "--hw", H100, "--trace-file", str(trace), "--duration", "1",
+                 "--scheduler", "chunked", "--token-budget", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "completed 3" in out and "ttft_s" in out
+
+
+def test_serve_bad_trace_is_one_line_exit_2(capsys, tmp_path):
+    trace = tmp_path / "bad.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,abc,10\n")
+    assert main(["serve", DSV3, "--hw", H100, "--trace-file", str(trace)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "line 2.prompt_tokens" in err and str(trace) in err
+
+
+@pytest.mark.parametrize("flags, where", [
+    (["--rate", "1", "--speculative", "x"], "--speculative"),
+    (["--rate", "1", "--prompt-len", "uniform:9:1"], "--prompt-len"),
+    (["--duration", "5"], "--rate"),
+])
+def test_serve_bad_flags(capsys, flags, where):
+    assert main(["serve", DSV3, "--hw", H100, *flags]) == 2
+    assert where in capsys.readouterr().err
+
+
+def test_serve_plot_without_matplotlib_is_a_config_error(capsys, tmp_path):
+    pytest.importorskip("numpy")
+    try:
+        import matplotlib  # noqa: F401
+        pytest.skip("matplotlib installed: the plot path is exercised for real")
+    except ImportError:
+        pass
+    assert main(["serve", DSV3, "--hw", H100, *SMALL, "--plot", str(tmp_path / "p.png")]) == 2
+    assert "--plot" in capsys.readouterr().err
+
+
+def test_compare_json(capsys):
+    assert main(["compare", DSV3, LLAMA, "--hw", H100, "--prompt-len", "1024", "--output-len", "128",
+                 "--format", "json", "--max-seqs", "32"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    a, b = data["models"]
+    assert a["total_params"] > b["total_params"] and a["active_params"] < b["active_params"]
+    # MLA latent (61 x 576 x 2 B) vs GQA K and V (126 x 2 x 8 x 128 x 2 B), ISCA25 Table 1 via published.md
+    assert a["kv_bytes_per_token"] == 70_272 and b["kv_bytes_per_token"] == 516_096
+    for row in (a, b):
+        assert row["serving"]["output_tokens_per_s"] > 0 and row["serving"]["usd_per_million_output_tokens"] > 0
+        # ZeRO: 16 bytes per parameter for full fine-tuning; LoRA keeps 2 per frozen parameter plus its adapters
+        assert row["finetune"]["full_total_bytes"] == 16 * row["total_params"]
+        assert row["finetune"]["lora_total_bytes"] == 2 * row["total_params"] + 16 * row["finetune"]["lora_params"]
+
+
+def test_compare_table(capsys):
+    assert main(["compare", DSV3, LLAMA, "--hw", H100, "--prompt-len", "512", "--output-len", "64",
+                 "--max-seqs", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "deepseek_v3" in out and "llama3_405b" in out and "KV bytes per token" in out
