@@ -1,0 +1,65 @@
+"""``--small``: tiny variant on real kernels inside the simulator; checks, counts, routing, trace."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from archsim.graph.expert_load import zipf_load
+from archsim.small_run import fit_zipf_s, format_small, run_small, uniform_max_over_mean
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H100 = os.path.join(ROOT, "hardware", "h100.yaml")
+
+
+@pytest.mark.parametrize("workload", ["deepseek_v3", "kimi_k2"])
+def test_run_small_checks_counts_and_trace(workload, tmp_path):
+    trace = tmp_path / "t.json"
+    d = run_small(os.path.join(ROOT, "workloads", f"{workload}.yaml"), H100, trace_path=trace)
+    assert set(d["checks"]) >= {"flash_vs_naive_prefill", "decode_vs_full_forward", "mla_absorbed_vs_expanded",
+                                "float32_vs_float64", "flash_traffic_vs_cost_model"}
+    for name, c in d["checks"].items():
+        assert c["passed"], (name, c)
+        assert c["max_abs_error"] <= c["tolerance"]
+    assert d["counts_match"] is True
+    el = d["expert_load"]
+    assert el["max_over_mean"] >= 1.0
+    # a decode step of 2 sequences touches between k and 2k distinct experts per MoE layer
+    assert el["k"] <= el["distinct_experts_per_step"] <= 2 * el["k"]
+    # every routed token picks k experts in every MoE layer
+    assert all(sum(c) == el["tokens"] * el["k"] for c in el["counts_per_layer"].values())
+    # the trace is valid Chrome trace JSON: one complete event per executed op (prefill + decode)
+    events = json.loads(trace.read_text())["traceEvents"]
+    ops = [e for e in events if e["ph"] == "X"]
+    assert len(ops) == d["timeline"]["prefill"]["ops"] + d["timeline"]["decode"]["ops"]
+    assert all(e["dur"] >= 0 for e in ops)
+    json.dumps(d, allow_nan=False)  # the JSON section serialises strictly
+    text = format_small(d)
+    assert "counts" in text and "FAIL" not in text
+
+
+def test_zipf_fit_inverts_imbalance():
+    for s in (0.2, 0.7, 1.3):
+        target = zipf_load(16, 2, s).imbalance()
+        assert fit_zipf_s(target, 16, 2) == pytest.approx(s, abs=1e-9)
+    assert fit_zipf_s(1.0, 16, 2) == 0.0
+
+
+def test_uniform_baseline_is_above_one_and_shrinks_with_tokens():
+    rng = np.random.default_rng(0)
+    few, many = uniform_max_over_mean(32, 16, 2, rng), uniform_max_over_mean(2048, 16, 2, rng)
+    assert few > many > 1.0
+
+
+def test_cli_run_small_json(capsys, tmp_path):
+    from archsim.cli import main
+    trace = tmp_path / "trace.json"
+    rc = main(["run", os.path.join(ROOT, "workloads", "deepseek_v3.yaml"), "--hw", H100, "--small",
+               "--trace", str(trace), "--format", "json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["small"]["counts_match"] is True
+    assert out["small"]["expert_load"]["max_over_mean"] >= 1.0
+    assert "traceEvents" in json.loads(trace.read_text())
