@@ -142,7 +142,7 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     fields = _kernel_fields(hw)
     time_flops = flops
     operand_bytes = 0.0
-    if fields is not None:
+    if fields is not None and fields.has_tiles:
         tile = eff.choose_gemm_tile(m=m, n=n, groups=groups, sm_count=hw.sm_count,
                                     block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
                                     max_tile_elements=fields.gemm_max_tile_elements)
@@ -224,7 +224,10 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     compute_dtype = kv if kv.name in ("bf16", "fp16") else BF16  # FP8 KV is dequantised to BF16 (FlashMLA)
     peak, fraction = _matrix_peak(hw, compute_dtype)
     fields = _kernel_fields(hw)
-    rate = peak * (fields.clock_ratio * fields.attention_mma_fraction if fields is not None else fraction)
+    if fields is not None and fields.attention_mma_fraction is not None:
+        rate = peak * fields.clock_ratio * fields.attention_mma_fraction
+    else:
+        rate = peak * fraction
     vector = _vector_rate(hw)
     compute_s = max(mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
     t = eff.streaming_kernel_time(compute_s=compute_s, bytes_moved=total_bytes,
@@ -234,6 +237,27 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
                           parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s},
                           detail={"kind": kind, "phase": phase, "q_len": q, "heads_kv": n_kv, "d_qk": d_qk,
                                   "d_v": d_v, "mma_flops": mma_flops, "pairs": pairs})
+
+
+def stream_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0, dtype: str | DType = "fp32") -> KernelEstimate:
+    """A streaming (elementwise) kernel touching ``nbytes`` once and doing ``flops`` on the vector engine:
+    ``ramp + max(flops / vector rate, bytes / bandwidth)``."""
+    hw = resolve_hardware(hw)
+    if not nbytes >= 0 or not flops >= 0:
+        raise ConfigError(None, "stream", "bytes and FLOPs >= 0", (nbytes, flops))
+    dt = _dtype(dtype, "dtype")
+    try:
+        engine = hw.engine_for("vector")
+        rate = engine.peak_flop_per_s.get(dt.name, max(engine.peak_flop_per_s.values())) * engine.achievable_fraction
+    except KeyError:
+        rate = 0.0
+    if flops > 0 and rate <= 0:
+        raise ConfigError(hw.source_file, "compute", "a vector engine for elementwise FLOPs", None)
+    t = eff.streaming_kernel_time(compute_s=flops / rate if flops > 0 else 0.0, bytes_moved=nbytes,
+                                  bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw))
+    return KernelEstimate(kind="stream", hardware=hw.name, time_s=t.time_s, bound=t.bound, flops=float(flops),
+                          bytes=float(nbytes), parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s,
+                                                      "memory_s": t.memory_s})
 
 
 def collective_time(hw: Hardware | str, *, op: str, nbytes: float, devices: int) -> KernelEstimate:

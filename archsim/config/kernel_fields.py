@@ -14,31 +14,39 @@ from archsim.errors import ConfigError
 
 @dataclass(frozen=True, kw_only=True)
 class KernelFields:
-    """Fields the kernel-level efficiency models need.
+    """Fields the kernel-level efficiency models need; every group is optional (a CPU has no tiles).
 
     ``clock_boost_hz``: the clock at which the datasheet peaks are quoted; ``clock_under_load_hz``: the
     clock sustained under heavy tensor-core load (throttling). ``attention_mma_fraction``: fraction of
     the throttled MMA peak a tuned attention kernel sustains (softmax interleaved with MMA).
     ``gemm_block_m`` / ``gemm_block_n``: output-tile edges the GEMM library chooses from;
     ``gemm_max_tile_elements``: the largest tile (accumulator registers). ``ramp_s``: fixed time per
-    kernel (first loads before the first MMA plus the final store's drain).
+    kernel (first loads before the first MMA plus the final store's drain; on a CPU, the call overhead).
     """
 
-    clock_boost_hz: float
-    clock_under_load_hz: float
-    attention_mma_fraction: float
-    gemm_block_m: tuple[int, ...]
-    gemm_block_n: tuple[int, ...]
-    gemm_max_tile_elements: int
-    ramp_s: float
+    ramp_s: float = 0.0
+    clock_boost_hz: float | None = None
+    clock_under_load_hz: float | None = None
+    attention_mma_fraction: float | None = None
+    gemm_block_m: tuple[int, ...] = ()
+    gemm_block_n: tuple[int, ...] = ()
+    gemm_max_tile_elements: int | None = None
 
     @property
     def clock_ratio(self) -> float:
-        """Sustained over quoted clock (<= 1 when the chip throttles)."""
+        """Sustained over quoted clock (<= 1 when the chip throttles; 1 when no clocks are given)."""
+        if self.clock_boost_hz is None or self.clock_under_load_hz is None:
+            return 1.0
         return self.clock_under_load_hz / self.clock_boost_hz
+
+    @property
+    def has_tiles(self) -> bool:
+        return bool(self.gemm_block_m and self.gemm_block_n and self.gemm_max_tile_elements)
 
 
 def _int_list(section: Section, key: str) -> tuple[int, ...]:
+    if not section.has(key):
+        return ()
     values = section.list(key)
     out = []
     for index, value in enumerate(values):
@@ -53,22 +61,29 @@ def _int_list(section: Section, key: str) -> tuple[int, ...]:
 def parse_kernel_fields(section: Section) -> KernelFields:
     """Read a ``kernel:`` section strictly (unknown keys are errors, quantities carry units)."""
     fields = KernelFields(
-        clock_boost_hz=section.quantity("clock_boost", "frequency_hz"),
-        clock_under_load_hz=section.quantity("clock_under_load", "frequency_hz"),
-        attention_mma_fraction=section.number("attention_mma_fraction", minimum=0.0, maximum=1.0),
+        ramp_s=section.quantity("ramp", "time_s", default=0.0),
+        clock_boost_hz=section.quantity("clock_boost", "frequency_hz", default=None),
+        clock_under_load_hz=section.quantity("clock_under_load", "frequency_hz", default=None),
+        attention_mma_fraction=section.number("attention_mma_fraction", minimum=0.0, maximum=1.0, default=None),
         gemm_block_m=_int_list(section, "gemm_block_m"),
         gemm_block_n=_int_list(section, "gemm_block_n"),
-        gemm_max_tile_elements=section.int("gemm_max_tile_elements", minimum=1),
-        ramp_s=section.quantity("ramp", "time_s"),
+        gemm_max_tile_elements=section.int("gemm_max_tile_elements", minimum=1, default=None),
     )
-    if fields.attention_mma_fraction <= 0:
-        raise ConfigError(section.file, section.child_path("attention_mma_fraction"), "a fraction in (0, 1]",
+    path = section.child_path
+    if (fields.clock_boost_hz is None) != (fields.clock_under_load_hz is None):
+        raise ConfigError(section.file, path("clock_under_load"), "clock_boost and clock_under_load together",
+                          "only one of them")
+    if fields.clock_boost_hz is not None and fields.clock_under_load_hz > fields.clock_boost_hz:
+        raise ConfigError(section.file, path("clock_under_load"), "at most clock_boost", fields.clock_under_load_hz)
+    if fields.attention_mma_fraction is not None and fields.attention_mma_fraction <= 0:
+        raise ConfigError(section.file, path("attention_mma_fraction"), "a fraction in (0, 1]",
                           fields.attention_mma_fraction)
-    if fields.clock_under_load_hz > fields.clock_boost_hz:
-        raise ConfigError(section.file, section.child_path("clock_under_load"), "at most clock_boost",
-                          fields.clock_under_load_hz)
-    if min(fields.gemm_block_m) * min(fields.gemm_block_n) > fields.gemm_max_tile_elements:
-        raise ConfigError(section.file, section.child_path("gemm_max_tile_elements"),
-                          "room for at least the smallest tile", fields.gemm_max_tile_elements)
+    tiles = (bool(fields.gemm_block_m), bool(fields.gemm_block_n), fields.gemm_max_tile_elements is not None)
+    if any(tiles) and not all(tiles):
+        raise ConfigError(section.file, path("gemm_block_m"),
+                          "gemm_block_m, gemm_block_n and gemm_max_tile_elements together", "only some of them")
+    if all(tiles) and min(fields.gemm_block_m) * min(fields.gemm_block_n) > fields.gemm_max_tile_elements:
+        raise ConfigError(section.file, path("gemm_max_tile_elements"), "room for at least the smallest tile",
+                          fields.gemm_max_tile_elements)
     section.finish()
     return fields

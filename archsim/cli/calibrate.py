@@ -1,0 +1,48 @@
+"""``archsim calibrate --backend numpy|torch``: measure microbenchmarks, fit the named efficiency fields,
+write a hardware YAML with the raw measurements beside it, and report every calibrated field."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
+    p = sub.add_parser("calibrate", help="fit efficiency fields from microbenchmarks on this machine")
+    p.add_argument("--backend", choices=("numpy", "torch"), default="numpy")
+    p.add_argument("--out", default="calibration", help="output directory (default: calibration/)")
+    p.add_argument("--raw", default=None, help="re-fit from a saved raw JSON instead of measuring")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.errors import ConfigError
+
+    raw = None
+    if args.raw:
+        try:
+            with open(args.raw, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(args.raw, None, "a raw measurement JSON written by archsim calibrate", str(err)) from None
+    if args.backend == "torch":
+        from archsim.fidelity.calibrate_torch import calibrate_torch
+
+        result = calibrate_torch(args.out, raw=raw)
+    else:
+        from archsim.fidelity.calibrate import calibrate_numpy
+
+        result = calibrate_numpy(args.out, raw=raw)
+    if args.format == "json":
+        print(json.dumps({"hardware_yaml": result.hardware_yaml,
+                          "fields": [vars(f) for f in result.fields],
+                          "loop": {k: v for k, v in result.loop.items() if k != "rows"}}))
+        return 0
+    print(f"wrote {result.hardware_yaml} (raw measurements beside it)")
+    print("calibrated fields:")
+    for f in result.fields:
+        print(f"  {f.path} = {f.value:.4g} {f.unit}  ({f.how})")
+    if result.loop:
+        print(f"held-out kernels: median |error| {result.loop['median_abs_error']:.1%}, "
+              f"max {result.loop['max_abs_error']:.1%} over {len(result.loop['rows'])} kernels")
+    return 0

@@ -1,0 +1,62 @@
+"""``archsim validate [--format json]``: every published case through the model; predicted vs measured,
+error, and per-category median / max absolute error (fractions in JSON)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
+    p = sub.add_parser("validate", help="compare the model with published measurements (validation/*.yaml)")
+    p.add_argument("--dir", default=None, help="directory of validation YAML files (default: validation/)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="text tables, one JSON object, or the README summary table (markdown)")
+    p.set_defaults(handler=run)
+
+
+def _value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    scale = {"time_us": (1e-6, "us"), "tflops": (1e12, "TFLOPS"), "gb_per_s": (1e9, "GB/s")}
+    factor, unit = scale.get(metric, (1.0, ""))
+    return f"{value / factor:.4g} {unit}".strip()
+
+
+def summary_markdown(report: dict) -> str:
+    """The README table: one row per category with n, median and max absolute error and the bound."""
+    lines = ["| category | cases | median abs error | max abs error | bound (median) |", "|---|---|---|---|---|"]
+    for name, c in report["categories"].items():
+        if c["n"] == 0:
+            lines.append(f"| {name} | 0 ({c['skipped']} skipped) | - | - | "
+                         f"{'' if c['bound_median_abs_error'] is None else format(c['bound_median_abs_error'], '.0%')} |")
+            continue
+        bound = c["bound_median_abs_error"]
+        lines.append(f"| {name} | {c['n']} | {c['median_abs_error']:.1%} | {c['max_abs_error']:.1%} | "
+                     f"{'-' if bound is None else format(bound, '.0%')} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.fidelity.cases import VALIDATION_DIR
+    from archsim.fidelity.validate import run_validation
+
+    report = run_validation(directory=args.dir or VALIDATION_DIR)
+    if args.format == "json":
+        print(json.dumps(report))
+        return 0
+    if args.format == "markdown":
+        print(summary_markdown(report))
+        return 0
+    print(f"{'case':42} {'metric':10} {'measured':>14} {'predicted':>14} {'error':>8}")
+    for c in report["cases"]:
+        mark = "*" if c["calibrates"] else " "
+        error = "skipped" if c["error"] is None else f"{c['error']:+.1%}"
+        print(f"{c['id'][:41]:42}{mark}{c['metric']:10} {_value(c['metric'], c['measured']):>14} "
+              f"{_value(c['metric'], c['predicted']):>14} {error:>8}")
+    print("(* the case sets a hardware field: a consistency check, not held out)")
+    print()
+    print(summary_markdown(report))
+    skipped = [c for c in report["cases"] if c["skipped"]]
+    for c in skipped:
+        print(f"skipped {c['id']}: {c['skipped']}")
+    return 0

@@ -1,0 +1,110 @@
+"""Fit a GPU's named fields from the JSON that ``microbench_torch`` writes, and write
+``<base>.calibrated.yaml`` (the base hardware file with those fields replaced) beside the raw JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from archsim.cost.efficiency import fit_ramp_and_bandwidth
+from archsim.errors import ConfigError
+from archsim.fidelity.calibrate import CalibratedField, Calibration
+
+LARGE_COPY_BYTES = 64 * 2 ** 20  # copies from 64 MiB up exceed the L2 (50 MB on H100/H200): HBM-bound
+
+
+def _fit(raw: dict, base: dict, base_file: str) -> list[CalibratedField]:
+    from archsim.units import parse_quantity
+
+    fields: list[CalibratedField] = []
+    copies = [r for r in raw.get("copy", []) if r["size_bytes"] >= LARGE_COPY_BYTES]
+    if len(copies) >= 2:
+        bw, ramp = fit_ramp_and_bandwidth([r["bytes"] for r in copies], [r["time_s"] for r in copies])
+        hbm_name = list(base["memory"])[-1]
+        nominal = parse_quantity(base["memory"][hbm_name]["bandwidth"], "bytes_per_s", file=base_file,
+                                 path=f"memory.{hbm_name}.bandwidth")
+        fields.append(CalibratedField(path=f"memory.{hbm_name}.achievable_fraction", value=bw / nominal,
+                                      unit="fraction", how=f"copy slope {bw / 1e12:.4g} TB/s / nominal"))
+        fields.append(CalibratedField(path="kernel.ramp", value=max(ramp, 0.0), unit="s", how="copy intercept"))
+    engine = next(name for name, e in base["compute"].items() if e.get("kind") == "matrix")
+    best: tuple[float, str] | None = None
+    for row in raw.get("gemm", []):
+        if "time_s" not in row or row["dtype"] not in base["compute"][engine]["peak"]:
+            continue
+        peak = parse_quantity(base["compute"][engine]["peak"][row["dtype"]], "flop_per_s", file=base_file,
+                              path=f"compute.{engine}.peak.{row['dtype']}")
+        fraction = row["flops"] / row["time_s"] / peak
+        if best is None or fraction > best[0]:
+            best = (fraction, f"{row['dtype']} {row['m']}x{row['n']}x{row['k']}")
+    if best is not None:
+        fields.append(CalibratedField(path=f"compute.{engine}.achievable_fraction", value=best[0], unit="fraction",
+                                      how=f"best GEMM ({best[1]}) / nominal peak"))
+    clock = raw.get("sm_clock_mhz_after_gemm")
+    if clock:
+        fields.append(CalibratedField(path="kernel.clock_under_load", value=clock * 1e6, unit="Hz",
+                                      how="nvidia-smi SM clock right after the GEMM sweep"))
+    return fields
+
+
+def _quantity(path: str, value: float) -> object:
+    if path.endswith("achievable_fraction"):
+        return round(value, 4)
+    if path == "kernel.ramp":
+        return f"{value * 1e6:.4g} us"
+    if path == "kernel.clock_under_load":
+        return f"{value / 1e6:.4g} MHz"
+    raise ConfigError(None, path, "a calibrated field this writer knows", path)
+
+
+def _set(data: dict, path: str, value: object) -> None:
+    keys = path.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str = "h200") -> Calibration:
+    """Fit ``raw`` (a microbench_torch JSON; measured now when None and a CUDA GPU is present) against the
+    base hardware file and write ``<base>.calibrated.yaml`` and ``<base>.raw.json`` into ``out_dir``."""
+    import yaml
+
+    from archsim.config.hardware import load_hardware
+    from archsim.config.yaml_io import load_yaml
+    from archsim.kernel_api import HARDWARE_DIR
+
+    if raw is None:
+        try:
+            import torch  # noqa: F401 - optional extra, imported only here
+        except ImportError:
+            raise ConfigError(None, "calibrate.backend", "PyTorch installed (pip install archsim[torch])",
+                              "torch") from None
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(None, "calibrate.backend", "a CUDA GPU (or --raw with a saved microbench_torch JSON)",
+                              "no CUDA device")
+        from archsim.fidelity import microbench_torch
+
+        raw_path = Path(out_dir) / f"{base}.raw.json"
+        raw_path.parent.mkdir(parents=True, exist_ok=True)
+        microbench_torch.main(["--out", str(raw_path)])
+        raw = json.loads(raw_path.read_text(encoding="utf-8"))
+    base_file = HARDWARE_DIR / f"{base}.yaml"
+    data = load_yaml(base_file)
+    fields = _fit(raw, data, str(base_file))
+    for f in fields:
+        _set(data, f.path, _quantity(f.path, f.value))
+    if any(f.path == "kernel.clock_under_load" for f in fields) and "clock_boost" not in data.get("kernel", {}):
+        _set(data, "kernel.clock_boost", data.get("clock", "0 Hz"))
+    data["name"] = f"{data['name']} (calibrated)"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    yaml_path, raw_path = out / f"{base}.calibrated.yaml", out / f"{base}.raw.json"
+    header = [f"# {base}.yaml with fields fitted by `archsim calibrate --backend torch` from {raw_path.name}",
+              f"# (device: {raw.get('device', '?')}, torch {raw.get('torch', '?')}). Calibrated fields:"]
+    header += [f"#   {f.path} = {f.value:.4g} {f.unit}: {f.how}" for f in fields]
+    header.append("# Every other field, and its source, is in the base file.")
+    yaml_path.write_text("\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    raw_path.write_text(json.dumps(raw, indent=1), encoding="utf-8")
+    load_hardware(yaml_path)  # the written file must load strictly
+    return Calibration(fields=tuple(fields), raw=raw, hardware_yaml=str(yaml_path), loop={})
