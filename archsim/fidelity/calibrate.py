@@ -129,7 +129,7 @@ node:
 
 def predict_loop(hw, rows: list[dict]) -> dict:
     """Predict each held-out tiny-model kernel on the calibrated ``hw``; per-row error and the median."""
-    from archsim.kernel_api import gemm_time, stream_time
+    from archsim.cost.kernel_model import gemm_time, stream_time
 
     out = []
     for r in rows:

@@ -70,7 +70,7 @@ def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str =
 
     from archsim.config.hardware import load_hardware
     from archsim.config.yaml_io import load_yaml
-    from archsim.kernel_api import HARDWARE_DIR
+    from archsim.cost.kernel_model import HARDWARE_DIR
 
     if raw is None:
         try:

@@ -57,7 +57,7 @@ def _require(case: Case, shape: Mapping[str, object], *keys: str) -> None:
 
 
 def _gemm(case: Case, hw: Hardware) -> tuple[float, dict]:
-    from archsim.kernel_api import grouped_gemm_time
+    from archsim.cost.kernel_model import grouped_gemm_time
 
     s = case.shape
     _require(case, s, "m", "n", "k")
@@ -71,7 +71,7 @@ def _attention(case: Case, hw: Hardware) -> tuple[float, dict]:
     """Best prediction over the case's grid, each point measured by FlashMLA's own counting:
     FLOPs 2*b*s_q*h_q*L*(d_qk + d_v), bytes (b*L*d_qk + b*s_q*h_q*(d_qk + d_v)) * element bytes."""
     from archsim.dtypes import BY_NAME
-    from archsim.kernel_api import attention_time
+    from archsim.cost.kernel_model import attention_time
 
     best: tuple[float, dict] | None = None
     elem = BY_NAME[case.dtype].bytes
@@ -196,7 +196,7 @@ def run_validation(*, directory: str | Path = VALIDATION_DIR,
 
     ``hardware`` maps a case's hardware name to a record (default: load ``hardware/<name>.yaml``).
     """
-    from archsim.kernel_api import resolve_hardware
+    from archsim.cost.kernel_model import resolve_hardware
 
     cases = load_cases(directory)
     cache: dict[str, Hardware] = dict(hardware or {})

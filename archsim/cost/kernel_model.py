@@ -1,0 +1,331 @@
+"""Kernel-level pricing: the time of one GEMM, grouped GEMM, MoE layer, attention call or collective
+on one chip, with the bound, achieved FLOP/s and bytes/s (the unit of validation, docs/fidelity.md).
+
+``kernel_time(kind, hw, **shape)`` dispatches to ``gemm_time``, ``grouped_gemm_time``, ``moe_time``,
+``attention_time`` and ``collective_time``. ``hw`` is a ``Hardware`` record or a hardware name/path.
+The efficiency effects (clock under load, wave quantisation, ramp, epilogue) come from
+``archsim/cost/efficiency.py`` and the hardware's optional ``kernel`` fields; without them the
+prediction is the plain roofline with the engines' and memories' achievable fractions.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from archsim.config.hardware import Hardware
+from archsim.cost import efficiency as eff
+from archsim.cost.attention_traffic import flash_hbm_bytes
+from archsim.dtypes import BF16, BY_NAME, DType
+from archsim.errors import ConfigError
+
+KINDS = ("gemm", "grouped_gemm", "moe", "attention", "collective")
+HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelEstimate:
+    """One kernel's predicted time and what bound it. ``parts`` holds the named time components."""
+
+    kind: str
+    hardware: str
+    time_s: float
+    bound: str
+    flops: float
+    bytes: float
+    parts: Mapping[str, float] = field(default_factory=dict)
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def achieved_flop_per_s(self) -> float:
+        return self.flops / self.time_s if self.time_s > 0 else 0.0
+
+    @property
+    def achieved_bytes_per_s(self) -> float:
+        return self.bytes / self.time_s if self.time_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        """The stable JSON form (``time_s`` first)."""
+        return {"time_s": self.time_s, "kind": self.kind, "hardware": self.hardware, "bound": self.bound,
+                "flops": self.flops, "bytes": self.bytes, "achieved_flop_per_s": self.achieved_flop_per_s,
+                "achieved_bytes_per_s": self.achieved_bytes_per_s, "parts": dict(self.parts),
+                "detail": dict(self.detail)}
+
+
+def resolve_hardware(hw: Hardware | str | os.PathLike) -> Hardware:
+    """A Hardware record from a record, a YAML path, or a name under hardware/ (e.g. ``h800``)."""
+    if isinstance(hw, Hardware):
+        return hw
+    from archsim.config import hardware as hardware_config  # the loader lives beside the records
+
+    loader = getattr(hardware_config, "load_hardware", None)
+    if loader is None:
+        raise ConfigError(None, "hw", "a Hardware record (no YAML loader is installed)", str(hw))
+    path = Path(hw)
+    if not path.exists():
+        path = HARDWARE_DIR / f"{hw}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
+        raise ConfigError(None, "hw", f"a hardware YAML path or one of {', '.join(known)}", str(hw))
+    return loader(path)
+
+
+def _dtype(name: str | DType, path: str) -> DType:
+    if isinstance(name, DType):
+        return name
+    if name not in BY_NAME:
+        raise ConfigError(None, path, f"one of {', '.join(sorted(BY_NAME))}", name)
+    return BY_NAME[name]
+
+
+def _positive_int(value: object, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(None, path, "an integer >= 1", value)
+    return value
+
+
+def _matrix_peak(hw: Hardware, dtype: DType) -> tuple[float, float]:
+    """(peak FLOP/s, achievable fraction) of the matrix engine in ``dtype``."""
+    try:
+        engine = hw.engine_for("matrix")
+    except KeyError:
+        raise ConfigError(hw.source_file, "compute", "a matrix engine", None) from None
+    if dtype.name not in engine.peak_flop_per_s:
+        raise ConfigError(hw.source_file, f"compute.{engine.name}.peak", f"a peak for {dtype.name}",
+                          sorted(engine.peak_flop_per_s))
+    return engine.peak_flop_per_s[dtype.name], engine.achievable_fraction
+
+
+def _vector_rate(hw: Hardware) -> float:
+    try:
+        engine = hw.engine_for("vector")
+    except KeyError:
+        return 0.0
+    return max(engine.peak_flop_per_s.values()) * engine.achievable_fraction
+
+
+def _bandwidth(hw: Hardware) -> float:
+    main = hw.main_memory
+    return main.bandwidth_bytes_per_s * main.achievable_fraction
+
+
+def _l2_bandwidth(hw: Hardware) -> float:
+    """Achievable L2 -> SM bandwidth; unbounded when the chip has no ``l2`` level described."""
+    l2 = hw.memory.get("l2")
+    if l2 is None or l2 is hw.main_memory:
+        return float("inf")
+    return l2.bandwidth_bytes_per_s * l2.achievable_fraction
+
+
+def _kernel_fields(hw: Hardware):
+    return getattr(hw, "kernel", None)
+
+
+def _ramp(hw: Hardware) -> float:
+    fields = _kernel_fields(hw)
+    return fields.ramp_s if fields is not None else 0.0
+
+
+def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int, dtype: str | DType = "fp8",
+                      out_dtype: str | DType = "bf16") -> KernelEstimate:
+    """``groups`` independent GEMMs C_g[m,n] = A_g[m,k] B_g[k,n] in one kernel (MoE experts, each
+    with m tokens). Wave quantisation runs over all groups' tiles together."""
+    hw = resolve_hardware(hw)
+    groups, m, n, k = (_positive_int(v, p) for v, p in ((groups, "groups"), (m, "m"), (n, "n"), (k, "k")))
+    dt, out = _dtype(dtype, "dtype"), _dtype(out_dtype, "out_dtype")
+    peak, fraction = _matrix_peak(hw, dt)
+    rate = peak * fraction
+    flops = 2.0 * groups * m * n * k
+    detail: dict[str, object] = {}
+    fields = _kernel_fields(hw)
+    time_flops = flops
+    operand_bytes = 0.0
+    if fields is not None and fields.has_tiles:
+        tile = eff.choose_gemm_tile(m=m, n=n, groups=groups, sm_count=hw.sm_count,
+                                    block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
+                                    max_tile_elements=fields.gemm_max_tile_elements)
+        time_flops = eff.wave_quantised_flops(tile=tile, k=k, sm_count=hw.sm_count)
+        operand_bytes = eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes)
+        detail = {"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
+                  "quantisation_efficiency": eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=tile,
+                                                                         sm_count=hw.sm_count)}
+    inputs = groups * (dt.storage_bytes((m, k)) + dt.storage_bytes((k, n)))
+    outputs = groups * out.storage_bytes((m, n))
+    t = eff.tiled_kernel_time(compute_s=time_flops / rate, input_bytes=inputs, output_bytes=outputs,
+                              bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw), operand_bytes=operand_bytes,
+                              operand_bandwidth_bytes_per_s=_l2_bandwidth(hw))
+    return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=t.time_s,
+                          bound=t.bound, flops=flops, bytes=inputs + outputs,
+                          parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
+                                 "l2_operand_s": t.operand_s, "epilogue_s": t.epilogue_s}, detail=detail)
+
+
+def gemm_time(hw: Hardware | str, *, m: int, n: int, k: int, dtype: str | DType = "fp8",
+              out_dtype: str | DType = "bf16") -> KernelEstimate:
+    """One GEMM C[m,n] = A[m,k] B[k,n] (inputs in ``dtype``, output in ``out_dtype``)."""
+    return grouped_gemm_time(hw, groups=1, m=m, n=n, k=k, dtype=dtype, out_dtype=out_dtype)
+
+
+def attended_pairs(*, q_len: int, kv_len: int, causal: bool) -> int:
+    """Unmasked (query, key) pairs of one sequence and head (docs/counting.md): queries sit at absolute
+    positions kv_len - q_len .. kv_len - 1."""
+    if not causal:
+        return q_len * kv_len
+    return q_len * kv_len - q_len * (q_len - 1) // 2
+
+
+def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, batch: int, context: int,
+                   q_len: int | None = None, kv_dtype: str | DType = "bf16", heads_kv: int | None = None,
+                   head_dim: int | None = None, kv_lora_rank: int | None = None,
+                   rope_dim: int | None = None) -> KernelEstimate:
+    """One attention call: ``kind`` mla | gqa | mha, ``phase`` prefill (q_len = context, causal) or decode
+    (q_len new tokens, default 1, attending to ``context`` keys).
+
+    MLA runs in absorbed form: one latent KV head of width kv_lora_rank + rope_dim read once (FlashMLA),
+    d_v = kv_lora_rank. GQA/MHA use ``heads_kv`` heads of ``head_dim`` and the flash traffic model of
+    docs/counting.md. MMA FLOPs run at the throttled tensor peak times ``attention_mma_fraction``; the
+    softmax's 5 FLOPs per pair and head run on the vector engine, overlapped.
+    """
+    hw = resolve_hardware(hw)
+    if kind not in ("mla", "gqa", "mha"):
+        raise ConfigError(None, "attention.kind", "mla, gqa or mha", kind)
+    if phase not in ("prefill", "decode"):
+        raise ConfigError(None, "attention.phase", "prefill or decode", phase)
+    heads, batch, context = (_positive_int(v, p) for v, p in ((heads, "heads"), (batch, "batch"),
+                                                               (context, "context")))
+    q = context if phase == "prefill" else _positive_int(q_len if q_len is not None else 1, "q_len")
+    if q > context:
+        raise ConfigError(None, "q_len", f"at most context ({context})", q)
+    kv = _dtype(kv_dtype, "kv_dtype")
+    act = BF16
+    if kind == "mla":
+        if kv_lora_rank is None or rope_dim is None:
+            raise ConfigError(None, "attention", "kv_lora_rank and rope_dim for MLA", (kv_lora_rank, rope_dim))
+        d_qk, d_v, n_kv = kv_lora_rank + rope_dim, kv_lora_rank, 1
+        kv_bytes = batch * kv.storage_bytes((context, d_qk))
+        io_bytes = batch * q * heads * (d_qk + d_v) * act.bytes
+        total_bytes = kv_bytes + io_bytes
+    else:
+        if head_dim is None:
+            raise ConfigError(None, "attention.head_dim", "a head dimension for GQA/MHA", None)
+        n_kv = heads if kind == "mha" else _positive_int(heads_kv, "heads_kv")
+        if heads % n_kv:
+            raise ConfigError(None, "heads_kv", f"a divisor of heads ({heads})", n_kv)
+        d_qk = d_v = head_dim
+        shared = hw.memory.get("shared")
+        sram = 0.0 if shared is None else (shared.per_unit_bytes or shared.capacity_bytes / max(1, hw.sm_count))
+        total_bytes = flash_hbm_bytes(batch=batch, q_len=q, kv_len=context, heads_q=heads, heads_kv=n_kv,
+                                      d_qk=d_qk, d_v=d_v, elem_bytes=kv.bytes, sram_bytes=sram, causal=True)
+    pairs = batch * heads * attended_pairs(q_len=q, kv_len=context, causal=True)
+    mma_flops = 2.0 * pairs * (d_qk + d_v)
+    softmax_flops = 5.0 * pairs  # docs/counting.md: scale, max-subtract, exp, accumulate, normalise
+    compute_dtype = kv if kv.name in ("bf16", "fp16") else BF16  # FP8 KV is dequantised to BF16 (FlashMLA)
+    peak, fraction = _matrix_peak(hw, compute_dtype)
+    fields = _kernel_fields(hw)
+    if fields is not None and fields.attention_mma_fraction is not None:
+        rate = peak * fields.clock_ratio * fields.attention_mma_fraction
+    else:
+        rate = peak * fraction
+    vector = _vector_rate(hw)
+    compute_s = max(mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
+    t = eff.streaming_kernel_time(compute_s=compute_s, bytes_moved=total_bytes,
+                                  bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw))
+    return KernelEstimate(kind="attention", hardware=hw.name, time_s=t.time_s, bound=t.bound,
+                          flops=mma_flops + softmax_flops, bytes=total_bytes,
+                          parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s},
+                          detail={"kind": kind, "phase": phase, "q_len": q, "heads_kv": n_kv, "d_qk": d_qk,
+                                  "d_v": d_v, "mma_flops": mma_flops, "pairs": pairs})
+
+
+def stream_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0, dtype: str | DType = "fp32") -> KernelEstimate:
+    """A streaming (elementwise) kernel touching ``nbytes`` once and doing ``flops`` on the vector engine:
+    ``ramp + max(flops / vector rate, bytes / bandwidth)``."""
+    hw = resolve_hardware(hw)
+    if not nbytes >= 0 or not flops >= 0:
+        raise ConfigError(None, "stream", "bytes and FLOPs >= 0", (nbytes, flops))
+    dt = _dtype(dtype, "dtype")
+    try:
+        engine = hw.engine_for("vector")
+        rate = engine.peak_flop_per_s.get(dt.name, max(engine.peak_flop_per_s.values())) * engine.achievable_fraction
+    except KeyError:
+        rate = 0.0
+    if flops > 0 and rate <= 0:
+        raise ConfigError(hw.source_file, "compute", "a vector engine for elementwise FLOPs", None)
+    t = eff.streaming_kernel_time(compute_s=flops / rate if flops > 0 else 0.0, bytes_moved=nbytes,
+                                  bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw))
+    return KernelEstimate(kind="stream", hardware=hw.name, time_s=t.time_s, bound=t.bound, flops=float(flops),
+                          bytes=float(nbytes), parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s,
+                                                      "memory_s": t.memory_s})
+
+
+def collective_time(hw: Hardware | str, *, op: str, nbytes: float, devices: int) -> KernelEstimate:
+    """A collective of ``nbytes`` per chip over ``devices`` chips (``cost/collectives.py``)."""
+    from archsim.cost.collectives import OPS, price_collective
+
+    hw = resolve_hardware(hw)
+    name = op.replace("-", "_")
+    if name not in OPS:
+        raise ConfigError(None, "collective.op", f"one of {', '.join(o.replace('_', '-') for o in OPS)}", op)
+    cost = price_collective(name, float(nbytes), _positive_int(devices, "devices"), hw)
+    moved = cost.scale_up_bytes + cost.scale_out_bytes
+    return KernelEstimate(kind="collective", hardware=hw.name, time_s=cost.time_s, bound="network", flops=0.0,
+                          bytes=moved, parts={"latency_s": cost.latency_s, "transfer_s": cost.transfer_s},
+                          detail={"op": name, "algorithm": cost.algorithm, "steps": cost.steps,
+                                  "scale_up_bytes": cost.scale_up_bytes, "scale_out_bytes": cost.scale_out_bytes})
+
+
+def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: int, experts: int, ep: int,
+             dtype: str | DType = "fp8", combine_dtype: str | DType = "bf16", n_group: int = 1,
+             topk_group: int = 1, mode: str = "throughput") -> KernelEstimate:
+    """One MoE layer's routed experts on one chip of an EP group: dispatch, grouped up-projection
+    (gate and up, n = 2*inter), SwiGLU, grouped down-projection, combine, run one after another.
+
+    The chip holds ``tokens`` tokens; the group's tokens*ep*topk copies spread evenly over ``experts``
+    experts, ``experts / ep`` of them local, so each local expert sees tokens*ep*topk/experts tokens.
+    """
+    from archsim.cost.collectives import price_ep_exchange
+
+    hw = resolve_hardware(hw)
+    tokens, hidden, inter, topk, experts, ep = (
+        _positive_int(v, p) for v, p in ((tokens, "tokens"), (hidden, "hidden"), (inter, "inter"),
+                                         (topk, "topk"), (experts, "experts"), (ep, "ep")))
+    if experts % ep:
+        raise ConfigError(None, "ep", f"a divisor of experts ({experts})", ep)
+    dt, comb = _dtype(dtype, "dtype"), _dtype(combine_dtype, "combine_dtype")
+    local = experts // ep
+    per_expert = max(1, round(tokens * ep * topk / experts))
+    exchange = price_ep_exchange(tokens=tokens, hidden=hidden, topk=topk, n_experts=experts, ep=ep, hw=hw,
+                                 dispatch_dtype=dt, combine_dtype=comb, n_group=n_group, topk_group=topk_group,
+                                 mode=mode)
+    up = grouped_gemm_time(hw, groups=local, m=per_expert, n=2 * inter, k=hidden, dtype=dt)
+    down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt)
+    act_elems = local * per_expert * inter
+    swiglu_bytes = local * per_expert * 2 * inter * BF16.bytes + act_elems * dt.bytes
+    swiglu = eff.streaming_kernel_time(compute_s=5.0 * act_elems / max(_vector_rate(hw), 1.0),
+                                       bytes_moved=swiglu_bytes, bandwidth_bytes_per_s=_bandwidth(hw),
+                                       ramp_s=_ramp(hw))
+    parts = {"dispatch_s": exchange.dispatch.time_s, "up_s": up.time_s, "swiglu_s": swiglu.time_s,
+             "down_s": down.time_s, "combine_s": exchange.combine.time_s}
+    bound = max(parts, key=parts.get).removesuffix("_s")
+    return KernelEstimate(kind="moe", hardware=hw.name, time_s=sum(parts.values()), bound=bound,
+                          flops=up.flops + down.flops + 5.0 * act_elems,
+                          bytes=up.bytes + down.bytes + swiglu_bytes, parts=parts,
+                          detail={"local_experts": local, "tokens_per_expert": per_expert,
+                                  "dispatch_bytes": exchange.dispatch.bytes, "combine_bytes": exchange.combine.bytes})
+
+
+def kernel_time(kernel: str, hw: Hardware | str, **shape) -> KernelEstimate:
+    """Predict one kernel: ``kernel`` is gemm, grouped_gemm, moe, attention or collective; ``shape``
+    the keyword arguments of the matching ``*_time`` function."""
+    functions = {"gemm": gemm_time, "grouped_gemm": grouped_gemm_time, "moe": moe_time,
+                 "attention": attention_time, "collective": collective_time}
+    if kernel.replace("-", "_") not in functions:
+        raise ConfigError(None, "kernel", f"one of {', '.join(KINDS)}", kernel)
+    function = functions[kernel.replace("-", "_")]
+    try:  # a wrong keyword is a user error, reported before anything runs
+        inspect.signature(function).bind(hw, **shape)
+    except TypeError as err:
+        raise ConfigError(None, f"kernel.{kernel}", "the shape keywords of its *_time function", str(err)) from None
+    return function(hw, **shape)
