@@ -5,9 +5,20 @@ v [b, n_kv, H_kv, d_v] -> o [b, n_q, H_q, d_v]. Query i sits at absolute positio
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from archsim.kernels.counting import Site
+
+
+KVOperands = Sequence[tuple[str, tuple[int, ...], str]]
+
+
+def cache_operand(shape: tuple[int, ...]) -> KVOperands:
+    """K/V read as one ``kv_cache`` operand of ``shape`` (MLA absorbed: [b, L, r + d_r], the latent
+    serving as both K and V; GQA decode: [b, L, H_kv, d_qk + d_v])."""
+    return [("kv_cache", tuple(shape), "cache")]
 
 
 def causal_pairs(n_q: int, n_kv: int) -> int:
@@ -29,11 +40,11 @@ def causal_mask(n_q: int, n_kv: int) -> np.ndarray:
 
 
 def naive_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float, causal: bool,
-                    kv_shared: bool = False, site: Site | None = None) -> np.ndarray:
+                    kv_operands: KVOperands | None = None, site: Site | None = None) -> np.ndarray:
     """softmax(scale * q k^T + mask) v; the query heads of a group share one kv head (GQA / MQA).
 
-    ``kv_shared``: v is a prefix of k's features (MLA absorbed: V is the latent inside K = [latent;
-    rope key]); the compulsory read is then one ``kv_cache`` operand of k's shape.
+    ``kv_operands`` names the compulsory K/V reads when they differ from separate ``k`` and ``v``
+    tensors, e.g. one ``kv_cache`` operand when K and V come from a cache (see ``cache_operand``).
     """
     b, n_q, hq, d_qk = q.shape
     _, n_kv, hkv, d_v = v.shape
@@ -47,7 +58,7 @@ def naive_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float
     p = p / p.sum(axis=-1, keepdims=True)                                     # [b, H_kv, g, n_q, n_kv]
     o = np.einsum("bhgqk,bkhd->bqhgd", p, v).reshape(b, n_q, hq, d_v)         # [b, n_q, H_q, d_v]
     if site is not None:
-        _record(site, q, k, v, o, causal=causal, kernel="naive", kv_shared=kv_shared,
+        _record(site, q, k, v, o, causal=causal, kernel="naive", kv_operands=kv_operands,
                 traffic=naive_traffic_bytes(batch=b, n_q=n_q, n_kv=n_kv, heads_q=hq, d_qk=d_qk, d_v=d_v,
                                             elem_bytes=site.dtype("q", "activation").bytes))
     return o
@@ -66,13 +77,10 @@ def naive_traffic_bytes(*, batch: int, n_q: int, n_kv: int, heads_q: int, d_qk: 
 
 
 def _record(site: Site, q, k, v, o, *, causal: bool, kernel: str, traffic: tuple[float, float],
-            kv_shared: bool = False, **extra: object) -> None:
+            kv_operands: KVOperands | None = None, **extra: object) -> None:
     b, n_q, hq, d_qk = q.shape
     _, n_kv, hkv, d_v = v.shape
-    if kv_shared:
-        kv = [("kv_cache", (b, n_kv, hkv * d_qk), "cache")]
-    else:
-        kv = [("k", k.shape, "cache"), ("v", v.shape, "cache")]
+    kv = list(kv_operands) if kv_operands is not None else [("k", k.shape, "cache"), ("v", v.shape, "cache")]
     site.record(kind="attention",
                 flops=attention_flops(batch=b, n_q=n_q, n_kv=n_kv, heads_q=hq, d_qk=d_qk, d_v=d_v, causal=causal),
                 reads=[("q", q.shape, "activation")] + kv,

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from archsim.kernels.attention import _record
+from archsim.kernels.attention import KVOperands, _record
 from archsim.kernels.counting import Site
 
 
@@ -23,14 +23,14 @@ def flash_tiles(sram_bytes: float, d: int, elem_bytes: float) -> tuple[int, int]
 
 def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float, causal: bool,
                     sram_bytes: float | None = None, elem_bytes: float | None = None,
-                    tiles: tuple[int, int] | None = None, kv_shared: bool = False,
+                    tiles: tuple[int, int] | None = None, kv_operands: KVOperands | None = None,
                     site: Site | None = None) -> np.ndarray:
     """Same result as ``naive_attention``; tiles from (sram_bytes, elem_bytes) unless ``tiles`` is given.
 
     q [b, n_q, H_q, d_qk], k [b, n_kv, H_kv, d_qk], v [b, n_kv, H_kv, d_v] -> [b, n_q, H_q, d_v].
     ``elem_bytes`` defaults to the site's declared dtype of q (the activation / KV dtype).
-    ``kv_shared`` only changes how the compulsory operands are named (see ``naive_attention``); the
-    HBM traffic still counts K and V as separate streams, as docs/counting.md specifies.
+    ``kv_operands`` only changes how the compulsory operands are reported (see ``naive_attention``);
+    the HBM traffic still counts K and V tiles as separate streams, as docs/counting.md specifies.
     """
     b, n_q, hq, d_qk = q.shape
     _, n_kv, hkv, d_v = v.shape
@@ -54,7 +54,7 @@ def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float
                                 causal=causal, b_r=b_r, b_c=b_c, moved=moved_elems)
             out[bi, :, h * g:(h + 1) * g, :] = o.reshape(n_q, g, d_v)        # [n_q, g, d_v]
     if site is not None:
-        _record(site, q, k, v, out, causal=causal, kernel="flash", kv_shared=kv_shared,
+        _record(site, q, k, v, out, causal=causal, kernel="flash", kv_operands=kv_operands,
                 traffic=(moved_elems[0] * e, moved_elems[1] * e), block_rows=b_r, block_cols=b_c)
     return out
 

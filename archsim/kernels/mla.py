@@ -12,7 +12,7 @@ from typing import Callable, Literal, Mapping
 
 import numpy as np
 
-from archsim.kernels.attention import naive_attention
+from archsim.kernels.attention import cache_operand, naive_attention
 from archsim.kernels.counting import Site
 from archsim.kernels.gemm import linear, per_head
 from archsim.kernels.norm import rmsnorm
@@ -67,7 +67,7 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
 
     With ``cache`` the new latent and rope key are appended and the queries attend over all of it
     (causal with the cached prefix). ``attend`` is ``naive_attention`` or a tiled kernel with the same
-    signature (including ``kv_shared``). ``site`` is the attention block's prefix, e.g. ``layers.0.self_attn``.
+    signature (including ``kv_operands``). ``site`` is the attention block's prefix, e.g. ``layers.0.self_attn``.
     """
     b, s, _ = x.shape
     h, dn, dr = dims.num_attention_heads, dims.qk_nope_head_dim, dims.qk_rope_head_dim
@@ -104,7 +104,7 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
         qf = np.concatenate([q_abs, q_pe], axis=-1)                                        # [b, s, H, r+dr]
         k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]             # [b, L, 1, r+dr]
         v = cache.latent[:, :, None, :]                                                    # [b, L, 1, r]
-        o_lat = attend(qf, k, v, scale=scale, causal=causal, kv_shared=True,
+        o_lat = attend(qf, k, v, scale=scale, causal=causal, kv_operands=cache_operand((b, n_kv, r + dr)),
                        site=_sub(site, "attn_core"))                                       # [b, s, H, r]
         o = per_head(o_lat, wkv_b[:, dn:, :], transpose=True, site=_sub(site, "o_absorb"))  # [b, s, H, dv]
     else:

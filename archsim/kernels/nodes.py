@@ -13,7 +13,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from archsim.kernels.activations import residual_add, swiglu
-from archsim.kernels.attention import naive_attention
+from archsim.kernels.attention import cache_operand, naive_attention
 from archsim.kernels.counting import Counter, Site
 from archsim.kernels.gemm import linear, per_head
 from archsim.kernels.mla import MLACache, _record_cache_write
@@ -173,8 +173,8 @@ class NodeRunner:
         cache = self.env[p + "self_attn.kv_cache_update"]
         q = np.concatenate([self.env[p + "self_attn.q_absorb"], q_pe], axis=-1)  # [b, s, H, r+dr]
         k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]   # [b, L, 1, r+dr]
-        return self.attend(q, k, cache.latent[:, :, None, :], scale=self.m.scale, causal=True, kv_shared=True,
-                           site=site)                                           # [b, s, H, r]
+        return self.attend(q, k, cache.latent[:, :, None, :], scale=self.m.scale, causal=True, site=site,
+                           kv_operands=cache_operand(k.shape[:2] + (k.shape[3],)))  # [b, s, H, r]
 
     def _o_absorb(self, i: int, p: str) -> np.ndarray:
         dn = self.m.dims.qk_nope_head_dim
