@@ -99,10 +99,13 @@ class Hardware:
         return self.power.idle_w + sum(e.photonic.always_on_w for e in self.compute.values() if e.photonic)
 
     def engine_for(self, kind: str) -> ComputeEngine:
-        """The first engine of ``kind`` ("matrix" / "vector")."""
+        """The first engine of ``kind`` ("matrix" / "vector"); on a chip without an electronic matrix
+        engine, "matrix" means its photonic engine."""
         for engine in self.compute.values():
             if engine.kind == kind:
                 return engine
+        if kind == "matrix":
+            return self.engine_for("photonic")
         raise KeyError(f"{self.name} has no {kind} engine")
 
     @property

@@ -62,14 +62,7 @@ def rate_key(hw: Hardware, op: Op) -> tuple[str, str] | None:
     try:
         engine = hw.engine_for(kind)
     except KeyError:
-        if kind == "matrix" and any(e.kind == "photonic" for e in hw.compute.values()):
-            return _photonic_key(hw, op)
         raise ConfigError(hw.source_file, "compute", f"a {kind} engine for op {op.name}", None) from None
-    return engine.name, _engine_dtype(hw, engine, op)
-
-
-def _photonic_key(hw: Hardware, op: Op) -> tuple[str, str]:
-    engine = hw.engine_for("photonic")
     return engine.name, _engine_dtype(hw, engine, op)
 
 
