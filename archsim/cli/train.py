@@ -1,0 +1,91 @@
+"""``archsim train WORKLOAD --hw HW --devices N``: training / fine-tuning step time, memory, MFU, GPU-hours."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from archsim.errors import ConfigError
+
+SI = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
+
+
+def token_count(text: str) -> float:
+    """``14.8T`` -> 1.48e13; ``500B`` -> 5e11; plain numbers as given."""
+    t = text.strip()
+    suffix = t[-1:].upper() if t[-1:].isalpha() else ""
+    try:
+        value = float(t[:-1] if suffix else t) * SI[suffix]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"expected a token count like '14.8T' or '500B', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive token count, got {text!r}")
+    return value
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="training / fine-tuning: step time, memory, MFU, GPU-hours, cost")
+    p.add_argument("workload", help="workload YAML (model), e.g. workloads/deepseek_v3.yaml")
+    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h800.yaml")
+    p.add_argument("--devices", type=_pos_int, required=True, help="number of devices")
+    p.add_argument("--tokens", type=token_count, default=1e12, help="token budget, e.g. 14.8T (default 1T)")
+    p.add_argument("--seq-len", type=_pos_int, default=4096, help="sequence length (default 4096)")
+    p.add_argument("--global-batch", type=_pos_int, default=None,
+                   help="sequences per step across the deployment (default: 4 per device)")
+    for flag in ("tp", "ep", "pp", "dp", "micro-batches"):
+        p.add_argument(f"--{flag}", type=_pos_int, help=f"{flag} degree (default: chosen)")
+    p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage (default 1)")
+    p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16")
+    p.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
+    p.add_argument("--recompute", choices=("none", "selective", "full"), default="selective")
+    p.add_argument("--mode", choices=("pretrain", "finetune", "lora"), default="pretrain")
+    p.add_argument("--lora-rank", type=_pos_int, default=16)
+    p.add_argument("--schedule", choices=("1f1b", "interleaved", "dualpipe"), default="1f1b")
+    p.add_argument("--virtual-chunks", type=_pos_int, default=2, help="model chunks per rank (interleaved)")
+    p.add_argument("--comm-sms", type=int, default=0, help="SMs reserved for communication kernels (DSV3: 20)")
+    p.add_argument("--mtp", action="store_true", help="train the MTP module too (DeepSeek-V3)")
+    p.add_argument("--fp8-activation-cache", action="store_true", help="store saved activations in FP8")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.mapping.training import TrainingSetup, estimate_training, smallest_training_layout
+
+    workload = load_workload(args.workload)
+    hw = load_hardware(args.hw)
+    if args.comm_sms < 0 or args.comm_sms >= hw.sm_count:
+        raise ConfigError(None, "--comm-sms", f"an integer in [0, {hw.sm_count})", args.comm_sms)
+    setup = TrainingSetup(seq_len=args.seq_len, global_batch=args.global_batch or 4 * args.devices,
+                          precision=args.precision, optimizer=args.optimizer, recompute=args.recompute,
+                          mode=args.mode, schedule=args.schedule, virtual_chunks=args.virtual_chunks,
+                          lora_rank=args.lora_rank, comm_sms=args.comm_sms, mtp=args.mtp,
+                          fp8_activation_cache=args.fp8_activation_cache)
+    par = smallest_training_layout(workload.model, hw, setup, args.devices, tp=args.tp, ep=args.ep, pp=args.pp,
+                                   dp=args.dp, micro_batches=args.micro_batches, zero_stage=args.zero)
+    est = estimate_training(workload.model, hw, par, setup)
+    out = {"workload": workload.name, "hardware": hw.name, **est.to_dict(tokens=args.tokens)}
+    if args.format == "json":
+        print(json.dumps(out))
+        return 0
+    mem = out["memory"]
+    print(f"{workload.name} training on {args.devices} x {hw.name}: {out['layout']['label']}, {args.schedule}")
+    print(f"  step time        {out['step_time_s']:.3f} s   ({out['tokens_per_s']:.4g} tokens/s)")
+    print(f"  MFU              {out['mfu'] * 100:.1f} %  (dense BF16 peak)")
+    print(f"  GPU-hours / 1T   {out['gpu_hours_per_trillion_tokens']:.4g}")
+    print(f"  budget {args.tokens:.3g} tokens: {out['gpu_hours']:.4g} GPU-hours, ${out['cost_usd']:.4g}")
+    print(f"  memory / device  {mem['per_device_bytes'] / 1e9:.1f} GB of {mem['capacity_bytes'] / 1e9:.0f} GB "
+          f"-> {'fits' if out['fits'] else 'DOES NOT FIT'}")
+    return 0

@@ -1,0 +1,360 @@
+"""Training and fine-tuning on many devices: step time (pipeline schedule simulated as events), memory per
+device (weights, gradients, optimizer states with ZeRO, activations with recomputation), tokens/s, MFU,
+GPU-hours and cost for a token budget. Pre-training, full fine-tuning and LoRA."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from math import ceil
+
+from archsim.config.hardware import Hardware
+from archsim.config.model import ModelConfig
+from archsim.cost.collectives import price_collective
+from archsim.cost.phase import price_graph
+from archsim.errors import ConfigError
+from archsim.graph.build import build_prefill
+from archsim.graph.precision import Precision, Shard, precision_from_names
+from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
+from archsim.mapping.parallelism import Parallelism
+from archsim.mapping.phases import price_phase
+from archsim.sim.step import ChunkTimes, dualpipe, interleaved_1f1b, one_f_one_b, simulate_pipeline
+
+SECONDS_PER_HOUR = 3600
+TRILLION = 1e12
+BACKWARD_PER_FORWARD = 2  # backward = input gradient + weight gradient, each the forward's GEMM work
+STREAMING_KINDS = ("norm", "elementwise", "swiglu", "rope", "residual", "softmax")
+MODES = ("pretrain", "finetune", "lora")
+FP8_BYTES = 1.0  # bytes of one e4m3 element
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSetup:
+    """What is trained and how.
+
+    ``precision``: ``fp8`` (DeepSeek-V3 recipe: FP8 GEMMs, BF16 weights copy, FP32 master weights and
+    gradients, BF16 AdamW moments, DSV3-TR §3.3) or ``bf16`` (mixed precision: BF16 weights and
+    gradients, FP32 master + moments, Rajbhandari et al. 2020 "2 + 2 + 12 bytes"). ``optimizer``:
+    ``adamw`` (two moments) or ``muon`` (one momentum buffer, Jordan et al. 2024; Kimi K2's MuonClip).
+    ``recompute``: ``none`` (keep every activation), ``selective`` (recompute norms, activations
+    functions and RoPE: their outputs are not kept, their time is paid again in backward) or ``full``
+    (keep only each layer's input, recompute the whole forward). ``mode``: ``pretrain``, ``finetune``
+    (all weights trained) or ``lora`` (base frozen; rank ``lora_rank`` adapters on
+    ``lora_targets``). ``comm_sms``: streaming multiprocessors reserved for communication kernels
+    (DeepSeek-V3 uses 20 of 132, DSV3-TR §3.2.2); compute runs on the rest. ``fp8_activation_cache``:
+    activations saved for backward are stored in FP8 (1 byte) instead of the activation format
+    (DSV3-TR §3.3.3 caches Linear inputs in FP8; K2-TR §2.4 stores MoE inputs in FP8); applied to every
+    saved activation, an approximation that slightly overstates the saving.
+    """
+
+    seq_len: int
+    global_batch: int
+    precision: str = "bf16"
+    optimizer: str = "adamw"
+    recompute: str = "selective"
+    mode: str = "pretrain"
+    schedule: str = "1f1b"
+    virtual_chunks: int = 2
+    lora_rank: int = 16
+    lora_targets: tuple[str, ...] = ("q_b_proj", "kv_b_proj", "o_proj", "q_proj", "k_proj", "v_proj")
+    comm_sms: int = 0
+    mtp: bool = False
+    fp8_activation_cache: bool = False
+
+    def __post_init__(self) -> None:
+        checks = (("precision", ("bf16", "fp8")), ("optimizer", ("adamw", "muon")),
+                  ("recompute", ("none", "selective", "full")), ("mode", MODES),
+                  ("schedule", ("1f1b", "interleaved", "dualpipe")))
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(None, f"training.{name}", f"one of {', '.join(allowed)}", getattr(self, name))
+        for name in ("seq_len", "global_batch", "lora_rank", "virtual_chunks"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(None, f"training.{name}", "a positive integer", v)
+        if isinstance(self.comm_sms, bool) or not isinstance(self.comm_sms, int) or self.comm_sms < 0:
+            raise ConfigError(None, "training.comm_sms", "an integer >= 0", self.comm_sms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingEstimate:
+    """One training step and what it implies for a token budget."""
+
+    parallelism: Parallelism
+    setup: TrainingSetup
+    memory: MemoryBreakdown
+    step_time_s: float
+    tokens_per_step: int
+    model_flops_per_token: float
+    devices: int
+    peak_flop_per_s: float
+    price_usd_per_hour: float
+    breakdown: dict
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.fits
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / self.step_time_s
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs (3 x forward, causal attention counted once per attended pair) per second over
+        the devices' dense BF16 peak: the convention of DeepSeek-V3's 38.94% (ISCA25 Table 4)."""
+        return self.tokens_per_s * self.model_flops_per_token / (self.devices * self.peak_flop_per_s)
+
+    @property
+    def gpu_hours_per_trillion_tokens(self) -> float:
+        return TRILLION / self.tokens_per_s * self.devices / SECONDS_PER_HOUR
+
+    def cost_usd(self, tokens: float) -> float:
+        return tokens / self.tokens_per_s * self.devices / SECONDS_PER_HOUR * self.price_usd_per_hour
+
+    def to_dict(self, tokens: float | None = None) -> dict:
+        out = {"layout": {**self.parallelism.to_dict(), "label": self.parallelism.label()},
+               "setup": {k: getattr(self.setup, k) for k in ("seq_len", "global_batch", "precision", "optimizer",
+                                                             "recompute", "mode", "schedule", "comm_sms")},
+               "fits": self.fits, "memory": self.memory.to_dict(), "step_time_s": self.step_time_s,
+               "tokens_per_step": self.tokens_per_step, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
+               "model_flops_per_token": self.model_flops_per_token,
+               "gpu_hours_per_trillion_tokens": self.gpu_hours_per_trillion_tokens,
+               "breakdown_s": dict(self.breakdown)}
+        if tokens is not None:
+            out["tokens"] = tokens
+            out["gpu_hours"] = tokens / TRILLION * self.gpu_hours_per_trillion_tokens
+            out["cost_usd"] = self.cost_usd(tokens)
+        return out
+
+
+def training_bytes(setup: TrainingSetup) -> TrainingBytes:
+    """Bytes per trained parameter (see ``TrainingSetup``): weights copy, gradients, optimizer states."""
+    if setup.precision == "fp8":
+        weights, grads, master, moment = 2.0, 4.0, 4.0, 2.0  # DSV3-TR §3.3: FP32 master + grads, BF16 moments
+    else:
+        weights, grads, master, moment = 2.0, 2.0, 4.0, 4.0  # ZeRO paper: 2 + 2 + (4 + 4 + 4)
+    moments = 2 if setup.optimizer == "adamw" else 1
+    copies = 2 if setup.schedule == "dualpipe" else 1  # DualPipe keeps two parameter copies (DSV3-TR Table 2)
+    return TrainingBytes(weights=weights, gradients=grads, optimizer=master + moments * moment, weight_copies=copies)
+
+
+def in_flight_micro_batches(setup: TrainingSetup, pp: int, micro_batches: int) -> float:
+    """Micro-batches whose activations the first stage holds at the peak: 1F1B PP, interleaved
+    PP (1 + (PP - 1) / (PP v)) (Narayanan et al. 2021), DualPipe PP + 1 (DSV3-TR Table 2)."""
+    if setup.schedule == "dualpipe":
+        n = pp + 1
+    elif setup.schedule == "interleaved":
+        n = pp * (1 + (pp - 1) / (pp * setup.virtual_chunks))
+    else:
+        n = pp
+    return min(n, micro_batches) if pp > 1 else 1
+
+
+def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup: TrainingSetup) -> TrainingEstimate:
+    """Step time, memory and throughput of one training step of ``setup`` on layout ``par``.
+
+    Per micro-batch (``micro_batches`` splits each DP replica's ``global_batch / dp`` sequences), the
+    stage's forward is priced from its per-device graph; backward = 2 x forward (1 x for LoRA: no base
+    weight gradients), W = 1 x forward; recomputation adds back the recomputed forward work. EP and TP
+    communication runs forward and backward. Exposed communication depends on the schedule: DualPipe's
+    F&B blocks hide communication under compute (block = max(compute, communication)); 1F1B and
+    interleaved chunks pay it. The pipeline is simulated as events (``archsim.sim.step``). Then the
+    ZeRO gradient reduce-scatter and parameter all-gather over the DP replicas (counted as exposed), and
+    the optimizer update (HBM-bound).
+    """
+    if setup.global_batch % par.dp:
+        raise ConfigError(None, "training.global_batch", f"a multiple of dp={par.dp}", setup.global_batch)
+    seqs_per_replica = setup.global_batch // par.dp
+    if seqs_per_replica % par.micro_batches:
+        raise ConfigError(None, "parallelism.micro_batches", f"a divisor of global_batch/dp = {seqs_per_replica}",
+                          par.micro_batches)
+    mb_seqs = seqs_per_replica // par.micro_batches
+    precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
+    one_mb = replace(par, micro_batches=1)
+    fwd = price_phase(model, hw, one_mb, precision, phase="prefill", batch=mb_seqs * par.dp,
+                      length=setup.seq_len, mtp=setup.mtp and bool(model.num_nextn_predict_layers), overlap=False)
+    stats = _stage_graph_stats(model, hw, par, precision, mb_seqs, setup)
+    sm_share = (hw.sm_count - setup.comm_sms) / hw.sm_count
+    f_comp = (fwd.compute_s + stats["head_extra_s"]) / sm_share
+    f_comm = fwd.communication_s
+    frozen = setup.mode == "lora"
+    recompute_s = {"none": 0.0, "selective": stats["streaming_s"] / sm_share, "full": f_comp}[setup.recompute]
+    w_comp = 0.0 if frozen else f_comp
+    b_comp = f_comp + w_comp + recompute_s
+    b_comm = f_comm
+    chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp,
+                       fb_s=max(f_comp + b_comp, f_comm + b_comm), p2p_s=fwd.pp_send_s)
+    step_pipe, bubble = _pipeline_time(setup, par, chunk, f_comp, b_comp, f_comm, b_comm)
+    mem_params = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes)
+    trained = sum(mem_params.by_category.values()) if not frozen else _lora_params(model, par, setup)
+    dp_sync, opt_s = _dp_and_optimizer(hw, par, setup, trained)
+    step = step_pipe + dp_sync + opt_s
+    memory = _training_memory(model, hw, par, precision, setup, stats, frozen, trained)
+    flops_per_token = 3 * stats["forward_flops_per_token"]
+    peak = hw.engine_for("matrix").peak_flop_per_s["bf16"]
+    breakdown = {"forward_compute_per_micro_batch": f_comp, "forward_communication_per_micro_batch": f_comm,
+                 "pipeline": step_pipe, "bubble": bubble, "dp_gradient_sync": dp_sync, "optimizer": opt_s}
+    return TrainingEstimate(parallelism=par, setup=setup, memory=memory, step_time_s=step,
+                            tokens_per_step=setup.global_batch * setup.seq_len, model_flops_per_token=flops_per_token,
+                            devices=par.devices, peak_flop_per_s=peak, price_usd_per_hour=hw.price_usd_per_hour,
+                            breakdown=breakdown)
+
+
+def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm) -> tuple[float, float]:
+    m, pp = par.micro_batches, par.pp
+    if pp == 1:
+        # no pipeline: with two or more micro-batches DeepSeek-style overlap hides communication
+        per = max(f_comp + b_comp, f_comm + b_comm) if m >= 2 else f_comp + b_comp + f_comm + b_comm
+        return m * per, 0.0
+    if setup.schedule == "dualpipe":
+        sched, kind, chunks = dualpipe(pp, m), "dualpipe", 1
+        # each rank runs two half-size chunk streams: times per chunk are those of one stage
+    elif setup.schedule == "interleaved":
+        v = setup.virtual_chunks
+        sched, kind, chunks = interleaved_1f1b(pp, m, v), "interleaved", v
+        chunk = ChunkTimes(f_s=chunk.f_s / v, b_s=chunk.b_s / v, w_s=chunk.w_s / v, fb_s=chunk.fb / v,
+                           p2p_s=chunk.p2p_s)
+    else:
+        sched, kind, chunks = one_f_one_b(pp, m), "1f1b", 1
+    r = simulate_pipeline(sched, chunk, kind=kind, chunks=chunks)
+    return r.time_s, max(r.bubble_s)
+
+
+def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
+    """From the per-device forward graph of one micro-batch: model FLOPs per token (full model),
+    the bottleneck stage's streaming-op time (recomputed under selective recompute), its saved
+    activation bytes, and the extra head time of computing logits at every position in training."""
+    tokens = mb_seqs * setup.seq_len
+    mtp = setup.mtp and bool(model.num_nextn_predict_layers)
+    routed = tokens * max(par.ep, par.tp) / par.tp if model.is_moe else None
+    g = build_prefill(model, batch=mb_seqs, prompt_len=setup.seq_len, precision=precision,
+                      shard=Shard(tp=par.tp, ep=par.ep if model.is_moe else 1), mtp=mtp, routed_tokens=routed)
+    cost = price_graph(g, hw)
+    full = build_prefill(model, batch=1, prompt_len=setup.seq_len, precision=precision, mtp=mtp)
+    fwd_flops = sum(full.nodes[n]["op"].flops for n in full.nodes)
+    heads = [n for n in full.nodes if n == "lm_head" or n.endswith("shared_head.head")]
+    head_flops_extra = sum(full.nodes[n]["op"].flops for n in heads) * (setup.seq_len - 1)
+    stages = stage_layers(model, par.pp)
+    worst = max(stages, key=len)
+    streaming = saved = 0.0
+    for name in g.nodes:
+        op = g.nodes[name]["op"]
+        if op.layer is None or op.layer not in worst:
+            continue
+        if op.kind in STREAMING_KINDS:
+            streaming += cost.ops[name].time_s
+        if setup.recompute == "none" or op.kind not in STREAMING_KINDS:
+            saved += sum(o.nbytes for o in op.writes if o.role in ("activation", "output"))
+    if setup.recompute == "full":
+        saved = len(worst) * tokens * model.hidden_size * precision.activations.bytes
+    if setup.fp8_activation_cache:
+        saved *= FP8_BYTES / precision.activations.bytes
+    engine = hw.engine_for("matrix")
+    head_rate = engine.peak_flop_per_s[precision.activations.name] * engine.achievable_fraction
+    return {"forward_flops_per_token": (fwd_flops + head_flops_extra) / setup.seq_len,
+            "streaming_s": streaming, "saved_activation_bytes": saved,
+            # logits at every position sit on the last stage; they lengthen the bottleneck only without PP
+            "head_extra_s": head_flops_extra * mb_seqs / par.tp / head_rate if par.pp == 1 else 0.0}
+
+
+def _lora_params(model: ModelConfig, par: Parallelism, setup: TrainingSetup) -> float:
+    """Trainable LoRA parameters per device: r x (in + out) per targeted projection per layer of a stage."""
+    h, r = model.hidden_size, setup.lora_rank
+    shapes = {}
+    if model.attention_kind == "mla":
+        H, qk = model.num_attention_heads, model.qk_nope_head_dim + model.qk_rope_head_dim
+        shapes = {"q_b_proj": ((model.q_lora_rank or h), H * qk),
+                  "kv_b_proj": (model.kv_lora_rank, H * (model.qk_nope_head_dim + model.v_head_dim)),
+                  "o_proj": (H * model.v_head_dim, h)}
+    else:
+        d, H, kv = model.gqa_head_dim, model.num_attention_heads, model.kv_heads
+        shapes = {"q_proj": (h, H * d), "k_proj": (h, kv * d), "v_proj": (h, kv * d), "o_proj": (H * d, h)}
+    per_layer = sum(r * (i + o) for name, (i, o) in shapes.items() if name in setup.lora_targets)
+    return per_layer * max(len(s) for s in stage_layers(model, par.pp)) / par.tp
+
+
+def _dp_and_optimizer(hw, par, setup, trained_params: float) -> tuple[float, float]:
+    """ZeRO-1/2: reduce-scatter the gradients and all-gather the updated weights over the DP replicas;
+    then the optimizer reads and writes its shard of master weights, moments and gradients (HBM-bound)."""
+    tb = training_bytes(setup)
+    replicas = par.dp * par.cp
+    sync = 0.0
+    if replicas > 1:
+        grad_bytes = trained_params * tb.gradients
+        sync = price_collective("reduce_scatter", grad_bytes, replicas, hw).time_s \
+            + price_collective("all_gather", trained_params * tb.weights, replicas, hw).time_s
+    shard = trained_params / (replicas if par.zero_stage >= 1 else 1)
+    hbm = hw.main_memory
+    opt = 2 * shard * (tb.optimizer + tb.gradients + tb.weights) / (hbm.bandwidth_bytes_per_s * hbm.achievable_fraction)
+    return sync, opt
+
+
+def _training_memory(model, hw, par, precision, setup, stats, frozen, trained) -> MemoryBreakdown:
+    tb = training_bytes(setup)
+    in_flight = in_flight_micro_batches(setup, par.pp, par.micro_batches)
+    acts = stats["saved_activation_bytes"] * in_flight
+    if not frozen:
+        return memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,
+                                 activation_bytes_per_stage=acts, training=tb)
+    base = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,
+                             activation_bytes_per_stage=acts)
+    lora = TrainingBytes(weights=2.0, gradients=4.0, optimizer=12.0)
+    return replace(base, weights_bytes=base.weights_bytes + trained * lora.weights,
+                   gradients_bytes=trained * lora.gradients, optimizer_bytes=trained * lora.optimizer)
+
+
+def smallest_training_layout(model, hw, setup: TrainingSetup, devices: int, **fixed) -> Parallelism:
+    """A training layout on ``devices``: the degrees given in ``fixed`` (None = choose); otherwise TP 1,
+    EP = the largest divisor of the stage's chips that divides the routed experts, PP = the smallest
+    divisor whose memory fits (the largest tried if none fits, reported as not fitting), micro-batches
+    = one sequence each."""
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(None, "devices", "a positive integer", devices)
+    cp = fixed.get("cp") or 1
+    tp = fixed.get("tp") or _auto_tp(model, hw, devices // cp if devices % cp == 0 else 1)
+    if devices % (tp * cp):
+        raise ConfigError(None, "parallelism.tp", f"tp*cp dividing devices ({devices})", tp * cp)
+    rest = devices // (tp * cp)
+    if fixed.get("pp"):
+        options = [fixed["pp"]]
+    elif fixed.get("dp"):
+        options = [rest // fixed["dp"]] if rest % fixed["dp"] == 0 else []
+    else:
+        options = [p for p in range(1, min(rest, model.num_hidden_layers) + 1) if rest % p == 0]
+    if not options or rest % options[0]:
+        raise ConfigError(None, "parallelism", f"tp*cp*dp*pp = devices ({devices})", fixed)
+    zero = 1 if fixed.get("zero_stage") is None else fixed["zero_stage"]
+    par = None
+    for pp in options:
+        dp = rest // pp
+        ep = fixed.get("ep") or _auto_ep(model, tp, tp * cp * dp)
+        mb = fixed.get("micro_batches") or max(1, setup.global_batch // dp)
+        par = Parallelism(tp=tp, cp=cp, dp=dp, pp=pp, ep=ep, micro_batches=mb, zero_stage=zero)
+        precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
+        mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,
+                                training=training_bytes(setup))
+        if mem.fits:
+            return par
+    return par
+
+
+def _auto_tp(model, hw, devices: int) -> int:
+    """TP 1 for MoE models (EP carries the experts); for dense models the largest divisor of the heads,
+    kv heads and FFN width that fits in a node and divides the devices."""
+    if model.is_moe:
+        return 1
+    best = 1
+    for t in range(1, min(devices, hw.node.chips_per_node) + 1):
+        if devices % t == 0 and model.num_attention_heads % t == 0 and model.kv_heads % t == 0 \
+                and model.intermediate_size % t == 0 and model.vocab_size % t == 0:
+            best = t
+    return best
+
+
+def _auto_ep(model, tp, stage):
+    if not model.is_moe:
+        return 1
+    best = 1
+    for e in range(1, stage + 1):
+        if stage % e == 0 and e % tp == 0 and model.n_routed_experts % e == 0:
+            best = e
+    return best

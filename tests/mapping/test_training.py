@@ -1,0 +1,150 @@
+"""Training estimates: DeepSeek-V3's published pre-training run, memory with ZeRO / recomputation /
+optimizers, LoRA, schedules, and the ``archsim train`` command."""
+import json
+from pathlib import Path
+
+import pytest
+
+from archsim.cli import main
+from archsim.config.workload import load_workload
+from archsim.errors import ConfigError
+from archsim.mapping.parallelism import Parallelism
+from archsim.mapping.training import TrainingSetup, estimate_training, training_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+
+# DeepSeek-V3 pre-training (published.md §2.1 / §2.2): 2048 H800, PP16 DualPipe, EP64 over 8 nodes,
+# ZeRO-1, no TP, FP8, 4K sequences, 15360-sequence batch; 20 of 132 SMs for communication; MTP D=1;
+# FP8 caching of activations (DSV3-TR §3.3.3).
+DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
+DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw",
+                           recompute="selective", schedule="dualpipe", comm_sms=20, mtp=True,
+                           fp8_activation_cache=True)
+PUBLISHED_GPU_HOURS_PER_T = 180e3  # DSV3-TR: 180K H800 GPU-hours per trillion tokens [V]
+PUBLISHED_MFU = 0.3894  # ISCA25 Table 4, MPFT [S]
+
+
+@pytest.fixture(scope="module")
+def dsv3():
+    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
+
+
+@pytest.fixture(scope="module")
+def dsv3_estimate(dsv3, h800):
+    return estimate_training(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP)
+
+
+def test_dsv3_pretraining_against_published(dsv3_estimate):
+    """archsim projects ~97K GPU-hours per trillion tokens (published 180K: -46%) and ~75% MFU (published
+    38.94%). The model is optimistic: it prices every GEMM at DeepGEMM's best measured rate (78% of FP8
+    peak), and omits FP8 quantisation kernels, routing imbalance, the fine-grained-scaling overheads of
+    the backward GEMMs and stragglers. Documented bound: the projection lies between 0.45x and 1.0x the
+    published GPU-hours (and the MFU between 1.0x and 2.2x the published one); the test fails if a change
+    moves it outside."""
+    e = dsv3_estimate
+    assert e.fits
+    ratio = e.gpu_hours_per_trillion_tokens / PUBLISHED_GPU_HOURS_PER_T
+    assert 0.45 <= ratio <= 1.0, ratio
+    assert 1.0 <= e.mfu / PUBLISHED_MFU <= 2.2, e.mfu
+    # the definitions are consistent with each other
+    assert e.gpu_hours_per_trillion_tokens == pytest.approx(1e12 / e.tokens_per_s * 2048 / 3600)
+    assert e.tokens_per_step == 15360 * 4096
+    # model FLOPs per token: 3 x forward; ISCA25 Table 2 quotes 250 GFLOPs/token for DeepSeek-V3 at 4K
+    # (our count adds the MTP module and logits at every position: within 10%)
+    assert e.model_flops_per_token == pytest.approx(250e9, rel=0.10)
+
+
+def test_dsv3_memory_fits_only_with_fp8_activation_cache(dsv3, h800, dsv3_estimate):
+    from dataclasses import replace
+    bf16_cache = estimate_training(dsv3, h800, DSV3_LAYOUT, replace(DSV3_SETUP, fp8_activation_cache=False))
+    assert dsv3_estimate.memory.fits and not bf16_cache.memory.fits
+    assert bf16_cache.memory.activations_bytes == pytest.approx(2 * dsv3_estimate.memory.activations_bytes)
+    # DualPipe keeps two copies of the parameters (DSV3-TR Table 2)
+    one = estimate_training(dsv3, h800, DSV3_LAYOUT, replace(DSV3_SETUP, schedule="1f1b"))
+    assert dsv3_estimate.memory.weights_bytes == pytest.approx(2 * one.memory.weights_bytes)
+
+
+def test_training_bytes_per_parameter():
+    # DSV3 FP8 recipe: BF16 weights 2 + FP32 grads 4 + FP32 master 4 + two BF16 moments 2 x 2
+    fp8 = training_bytes(TrainingSetup(seq_len=8, global_batch=1, precision="fp8"))
+    assert (fp8.weights, fp8.gradients, fp8.optimizer) == (2.0, 4.0, 8.0)
+    # mixed-precision AdamW: 2 + 2 + 12 (Rajbhandari et al. 2020); Muon keeps one FP32 momentum: 2 + 2 + 8
+    adam = training_bytes(TrainingSetup(seq_len=8, global_batch=1))
+    muon = training_bytes(TrainingSetup(seq_len=8, global_batch=1, optimizer="muon"))
+    assert adam.weights + adam.gradients + adam.optimizer == 16.0
+    assert muon.optimizer == 8.0
+
+
+def test_zero_stages_shrink_memory(dsv3, h800):
+    setup = TrainingSetup(seq_len=4096, global_batch=64, precision="fp8", recompute="full")
+    totals = []
+    for z in (0, 1, 2, 3):
+        e = estimate_training(dsv3, h800, Parallelism(ep=32, dp=64, micro_batches=1, zero_stage=z), setup)
+        totals.append(e.memory.total_bytes)
+    assert totals == sorted(totals, reverse=True) and totals[0] > totals[3]
+
+
+def test_recompute_trades_memory_for_time(dsv3, h800):
+    par = Parallelism(ep=32, dp=32, micro_batches=2)
+    runs = {r: estimate_training(dsv3, h800, par, TrainingSetup(seq_len=4096, global_batch=64, precision="fp8",
+                                                                 recompute=r))
+            for r in ("none", "selective", "full")}
+    acts = [runs[r].memory.activations_bytes for r in ("none", "selective", "full")]
+    times = [runs[r].step_time_s for r in ("none", "selective", "full")]
+    assert acts[0] > acts[1] > acts[2]
+    assert times[0] < times[1] < times[2]
+
+
+def test_lora_trains_few_parameters_and_is_faster(dsv3, h800):
+    par = Parallelism(ep=32, dp=32, micro_batches=2)
+    kw = dict(seq_len=4096, global_batch=64, precision="fp8", recompute="full")
+    lora = estimate_training(dsv3, h800, par, TrainingSetup(mode="lora", lora_rank=16, **kw))
+    full = estimate_training(dsv3, h800, par, TrainingSetup(mode="finetune", **kw))
+    # rank 16 on q_b_proj [1536 -> 128*192], kv_b_proj [512 -> 128*256], o_proj [128*128 -> 7168], 61 layers;
+    # LoRA gradients are FP32: 4 bytes per trainable parameter
+    per_layer = 16 * ((1536 + 128 * 192) + (512 + 128 * 256) + (128 * 128 + 7168))
+    assert lora.memory.gradients_bytes == pytest.approx(61 * per_layer * 4)
+    assert lora.step_time_s < full.step_time_s
+    assert lora.memory.total_bytes < full.memory.total_bytes
+
+
+def test_dualpipe_bubble_below_1f1b(dsv3, h800):
+    par = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120)
+    dual = estimate_training(dsv3, h800, par, DSV3_SETUP)
+    from dataclasses import replace
+    one = estimate_training(dsv3, h800, par, replace(DSV3_SETUP, schedule="1f1b"))
+    assert dual.breakdown["bubble"] < one.breakdown["bubble"]
+    assert dual.step_time_s < one.step_time_s
+
+
+def test_bad_training_inputs(dsv3, h800):
+    with pytest.raises(ConfigError, match="training.optimizer"):
+        TrainingSetup(seq_len=8, global_batch=1, optimizer="sgd")
+    with pytest.raises(ConfigError, match="global_batch"):
+        estimate_training(dsv3, h800, Parallelism(ep=8, dp=8), TrainingSetup(seq_len=8, global_batch=12))
+
+
+def test_cli_train_json(capsys):
+    rc = main(["train", str(REPO / "workloads/deepseek_v3.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+               "--devices", "2048", "--pp", "16", "--ep", "64", "--global-batch", "15360", "--precision", "fp8",
+               "--schedule", "dualpipe", "--comm-sms", "20", "--mtp", "--fp8-activation-cache", "--tokens", "14.8T",
+               "--format", "json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("step_time_s", "tokens_per_s", "mfu", "gpu_hours_per_trillion_tokens", "fits"):
+        assert key in out
+    assert out["memory"]["per_device_bytes"] > 0 and out["tokens"] == 14.8e12
+    assert out["layout"]["micro_batches"] == 120
+
+
+def test_cli_train_text_and_errors(capsys):
+    rc = main(["train", str(REPO / "workloads/kimi_k2.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+               "--devices", "256", "--pp", "16", "--precision", "bf16", "--optimizer", "muon",
+               "--global-batch", "512"])
+    assert rc == 0 and "MFU" in capsys.readouterr().out
+    rc = main(["train", str(REPO / "workloads/kimi_k2.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+               "--devices", "256", "--pp", "7"])
+    assert rc == 2
+    assert "parallelism" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "w.yaml", "--hw", "h.yaml", "--devices", "4", "--tokens", "lots"])
