@@ -18,7 +18,14 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         got = "" if self.got is None else f", got {_short(self.got)}"
-        return f"{self.file}: {self.path}: expected {self.expected}{got}"
+        return _one_line(f"{self.file}: {self.path}: expected {self.expected}{got}")
+
+
+def _one_line(text: str) -> str:
+    """Escape line breaks and other control characters (a YAML key may contain them) to keep one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _short(value: object, limit: int = 80) -> str:

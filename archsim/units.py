@@ -186,7 +186,8 @@ def format_quantity(value: float, dimension: str) -> str:
     if dimension == "count":
         return str(int(value))
     if dimension == "usd_per_hour":
-        return f"${value:.2f}/h"
+        cents = f"{value:.2f}"
+        return f"${cents if float(cents) == value else format(value, '.4g')}/h"
     dim = DIMENSIONS[dimension]
     symbol = next(iter(dim.units))
     prefix = _pick_prefix(value, dim.prefixes)
