@@ -2,8 +2,9 @@
 (MLA + MoE: DeepSeek-V3, Kimi K2) and dense GQA models (Llama), at any scale.
 
 Op names follow checkpoint parameter paths (``layers.3.self_attn.q_b_proj``). Conventions:
-- Prefill processes ``batch*prompt_len`` tokens with no prior cache; MLA runs in the expanded form
-  (kv_b_proj materialises K_nope and V for every token). Logits are computed for the last position
+- Prefill processes ``batch*prompt_len`` tokens, after ``past_len`` cached tokens per sequence
+  (0 by default; > 0 for a prefill chunk or a cached prefix); MLA runs in the expanded form
+  (kv_b_proj materialises K_nope and V for every attended token, cached prefix included). Logits are computed for the last position
   of each sequence only (that is all generation needs), so ``lm_head`` has m = batch.
 - Decode processes ``q_len`` new tokens per sequence at ``context`` (new tokens included); MLA runs in
   the weight-absorbed form (W_UK folded onto q_nope, W_UV onto the attention output) over the cached
@@ -23,7 +24,7 @@ import networkx as nx
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, uniform_load
-from archsim.graph.ops import GraphBuilder
+from archsim.graph.ops import GraphBuilder, operand
 from archsim.graph.precision import Precision, Shard
 
 
@@ -43,6 +44,11 @@ class _Step:
     def tokens(self) -> int:
         return self.batch * self.q_len
 
+    @property
+    def past(self) -> int:
+        """Keys per sequence already in the cache before this step's tokens."""
+        return self.kv_len - self.q_len
+
     @cached_property
     def routing(self) -> tuple[tuple[float, ...], float]:
         """(expected tokens per local expert, expected distinct local experts): same for every MoE layer."""
@@ -53,12 +59,17 @@ class _Step:
 
 def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision,
                   shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
-                  routed_tokens: float | None = None) -> nx.DiGraph:
-    """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice."""
+                  routed_tokens: float | None = None, past_len: int = 0) -> nx.DiGraph:
+    """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice.
+
+    ``past_len`` > 0 describes a prefill chunk (or a prompt after a cached prefix): each sequence
+    already has ``past_len`` tokens in the KV cache, which the new tokens attend."""
     _positive("batch", batch)
     _positive("prompt_len", prompt_len)
-    return _build(model, precision, mtp, "prefill", batch, prompt_len, prompt_len, shard, expert_load,
-                  routed_tokens, {"prompt_len": prompt_len})
+    if isinstance(past_len, bool) or not isinstance(past_len, int) or past_len < 0:
+        raise ConfigError(None, "past_len", "a non-negative integer", past_len)
+    return _build(model, precision, mtp, "prefill", batch, prompt_len, past_len + prompt_len, shard, expert_load,
+                  routed_tokens, {"prompt_len": prompt_len, "past_len": past_len})
 
 
 def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision,
@@ -152,17 +163,22 @@ def _mla(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     cache = b.cache_write(p + "kv_cache_update", rows=T, width=c + rope, layer=layer, deps=[kvn, k_rope],
                           split="replicated")
     if st.phase == "prefill":
-        kvb = b.gemm(p + "kv_b_proj", m=T, n=H * (nope + dv), k=c, layer=layer, deps=[kvn], split="tp")
+        # expanded form: kv_b_proj expands the new tokens' latents and, after a cached prefix, the
+        # cached latents again; the prefix's rope keys are read from the cache by the attention.
+        past = st.batch * st.past
+        kvb = b.gemm(p + "kv_b_proj", m=T + past, n=H * (nope + dv), k=c, layer=layer, deps=[kvn], split="tp",
+                     cached_rows=past)
+        extra = (operand("k_rope_cache", (past, rope), b.p.kv_cache, "cache"),) if past else ()
         attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
-                           heads_kv=H, d_qk=nope + rope, d_v=dv, form="mla_expanded", from_cache=False,
-                           layer=layer, deps=[q, q_rope, kvb, k_rope], split="tp")
+                           heads_kv=H, d_qk=nope + rope, d_v=dv, form="mla_expanded", cached=0,
+                           layer=layer, deps=[q, q_rope, kvb, k_rope], split="tp", extra_reads=extra)
     else:
         # kv_b_proj = [W_UK; W_UV] per head; absorbed decode applies each half as a per-head GEMM.
         # W_UK is stored [nope, kv_lora] per head inside kv_b_proj, although q_nope @ W_UK has n = kv_lora
         qk = b.grouped_gemm(p + "q_absorb", tokens_per_group=(T,) * H, n=c, k=nope, distinct=H,
                             layer=layer, deps=[q], split="tp", stored=(nope, c))
         attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
-                           heads_kv=1, d_qk=c + rope, d_v=c, form="mla_absorbed", from_cache=True,
+                           heads_kv=1, d_qk=c + rope, d_v=c, form="mla_absorbed", cached=st.kv_len,
                            layer=layer, deps=[qk, q_rope, cache], split="tp")
         attn = b.grouped_gemm(p + "o_absorb", tokens_per_group=(T,) * H, n=dv, k=c, distinct=H,
                               layer=layer, deps=[attn], split="tp")
@@ -179,10 +195,12 @@ def _gqa(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     qr = b.rope(p + "rope_q", vectors=T * H, rot_dims=d, layer=layer, deps=[q], split="tp")
     kr = b.rope(p + "rope_k", vectors=T * KV, rot_dims=d, layer=layer, deps=[k], split="tp")
     cache = b.cache_write(p + "kv_cache_update", rows=T, width=2 * KV * d, layer=layer, deps=[kr, v], split="tp")
+    # decode reads every key (the new ones included) from the cache; prefill reads the new keys
+    # as activations and only a cached prefix from the cache
     decode = st.phase == "decode"
     attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
-                       heads_kv=KV, d_qk=d, d_v=d, form="gqa", from_cache=decode, layer=layer,
-                       deps=[qr, cache] if decode else [qr, kr, v], split="tp")
+                       heads_kv=KV, d_qk=d, d_v=d, form="gqa", cached=st.kv_len if decode else st.past,
+                       layer=layer, deps=[qr, cache] if decode else [qr, kr, v], split="tp")
     return b.gemm(p + "o_proj", m=T, n=h, k=H * d, layer=layer, deps=[attn], split="tp")
 
 

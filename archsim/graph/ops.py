@@ -62,11 +62,17 @@ class GraphBuilder:
 
     # -- op kinds ------------------------------------------------------------------------------
     def gemm(self, name: str, *, m: int, n: int, k: int, layer: int | None, deps, split: str,
-             quantized: bool = True, shared_weight: bool = False) -> str:
-        """``y[m,n] = x[m,k] @ W[n,k]^T``: 2*m*n*k FLOPs, weight stored [out, in] as in the checkpoint."""
+             quantized: bool = True, shared_weight: bool = False, cached_rows: int = 0) -> str:
+        """``y[m,n] = x[m,k] @ W[n,k]^T``: 2*m*n*k FLOPs, weight stored [out, in] as in the checkpoint.
+
+        The last ``cached_rows`` rows of x are read from the KV cache (KV dtype), e.g. the cached
+        latent that kv_b_proj expands again in a prefill chunk with a prefix."""
         compute = self.p.gemm_compute if quantized else self.p.activations
+        x = (self.act("x", (m - cached_rows, k)),)
+        if cached_rows:
+            x += (operand("kv_cache", (cached_rows, k), self.p.kv_cache, "cache"),)
         op = Op(name=name, kind="gemm", engine="matrix", compute_dtype=compute, flops=2 * m * n * k,
-                reads=(self.act("x", (m, k)), self.weight((n, k), quantized)),
+                reads=x + (self.weight((n, k), quantized),),
                 writes=(self.act("y", (m, n), "output"),), params=0 if shared_weight else n * k, layer=layer,
                 attrs={"m": m, "n": n, "k": k, "split": split})
         return self.add(op, deps)
@@ -149,29 +155,34 @@ class GraphBuilder:
         return self.add(op, deps)
 
     def attention(self, name: str, *, batch: int, q_len: int, kv_len: int, heads_q: int, heads_kv: int,
-                  d_qk: int, d_v: int, form: str, from_cache: bool, layer: int | None, deps, split: str) -> str:
+                  d_qk: int, d_v: int, form: str, cached: int, layer: int | None, deps, split: str,
+                  extra_reads: tuple[Operand, ...] = ()) -> str:
         """Causal attention core; queries sit at positions kv_len-q_len .. kv_len-1.
 
         Attended pairs per (sequence, head) = sum_{p=kv_len-q_len}^{kv_len-1} (p+1)
         = q_len*kv_len - q_len*(q_len-1)/2; FLOPs per pair 2*d_qk + 5 + 2*d_v.
-        K/V come from the KV cache (decode) or as fresh activations (prefill, kv_len == q_len).
-        MLA absorbed form (heads_kv=1, K = V = latent) reads the cached latent+rope once per token.
+        The first ``cached`` keys of each sequence are read from the KV cache (KV dtype), the rest
+        arrive as fresh activations. MLA absorbed form (heads_kv=1, K = V = latent) reads the cached
+        latent+rope once per token; the expanded form reads materialised K/V activations.
         """
         pairs = q_len * kv_len - q_len * (q_len - 1) // 2
         flops = batch * heads_q * pairs * (2 * d_qk + 5 + 2 * d_v)
         rows = batch * q_len
+        fresh = kv_len - cached
         q = self.act("q", (rows, heads_q, d_qk))
+        kv: tuple[Operand, ...] = ()
         if form == "mla_absorbed":
-            kv = (operand("kv_cache", (batch, kv_len, d_qk), self.p.kv_cache, "cache"),)
-        elif from_cache:
-            kv = (operand("kv_cache", (batch, kv_len, heads_kv, d_qk + d_v), self.p.kv_cache, "cache"),)
-        else:
-            kv = (self.act("k", (batch * kv_len, heads_kv, d_qk)), self.act("v", (batch * kv_len, heads_kv, d_v)))
+            kv = (operand("kv_cache", (batch, cached, d_qk), self.p.kv_cache, "cache"),)
+        elif cached:
+            kv = (operand("kv_cache", (batch, cached, heads_kv, d_qk + d_v), self.p.kv_cache, "cache"),)
+        if fresh and form != "mla_absorbed":
+            kv += (self.act("k", (batch * fresh, heads_kv, d_qk)), self.act("v", (batch * fresh, heads_kv, d_v)))
         op = Op(name=name, kind="attention", engine="matrix", compute_dtype=self.p.activations, flops=flops,
-                reads=(q,) + kv, writes=(self.act("o", (rows, heads_q, d_v), "output"),), layer=layer,
+                reads=(q,) + kv + tuple(extra_reads), writes=(self.act("o", (rows, heads_q, d_v), "output"),),
+                layer=layer,
                 attrs={"batch": batch, "q_len": q_len, "kv_len": kv_len, "heads_q": heads_q,
                        "heads_kv": heads_kv, "d_qk": d_qk, "d_v": d_v, "causal": True, "form": form,
-                       "pairs_per_head": pairs, "split": split})
+                       "pairs_per_head": pairs, "cached_len": cached, "split": split})
         return self.add(op, deps)
 
     def embedding(self, name: str, *, rows: int, width: int, vocab_local: int, tp: int, deps,

@@ -120,3 +120,33 @@ def test_prefill_attention_is_expanded_mla_and_writes_latent_cache():
     assert a["pairs_per_head"] == 100 * 101 // 2
     w = g.nodes["layers.5.self_attn.kv_cache_update"]["op"].writes[0]
     assert w.role == "cache" and w.nbytes == 200 * 576 * 2
+
+
+def test_chunked_prefill_attends_every_pair_once():
+    """Prefill of N tokens in chunks of C after past_len = 0, C, 2C...: the chunks' causal pairs add up
+    to N(N+1)/2, and kv_b_proj re-expands the cached prefix latents (read from the cache)."""
+    m, N, C, B = model("deepseek_v3"), 3000, 1000, 2
+    pairs, cache_rows = 0, 0
+    for past in range(0, N, C):
+        g = build_prefill(m, batch=B, prompt_len=C, past_len=past, precision=FP8)
+        a = g.nodes["layers.4.self_attn.attn_core"]["op"].attrs
+        assert (a["q_len"], a["kv_len"]) == (C, past + C)
+        pairs += a["pairs_per_head"]                     # C*(past+C) - C*(C-1)/2
+        kvb = g.nodes["layers.4.self_attn.kv_b_proj"]["op"]
+        assert kvb.attrs["m"] == B * (past + C)
+        cache = [o for o in kvb.reads if o.role == "cache"]
+        assert sum(o.nbytes for o in cache) == B * past * 512 * 2     # bf16 latent of the prefix
+        cache_rows += B * past
+    assert pairs == N * (N + 1) // 2
+    assert cache_rows == B * (1000 + 2000)
+
+
+def test_gqa_prefill_after_a_prefix_reads_the_prefix_from_the_cache():
+    B, past, C = 2, 512, 256
+    g = build_prefill(model("llama3_405b"), batch=B, prompt_len=C, past_len=past, precision=precision_from_names("bf16"))
+    op = g.nodes["layers.0.self_attn.attn_core"]["op"]
+    cache = next(o for o in op.reads if o.role == "cache")
+    assert cache.nbytes == B * past * 2 * 8 * 128 * 2
+    k = next(o for o in op.reads if o.name == "k")
+    assert k.nbytes == B * C * 8 * 128 * 2                  # the new keys arrive as activations
+    assert op.flops == B * 128 * (C * (past + C) - C * (C - 1) // 2) * (2 * 128 + 5 + 2 * 128)
