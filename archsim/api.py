@@ -18,6 +18,7 @@ from archsim.errors import ConfigError
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.params import count_params, kv_bytes_per_token
 from archsim.graph.precision import Precision, Shard, precision_from_names
+from archsim.mapping.capacity import max_batch, max_context
 from archsim.mapping.parallel import LayoutPlan, plan_layout
 from archsim.report.summary import (DecodeSummary, DeploymentSummary, EnergySummary, MemorySummary, ModelSummary,
                                     OpSummary, PrefillSummary, Report, ScenarioSummary)
@@ -85,14 +86,19 @@ def _report(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan
     deployment = DeploymentSummary(devices=par.devices, hardware=hw.name, auto=auto,
                                    layout={**par.to_dict(), "label": par.label()})
     mem = plan.memory
+    context = sc.prompt_len + sc.output_len
+    act_per_seq = mem.activations_bytes / ceil(sc.batch / par.dp)
     memory = MemorySummary(per_device_bytes=mem.total_bytes, capacity_bytes=mem.capacity_bytes,
                            weights_bytes=mem.weights_bytes, kv_cache_bytes=mem.kv_cache_bytes,
                            activations_bytes=mem.activations_bytes, fits=mem.fits,
-                           needs=None if mem.fits else _needs(wl, hw, sc, precision, plan))
+                           needs=None if mem.fits else _needs(wl, hw, sc, precision, plan),
+                           max_batch_at_context=max_batch(model, hw, par, precision, context=context,
+                                                          activation_bytes_per_seq=act_per_seq),
+                           max_context_at_batch=max_context(model, hw, par, precision, batch=sc.batch,
+                                                            activation_bytes_per_seq=act_per_seq))
     if not plan.fits or plan.prefill is None or plan.decode is None:
         return Report(workload=wl.name, model=model_summary, scenario=scenario, deployment=deployment,
                       memory=memory, prefill=None, decode=None, energy=None)
-    context = sc.prompt_len + sc.output_len
     pre_cost = _device_cost(model, hw, precision, par, "prefill", sc.batch, sc.prompt_len, sc.mtp, attention)
     dec_cost = _device_cost(model, hw, precision, par, "decode", sc.batch, context, sc.mtp, attention)
     prefill_tokens = sc.batch * sc.prompt_len

@@ -11,6 +11,7 @@ from archsim.dtypes import BITS_PER_BYTE, DType
 from archsim.graph.params import attention_params, count_params, kv_elements_per_token_per_layer
 from archsim.graph.precision import Precision
 from archsim.mapping.parallelism import Parallelism
+from archsim.mapping.weights import stage_weight_bytes
 
 
 def bytes_per_param(dtype: DType) -> float:
@@ -148,7 +149,7 @@ def memory_per_device(model: ModelConfig, par: Parallelism, precision: Precision
     for stage in range(par.pp):
         params = stage_params(model, par, stage, mtp=mtp)
         if training is None:
-            w, g, o = weight_bytes(params, precision), 0.0, 0.0
+            w, g, o = _inference_weight_bytes(model, par, precision, stage, params, mtp), 0.0, 0.0
         else:
             w, g, o = _training_state(params, par, training)
         kv = kv_cache_bytes(model, par, precision, batch=batch, context=context, stage=stage) if batch else 0.0
@@ -158,6 +159,16 @@ def memory_per_device(model: ModelConfig, par: Parallelism, precision: Precision
         if worst is None or mb.total_bytes > worst.total_bytes:
             worst = mb
     return worst
+
+
+def _inference_weight_bytes(model: ModelConfig, par: Parallelism, precision: Precision, stage: int,
+                            params: Mapping[str, float], mtp: bool) -> float:
+    """Exact bytes of the stage's matrices in their storage formats (block scales and padding included);
+    the MTP module, when present, is priced per parameter."""
+    exact = stage_weight_bytes(model, precision, tp=par.tp, ep=par.ep, layers=stage_layers(model, par.pp)[stage],
+                               first=stage == 0, last=stage == par.pp - 1,
+                               redundant_experts=par.redundant_experts)
+    return sum(exact.values()) + weight_bytes({"mtp": params.get("mtp", 0.0)}, precision)
 
 
 def _training_state(params: Mapping[str, float], par: Parallelism, tb: TrainingBytes) -> tuple[float, float, float]:

@@ -1,0 +1,111 @@
+"""Exact weight bytes per device: the checkpoint's matrices (shape [out, in]) in their storage formats,
+so block scales are exact, padded blocks included (DeepSeek-V3 README_WEIGHTS.md).
+
+Linear layers use ``precision.weights``; embedding, lm_head, router and norm vectors stay in the activation
+dtype (as in DeepSeek-V3's inference code, see archsim/graph/precision.py). Splits follow DeepSeek-V3's
+inference TP: q_b/kv_b/q/k/v and gate/up are column-parallel (output dim / tp), o_proj and down_proj
+row-parallel (input dim / tp), the MLA down-projections q_a/kv_a, norms and router replicated, embedding
+and lm_head split by vocabulary; routed experts (plus redundant copies) split ``ep`` ways.
+"""
+from __future__ import annotations
+
+import math
+
+from archsim.config.model import ModelConfig
+from archsim.dtypes import DType
+from archsim.graph.precision import Precision
+
+# (component, shape [out, in] or [n], quantized?, tp split dim or None)
+Matrix = tuple[str, tuple[int, ...], bool, int | None]
+
+
+def _attention_matrices(m: ModelConfig) -> list[Matrix]:
+    h, H = m.hidden_size, m.num_attention_heads
+    if m.attention_kind == "gqa":
+        d, kv = m.gqa_head_dim, m.kv_heads
+        return [("attention", (H * d, h), True, 0), ("attention", (kv * d, h), True, 0),
+                ("attention", (kv * d, h), True, 0), ("attention", (h, H * d), True, 1)]
+    qk = m.qk_head_dim
+    out: list[Matrix] = []
+    if m.q_lora_rank:
+        out += [("attention", (m.q_lora_rank, h), True, None), ("attention", (m.q_lora_rank,), False, None),
+                ("attention", (H * qk, m.q_lora_rank), True, 0)]
+    else:
+        out += [("attention", (H * qk, h), True, 0)]
+    out += [("attention", (m.kv_lora_rank + m.qk_rope_head_dim, h), True, None),
+            ("attention", (m.kv_lora_rank,), False, None),
+            ("attention", (H * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), True, 0),
+            ("attention", (h, H * m.v_head_dim), True, 1)]
+    return out
+
+
+def _ffn_matrices(m: ModelConfig, layer: int) -> tuple[list[Matrix], int]:
+    """Matrices of the layer's FFN (routed experts excluded) and its routed-expert count."""
+    h = m.hidden_size
+    if not m.is_moe_layer(layer):
+        width = m.intermediate_size
+        return [("dense_mlp", (width, h), True, 0)] * 2 + [("dense_mlp", (h, width), True, 1)], 0
+    out: list[Matrix] = [("router", (m.n_routed_experts, h), False, None)]
+    if m.topk_method == "noaux_tc":
+        out.append(("router", (m.n_routed_experts,), False, None))
+    width = (m.n_shared_experts or 0) * m.moe_intermediate_size
+    if width:
+        out += [("shared_experts", (width, h), True, 0)] * 2 + [("shared_experts", (h, width), True, 1)]
+    return out, m.n_routed_experts
+
+
+def _shard_shape(shape: tuple[int, ...], split: int | None, tp: int) -> tuple[int, ...]:
+    if split is None or tp == 1:
+        return shape
+    dims = list(shape)
+    dims[split] = math.ceil(dims[split] / tp)
+    return tuple(dims)
+
+
+def _bytes(shape: tuple[int, ...], quantized: bool, precision: Precision) -> float:
+    dtype: DType = precision.weights if quantized else precision.activations
+    return dtype.storage_bytes(shape)
+
+
+def layer_weight_bytes(m: ModelConfig, layer: int, precision: Precision, *, tp: int = 1,
+                       ep: int = 1, redundant_experts: int = 0) -> dict[str, float]:
+    """Bytes of decoder layer ``layer`` on one device, by component."""
+    h = m.hidden_size
+    out: dict[str, float] = {"norms": 2 * _bytes((h,), False, precision)}
+    ffn, experts = _ffn_matrices(m, layer)
+    for comp, shape, quant, split in _attention_matrices(m) + ffn:
+        out[comp] = out.get(comp, 0.0) + _bytes(_shard_shape(shape, split, tp), quant, precision)
+    if experts:
+        e = m.moe_intermediate_size
+        one = 2 * _bytes((e, h), True, precision) + _bytes((h, e), True, precision)
+        out["routed_experts"] = math.ceil((experts + redundant_experts) / ep) * one
+    return out
+
+
+def model_elements(m: ModelConfig) -> int:
+    """Parameter count of the enumerated matrices (tests check it equals count_params().total)."""
+    total = 2 * m.vocab_size * m.hidden_size if not m.tie_word_embeddings else m.vocab_size * m.hidden_size
+    total += m.hidden_size
+    for layer in range(m.num_hidden_layers):
+        ffn, experts = _ffn_matrices(m, layer)
+        total += 2 * m.hidden_size + sum(math.prod(s) for _, s, _, _ in _attention_matrices(m) + ffn)
+        total += experts * 3 * m.hidden_size * (m.moe_intermediate_size or 0)
+    return total
+
+
+def stage_weight_bytes(m: ModelConfig, precision: Precision, *, tp: int, ep: int, layers: range, first: bool,
+                       last: bool, redundant_experts: int = 0) -> dict[str, float]:
+    """Bytes one device of a pipeline stage holds, by component (embedding on the first stage, final norm
+    and lm_head on the last)."""
+    out: dict[str, float] = {}
+    for layer in layers:
+        for comp, value in layer_weight_bytes(m, layer, precision, tp=tp, ep=ep,
+                                              redundant_experts=redundant_experts).items():
+            out[comp] = out.get(comp, 0.0) + value
+    vocab = _bytes((math.ceil(m.vocab_size / tp), m.hidden_size), False, precision)
+    if first:
+        out["embedding"] = vocab
+    if last:
+        out["lm_head"] = 0.0 if m.tie_word_embeddings and first else vocab
+        out["norms"] = out.get("norms", 0.0) + _bytes((m.hidden_size,), False, precision)
+    return out
