@@ -23,8 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("archsim.serving",),
     ("archsim.sim", "archsim.execute"),
     ("archsim.report", "archsim.small_run"),
-    ("archsim.whatif", "archsim.fidelity"),
-    ("archsim.api", "archsim.kernel_api"),
+    ("archsim.whatif", "archsim.fidelity", "archsim.kernel_api"),
+    ("archsim.api",),
     ("archsim.cli",),
 ]
 
