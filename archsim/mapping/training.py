@@ -15,7 +15,7 @@ from archsim.graph.build import build_prefill
 from archsim.graph.precision import Precision, Shard, precision_from_names
 from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
 from archsim.mapping.parallelism import Parallelism
-from archsim.mapping.phases import price_phase
+from archsim.mapping.phases import price_phase, representative_model
 from archsim.sim.step import ChunkTimes, dualpipe, interleaved_1f1b, one_f_one_b, simulate_pipeline
 
 SECONDS_PER_HOUR = 3600
@@ -222,32 +222,50 @@ def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm
 def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
     """From the per-device forward graph of one micro-batch: model FLOPs per token (full model),
     the bottleneck stage's streaming-op time (recomputed under selective recompute), its saved
-    activation bytes, and the extra head time of computing logits at every position in training."""
+    activation bytes, and the extra head time of computing logits at every position in training.
+    Graphs are built for the representative model (one layer per kind) and mapped to every layer."""
     tokens = mb_seqs * setup.seq_len
     mtp = setup.mtp and bool(model.num_nextn_predict_layers)
     routed = tokens * max(par.ep, par.tp) / par.tp if model.is_moe else None
-    g = build_prefill(model, batch=mb_seqs, prompt_len=setup.seq_len, precision=precision,
+    rep = representative_model(model)
+    small, index = rep if rep else (model, None)
+
+    def kind_of(layer: int) -> int:
+        return index[model.is_moe_layer(layer)] if index is not None else layer
+
+    g = build_prefill(small, batch=mb_seqs, prompt_len=setup.seq_len, precision=precision,
                       shard=Shard(tp=par.tp, ep=par.ep if model.is_moe else 1), mtp=mtp, routed_tokens=routed)
     cost = price_graph(g, hw)
-    full = build_prefill(model, batch=1, prompt_len=setup.seq_len, precision=precision, mtp=mtp)
-    fwd_flops = sum(full.nodes[n]["op"].flops for n in full.nodes)
-    heads = [n for n in full.nodes if n == "lm_head" or n.endswith("shared_head.head")]
-    head_flops_extra = sum(full.nodes[n]["op"].flops for n in heads) * (setup.seq_len - 1)
-    stages = stage_layers(model, par.pp)
-    worst = max(stages, key=len)
-    streaming = saved = 0.0
+    streaming_by: dict = {}
+    saved_by: dict = {}
     for name in g.nodes:
         op = g.nodes[name]["op"]
-        if op.layer is None or op.layer not in worst:
+        if op.layer is None or op.layer >= small.num_hidden_layers:
             continue
         if op.kind in STREAMING_KINDS:
-            streaming += cost.ops[name].time_s
+            streaming_by[op.layer] = streaming_by.get(op.layer, 0.0) + cost.ops[name].time_s
         if setup.recompute == "none" or op.kind not in STREAMING_KINDS:
-            saved += sum(o.nbytes for o in op.writes if o.role in ("activation", "output"))
+            saved_by[op.layer] = saved_by.get(op.layer, 0.0) + sum(
+                o.nbytes for o in op.writes if o.role in ("activation", "output"))
+    worst = max(stage_layers(model, par.pp), key=len)
+    streaming = sum(streaming_by.get(kind_of(layer), 0.0) for layer in worst)
+    saved = sum(saved_by.get(kind_of(layer), 0.0) for layer in worst)
     if setup.recompute == "full":
         saved = len(worst) * tokens * model.hidden_size * precision.activations.bytes
     if setup.fp8_activation_cache:
         saved *= FP8_BYTES / precision.activations.bytes
+    full = build_prefill(small, batch=1, prompt_len=setup.seq_len, precision=precision, mtp=mtp)
+    flops_by: dict = {}
+    head_flops = 0.0
+    for name in full.nodes:
+        op = full.nodes[name]["op"]
+        key = op.layer if op.layer is not None and op.layer < small.num_hidden_layers else "other"
+        flops_by[key] = flops_by.get(key, 0.0) + op.flops
+        if name == "lm_head" or name.endswith("shared_head.head"):
+            head_flops += op.flops
+    fwd_flops = flops_by.get("other", 0.0) + sum(flops_by.get(kind_of(layer), 0.0)
+                                                 for layer in range(model.num_hidden_layers))
+    head_flops_extra = head_flops * (setup.seq_len - 1)
     engine = hw.engine_for("matrix")
     head_rate = engine.peak_flop_per_s[precision.activations.name] * engine.achievable_fraction
     return {"forward_flops_per_token": (fwd_flops + head_flops_extra) / setup.seq_len,

@@ -166,3 +166,25 @@ def test_plan_to_dict_has_phase_breakdown(dsv3, h800):
         assert p["exposed_communication_s"] <= p["communication_s"] + 1e-15
     mem = memory_per_device(dsv3, plan.parallelism, FP8, capacity_bytes=80e9, batch=64, context=4352)
     assert d["memory"]["weights_bytes"] == pytest.approx(mem.weights_bytes)
+
+
+@pytest.mark.parametrize("phase, batch, length", [("prefill", 2, 1024), ("decode", 32, 4096)])
+def test_representative_layers_equal_full_graph(dsv3, h800, phase, batch, length):
+    """Per-layer times come from a graph with one layer of each kind; they equal the full graph's."""
+    from archsim.cost.phase import price_graph
+    from archsim.graph.build import build_decode, build_prefill
+    from archsim.graph.precision import Shard
+    from archsim.mapping.phases import _layer_of, _layer_times
+    tokens = batch * (length if phase == "prefill" else 1)
+    layer_s, flops, _ = _layer_times(dsv3, h800, phase, batch, length, FP8, 1, 8, tokens * 8, False, None)
+    build = build_prefill if phase == "prefill" else build_decode
+    kw = {"prompt_len": length} if phase == "prefill" else {"context": length}
+    full = price_graph(build(dsv3, batch=batch, precision=FP8, shard=Shard(tp=1, ep=8), routed_tokens=tokens * 8,
+                             **kw), h800)
+    expected = {}
+    for name, c in full.ops.items():
+        expected[_layer_of(name)] = expected.get(_layer_of(name), 0.0) + c.time_s
+    assert set(expected) == set(layer_s)
+    for key, value in expected.items():
+        assert layer_s[key] == pytest.approx(value, rel=1e-12)
+    assert flops == pytest.approx(full.flops, rel=1e-12)
