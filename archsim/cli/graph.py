@@ -1,0 +1,97 @@
+"""``archsim graph WORKLOAD``: build one phase graph and print its size, parameters, FLOPs and bytes."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("graph", help="build a workload's prefill or decode operator graph and summarise it")
+    p.add_argument("workload", help="workload YAML, e.g. workloads/deepseek_v3.yaml")
+    p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
+    p.add_argument("--batch", type=_positive, help="sequences (default: the scenario's batch)")
+    p.add_argument("--length", type=_positive,
+                   help="prompt tokens (prefill) or context incl. the new token (decode); default from the scenario")
+    p.add_argument("--tp", type=_positive, default=1, help="tensor-parallel slice the graph describes")
+    p.add_argument("--ep", type=_positive, default=1, help="expert-parallel slice the graph describes")
+    p.add_argument("--mtp", action="store_true", help="include the MTP module")
+    p.add_argument("--small", action="store_true", help="the --small variant of the model (graph/small.py rule)")
+    p.add_argument("--top", type=int, default=5, help="list the N ops with the most FLOPs")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.config.workload import load_workload
+    from archsim.graph import (Shard, build_decode, build_prefill, count_params, kv_bytes_per_token,
+                               precision_from_names, small_variant)
+    from archsim.graph.expert_load import load_from_spec
+
+    w = load_workload(args.workload)
+    model = small_variant(w.model) if args.small else w.model
+    sc = w.scenario
+    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    batch = args.batch or sc.batch
+    mtp = args.mtp or sc.mtp
+    load = load_from_spec(sc.expert_load, model.n_routed_experts, model.num_experts_per_tok) if model.is_moe else None
+    shard = Shard(tp=args.tp, ep=args.ep)
+    if args.phase == "prefill":
+        g = build_prefill(model, batch=batch, prompt_len=args.length or sc.prompt_len, precision=precision,
+                          shard=shard, mtp=mtp, expert_load=load)
+    else:
+        g = build_decode(model, batch=batch, context=args.length or sc.prompt_len + sc.output_len,
+                         precision=precision, shard=shard, mtp=mtp, expert_load=load)
+    data = summarise(g, w.name + ("_small" if args.small else ""), args.top)
+    counts = count_params(model, mtp=mtp)
+    data.update({"model_total_params": counts.total, "model_active_params": counts.active,
+                 "kv_bytes_per_token": kv_bytes_per_token(model, precision.kv_cache)})
+    if args.format == "json":
+        json.dump(data, sys.stdout, indent=2, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(_table(data))
+    return 0
+
+
+def summarise(g, name: str, top: int) -> dict:
+    """Totals of a phase graph: ops, params, FLOPs by kind, bytes by operand role, heaviest ops."""
+    flops_by_kind: dict[str, float] = defaultdict(float)
+    bytes_by_role: dict[str, float] = defaultdict(float)
+    params = 0
+    ops = [d["op"] for _, d in g.nodes(data=True)]
+    for op in ops:
+        flops_by_kind[op.kind] += op.flops
+        params += op.params
+        for o in op.reads + op.writes:
+            bytes_by_role[o.role] += o.nbytes
+    heaviest = sorted(ops, key=lambda op: -op.flops)[:max(top, 0)]
+    meta = {k: g.graph[k] for k in ("phase", "batch", "tokens", "q_len", "kv_len", "tp", "ep", "mtp")}
+    return {"workload": name, **meta, "ops": len(ops), "edges": g.number_of_edges(), "params": params,
+            "flops": sum(flops_by_kind.values()), "flops_by_kind": dict(flops_by_kind),
+            "bytes_by_role": dict(bytes_by_role),
+            "heaviest": [{"name": op.name, "kind": op.kind, "flops": op.flops} for op in heaviest]}
+
+
+def _table(d: dict) -> str:
+    lines = [f"{d['workload']}: {d['phase']} graph, batch {d['batch']}, {d['tokens']} new tokens, "
+             f"kv_len {d['kv_len']}, tp {d['tp']}, ep {d['ep']}{', mtp' if d['mtp'] else ''}",
+             f"  ops {d['ops']}, edges {d['edges']}, params on this slice {d['params']:,} "
+             f"(model total {d['model_total_params']:,}, active {d['model_active_params']:,})",
+             f"  FLOPs {d['flops']:.4g}; KV bytes/token {d['kv_bytes_per_token']:,.0f}"]
+    lines += [f"    {kind:<14} {f:.4g} FLOPs" for kind, f in sorted(d["flops_by_kind"].items(), key=lambda x: -x[1])]
+    lines += [f"  bytes ({role}) {b:.4g}" for role, b in sorted(d["bytes_by_role"].items())]
+    lines += ["  heaviest ops:"] + [f"    {h['name']:<40} {h['flops']:.4g}" for h in d["heaviest"]]
+    return "\n".join(lines) + "\n"
