@@ -4,8 +4,9 @@ Times are work / rate of a named resource:
 - compute: time-equivalent FLOPs / (engine peak[dtype] * engine achievable_fraction * the chip's
   thermal ``compute_clock_fraction``);
 - memory level: bytes / rate + one level latency when the op touches the level at all (the first
-  access is exposed; later ones are pipelined behind it). The rate is bandwidth * achievable_fraction,
-  capped by the level's ``power_limit_w`` (if any) at power_limit / (8 * energy_per_bit);
+  access is exposed; later ones are pipelined behind it). The rate is bandwidth * achievable_fraction
+  (times ``compute_clock_fraction`` for on-chip levels, which run at the core clock), capped by the
+  level's ``power_limit_w`` (if any) at power_limit / (8 * energy_per_bit);
 - network (collective ops): ``cost/collectives.price_collective`` for the op's attrs (op, bytes,
   group, optional algorithm) on the chip's node and fabric;
 - launch: kernel launches * ``kernel_launch_s``.
@@ -66,9 +67,10 @@ def rate_key(hw: Hardware, op: Op) -> tuple[str, str] | None:
     return engine.name, _engine_dtype(hw, engine, op)
 
 
-def level_rate(level) -> float:
-    """Sustained bytes/s of a memory level: achievable bandwidth, capped by its power limit."""
-    rate = level.bandwidth_bytes_per_s * level.achievable_fraction
+def level_rate(level, clock_fraction: float = 1.0) -> float:
+    """Sustained bytes/s of a memory level: achievable bandwidth (scaled by the core clock fraction for
+    on-chip levels), capped by its power limit."""
+    rate = level.bandwidth_bytes_per_s * level.achievable_fraction * clock_fraction
     if level.power_limit_w is not None and level.energy_j_per_bit > 0:
         rate = min(rate, level.power_limit_w / (BITS_PER_BYTE * level.energy_j_per_bit))
     return rate
@@ -108,15 +110,16 @@ def collective_cost(op: Op, hw: Hardware) -> tuple[float, float]:
     return cost.time_s, cost.energy_j
 
 
-def _level_time(nbytes: float, level) -> float:
+def _level_time(nbytes: float, level, clock_fraction: float) -> float:
     if nbytes <= 0:
         return 0.0
-    return nbytes / level_rate(level) + level.latency_s
+    return nbytes / level_rate(level, clock_fraction) + level.latency_s
 
 
-def price_work_item(op: Op, work: OpWork, hw: Hardware) -> OpCost:
-    """Price an op whose work on ``hw``'s geometry is already known."""
-    key = rate_key(hw, op)
+def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] | None = None) -> OpCost:
+    """Price an op whose work on ``hw``'s geometry is already known; ``key`` (engine, dtype) overrides
+    the engine that runs its FLOPs (placement on a second matrix engine)."""
+    key = key if key is not None and op.flops > 0 else rate_key(hw, op)
     compute_s = 0.0
     compute_j = 0.0
     if key is not None:
@@ -124,7 +127,10 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware) -> OpCost:
         rate = engine.peak_flop_per_s[key[1]] * engine.achievable_fraction * hw.compute_clock_fraction
         compute_s = work.time_flops / rate
         compute_j = op.flops * energy_per_flop(hw, key)
-    memory_s = {name: _level_time(work.bytes_by_level[name], hw.memory[name]) for name in hw.memory}
+    main = hw.main_memory.name
+    memory_s = {name: _level_time(work.bytes_by_level[name], level,
+                                  1.0 if name == main else hw.compute_clock_fraction)
+                for name, level in hw.memory.items()}
     network_s, network_j = collective_cost(op, hw) if op.kind == "collective" else (0.0, 0.0)
     launch_s = work.launches * hw.kernel_launch_s
     candidates = [("compute", compute_s)]

@@ -97,7 +97,7 @@ class HardwareArrays:
     compute_fraction: np.ndarray      # (..., K) achievable fraction x thermal compute_clock_fraction
     energy_j_per_flop: np.ndarray     # (..., K)
     bandwidth_bytes_per_s: np.ndarray  # (..., L)
-    memory_fraction: np.ndarray       # (..., L)
+    memory_fraction: np.ndarray       # (..., L) achievable fraction (x clock fraction on chip)
     power_limit_w: np.ndarray         # (..., L) inf where the level has no power cap
     latency_s: np.ndarray             # (..., L)
     energy_j_per_bit: np.ndarray      # (..., L)
@@ -115,7 +115,8 @@ def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
         compute_fraction=arr([eng.achievable_fraction * hw.compute_clock_fraction for eng in engines], float),
         energy_j_per_flop=arr([energy_per_flop(hw, key) for key in work.rate_keys], float),
         bandwidth_bytes_per_s=arr([lv.bandwidth_bytes_per_s for lv in levels], float),
-        memory_fraction=arr([lv.achievable_fraction for lv in levels], float),
+        memory_fraction=arr([lv.achievable_fraction * (1.0 if lv is hw.main_memory else hw.compute_clock_fraction)
+                             for lv in levels], float),
         power_limit_w=arr([np.inf if lv.power_limit_w is None else lv.power_limit_w for lv in levels], float),
         latency_s=arr([lv.latency_s for lv in levels], float),
         energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),

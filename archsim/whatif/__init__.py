@@ -1,0 +1,1 @@
+"""What-if hardware studies: engine placement, numerics, the memory wall and design-space sweeps."""

@@ -1,0 +1,91 @@
+"""Engine placement on heterogeneous chips: PIM, photonic, default engines."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from archsim.config.hardware import load_hardware
+from archsim.config.whatif_hardware import PimSpec
+from archsim.cost.opcost import price_op
+from archsim.cost.phase import price_graph
+from archsim.dtypes import BF16, FP8
+from archsim.whatif.placement import pim_cost, place_graph, place_op
+from tests.cost.fixtures import attention_op, gemm_op, norm_op
+
+HW = Path(__file__).resolve().parents[2] / "hardware"
+
+
+@pytest.fixture(scope="module")
+def pim_chip():
+    return load_hardware(HW / "h100_hbm_pim.yaml")
+
+
+def _ops():
+    return [norm_op("norm", 1, 8192), gemm_op("q", 1, 8192, 8192, weight=BF16),
+            gemm_op("fp8", 1, 8192, 8192, weight=FP8), gemm_op("big", 4096, 8192, 8192, weight=BF16),
+            attention_op("attn", batch=1, q_len=1, kv_len=8192, heads_q=64, heads_kv=8, d_qk=128, d_v=128,
+                         causal=True)]
+
+
+def test_bf16_gemv_goes_to_pim_with_hand_derived_time(pim_chip):
+    op = gemm_op("q", 1, 8192, 8192, weight=BF16)
+    pim, hbm = pim_chip.pim, pim_chip.memory["hbm"]
+    weights = 8192 * 8192 * 2
+    acts = 8192 * 2 + 8192 * 2
+    compute = op.flops / (pim.peak_flop_per_s["bf16"] * pim.achievable_fraction)
+    internal = weights / (pim.internal_bandwidth_bytes_per_s * pim.achievable_fraction) + hbm.latency_s
+    external = acts / (hbm.bandwidth_bytes_per_s * hbm.achievable_fraction) + hbm.latency_s
+    choice = pim_cost(op, pim_chip)
+    assert choice.time_s == pytest.approx(max(compute, internal, external, pim_chip.kernel_launch_s))
+    assert choice.energy_j == pytest.approx(op.flops * pim.energy_j_per_flop["bf16"]
+                                            + weights * 8 * pim.internal_energy_j_per_bit
+                                            + acts * 8 * hbm.energy_j_per_bit)
+    placed = place_op(op, pim_chip)
+    gpu = price_op(op, pim_chip)
+    assert placed.engine == "pim" and placed.time_s < gpu.time_s
+    assert "faster than tensor" in placed.reason
+    assert set(placed.alternatives) == {"tensor", "pim"}
+
+
+def test_unsupported_dtype_and_large_gemm_stay_on_the_gpu(pim_chip):
+    assert pim_cost(gemm_op("fp8", 1, 8192, 8192, weight=FP8), pim_chip) is None  # PIM has no FP8 units
+    assert place_op(gemm_op("big", 4096, 8192, 8192, weight=BF16), pim_chip).engine == "tensor"
+    assert place_op(norm_op("n", 1, 8192), pim_chip).engine == "vector"  # norms are not a PIM kind here
+
+
+def test_pim_supporting_nothing_changes_nothing(pim_chip):
+    idle_pim = PimSpec(level="hbm", kinds=(), peak_flop_per_s={"bf16": 1e15}, achievable_fraction=1.0,
+                       energy_j_per_flop={"bf16": 1e-15}, internal_bandwidth_bytes_per_s=1e15,
+                       internal_energy_j_per_bit=1e-15)
+    chip = dataclasses.replace(pim_chip, pim=idle_pim)
+    plain = dataclasses.replace(pim_chip, pim=None)
+    for objective in ("time", "energy"):
+        placed = place_graph(_ops(), chip, objective=objective)
+        phase = price_graph(_ops(), plain)
+        assert placed.time_s == pytest.approx(phase.time_s, rel=1e-12)
+        assert placed.energy_j == pytest.approx(phase.energy_j, rel=1e-12)
+        assert all(p.engine != "pim" for p in placed.placements.values())
+
+
+def test_placement_never_worse_than_default(pim_chip):
+    phase = price_graph(_ops(), pim_chip)
+    by_time = place_graph(_ops(), pim_chip, objective="time")
+    by_energy = place_graph(_ops(), pim_chip, objective="energy")
+    assert by_time.time_s <= phase.time_s * (1 + 1e-12)
+    assert by_energy.energy_j <= phase.energy_j * (1 + 1e-12)
+    assert by_time.time_s <= by_energy.time_s * (1 + 1e-12)
+
+
+def test_photonic_chip_runs_matrix_ops_optically():
+    chip = load_hardware(HW / "photonic_dota_l.yaml")
+    spec = chip.compute["photonic"].photonic
+    # peak = 2 x 12 x 12 x 12 x 16 x 5 GHz (DOTA-L, 276 TOP/s)
+    assert chip.compute["photonic"].peak_flop_per_s["bf16"] == 2 * 12 * 12 * 12 * 16 * 5e9
+    # energy per FLOP = ((12+12) x 12 x DAC + 12 x 12 x ADC) / (2 x 12 x 12 x 12)
+    assert chip.compute["photonic"].energy_j_per_flop["fp8"] == pytest.approx(
+        ((12 + 12) * 12 * spec.dac_energy_j + 12 * 12 * spec.adc_energy_j) / (2 * 12 * 12 * 12))
+    # lasers and tuning burn continuously
+    assert chip.static_power_w == pytest.approx(chip.power.idle_w + spec.laser_power_w + spec.static_power_w)
+    placed = place_graph(_ops(), chip)
+    assert placed.placements["big"].engine == "photonic"
+    assert placed.placements["norm"].engine == "vector"
