@@ -100,3 +100,16 @@ def test_any_dependency_order_gives_the_same_result():
     ea, eb = finish(a), finish(b)
     assert counts_match(ea) and counts_match(eb)
     assert np.array_equal(ea.logits, eb.logits)
+
+
+def test_dense_gqa_family_counts_match():
+    from archsim.config.workload import load_workload
+    from archsim.graph.small import small_variant
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = small_variant(load_workload(os.path.join(root, "workloads", "llama3_405b.yaml")).model)
+    bf16 = precision_from_names("bf16", "bf16", "bf16")
+    for ex in (execute_prefill(model, batch=2, prompt_len=7, precision=bf16),
+               execute_decode(model, batch=2, context=7, precision=bf16)):
+        assert ex.mismatches() == [] and counts_match(ex)
+        assert ex.reference_error <= 1e-10

@@ -16,6 +16,7 @@ from archsim.kernels.activations import residual_add, swiglu
 from archsim.kernels.attention import cache_operand, naive_attention
 from archsim.kernels.counting import Counter, Site
 from archsim.kernels.gemm import linear, per_head
+from archsim.kernels.gqa import KVCache, record_cache_write
 from archsim.kernels.mla import MLACache, _record_cache_write
 from archsim.kernels.moe import combine, dispatch, experts_act, experts_down, experts_gate_up
 from archsim.kernels.norm import rmsnorm
@@ -70,6 +71,9 @@ class NodeRunner:
         return self.env["embed_tokens"] if layer == 0 else self.env[f"layers.{layer - 1}.residual_mlp"]
 
     def _handler(self, layer: int, key: str):
+        if self.m.kind == "gqa" and key in self._GQA:
+            sub = key[len("self_attn."):]
+            return lambda i, p: self._gqa_node(i, p, sub)
         table = {
             "input_layernorm": lambda i, p: self._norm(p + key, self._hidden_in(i), p + "input_layernorm"),
             "self_attn.q_a_proj": lambda i, p: self._lin(p + key, self.env[p + "input_layernorm"]),
@@ -106,6 +110,38 @@ class NodeRunner:
         if key in moe:
             return moe[key]
         raise KeyError(f"no kernel for graph node 'layers.{layer}.{key}'")
+
+    _GQA = frozenset({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.rope_q",
+                      "self_attn.rope_k", "self_attn.kv_cache_update", "self_attn.attn_core"})
+
+    # -- GQA (dense Llama family) ------------------------------------------------------------------
+    def _gqa_node(self, i: int, p: str, key: str):
+        m = self.m
+        if key in ("q_proj", "k_proj", "v_proj"):
+            heads = m.cfg.num_attention_heads if key == "q_proj" else m.kv_heads
+            y = self._lin(p + "self_attn." + key, self.env[p + "input_layernorm"])              # [b, s, heads*d]
+            return y.reshape(self.b, self.s, heads, m.head_dim)                                  # [b, s, heads, d]
+        if key in ("rope_q", "rope_k"):
+            x = self.env[p + ("self_attn.q_proj" if key == "rope_q" else "self_attn.k_proj")]
+            return apply_rope(x, self.cos[:, None, :], self.sin[:, None, :], site=self._site(p + "self_attn." + key))
+        if key == "kv_cache_update":
+            k, v = self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"]
+            record_cache_write(self._site(p + "self_attn.kv_cache_update"), self.b * self.s, 2 * m.kv_heads * m.head_dim)
+            cache = self.state.caches[i]
+            if cache is None:
+                cache = self.state.caches[i] = KVCache(k=k, v=v)
+            else:
+                cache.append(k, v)
+            return cache
+        site = self._site(p + "self_attn.attn_core")
+        q = self.env[p + "self_attn.rope_q"]                                                     # [b, s, H, d]
+        if self.phase == "prefill":  # fresh K/V of this step (no prior cache)
+            return self.attend(q, self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"],
+                               scale=m.scale, causal=True, site=site)                            # [b, s, H, d]
+        cache = self.env[p + "self_attn.kv_cache_update"]
+        n_kv = cache.k.shape[1]
+        return self.attend(q, cache.k, cache.v, scale=m.scale, causal=True, site=site,
+                           kv_operands=cache_operand((self.b, n_kv, m.kv_heads, 2 * m.head_dim)))  # [b, s, H, d]
 
     # -- node kernels ------------------------------------------------------------------------------
     def _embed_tokens(self) -> np.ndarray:
@@ -182,7 +218,8 @@ class NodeRunner:
                         site=self._site(p + "self_attn.o_absorb"))                # [b, s, H, dv]
 
     def _o_proj(self, i: int, p: str) -> np.ndarray:
-        src = p + ("self_attn.attn_core" if self.phase == "prefill" else "self_attn.o_absorb")
+        absorbed = self.m.kind == "mla" and self.phase == "decode"
+        src = p + ("self_attn.o_absorb" if absorbed else "self_attn.attn_core")
         o = self.env[src]                                                       # [b, s, H, dv]
         return self._lin(p + "self_attn.o_proj", o.reshape(self.b, self.s, -1))  # [b, s, hidden]
 

@@ -59,6 +59,20 @@ def inv_freq_yarn(dim: int, theta: float, *, factor: float, beta_fast: float, be
     return freqs / factor * (1 - smooth) + freqs * smooth                    # [dim/2]
 
 
+def inv_freq_llama3(dim: int, theta: float, *, factor: float, low_freq_factor: float, high_freq_factor: float,
+                    original_max_position_embeddings: int) -> np.ndarray:
+    """Llama 3.1 scaling (HF ``_compute_llama3_parameters``): wavelengths shorter than
+    original/high_freq_factor keep their frequency, longer than original/low_freq_factor are divided by
+    ``factor``, and the band between interpolates with smooth = (original/wavelen - low) / (high - low)."""
+    freqs = inv_freq_standard(dim, theta)                                    # [dim/2]
+    wavelen = 2 * math.pi / freqs                                            # [dim/2]
+    low_wavelen = original_max_position_embeddings / low_freq_factor
+    high_wavelen = original_max_position_embeddings / high_freq_factor
+    smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    mid = (1 - smooth) * freqs / factor + smooth * freqs                      # [dim/2]
+    return np.where(wavelen < high_wavelen, freqs, np.where(wavelen > low_wavelen, freqs / factor, mid))
+
+
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     """0.1 * mscale * ln(factor) + 1 for factor > 1, else 1 (YaRN attention temperature)."""
     return 0.1 * mscale * math.log(factor) + 1.0 if factor > 1 else 1.0
@@ -96,7 +110,11 @@ def rope_inv_freq(dim: int, theta: float, rope_scaling: Mapping[str, object] | N
         amp = yarn_mscale(factor, float(rope_scaling.get("mscale", 1.0))) / \
             yarn_mscale(factor, float(rope_scaling.get("mscale_all_dim", 0.0)))
         return inv, amp
-    raise ValueError(f"unknown rope_scaling type {kind!r}; known: linear, ntk, yarn")
+    if kind == "llama3":
+        return inv_freq_llama3(dim, theta, factor=factor, low_freq_factor=float(rope_scaling["low_freq_factor"]),
+                               high_freq_factor=float(rope_scaling["high_freq_factor"]),
+                               original_max_position_embeddings=int(rope_scaling["original_max_position_embeddings"])), 1.0
+    raise ValueError(f"unknown rope_scaling type {kind!r}; known: linear, ntk, yarn, llama3")
 
 
 def inv_freq_lambda(dim: int, theta: float, lam: float) -> np.ndarray:

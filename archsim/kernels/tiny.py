@@ -1,5 +1,6 @@
 """Tiny DeepSeek-family model (MLA, dense first layers, shared + routed experts, group-limited
 routing, optional MTP depth) with seeded random weights: full forward and KV-cached decoding.
+A config without ``kv_lora_rank`` gives the dense GQA (Llama) family on the same code path.
 
 The config is any object with Hugging Face field names (a workload's model section scaled down,
 a SimpleNamespace, ...). Op names follow checkpoint parameter paths (``layers.3.self_attn.q_a_proj``).
@@ -16,6 +17,7 @@ from archsim.dtypes import DType
 from archsim.kernels.activations import residual_add
 from archsim.kernels.attention import naive_attention
 from archsim.kernels.counting import Counter, Site
+from archsim.kernels.gqa import KVCache, gqa
 from archsim.kernels.gemm import linear
 from archsim.kernels.mla import MLACache, MLADims, mla
 from archsim.kernels.moe import mlp, moe
@@ -50,7 +52,7 @@ def is_moe_layer(cfg: object, i: int) -> bool:
 class DecodeState:
     """KV caches per layer (compressed latent + rope key) and the next position."""
 
-    caches: list[MLACache | None]
+    caches: list[MLACache | KVCache | None]
     position: int = 0
     expert_counts: list[dict[int, np.ndarray]] = field(default_factory=list)
 
@@ -61,12 +63,17 @@ class TinyDeepSeek:
     def __init__(self, cfg: object, *, seed: int = 0, dtype: type = np.float64):
         self.cfg = _Cfg(cfg)
         self.dtype = dtype
-        self.dims = MLADims.of(self.cfg)
         c = self.cfg
+        self.kind = "mla" if c.kv_lora_rank else "gqa"
+        self.dims = MLADims.of(self.cfg) if self.kind == "mla" else None
+        self.head_dim = c.head_dim or c.hidden_size // c.num_attention_heads  # GQA head width (HF default)
+        self.kv_heads = c.num_key_value_heads or c.num_attention_heads
         self.eps = float(c.rms_norm_eps)
         scaling = rope_scaling_dict(c.rope_scaling)
-        self.scale = softmax_scale(c.qk_nope_head_dim + c.qk_rope_head_dim, scaling)
-        self.inv_freq, self.rope_amplitude = rope_inv_freq(c.qk_rope_head_dim, float(c.rope_theta), scaling)
+        qk, rot = (c.qk_nope_head_dim + c.qk_rope_head_dim, c.qk_rope_head_dim) if self.kind == "mla" else \
+            (self.head_dim, self.head_dim)
+        self.scale = softmax_scale(qk, scaling)
+        self.inv_freq, self.rope_amplitude = rope_inv_freq(rot, float(c.rope_theta), scaling)
         self.weights = init_weights(self.cfg, np.random.default_rng(seed), dtype)
         if c.n_routed_experts and (c.scoring_func or "sigmoid") != "sigmoid":
             raise ValueError(f"tiny DeepSeek model routes with sigmoid scores, config has {c.scoring_func!r}")
@@ -136,8 +143,13 @@ class TinyDeepSeek:
         w = self.weights
         p = f"layers.{i}"
         x = rmsnorm(h, w[f"{p}.input_layernorm"], self.eps, site=site(f"{p}.input_layernorm"))  # [b, s, hidden]
-        a, cache = mla(x, _prefixed(w, f"{p}.self_attn."), self.dims, cos, sin, eps=self.eps, scale=self.scale,
-                       form=form, cache=cache, attend=attend, site=site(f"{p}.self_attn"))      # [b, s, hidden]
+        if self.kind == "mla":
+            a, cache = mla(x, _prefixed(w, f"{p}.self_attn."), self.dims, cos, sin, eps=self.eps, scale=self.scale,
+                           form=form, cache=cache, attend=attend, site=site(f"{p}.self_attn"))  # [b, s, hidden]
+        else:
+            a, cache = gqa(x, _prefixed(w, f"{p}.self_attn."), heads=self.cfg.num_attention_heads,
+                           kv_heads=self.kv_heads, head_dim=self.head_dim, cos=cos, sin=sin, scale=self.scale,
+                           cache=cache, attend=attend, site=site(f"{p}.self_attn"))             # [b, s, hidden]
         h = residual_add(h, a, site=site(f"{p}.residual_attn"))                                # [b, s, hidden]
         x = rmsnorm(h, w[f"{p}.post_attention_layernorm"], self.eps,
                     site=site(f"{p}.post_attention_layernorm"))                                # [b, s, hidden]
@@ -207,6 +219,7 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
     w: dict[str, np.ndarray] = {}
     hid, h = cfg.hidden_size, cfg.num_attention_heads
     dn, dr, dv, r = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    hd, kvh = cfg.head_dim or hid // h, cfg.num_key_value_heads or h
 
     def mat(name: str, out: int, inp: int, lead: tuple[int, ...] = ()) -> None:
         w[name] = (rng.standard_normal(lead + (out, inp)) / np.sqrt(inp)).astype(dtype)
@@ -221,16 +234,22 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
         norm(f"{p}.input_layernorm", hid)
         norm(f"{p}.post_attention_layernorm", hid)
         a = f"{p}.self_attn"
-        if cfg.q_lora_rank:
+        if not r:  # GQA
+            mat(f"{a}.q_proj.weight", h * hd, hid)
+            mat(f"{a}.k_proj.weight", kvh * hd, hid)
+            mat(f"{a}.v_proj.weight", kvh * hd, hid)
+            mat(f"{a}.o_proj.weight", hid, h * hd)
+        elif cfg.q_lora_rank:
             mat(f"{a}.q_a_proj.weight", cfg.q_lora_rank, hid)
             norm(f"{a}.q_a_layernorm", cfg.q_lora_rank)
             mat(f"{a}.q_b_proj.weight", h * (dn + dr), cfg.q_lora_rank)
         else:
             mat(f"{a}.q_proj.weight", h * (dn + dr), hid)
-        mat(f"{a}.kv_a_proj_with_mqa.weight", r + dr, hid)
-        norm(f"{a}.kv_a_layernorm", r)
-        mat(f"{a}.kv_b_proj.weight", h * (dn + dv), r)
-        mat(f"{a}.o_proj.weight", hid, h * dv)
+        if r:
+            mat(f"{a}.kv_a_proj_with_mqa.weight", r + dr, hid)
+            norm(f"{a}.kv_a_layernorm", r)
+            mat(f"{a}.kv_b_proj.weight", h * (dn + dv), r)
+            mat(f"{a}.o_proj.weight", hid, h * dv)
         if is_moe_layer(cfg, i):
             e, inter = cfg.n_routed_experts, cfg.moe_intermediate_size
             mat(f"{p}.mlp.gate.weight", e, hid)

@@ -89,3 +89,27 @@ def test_rope_rotation_is_relative_and_counted():
     x = rng.standard_normal((2, 4, 3, 16))  # [b, s, H, d]
     apply_rope(x, cos[:, None, :], sin[:, None, :], site=c.site("rope"))
     assert c.records[0].flops == 3 * 16 * (2 * 4 * 3)  # 3 d per vector
+
+
+def test_llama3_scaling_by_hand():
+    from archsim.kernels.rope import inv_freq_llama3
+    # Llama 3.1: theta 500000, factor 8, low 1, high 4, original 8192; head dim 128.
+    # wavelength_i = 2 pi / f_i; < 8192/4 = 2048 keep; > 8192/1 = 8192 divide by 8; between: blend.
+    dim, theta = 128, 500000.0
+    inv = inv_freq_llama3(dim, theta, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=8192)
+    for i in range(64):
+        f = theta ** (-2 * i / dim)
+        wl = 2 * math.pi / f
+        if wl < 2048:
+            expect = f
+        elif wl > 8192:
+            expect = f / 8
+        else:
+            smooth = (8192 / wl - 1) / (4 - 1)
+            expect = (1 - smooth) * f / 8 + smooth * f
+        assert inv[i] == pytest.approx(expect, rel=1e-13)
+    # i = 0 (wavelength 2 pi) kept; i = 63 (wavelength ~ 2 pi * 500000^(126/128) ~ 2.6e6) divided by 8
+    assert inv[0] == 1.0 and inv[63] == pytest.approx(theta ** (-126 / 128) / 8, rel=1e-13)
+    # some dims fall in the blended band: wavelength between 2048 and 8192
+    assert any(2048 <= 2 * math.pi / theta ** (-2 * i / dim) <= 8192 for i in range(64))

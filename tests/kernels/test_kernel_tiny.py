@@ -130,3 +130,29 @@ def test_counted_forward_flops_and_bytes_are_exact_for_one_gemm_and_norm():
     # a second counter is independent
     c2 = Counter()
     assert c2.records == [] and len(c.records) > 0
+
+
+def gqa_cfg(**over):
+    """Llama-style dense GQA at small size: 8 query heads over 2 kv heads, head_dim 8, llama3 RoPE."""
+    base = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, head_dim=8,
+                intermediate_size=128, vocab_size=97, rope_theta=500000.0, rms_norm_eps=1e-5,
+                rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                  original_max_position_embeddings=8192))
+    base.update(over)
+    return SimpleNamespace(**base)
+
+
+@pytest.mark.parametrize("kv_heads", [8, 2, 1])  # MHA, GQA, MQA
+def test_gqa_family_decode_equals_forward_and_flash(kv_heads):
+    model = TinyDeepSeek(gqa_cfg(num_key_value_heads=kv_heads), seed=8)
+    assert model.kind == "gqa"
+    toks = _tokens(s=10)
+    full, _ = model.forward(toks)
+    _, state = model.forward(toks[:, :7])
+    for i in range(7, 10):
+        step, state = model.forward(toks[:, i:i + 1], state=state)
+        assert np.max(np.abs(step[:, 0] - full[:, i])) <= 1e-10
+    assert state.caches[0].k.shape == (2, 10, kv_heads, 8)   # [b, L, H_kv, d]
+    flash = functools.partial(flash_attention, tiles=(3, 4), elem_bytes=BF16.bytes)
+    out, _ = model.forward(toks, attend=flash)
+    assert np.max(np.abs(out - full)) <= 1e-10

@@ -1,0 +1,64 @@
+"""Grouped-query attention block (Llama-style MHA / GQA / MQA) with a per-kv-head KV cache.
+
+Weights in checkpoint layout ([out, in]): ``q_proj`` [H*d, hidden], ``k_proj`` / ``v_proj``
+[H_kv*d, hidden], ``o_proj`` [hidden, H*d]. RoPE rotates the whole head (interleaved pairs, as the
+rest of these kernels; the pairing convention does not change results' invariants or counts).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from archsim.kernels.attention import cache_operand, naive_attention
+from archsim.kernels.counting import Site
+from archsim.kernels.gemm import linear
+from archsim.kernels.rope import apply_rope
+
+
+@dataclass(kw_only=True)
+class KVCache:
+    """Rotated keys and values per kv head: k, v [b, L, H_kv, d]."""
+
+    k: np.ndarray
+    v: np.ndarray
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> None:
+        self.k = np.concatenate([self.k, k], axis=1)                          # [b, L+s, H_kv, d]
+        self.v = np.concatenate([self.v, v], axis=1)                          # [b, L+s, H_kv, d]
+
+
+def _sub(site: Site | None, name: str) -> Site | None:
+    return None if site is None else site.child(name)
+
+
+def record_cache_write(site: Site | None, rows: int, width: int) -> None:
+    """New tokens' K and V stored into the cache (0 FLOPs, a copy in the KV dtype)."""
+    if site is not None:
+        site.record(kind="elementwise", flops=0, reads=[("kv_new", (rows, width), "activation")],
+                    writes=[("kv_cache", (rows, width), "cache")], rows=rows, width=width)
+
+
+def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int, head_dim: int,
+        cos: np.ndarray, sin: np.ndarray, scale: float, cache: KVCache | None = None,
+        attend: Callable = naive_attention, site: Site | None = None) -> tuple[np.ndarray, KVCache]:
+    """Attention block over x [b, s, hidden]; with ``cache`` the queries also attend the cached prefix."""
+    b, s, _ = x.shape
+    q = linear(x, w["q_proj"], site=_sub(site, "q_proj")).reshape(b, s, heads, head_dim)        # [b, s, H, d]
+    k = linear(x, w["k_proj"], site=_sub(site, "k_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
+    v = linear(x, w["v_proj"], site=_sub(site, "v_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
+    q = apply_rope(q, cos[:, None, :], sin[:, None, :], site=_sub(site, "rope_q"))              # [b, s, H, d]
+    k = apply_rope(k, cos[:, None, :], sin[:, None, :], site=_sub(site, "rope_k"))              # [b, s, H_kv, d]
+    record_cache_write(_sub(site, "kv_cache_update"), b * s, 2 * kv_heads * head_dim)
+    from_cache = cache is not None
+    if cache is None:
+        cache = KVCache(k=k, v=v)
+    else:
+        cache.append(k, v)
+    n_kv = cache.k.shape[1]
+    operands = cache_operand((b, n_kv, kv_heads, 2 * head_dim)) if from_cache else None
+    o = attend(q, cache.k, cache.v, scale=scale, causal=True, kv_operands=operands,
+               site=_sub(site, "attn_core"))                                                  # [b, s, H, d]
+    out = linear(o.reshape(b, s, heads * head_dim), w["o_proj"], site=_sub(site, "o_proj"))     # [b, s, hidden]
+    return out, cache
