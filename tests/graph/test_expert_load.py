@@ -69,3 +69,25 @@ def test_measured_load_drives_the_graph():
     assert op.flops == 2 * 6 * (2 * 16) * 64
     w = next(o for o in op.reads if o.role == "weight")
     assert w.nbytes == 3 * (2 * 16) * 64 * 8            # three experts' fp64 gate+up weights
+
+
+def test_group_limited_routing_leaves_the_expected_distinct_count_unchanged():
+    """The documented assumption: with tokens routed independently, E[distinct] depends only on the
+    per-expert marginals. Sample DeepSeek-style group-limited routing (pick topk_group of n_group
+    groups, then k experts among their members, all uniformly) and compare with E*(1-(1-k/E)^B)."""
+    import numpy as np
+    E, n_group, topk_group, k, B, trials = 16, 4, 2, 4, 5, 6000
+    rng = np.random.default_rng(0)
+    per_group = E // n_group
+    distinct = np.empty(trials)
+    for t in range(trials):
+        touched = set()
+        for _ in range(B):
+            groups = rng.choice(n_group, topk_group, replace=False)
+            members = (groups[:, None] * per_group + np.arange(per_group)).ravel()
+            touched.update(rng.choice(members, k, replace=False).tolist())
+        distinct[t] = len(touched)
+    expected = uniform_load(E, k).distinct_experts(B)
+    assert expected == pytest.approx(E * (1 - (1 - k / E) ** B))
+    stderr = distinct.std() / np.sqrt(trials)
+    assert abs(distinct.mean() - expected) < 4 * stderr
