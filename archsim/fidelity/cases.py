@@ -63,11 +63,11 @@ def _shape(section: Section, file: str, path: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for key in section.keys():
         value = section.raw(key)
-        ok = isinstance(value, (int, str)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, str, bool))
         ok = ok or (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool)
                                                               for v in value))
         if not ok:
-            raise ConfigError(file, f"{path}.{key}", "an integer, a name, or a list of integers (a grid)", value)
+            raise ConfigError(file, f"{path}.{key}", "an integer, a name, true/false, or a list of integers (a grid)", value)
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
