@@ -17,9 +17,10 @@ import numpy as np
 from archsim.config.hardware import Hardware, load_hardware
 from archsim.config.workload import Workload, load_workload
 from archsim.cost.attention_traffic import flash_hbm_bytes
+from archsim.errors import ConfigError
 from archsim.cost.traffic import Geometry
 from archsim.execute import Execution, Step, counts_match, finish, prepare
-from archsim.graph.expert_load import measured_load, zipf_load
+from archsim.graph.expert_load import ExpertLoad, zipf_load
 from archsim.graph.precision import precision_from_names
 from archsim.graph.small import small_variant
 from archsim.kernels.attention import naive_attention
@@ -56,7 +57,11 @@ def run_small(workload: str | os.PathLike | Workload, hw: str | os.PathLike | Ha
     sram = Geometry.of(chip).sram_per_sm_bytes
     elem = precision.activations.bytes
     flash = functools.partial(flash_attention, sram_bytes=sram, elem_bytes=elem) if sram > 0 else naive_attention
-    tiny = TinyDeepSeek(model, seed=SEED)
+    try:
+        tiny = TinyDeepSeek(model, seed=SEED)
+    except ValueError as err:
+        raise ConfigError(wl.source_file, "model", "an architecture the tiny model executes (MLA or GQA "
+                          "attention, sigmoid routing)", str(err)) from None
 
     prefill = prepare(model, phase="prefill", batch=BATCH, length=PROMPT_LEN, precision=precision, seed=SEED,
                       attend=flash, tiny=tiny)
@@ -67,7 +72,10 @@ def run_small(workload: str | os.PathLike | Workload, hw: str | os.PathLike | Ha
     timeline = _concat(tl_prefill, tl_decode)
     if trace_path is not None:
         from archsim.report.trace import write_chrome_trace
-        write_chrome_trace(timeline, trace_path, name=f"{wl.name} --small")
+        try:
+            write_chrome_trace(timeline, trace_path, name=f"{wl.name} --small")
+        except OSError as err:
+            raise ConfigError(None, "--trace", "a writable file path", f"{trace_path} ({err.strerror})") from None
 
     checks = _checks(tiny, model, ex_prefill, ex_decode, sram, elem)
     return {
@@ -173,6 +181,17 @@ def _distinct_per_decode_step(tiny: TinyDeepSeek, model) -> list[int]:
         _, state = tiny.forward(rng.integers(0, model.vocab_size, (BATCH, 1)), state=state)
         out.extend(int(np.count_nonzero(c)) for c in state.expert_counts[-1].values())
     return out
+
+
+def projected_expert_load(small: dict[str, Any]) -> ExpertLoad | None:
+    """The full-scale ExpertLoad that ``run_small``'s measured routing suggests (None for dense
+    models): Zipf with the fitted exponent over the full expert count, for the projection's
+    expert bytes, grouped-GEMM time and EP traffic."""
+    el = small.get("expert_load")
+    if not el:
+        return None
+    fs = el["full_scale"]
+    return zipf_load(fs["experts"], fs["k"], fs["zipf_s"])
 
 
 def fit_zipf_s(max_over_mean: float, experts: int, k: int) -> float:

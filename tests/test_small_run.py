@@ -67,3 +67,15 @@ def test_cli_run_small_json(capsys, tmp_path):
     assert out["small"]["counts_match"] is True
     assert out["small"]["expert_load"]["max_over_mean"] >= 1.0
     assert "traceEvents" in json.loads(trace.read_text())
+
+
+def test_projected_load_and_bad_trace_path(tmp_path):
+    from archsim.errors import ConfigError
+    from archsim.small_run import projected_expert_load
+    wl = os.path.join(ROOT, "workloads", "deepseek_v3.yaml")
+    d = run_small(wl, H100)
+    load = projected_expert_load(d)
+    assert load.experts == 256 and load.k == 8
+    assert load.imbalance() == pytest.approx(d["expert_load"]["full_scale"]["max_over_mean"], rel=1e-12)
+    with pytest.raises(ConfigError, match="--trace"):
+        run_small(wl, H100, trace_path=tmp_path / "missing_dir" / "t.json")
