@@ -20,6 +20,9 @@ WEIGHT_FORMATS: dict[str, DType] = {
     "fp4": FP4.with_block((32,), scale_bits=8),
     "int4": INT4.with_block((32,), scale_bits=16),
 }
+# Activation / KV-cache formats. An fp8 KV cache is plain e4m3 bytes: FlashMLA's FP8 layout adds four
+# float32 scales and keeps the 64 rope dims in BF16 (656 B per token per layer instead of 576;
+# FlashMLA README, published.md 1.3), which is not modelled here.
 PLAIN_FORMATS: dict[str, DType] = {"bf16": BF16, "fp16": FP16, "fp32": FP32, "fp8": FP8}
 # Formats whose GEMMs run on the low-precision tensor path (weights and activations both
 # quantized, DeepSeek-V3 TR 3.3 FP8 training/inference); int4 is weight-only (dequantized to
