@@ -19,6 +19,7 @@ import simpy
 from archsim.config.hardware import Hardware
 from archsim.cost.opcost import OpCost
 from archsim.cost.phase import PhaseCost, price_graph
+from archsim.errors import ConfigError
 from archsim.graph.op import Op
 
 SERIAL_RESOURCE = "chip"
@@ -102,6 +103,9 @@ def schedule(graph: nx.DiGraph, slots: Mapping[str, Slot], *, on_op: OnOp | None
     ``on_op(op, start_s, end_s)`` is called when an op completes; completion order respects the
     graph's dependencies, so a caller may execute the real kernel there.
     """
+    if graph.graph.get("repeats") is not None:
+        raise ConfigError(None, "graph", "a full phase graph (build with compact=False): the executor runs "
+                          "every layer's ops", "a compact graph")
     env = simpy.Environment()
     resources = {s.resource: simpy.Resource(env, capacity=1) for s in slots.values()}
     done = {name: env.event() for name in graph}

@@ -80,3 +80,11 @@ def test_full_scale_serial_mode_equals_the_cost_model_sum(h100, phase):
     assert max(overlapped.busy_s.values()) <= overlapped.makespan_s * (1 + 1e-12)
     assert overlapped.makespan_s <= serial.makespan_s * (1 + 1e-12)
     assert len(overlapped.events) == g.number_of_nodes()
+
+
+def test_compact_graph_is_refused():
+    from archsim.errors import ConfigError
+    g = chain_graph()
+    g.graph["repeats"] = object()       # what build_decode(compact=True) attaches
+    with pytest.raises(ConfigError, match="compact"):
+        schedule(g, {n: Slot(resource="r", time_s=1.0) for n in g})
