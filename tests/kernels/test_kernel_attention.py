@@ -1,6 +1,8 @@
 """Flash (tiled) attention equals naive attention; its counted HBM bytes follow docs/counting.md."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -32,7 +34,7 @@ LAYOUTS = [("mha", 4, 4, 16, 16), ("gqa", 8, 2, 16, 12), ("mqa", 6, 1, 8, 8), ("
 @pytest.mark.parametrize("n_q,n_kv", [(13, 13), (1, 17), (5, 23), (31, 31)])
 @pytest.mark.parametrize("tiles", [(1, 1), (3, 5), (7, 4), (16, 64)])
 def test_flash_equals_naive_float64(name, hq, hkv, d_qk, d_v, causal, n_q, n_kv, tiles):
-    rng = np.random.default_rng(hash((name, n_q, n_kv)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{name}-{n_q}-{n_kv}".encode()))  # deterministic per case
     q, k, v = _qkv(rng, 2, n_q, n_kv, hq, hkv, d_qk, d_v)
     ref = naive_attention(q, k, v, scale=d_qk ** -0.5, causal=causal)
     out = flash_attention(q, k, v, scale=d_qk ** -0.5, causal=causal, tiles=tiles, elem_bytes=BF16.bytes)
