@@ -3,9 +3,13 @@
 A state machine: ``add`` queues a request, ``next_plan`` forms one iteration, ``complete`` applies it.
 Unchunked mode follows vLLM's default: an iteration either prefills whole prompts of newly admitted
 requests or decodes every running sequence. Chunked mode (Sarathi-Serve) fills a per-iteration token
-budget with all decodes first, then prefill chunks. When a decode step needs a block and none is free,
-the most recently admitted sequence is preempted, by recompute (blocks dropped, prompt and generated
+budget with all decodes first, then prefill chunks. When decode steps need blocks and too few are free,
+the most recently admitted sequences are preempted, by recompute (blocks dropped, prompt and generated
 tokens prefilled again) or by swap (blocks copied to host memory and back); both are counted.
+
+Decoding sequences live in numpy arrays (context, generated, target, blocks, last token time), so a
+decode iteration costs a few vector operations rather than a Python loop over the batch; a sequence's
+``Seq`` record is brought up to date whenever it leaves the decode set.
 """
 from __future__ import annotations
 
@@ -17,6 +21,47 @@ from archsim.errors import ConfigError
 from archsim.serving.iteration import IterationBatch, chunk_pairs
 from archsim.serving.kvcache import PagedKVCache
 from archsim.serving.sequence import Plan, Seq, Speculative, emit
+
+_COLUMNS = ("kv", "gen", "out", "blocks", "order", "ident")
+
+
+class _DecodeSet:
+    """Parallel arrays of the sequences in the decode phase, in no particular order."""
+
+    def __init__(self, capacity: int):
+        self.n = 0
+        self.cols = {name: np.zeros(capacity, dtype=np.int64) for name in _COLUMNS}
+        self.last = np.zeros(capacity, dtype=np.float64)
+        self.seqs: dict[int, Seq] = {}
+
+    def add(self, seq: Seq) -> None:
+        i = self.n
+        c = self.cols
+        c["kv"][i], c["gen"][i], c["out"][i] = seq.kv_tokens, seq.generated, seq.req.output_tokens
+        c["blocks"][i], c["order"][i], c["ident"][i] = seq.blocks, seq.order, id(seq)
+        self.last[i] = seq.last_token_s
+        self.seqs[id(seq)] = seq
+        self.n += 1
+
+    def sync(self, i: int) -> Seq:
+        """The Seq at row ``i`` with its fields brought up to date."""
+        c = self.cols
+        seq = self.seqs[int(c["ident"][i])]
+        seq.kv_tokens, seq.generated, seq.blocks = int(c["kv"][i]), int(c["gen"][i]), int(c["blocks"][i])
+        seq.last_token_s = float(self.last[i])
+        return seq
+
+    def remove(self, rows: np.ndarray) -> None:
+        keep = np.ones(self.n, dtype=bool)
+        keep[rows] = False
+        m = int(keep.sum())
+        for name, arr in self.cols.items():
+            if name == "ident":
+                for ident in arr[:self.n][~keep]:
+                    del self.seqs[int(ident)]
+            arr[:m] = arr[:self.n][keep]
+        self.last[:m] = self.last[:self.n][keep]
+        self.n = m
 
 
 class ContinuousScheduler:
@@ -38,18 +83,22 @@ class ContinuousScheduler:
         self.preemption = preemption
         self.kv_bytes_per_token = kv_bytes_per_token
         self.spec = speculative
+        self.step_tokens = 1 + (speculative.draft_tokens if speculative else 0)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.role = role
         self.waiting: deque[Seq] = deque()
         self.swapped: deque[Seq] = deque()
-        self.running: list[Seq] = []
+        self.prefilling: dict[int, Seq] = {}  # admitted, prompt not yet fully in cache; admission order
+        self.decoding = _DecodeSet(max_seqs)
         self.handoff: list[Seq] = []
         self.gaps: list[float] = []
+        self.gap_chunks: list[tuple[np.ndarray, np.ndarray]] = []
         self.preempted_recompute = 0
         self.preempted_swap = 0
         self.swap_bytes_total = 0.0
         self.recomputed_tokens = 0
         self._pending_swap_out = 0.0
+        self._order = 0
 
     # -- queue ------------------------------------------------------------------------------------
     def fits(self, seq: Seq) -> bool:
@@ -64,8 +113,12 @@ class ContinuousScheduler:
         return True
 
     @property
+    def running_count(self) -> int:
+        return len(self.prefilling) + self.decoding.n
+
+    @property
     def load(self) -> int:
-        return len(self.waiting) + len(self.swapped) + len(self.running)
+        return len(self.waiting) + len(self.swapped) + self.running_count
 
     @property
     def queued(self) -> int:
@@ -78,23 +131,42 @@ class ContinuousScheduler:
     def next_plan(self, now: float) -> Plan | None:
         swap_bytes = self._swap_in()
         if self.chunked:
-            return self._plan_chunked(swap_bytes)
+            decode = self._decodes()
+            budget = self.token_budget - decode * self.step_tokens
+            chunks = []
+            for seq in self.prefilling.values():
+                if budget <= 0:
+                    break
+                take = min(seq.target - seq.kv_tokens, budget)
+                chunks.append((seq, take))
+                budget -= take
+            if budget > 0:
+                chunks += self._admit(budget)
+            return self._plan(chunks, decode, swap_bytes)
         prefill = self._admit(self.token_budget)
         if prefill:
-            return self._plan(prefill, [], swap_bytes)
+            return self._plan(prefill, 0, swap_bytes)
         return self._plan([], self._decodes(), swap_bytes)
+
+    def _admitted(self, seq: Seq) -> None:
+        self._order += 1
+        seq.order = self._order
+        if seq.kv_tokens >= seq.target:
+            self.decoding.add(seq)
+        else:
+            self.prefilling[id(seq)] = seq
 
     def _swap_in(self) -> float:
         moved = 0.0
-        while self.swapped and len(self.running) < self.max_seqs:
+        while self.swapped and self.running_count < self.max_seqs:
             seq = self.swapped[0]
-            need = self.kv.blocks_for(seq.kv_tokens + self._step_tokens())
+            need = self.kv.blocks_for(seq.kv_tokens + self.step_tokens)
             if need > self.kv.free:
                 break
             self.swapped.popleft()
             self.kv.allocate(need)
             seq.blocks = need
-            self.running.append(seq)
+            self._admitted(seq)
             moved += seq.kv_tokens * self.kv_bytes_per_token
         self.swap_bytes_total += moved
         return moved
@@ -104,7 +176,7 @@ class ContinuousScheduler:
         chunks = []
         if self.swapped:  # swapped-out sequences go first (vLLM), so admit nothing new meanwhile
             return chunks
-        while self.waiting and len(self.running) < self.max_seqs and budget > 0:
+        while self.waiting and self.running_count < self.max_seqs and budget > 0:
             seq = self.waiting[0]
             resident = seq.kv_tokens >= seq.target  # arrived with its KV (disaggregated decode pool)
             if not resident:
@@ -116,41 +188,40 @@ class ContinuousScheduler:
             self.waiting.popleft()
             self.kv.allocate(need)
             seq.blocks = need
-            self.running.append(seq)
+            self._admitted(seq)
             if not resident:
                 take = min(todo, budget) if self.chunked else todo
                 chunks.append((seq, take))
                 budget -= take
         return chunks
 
-    def _step_tokens(self) -> int:
-        return 1 + (self.spec.draft_tokens if self.spec else 0)
+    def _decodes(self) -> int:
+        """Give every decoding sequence room for its next step, preempting the most recently admitted
+        sequences while blocks are short; returns the number of decoding sequences."""
+        d = self.decoding
+        while d.n:
+            c = d.cols
+            need = -(-(c["kv"][:d.n] + self.step_tokens) // self.kv.block_tokens) - c["blocks"][:d.n]
+            total = int(need.sum())
+            if total <= self.kv.free:
+                c["blocks"][:d.n] += need
+                self.kv.allocate(total)
+                break
+            self._preempt_latest()
+        return d.n
 
-    def _decodes(self) -> list:
-        """Every running sequence past prefill gets a decode slot; preempt from the tail when blocks run out."""
-        step = self._step_tokens()
-        decode = []
-        running = self.running
-        kv = self.kv
-        i = 0
-        while i < len(running):
-            seq = running[i]
-            if seq.kv_tokens < seq.target:
-                i += 1
-                continue
-            need = kv.blocks_for(seq.kv_tokens + step) - seq.blocks
-            while need > kv.free:
-                victim = running.pop()
-                self._preempt(victim)
-                if victim is seq:
-                    break
-            else:
-                if need > 0:
-                    kv.allocate(need)
-                    seq.blocks += need
-                decode.append(seq)
-                i += 1
-        return decode
+    def _preempt_latest(self) -> None:
+        """Preempt the running sequence admitted last (vLLM's victim choice)."""
+        d = self.decoding
+        last_prefill = next(reversed(self.prefilling.values()), None)
+        row = int(np.argmax(d.cols["order"][:d.n])) if d.n else -1
+        if last_prefill is not None and (row < 0 or last_prefill.order > d.cols["order"][row]):
+            del self.prefilling[id(last_prefill)]
+            self._preempt(last_prefill)
+        else:
+            seq = d.sync(row)
+            d.remove(np.array([row]))
+            self._preempt(seq)
 
     def _preempt(self, seq: Seq) -> None:
         self.kv.release(seq.blocks)
@@ -168,70 +239,65 @@ class ContinuousScheduler:
             seq.kv_tokens = 0
             self.waiting.appendleft(seq)
 
-    def _plan_chunked(self, swap_bytes: float) -> Plan | None:
-        decode = self._decodes()
-        budget = self.token_budget - len(decode) * self._step_tokens()
-        chunks = []
-        for seq in self.running:
-            if budget <= 0:
-                break
-            if seq.kv_tokens < seq.target:
-                take = min(seq.target - seq.kv_tokens, budget)
-                chunks.append((seq, take))
-                budget -= take
-        if budget > 0:
-            chunks += self._admit(budget)
-        return self._plan(chunks, decode, swap_bytes)
-
-    def _plan(self, prefill: list, decode: list, swap_bytes: float) -> Plan | None:
+    def _plan(self, prefill: list, decode: int, swap_bytes: float) -> Plan | None:
         swap_bytes += self._pending_swap_out
         self._pending_swap_out = 0.0
         if not prefill and not decode:
             return None
-        step = self._step_tokens()
+        d = self.decoding
         work = IterationBatch(
             prefill_tokens=sum(c for _, c in prefill),
             prefill_pairs=sum(chunk_pairs(s.kv_tokens, c) for s, c in prefill),
             prefill_seqs=len(prefill),
-            decode_seqs=len(decode),
-            decode_tokens=len(decode) * step,
-            decode_context_tokens=sum(s.kv_tokens for s in decode),
+            decode_seqs=decode,
+            decode_tokens=decode * self.step_tokens,
+            decode_context_tokens=int(d.cols["kv"][:decode].sum()) if decode else 0,
             swap_bytes=swap_bytes,
         )
-        return Plan(prefill, decode, work, step)
+        return Plan(prefill, decode, work, self.step_tokens)
 
     # -- applying an iteration --------------------------------------------------------------------
     def complete(self, plan: Plan, now: float) -> list[Seq]:
         """Advance the sequences of ``plan`` to time ``now``; returns the sequences that finished."""
-        finished = []
-        gaps = self.gaps
+        finished = self._advance_decodes(plan.decode, now) if plan.decode else []
         for seq, chunk in plan.prefill:
             seq.kv_tokens += chunk
             seq.computed_tokens += chunk
             if seq.kv_tokens >= seq.target:
-                emit(seq, 1, now, gaps)
+                del self.prefilling[id(seq)]
+                emit(seq, 1, now, self.gaps)
                 if seq.finish_s is not None:
                     finished.append(seq)
+                    self.kv.release(seq.blocks)
+                    seq.blocks = 0
                 elif self.role == "prefill":
                     self.handoff.append(seq)
-        if plan.decode:
-            extra = self.spec.accepted(self.rng, len(plan.decode)) if self.spec else None
-            for j, seq in enumerate(plan.decode):
-                tokens = 1 if extra is None else 1 + int(extra[j])
-                seq.kv_tokens += tokens
-                emit(seq, tokens, now, gaps)
-                if seq.finish_s is not None:
-                    finished.append(seq)
-        if finished or self.handoff:
-            self._drop(finished)
+                else:
+                    self.decoding.add(seq)
         return finished
 
-    def _drop(self, finished: list[Seq]) -> None:
-        gone = set(map(id, finished)) | set(map(id, self.handoff))
-        for seq in finished:
+    def _advance_decodes(self, n: int, now: float) -> list[Seq]:
+        """The first ``n`` rows (those planned: rows only join at the end) each emit 1 (+ accepted drafts) tokens."""
+        d = self.decoding
+        c = d.cols
+        left = c["out"][:n] - c["gen"][:n]
+        tokens = np.ones(n, dtype=np.int64) if self.spec is None else 1 + self.spec.accepted(self.rng, n)
+        tokens = np.minimum(tokens, left)
+        self.gap_chunks.append(((now - d.last[:n]) / tokens, tokens))
+        c["kv"][:n] += tokens
+        c["gen"][:n] += tokens
+        d.last[:n] = now
+        done = np.flatnonzero(c["gen"][:n] >= c["out"][:n])
+        finished = []
+        for row in done:
+            seq = d.sync(int(row))
+            seq.finish_s = now
             self.kv.release(seq.blocks)
             seq.blocks = 0
-        self.running = [s for s in self.running if id(s) not in gone]
+            finished.append(seq)
+        if done.size:
+            d.remove(done)
+        return finished
 
     def release(self, seq: Seq) -> None:
         """Free the blocks of a handed-off sequence once its KV has left (disaggregated prefill pool)."""

@@ -98,12 +98,12 @@ class CostModelIteration:
         level = self.hw.main_memory.name
         whole = _Point(time_s=time_s, energy_j=cost.energy_j * devices, flops=cost.flops * devices,
                        hbm_bytes=cost.bytes_by_level.get(level, 0.0) * devices)
+        attention_ops = [graph.nodes[n]["op"] for n in graph.nodes if graph.nodes[n]["op"].kind == "attention"]
         attn = _ZERO
-        for name, op_cost in cost.ops.items():
-            if graph.nodes[name]["op"].kind == "attention":
-                attn = attn.plus(_Point(time_s=op_cost.time_s, energy_j=op_cost.energy_j * devices,
-                                        flops=op_cost.flops * devices,
-                                        hbm_bytes=op_cost.bytes_by_level.get(level, 0.0) * devices))
+        if attention_ops:  # priced on their own: summing the lazily built per-op costs of the whole graph is slow
+            a = price_graph(attention_ops, self.hw, attention=self.attention)
+            attn = _Point(time_s=a.time_s, energy_j=a.energy_j * devices, flops=a.flops * devices,
+                          hbm_bytes=a.bytes_by_level.get(level, 0.0) * devices)
         return whole, attn
 
     def decode_point(self, batch: int, context: int, q_len: int = 1) -> _Point:

@@ -44,17 +44,25 @@ class Recorder:
         self.flops += cost.flops
         self.hbm_bytes += cost.hbm_bytes
         self.series_t.append(now)
-        self.series_batch.append(len(plan.decode) + len(plan.prefill))
+        self.series_batch.append(plan.size)
         self.series_queue.append(scheduler.queued)
         self.series_kv.append(scheduler.kv.occupancy)
         self.series_replica.append(replica)
-        if len(scheduler.gaps) > 65536:
+        chunks = getattr(scheduler, "gap_chunks", ())
+        if len(scheduler.gaps) > 65536 or len(chunks) > 256:
             self.flush_gaps(scheduler)
 
     def flush_gaps(self, scheduler) -> None:
+        """Move a scheduler's inter-token gaps (single values and weighted vectors) into the histogram."""
         if scheduler.gaps:
             self.gap_hist += np.histogram(np.asarray(scheduler.gaps), bins=_GAP_EDGES)[0]
             scheduler.gaps.clear()
+        chunks = getattr(scheduler, "gap_chunks", None)
+        if chunks:
+            values = np.concatenate([v for v, _ in chunks])
+            weights = np.concatenate([w for _, w in chunks])
+            self.gap_hist += np.histogram(values, bins=_GAP_EDGES, weights=weights)[0].astype(np.int64)
+            chunks.clear()
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:

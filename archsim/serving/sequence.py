@@ -37,7 +37,7 @@ class Seq:
     """
 
     __slots__ = ("req", "target", "kv_tokens", "generated", "blocks", "first_token_s", "last_token_s",
-                 "finish_s", "preemptions", "replica", "computed_tokens")
+                 "finish_s", "preemptions", "replica", "computed_tokens", "order")
 
     def __init__(self, req: Request):
         self.req = req
@@ -51,6 +51,7 @@ class Seq:
         self.preemptions = 0
         self.replica = -1
         self.computed_tokens = 0  # prefill tokens computed, recomputation included
+        self.order = 0  # admission order inside a replica (the latest admitted is preempted first)
 
     @property
     def prefilling(self) -> bool:
@@ -62,9 +63,15 @@ class Seq:
 
 
 class Plan:
-    """One iteration: prefill chunks ``(seq, tokens)``, decode sequences, and the priced work."""
+    """One iteration: prefill chunks ``(seq, tokens)``, the decode sequences (a list, or for continuous
+    batching the number of decoding rows), and the priced work."""
 
     __slots__ = ("prefill", "decode", "work", "tokens_per_step")
+
+    @property
+    def size(self) -> int:
+        """Sequences in the iteration."""
+        return len(self.prefill) + (self.decode if isinstance(self.decode, int) else len(self.decode))
 
     def __init__(self, prefill: list, decode: list, work: IterationBatch, tokens_per_step: int = 1):
         self.prefill = prefill

@@ -86,7 +86,7 @@ def test_chunked_mixes_decodes_first():
     sched.add(b, 1.0)
     plan = sched.next_plan(1.0)
     # a decodes (1 token), b gets the other 99 tokens of the budget
-    assert plan.decode == [a] and plan.prefill == [(b, 99)]
+    assert plan.decode == 1 and plan.work.decode_context_tokens == 50 and plan.prefill == [(b, 99)]
 
 
 def test_unchunked_prefill_is_prioritised_over_decode():
@@ -96,7 +96,7 @@ def test_unchunked_prefill_is_prioritised_over_decode():
     sched.complete(sched.next_plan(0.0), 1.0)
     sched.add(b, 1.0)
     plan = sched.next_plan(1.0)
-    assert plan.decode == [] and plan.prefill == [(b, 500)]
+    assert plan.decode == 0 and plan.prefill == [(b, 500)]
 
 
 @pytest.mark.parametrize("mode", ["recompute", "swap"])
