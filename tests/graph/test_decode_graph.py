@@ -106,3 +106,26 @@ def test_absorbed_weights_keep_the_checkpoint_layout_for_block_scales():
     w = next(o for o in g.nodes["layers.3.self_attn.q_absorb"]["op"].reads if o.role == "weight")
     assert w.shape == (128, 128, 512)
     assert w.nbytes == 128 * (128 * 512 / 2 + 128 * 16 * 1)
+
+
+def test_deepseek_v3_decode_flops_equal_hand_derivation():
+    B, L = 32, 4096
+    T, h, H, E, k, V = B, 7168, 128, 256, 8, 129280
+    qr, c, nope, r, v, I, mi = 1536, 512, 128, 64, 128, 18432, 2048
+    attn = (4 * T * h + 2 * T * qr * h + 4 * T * qr + 2 * T * H * (nope + r) * qr   # norm, q_a, q_a_norm, q_b
+            + 2 * T * (c + r) * h + 4 * T * c                                      # kv_a, kv_a_norm
+            + 3 * r * T * H + 3 * r * T                                            # rope q, rope k
+            + 2 * T * H * nope * c                                                 # q_absorb (W_UK)
+            + B * H * L * (2 * (c + r) + 5 + 2 * c)                                # attention over the latent
+            + 2 * T * H * c * v                                                    # o_absorb (W_UV)
+            + 2 * T * H * v * h + 2 * T * h + 4 * T * h)                           # o_proj, residuals, post norm
+    dense = 3 * 2 * T * h * I + 5 * T * I
+    moe = (2 * T * h * E + 4 * T * E + T * 8 + 3 * k * T                           # gate, router (n_group 8)
+           + 3 * 2 * T * h * mi + 5 * T * mi                                       # shared expert
+           + 2 * T * k * 2 * mi * h + 5 * T * k * mi + 2 * T * k * mi * h          # routed experts
+           + 2 * k * h * T)                                                        # combine
+    head = 4 * T * h + 2 * T * V * h                                               # norm, lm_head (every new token)
+    g = build_decode(model("deepseek_v3"), batch=B, context=L, precision=FP8)
+    total = sum(d["op"].flops for _, d in g.nodes(data=True))
+    # 32*8/256 = 1 token per expert: the expectation sums exactly
+    assert total == 3 * (attn + dense) + 58 * (attn + moe) + head
