@@ -262,18 +262,34 @@ def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> N
 
 
 def load_model_config(path: str) -> ModelConfig:
-    """Load a Hugging Face config.json (or a JSON/YAML file of the same keys) into a ModelConfig."""
+    """Load a Hugging Face config.json (or a JSON/YAML file of the same keys) into a ModelConfig.
+
+    Strict like every loader: a key given twice is an error, not "last one wins"."""
+    from archsim.config.yaml_io import load_yaml, parse_yaml_text
+
+    file = str(path)
+    if not file.endswith(".json"):
+        return model_from_dict(load_yaml(file), file, "")
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(file, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
-        raise ConfigError(str(path), None, "a readable config file", exc.strerror) from None
+        raise ConfigError(file, None, "a readable config file", exc.strerror) from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, None, "a UTF-8 JSON file", "invalid UTF-8") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        import yaml
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(path), None, "valid JSON or YAML", str(exc).splitlines()[0]) from None
-    return model_from_dict(data, str(path), "")
+        data = json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, file))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(file, f"line {exc.lineno}", "valid JSON", exc.msg) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(file, None, "a JSON object of Hugging Face config fields", type(data).__name__)
+    return model_from_dict(data, file, "")
+
+
+def _unique(pairs: list[tuple[str, Any]], file: str) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(file, key, "each key once", "a duplicate key")
+        out[key] = value
+    return out

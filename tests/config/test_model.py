@@ -82,5 +82,22 @@ def test_missing_required_field_and_bad_file(tmp_path):
     with pytest.raises(ConfigError, match="readable"):
         load_model_config(str(tmp_path / "nope.json"))
     (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="mapping"):
+    with pytest.raises(ConfigError, match="JSON object"):
         load_model_config(str(tmp_path / "list.json"))
+
+
+def test_json_duplicate_keys_and_syntax_errors(tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text('{"hidden_size": 64, "hidden_size": 128}')
+    with pytest.raises(ConfigError, match="hidden_size"):
+        load_model_config(str(p))
+    p.write_text('{"hidden_size": 64,')
+    with pytest.raises(ConfigError, match="valid JSON"):
+        load_model_config(str(p))
+
+
+def test_yaml_model_file_loads(tmp_path):
+    p = tmp_path / "model.yaml"
+    p.write_text("hidden_size: 64\nnum_hidden_layers: 2\nnum_attention_heads: 4\nintermediate_size: 128\n"
+                 "vocab_size: 100\n")
+    assert load_model_config(str(p)).hidden_size == 64
