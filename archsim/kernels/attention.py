@@ -21,6 +21,13 @@ def cache_operand(shape: tuple[int, ...]) -> KVOperands:
     return [("kv_cache", tuple(shape), "cache")]
 
 
+def record_cache_write(site: Site | None, rows: int, width: int) -> None:
+    """New tokens' K/V (MLA: latent + rope key) stored into the cache: 0 FLOPs, a copy into the KV dtype."""
+    if site is not None:
+        site.record(kind="elementwise", flops=0, reads=[("kv_new", (rows, width), "activation")],
+                    writes=[("kv_cache", (rows, width), "cache")], rows=rows, width=width)
+
+
 def causal_pairs(n_q: int, n_kv: int) -> int:
     """Unmasked (query, key) pairs per head: query at position p sees keys 0..p."""
     first = n_kv - n_q

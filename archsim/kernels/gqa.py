@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from archsim.kernels.attention import cache_operand, naive_attention
+from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Site
 from archsim.kernels.gemm import linear
 from archsim.kernels.rope import apply_rope
@@ -31,13 +31,6 @@ class KVCache:
 
 def _sub(site: Site | None, name: str) -> Site | None:
     return None if site is None else site.child(name)
-
-
-def record_cache_write(site: Site | None, rows: int, width: int) -> None:
-    """New tokens' K and V stored into the cache (0 FLOPs, a copy in the KV dtype)."""
-    if site is not None:
-        site.record(kind="elementwise", flops=0, reads=[("kv_new", (rows, width), "activation")],
-                    writes=[("kv_cache", (rows, width), "cache")], rows=rows, width=width)
 
 
 def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int, head_dim: int,

@@ -12,7 +12,7 @@ from typing import Callable, Literal, Mapping
 
 import numpy as np
 
-from archsim.kernels.attention import cache_operand, naive_attention
+from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Site
 from archsim.kernels.gemm import linear, per_head
 from archsim.kernels.norm import rmsnorm
@@ -53,12 +53,6 @@ def _sub(site: Site | None, name: str) -> Site | None:
     return None if site is None else site.child(name)
 
 
-def _record_cache_write(site: Site | None, rows: int, width: int) -> None:
-    """The new tokens' latent + rope key stored into the cache (0 FLOPs, a copy in the KV dtype)."""
-    if site is not None:
-        site.record(kind="elementwise", flops=0, reads=[("kv_new", (rows, width), "activation")],
-                    writes=[("kv_cache", (rows, width), "cache")], rows=rows, width=width)
-
 
 def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarray, sin: np.ndarray, *,
         eps: float, scale: float, form: Literal["expanded", "absorbed"], cache: MLACache | None = None,
@@ -84,7 +78,7 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
     ckv = linear(x, w["kv_a_proj_with_mqa"], site=_sub(site, "kv_a_proj_with_mqa"))       # [b, s, r+dr]
     latent = rmsnorm(ckv[..., :r], w["kv_a_layernorm"], eps, site=_sub(site, "kv_a_layernorm"))  # [b, s, r]
     k_pe = apply_rope(ckv[..., r:], cos, sin, site=_sub(site, "rope_k"))                  # [b, s, dr]
-    _record_cache_write(_sub(site, "kv_cache_update"), b * s, r + dr)
+    record_cache_write(_sub(site, "kv_cache_update"), b * s, r + dr)
     if cache is None:
         cache = MLACache(latent=latent, k_pe=k_pe)
     else:

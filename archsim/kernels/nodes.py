@@ -13,11 +13,11 @@ from typing import Callable, Literal
 import numpy as np
 
 from archsim.kernels.activations import residual_add, swiglu
-from archsim.kernels.attention import cache_operand, naive_attention
+from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Counter, Site
 from archsim.kernels.gemm import linear, per_head
-from archsim.kernels.gqa import KVCache, record_cache_write
-from archsim.kernels.mla import MLACache, _record_cache_write
+from archsim.kernels.gqa import KVCache
+from archsim.kernels.mla import MLACache
 from archsim.kernels.moe import combine, dispatch, experts_act, experts_down, experts_gate_up
 from archsim.kernels.norm import rmsnorm
 from archsim.kernels.rope import apply_rope
@@ -178,7 +178,7 @@ class NodeRunner:
 
     def _cache_update(self, i: int, p: str) -> MLACache:
         latent, k_pe = self.env[p + "self_attn.kv_a_layernorm"], self.env[p + "self_attn.rope_k"]
-        _record_cache_write(self._site(p + "self_attn.kv_cache_update"), self.b * self.s, latent.shape[-1] + k_pe.shape[-1])
+        record_cache_write(self._site(p + "self_attn.kv_cache_update"), self.b * self.s, latent.shape[-1] + k_pe.shape[-1])
         cache = self.state.caches[i]
         if cache is None:
             cache = self.state.caches[i] = MLACache(latent=latent, k_pe=k_pe)
