@@ -1,13 +1,17 @@
 """Price a whole phase graph (prefill or decode step) on one chip: per-op costs and phase totals.
 
 Ops run one after another (time is the serial sum; overlap between ops is the simulator's job).
+A compact graph (``graph.graph["repeats"]``, graph/build.py) prices each representative layer once and
+weights it by the layers it stands for. Totals are correctly rounded sums (``math.fsum``) over every op
+instance, so they do not depend on order and a compact graph's totals equal the full graph's bit for bit.
 Energy adds static power (idle, plus photonic lasers and tuning) over the phase time to the ops'
 dynamic energy. The work is priced through
 the array path (``cost/work.py``), so a phase and a 10,000-point sweep share one implementation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 import networkx as nx
@@ -39,11 +43,14 @@ class PhaseCost:
     hbm_bandwidth_utilisation: float
     tops_per_w: float
     heaviest: tuple[str, ...]
+    time_s_by_layer: Mapping[int | str, float] = field(default_factory=dict)  # Op.layer, else op name
 
 
 def graph_ops(graph: nx.DiGraph | Iterable[Op]) -> list[Op]:
     """Ops of a phase graph in topological order (or of a plain iterable of ops, as given)."""
     if isinstance(graph, nx.DiGraph):
+        if graph.graph.get("build_order"):  # GraphBuilder: node order is already topological
+            return [data["op"] for data in graph.nodes.values()]
         return [graph.nodes[name]["op"] for name in nx.topological_sort(graph)]
     return list(graph)
 
@@ -52,32 +59,39 @@ def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: st
                 heaviest: int = 10) -> PhaseCost:
     """Price every op of ``graph`` on ``hw`` and sum the phase (see the module docstring)."""
     ops = graph_ops(graph)
+    repeats = graph.graph.get("repeats") if isinstance(graph, nx.DiGraph) else None
     work = extract_work(ops, hw, attention=attention)
+    if repeats is not None:
+        work = replace(work, count=np.array([repeats.count(op.layer) for op in ops], dtype=float))
     cost = price_work(work, hardware_arrays(hw, work))
-    return _phase_cost(ops, work, cost, hw, heaviest)
+    return _phase_cost(ops, work, cost, hw, heaviest, repeats)
 
 
 class OpCosts(Mapping[str, OpCost]):
     """Per-op costs keyed by op name, built on first access (a phase has ~1,500 ops; most callers
     read the totals and a few heavy ops)."""
 
-    def __init__(self, ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware):
-        self._ops, self._work, self._cost, self._hw = ops, work, cost, hw
+    def __init__(self, ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, repeats=None):
+        self._ops, self._work, self._cost, self._hw, self._repeats = ops, work, cost, hw, repeats
         self._index = {op.name: i for i, op in enumerate(ops)}
         self._cache: dict[str, OpCost] = {}
 
     def __len__(self) -> int:
-        return len(self._ops)
+        return len(self._ops) if self._repeats is None else self._repeats.full_size
 
     def __iter__(self):
-        return iter(self._index)
+        if self._repeats is None:
+            return iter(self._index)
+        return (name for _, name in sorted((index, name) for op in self._ops
+                                           for name, index in self._repeats.instances(op.name, op.layer)))
 
     def __getitem__(self, name: str) -> OpCost:
         if name not in self._cache:
-            self._cache[name] = self._build(self._index[name])
+            rep = name if self._repeats is None else self._repeats.representative(name)
+            self._cache[name] = self._build(self._index[rep], name)
         return self._cache[name]
 
-    def _build(self, i: int) -> OpCost:
+    def _build(self, i: int, name: str) -> OpCost:
         op, work, cost, hw = self._ops[i], self._work, self._cost, self._hw
         levels = work.level_names
         nbytes = work.bytes[i].tolist()
@@ -87,7 +101,7 @@ class OpCosts(Mapping[str, OpCost]):
                      "network": float(cost.network_j[i])}
         main_bytes = nbytes[levels.index(hw.main_memory.name)]
         return OpCost(
-            name=op.name, kind=op.kind, engine=work.rate_keys[work.rate_index[i]][0] if op.flops > 0 else op.engine,
+            name=name, kind=op.kind, engine=work.rate_keys[work.rate_index[i]][0] if op.flops > 0 else op.engine,
             flops=float(op.flops), compute_s=float(cost.compute_s[i]), bytes_by_level=dict(zip(levels, nbytes)),
             memory_s_by_level=dict(zip(levels, cost.memory_s[i].tolist())),
             network_bytes=float(work.network_bytes[i]), network_s=float(cost.network_s[i]),
@@ -97,27 +111,74 @@ class OpCosts(Mapping[str, OpCost]):
             bandwidth_utilisation=main_bytes / t / hw.main_memory.bandwidth_bytes_per_s if t > 0 else 0.0)
 
 
-def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, heaviest: int) -> PhaseCost:
-    time_s = float(cost.total_time_s)
-    flops = float(work.flops.sum())
-    dynamic = float(cost.energy_j.sum())
+def _fsum(values: np.ndarray, count: np.ndarray) -> float:
+    """Correctly rounded sum of ``values`` with each entry taken ``count`` times (order-free)."""
+    return math.fsum(np.repeat(values, count.astype(np.int64)).tolist())
+
+
+def _instances(ops: list[Op], repeats) -> tuple[np.ndarray, np.ndarray]:
+    """(row, full-graph index) of every op instance; a plain graph's instances are its rows."""
+    if repeats is None:
+        index = np.arange(len(ops))
+        return index, index
+    pairs = [(i, index) for i, op in enumerate(ops) for _, index in repeats.instances(op.name, op.layer)]
+    rows, index = zip(*pairs) if pairs else ((), ())
+    return np.array(rows, dtype=np.int64), np.array(index, dtype=np.int64)
+
+
+def _heaviest(ops: list[Op], cost: WorkCost, repeats, limit: int) -> tuple[str, ...]:
+    """Names of the ``limit`` slowest op instances; ties keep the full graph's build order."""
+    rows, index = _instances(ops, repeats)
+    order = np.lexsort((index, -cost.time_s[rows]))[:limit]
+    if repeats is None:
+        return tuple(ops[rows[j]].name for j in order)
+    names = []
+    for j in order:
+        op = ops[rows[j]]
+        names.append(next(n for n, k in repeats.instances(op.name, op.layer) if k == index[j]))
+    return tuple(names)
+
+
+def _time_by_layer(ops: list[Op], cost: WorkCost, repeats) -> dict[int | str, float]:
+    """Summed op time per decoder layer (``Op.layer``); ops outside layers keyed by their name."""
+    groups: dict[int | str, list[float]] = {}
+    times = cost.time_s.tolist()
+    for op, t in zip(ops, times):
+        groups.setdefault(op.name if op.layer is None else op.layer, []).append(t)
+    out = {key: math.fsum(v) for key, v in groups.items()}
+    if repeats is not None:
+        for rep, members in repeats.members.items():
+            for layer in members:
+                out[layer] = out[rep]
+    return out
+
+
+def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, heaviest: int,
+                repeats=None) -> PhaseCost:
+    count = work.count
+    time_s = _fsum(cost.time_s, count)
+    flops = _fsum(work.flops, count)
+    dynamic = _fsum(cost.energy_j, count)
     idle = hw.static_power_w * time_s
-    per_bound = np.bincount(cost.bound_index, weights=cost.time_s, minlength=len(cost.bound_labels))
-    by_bound = {label: float(t) for label, t in zip(cost.bound_labels, per_bound) if t > 0}
-    flops_by_key = np.bincount(work.rate_index, weights=work.flops, minlength=len(work.rate_keys))
+    by_bound = {}
+    for b, label in enumerate(cost.bound_labels):
+        t = _fsum(cost.time_s[cost.bound_index == b], count[cost.bound_index == b])
+        if t > 0:
+            by_bound[label] = t
     mfu, mfu_dtype = 0.0, ""
     if work.rate_keys and time_s > 0:
+        flops_by_key = [_fsum(work.flops[work.rate_index == k], count[work.rate_index == k])
+                        for k in range(len(work.rate_keys))]
         engine, mfu_dtype = work.rate_keys[int(np.argmax(flops_by_key))]
         mfu = flops / (time_s * hw.compute[engine].peak_flop_per_s[mfu_dtype])
-    main = work.level_names.index(hw.main_memory.name)
-    main_bytes = float(work.bytes[:, main].sum())
-    order = np.argsort(-cost.time_s, kind="stable")[:heaviest]
+    bytes_by_level = {name: _fsum(work.bytes[:, j], count) for j, name in enumerate(work.level_names)}
+    main_bytes = bytes_by_level[hw.main_memory.name]
     energy = dynamic + idle
     return PhaseCost(
-        ops=OpCosts(ops, work, cost, hw), time_s=time_s, flops=flops,
-        bytes_by_level={name: float(v) for name, v in zip(work.level_names, work.bytes.sum(axis=0))},
-        dynamic_energy_j=dynamic, idle_energy_j=idle, energy_j=energy, time_s_by_bound=dict(by_bound),
+        ops=OpCosts(ops, work, cost, hw, repeats), time_s=time_s, flops=flops,
+        bytes_by_level=bytes_by_level,
+        dynamic_energy_j=dynamic, idle_energy_j=idle, energy_j=energy, time_s_by_bound=by_bound,
         bound=max(by_bound, key=by_bound.get) if by_bound else "none", mfu=mfu, mfu_dtype=mfu_dtype,
         hbm_bandwidth_utilisation=main_bytes / (time_s * hw.main_memory.bandwidth_bytes_per_s) if time_s > 0 else 0.0,
         tops_per_w=flops / energy / TERA if energy > 0 else 0.0,
-        heaviest=tuple(work.names[i] for i in order))
+        heaviest=_heaviest(ops, cost, repeats, heaviest), time_s_by_layer=_time_by_layer(ops, cost, repeats))

@@ -13,11 +13,15 @@ Op names follow checkpoint parameter paths (``layers.3.self_attn.q_b_proj``). Co
 - Every layer writes its new tokens' K/V (MLA: latent + rope key) to the cache.
 - Routed-expert work follows an ExpertLoad (uniform by default) over ``routed_tokens`` tokens
   (default: the tokens of this graph); weight bytes are those of the expected distinct experts.
+- ``compact=True`` builds only the first decoder layer of each kind (dense / MoE): the one layer-dependent
+  choice a decoder layer makes. ``graph.graph["repeats"]`` (LayerRepeats) says which layers each one
+  stands for; the cost model weights its ops by that count, so totals equal the full graph's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Mapping
 
 import networkx as nx
 
@@ -59,8 +63,9 @@ class _Step:
 
 def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision,
                   shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
-                  routed_tokens: float | None = None, past_len: int = 0) -> nx.DiGraph:
-    """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice.
+                  routed_tokens: float | None = None, past_len: int = 0, compact: bool = False) -> nx.DiGraph:
+    """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice
+    (``compact``: one layer per kind, see the module docstring).
 
     ``past_len`` > 0 describes a prefill chunk (or a prompt after a cached prefix): each sequence
     already has ``past_len`` tokens in the KV cache, which the new tokens attend."""
@@ -69,19 +74,20 @@ def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision:
     if isinstance(past_len, bool) or not isinstance(past_len, int) or past_len < 0:
         raise ConfigError(None, "past_len", "a non-negative integer", past_len)
     return _build(model, precision, mtp, "prefill", batch, prompt_len, past_len + prompt_len, shard, expert_load,
-                  routed_tokens, {"prompt_len": prompt_len, "past_len": past_len})
+                  routed_tokens, {"prompt_len": prompt_len, "past_len": past_len}, compact)
 
 
 def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision,
                  shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
-                 routed_tokens: float | None = None) -> nx.DiGraph:
-    """Graph of one decode step of ``batch`` sequences at ``context`` tokens (new ones included)."""
+                 routed_tokens: float | None = None, compact: bool = False) -> nx.DiGraph:
+    """Graph of one decode step of ``batch`` sequences at ``context`` tokens (new ones included;
+    ``compact``: one layer per kind, see the module docstring)."""
     _positive("batch", batch)
     q_len = 1 + (model.num_nextn_predict_layers if mtp else 0)
     if context < q_len:
         raise ConfigError(None, "context", f"an integer >= {q_len} (the new tokens are included)", context)
     return _build(model, precision, mtp, "decode", batch, q_len, context, shard, expert_load,
-                  routed_tokens, {"context": context})
+                  routed_tokens, {"context": context}, compact)
 
 
 def _positive(name: str, value: int) -> None:
@@ -89,7 +95,8 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(None, name, "a positive integer", value)
 
 
-def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra) -> nx.DiGraph:
+def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra,
+           compact=False) -> nx.DiGraph:
     _check_shard(model, shard)
     if mtp and not model.num_nextn_predict_layers:
         raise ConfigError(None, "scenario.mtp", "false (the model has num_nextn_predict_layers = 0)", mtp)
@@ -103,8 +110,7 @@ def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, rout
     b = GraphBuilder(precision)
     T, h, tp = step.tokens, model.hidden_size, shard.tp
     x = b.embedding("embed_tokens", rows=T, width=h, vocab_local=model.vocab_size // tp, tp=tp, deps=())
-    for layer in range(model.num_hidden_layers):
-        x = _decoder_layer(b, model, step, f"layers.{layer}.", layer, x)
+    x, layers = _layers(b, model, step, x, compact)
     last_hidden = x
     x = b.norm("norm", rows=T, width=h, layer=None, deps=[x])
     rows = batch if phase == "prefill" else T
@@ -116,7 +122,88 @@ def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, rout
     g.graph.update({"phase": phase, "tokens": T, "batch": batch, "q_len": q_len, "kv_len": kv_len,
                     "model": model.model_type or "model", "mtp": mtp, "tp": shard.tp, "ep": shard.ep,
                     "precision": precision, **extra})
+    if compact:
+        g.graph["repeats"] = layers.repeats(g)
     return g
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerRepeats:
+    """How a compact graph stands for the full one.
+
+    ``members[r]`` lists the layers that representative layer ``r`` stands for (``r`` first);
+    ``full_index[name]`` is each compact op's index in the full graph's build order (a topological
+    order), so per-instance orderings (e.g. ties among the heaviest ops) match the full graph.
+    """
+
+    members: Mapping[int, tuple[int, ...]]
+    base: Mapping[int, int]          # layer -> full-graph index of its first op
+    full_index: Mapping[str, int]
+    full_size: int
+
+    def count(self, layer: int | None) -> int:
+        """How many layers an op of ``layer`` stands for (1 outside the repeated layers)."""
+        return len(self.members.get(layer, (None,)))
+
+    def instances(self, name: str, layer: int | None) -> list[tuple[str, int]]:
+        """(full-graph name, full-graph index) of every op the compact op ``name`` stands for."""
+        index = self.full_index[name]
+        if layer not in self.members:
+            return [(name, index)]
+        rest = name[len(f"layers.{layer}."):]
+        return [(f"layers.{m}.{rest}", index + self.base[m] - self.base[layer]) for m in self.members[layer]]
+
+    def representative(self, name: str) -> str:
+        """The compact op that the full-graph op ``name`` is an instance of (``name`` if it is one)."""
+        if not name.startswith("layers."):
+            return name
+        layer, rest = name[len("layers."):].split(".", 1)
+        for rep, members in self.members.items():
+            if int(layer) in members:
+                return f"layers.{rep}.{rest}"
+        return name
+
+
+@dataclass(kw_only=True)
+class _Layers:
+    """Bookkeeping of ``_layers``: representatives, their members and where every layer starts."""
+
+    members: dict[int, list[int]]
+    base: dict[int, int]
+    start: dict[int, int]    # representative -> builder index of its first op
+    skipped: int             # ops of the full graph not built
+
+    def repeats(self, g: nx.DiGraph) -> LayerRepeats:
+        first = min(self.start.values(), default=0)
+        full_index = {}
+        for i, (name, data) in enumerate(g.nodes(data=True)):
+            layer = data["op"].layer
+            if layer in self.members:
+                full_index[name] = self.base[layer] + i - self.start[layer]
+            else:
+                full_index[name] = i if i < first else i + self.skipped
+        return LayerRepeats(members={r: tuple(m) for r, m in self.members.items()}, base=dict(self.base),
+                            full_index=full_index, full_size=g.number_of_nodes() + self.skipped)
+
+
+def _layers(b: GraphBuilder, model: ModelConfig, step: _Step, x: str, compact: bool) -> tuple[str, _Layers]:
+    """The decoder layers in order; with ``compact`` only the first layer of each kind is built."""
+    rep_of: dict[bool, int] = {}
+    info = _Layers(members={}, base={}, start={}, skipped=0)
+    size: dict[int, int] = {}
+    for layer in range(model.num_hidden_layers):
+        kind = model.is_moe_layer(layer)  # the only per-layer choice _decoder_layer makes
+        info.base[layer] = len(b) + info.skipped
+        rep = rep_of.get(kind) if compact else None
+        if rep is not None:
+            info.members[rep].append(layer)
+            info.skipped += size[rep]
+            continue
+        rep_of[kind] = layer
+        info.members[layer], info.start[layer] = [layer], len(b)
+        x = _decoder_layer(b, model, step, f"layers.{layer}.", layer, x)
+        size[layer] = len(b) - info.start[layer]
+    return x, info
 
 
 def _check_shard(m: ModelConfig, s: Shard) -> None:

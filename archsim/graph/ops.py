@@ -38,6 +38,10 @@ class GraphBuilder:
         self._nodes: list[tuple[str, dict]] = []
         self._edges: list[tuple[str, str]] = []
 
+    def __len__(self) -> int:
+        """Ops added so far."""
+        return len(self._nodes)
+
     def add(self, op: Op, deps: tuple[str, ...] | list[str]) -> str:
         self._nodes.append((op.name, {"op": op}))
         self._edges.extend((dep, op.name) for dep in deps)
@@ -50,6 +54,7 @@ class GraphBuilder:
         g.add_edges_from(self._edges)
         if g.number_of_nodes() != len(self._nodes):
             raise ValueError("duplicate op name in graph builder")
+        g.graph["build_order"] = True  # every op was added after its deps: node order is topological
         return g
 
     # -- activations and weights -------------------------------------------------------------
