@@ -5,6 +5,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from archsim.dtypes import BF16
 from archsim.kernels.attention import causal_pairs, naive_attention
@@ -141,3 +143,18 @@ def test_flops_count_unmasked_pairs_only():
     flash_attention(q, k, v, scale=1.0, causal=True, tiles=(2, 3), elem_bytes=2, site=c.site("f"))
     # pairs per head: queries at positions 4..9 see 5..10 keys = 45; per pair 2*8 + 5 + 2*6 = 33
     assert [r.flops for r in c.records] == [2 * 4 * 45 * 33] * 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 2), n_q=st.integers(1, 12), prefix=st.integers(0, 9), hkv=st.integers(1, 3),
+       g=st.integers(1, 3), d_qk=st.integers(1, 9), d_v=st.integers(1, 9), b_r=st.integers(1, 8),
+       b_c=st.integers(1, 8), causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_flash_equals_naive_property(b, n_q, prefix, hkv, g, d_qk, d_v, b_r, b_c, causal, seed):
+    # any shape, any tile sizes, any cached prefix: same output; and the FLOPs counted are equal
+    rng = np.random.default_rng(seed)
+    q, k, v = _qkv(rng, b, n_q, n_q + prefix, hkv * g, hkv, d_qk, d_v)
+    c = Counter()
+    ref = naive_attention(q, k, v, scale=0.3, causal=causal, site=c.site("n"))
+    out = flash_attention(q, k, v, scale=0.3, causal=causal, tiles=(b_r, b_c), elem_bytes=2, site=c.site("f"))
+    assert np.max(np.abs(out - ref)) <= F64_TOL
+    assert c.records[0].flops == c.records[1].flops
