@@ -57,17 +57,28 @@ def measure_numpy_in_subprocess(timeout_s: float = 300.0) -> dict:
 
 
 def fit_linear_terms(rows: list[dict]) -> tuple[float, float, float]:
-    """Least squares ``time = ramp + bytes / bandwidth`` (copies) ``= ramp + flops / rate`` (GEMMs), one
-    shared ramp; returns (ramp_s, bandwidth_bytes_per_s, flop_per_s)."""
-    a = np.array([[1.0, r["bytes"] if r["kernel"] == "copy" else 0.0,
-                   r["flops"] if r["kernel"] == "gemm" else 0.0] for r in rows])   # [samples, 3]
-    t = np.array([r["time_s"] for r in rows])                                       # [samples]
+    """Least squares over copies and GEMMs with the kernel model's own law and one shared ramp:
+    copy ``time = ramp + bytes / bw``; GEMM ``time = ramp + flops / rate + output bytes / bw`` (the main
+    loop compute-bound, the epilogue storing C). Returns (ramp_s, bandwidth_bytes_per_s, flop_per_s)."""
+    def design(r: dict) -> list[float]:
+        if r["kernel"] == "copy":
+            return [1.0, r["bytes"], 0.0]
+        return [1.0, output_bytes(r), r["flops"]]
+
+    a = np.array([design(r) for r in rows])                    # [samples, 3]
+    t = np.array([r["time_s"] for r in rows])                  # [samples]
     # weight by 1/time so that small and large kernels count alike (relative error)
     coef, *_ = np.linalg.lstsq(a / t[:, None], np.ones_like(t), rcond=None)
     ramp, inv_bw, inv_rate = (float(c) for c in coef)
     if inv_bw <= 0 or inv_rate <= 0:
         raise ConfigError(None, "calibration", "times that grow with bytes and FLOPs", (inv_bw, inv_rate))
     return max(ramp, 0.0), 1.0 / inv_bw, 1.0 / inv_rate
+
+
+def output_bytes(row: dict) -> float:
+    """C's bytes of a measured GEMM row (float64 unless the row says float32)."""
+    elem = 4 if row.get("dtype") == "float32" else 8
+    return float(row["m"] * row["n"] * elem)
 
 
 def nominal_fp64_peak(host: dict) -> tuple[float, str]:
@@ -97,7 +108,7 @@ year: {now.year}  # [M] calibration date
 sm_count: 1  # [M] one BLAS thread ran every kernel
 kernel_launch: 0 us  # numpy has no separate launch; the per-call overhead is kernel.ramp
 kernel:
-  ramp: {ramp * 1e6:.4g} us  # [M] fitted intercept of time = ramp + bytes/bw | flops/rate over {len(raw['copy']) + len(raw['gemm'])} kernels
+  ramp: {ramp * 1e6:.4g} us  # [M] fitted intercept (copies: ramp + bytes/bw; GEMMs: ramp + flops/rate + C/bw) over {len(raw['copy']) + len(raw['gemm'])} kernels
 compute:
   blas:
     kind: matrix

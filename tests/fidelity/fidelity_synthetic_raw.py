@@ -11,12 +11,13 @@ def synthetic_numpy_raw() -> dict:
     copies = [{"kernel": "copy", "size_bytes": float(s), "bytes": 2.0 * s, "flops": 0.0,
                "time_s": RAMP_S + 2.0 * s / BANDWIDTH} for s in (4096, 65536, 1 << 20, 4 << 20)]
     gemms = [{"kernel": "gemm", "m": m, "n": n, "k": k, "dtype": "float64", "flops": 2.0 * m * n * k,
-              "bytes": 8.0 * (m * k + k * n + m * n), "time_s": RAMP_S + 2.0 * m * n * k / RATE}
+              "bytes": 8.0 * (m * k + k * n + m * n),
+              "time_s": RAMP_S + 2.0 * m * n * k / RATE + 8.0 * m * n / BANDWIDTH}
              for m in (32, 512) for n in (24, 384) for k in (24, 384)]
     # held-out kernels obeying the same law (GEMMs compute-bound, adds memory-bound at these sizes)
     tiny = [{"kernel": "gemm", "name": "x", "m": 256, "n": 64, "k": 128, "dtype": "float64",
              "flops": 2.0 * 256 * 64 * 128, "bytes": 8.0 * (256 * 128 + 64 * 128 + 256 * 64),
-             "time_s": RAMP_S + 2.0 * 256 * 64 * 128 / RATE},
+             "time_s": RAMP_S + 2.0 * 256 * 64 * 128 / RATE + 8.0 * 256 * 64 / BANDWIDTH},
             {"kernel": "add", "name": "residual_add", "size_bytes": 131072.0, "bytes": 3.0 * 131072,
              "flops": 16384.0, "time_s": RAMP_S + 3.0 * 131072 / BANDWIDTH}]
     return {"host": {"cpu_model": "synthetic", "logical_cores": 2, "cpu_mhz": MHZ, "flags": ["avx512f", "fma"],
