@@ -8,7 +8,7 @@ from typing import Mapping
 
 from archsim.config.model import ModelConfig
 from archsim.dtypes import BITS_PER_BYTE, DType
-from archsim.graph.params import attention_params, count_params, kv_elements_per_token_per_layer
+from archsim.graph.params import ParamCounts, attention_params, count_params, kv_elements_per_token_per_layer
 from archsim.graph.precision import Precision
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.weights import stage_weight_bytes
@@ -74,7 +74,8 @@ def stage_layers(model: ModelConfig, pp: int) -> list[range]:
     return out
 
 
-def stage_params(model: ModelConfig, par: Parallelism, stage: int, *, mtp: bool = False) -> dict[str, float]:
+def stage_params(model: ModelConfig, par: Parallelism, stage: int, *, mtp: bool = False,
+                 counts: ParamCounts | None = None) -> dict[str, float]:
     """Parameters one device of ``stage`` holds, by category (fractional where a split is uneven).
 
     Attention: MLA's down projections (q_a, kv_a) and their norms are replicated over TP ranks, the
@@ -83,7 +84,7 @@ def stage_params(model: ModelConfig, par: Parallelism, stage: int, *, mtp: bool 
     first stage, head (and MTP) on the last, both split ``tp`` ways.
     """
     m, tp = model, par.tp
-    counts = count_params(model)
+    counts = counts or count_params(model)
     h = m.hidden_size
     out = {"attention": 0.0, "dense_mlp": 0.0, "shared_experts": 0.0, "routed_experts": 0.0,
            "router": 0.0, "norms": 0.0, "embedding": 0.0, "lm_head": 0.0, "mtp": 0.0}
@@ -136,20 +137,30 @@ def kv_cache_bytes(model: ModelConfig, par: Parallelism, precision: Precision, *
 
 def memory_per_device(model: ModelConfig, par: Parallelism, precision: Precision, *, capacity_bytes: float,
                       batch: int = 0, context: int = 0, activation_bytes_per_stage: float = 0.0,
-                      training: TrainingBytes | None = None, mtp: bool = False) -> MemoryBreakdown:
+                      training: TrainingBytes | None = None, mtp: bool = False,
+                      cache: dict | None = None) -> MemoryBreakdown:
     """Memory of the most loaded device. ``activation_bytes_per_stage`` is supplied by the caller
     (it depends on the phase graph and, in training, on the pipeline schedule and recomputation).
 
     Training: every parameter carries ``weights * weight_copies`` bytes of compute copy, ``gradients``
     and ``optimizer`` bytes; ZeRO-1 divides the optimizer bytes by the parameter's data-parallel
     replicas (``dp`` for dense parts, ``expert_dp`` for routed experts), ZeRO-2 also the gradients,
-    ZeRO-3 also the weights.
+    ZeRO-3 also the weights. ``cache`` (a dict owned by the caller for one model and precision, e.g. a
+    plan search) keeps the weight bytes of each (tp, ep, pp, stage) slice.
     """
     worst = None
+    if cache is not None and ("counts",) not in cache:
+        cache[("counts",)] = count_params(model)
+    counts = cache[("counts",)] if cache is not None else count_params(model)
     for stage in range(par.pp):
-        params = stage_params(model, par, stage, mtp=mtp)
+        params = stage_params(model, par, stage, mtp=mtp, counts=counts)
         if training is None:
-            w, g, o = _inference_weight_bytes(model, par, precision, stage, params, mtp), 0.0, 0.0
+            key = ("weights", par.tp, par.ep, par.pp, stage, par.redundant_experts, mtp)
+            if cache is None or key not in cache:
+                w = _inference_weight_bytes(model, par, precision, stage, params, mtp)
+                if cache is not None:
+                    cache[key] = w
+            w, g, o = (cache[key] if cache is not None else w), 0.0, 0.0
         else:
             w, g, o = _training_state(params, par, training)
         kv = kv_cache_bytes(model, par, precision, batch=batch, context=context, stage=stage) if batch else 0.0

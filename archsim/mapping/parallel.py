@@ -199,7 +199,7 @@ def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt
 def _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, *, price: bool) -> LayoutPlan:
     context = prompt_len + output_len
     mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes, batch=batch,
-                            context=context, mtp=mtp)
+                            context=context, mtp=mtp, cache=cache)
     prefill = decode = None
     if price and mem.fits:
         prefill = price_phase(model, hw, par, precision, phase="prefill", batch=batch, length=prompt_len, mtp=False,
@@ -208,7 +208,7 @@ def _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap
                              overlap=overlap, cache=cache)
         act = max(prefill.activation_peak_bytes, decode.activation_peak_bytes)
         mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes, batch=batch,
-                                context=context, mtp=mtp, activation_bytes_per_stage=act)
+                                context=context, mtp=mtp, activation_bytes_per_stage=act, cache=cache)
         if not mem.fits:
             prefill = decode = None
     return LayoutPlan(parallelism=par, memory=mem, prefill=prefill, decode=decode, batch=batch,

@@ -4,13 +4,13 @@ into compute, communication and exposed communication."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from math import ceil
+from math import ceil, fsum
 from typing import Mapping
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.collectives import price_collective, price_ep_exchange
-from archsim.cost.phase import price_graph
+from archsim.cost.phase import PhaseCost, price_graph
 from archsim.cost.topology import topology_for
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.precision import Precision, Shard
@@ -57,6 +57,8 @@ class PhaseBreakdown:
     activation_peak_bytes: float = 0.0
     flops_per_device: float = 0.0
     extras: Mapping[str, float] = field(default_factory=dict)
+    # the priced graph of one micro-batch (flash attention), kept so callers need not price it again
+    graph_cost: PhaseCost | None = field(default=None, compare=False, repr=False)
 
     @property
     def time_s(self) -> float:
@@ -69,13 +71,13 @@ class PhaseBreakdown:
                 "communication_by_kind_s": dict(self.comm_by_kind)}
 
 
-def _graph(model, phase, batch, length, precision, tp, ep, routed_tokens, mtp):
+def _graph(model, phase, batch, length, precision, tp, ep, routed_tokens, mtp, compact=False):
     shard = Shard(tp=tp, ep=ep if model.is_moe else 1)
     if phase == "prefill":
         return build_prefill(model, batch=batch, prompt_len=length, precision=precision, shard=shard, mtp=mtp,
-                             routed_tokens=routed_tokens)
+                             routed_tokens=routed_tokens, compact=compact)
     return build_decode(model, batch=batch, context=length, precision=precision, shard=shard, mtp=mtp,
-                        routed_tokens=routed_tokens)
+                        routed_tokens=routed_tokens, compact=compact)
 
 
 def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, int]] | None:
@@ -91,39 +93,39 @@ def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, in
 
 
 def _layer_times(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache):
-    """(compute seconds per layer key, graph FLOPs, activation peak bytes) of one device's graph.
+    """(compute seconds per layer key, graph FLOPs, activation peak bytes) of one device's graph."""
+    return _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache)[:3]
 
-    The graph is built for a representative model with one layer of each kind and the per-layer times
-    are mapped back to every layer (equal to pricing the full graph, 30x faster). ``cache`` (a dict owned
-    by the caller, e.g. one plan search) avoids re-pricing the same shard."""
+
+def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache):
+    """``_layer_times`` plus the graph's PhaseCost (api.py reuses it for energy, MFU and heaviest ops).
+
+    The graph is compact (graph/build.py: one decoder layer per kind, weighted by the layers it stands
+    for); its per-layer times and totals equal the full graph's bit for bit (tests/cost/test_fast_path.py).
+    ``cache`` (a dict owned by the caller, e.g. one plan search) avoids re-pricing the same shard."""
     key = (phase, batch, length, tp, ep, routed, mtp)
     if cache is not None and key in cache:
         return cache[key]
-    rep = representative_model(model)
-    small, index = rep if rep else (model, None)
-    graph = _graph(small, phase, batch, length, precision, tp, ep, routed, mtp)
+    graph = _graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True)
     cost = price_graph(graph, hw)
-    small_s: dict = {}
-    small_flops: dict = {}
-    for name, c in cost.ops.items():
-        layer = _layer_of(name)
-        small_s[layer] = small_s.get(layer, 0.0) + c.time_s
-        small_flops[layer] = small_flops.get(layer, 0.0) + c.flops
-    if index is None:
-        layer_s, flops = small_s, cost.flops
-    else:
-        layer_s = {k: small_s.get(k, 0.0) for k in ("embed", "head")}
-        flops = small_flops.get("embed", 0.0) + small_flops.get("head", 0.0)
-        for layer in range(model.num_hidden_layers):
-            r = index[model.is_moe_layer(layer)]
-            layer_s[layer] = small_s.get(r, 0.0)
-            flops += small_flops.get(r, 0.0)
+    groups: dict = {}
+    for k, t in cost.time_s_by_layer.items():
+        groups.setdefault(_layer_key(model, k), []).append(t)
+    layer_s = {k: fsum(v) for k, v in groups.items()}
     peak = max((sum(o.nbytes for o in (*op.reads, *op.writes) if o.role in ("activation", "output"))
                 for op in (graph.nodes[n]["op"] for n in graph.nodes)), default=0.0)
-    out = (layer_s, flops, peak)
+    out = (layer_s, cost.flops, peak, cost)
     if cache is not None:
         cache[key] = out
     return out
+
+
+def _layer_key(model: ModelConfig, key):
+    """PhaseCost.time_s_by_layer key (Op.layer, or the op name outside layers) -> decoder layer index,
+    "embed" or "head" (final norm, LM head and the MTP modules)."""
+    if isinstance(key, int):
+        return key if key < model.num_hidden_layers else "head"
+    return _layer_of(key)
 
 
 def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, *, phase: str,
@@ -145,8 +147,8 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     tokens_mb = b_mb * q_len
     routed = tokens_mb * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
     # cp splits a prefill's tokens (and their attention work) evenly over cp chips
-    raw, flops, act_peak = _layer_times(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed, mtp,
-                                        cache)
+    raw, flops, act_peak, graph_cost = _priced(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed,
+                                               mtp, cache)
     layer_s = {k: v / par.cp for k, v in raw.items()}
     stages = stage_layers(model, par.pp)
     stage_s = []
@@ -158,7 +160,13 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
             t += layer_s.get("head", 0.0)
         stage_s.append(t)
     worst = max(range(par.pp), key=lambda s: stage_s[s])
-    comms = [_layer_comm(model, hw, par, precision, layer, tokens_mb, phase, ep_mode) for layer in stages[worst]]
+    by_kind: dict = {}  # every layer of a kind (dense / MoE) communicates the same
+    comms = []
+    for layer in stages[worst]:
+        kind = model.is_moe_layer(layer)
+        if kind not in by_kind:
+            by_kind[kind] = _layer_comm(model, hw, par, precision, layer, tokens_mb, phase, ep_mode)
+        comms.append(by_kind[kind])
     comm_mb = sum(c.total_s for c in comms)
     topo = topology_for(hw, par.devices)
     act_bytes = tokens_mb * model.hidden_size * precision.activations.bytes / par.cp
@@ -172,15 +180,16 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
         exposed = comm
     bubble = (par.pp - 1) * (compute_mb + (comm_mb + pp_send) if not (overlap and mb >= 2)
                              else max(compute_mb, comm_mb + pp_send))
-    by_kind = {"tp_all_reduce": mb * sum(c.tp_all_reduce_s for c in comms),
+    comm_kinds = {"tp_all_reduce": mb * sum(c.tp_all_reduce_s for c in comms),
                "ep_dispatch": mb * sum(c.ep_dispatch_s for c in comms),
                "ep_combine": mb * sum(c.ep_combine_s for c in comms), "pp_send": mb * pp_send}
     return PhaseBreakdown(phase=phase, micro_batches=mb, tokens_per_micro_batch=tokens_mb, compute_s=compute,
-                          communication_s=comm, exposed_s=exposed, bubble_s=bubble, comm_by_kind=by_kind,
+                          communication_s=comm, exposed_s=exposed, bubble_s=bubble, comm_by_kind=comm_kinds,
                           stage_compute_s=tuple(stage_s),
                           layer_compute_s=tuple(layer_s.get(layer, 0.0) for layer in stages[worst]),
                           layer_comm=tuple(comms), pp_send_s=pp_send, activation_peak_bytes=act_peak / par.cp,
-                          flops_per_device=flops / par.cp * mb * len(stages[worst]) / model.num_hidden_layers)
+                          flops_per_device=flops / par.cp * mb * len(stages[worst]) / model.num_hidden_layers,
+                          graph_cost=graph_cost)
 
 
 def _layer_of(name: str):

@@ -1,0 +1,107 @@
+"""``archsim plan WORKLOAD --hw HW --devices N``: search layouts, rank them, print the best and the Pareto front."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from archsim.errors import ConfigError
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("plan", help="search parallel layouts on N devices: best plan and Pareto front")
+    p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/deepseek_v3.yaml")
+    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h800.yaml")
+    p.add_argument("--devices", type=_pos_int, required=True, help="number of devices")
+    p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument("--objective", choices=("throughput", "latency", "cost"), default="throughput")
+    p.add_argument("--slo-tpot", help="inference: time per output token limit, e.g. 50ms")
+    p.add_argument("--slo-ttft", help="inference: time to first token limit, e.g. 2s")
+    p.add_argument("--prompt-len", type=_pos_int, help="inference prompt tokens (default: the workload's)")
+    p.add_argument("--output-len", type=_pos_int, help="inference output tokens (default: the workload's)")
+    p.add_argument("--batch", type=_pos_int, action="append",
+                   help="global batch size to try (repeatable; default 1..256 sequences per replica)")
+    p.add_argument("--weights", help="inference weight format (default: the workload's)")
+    p.add_argument("--seq-len", type=_pos_int, default=4096, help="train: sequence length")
+    p.add_argument("--global-batch", type=_pos_int, help="train: sequences per step (default 4 per device)")
+    p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16", help="train: precision recipe")
+    p.add_argument("--top", type=_pos_int, default=20, help="plans listed (default 20)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=run)
+    return p
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 50) == 0:
+            filled = int(30 * done / total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} layouts")
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.graph.precision import precision_from_names
+    from archsim.mapping.plan import search_inference, search_training
+    from archsim.units import parse_quantity
+
+    workload = load_workload(args.workload)
+    hw = load_hardware(args.hw)
+    sc = workload.scenario
+    progress = _progress_bar(not args.no_progress and sys.stderr.isatty())
+    if args.mode == "train":
+        if args.slo_tpot or args.slo_ttft:
+            raise ConfigError(None, "--slo-tpot/--slo-ttft", "SLOs only with --mode inference", "train")
+        result = search_training(workload.model, hw, devices=args.devices, seq_len=args.seq_len,
+                                 global_batch=args.global_batch or 4 * args.devices, precision=args.precision,
+                                 objective=args.objective, progress=progress)
+    else:
+        tpot = parse_quantity(args.slo_tpot, "time_s", path="--slo-tpot") if args.slo_tpot else None
+        ttft = parse_quantity(args.slo_ttft, "time_s", path="--slo-ttft") if args.slo_ttft else None
+        precision = precision_from_names(args.weights or sc.weights, sc.activations, sc.kv_cache)
+        result = search_inference(workload.model, hw, devices=args.devices,
+                                  prompt_len=args.prompt_len or sc.prompt_len, output_len=args.output_len or sc.output_len,
+                                  precision=precision, objective=args.objective, slo_tpot_s=tpot, slo_ttft_s=ttft,
+                                  batches=args.batch, mtp=sc.mtp, progress=progress)
+    out = {"workload": workload.name, "hardware": hw.name, "devices": args.devices, "mode": args.mode,
+           **result.to_dict(limit=args.top)}
+    if args.format == "json":
+        print(json.dumps(out))
+        return 0
+    print(f"{workload.name} on {args.devices} x {hw.name}, {args.mode}, objective {args.objective}: "
+          f"{result.searched} layouts searched, {len(result.plans)} feasible")
+    if result.best is None:
+        print("  no layout fits (or meets the SLOs)")
+        return 0
+    for title, rows in (("best", [result.best]), ("Pareto front", result.pareto), ("top plans", result.plans[:args.top])):
+        print(f"{title}:")
+        for r in rows:
+            print("  " + _row(r.to_dict(), args.mode))
+    return 0
+
+
+def _row(d: dict, mode: str) -> str:
+    label = f"{d['layout']['label']:<34}"
+    if mode == "train":
+        return (f"{label} {d['schedule']:<9} step {d['step_time_s']:.3f} s  MFU {d['mfu'] * 100:5.1f}%  "
+                f"{d['gpu_hours_per_trillion_tokens']:.4g} GPU-h/T")
+    return (f"{label} batch {d['batch']:<6} TPOT {d['tpot_s'] * 1e3:8.2f} ms  TTFT {d['ttft_s']:8.3f} s  "
+            f"{d['tokens_per_s_per_device']:9.1f} tok/s/dev  ${d['usd_per_million_tokens']:.3g}/Mtok")
