@@ -54,6 +54,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--comm-sms", type=int, default=0, help="SMs reserved for communication kernels (DSV3: 20)")
     p.add_argument("--mtp", action="store_true", help="train the MTP module too (DeepSeek-V3)")
     p.add_argument("--fp8-activation-cache", action="store_true", help="store saved activations in FP8")
+    p.add_argument("--trace", help="write the simulated pipeline step as Chrome trace JSON to this file")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=run)
     return p
@@ -77,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
                                    dp=args.dp, micro_batches=args.micro_batches, zero_stage=args.zero)
     est = estimate_training(workload.model, hw, par, setup)
     out = {"workload": workload.name, "hardware": hw.name, **est.to_dict(tokens=args.tokens)}
+    if args.trace:
+        try:
+            with open(args.trace, "w", encoding="utf-8") as fh:
+                json.dump(est.chrome_trace(), fh)
+        except OSError as err:
+            raise ConfigError(None, "--trace", "a writable file path", f"{args.trace} ({err.strerror})") from None
     if args.format == "json":
         print(json.dumps(out))
         return 0

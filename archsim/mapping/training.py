@@ -16,7 +16,8 @@ from archsim.graph.precision import Precision, Shard, precision_from_names
 from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import price_phase, representative_model
-from archsim.sim.step import ChunkTimes, dualpipe, interleaved_1f1b, one_f_one_b, simulate_pipeline
+from archsim.sim.step import (ChunkTimes, PipelineResult, dualpipe, interleaved_1f1b, one_f_one_b,
+                              simulate_pipeline)
 
 SECONDS_PER_HOUR = 3600
 TRILLION = 1e12
@@ -88,6 +89,7 @@ class TrainingEstimate:
     peak_flop_per_s: float
     price_usd_per_hour: float
     breakdown: dict
+    timeline: PipelineResult | None = None
 
     @property
     def fits(self) -> bool:
@@ -106,6 +108,10 @@ class TrainingEstimate:
     @property
     def gpu_hours_per_trillion_tokens(self) -> float:
         return TRILLION / self.tokens_per_s * self.devices / SECONDS_PER_HOUR
+
+    def chrome_trace(self) -> dict:
+        """The simulated pipeline step, one track per device (rank); empty without a pipeline."""
+        return self.timeline.chrome_trace() if self.timeline else {"traceEvents": []}
 
     def cost_usd(self, tokens: float) -> float:
         return tokens / self.tokens_per_s * self.devices / SECONDS_PER_HOUR * self.price_usd_per_hour
@@ -183,7 +189,7 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     b_comm = f_comm
     chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp,
                        fb_s=max(f_comp + b_comp, f_comm + b_comm), p2p_s=fwd.pp_send_s)
-    step_pipe, bubble = _pipeline_time(setup, par, chunk, f_comp, b_comp, f_comm, b_comm)
+    step_pipe, bubble, timeline = _pipeline_time(setup, par, chunk, f_comp, b_comp, f_comm, b_comm)
     mem_params = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes)
     trained = sum(mem_params.by_category.values()) if not frozen else _lora_params(model, par, setup)
     dp_sync, opt_s = _dp_and_optimizer(hw, par, setup, trained)
@@ -196,7 +202,7 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     return TrainingEstimate(parallelism=par, setup=setup, memory=memory, step_time_s=step,
                             tokens_per_step=setup.global_batch * setup.seq_len, model_flops_per_token=flops_per_token,
                             devices=par.devices, peak_flop_per_s=peak, price_usd_per_hour=hw.price_usd_per_hour,
-                            breakdown=breakdown)
+                            breakdown=breakdown, timeline=timeline)
 
 
 def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm) -> tuple[float, float]:
@@ -204,7 +210,7 @@ def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm
     if pp == 1:
         # no pipeline: with two or more micro-batches DeepSeek-style overlap hides communication
         per = max(f_comp + b_comp, f_comm + b_comm) if m >= 2 else f_comp + b_comp + f_comm + b_comm
-        return m * per, 0.0
+        return m * per, 0.0, None
     if setup.schedule == "dualpipe":
         sched, kind, chunks = dualpipe(pp, m), "dualpipe", 1
         # each rank runs two half-size chunk streams: times per chunk are those of one stage
@@ -216,7 +222,7 @@ def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm
     else:
         sched, kind, chunks = one_f_one_b(pp, m), "1f1b", 1
     r = simulate_pipeline(sched, chunk, kind=kind, chunks=chunks)
-    return r.time_s, max(r.bubble_s)
+    return r.time_s, max(r.bubble_s), r
 
 
 def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:

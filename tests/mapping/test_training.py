@@ -148,3 +148,16 @@ def test_cli_train_text_and_errors(capsys):
     assert "parallelism" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "w.yaml", "--hw", "h.yaml", "--devices", "4", "--tokens", "lots"])
+
+
+def test_cli_train_trace(tmp_path, capsys):
+    trace = tmp_path / "step.json"
+    rc = main(["train", str(REPO / "workloads/deepseek_v3.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+               "--devices", "256", "--pp", "4", "--ep", "64", "--global-batch", "512", "--precision", "fp8",
+               "--schedule", "dualpipe", "--trace", str(trace)])
+    assert rc == 0
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {e["pid"] for e in events if e["ph"] == "X"} == {0, 1, 2, 3}  # one track per pipeline rank
+    rc = main(["train", str(REPO / "workloads/deepseek_v3.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+               "--devices", "256", "--pp", "4", "--trace", str(tmp_path / "missing" / "x.json")])
+    assert rc == 2
