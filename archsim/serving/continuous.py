@@ -90,6 +90,7 @@ class ContinuousScheduler:
         self.swapped: deque[Seq] = deque()
         self.prefilling: dict[int, Seq] = {}  # admitted, prompt not yet fully in cache; admission order
         self.decoding = _DecodeSet(max_seqs)
+        self._ones = np.ones(max_seqs, dtype=np.int64)
         self.handoff: list[Seq] = []
         self.gaps: list[float] = []
         self.gap_chunks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -280,9 +281,11 @@ class ContinuousScheduler:
         """The first ``n`` rows (those planned: rows only join at the end) each emit 1 (+ accepted drafts) tokens."""
         d = self.decoding
         c = d.cols
-        left = c["out"][:n] - c["gen"][:n]
-        tokens = np.ones(n, dtype=np.int64) if self.spec is None else 1 + self.spec.accepted(self.rng, n)
-        tokens = np.minimum(tokens, left)
+        left = c["out"][:n] - c["gen"][:n] if self.spec is not None else None
+        if self.spec is None:
+            tokens = self._ones[:n]  # every row has >= 1 token left (finished rows leave at once)
+        else:
+            tokens = np.minimum(1 + self.spec.accepted(self.rng, n), left)
         self.gap_chunks.append(((now - d.last[:n]) / tokens, tokens))
         c["kv"][:n] += tokens
         c["gen"][:n] += tokens

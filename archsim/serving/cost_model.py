@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
@@ -35,21 +34,25 @@ from archsim.mapping.parallelism import Parallelism
 from archsim.serving.config import ReplicaSpec
 from archsim.serving.iteration import IterationBatch, IterationCost
 
-_FIELDS = ("time_s", "energy_j", "flops", "hbm_bytes")
 
+class _Point(tuple):
+    """(time_s, energy_j, flops, hbm_bytes): a plain tuple, because interpolation runs once per iteration."""
 
-@dataclass(frozen=True, kw_only=True)
-class _Point:
-    time_s: float
-    energy_j: float
-    flops: float
-    hbm_bytes: float
+    __slots__ = ()
+
+    def __new__(cls, *, time_s: float, energy_j: float, flops: float, hbm_bytes: float):
+        return tuple.__new__(cls, (time_s, energy_j, flops, hbm_bytes))
+
+    time_s = property(lambda self: self[0])
+    energy_j = property(lambda self: self[1])
+    flops = property(lambda self: self[2])
+    hbm_bytes = property(lambda self: self[3])
 
     def scaled(self, a: float) -> "_Point":
-        return _Point(**{f: getattr(self, f) * a for f in _FIELDS})
+        return tuple.__new__(_Point, (self[0] * a, self[1] * a, self[2] * a, self[3] * a))
 
-    def plus(self, other: "_Point") -> "_Point":
-        return _Point(**{f: getattr(self, f) + getattr(other, f) for f in _FIELDS})
+    def plus(self, o: "_Point") -> "_Point":
+        return tuple.__new__(_Point, (self[0] + o[0], self[1] + o[1], self[2] + o[2], self[3] + o[3]))
 
 
 _ZERO = _Point(time_s=0.0, energy_j=0.0, flops=0.0, hbm_bytes=0.0)
