@@ -67,7 +67,7 @@ class Execution:
     expert_counts: dict[int, np.ndarray]
     checks: list[NodeCheck] = field(default_factory=list)
     extra_records: list[str] = field(default_factory=list)
-    reference_error: float = 0.0  # max |node-by-node logits - TinyDeepSeek.forward logits|
+    reference_error: float = 0.0  # max |node-by-node logits - the model's own forward| (MTP head included)
 
     @property
     def counts_match(self) -> bool:
@@ -128,7 +128,8 @@ def _with_measured_experts(build: Callable[..., nx.DiGraph], model: ModelConfig,
     out = dict(ops)
     for layer, c in counts.items():
         g = build(expert_load=measured_load([int(x) for x in c], model.num_experts_per_tok))
-        prefix = f"layers.{layer}.mlp.experts."
+        main = layer < model.num_hidden_layers
+        prefix = f"layers.{layer}.mlp.experts." if main else f"mtp.{layer - model.num_hidden_layers}.mlp.experts."
         out.update({n: d["op"] for n, d in g.nodes(data=True) if n.startswith(prefix)})
     return out
 
@@ -136,7 +137,7 @@ def _with_measured_experts(build: Callable[..., nx.DiGraph], model: ModelConfig,
 @dataclass(kw_only=True)
 class Step:
     """A prepared phase step: its graph, a NodeRunner holding the inputs, and the reference logits
-    of ``TinyDeepSeek.forward`` for the same tokens (the model run end to end, not node by node)."""
+    of ``TinyDeepSeek.forward`` (and ``mtp_logits``) for the same tokens, the model run end to end."""
 
     phase: Phase
     model: ModelConfig
@@ -145,32 +146,55 @@ class Step:
     counter: Counter
     reference: np.ndarray
     build: Callable[..., nx.DiGraph]
+    mtp_reference: np.ndarray | None = None
 
 
 def prepare(model: ModelConfig, *, phase: Phase, batch: int, length: int, precision: Precision, seed: int = 0,
-            attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None) -> Step:
-    """Graph + inputs for one step. Prefill: ``length`` prompt tokens. Decode: the first
-    ``length - 1`` tokens are prefilled (not counted) and one token is decoded at context ``length``."""
+            attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None, mtp: bool = False) -> Step:
+    """Graph + inputs for one step. Prefill: ``length`` prompt tokens. Decode at context ``length``:
+    the earlier tokens are prefilled (not counted), then the step's q_len tokens (1, or 1 + MTP depth
+    with ``mtp``) are decoded. With ``mtp`` one more random token plays the token after the last."""
     tiny = tiny or TinyDeepSeek(model, seed=seed)
-    tokens = np.random.default_rng(seed).integers(0, model.vocab_size, (batch, length))
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, model.vocab_size, (batch, length))                 # [b, length]
+    ext = np.concatenate([tokens, rng.integers(0, model.vocab_size, (batch, 1))], axis=1) if mtp else None
     if phase == "prefill":
         def build(**kw):
-            return build_prefill(model, batch=batch, prompt_len=length, precision=precision, **kw)
-        state, step_tokens = None, tokens
+            return build_prefill(model, batch=batch, prompt_len=length, precision=precision, mtp=mtp, **kw)
+        start, state = 0, None
         reference = tiny.forward(tokens, form="expanded", last_only=True)[0]
     elif phase == "decode":
         def build(**kw):
-            return build_decode(model, batch=batch, context=length, precision=precision, **kw)
-        state = tiny.forward(tokens[:, :-1], form="absorbed")[1] if length > 1 else None
-        step_tokens = tokens[:, -1:]
-        reference = tiny.forward(tokens, form="absorbed")[0][:, -1:]
+            return build_decode(model, batch=batch, context=length, precision=precision, mtp=mtp, **kw)
+        start = length - (1 + (model.num_nextn_predict_layers if mtp else 0))
+        state = _prefix_state(tiny, model, tokens, ext, start, batch=batch, precision=precision, mtp=mtp)
+        reference = tiny.forward(tokens, form="absorbed")[0][:, start:]
     else:
         raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}")
     graph = build()
+    mtp_reference = None
+    if mtp:
+        mtp_reference = tiny.mtp_logits(ext)[:, -1:] if phase == "prefill" else tiny.mtp_logits(ext)[:, start:]
     counter = Counter(declared=_declared(_graph_ops(graph)))
-    runner = NodeRunner(tiny, step_tokens, phase=phase, state=state, attend=attend, counter=counter)
+    runner = NodeRunner(tiny, tokens[:, start:], phase=phase, state=state, attend=attend, counter=counter,
+                        next_tokens=None if ext is None else ext[:, start + 1:])
     return Step(phase=phase, model=model, graph=graph, runner=runner, counter=counter, reference=reference,
-                build=build)
+                build=build, mtp_reference=mtp_reference)
+
+
+def _prefix_state(tiny: TinyDeepSeek, model: ModelConfig, tokens: np.ndarray, ext: np.ndarray | None, start: int,
+                  *, batch: int, precision: Precision, mtp: bool):
+    """Caches after the first ``start`` tokens (uncounted); with MTP its depth's cache is filled too,
+    by running the prefill graph (MTP included) node by node."""
+    if start == 0:
+        return None
+    if not mtp:
+        return tiny.forward(tokens[:, :start], form="absorbed")[1]
+    graph = build_prefill(model, batch=batch, prompt_len=start, precision=precision, mtp=True)
+    runner = NodeRunner(tiny, tokens[:, :start], phase="prefill", next_tokens=ext[:, 1:start + 1])
+    for name in nx.topological_sort(graph):
+        runner.run(name)
+    return runner.finish()[1]
 
 
 def finish(step: Step) -> Execution:
@@ -179,9 +203,12 @@ def finish(step: Step) -> Execution:
     counts = state.expert_counts[-1]
     ops = _with_measured_experts(step.build, step.model, counts, _graph_ops(step.graph))
     checks, extra = compare(ops, step.counter.records)
+    error = float(np.max(np.abs(logits - step.reference)))
+    if step.mtp_reference is not None:
+        mtp_logits = step.runner.env[f"mtp.{step.model.num_nextn_predict_layers - 1}.shared_head.head"]
+        error = max(error, float(np.max(np.abs(mtp_logits - step.mtp_reference))))
     return Execution(phase=step.phase, graph=step.graph, ops=ops, counter=step.counter, logits=logits,
-                     expert_counts=counts, checks=checks, extra_records=extra,
-                     reference_error=float(np.max(np.abs(logits - step.reference))))
+                     expert_counts=counts, checks=checks, extra_records=extra, reference_error=error)
 
 
 def execute(step: Step) -> Execution:

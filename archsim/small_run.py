@@ -63,11 +63,12 @@ def run_small(workload: str | os.PathLike | Workload, hw: str | os.PathLike | Ha
         raise ConfigError(wl.source_file, "model", "an architecture the tiny model executes (MLA or GQA "
                           "attention, sigmoid routing)", str(err)) from None
 
+    mtp = bool(sc.mtp and model.num_nextn_predict_layers)
     prefill = prepare(model, phase="prefill", batch=BATCH, length=PROMPT_LEN, precision=precision, seed=SEED,
-                      attend=flash, tiny=tiny)
+                      attend=flash, tiny=tiny, mtp=mtp)
     ex_prefill, tl_prefill = _simulate(prefill, chip)
     decode = prepare(model, phase="decode", batch=BATCH, length=PROMPT_LEN + 1, precision=precision, seed=SEED,
-                     attend=flash, tiny=tiny)
+                     attend=flash, tiny=tiny, mtp=mtp)
     ex_decode, tl_decode = _simulate(decode, chip)
     timeline = _concat(tl_prefill, tl_decode)
     if trace_path is not None:
@@ -80,6 +81,7 @@ def run_small(workload: str | os.PathLike | Workload, hw: str | os.PathLike | Ha
     checks = _checks(tiny, model, ex_prefill, ex_decode, sram, elem)
     return {
         "model": _model_summary(model),
+        "mtp": mtp,
         "checks": checks,
         "counts_match": counts_match(ex_prefill) and counts_match(ex_decode),
         "counts": {ex.phase: {"nodes": len(ex.checks), "mismatches": ex.mismatches()[:10],

@@ -113,3 +113,14 @@ def test_dense_gqa_family_counts_match():
                execute_decode(model, batch=2, context=7, precision=bf16)):
         assert ex.mismatches() == [] and counts_match(ex)
         assert ex.reference_error <= 1e-10
+
+
+@pytest.mark.parametrize("phase,length", [("prefill", 7), ("decode", 9), ("decode", 2)])
+def test_mtp_graph_counts_match_and_mtp_logits_equal_model(phase, length):
+    from archsim.execute import execute, prepare
+    model = model_from_dict(TINY_DSV3)
+    ex = execute(prepare(model, phase=phase, batch=2, length=length, precision=FP8, mtp=True))
+    assert any(n.startswith("mtp.0.") for n in ex.ops)          # the MTP module's nodes were compared too
+    assert ex.mismatches() == [] and counts_match(ex)
+    # main logits and the MTP head's logits both equal the model's own forward / mtp_logits
+    assert ex.reference_error <= 1e-10

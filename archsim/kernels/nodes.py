@@ -5,6 +5,10 @@ makes them: ``layers.3.self_attn.q_b_proj``) on the values its predecessors prod
 (e.g. the discrete-event executor's ``on_op`` callback) can drive real execution. The phase fixes
 the MLA form as the graph does: prefill expanded (no prior cache), decode absorbed over the cache.
 Results equal ``TinyDeepSeek.forward`` (checked in tests).
+
+MTP nodes (``mtp.0.*``, built with ``mtp=True``) run the MTP depth stored as layer
+``num_hidden_layers``; position i combines h_i with the embedding of the token that follows it,
+given as ``next_tokens`` (in serving that token is the main model's sampled output).
 """
 from __future__ import annotations
 
@@ -30,10 +34,12 @@ class NodeRunner:
 
     def __init__(self, model: TinyDeepSeek, tokens: np.ndarray, *, phase: Literal["prefill", "decode"],
                  state: DecodeState | None = None, attend: Callable = naive_attention,
-                 counter: Counter | None = None):
+                 counter: Counter | None = None, next_tokens: np.ndarray | None = None):
         self.m, self.tokens, self.phase, self.attend, self.counter = model, np.asarray(tokens), phase, attend, counter
+        self.next_tokens = None if next_tokens is None else np.asarray(next_tokens)
         self.b, self.s = self.tokens.shape
-        self.state = state or DecodeState(caches=[None] * model.cfg.num_hidden_layers)
+        self.layers = model.cfg.num_hidden_layers
+        self.state = state or DecodeState(caches=[None] * model.n_layers_total)
         if phase == "prefill" and self.state.position:
             raise ValueError("a prefill graph has no prior cache (kv_len == q_len); use phase='decode'")
         self.cos, self.sin = model.rope(self.state.position, self.s)             # [s, d_r/2] each
@@ -48,11 +54,15 @@ class NodeRunner:
             self.env[name] = top[name]()
             return
         parts = name.split(".", 2)
-        if parts[0] != "layers" or len(parts) < 3:
+        if parts[0] not in ("layers", "mtp") or len(parts) < 3 or not parts[1].isdigit():
             raise KeyError(f"no kernel for graph node {name!r}")
-        layer, key = int(parts[1]), parts[2]
-        handler = self._handler(layer, key)
-        self.env[name] = handler(layer, f"layers.{layer}.")
+        layer, key, prefix = int(parts[1]), parts[2], f"{parts[0]}.{parts[1]}."
+        if parts[0] == "mtp":
+            layer += self.layers  # the MTP depth's decoder layer is stored after the main layers
+            if key in self._MTP:
+                self.env[name] = getattr(self, self._MTP[key])(prefix)
+                return
+        self.env[name] = self._handler(layer, key)(layer, prefix)
 
     def finish(self) -> tuple[np.ndarray, DecodeState]:
         """(logits, state) after every node ran; advances the state's position like ``forward``."""
@@ -65,10 +75,46 @@ class NodeRunner:
         return None if self.counter is None else self.counter.site(name)
 
     def _w(self, key: str) -> np.ndarray:
+        """Weight by graph name; ``mtp.D.`` names map to the stored layer ``num_hidden_layers + D``."""
+        if key.startswith("mtp."):
+            depth, rest = key[len("mtp."):].split(".", 1)
+            key = f"layers.{self.layers + int(depth)}.{rest}"
         return self.m.weights[key]
 
     def _hidden_in(self, layer: int) -> np.ndarray:
+        if layer >= self.layers:
+            return self.env[f"mtp.{layer - self.layers}.eh_proj"]
         return self.env["embed_tokens"] if layer == 0 else self.env[f"layers.{layer - 1}.residual_mlp"]
+
+    # -- MTP depth ---------------------------------------------------------------------------------
+    _MTP = {"embed_tokens": "_mtp_embed", "enorm": "_mtp_enorm", "hnorm": "_mtp_hnorm", "eh_proj": "_mtp_eh_proj",
+            "shared_head.norm": "_mtp_head_norm", "shared_head.head": "_mtp_head"}
+
+    def _mtp_embed(self, p: str) -> np.ndarray:
+        if self.next_tokens is None:
+            raise ValueError("MTP nodes need next_tokens (the token after each position)")
+        return self._embed(self.next_tokens, p + "embed_tokens")                  # [b, s, hidden]
+
+    def _mtp_enorm(self, p: str) -> np.ndarray:
+        return self._norm(p + "enorm", self.env[p + "embed_tokens"], p + "enorm")
+
+    def _mtp_hnorm(self, p: str) -> np.ndarray:
+        depth = int(p.split(".")[1])
+        h = self.env[f"layers.{self.layers - 1}.residual_mlp" if depth == 0 else f"mtp.{depth - 1}.residual_mlp"]
+        return self._norm(p + "hnorm", h, p + "hnorm")
+
+    def _mtp_eh_proj(self, p: str) -> np.ndarray:
+        x = np.concatenate([self.env[p + "enorm"], self.env[p + "hnorm"]], axis=-1)  # [b, s, 2*hidden]
+        return self._lin(p + "eh_proj", x)                                        # [b, s, hidden]
+
+    def _mtp_head_norm(self, p: str) -> np.ndarray:
+        return self._norm(p + "shared_head.norm", self.env[p + "residual_mlp"], p + "shared_head.norm")
+
+    def _mtp_head(self, p: str) -> np.ndarray:
+        x = self.env[p + "shared_head.norm"]                                      # [b, s, hidden]
+        if self.phase == "prefill":
+            x = x[:, -1:]                                                         # [b, 1, hidden]
+        return linear(x, self._w("lm_head"), site=self._site(p + "shared_head.head"))  # [b, s or 1, V]
 
     def _handler(self, layer: int, key: str):
         if self.m.kind == "gqa" and key in self._GQA:
@@ -145,13 +191,16 @@ class NodeRunner:
 
     # -- node kernels ------------------------------------------------------------------------------
     def _embed_tokens(self) -> np.ndarray:
+        return self._embed(self.tokens, "embed_tokens")
+
+    def _embed(self, tokens: np.ndarray, name: str) -> np.ndarray:
         table = self._w("embed_tokens")                                         # [V, hidden]
-        site = self._site("embed_tokens")
+        site = self._site(name)
         if site is not None:
-            n = self.tokens.size
+            n = tokens.size
             site.record(kind="embedding", flops=0, reads=[("weight", (n, table.shape[1]), "weight")],
                         writes=[("y", (n, table.shape[1]), "activation")], tokens=n)
-        return table[self.tokens]                                               # [b, s, hidden]
+        return table[tokens]                                                    # [b, s, hidden]
 
     def _norm(self, name: str, x: np.ndarray, weight_key: str) -> np.ndarray:
         return rmsnorm(x, self._w(weight_key), self.m.eps, site=self._site(name))

@@ -100,7 +100,7 @@ class TinyDeepSeek:
         tokens = np.asarray(tokens)
         b, s = tokens.shape
         if state is None:
-            state = DecodeState(caches=[None] * self.cfg.num_hidden_layers)
+            state = DecodeState(caches=[None] * self.n_layers_total)
         site = _SiteMaker(counter, roles)
         h = self.hidden(tokens, state, form=form, attend=attend, site=site)  # [b, s, hidden]
         x = rmsnorm(h, self.weights["norm"], self.eps, site=site("norm"))   # [b, s, hidden]
@@ -171,7 +171,7 @@ class TinyDeepSeek:
             raise ValueError("config has num_nextn_predict_layers = 0: no MTP head")
         tokens = np.asarray(tokens)
         site = _SiteMaker(counter, roles)
-        state = DecodeState(caches=[None] * self.cfg.num_hidden_layers)
+        state = DecodeState(caches=[None] * self.n_layers_total)
         h = self.hidden(tokens, state, form=form, attend=naive_attention, site=site)    # [b, s, hidden]
         j = self.cfg.num_hidden_layers
         emb = self.embed(tokens[:, 1:], site)                                           # [b, s-1, hidden]
