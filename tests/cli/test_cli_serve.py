@@ -89,3 +89,18 @@ def test_compare_table(capsys):
                  "--max-seqs", "8"]) == 0
     out = capsys.readouterr().out
     assert "deepseek_v3" in out and "llama3_405b" in out and "KV bytes per token" in out
+
+
+@pytest.mark.parametrize("flags", [
+    ["--scheduler", "disagg", "--speculative", "1:0.8", "--rate", "2"],
+    ["--arrival", "closed", "--users", "4", "--think-time", "0.5", "--scheduler", "static", "--timeout", "0.05"],
+    ["--rate", "2", "--arrival", "gamma", "--cv", "3", "--scheduler", "dynamic", "--replicas", "2",
+     "--router", "round_robin", "--prefix-hit-rate", "0.5"],
+])
+def test_serve_other_modes(capsys, flags):
+    assert main(["serve", DSV3, "--hw", H100, "--duration", "4", "--prompt-len", "uniform:100:300",
+                 "--output-len", "uniform:8:24", "--max-seqs", "16", "--format", "json", *flags]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["requests"]["completed"] == data["requests"]["total"] > 0
+    if "disagg" in flags:
+        assert data["requests"]["kv_transfers"] == data["requests"]["completed"]  # every output here is > 1 token
