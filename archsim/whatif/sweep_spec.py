@@ -1,0 +1,135 @@
+"""Sweep axes and sampling: ``--set PATH=SPEC`` strings -> axes -> points (grid, random, Latin hypercube).
+
+SPEC forms (values carry units, as in the hardware YAML):
+- ``a..b:n``     n values evenly spaced from a to b (``a..b:n:log`` spaces them geometrically);
+- ``a..b``       a range, for random and Latin-hypercube sampling;
+- ``v1,v2,v3``   a list; ``v`` a single value.
+PATH is a hardware YAML path (``memory.hbm.bandwidth``, ``compute.tensor.peak.fp8``, ``power.idle``...);
+its unit dimension comes from the last path component.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from archsim.errors import ConfigError
+from archsim.units import parse_quantity
+
+SAMPLERS = ("grid", "random", "lhs")
+
+# last path component (or the component before a dtype) -> unit dimension
+FIELD_DIMENSIONS = {
+    "bandwidth": "bytes_per_s", "internal_bandwidth": "bytes_per_s", "capacity": "bytes", "latency": "time_s",
+    "energy_per_bit": "energy_j_per_bit", "power_limit": "power_w", "achievable_fraction": "fraction",
+    "peak": "flop_per_s", "energy_per_flop": "energy_j_per_flop", "kernel_launch": "time_s", "idle": "power_w",
+    "tdp": "power_w", "price": "usd_per_hour", "compute_clock_fraction": "fraction",
+}
+
+
+def dimension_of(path: str) -> str:
+    """Unit dimension of a hardware path (ConfigError for a path with no known field)."""
+    parts = path.split(".")
+    for part in (parts[-1], parts[-2] if len(parts) > 1 else ""):
+        if part in FIELD_DIMENSIONS:
+            return FIELD_DIMENSIONS[part]
+    raise ConfigError(None, f"--set {path}", f"a hardware field path ending in one of {', '.join(FIELD_DIMENSIONS)}",
+                      path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Axis:
+    """One swept field: either explicit ``values`` or a ``low..high`` range (with ``count`` for grids)."""
+
+    path: str
+    values: tuple[float, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    count: int | None = None
+    log: bool = False
+
+    def grid_values(self) -> np.ndarray:
+        if self.values:
+            return np.asarray(self.values, float)
+        if self.count is None:
+            raise ConfigError(None, f"--set {self.path}", "a grid spec 'a..b:n' (or a list) for --sample grid",
+                              f"{self.low}..{self.high}")
+        if self.log:
+            return np.geomspace(self.low, self.high, self.count)
+        return np.linspace(self.low, self.high, self.count)
+
+    def from_unit(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Map uniform [0, 1) samples onto this axis (a list axis picks items)."""
+        if self.values:
+            idx = np.minimum((u * len(self.values)).astype(int), len(self.values) - 1)
+            return np.asarray(self.values, float)[idx]
+        if self.log:
+            return np.exp(np.log(self.low) + u * (np.log(self.high) - np.log(self.low)))
+        return self.low + u * (self.high - self.low)
+
+
+def parse_set(text: str) -> Axis:
+    """Parse one ``PATH=SPEC`` (see the module docstring)."""
+    if "=" not in text:
+        raise ConfigError(None, "--set", "PATH=SPEC, e.g. memory.hbm.bandwidth=2TB/s..20TB/s:10", text)
+    path, spec = (s.strip() for s in text.split("=", 1))
+    dim = dimension_of(path)
+    where = f"--set {path}"
+    value = lambda s: parse_quantity(_number_or_text(s.strip(), dim), dim, path=where)
+    if ".." in spec:
+        lo_text, rest = spec.split("..", 1)
+        parts = rest.split(":")
+        hi_text, count, log = parts[0], None, False
+        if len(parts) >= 2:
+            try:
+                count = int(parts[1])
+            except ValueError:
+                raise ConfigError(None, where, "a whole number of grid points after ':'", parts[1]) from None
+            if count < 1:
+                raise ConfigError(None, where, "at least one grid point", count)
+        if len(parts) == 3:
+            if parts[2] != "log":
+                raise ConfigError(None, where, "':log' or nothing after the point count", parts[2])
+            log = True
+        if len(parts) > 3:
+            raise ConfigError(None, where, "a..b, a..b:n or a..b:n:log", spec)
+        low, high = value(lo_text), value(hi_text)
+        if log and (low <= 0 or high <= 0):
+            raise ConfigError(None, where, "positive ends for a log grid", spec)
+        return Axis(path=path, low=low, high=high, count=count, log=log)
+    items = [s for s in spec.split(",") if s.strip()]
+    if not items:
+        raise ConfigError(None, where, "a value, a list or a range", spec)
+    return Axis(path=path, values=tuple(value(s) for s in items))
+
+
+def _number_or_text(text: str, dim: str):
+    """Fractions may be written as plain numbers ("0.8"); everything else keeps its unit text."""
+    if dim == "fraction":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def sample(axes: list[Axis], *, sampler: str = "grid", points: int | None = None,
+           seed: int = 0) -> dict[str, np.ndarray]:
+    """Column per axis path: the cartesian grid, or ``points`` random / Latin-hypercube samples."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(None, "--sample", f"one of {', '.join(SAMPLERS)}", sampler)
+    if not axes:
+        return {}
+    if sampler == "grid":
+        grids = [a.grid_values() for a in axes]
+        combos = np.array(list(itertools.product(*grids)), float).reshape(-1, len(axes))
+        return {a.path: combos[:, i] for i, a in enumerate(axes)}
+    if not points or points < 1:
+        raise ConfigError(None, "--points", f"a positive number of samples for --sample {sampler}", points)
+    rng = np.random.default_rng(seed)
+    if sampler == "random":
+        u = rng.random((points, len(axes)))
+    else:  # Latin hypercube: one sample per stratum on every axis, strata paired by random permutations
+        u = (np.stack([rng.permutation(points) for _ in axes], axis=1) + rng.random((points, len(axes)))) / points
+    return {a.path: a.from_unit(u[:, i], rng) for i, a in enumerate(axes)}
