@@ -79,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     est = estimate_training(workload.model, hw, par, setup)
     out = {"workload": workload.name, "hardware": hw.name, **est.to_dict(tokens=args.tokens)}
     if args.trace:
+        trace = _pipeline_trace(est, setup)
         try:
             with open(args.trace, "w", encoding="utf-8") as fh:
-                json.dump(est.chrome_trace(), fh)
+                json.dump(trace, fh)
         except OSError as err:
             raise ConfigError(None, "--trace", "a writable file path", f"{args.trace} ({err.strerror})") from None
     if args.format == "json":
@@ -96,3 +97,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"  memory / device  {mem['per_device_bytes'] / 1e9:.1f} GB of {mem['capacity_bytes'] / 1e9:.0f} GB "
           f"-> {'fits' if out['fits'] else 'DOES NOT FIT'}")
     return 0
+
+
+def _pipeline_trace(est, setup) -> dict:
+    """Run the estimate's pipeline schedule as events: one track per rank (empty without a pipeline)."""
+    from archsim.mapping.pipeline import dualpipe, interleaved_1f1b, one_f_one_b
+    from archsim.sim.step import simulate_pipeline
+
+    if est.pipeline is None:
+        return {"traceEvents": []}
+    kind, chunk, chunks = est.pipeline
+    pp, m = est.parallelism.pp, est.parallelism.micro_batches
+    schedule = {"dualpipe": lambda: dualpipe(pp, m), "interleaved": lambda: interleaved_1f1b(pp, m, chunks),
+                "1f1b": lambda: one_f_one_b(pp, m)}[kind]()
+    return simulate_pipeline(schedule, chunk, kind=kind, chunks=chunks).chrome_trace()

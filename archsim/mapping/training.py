@@ -16,8 +16,7 @@ from archsim.graph.precision import Precision, Shard, precision_from_names
 from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import price_phase, representative_model
-from archsim.sim.step import (ChunkTimes, PipelineResult, dualpipe, interleaved_1f1b, one_f_one_b,
-                              simulate_pipeline)
+from archsim.mapping.pipeline import ChunkTimes, pipeline_step
 
 SECONDS_PER_HOUR = 3600
 TRILLION = 1e12
@@ -89,7 +88,7 @@ class TrainingEstimate:
     peak_flop_per_s: float
     price_usd_per_hour: float
     breakdown: dict
-    timeline: PipelineResult | None = None
+    pipeline: tuple | None = None  # (schedule kind, ChunkTimes, virtual chunks) for the event simulation
 
     @property
     def fits(self) -> bool:
@@ -108,10 +107,6 @@ class TrainingEstimate:
     @property
     def gpu_hours_per_trillion_tokens(self) -> float:
         return TRILLION / self.tokens_per_s * self.devices / SECONDS_PER_HOUR
-
-    def chrome_trace(self) -> dict:
-        """The simulated pipeline step, one track per device (rank); empty without a pipeline."""
-        return self.timeline.chrome_trace() if self.timeline else {"traceEvents": []}
 
     def cost_usd(self, tokens: float) -> float:
         return tokens / self.tokens_per_s * self.devices / SECONDS_PER_HOUR * self.price_usd_per_hour
@@ -163,7 +158,8 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     weight gradients), W = 1 x forward; recomputation adds back the recomputed forward work. EP and TP
     communication runs forward and backward. Exposed communication depends on the schedule: DualPipe's
     F&B blocks hide communication under compute (block = max(compute, communication)); 1F1B and
-    interleaved chunks pay it. The pipeline is simulated as events (``archsim.sim.step``). Then the
+    interleaved chunks pay it. The pipeline step follows the schedule analytically
+    (``archsim.mapping.pipeline``; ``archsim.sim.step`` executes it as events and agrees). Then the
     ZeRO gradient reduce-scatter and parameter all-gather over the DP replicas (counted as exposed), and
     the optimizer update (HBM-bound).
     """
@@ -202,27 +198,23 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     return TrainingEstimate(parallelism=par, setup=setup, memory=memory, step_time_s=step,
                             tokens_per_step=setup.global_batch * setup.seq_len, model_flops_per_token=flops_per_token,
                             devices=par.devices, peak_flop_per_s=peak, price_usd_per_hour=hw.price_usd_per_hour,
-                            breakdown=breakdown, timeline=timeline)
+                            breakdown=breakdown, pipeline=timeline)
 
 
-def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm) -> tuple[float, float]:
+def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm):
+    """(step seconds, bubble seconds, (schedule kind, chunk times, virtual chunks) or None without a pipeline)."""
     m, pp = par.micro_batches, par.pp
     if pp == 1:
         # no pipeline: with two or more micro-batches DeepSeek-style overlap hides communication
         per = max(f_comp + b_comp, f_comm + b_comm) if m >= 2 else f_comp + b_comp + f_comm + b_comm
         return m * per, 0.0, None
-    if setup.schedule == "dualpipe":
-        sched, kind, chunks = dualpipe(pp, m), "dualpipe", 1
-        # each rank runs two half-size chunk streams: times per chunk are those of one stage
-    elif setup.schedule == "interleaved":
-        v = setup.virtual_chunks
-        sched, kind, chunks = interleaved_1f1b(pp, m, v), "interleaved", v
+    chunks = 1
+    if setup.schedule == "interleaved":
+        chunks = v = setup.virtual_chunks
         chunk = ChunkTimes(f_s=chunk.f_s / v, b_s=chunk.b_s / v, w_s=chunk.w_s / v, fb_s=chunk.fb / v,
                            p2p_s=chunk.p2p_s)
-    else:
-        sched, kind, chunks = one_f_one_b(pp, m), "1f1b", 1
-    r = simulate_pipeline(sched, chunk, kind=kind, chunks=chunks)
-    return r.time_s, max(r.bubble_s), r
+    step, bubble = pipeline_step(setup.schedule, pp, m, chunk, chunks)
+    return step, bubble, (setup.schedule, chunk, chunks)
 
 
 def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:

@@ -102,3 +102,18 @@ def test_schedule_input_errors():
         one_f_one_b(0, 4)
     with pytest.raises(ConfigError, match="schedule"):
         simulate_pipeline(one_f_one_b(2, 2), ChunkTimes(f_s=1.0, b_s=1.0), kind="gpipe")
+
+
+@pytest.mark.parametrize("kind, pp, m, v", [("1f1b", 4, 8, 1), ("1f1b", 8, 13, 1), ("interleaved", 4, 8, 2),
+                                            ("interleaved", 8, 16, 4), ("dualpipe", 4, 8, 1), ("dualpipe", 8, 20, 1),
+                                            ("dualpipe", 16, 120, 1)])
+def test_analytic_pipeline_step_equals_event_simulation(kind, pp, m, v):
+    """archsim.mapping.pipeline.pipeline_step (used by the training estimate) equals the simulated makespan."""
+    from archsim.mapping.pipeline import pipeline_step
+    t = ChunkTimes(f_s=1.0, b_s=2.1, w_s=0.6, fb_s=2.8)
+    schedule = {"1f1b": lambda: one_f_one_b(pp, m), "interleaved": lambda: interleaved_1f1b(pp, m, v),
+                "dualpipe": lambda: dualpipe(pp, m)}[kind]()
+    sim = simulate_pipeline(schedule, t, kind=kind, chunks=v)
+    step, bubble = pipeline_step(kind, pp, m, t, v)
+    assert step == pytest.approx(sim.time_s)
+    assert bubble == pytest.approx(max(sim.bubble_s))
