@@ -99,8 +99,9 @@ def _report(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan
     if not plan.fits or plan.prefill is None or plan.decode is None:
         return Report(workload=wl.name, model=model_summary, scenario=scenario, deployment=deployment,
                       memory=memory, prefill=None, decode=None, energy=None)
-    pre_cost = _device_cost(model, hw, precision, par, "prefill", sc.batch, sc.prompt_len, sc.mtp, attention)
-    dec_cost = _device_cost(model, hw, precision, par, "decode", sc.batch, context, sc.mtp, attention)
+    pre_cost = _device_cost(model, hw, precision, par, "prefill", sc.batch, sc.prompt_len, sc.mtp, attention,
+                            plan.prefill)
+    dec_cost = _device_cost(model, hw, precision, par, "decode", sc.batch, context, sc.mtp, attention, plan.decode)
     prefill_tokens = sc.batch * sc.prompt_len
     pre = _phase(PrefillSummary, plan.prefill, pre_cost, hw, par.devices,
                  latency_s=plan.prefill.time_s, tokens_per_s=prefill_tokens / plan.prefill.time_s,
@@ -124,8 +125,10 @@ def _architecture(model) -> str:
     return f"{attention} + dense SwiGLU"
 
 
-def _device_graph(model, precision: Precision, par, phase: str, batch: int, length: int, mtp: bool) -> nx.DiGraph:
-    """One device's graph for one micro-batch: its attention replica's sequences, its TP/EP shard."""
+def _device_graph(model, precision: Precision, par, phase: str, batch: int, length: int, mtp: bool,
+                  compact: bool = True) -> nx.DiGraph:
+    """One device's graph for one micro-batch: its attention replica's sequences, its TP/EP shard
+    (``compact``: one decoder layer per kind, priced as the full graph; graph/build.py)."""
     seqs = ceil(batch / par.dp)
     micro = min(par.micro_batches, seqs)
     per_micro = ceil(seqs / micro)
@@ -134,12 +137,15 @@ def _device_graph(model, precision: Precision, par, phase: str, batch: int, leng
     routed = per_micro * q_len * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
     if phase == "prefill":
         return build_prefill(model, batch=per_micro, prompt_len=length, precision=precision, shard=shard,
-                             mtp=False, routed_tokens=routed)
+                             mtp=False, routed_tokens=routed, compact=compact)
     return build_decode(model, batch=per_micro, context=length, precision=precision, shard=shard, mtp=mtp,
-                        routed_tokens=routed)
+                        routed_tokens=routed, compact=compact)
 
 
-def _device_cost(model, hw, precision, par, phase, batch, length, mtp, attention) -> PhaseCost:
+def _device_cost(model, hw, precision, par, phase, batch, length, mtp, attention, breakdown=None) -> PhaseCost:
+    """The device graph's cost: the one ``price_phase`` already priced (flash attention) when there is one."""
+    if breakdown is not None and breakdown.graph_cost is not None and attention == "flash":
+        return breakdown.graph_cost
     return price_graph(_device_graph(model, precision, par, phase, batch, length, mtp), hw, attention=attention)
 
 
