@@ -150,18 +150,23 @@ class Step:
 
 
 def prepare(model: ModelConfig, *, phase: Phase, batch: int, length: int, precision: Precision, seed: int = 0,
-            attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None, mtp: bool = False) -> Step:
-    """Graph + inputs for one step. Prefill: ``length`` prompt tokens. Decode at context ``length``:
-    the earlier tokens are prefilled (not counted), then the step's q_len tokens (1, or 1 + MTP depth
-    with ``mtp``) are decoded. With ``mtp`` one more random token plays the token after the last."""
+            attend: Callable = naive_attention, tiny: TinyDeepSeek | None = None, mtp: bool = False,
+            past_len: int = 0) -> Step:
+    """Graph + inputs for one step. Prefill: ``length`` prompt tokens after ``past_len`` cached ones (a
+    chunk; the prefix is prefilled uncounted). Decode at context ``length``: the earlier tokens are
+    prefilled (not counted), then the step's q_len tokens (1, or 1 + MTP depth with ``mtp``) are
+    decoded. With ``mtp`` one more random token plays the token after the last."""
     tiny = tiny or TinyDeepSeek(model, seed=seed)
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, model.vocab_size, (batch, length))                 # [b, length]
+    total = length + past_len if phase == "prefill" else length
+    tokens = rng.integers(0, model.vocab_size, (batch, total))                  # [b, total]
     ext = np.concatenate([tokens, rng.integers(0, model.vocab_size, (batch, 1))], axis=1) if mtp else None
     if phase == "prefill":
         def build(**kw):
-            return build_prefill(model, batch=batch, prompt_len=length, precision=precision, mtp=mtp, **kw)
-        start, state = 0, None
+            return build_prefill(model, batch=batch, prompt_len=length, precision=precision, mtp=mtp,
+                                 past_len=past_len, **kw)
+        start = past_len
+        state = _prefix_state(tiny, model, tokens, ext, start, batch=batch, precision=precision, mtp=mtp)
         reference = tiny.forward(tokens, form="expanded", last_only=True)[0]
     elif phase == "decode":
         def build(**kw):

@@ -124,3 +124,24 @@ def test_mtp_graph_counts_match_and_mtp_logits_equal_model(phase, length):
     assert ex.mismatches() == [] and counts_match(ex)
     # main logits and the MTP head's logits both equal the model's own forward / mtp_logits
     assert ex.reference_error <= 1e-10
+
+
+@pytest.mark.parametrize("family", ["mla", "gqa", "mla_mtp"])
+def test_prefill_chunk_after_cached_prefix_counts_match(family):
+    # a prefill chunk of 5 tokens after 6 cached ones: kv_b_proj re-expands the cached latents (MLA),
+    # the attention reads the prefix from the cache; logits equal one forward over all 11 tokens
+    from archsim.config.workload import load_workload
+    from archsim.execute import execute, prepare
+    from archsim.graph.small import small_variant
+    import os
+    if family == "gqa":
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        model = small_variant(load_workload(os.path.join(root, "workloads", "llama3_405b.yaml")).model)
+    else:
+        model = model_from_dict(TINY_DSV3)
+    ex = execute(prepare(model, phase="prefill", batch=2, length=5, past_len=6, precision=FP8,
+                         mtp=family == "mla_mtp"))
+    assert ex.mismatches() == [] and counts_match(ex)
+    assert ex.reference_error <= 1e-10
+    attn = ex.ops["layers.0.self_attn.attn_core"]
+    assert attn.attrs["kv_len"] == 11 and attn.attrs["q_len"] == 5

@@ -40,8 +40,7 @@ class NodeRunner:
         self.b, self.s = self.tokens.shape
         self.layers = model.cfg.num_hidden_layers
         self.state = state or DecodeState(caches=[None] * model.n_layers_total)
-        if phase == "prefill" and self.state.position:
-            raise ValueError("a prefill graph has no prior cache (kv_len == q_len); use phase='decode'")
+        self.past = self.state.position  # tokens already cached per sequence (a prefill chunk's prefix)
         self.cos, self.sin = model.rope(self.state.position, self.s)             # [s, d_r/2] each
         self.env: dict[str, object] = {}
         self.expert_counts: dict[int, np.ndarray] = {}
@@ -133,7 +132,7 @@ class NodeRunner:
             "self_attn.rope_q": self._rope_q,
             "self_attn.rope_k": self._rope_k,
             "self_attn.kv_cache_update": self._cache_update,
-            "self_attn.kv_b_proj": lambda i, p: self._lin(p + key, self.env[p + "self_attn.kv_a_layernorm"]),
+            "self_attn.kv_b_proj": self._kv_b_proj,
             "self_attn.q_absorb": self._q_absorb,
             "self_attn.attn_core": self._attn_core,
             "self_attn.o_absorb": self._o_absorb,
@@ -181,9 +180,17 @@ class NodeRunner:
             return cache
         site = self._site(p + "self_attn.attn_core")
         q = self.env[p + "self_attn.rope_q"]                                                     # [b, s, H, d]
-        if self.phase == "prefill":  # fresh K/V of this step (no prior cache)
-            return self.attend(q, self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"],
-                               scale=m.scale, causal=True, site=site)                            # [b, s, H, d]
+        if self.phase == "prefill":  # this step's K/V fresh, a cached prefix's from the cache
+            k, v = self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"]        # [b, s, H_kv, d]
+            operands = None
+            if self.past:
+                cache = self.state.caches[i]
+                k = np.concatenate([cache.k[:, :self.past], k], axis=1)                     # [b, L, H_kv, d]
+                v = np.concatenate([cache.v[:, :self.past], v], axis=1)                     # [b, L, H_kv, d]
+                operands = cache_operand((self.b, self.past, m.kv_heads, 2 * m.head_dim)) + [
+                    ("k", (self.b * self.s, m.kv_heads, m.head_dim), "activation"),
+                    ("v", (self.b * self.s, m.kv_heads, m.head_dim), "activation")]
+            return self.attend(q, k, v, scale=m.scale, causal=True, site=site, kv_operands=operands)
         cache = self.env[p + "self_attn.kv_cache_update"]
         n_kv = cache.k.shape[1]
         return self.attend(q, cache.k, cache.v, scale=m.scale, causal=True, site=site,
@@ -240,6 +247,14 @@ class NodeRunner:
         return self._w(p + "self_attn.kv_b_proj.weight").reshape(
             d.num_attention_heads, d.qk_nope_head_dim + d.v_head_dim, d.kv_lora_rank)   # [H, dn+dv, r]
 
+    def _kv_b_proj(self, i: int, p: str) -> np.ndarray:
+        """Expand the latents: the cached prefix's (read from the cache) and this step's."""
+        latent = self.env[p + "self_attn.kv_a_layernorm"]                            # [b, s, r]
+        if self.past:
+            latent = np.concatenate([self.state.caches[i].latent[:, :self.past], latent], axis=1)  # [b, L, r]
+        return linear(latent, self._w(p + "self_attn.kv_b_proj.weight"), cached_rows=self.b * self.past,
+                      site=self._site(p + "self_attn.kv_b_proj"))                  # [b, L, H*(dn+dv)]
+
     def _q_absorb(self, i: int, p: str) -> np.ndarray:
         dn = self.m.dims.qk_nope_head_dim
         return per_head(self._q_node(p)[..., :dn], self._wkv_b(p)[:, :dn, :],
@@ -248,13 +263,21 @@ class NodeRunner:
     def _attn_core(self, i: int, p: str) -> np.ndarray:
         d, site = self.m.dims, self._site(p + "self_attn.attn_core")
         q_pe = self.env[p + "self_attn.rope_q"]                                 # [b, s, H, dr]
-        if self.phase == "prefill":  # expanded over this step's own keys (no prior cache)
-            kv = self.env[p + "self_attn.kv_b_proj"].reshape(
-                self.b, self.s, d.num_attention_heads, d.qk_nope_head_dim + d.v_head_dim)   # [b, s, H, dn+dv]
-            k_pe = np.broadcast_to(self.env[p + "self_attn.rope_k"][:, :, None, :], q_pe.shape)  # [b, s, H, dr]
-            k = np.concatenate([kv[..., :d.qk_nope_head_dim], k_pe], axis=-1)     # [b, s, H, dn+dr]
+        if self.phase == "prefill":  # expanded over the cached prefix (re-expanded) and this step's keys
+            n_kv, h = self.past + self.s, d.num_attention_heads
+            kv = self.env[p + "self_attn.kv_b_proj"].reshape(self.b, n_kv, h, d.qk_nope_head_dim + d.v_head_dim)
+            k_pe = self.env[p + "self_attn.rope_k"]                                 # [b, s, dr]
+            if self.past:
+                k_pe = np.concatenate([self.state.caches[i].k_pe[:, :self.past], k_pe], axis=1)  # [b, L, dr]
+            k_pe = np.broadcast_to(k_pe[:, :, None, :], (self.b, n_kv, h, d.qk_rope_head_dim))  # [b, L, H, dr]
+            k = np.concatenate([kv[..., :d.qk_nope_head_dim], k_pe], axis=-1)     # [b, L, H, dn+dr]
+            v = kv[..., d.qk_nope_head_dim:]                                       # [b, L, H, dv]
             q = np.concatenate([self._q_node(p)[..., :d.qk_nope_head_dim], q_pe], axis=-1)   # [b, s, H, dn+dr]
-            return self.attend(q, k, kv[..., d.qk_nope_head_dim:], scale=self.m.scale, causal=True, site=site)
+            operands = None
+            if self.past:  # K and V come expanded from kv_b_proj; the prefix's rope keys from the cache
+                operands = [("k", k.shape, "activation"), ("v", v.shape, "activation"),
+                            ("k_rope_cache", (self.b * self.past, d.qk_rope_head_dim), "cache")]
+            return self.attend(q, k, v, scale=self.m.scale, causal=True, site=site, kv_operands=operands)
         cache = self.env[p + "self_attn.kv_cache_update"]
         q = np.concatenate([self.env[p + "self_attn.q_absorb"], q_pe], axis=-1)  # [b, s, H, r+dr]
         k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]   # [b, L, 1, r+dr]
