@@ -248,3 +248,38 @@ def test_topology_passed_explicitly():
     topo = build_topology(hw, nodes=4)
     c = price_collective("all_gather", 1e6, 32, hw, topology=topo)
     assert c.group == 32 and c.time_s > 0
+
+
+# ---- invariants (hypothesis) ------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(op=st.sampled_from(["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]),
+       nbytes=st.floats(min_value=1.0, max_value=1e10), group=st.sampled_from([1, 2, 4, 8, 16, 64, 256]),
+       faster=st.floats(min_value=1.0, max_value=10.0), more=st.floats(min_value=1.0, max_value=10.0))
+def test_collective_invariants(op, nbytes, group, faster, more):
+    """More bandwidth never slows a collective; more bytes never take less time; times are finite >= 0."""
+    hw, fast_hw = make_hw(n_half=1e5), make_hw(n_half=1e5, up_bw=200 * GB * faster, out_bw=50 * GB * faster)
+    base = price_collective(op, nbytes, group, hw)
+    assert 0.0 <= base.time_s < float("inf")
+    assert price_collective(op, nbytes, group, fast_hw).time_s <= base.time_s * (1 + 1e-12)
+    assert price_collective(op, nbytes * more, group, hw).time_s >= base.time_s * (1 - 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(tokens=st.integers(min_value=1, max_value=8192), ep=st.sampled_from([8, 16, 32, 64, 128, 256]),
+       mode=st.sampled_from(["throughput", "low_latency"]))
+def test_ep_exchange_invariants(tokens, ep, mode):
+    hw = make_hw()
+    kw = dict(hidden=7168, topk=8, n_experts=256, ep=ep, hw=hw, dispatch_dtype=FP8_BLOCK128, combine_dtype=BF16,
+              n_group=8, topk_group=4, mode=mode)
+    x = price_ep_exchange(tokens=tokens, **kw)
+    more = price_ep_exchange(tokens=2 * tokens, **kw)
+    assert 0 < x.time_s <= more.time_s
+    # node-limited routing: at most topk_group groups, each spanning max(1, nodes / n_group) nodes
+    nodes = max(1, ep // 8)
+    assert x.dest_nodes_per_token <= 4 * max(1, nodes // 8) + 1e-12
+    # combine moves BF16 (2 B) where dispatch moves FP8 + scales (~1.03 B): combine is never cheaper
+    assert x.combine.time_s >= x.dispatch.time_s
