@@ -117,6 +117,26 @@ def phase_wall(graph, hw: Hardware, *, attention: str = "flash") -> PhaseWall:
                      compute_bound_bandwidth_bytes_per_s=needed, note=note)
 
 
+def roofline_points(graph, hw: Hardware, *, attention: str = "flash") -> tuple[list[dict], float, float]:
+    """Each op with FLOPs as a roofline point (intensity against main memory, achieved FLOP/s, bound),
+    and the chip's achievable compute roof (dtype carrying most FLOPs) and main-memory slope."""
+    ops = graph_ops(graph)
+    phase = price_graph(ops, hw, attention=attention)
+    main = hw.main_memory
+    points = []
+    for name, cost in phase.ops.items():
+        if cost.flops <= 0 or cost.time_s <= 0:
+            continue
+        nbytes = cost.bytes_by_level[main.name]
+        points.append({"label": name, "kind": cost.kind, "intensity": cost.flops / nbytes if nbytes else math.inf,
+                       "flop_per_s": cost.achieved_flop_per_s, "bound": cost.bound, "time_s": cost.time_s})
+    engine = hw.engine_for("matrix")
+    dtype = phase.mfu_dtype if phase.mfu_dtype in engine.peak_flop_per_s else max(
+        engine.peak_flop_per_s, key=engine.peak_flop_per_s.get)
+    peak = engine.peak_flop_per_s[dtype] * engine.achievable_fraction * hw.compute_clock_fraction
+    return points, peak, main.bandwidth_bytes_per_s * main.achievable_fraction
+
+
 @dataclass(frozen=True, kw_only=True)
 class CapacityWall:
     """The largest batch at a context, and the largest context at a batch, that fit one layout."""

@@ -1,0 +1,65 @@
+"""``archsim roofline WORKLOAD --hw HW --out roofline.png``: every op of a phase on the chip's roofline."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("roofline", help="place each op of a phase on the chip's roofline (PNG needs matplotlib)")
+    p.add_argument("workload", help="workload YAML")
+    p.add_argument("--hw", required=True, help="hardware YAML")
+    p.add_argument("--phase", choices=("prefill", "decode"), default="decode")
+    p.add_argument("--batch", type=int, help="sequences (default from the workload)")
+    p.add_argument("--length", type=int, help="prompt length (prefill) or context (decode)")
+    p.add_argument("--out", help="PNG path for the chart")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.errors import ConfigError
+    from archsim.graph.build import build_decode, build_prefill
+    from archsim.graph.precision import precision_from_names
+    from archsim.whatif.memory_wall import phase_wall, roofline_points
+
+    w = load_workload(args.workload)
+    hw = load_hardware(args.hw)
+    sc = w.scenario
+    for flag in ("batch", "length"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(None, f"--{flag}", "a positive integer", value)
+    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    batch = args.batch or sc.batch
+    if args.phase == "prefill":
+        graph = build_prefill(w.model, batch=batch, prompt_len=args.length or sc.prompt_len, precision=precision)
+    else:
+        graph = build_decode(w.model, batch=batch, context=args.length or sc.prompt_len + sc.output_len,
+                             precision=precision)
+    points, peak, bandwidth = roofline_points(graph, hw)
+    wall = phase_wall(graph, hw)
+    if args.out:
+        from archsim.report.plots import roofline_chart
+        roofline_chart(points, peak_flop_per_s=peak, bandwidth_bytes_per_s=bandwidth,
+                       title=f"{w.name} {args.phase} (batch {batch}) on {hw.name}", path=args.out)
+    summary = {"workload": w.name, "hardware": hw.name, "phase": args.phase, "batch": batch,
+               "peak_flop_per_s": peak, "bandwidth_bytes_per_s": bandwidth,
+               "ridge_point": peak / bandwidth, "arithmetic_intensity": wall.arithmetic_intensity,
+               "bound": wall.bound, "compute_bound_bandwidth_bytes_per_s": wall.compute_bound_bandwidth_bytes_per_s,
+               "note": wall.note, "ops": points, "chart": args.out}
+    if args.format == "json":
+        print(json.dumps(summary))
+        return 0
+    print(f"{w.name} {args.phase} batch {batch} on {hw.name}")
+    print(f"  ridge point {peak / bandwidth:.1f} FLOP/B (achievable), phase intensity "
+          f"{wall.arithmetic_intensity:.1f} FLOP/B: {wall.note}")
+    heavy = sorted(points, key=lambda p: -p["time_s"])[:10]
+    for p in heavy:
+        print(f"  {p['label']:48s} {p['intensity']:10.2f} FLOP/B {p['flop_per_s'] / 1e12:10.2f} TFLOP/s  {p['bound']}")
+    if args.out:
+        print(f"  chart: {args.out}")
+    return 0

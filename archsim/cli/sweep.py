@@ -1,0 +1,111 @@
+"""``archsim sweep WORKLOAD --hw HW --set PATH=SPEC ...``: project a workload over many hardware variants."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("sweep", help="sweep hardware fields (grid, random, Latin hypercube) and tabulate metrics")
+    p.add_argument("workload", help="workload YAML, e.g. workloads/kimi_k2.yaml")
+    p.add_argument("--hw", required=True, help="base hardware YAML, e.g. hardware/h100.yaml")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=SPEC",
+                   help="a swept field: a..b:n (grid; a..b:n:log), a..b (range for random/lhs), v1,v2 (list)")
+    p.add_argument("--sample", choices=("grid", "random", "lhs"), default="grid")
+    p.add_argument("--points", type=int, help="samples for --sample random/lhs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", help="devices (int or auto; default from the workload)")
+    p.add_argument("--batch", type=int, help="sequences per step (default from the workload)")
+    p.add_argument("--out", help="write rows to this .csv or .json file")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--workers", type=int, help="local processes (default: CPU count)")
+    p.add_argument("--chunk", type=int, default=5000, help="points per task")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run on a Dask distributed scheduler (optional extra)")
+    p.add_argument("--plot", help="write a Pareto chart (PNG, needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+    return p
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    fill = width * done // total
+    print(f"\rsweep [{'#' * fill}{'.' * (width - fill)}] {done}/{total} chunks", end="" if done < total else "\n",
+          file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.errors import ConfigError
+    from archsim.whatif.sweep import METRICS, SweepSpec, run_sweep
+    from archsim.whatif.sweep_spec import parse_set, sample
+
+    axes = [parse_set(text) for text in args.sets]
+    columns = sample(axes, sampler=args.sample, points=args.points, seed=args.seed)
+    overrides = []
+    if args.devices is not None:
+        overrides.append(("devices", args.devices if args.devices == "auto" else _int(args.devices, "--devices")))
+    if args.batch is not None:
+        if args.batch < 1:
+            raise ConfigError(None, "--batch", "a positive integer", args.batch)
+        overrides.append(("batch", args.batch))
+    spec = SweepSpec(workload=args.workload, hardware=args.hw, overrides=tuple(overrides))
+    progress = None if args.quiet or args.format == "json" else _progress
+    result = run_sweep(spec, columns, chunk=max(1, args.chunk), workers=args.workers, cluster=args.cluster,
+                       progress=progress)
+    paths = [a.path for a in axes]
+    n = len(result["pareto"])
+    rows = []
+    for i in range(n):
+        row = {p: float(columns[p][i]) for p in paths}
+        row.update({m: float(result[m][i]) for m in METRICS})
+        row["pareto"] = bool(result["pareto"][i])
+        rows.append(row)
+    if args.out:
+        _write(args.out, rows, [*paths, *METRICS, "pareto"])
+    if args.plot:
+        from archsim.report.plots import pareto_chart
+        pareto_chart(rows, args.plot)
+    if args.format == "json":
+        print(json.dumps({"workload": args.workload, "hardware": args.hw, "sets": args.sets, "sample": args.sample,
+                          "points": rows}))
+    else:
+        _table(rows, paths)
+    return 0
+
+
+def _int(text: str, flag: str) -> int:
+    from archsim.errors import ConfigError
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(None, flag, "a positive integer or 'auto'", text) from None
+    if value < 1:
+        raise ConfigError(None, flag, "a positive integer or 'auto'", text)
+    return value
+
+
+def _write(path: str, rows: list[dict], header: list[str]) -> None:
+    from archsim.errors import ConfigError
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            if path.endswith(".json"):
+                json.dump({"points": rows}, fh)
+            else:
+                writer = csv.DictWriter(fh, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+    except OSError as err:
+        raise ConfigError(None, "--out", "a writable file path", f"{path} ({err.strerror})") from None
+
+
+def _table(rows: list[dict], paths: list[str], limit: int = 20) -> None:
+    cols = [*paths, "decode.tokens_per_s", "energy.joules_per_token", "prefill.latency_s", "pareto"]
+    print("  ".join(f"{c:>24s}" for c in cols))
+    for row in rows[:limit]:
+        print("  ".join(f"{row[c]:>24.4g}" if isinstance(row[c], float) else f"{str(row[c]):>24s}" for c in cols))
+    if len(rows) > limit:
+        print(f"... {len(rows) - limit} more points (use --out to keep them all)")
+    front = sum(r["pareto"] for r in rows)
+    print(f"{len(rows)} points, {front} on the Pareto front (decode tokens/s vs J/token vs $/Mtoken)")
