@@ -79,3 +79,34 @@ def test_projected_load_and_bad_trace_path(tmp_path):
     assert load.imbalance() == pytest.approx(d["expert_load"]["full_scale"]["max_over_mean"], rel=1e-12)
     with pytest.raises(ConfigError, match="--trace"):
         run_small(wl, H100, trace_path=tmp_path / "missing_dir" / "t.json")
+
+
+def test_measured_routing_feeds_the_full_scale_projection():
+    # the tiny model's routing, carried to full scale as a Zipf load, changes the priced decode step:
+    # the busiest expert gets more tokens than under uniform routing, and fewer distinct experts are
+    # touched, so fewer expert weight bytes are read (at this batch the GEMM is weight-bound, so the
+    # priced time moves with the bytes)
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.cost.phase import price_graph
+    from archsim.graph.build import build_decode
+    from archsim.graph.expert_load import uniform_load
+    from archsim.graph.precision import precision_from_names
+    from archsim.small_run import projected_expert_load
+    wl = load_workload(os.path.join(ROOT, "workloads", "deepseek_v3.yaml"))
+    small = run_small(wl, H100)
+    load = projected_expert_load(small)
+    assert small["expert_load"]["zipf_s_fit"] > 0   # the tiny router is measurably skewed (above the uniform baseline)
+    m, hw = wl.model, load_hardware(H100)
+    prec = precision_from_names("fp8")
+    kw = dict(batch=256, context=4096, precision=prec, compact=True)
+    g_u = build_decode(m, expert_load=uniform_load(m.n_routed_experts, m.num_experts_per_tok), **kw)
+    g_z = build_decode(m, expert_load=load, **kw)
+    name = "layers.3.mlp.experts.gate_up"
+    op_u, op_z = g_u.nodes[name]["op"], g_z.nodes[name]["op"]
+    assert op_z.attrs["tokens_max"] > op_u.attrs["tokens_max"]
+    assert op_z.attrs["distinct_experts"] < op_u.attrs["distinct_experts"]
+    weight = {o.name: o.nbytes for o in op_z.reads}["weight"], {o.name: o.nbytes for o in op_u.reads}["weight"]
+    assert weight[0] < weight[1]
+    t_u, t_z = price_graph(g_u, hw), price_graph(g_z, hw)
+    assert t_z.ops[name].time_s != t_u.ops[name].time_s
