@@ -5,8 +5,10 @@ Bytes always derive from bits, so a 4-bit type is 0.5 bytes, never 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 BITS_PER_BYTE = 8
+MEMO_LIMIT = 4096  # shapes memoised per dtype (a bound on memory, not a physical quantity)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,12 +29,28 @@ class DType:
         """Bytes per element, excluding block scales."""
         return self.bits / BITS_PER_BYTE
 
+    @cached_property
+    def _storage_memo(self) -> dict:
+        """storage_bytes by shape (graph builders and weight counts ask for the same shapes per layer)."""
+        return {}
+
     def storage_bytes(self, shape: tuple[int, ...]) -> float:
         """Exact bytes to store a tensor of ``shape``: elements plus one scale per (padded) block.
 
         Blocks cover the trailing dimensions; a partial block still stores a full scale
         (DeepSeek-V3 README_WEIGHTS.md: "blocks padded to 128").
         """
+        memo = self._storage_memo
+        try:
+            return memo[shape]
+        except (KeyError, TypeError):  # TypeError: an unhashable shape (a list) is computed, not memoised
+            pass
+        total = self._storage_bytes(shape)
+        if isinstance(shape, tuple) and len(memo) < MEMO_LIMIT:
+            memo[shape] = total
+        return total
+
+    def _storage_bytes(self, shape) -> float:
         elements = 1
         for dim in shape:
             elements *= dim

@@ -116,27 +116,27 @@ def _fsum(values: np.ndarray, count: np.ndarray) -> float:
     return math.fsum(np.repeat(values, count.astype(np.int64)).tolist())
 
 
-def _instances(ops: list[Op], repeats) -> tuple[np.ndarray, np.ndarray]:
+def _instances(ops: list[Op], count: np.ndarray, repeats) -> tuple[np.ndarray, np.ndarray]:
     """(row, full-graph index) of every op instance; a plain graph's instances are its rows."""
     if repeats is None:
         index = np.arange(len(ops))
         return index, index
-    pairs = [(i, index) for i, op in enumerate(ops) for _, index in repeats.instances(op.name, op.layer)]
-    rows, index = zip(*pairs) if pairs else ((), ())
-    return np.array(rows, dtype=np.int64), np.array(index, dtype=np.int64)
+    rows = np.repeat(np.arange(len(ops)), count.astype(np.int64))
+    if not ops:
+        return rows, rows
+    offsets = {rep: np.array(repeats.offsets(rep), dtype=np.int64) for rep in repeats.members}
+    single = np.zeros(1, dtype=np.int64)
+    first = np.array([repeats.full_index[op.name] for op in ops], dtype=np.int64)
+    return rows, first[rows] + np.concatenate([offsets.get(op.layer, single) for op in ops])
 
 
-def _heaviest(ops: list[Op], cost: WorkCost, repeats, limit: int) -> tuple[str, ...]:
+def _heaviest(ops: list[Op], work: GraphWork, cost: WorkCost, repeats, limit: int) -> tuple[str, ...]:
     """Names of the ``limit`` slowest op instances; ties keep the full graph's build order."""
-    rows, index = _instances(ops, repeats)
+    rows, index = _instances(ops, work.count, repeats)
     order = np.lexsort((index, -cost.time_s[rows]))[:limit]
     if repeats is None:
         return tuple(ops[rows[j]].name for j in order)
-    names = []
-    for j in order:
-        op = ops[rows[j]]
-        names.append(next(n for n, k in repeats.instances(op.name, op.layer) if k == index[j]))
-    return tuple(names)
+    return tuple(repeats.name_at(ops[rows[j]].name, ops[rows[j]].layer, int(index[j])) for j in order)
 
 
 def _time_by_layer(ops: list[Op], cost: WorkCost, repeats) -> dict[int | str, float]:
@@ -181,4 +181,4 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
         bound=max(by_bound, key=by_bound.get) if by_bound else "none", mfu=mfu, mfu_dtype=mfu_dtype,
         hbm_bandwidth_utilisation=main_bytes / (time_s * hw.main_memory.bandwidth_bytes_per_s) if time_s > 0 else 0.0,
         tops_per_w=flops / energy / TERA if energy > 0 else 0.0,
-        heaviest=_heaviest(ops, cost, repeats, heaviest), time_s_by_layer=_time_by_layer(ops, cost, repeats))
+        heaviest=_heaviest(ops, work, cost, repeats, heaviest), time_s_by_layer=_time_by_layer(ops, cost, repeats))

@@ -153,6 +153,17 @@ class LayerRepeats:
         rest = name[len(f"layers.{layer}."):]
         return [(f"layers.{m}.{rest}", index + self.base[m] - self.base[layer]) for m in self.members[layer]]
 
+    def offsets(self, layer: int) -> tuple[int, ...]:
+        """Full-graph index of each member's op minus its representative's (0 first)."""
+        return tuple(self.base[m] - self.base[layer] for m in self.members[layer])
+
+    def name_at(self, name: str, layer: int | None, index: int) -> str:
+        """Full-graph name of the instance of compact op ``name`` at full-graph ``index``."""
+        if layer not in self.members:
+            return name
+        member = self.members[layer][self.offsets(layer).index(index - self.full_index[name])]
+        return f"layers.{member}.{name[len(f'layers.{layer}.'):]}"
+
     def representative(self, name: str) -> str:
         """The compact op that the full-graph op ``name`` is an instance of (``name`` if it is one)."""
         if not name.startswith("layers."):
