@@ -155,12 +155,13 @@ def prepare(model: ModelConfig, *, phase: Phase, batch: int, length: int, precis
     """Graph + inputs for one step. Prefill: ``length`` prompt tokens after ``past_len`` cached ones (a
     chunk; the prefix is prefilled uncounted). Decode at context ``length``: the earlier tokens are
     prefilled (not counted), then the step's q_len tokens (1, or 1 + MTP depth with ``mtp``) are
-    decoded. With ``mtp`` one more random token plays the token after the last."""
+    decoded. With ``mtp`` as many more random tokens as MTP depths play the tokens after the last."""
     tiny = tiny or TinyDeepSeek(model, seed=seed)
     rng = np.random.default_rng(seed)
     total = length + past_len if phase == "prefill" else length
     tokens = rng.integers(0, model.vocab_size, (batch, total))                  # [b, total]
-    ext = np.concatenate([tokens, rng.integers(0, model.vocab_size, (batch, 1))], axis=1) if mtp else None
+    depths = model.num_nextn_predict_layers if mtp else 0
+    ext = np.concatenate([tokens, rng.integers(0, model.vocab_size, (batch, depths))], axis=1) if mtp else None
     if phase == "prefill":
         def build(**kw):
             return build_prefill(model, batch=batch, prompt_len=length, precision=precision, mtp=mtp,
@@ -178,7 +179,7 @@ def prepare(model: ModelConfig, *, phase: Phase, batch: int, length: int, precis
         raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}")
     graph = build()
     mtp_reference = None
-    if mtp:
+    if mtp and depths == 1:  # TinyDeepSeek.mtp_logits is the depth-1 reference
         mtp_reference = tiny.mtp_logits(ext)[:, -1:] if phase == "prefill" else tiny.mtp_logits(ext)[:, start:]
     counter = Counter(declared=_declared(_graph_ops(graph)))
     runner = NodeRunner(tiny, tokens[:, start:], phase=phase, state=state, attend=attend, counter=counter,
@@ -196,7 +197,8 @@ def _prefix_state(tiny: TinyDeepSeek, model: ModelConfig, tokens: np.ndarray, ex
     if not mtp:
         return tiny.forward(tokens[:, :start], form="absorbed")[1]
     graph = build_prefill(model, batch=batch, prompt_len=start, precision=precision, mtp=True)
-    runner = NodeRunner(tiny, tokens[:, :start], phase="prefill", next_tokens=ext[:, 1:start + 1])
+    depths = model.num_nextn_predict_layers
+    runner = NodeRunner(tiny, tokens[:, :start], phase="prefill", next_tokens=ext[:, 1:start + depths])
     for name in nx.topological_sort(graph):
         runner.run(name)
     return runner.finish()[1]

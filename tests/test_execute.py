@@ -145,3 +145,14 @@ def test_prefill_chunk_after_cached_prefix_counts_match(family):
     assert ex.reference_error <= 1e-10
     attn = ex.ops["layers.0.self_attn.attn_core"]
     assert attn.attrs["kv_len"] == 11 and attn.attrs["q_len"] == 5
+
+
+def test_two_mtp_depths_counts_match():
+    # depth D embeds token i + D + 1 and chains on depth D-1's hidden state; q_len = 3 in decode
+    from archsim.execute import execute, prepare
+    model = model_from_dict(dict(TINY_DSV3, num_nextn_predict_layers=2))
+    for phase, length in (("prefill", 6), ("decode", 8)):
+        ex = execute(prepare(model, phase=phase, batch=2, length=length, precision=FP8, mtp=True))
+        assert any(n.startswith("mtp.1.") for n in ex.ops)
+        assert ex.mismatches() == [] and counts_match(ex)
+        assert ex.reference_error <= 1e-10   # main-model logits (the MTP reference covers depth 1 only)

@@ -7,8 +7,9 @@ the MLA form as the graph does: prefill expanded (no prior cache), decode absorb
 Results equal ``TinyDeepSeek.forward`` (checked in tests).
 
 MTP nodes (``mtp.0.*``, built with ``mtp=True``) run the MTP depth stored as layer
-``num_hidden_layers``; position i combines h_i with the embedding of the token that follows it,
-given as ``next_tokens`` (in serving that token is the main model's sampled output).
+``num_hidden_layers + D``; at depth D position i combines the previous depth's hidden state with the
+embedding of token i + D + 1. ``next_tokens`` [b, s + depths - 1] holds the tokens after the step's
+first one (in serving they are the main model's and the drafts' sampled outputs).
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ class NodeRunner:
     def _mtp_embed(self, p: str) -> np.ndarray:
         if self.next_tokens is None:
             raise ValueError("MTP nodes need next_tokens (the token after each position)")
-        return self._embed(self.next_tokens, p + "embed_tokens")                  # [b, s, hidden]
+        depth = int(p.split(".")[1])
+        return self._embed(self.next_tokens[:, depth:depth + self.s], p + "embed_tokens")  # [b, s, hidden]
 
     def _mtp_enorm(self, p: str) -> np.ndarray:
         return self._norm(p + "enorm", self.env[p + "embed_tokens"], p + "enorm")
