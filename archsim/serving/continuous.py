@@ -161,7 +161,7 @@ class ContinuousScheduler:
         moved = 0.0
         while self.swapped and self.running_count < self.max_seqs:
             seq = self.swapped[0]
-            need = self.kv.blocks_for(seq.kv_tokens + self.step_tokens)
+            need = self.kv.blocks_for(seq.kv_tokens + min(self.step_tokens, seq.req.output_tokens - seq.generated))
             if need > self.kv.free:
                 break
             self.swapped.popleft()
@@ -202,7 +202,9 @@ class ContinuousScheduler:
         d = self.decoding
         while d.n:
             c = d.cols
-            need = -(-(c["kv"][:d.n] + self.step_tokens) // self.kv.block_tokens) - c["blocks"][:d.n]
+            # slots for the step's tokens (drafts included), never past the request's last token
+            ahead = np.minimum(self.step_tokens, c["out"][:d.n] - c["gen"][:d.n])
+            need = -(-(c["kv"][:d.n] + ahead) // self.kv.block_tokens) - c["blocks"][:d.n]
             total = int(need.sum())
             if total <= self.kv.free:
                 c["blocks"][:d.n] += need

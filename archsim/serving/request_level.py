@@ -104,6 +104,8 @@ class RequestLevelScheduler:
             chosen.append(seq)
             longest = max(longest, ctx)
             blocks = new_blocks
+        if not chosen:  # cannot happen while add() rejects what never fits; kept as a guard
+            return False
         for _ in chosen:
             self.waiting.popleft()
         self.kv.allocate(blocks)

@@ -21,10 +21,11 @@ ROUTERS = ("round_robin", "least_loaded")
 
 @dataclass(frozen=True, kw_only=True)
 class ServeResult:
-    """The summary dict (see archsim.serving.metrics.summary) and the raw recorder."""
+    """The summary dict (see archsim.serving.metrics.summary), the raw recorder and the final scheduler states."""
 
     summary: dict
     recorder: Recorder
+    schedulers: tuple = ()
 
 
 class _Replica:
@@ -132,7 +133,7 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
     env.run()
     schedulers = [r.scheduler for r in front + back]
     result = summary(rec, replicas=specs, schedulers=schedulers, window_s=duration_s, slo=slo, end_s=env.now)
-    return ServeResult(summary=result, recorder=rec)
+    return ServeResult(summary=result, recorder=rec, schedulers=tuple(schedulers))
 
 
 def _least_loaded(pool: list[_Replica]) -> _Replica:
