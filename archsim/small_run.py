@@ -147,8 +147,9 @@ def _expert_load(tiny: TinyDeepSeek, model, wl: Workload, ex_prefill: Execution)
     ratios = [max(c) / (tokens * k / experts) for c in per_layer.values()]
     baseline = uniform_max_over_mean(tokens, experts, k, rng)
     measured = float(np.mean(ratios))
-    # Transfer rule: the skew beyond what uniform sampling of this many tokens shows is carried to
-    # full scale as the Zipf exponent that gives the measured max/mean at the tiny expert count.
+    # Transfer rule: when the measured max/mean exceeds what uniform routing of as many tokens shows,
+    # the router is skewed, and the skew is carried to full scale as the Zipf exponent that reproduces
+    # the measured max/mean at the tiny expert count (sampling noise included: an upper estimate).
     s = fit_zipf_s(measured, experts, k) if measured > baseline else 0.0
     full = wl.model
     full_load = zipf_load(full.n_routed_experts, full.num_experts_per_tok, s)
