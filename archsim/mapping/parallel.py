@@ -107,8 +107,9 @@ def _auto_ep(model: ModelConfig, tp: int, stage: int) -> int:
 
 def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch: int, precision: Precision,
                         context: int, tp=None, ep=None, pp=None, dp=None, attn_dp=None, cp=None,
-                        micro_batches=None, redundant_experts: int = 0, zero_stage: int = 1) -> Parallelism:
-    """Fill the ``auto`` (None) degrees of a layout on ``devices`` chips.
+                        micro_batches=None, redundant_experts: int = 0, zero_stage: int = 1,
+                        cache: dict | None = None) -> Parallelism:
+    """Fill the ``auto`` (None) degrees of a layout on ``devices`` chips (``cache``: see memory_per_device).
 
     Rules: TP = 1 for MoE models (attention-DP), else the largest in-node divisor of the heads;
     CP = 1; PP = the smallest divisor of devices/(tp*cp) whose worst stage fits in memory (1 if none
@@ -131,7 +132,7 @@ def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch
             raise ConfigError(None, "parallelism.dp", f"a divisor of devices/(tp*cp) = {rest}", dp)
         pp = rest // dp
     if pp is None:
-        pp = _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant_experts)
+        pp = _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant_experts, cache)
     if rest % pp:
         raise ConfigError(None, "parallelism.pp", f"a divisor of devices/(tp*cp) = {rest}", pp)
     dp = dp or rest // pp
@@ -148,7 +149,7 @@ def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch
                        redundant_experts=redundant_experts, zero_stage=zero_stage)
 
 
-def _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant) -> int:
+def _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant, cache=None) -> int:
     for pp in _divisors(rest):
         if pp > model.num_hidden_layers:
             break
@@ -158,7 +159,7 @@ def _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant) 
             continue
         par = Parallelism(tp=tp, ep=e, pp=pp, dp=dp, cp=cp, redundant_experts=redundant)
         mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,
-                                batch=batch, context=context)
+                                batch=batch, context=context, cache=cache)
         if mem.fits:
             return pp
     return 1
@@ -170,9 +171,12 @@ def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt
                 cache: dict | None = None) -> LayoutPlan:
     """Resolve, check and price a layout. ``devices`` may be an int or ``"auto"`` (the smallest count
     from ``candidate_device_counts`` whose auto layout fits). Degrees left ``None``/``"auto"`` are
-    chosen by ``resolve_parallelism``. ``batch`` counts sequences in one step across the deployment."""
+    chosen by ``resolve_parallelism``. ``batch`` counts sequences in one step across the deployment.
+    ``cache`` (for one model, hardware and precision) keeps priced shards and weight bytes; without one,
+    a fresh dict is shared by the candidates of this call."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError(None, "batch", "a positive integer", batch)
+    cache = {} if cache is None else cache
     context = prompt_len + output_len
     kw = dict(batch=batch, precision=precision, context=context, tp=tp, ep=ep, pp=pp, dp=dp, attn_dp=attn_dp,
               cp=cp, micro_batches=micro_batches, redundant_experts=redundant_experts)
@@ -180,7 +184,7 @@ def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt
         plan = None
         for n in candidate_device_counts(hw):
             try:
-                par = resolve_parallelism(model, hw, n, **kw)
+                par = resolve_parallelism(model, hw, n, cache=cache, **kw)
             except ConfigError:
                 continue
             plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True)
@@ -192,7 +196,7 @@ def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt
     else:
         if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
             raise ConfigError(None, "devices", "a positive integer or 'auto'", devices)
-        par = resolve_parallelism(model, hw, devices, **kw)
+        par = resolve_parallelism(model, hw, devices, cache=cache, **kw)
     return _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True)
 
 

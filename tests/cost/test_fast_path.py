@@ -151,3 +151,19 @@ def test_reused_phase_cost_is_the_device_graph_cost(h100, workload, devices, mtp
         # the breakdown's FLOPs per device come from the same graph: pp = 1 here, so they are the
         # graph's FLOPs times the micro-batches (cp = 1)
         assert breakdown.flops_per_device == full.flops * breakdown.micro_batches
+
+
+def test_auto_search_shares_caches_without_changing_the_plan(h100):
+    """plan_layout(devices="auto") shares one cache (priced shards, weight bytes) across candidates; the
+    plan it returns equals the plan priced from scratch at the device count it chose."""
+    from archsim.mapping.parallel import plan_layout
+    wl = load_workload("workloads/kimi_k2.yaml")
+    sc = wl.scenario
+    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    kw = dict(batch=sc.batch, prompt_len=sc.prompt_len, output_len=sc.output_len, precision=precision)
+    cache: dict = {}
+    auto = plan_layout(wl.model, h100, devices="auto", cache=cache, **kw)
+    assert auto.fits and any(k[0] == "weights" for k in cache) and any(k[0] == "decode" for k in cache)
+    fresh = plan_layout(wl.model, h100, devices=auto.parallelism.devices, **kw)
+    assert auto.to_dict() == fresh.to_dict()
+    assert auto.prefill == fresh.prefill and auto.decode == fresh.decode and auto.memory == fresh.memory
