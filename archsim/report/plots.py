@@ -78,12 +78,19 @@ def history_chart(points: Sequence, growth: Mapping[str, float], path: str) -> s
     series = [("peak_flop_per_s", "peak BF16 FLOP/s", 1e12, "TFLOP/s"),
               ("memory_bandwidth_bytes_per_s", "memory bandwidth", 1e9, "GB/s"),
               ("interconnect_bytes_per_s", "scale-up bandwidth (per direction)", 1e9, "GB/s")]
+    import numpy as np
+    years = np.array([p.year for p in points], float)
+    span = np.linspace(years.min(), years.max(), 50)
     for attr, label, scale, unit in series:
-        ax.plot([p.year for p in points], [getattr(p, attr) / scale for p in points], "o-",
-                label=f"{label} [{unit}]: x{growth[attr]:.2f} / 2 yr")
+        values = np.array([getattr(p, attr) / scale for p in points])
+        dots = ax.plot(years, values, "o", label=f"{label} [{unit}]: x{growth[attr]:.2f} / 2 yr")
+        if len(set(years.tolist())) > 1:
+            slope, intercept = np.polyfit(years, np.log(values), 1)
+            ax.plot(span, np.exp(intercept + slope * span), "--", color=dots[0].get_color(), lw=1)
     for p in points:
         ax.annotate(p.name.split(" (")[0], (p.year, p.peak_flop_per_s / 1e12), fontsize=6, rotation=20)
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(integer=True))
     ax.set_xlabel("release year")
     ax.set_title("The memory wall across the shipped hardware files")
     ax.legend(fontsize=7)
