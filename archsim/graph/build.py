@@ -161,8 +161,13 @@ class LayerRepeats:
         """Full-graph name of the instance of compact op ``name`` at full-graph ``index``."""
         if layer not in self.members:
             return name
-        member = self.members[layer][self.offsets(layer).index(index - self.full_index[name])]
+        member = self._layer_at[self.base[layer] + index - self.full_index[name]]
         return f"layers.{member}.{name[len(f'layers.{layer}.'):]}"
+
+    @cached_property
+    def _layer_at(self) -> dict[int, int]:
+        """Layer whose first op sits at a full-graph index."""
+        return {start: layer for layer, start in self.base.items()}
 
     def representative(self, name: str) -> str:
         """The compact op that the full-graph op ``name`` is an instance of (``name`` if it is one)."""
