@@ -1,6 +1,7 @@
 """Numpy reference kernels (float64 / float32) that count what they execute.
 
 Families: norm (RMSNorm), activations (SiLU, SwiGLU, residual add), gemm (dense and per-head),
+tiled_gemm (output-stationary tiles, banded L2 raster, counted SMEM and HBM bytes),
 rope (standard, linear, NTK, YaRN, llama3, lambda-scaled), attention (naive MHA/GQA/MQA), flash
 (tiled, online softmax, HBM<->SRAM bytes), mla (expanded / absorbed), gqa, router and moe
 (DeepSeek sigmoid group-limited top-k, softmax + Switch aux loss, aux-loss-free bias update,
