@@ -7,7 +7,8 @@ for the *same* tiny ModelConfig the kernels execute. Each op's storage dtypes ar
 graph (weights fp8 with block scales, activations bf16, router outputs fp32/int32), while shapes,
 FLOPs and token counts are measured from what the kernels actually executed. Routed-expert nodes are
 compared against a graph built with that layer's *measured* expert load, since the builder takes one
-ExpertLoad per build and every MoE layer routes differently.
+ExpertLoad per build and every MoE layer routes differently. Covered: prefill (also a chunk after a
+cached prefix), decode, the MTP module, MLA and GQA families; unsharded graphs (tp = ep = 1).
 """
 from __future__ import annotations
 
