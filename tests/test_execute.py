@@ -156,3 +156,13 @@ def test_two_mtp_depths_counts_match():
         assert any(n.startswith("mtp.1.") for n in ex.ops)
         assert ex.mismatches() == [] and counts_match(ex)
         assert ex.reference_error <= 1e-10   # main-model logits (the MTP reference covers depth 1 only)
+
+
+def test_mla_without_q_lora_or_shared_experts_counts_match():
+    # DeepSeek-V2-Lite-like variants: q_proj instead of q_a/q_b, and no shared expert (combine onto zeros)
+    from archsim.execute import execute, prepare
+    model = model_from_dict(dict(TINY_DSV3, q_lora_rank=None, n_shared_experts=None))
+    for phase, length, past in (("prefill", 7, 0), ("prefill", 4, 3), ("decode", 9, 0)):
+        ex = execute(prepare(model, phase=phase, batch=2, length=length, past_len=past, precision=FP8, mtp=True))
+        assert "layers.0.self_attn.q_proj" in ex.ops and "layers.1.mlp.shared_experts.down_proj" not in ex.ops
+        assert ex.mismatches() == [] and counts_match(ex) and ex.reference_error <= 1e-10
