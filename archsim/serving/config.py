@@ -42,6 +42,7 @@ class SchedulerSpec:
     block_tokens: int = 16
     preemption: str = "recompute"
     speculative: Speculative | None = None
+    chunk_limit: int | None = None  # largest prefill chunk of one sequence (default: token_budget)
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULERS:
@@ -83,4 +84,4 @@ def make_scheduler(spec: SchedulerSpec, replica: ReplicaSpec, rng: np.random.Gen
     return ContinuousScheduler(kv=kv, max_seqs=spec.max_seqs, token_budget=spec.token_budget,
                                chunked=spec.kind == "chunked", preemption=spec.preemption,
                                kv_bytes_per_token=replica.kv_bytes_per_token, speculative=spec.speculative,
-                               rng=rng, role=role)
+                               rng=rng, role=role, chunk_limit=spec.chunk_limit)

@@ -71,7 +71,7 @@ class ContinuousScheduler:
     def __init__(self, *, kv: PagedKVCache, max_seqs: int, token_budget: int, chunked: bool = False,
                  preemption: str = "recompute", kv_bytes_per_token: float = 0.0,
                  speculative: Speculative | None = None, rng: np.random.Generator | None = None,
-                 role: str = "both"):
+                 role: str = "both", chunk_limit: int | None = None):
         if preemption not in ("recompute", "swap"):
             raise ConfigError(None, "scheduler.preemption", "recompute or swap", preemption)
         if max_seqs < 1 or token_budget < 1:
@@ -80,6 +80,8 @@ class ContinuousScheduler:
         self.max_seqs = max_seqs
         self.token_budget = token_budget
         self.chunked = chunked
+        # a sequence's chunk never exceeds this (one attention-DP rank's share of the budget)
+        self.chunk_limit = chunk_limit or token_budget
         self.preemption = preemption
         self.kv_bytes_per_token = kv_bytes_per_token
         self.spec = speculative
@@ -138,7 +140,7 @@ class ContinuousScheduler:
             for seq in self.prefilling.values():
                 if budget <= 0:
                     break
-                take = min(seq.target - seq.kv_tokens, budget)
+                take = min(seq.target - seq.kv_tokens, budget, self.chunk_limit)
                 chunks.append((seq, take))
                 budget -= take
             if budget > 0:
@@ -191,7 +193,7 @@ class ContinuousScheduler:
             seq.blocks = need
             self._admitted(seq)
             if not resident:
-                take = min(todo, budget) if self.chunked else todo
+                take = min(todo, budget, self.chunk_limit) if self.chunked else todo
                 chunks.append((seq, take))
                 budget -= take
         return chunks

@@ -66,10 +66,12 @@ def _doubling(start: int, stop: int) -> list[int]:
 
 
 def _bracket(grid: list[int], x: float) -> tuple[int, int, float]:
-    """Grid neighbours of x and the weight of the upper one (clamped below; linear extrapolation above)."""
+    """Grid neighbours of x and the weight of the upper one (clamped below; the grid doubles to cover x above)."""
     if x <= grid[0]:
         return grid[0], grid[0], 0.0
-    i = min(bisect.bisect_left(grid, x), len(grid) - 1)
+    while grid[-1] < x:
+        grid.append(grid[-1] * 2)
+    i = bisect.bisect_left(grid, x)
     lo, hi = grid[i - 1], grid[i]
     return lo, hi, (x - lo) / (hi - lo)
 

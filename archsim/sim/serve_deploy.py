@@ -118,7 +118,11 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
                                     block_tokens=opts.block_size, degrees=degrees)
     if opts.kv_tokens:
         replica = ReplicaSpec(**{**replica.__dict__, "kv_capacity_tokens": opts.kv_tokens})
-    scheduler = SchedulerSpec(kind=opts.scheduler, max_seqs=opts.max_seqs, token_budget=opts.token_budget,
+    # --max-seqs and --token-budget are per attention-DP rank, as in engines that run one scheduler per DP rank
+    # (vLLM / SGLang data-parallel attention); the replica's one scheduler holds dp times as much.
+    dp = model.par.dp
+    scheduler = SchedulerSpec(kind=opts.scheduler, max_seqs=opts.max_seqs * dp, token_budget=opts.token_budget * dp,
+                              chunk_limit=opts.token_budget,
                               timeout_s=opts.timeout, block_tokens=opts.block_size, preemption=opts.preemption,
                               speculative=_speculative(opts.speculative))
     disagg = None

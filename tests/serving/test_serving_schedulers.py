@@ -170,3 +170,16 @@ def test_roofline_iteration_is_the_max_of_compute_and_memory():
     # 1 token: compute 1 ms, memory 1 ms; 1000 tokens: compute 1 s dominates
     assert m.iteration(IterationBatch(decode_seqs=1, decode_tokens=1)).time_s == pytest.approx(1e-3)
     assert m.iteration(IterationBatch(prefill_tokens=1000)).time_s == pytest.approx(1.0)
+
+
+def test_chunk_limit_caps_each_sequence_not_the_iteration():
+    # budget 300 shared by two prompts of 250 with at most 100 per sequence per iteration:
+    # iteration 1: a 100, b 100; iteration 2: a 100, b 100; iteration 3: a 50, b 50 (both first tokens)
+    sched = ContinuousScheduler(kv=PagedKVCache(num_blocks=100, block_tokens=16), max_seqs=8, token_budget=300,
+                                chunked=True, chunk_limit=100)
+    a, b = req(0, prompt=250, output=2), req(1, prompt=250, output=2)
+    sched.add(a, 0.0)
+    sched.add(b, 0.0)
+    plans = drain(sched)
+    assert [[c for _, c in p.prefill] for p in plans[:3]] == [[100, 100], [100, 100], [50, 50]]
+    assert a.first_token_s == b.first_token_s == 3.0
