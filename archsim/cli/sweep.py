@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for i in range(n):
         row = {p: float(columns[p][i]) for p in paths}
-        row.update({m: float(result[m][i]) for m in METRICS})
+        # a layout that does not fit has no phase metrics: None in JSON (NaN is not JSON), empty in CSV
+        row.update({m: (None if result[m][i] != result[m][i] else float(result[m][i])) for m in METRICS})
         row["pareto"] = bool(result["pareto"][i])
         rows.append(row)
     if args.out:

@@ -59,7 +59,7 @@ def pareto_chart(rows: Sequence[Mapping], path: str) -> str:
     """Decode tokens/s against J/token for sweep rows; the Pareto front highlighted."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ok = [r for r in rows if r["decode.tokens_per_s"] == r["decode.tokens_per_s"]]
+    ok = [r for r in rows if r["decode.tokens_per_s"] is not None and r["decode.tokens_per_s"] == r["decode.tokens_per_s"]]
     ax.scatter([r["energy.joules_per_token"] for r in ok], [r["decode.tokens_per_s"] for r in ok], s=6,
                color="tab:blue", alpha=0.4, label="points")
     front = [r for r in ok if r["pareto"]]

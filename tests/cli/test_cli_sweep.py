@@ -44,3 +44,10 @@ def test_sweep_bad_input_is_one_line(capsys, argv, fragment):
     assert main(["sweep", KIMI, "--hw", H100, "--devices", "16", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and fragment in err
+
+
+def test_sweep_layout_that_does_not_fit_gives_null_metrics(capsys):
+    # Kimi K2 FP8 (~1 TB of weights) on one 80 GB H100: memory does not fit, phase metrics are null
+    assert main(["sweep", KIMI, "--hw", H100, "--devices", "1", "--set", "power.idle=50W", "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["points"]
+    assert row["memory.fits"] == 0.0 and row["decode.tokens_per_s"] is None
