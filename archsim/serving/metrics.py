@@ -138,6 +138,7 @@ def summary(rec: Recorder, *, replicas: list[ReplicaSpec], schedulers: list, win
             "output_tokens_per_s_per_device": out_tokens / end_s / devices,
             "input_tokens_per_s_per_device": in_tokens / end_s / devices,
             "output_tokens_per_s_per_replica": out_tokens / end_s / len(replicas),
+            "input_tokens_per_s_per_replica": in_tokens / end_s / len(replicas),
             "requests_per_s": len(rec.requests) / end_s},
         "goodput": {"ttft_slo_s": slo.ttft_s, "tpot_slo_s": slo.tpot_s, "requests": int(good.sum()),
                     "requests_per_s": float(good.sum()) / end_s,
