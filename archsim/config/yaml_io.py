@@ -14,6 +14,9 @@ from archsim.errors import ConfigError
 from archsim.units import parse_quantity
 
 MAX_FILE_BYTES = 2**20  # 1 MiB: hardware/model/scenario files are a few KiB; larger is a mistake or an attack
+MAX_DEPTH = 64  # nesting levels; real files use fewer than 10, and PyYAML's composer recurses per level
+# The depth pre-check only needs events: libyaml's C parser gives them fast where installed.
+_EVENT_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Missing:
@@ -68,6 +71,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
 def parse_yaml_text(text: str, file: str = "<input>") -> dict:
     """Parse YAML ``text`` (already read) strictly; ``file`` is used in messages."""
     try:
+        _check_depth(text, file)
         loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -76,13 +80,26 @@ def parse_yaml_text(text: str, file: str = "<input>") -> dict:
         raise ConfigError(file, where, "valid YAML", problem) from None
     except yaml.YAMLError as err:
         raise ConfigError(file, None, "valid YAML", " ".join(str(err).split())) from None
-    except RecursionError:
-        raise ConfigError(file, None, "YAML nested less than a few hundred levels deep", "deeper nesting") from None
+    except RecursionError:  # not reached after _check_depth; kept so no RecursionError can escape
+        raise ConfigError(file, None, f"YAML nested at most {MAX_DEPTH} levels deep", "deeper nesting") from None
     if loaded is None:
         raise ConfigError(file, None, "a YAML mapping (key: value lines)", "an empty file")
     if not isinstance(loaded, dict):
         raise ConfigError(file, None, "a YAML mapping (key: value lines) at the top level", type(loaded).__name__)
     return loaded
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Reject deep nesting from the (iterative) event stream before the (recursive) composer sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_EVENT_LOADER):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(file, f"line {event.start_mark.line + 1}",
+                                  f"YAML nested at most {MAX_DEPTH} levels deep", "deeper nesting")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def _read_bytes(file: str) -> bytes:

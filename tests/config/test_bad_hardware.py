@@ -19,7 +19,7 @@ EXPECTED = {
     "capacity_mismatch.yaml": "memory.shared.capacity: expected per_unit x units = 30818304 B",
     "chips_float.yaml": "node.chips: expected a positive integer, got 8.5",
     "chips_zero.yaml": "node.chips: expected a positive integer, got 0",
-    "deep_nesting.yaml": "expected YAML nested less than a few hundred levels deep",
+    "deep_nesting.yaml": "line 1: expected YAML nested at most 64 levels deep",
     "duplicate_key.yaml": "line 3: expected valid YAML, got \"duplicate key 'name' (first on line 1)\"",
     "empty.yaml": "<root>: expected a YAML mapping (key: value lines), got 'an empty file'",
     "energy_wrong_dimension.yaml": "memory.hbm.energy_per_bit: expected an energy per bit like '1.2 pJ/bit' (an energy, not an energy per bit)",
