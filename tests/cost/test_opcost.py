@@ -117,3 +117,39 @@ def test_more_bandwidth_or_compute_never_slower(op_index, bw, factor, attention)
     assert fast.time_s <= slow.time_s
     more_flops = price_op(op, h100_like(hbm_bandwidth=bw, fp8_peak=1978.9e12 * factor), attention=attention)
     assert more_flops.time_s <= slow.time_s
+
+
+def test_memory_power_limit_caps_bandwidth():
+    hw = h100_like()
+    hbm = hw.memory["hbm"]
+    # 50 W over 3.9 pJ/bit sustains 50 / (8 * 3.9e-12) = 1.6 TB/s, below the 3.0 TB/s achievable
+    capped = dataclasses.replace(hw, memory={**hw.memory, "hbm": dataclasses.replace(hbm, power_limit_w=50.0)})
+    op = gemm_op("gemv", 1, 7168, 7168)
+    nbytes = price_op(op, hw).bytes_by_level["hbm"]
+    cost = price_op(op, capped)
+    assert cost.memory_s_by_level["hbm"] == pytest.approx(nbytes / (50.0 / (8 * hbm.energy_j_per_bit)) + hbm.latency_s)
+    # a generous cap changes nothing
+    loose = dataclasses.replace(hw, memory={**hw.memory, "hbm": dataclasses.replace(hbm, power_limit_w=1e6)})
+    assert price_op(op, loose).time_s == price_op(op, hw).time_s
+
+
+def test_thermal_clock_fraction_slows_compute_and_on_chip_levels_only():
+    hw = h100_like()
+    half = dataclasses.replace(hw, compute_clock_fraction=0.5)
+    big = gemm_op("big", 8192, 8192, 8192)
+    assert price_op(big, half).compute_s == pytest.approx(2 * price_op(big, hw).compute_s)
+    base, slow = price_op(big, hw).memory_s_by_level, price_op(big, half).memory_s_by_level
+    l2 = hw.memory["l2"]
+    assert slow["l2"] - l2.latency_s == pytest.approx(2 * (base["l2"] - l2.latency_s))
+    assert slow["hbm"] == base["hbm"]  # main memory keeps its own clock
+
+
+def test_array_path_with_whatif_fields():
+    from archsim.cost.work import extract_work, hardware_arrays, price_work
+    hw = h100_like()
+    hbm = dataclasses.replace(hw.memory["hbm"], power_limit_w=60.0)
+    chip = dataclasses.replace(hw, compute_clock_fraction=0.7, memory={**hw.memory, "hbm": hbm})
+    work = extract_work(OPS, chip)
+    cost = price_work(work, hardware_arrays(chip, work))
+    for i, op in enumerate(OPS):
+        assert cost.time_s[i] == pytest.approx(price_op(op, chip).time_s, rel=1e-12)
