@@ -233,6 +233,9 @@ def for_deployment(model: ModelConfig, hw: Hardware, precision: Precision, *, de
     last_error: ConfigError | None = None
     for n in counts:
         for par in _layouts(model, hw, precision, n, max_context, degrees or {}):
+            if isinstance(par, ConfigError):
+                last_error = par
+                continue
             try:
                 it = CostModelIteration(model=model, hw=hw, precision=precision, parallelism=par, max_seqs=max_seqs,
                                         max_context=max_context, block_tokens=block_tokens)
@@ -249,12 +252,13 @@ def for_deployment(model: ModelConfig, hw: Hardware, precision: Precision, *, de
 
 def _layouts(model, hw, precision, devices: int, context: int, degrees: dict):
     """The auto layout on ``devices`` chips, then (if pp was left open) the same with each pipeline depth,
-    so a model whose weights need a pipeline still finds one."""
+    so a model whose weights need a pipeline still finds one. An invalid layout is yielded as its error."""
     from archsim.mapping.parallel import resolve_parallelism
 
     try:
         first = resolve_parallelism(model, hw, devices, batch=1, precision=precision, context=context, **degrees)
-    except ConfigError:
+    except ConfigError as err:
+        yield err
         return
     yield first
     if degrees.get("pp") is not None:

@@ -106,3 +106,11 @@ def test_serve_other_modes(capsys, flags):
     assert data["requests"]["completed"] == data["requests"]["total"] > 0
     if "disagg" in flags:
         assert data["requests"]["kv_transfers"] == data["requests"]["completed"]  # every output here is > 1 token
+
+
+def test_serve_layout_errors_name_the_field(capsys):
+    assert main(["serve", DSV3, "--hw", H100, "--rate", "1", "--devices", "16", "--tp", "3"]) == 2
+    assert "parallelism.tp" in capsys.readouterr().err
+    # 671B FP8 parameters do not fit 8 x 80 GB with room for KV
+    assert main(["serve", DSV3, "--hw", H100, "--rate", "1", "--devices", "8"]) == 2
+    assert "memory.hbm.capacity" in capsys.readouterr().err
