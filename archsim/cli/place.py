@@ -1,0 +1,65 @@
+"""``archsim place WORKLOAD --hw HW``: where each op of a phase runs on a heterogeneous chip, and why."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("place", help="place each op on the chip engine (tensor, photonic, PIM...) that runs it best")
+    p.add_argument("workload", help="workload YAML")
+    p.add_argument("--hw", required=True, help="hardware YAML (e.g. hardware/h100_hbm_pim.yaml)")
+    p.add_argument("--phase", choices=("prefill", "decode"), default="decode")
+    p.add_argument("--batch", type=int, help="sequences (default from the workload)")
+    p.add_argument("--length", type=int, help="prompt length (prefill) or context (decode)")
+    p.add_argument("--objective", choices=("time", "energy"), default="time")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.cost.phase import price_graph
+    from archsim.errors import ConfigError
+    from archsim.graph.build import build_decode, build_prefill
+    from archsim.graph.precision import precision_from_names
+    from archsim.whatif.placement import place_graph
+
+    for flag in ("batch", "length"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(None, f"--{flag}", "a positive integer", value)
+    w = load_workload(args.workload)
+    hw = load_hardware(args.hw)
+    sc = w.scenario
+    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    batch = args.batch or sc.batch
+    if args.phase == "prefill":
+        graph = build_prefill(w.model, batch=batch, prompt_len=args.length or sc.prompt_len, precision=precision)
+    else:
+        graph = build_decode(w.model, batch=batch, context=args.length or sc.prompt_len + sc.output_len,
+                             precision=precision)
+    placed = place_graph(graph, hw, objective=args.objective)
+    default = price_graph(graph, hw)
+    moved = [p for p in placed.placements.values() if p.reason.split()[0] != "default"]
+    summary = {"workload": w.name, "hardware": hw.name, "phase": args.phase, "batch": batch,
+               "objective": args.objective, "time_s": placed.time_s, "default_time_s": default.time_s,
+               "energy_j": placed.energy_j, "default_energy_j": default.energy_j,
+               "time_s_by_engine": placed.time_s_by_engine,
+               "ops": [{"op": p.op, "engine": p.engine, "time_s": p.time_s, "energy_j": p.energy_j, "bound": p.bound,
+                        "reason": p.reason} for p in placed.placements.values()]}
+    if args.format == "json":
+        print(json.dumps(summary))
+        return 0
+    print(f"{w.name} {args.phase} batch {batch} on {hw.name}, placed by {args.objective}")
+    print(f"  step {placed.time_s * 1e3:.3f} ms (default engines {default.time_s * 1e3:.3f} ms), "
+          f"energy {placed.energy_j:.4g} J (default {default.energy_j:.4g} J)")
+    print("  time by engine: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in placed.time_s_by_engine.items()))
+    print(f"  {len(moved)} of {len(placed.placements)} ops moved off their default engine")
+    for p in moved[:15]:
+        print(f"    {p.op:48s} -> {p.engine:10s} {p.reason}")
+    if len(moved) > 15:
+        print(f"    ... {len(moved) - 15} more (use --format json)")
+    return 0
