@@ -13,6 +13,7 @@ from archsim.cost.collectives import price_collective, price_ep_exchange
 from archsim.cost.phase import PhaseCost, price_graph
 from archsim.cost.topology import topology_for
 from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.params import kv_elements_per_token_per_layer
 from archsim.graph.precision import Precision, Shard
 from archsim.mapping.device_memory import stage_layers
 from archsim.mapping.parallelism import Parallelism
@@ -25,10 +26,11 @@ class LayerComm:
     tp_all_reduce_s: float = 0.0
     ep_dispatch_s: float = 0.0
     ep_combine_s: float = 0.0
+    cp_kv_exchange_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.tp_all_reduce_s + self.ep_dispatch_s + self.ep_combine_s
+        return self.tp_all_reduce_s + self.ep_dispatch_s + self.ep_combine_s + self.cp_kv_exchange_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,7 +147,9 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     b_mb = ceil(seqs / mb)
     q_len = length if phase == "prefill" else 1 + (model.num_nextn_predict_layers if mtp else 0)
     tokens_mb = b_mb * q_len
-    routed = tokens_mb * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
+    # the EP group sees the tokens of ep / tp replicas; dividing the whole graph by cp below then leaves
+    # each chip its share of the expert work
+    routed = tokens_mb * max(par.ep, par.tp) / par.tp if model.is_moe else None
     # cp splits a prefill's tokens (and their attention work) evenly over cp chips
     raw, flops, act_peak, graph_cost = _priced(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed,
                                                mtp, cache)
@@ -182,7 +186,8 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                              else max(compute_mb, comm_mb + pp_send))
     comm_kinds = {"tp_all_reduce": mb * sum(c.tp_all_reduce_s for c in comms),
                "ep_dispatch": mb * sum(c.ep_dispatch_s for c in comms),
-               "ep_combine": mb * sum(c.ep_combine_s for c in comms), "pp_send": mb * pp_send}
+               "ep_combine": mb * sum(c.ep_combine_s for c in comms),
+               "cp_kv_exchange": mb * sum(c.cp_kv_exchange_s for c in comms), "pp_send": mb * pp_send}
     return PhaseBreakdown(phase=phase, micro_batches=mb, tokens_per_micro_batch=tokens_mb, compute_s=compute,
                           communication_s=comm, exposed_s=exposed, bubble_s=bubble, comm_by_kind=comm_kinds,
                           stage_compute_s=tuple(stage_s),
@@ -212,14 +217,23 @@ def _layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
         one = price_collective("all_reduce", ar_bytes, par.tp, hw).time_s
         # after o_proj, and after the dense (or shared-expert) down_proj
         tp_ar = 2 * one
+    cp_kv = 0.0
+    if par.cp > 1 and phase == "prefill":
+        # ring attention: every chip's K/V (MLA: the latent + rope key) visits the other cp - 1 chips,
+        # the bytes of an all-gather of the layer's whole K/V over the cp group
+        per_token = kv_elements_per_token_per_layer(model) * precision.kv_cache.bytes
+        if model.attention_kind != "mla":
+            per_token /= par.tp
+        cp_kv = price_collective("all_gather", tokens * per_token, par.cp, hw).time_s
     if not (model.is_moe and model.is_moe_layer(layer) and par.ep > 1):
-        return LayerComm(tp_all_reduce_s=tp_ar)
+        return LayerComm(tp_all_reduce_s=tp_ar, cp_kv_exchange_s=cp_kv)
     mode = ep_mode or ("throughput" if phase == "prefill" else "low_latency")
     x = price_ep_exchange(tokens=tokens / par.tp / par.cp, hidden=model.hidden_size,
                           topk=model.num_experts_per_tok, n_experts=model.n_routed_experts, ep=par.ep, hw=hw,
                           dispatch_dtype=_dispatch_dtype(precision), combine_dtype=act, n_group=model.n_group,
                           topk_group=model.topk_group, mode=mode)
-    return LayerComm(tp_all_reduce_s=tp_ar, ep_dispatch_s=x.dispatch.time_s, ep_combine_s=x.combine.time_s)
+    return LayerComm(tp_all_reduce_s=tp_ar, ep_dispatch_s=x.dispatch.time_s, ep_combine_s=x.combine.time_s,
+                     cp_kv_exchange_s=cp_kv)
 
 
 def _dispatch_dtype(precision: Precision):

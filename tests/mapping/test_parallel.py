@@ -188,3 +188,16 @@ def test_representative_layers_equal_full_graph(dsv3, h800, phase, batch, length
     for key, value in expected.items():
         assert layer_s[key] == pytest.approx(value, rel=1e-12)
     assert flops == pytest.approx(full.flops, rel=1e-12)
+
+
+def test_context_parallel_splits_prefill_and_exchanges_kv(dsv3, h800):
+    base = price_phase(dsv3, h800, Parallelism(ep=8, dp=8), FP8, phase="prefill", batch=8, length=32768)
+    cp = price_phase(dsv3, h800, Parallelism(ep=8, dp=2, cp=4), FP8, phase="prefill", batch=8, length=32768)
+    # the same 8 chips and 8 prompts: dp=8 gives each chip a prompt, cp=4 gives each chip a quarter of
+    # four prompts; the work per chip is the same
+    assert cp.compute_s == pytest.approx(base.compute_s, rel=0.05)
+    # ring attention moves every layer's latent K/V (576 BF16 values per token) around the cp group
+    from archsim.cost.collectives import price_collective
+    one = price_collective("all_gather", 4 * 32768 * 576 * 2, 4, h800).time_s  # 4 prompts per cp group
+    assert cp.comm_by_kind["cp_kv_exchange"] == pytest.approx(61 * one)
+    assert base.comm_by_kind["cp_kv_exchange"] == 0.0
