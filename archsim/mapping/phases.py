@@ -58,7 +58,6 @@ class PhaseBreakdown:
     pp_send_s: float = 0.0
     activation_peak_bytes: float = 0.0
     flops_per_device: float = 0.0
-    extras: Mapping[str, float] = field(default_factory=dict)
     # the priced graph of one micro-batch (flash attention), kept so callers need not price it again
     graph_cost: PhaseCost | None = field(default=None, compare=False, repr=False)
 
