@@ -190,3 +190,14 @@ def simulate_pipeline(schedule: Sequence[Sequence[PipeOp]], times: ChunkTimes, *
     return PipelineResult(time_s=env.now, busy_s=tuple(busy), events=events)
 
 
+
+
+def layer_times_from_phase(phase) -> list[LayerTimes]:
+    """The per-layer work of one micro-batch of a priced phase (``archsim.mapping.phases.PhaseBreakdown``
+    of the bottleneck stage) as LayerTimes: each layer's compute as one block, then its EP dispatch and
+    combine plus its TP all-reduce and CP exchange on the link (the phase keeps no finer split)."""
+    out = []
+    for compute_s, comm in zip(phase.layer_compute_s, phase.layer_comm):
+        out.append(LayerTimes(attention_s=compute_s, dispatch_s=comm.ep_dispatch_s + comm.tp_all_reduce_s
+                              + comm.cp_kv_exchange_s, combine_s=comm.ep_combine_s))
+    return out
