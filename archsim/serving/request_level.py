@@ -2,8 +2,9 @@
 
 ``static``: a fixed batch size; the batch waits to fill or until the oldest request has waited
 ``timeout_s``; prompts are padded to the longest and every slot is computed until the longest output
-ends (classic padded batching). ``dynamic``: the batch is sized to the requests, FCFS while the sum of
-their full contexts stays within a token budget; no padding, finished requests leave the computation,
+ends (classic padded batching). ``dynamic``: the batch is sized to the requests, FCFS while their prompt
+tokens stay within a token budget and their full contexts within the KV cache (as TGI's
+max_batch_prefill_tokens / max_batch_total_tokens); no padding, finished requests leave the computation,
 but nothing joins a running batch. KV blocks for each request's full context are reserved up front.
 """
 from __future__ import annotations
@@ -89,6 +90,7 @@ class RequestLevelScheduler:
         chosen: list[Seq] = []
         longest = 0
         blocks = 0
+        prompt_tokens = 0
         for seq in self.waiting:
             if len(chosen) == self.max_seqs:
                 break
@@ -98,9 +100,10 @@ class RequestLevelScheduler:
                 tokens = (len(chosen) + 1) * max(longest, ctx)
             else:
                 new_blocks = blocks + self.kv.blocks_for(ctx)
-                tokens = sum(self._context(s) for s in chosen) + ctx
+                tokens = prompt_tokens + seq.req.prompt_tokens
             if new_blocks > self.kv.free or (self.token_budget is not None and tokens > self.token_budget and chosen):
                 break
+            prompt_tokens += seq.req.prompt_tokens
             chosen.append(seq)
             longest = max(longest, ctx)
             blocks = new_blocks

@@ -137,13 +137,20 @@ def test_static_waits_to_fill_or_times_out_and_pads():
 
 
 def test_dynamic_sizes_batch_by_token_budget():
+    # prompt tokens within the budget: 90-token prompts, budget 250 -> 2 per batch
     sched = RequestLevelScheduler(kv=PagedKVCache(num_blocks=1000, block_tokens=16), max_seqs=10,
                                   token_budget=250, padded=False)
-    seqs = [req(i, prompt=90, output=10) for i in range(4)]  # 100 tokens each -> 2 fit in 250
+    seqs = [req(i, prompt=90, output=10) for i in range(4)]
     for s in seqs:
         sched.add(s, 0.0)
     plan = sched.next_plan(0.0)
     assert len(plan.prefill) == 2 and plan.work.prefill_tokens == 180
+    # and full contexts within the KV cache: 10 blocks of 16 hold one 100-token context (7 blocks) ...
+    small = RequestLevelScheduler(kv=PagedKVCache(num_blocks=10, block_tokens=16), max_seqs=10,
+                                  token_budget=10_000, padded=False)
+    for s in [req(i, prompt=90, output=10) for i in range(3)]:
+        small.add(s, 0.0)
+    assert len(small.next_plan(0.0).prefill) == 1  # ... but not two (14 blocks > 10)
 
 
 def test_speculative_decoding_with_full_acceptance_halves_steps():
