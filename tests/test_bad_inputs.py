@@ -56,16 +56,16 @@ ABSURD_WORKLOADS = ("devices_1e15.yaml", "huge_layers.yaml", "huge_vocab.yaml")
 ABSURD_GAPS = {
     "devices_1e15.yaml": "archsim/mapping/parallel.py _divisors(n) loops over range(1, n + 1): 10^15 devices hang",
     "huge_layers.yaml": "10^9 layers are accepted by archsim/config/model.py and built layer by layer (>120 s, >3.8 GB)",
-    "huge_vocab.yaml": "a 10^15 vocabulary is accepted; the layout search takes ~18 s before 'does not fit'",
+    "huge_vocab.yaml": "a 10^15 vocabulary is accepted (archsim/config/model.py); the layout search takes 4-18 s "
+                       "before 'does not fit'",
 }
 # (extra CLI flags on the good workload, gap) for absurd flag values
 ABSURD_FLAGS = {
     "--prompt-len 1000000000": (["--prompt-len", "1000000000"],
                                 "archsim/api.py _apply_overrides skips the max_position_embeddings check the YAML "
-                                "path applies; the search then runs ~50 s to 'does not fit'"),
-    "--prompt-len 1000000 --devices 100000": (["--prompt-len", "1000000", "--devices", "100000"],
-                                              "issue 8 asks for an answer in < 2 s; it takes ~20 s (pricing in "
-                                              "archsim/mapping/parallel.py _plan via api._needs)"),
+                                "path applies; the search then runs 5-50 s to 'does not fit'"),
+    # issue 8's case: answers (result) in 1.5 s measured on 2 idle cores; 20 s when the machine was loaded
+    "--prompt-len 1000000 --devices 100000": (["--prompt-len", "1000000", "--devices", "100000"], None),
 }
 
 TRACE_EXPECTED = {
@@ -249,6 +249,6 @@ def test_cli_absurd_workload_answers(name):
     answer_or_clear_error(["run", str(BAD / "workload" / name), "--hw", GOOD_HW])
 
 
-@pytest.mark.parametrize("name", [_gap(n, {k: v[1] for k, v in ABSURD_FLAGS.items()}) for n in ABSURD_FLAGS])
+@pytest.mark.parametrize("name", [_gap(n, {k: v[1] for k, v in ABSURD_FLAGS.items() if v[1]}) for n in ABSURD_FLAGS])
 def test_cli_absurd_flags_answer(name):
     answer_or_clear_error(["run", GOOD_WORKLOAD, "--hw", GOOD_HW, *ABSURD_FLAGS[name][0]])

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -184,3 +185,18 @@ def test_same_input_same_result(s, chip_name):
     assert first.time_s == second.time_s and first.energy_j == second.energy_j
     op = graph_ops(build(s))[-1]
     assert price_op(op, hw) == price_op(op, hw)
+
+
+def test_known_counterexample_bigger_batch_wave_quantisation():
+    # Found by HYPOTHESIS_PROFILE=dev: DeepSeek-V3 decode, TP8, BF16 weights, batch 179 -> 257 on H100.
+    # layers.0.self_attn.o_absorb (16 groups of m x 128 x 512) gets 3.10e9 wave-quantised FLOPs at m=179
+    # and 2.22e9 at m=257: the DeepGEMM tile rule in archsim/cost/efficiency.py (fewest waves, then the
+    # fullest last wave) does not minimise padded work, so more tokens can take less time. Kept as a
+    # visible regression example for the cost owner (xfail until the rule or the invariant changes).
+    s = {"model": "deepseek_v3", "phase": "decode", "batch": 179, "length": 1, "shard": Shard(tp=8, ep=1),
+         "weights": "bf16"}
+    hw = chip("h100")
+    small, big = op_times(build(s), hw), op_times(build(s, batch=257), hw)
+    name = "layers.0.self_attn.o_absorb"
+    if big[name] < small[name] * (1 - REL):
+        pytest.xfail(f"{name}: {small[name]:.4g} s at batch 179 > {big[name]:.4g} s at batch 257")
