@@ -9,8 +9,9 @@ from typing import Protocol
 class IterationBatch:
     """The work of one forward pass of a replica.
 
-    ``prefill_tokens`` new prompt tokens of ``prefill_seqs`` sequences are computed; they attend ``prefill_pairs`` (query, key) pairs
-    in total (a chunk of c tokens after o cached ones: c*o + c*(c+1)/2, docs/counting.md).
+    ``prefill_tokens`` new prompt tokens of ``prefill_seqs`` sequences are computed; they attend
+    ``prefill_pairs`` (query, key) pairs in total (a chunk of c tokens after o cached ones:
+    c*o + c*(c+1)/2, docs/counting.md).
     ``decode_seqs`` sequences each process ``decode_tokens // decode_seqs`` tokens (1, or 1 + draft
     tokens under speculative decoding) against ``decode_context_tokens`` cached tokens in total.
     ``swap_bytes`` of KV cache move between device and host memory (preemption by swap).
