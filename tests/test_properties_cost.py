@@ -200,3 +200,48 @@ def test_known_counterexample_bigger_batch_wave_quantisation():
     name = "layers.0.self_attn.o_absorb"
     if big[name] < small[name] * (1 - REL):
         pytest.xfail(f"{name}: {small[name]:.4g} s at batch 179 > {big[name]:.4g} s at batch 257")
+
+
+@st.composite
+def layouts(draw):
+    """A random valid Parallelism for a random shipped model (tp divides heads/FFN/vocab, ep divides experts)."""
+    from archsim.mapping.parallelism import Parallelism
+
+    name = draw(st.sampled_from(MODELS))
+    m = model(name)
+    tp = draw(st.sampled_from([d for d in (1, 2, 4, 8) if m.num_attention_heads % d == 0
+                               and m.vocab_size % d == 0 and m.intermediate_size % d == 0]))
+    dp = draw(st.sampled_from([1, 2, 4, 8, 16]))
+    experts = m.n_routed_experts or 0
+    eps = [e for e in (1, tp, 2 * tp, 4 * tp, 8 * tp) if e == 1 or ((tp * dp) % e == 0 and experts and experts % e == 0)]
+    return name, Parallelism(tp=tp, dp=dp, ep=draw(st.sampled_from(eps)), pp=draw(st.integers(1, 16)))
+
+
+@heavy
+@given(case=layouts())
+def test_weights_held_across_devices_invariant_under_sharding(case):
+    # Parameters held by one copy of the model = sum over pipeline stages of one device's share times the
+    # ways that share is split. Whatever tp/ep/pp, that is the model's total plus the parts replicated on
+    # purpose (MLA's down projections on every TP rank), which are subtracted once per extra rank.
+    from archsim.graph.params import attention_params
+    from archsim.mapping.device_memory import stage_params
+
+    name, par = case
+    m = model(name)
+    counts = count_params(m)
+    total = 0.0
+    for stage in range(par.pp):
+        held = stage_params(m, par, stage, counts=counts)
+        total += (held["dense_mlp"] + held["shared_experts"] + held["embedding"] + held["lm_head"]) * par.tp
+        total += held["routed_experts"] * par.ep + held["router"] + held["norms"]
+        total += held["attention"] * par.tp
+    # attention: a device holds replicated + (full - replicated) / tp per layer, so x tp over-counts the
+    # replicated part (tp - 1) times per layer
+    if m.attention_kind == "mla":
+        h = m.hidden_size
+        replicated = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+        if m.q_lora_rank:
+            replicated += h * m.q_lora_rank + m.q_lora_rank
+        total -= replicated * (par.tp - 1) * m.num_hidden_layers
+    assert attention_params(m) > 0
+    assert math.isclose(total, counts.total, rel_tol=1e-12), (name, par, total, counts.total)
