@@ -74,7 +74,7 @@ def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision:
     if isinstance(past_len, bool) or not isinstance(past_len, int) or past_len < 0:
         raise ConfigError(None, "past_len", "a non-negative integer", past_len)
     return _build(model, precision, mtp, "prefill", batch, prompt_len, past_len + prompt_len, shard, expert_load,
-                  routed_tokens, {"prompt_len": prompt_len, "past_len": past_len}, compact)
+                  routed_tokens, {"prompt_len": prompt_len, "past_len": past_len}, compact=compact)
 
 
 def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision,
@@ -87,7 +87,7 @@ def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Pre
     if context < q_len:
         raise ConfigError(None, "context", f"an integer >= {q_len} (the new tokens are included)", context)
     return _build(model, precision, mtp, "decode", batch, q_len, context, shard, expert_load,
-                  routed_tokens, {"context": context}, compact)
+                  routed_tokens, {"context": context}, compact=compact)
 
 
 def _positive(name: str, value: int) -> None:

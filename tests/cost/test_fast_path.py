@@ -102,14 +102,18 @@ def test_totals_do_not_depend_on_op_order(h100, models):
         assert getattr(fwd, field) == getattr(rev, field), field
 
 
-def _force_full_graphs(monkeypatch):
-    """Make every builder call build the full graph, as before the fast path existed."""
+def _force_full_graphs(monkeypatch) -> list[bool]:
+    """Make every builder call build the full graph, as before the fast path existed; returns the
+    ``compact`` flags the callers asked for."""
     real = build_mod._build
+    asked: list[bool] = []
 
-    def full(*args):
-        return real(*args[:11], False)
+    def full(*args, compact=False, **kwargs):
+        asked.append(compact)
+        return real(*args, compact=False, **kwargs)
 
     monkeypatch.setattr(build_mod, "_build", full)
+    return asked
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -122,8 +126,9 @@ def test_estimate_fast_equals_full(monkeypatch, kwargs):
     kwargs = dict(kwargs)
     workload = kwargs.pop("workload")
     fast = estimate(workload, "hardware/h100.yaml", **kwargs).to_dict()
-    _force_full_graphs(monkeypatch)
+    asked = _force_full_graphs(monkeypatch)
     full = estimate(workload, "hardware/h100.yaml", **kwargs).to_dict()
+    assert any(asked)  # the fast path did ask for compact graphs, so this compares two paths
     assert fast == full
     assert fast["decode"] is not None and fast["prefill"] is not None
 
