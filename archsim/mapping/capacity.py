@@ -29,16 +29,17 @@ def _largest(fits: Callable[[int], bool], low: int, high: int) -> int:
 
 
 def _fits(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, batch: int, context: int,
-          activation_bytes_per_seq: float) -> bool:
+          activation_bytes_per_seq: float, cache: dict) -> bool:
     act = activation_bytes_per_seq * ceil(batch / par.dp)
     return memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes, batch=batch,
-                             context=context, activation_bytes_per_stage=act).fits
+                             context=context, activation_bytes_per_stage=act, cache=cache).fits
 
 
 def max_batch(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, *, context: int,
               activation_bytes_per_seq: float = 0.0, limit: int = 2 ** 24) -> int:
     """Largest batch (sequences across the deployment) of ``context``-token sequences that fits; 0 if none."""
-    return max(0, _largest(lambda b: _fits(model, hw, par, precision, b, context, activation_bytes_per_seq),
+    cache: dict = {}  # weight bytes do not depend on batch: compute them once per search
+    return max(0, _largest(lambda b: _fits(model, hw, par, precision, b, context, activation_bytes_per_seq, cache),
                            1, limit))
 
 
@@ -46,4 +47,6 @@ def max_context(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                 activation_bytes_per_seq: float = 0.0) -> int:
     """Longest context (tokens, capped at the model's max_position_embeddings) that fits at ``batch``; 0 if none."""
     cap = model.max_position_embeddings
-    return max(0, _largest(lambda c: _fits(model, hw, par, precision, batch, c, activation_bytes_per_seq), 1, cap))
+    cache: dict = {}
+    return max(0, _largest(lambda c: _fits(model, hw, par, precision, batch, c, activation_bytes_per_seq, cache),
+                           1, cap))
