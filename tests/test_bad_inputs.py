@@ -56,14 +56,11 @@ ABSURD_WORKLOADS = ("devices_1e15.yaml", "huge_layers.yaml", "huge_vocab.yaml")
 ABSURD_GAPS = {
     "devices_1e15.yaml": "archsim/mapping/parallel.py _divisors(n) loops over range(1, n + 1): 10^15 devices hang",
     "huge_layers.yaml": "10^9 layers are accepted by archsim/config/model.py and built layer by layer (>120 s, >3.8 GB)",
-    "huge_vocab.yaml": "a 10^15 vocabulary is accepted (archsim/config/model.py); the layout search takes 4-18 s "
-                       "before 'does not fit'",
 }
 # (extra CLI flags on the good workload, gap) for absurd flag values
 ABSURD_FLAGS = {
-    "--prompt-len 1000000000": (["--prompt-len", "1000000000"],
-                                "archsim/api.py _apply_overrides skips the max_position_embeddings check the YAML "
-                                "path applies; the search then runs 5-50 s to 'does not fit'"),
+    # answers 'does not fit' after 5-50 s; the missing max_position check is test_override_prompt_len_... below
+    "--prompt-len 1000000000": (["--prompt-len", "1000000000"], None),
     # issue 8's case: answers (result) in 1.5 s measured on 2 idle cores; 20 s when the machine was loaded
     "--prompt-len 1000000 --devices 100000": (["--prompt-len", "1000000", "--devices", "100000"], None),
 }
@@ -252,3 +249,11 @@ def test_cli_absurd_workload_answers(name):
 @pytest.mark.parametrize("name", [_gap(n, {k: v[1] for k, v in ABSURD_FLAGS.items() if v[1]}) for n in ABSURD_FLAGS])
 def test_cli_absurd_flags_answer(name):
     answer_or_clear_error(["run", GOOD_WORKLOAD, "--hw", GOOD_HW, *ABSURD_FLAGS[name][0]])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="archsim/api.py _apply_overrides skips the prompt_len + output_len <= "
+                          "max_position_embeddings check that archsim/config/workload.py applies to YAML", strict=False)
+def test_override_prompt_len_checked_against_max_position(capsys):
+    code, _, err = run_cli(capsys, ["run", GOOD_WORKLOAD, "--hw", GOOD_HW, "--prompt-len", "1000000000"])
+    assert code == 2 and "max_position_embeddings" in one_line(err)
