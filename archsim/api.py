@@ -9,15 +9,14 @@ import os
 from dataclasses import replace
 from math import ceil
 
-import networkx as nx
 
 from archsim.config.hardware import Hardware, load_hardware
-from archsim.config.workload import AUTO, Scenario, Workload, load_workload
-from archsim.cost.phase import PhaseCost, price_graph
+from archsim.config.workload import AUTO, ExpertLoadSpec, Scenario, Workload, load_workload
+from archsim.cost.phase import PhaseCost
 from archsim.errors import ConfigError
-from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.expert_load import ExpertLoad, load_from_spec
 from archsim.graph.params import count_params, kv_bytes_per_token
-from archsim.graph.precision import Precision, Shard, precision_from_names
+from archsim.graph.precision import Precision, precision_from_names
 from archsim.mapping.capacity import max_batch, max_context
 from archsim.mapping.parallel import LayoutPlan, plan_layout
 from archsim.report.summary import (DecodeSummary, DeploymentSummary, EnergySummary, MemorySummary, ModelSummary,
@@ -26,8 +25,9 @@ from archsim.report.summary import (DecodeSummary, DeploymentSummary, EnergySumm
 TERA = 1e12  # SI prefix, for TOPS/W
 
 SCENARIO_OVERRIDES = ("devices", "batch", "prompt_len", "output_len", "weights", "kv_cache", "activations", "mtp")
+# expert_load: "uniform", "zipf:S", or an archsim.graph.expert_load.ExpertLoad (e.g. measured at small scale)
 LAYOUT_OVERRIDES = ("tp", "ep", "pp", "dp", "attn_dp", "micro_batches")
-OPTION_OVERRIDES = ("attention",)
+OPTION_OVERRIDES = ("attention", "expert_load")
 
 
 def estimate(workload: str | os.PathLike | Workload, hardware: str | os.PathLike | Hardware,
@@ -36,16 +36,18 @@ def estimate(workload: str | os.PathLike | Workload, hardware: str | os.PathLike
 
     ``overrides`` replace scenario fields: devices (int or "auto"), batch (sequences per step across the
     deployment), prompt_len, output_len, weights, kv_cache, activations, mtp; layout degrees tp, ep, pp, dp,
-    attn_dp, micro_batches (int or "auto"); attention ("flash" or "naive"). Unknown names and bad values
+    attn_dp, micro_batches (int or "auto"); attention ("flash" or "naive"); expert_load ("uniform", "zipf:S" or
+    an ExpertLoad, e.g. ``small_run.projected_expert_load(run_small(...))``). Unknown names and bad values
     raise ConfigError.
     """
     wl = workload if isinstance(workload, Workload) else load_workload(workload)
     hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware)
     scenario, layout_kw, attention = _apply_overrides(wl.scenario, overrides)
     precision = precision_from_names(scenario.weights, scenario.activations, scenario.kv_cache)
+    load = _expert_load(wl.model, scenario, overrides.get("expert_load"))
     plan = plan_layout(wl.model, hw, devices=scenario.devices, batch=scenario.batch,
                        prompt_len=scenario.prompt_len, output_len=scenario.output_len, precision=precision,
-                       mtp=scenario.mtp, **layout_kw)
+                       mtp=scenario.mtp, expert_load=load, attention=attention, **layout_kw)
     return _report(wl, hw, scenario, precision, plan, attention, auto=scenario.devices == AUTO)
 
 
@@ -99,9 +101,7 @@ def _report(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan
     if not plan.fits or plan.prefill is None or plan.decode is None:
         return Report(workload=wl.name, model=model_summary, scenario=scenario, deployment=deployment,
                       memory=memory, prefill=None, decode=None, energy=None)
-    pre_cost = _device_cost(model, hw, precision, par, "prefill", sc.batch, sc.prompt_len, sc.mtp, attention,
-                            plan.prefill)
-    dec_cost = _device_cost(model, hw, precision, par, "decode", sc.batch, context, sc.mtp, attention, plan.decode)
+    pre_cost, dec_cost = plan.prefill.graph_cost, plan.decode.graph_cost
     prefill_tokens = sc.batch * sc.prompt_len
     pre = _phase(PrefillSummary, plan.prefill, pre_cost, hw, par.devices,
                  latency_s=plan.prefill.time_s, tokens_per_s=prefill_tokens / plan.prefill.time_s,
@@ -117,6 +117,26 @@ def _report(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan
                   prefill=pre, decode=dec, energy=energy)
 
 
+def _expert_load(model, sc: Scenario, override) -> ExpertLoad | None:
+    """The routing distribution: an override ("uniform", "zipf:S" or an ExpertLoad), else the scenario's."""
+    if not model.is_moe:
+        return None
+    if isinstance(override, ExpertLoad):
+        return override
+    spec = sc.expert_load
+    if isinstance(override, str):
+        kind, _, value = override.partition(":")
+        try:
+            spec = ExpertLoadSpec(kind=kind, zipf_s=float(value) if value else None)
+        except ValueError:
+            raise ConfigError(None, "expert_load", "'uniform' or 'zipf:S' with a number S", override) from None
+        if kind not in ("uniform", "zipf") or (kind == "zipf") != bool(value):
+            raise ConfigError(None, "expert_load", "'uniform' or 'zipf:S' with a number S", override)
+    elif override is not None:
+        raise ConfigError(None, "expert_load", "'uniform', 'zipf:S' or an ExpertLoad", override)
+    return load_from_spec(spec, model.n_routed_experts, model.num_experts_per_tok)
+
+
 def _architecture(model) -> str:
     attention = "MLA" if model.attention_kind == "mla" else "GQA"
     if model.is_moe:
@@ -125,50 +145,24 @@ def _architecture(model) -> str:
     return f"{attention} + dense SwiGLU"
 
 
-def _device_graph(model, precision: Precision, par, phase: str, batch: int, length: int, mtp: bool,
-                  compact: bool = True) -> nx.DiGraph:
-    """One device's graph for one micro-batch: its attention replica's sequences, its TP/EP shard
-    (``compact``: one decoder layer per kind, priced as the full graph; graph/build.py)."""
-    seqs = ceil(batch / par.dp)
-    micro = min(par.micro_batches, seqs)
-    per_micro = ceil(seqs / micro)
-    shard = Shard(tp=par.tp, ep=par.ep if model.is_moe else 1)
-    q_len = length if phase == "prefill" else 1 + (model.num_nextn_predict_layers if mtp else 0)
-    routed = per_micro * q_len * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
-    if phase == "prefill":
-        return build_prefill(model, batch=per_micro, prompt_len=length, precision=precision, shard=shard,
-                             mtp=False, routed_tokens=routed, compact=compact)
-    return build_decode(model, batch=per_micro, context=length, precision=precision, shard=shard, mtp=mtp,
-                        routed_tokens=routed, compact=compact)
-
-
-def _device_cost(model, hw, precision, par, phase, batch, length, mtp, attention, breakdown=None) -> PhaseCost:
-    """The device graph's cost: the one ``price_phase`` already priced (flash attention) when there is one."""
-    if breakdown is not None and breakdown.graph_cost is not None and attention == "flash":
-        return breakdown.graph_cost
-    return price_graph(_device_graph(model, precision, par, phase, batch, length, mtp), hw, attention=attention)
-
-
 def _phase(cls, breakdown, cost: PhaseCost, hw: Hardware, devices: int, **fields):
     """Scale one micro-batch's full-model graph cost to one device's share of the step.
 
     A device runs 1/(pp*cp) of the graph's work per micro-batch, ``micro_batches`` times per step; its idle
     power is drawn for the whole step time.
     """
-    par_share = breakdown.micro_batches
     time_s = breakdown.time_s
     flops = breakdown.flops_per_device
     work_share = flops / cost.flops if cost.flops else 0.0
     hbm = cost.bytes_by_level.get("hbm", sum(cost.bytes_by_level.values())) * work_share
     dynamic = cost.dynamic_energy_j * work_share
-    energy = dynamic + hw.power.idle_w * time_s
+    energy = dynamic + hw.static_power_w * time_s
     peak = hw.engine_for("matrix").peak_flop_per_s.get(cost.mfu_dtype, 0.0)
     heaviest = tuple(
         OpSummary(name=n, kind=cost.ops[n].kind, time_s=cost.ops[n].time_s, share=cost.ops[n].time_s / cost.time_s,
                   bound=cost.ops[n].bound, flops=cost.ops[n].flops,
                   hbm_bytes=cost.ops[n].bytes_by_level.get("hbm", 0.0))
         for n in cost.heaviest)
-    del par_share
     return cls(time_s=time_s, flops=flops, hbm_bytes=hbm, bound=_bound(breakdown, cost),
                time_s_by_bound=dict(cost.time_s_by_bound), mfu=flops / (time_s * peak) if peak else 0.0,
                hbm_bandwidth_utilisation=hbm / (time_s * hw.main_memory.bandwidth_bytes_per_s),

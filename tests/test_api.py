@@ -72,3 +72,17 @@ def test_bad_overrides_are_config_errors(overrides, field):
     with pytest.raises(ConfigError) as err:
         estimate("workloads/kimi_k2.yaml", "hardware/h100.yaml", **overrides)
     assert field in str(err.value)
+
+
+def test_expert_load_skew_slows_moe_decode_and_measured_load_is_accepted():
+    from archsim.graph.expert_load import zipf_load
+
+    kw = dict(devices=32, batch=256, prompt_len=1024)
+    base = estimate("workloads/deepseek_v3.yaml", "hardware/h800.yaml", **kw)
+    skewed = estimate("workloads/deepseek_v3.yaml", "hardware/h800.yaml", expert_load="zipf:1.0", **kw)
+    # the busiest expert bounds the grouped GEMM and the hot experts sit on the device priced
+    assert skewed.decode.tpot_s > base.decode.tpot_s
+    same = estimate("workloads/deepseek_v3.yaml", "hardware/h800.yaml", expert_load=zipf_load(256, 8, 1.0), **kw)
+    assert same.decode.tpot_s == skewed.decode.tpot_s
+    with pytest.raises(ConfigError):
+        estimate("workloads/deepseek_v3.yaml", "hardware/h800.yaml", expert_load="zipf")

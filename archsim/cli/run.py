@@ -41,6 +41,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         p.add_argument(f"--{flag}", type=_positive_int_or_auto, help=f"{flag} degree, or 'auto'")
     p.add_argument("--attention", choices=("flash", "naive"), help="attention kernel traffic model (default flash)")
     p.add_argument("--mtp", action="store_true", default=None, help="include the MTP module (DeepSeek-V3)")
+    p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S | measured "
+                                         "(the tiny model's measured routing carried to full scale; implies --small)")
     p.add_argument("--small", action="store_true", help="also run the tiny variant on the real numpy kernels")
     p.add_argument("--trace", help="with --small: write the timeline as Chrome trace JSON to this file")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -49,23 +51,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 OVERRIDE_FLAGS = ("devices", "batch", "prompt_len", "output_len", "weights", "kv_cache", "tp", "ep", "pp",
-                  "dp", "attn_dp", "micro_batches", "attention", "mtp")
+                  "dp", "attn_dp", "micro_batches", "attention", "mtp", "expert_load")
 
 
 def run(args: argparse.Namespace) -> int:
     from archsim.api import estimate
     from archsim.report.table import format_report
 
-    if args.trace and not args.small:
+    measured = args.expert_load == "measured"
+    if args.trace and not (args.small or measured):
         raise ConfigError(None, "--trace", "--trace together with --small", args.trace)
     overrides = {k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None}
-    report = estimate(args.workload, args.hw, **overrides)
-    data = report.to_dict()
     small = None
-    if args.small:
-        from archsim.small_run import format_small, run_small
+    if args.small or measured:
+        from archsim.small_run import format_small, projected_expert_load, run_small
 
         small = run_small(args.workload, args.hw, trace_path=args.trace)
+        if measured:
+            overrides["expert_load"] = projected_expert_load(small) or "uniform"
+    report = estimate(args.workload, args.hw, **overrides)
+    data = report.to_dict()
+    if small is not None:
         data["small"] = small
     if args.format == "json":
         json.dump(data, sys.stdout, indent=2, allow_nan=False)

@@ -168,10 +168,12 @@ def _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant, 
 def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt_len: int, output_len: int,
                 precision: Precision, tp=None, ep=None, pp=None, dp=None, attn_dp=None, cp=None,
                 micro_batches=None, redundant_experts: int = 0, mtp: bool = False, overlap: bool = True,
-                cache: dict | None = None) -> LayoutPlan:
+                cache: dict | None = None, expert_load=None, attention: str = "flash") -> LayoutPlan:
     """Resolve, check and price a layout. ``devices`` may be an int or ``"auto"`` (the smallest count
     from ``candidate_device_counts`` whose auto layout fits). Degrees left ``None``/``"auto"`` are
     chosen by ``resolve_parallelism``. ``batch`` counts sequences in one step across the deployment.
+    ``expert_load`` (an ``archsim.graph.expert_load.ExpertLoad``; uniform when None) spreads routed tokens
+    over experts; ``attention`` selects the flash or naive attention traffic model.
     ``cache`` (for one model, hardware and precision) keeps priced shards and weight bytes; without one,
     a fresh dict is shared by the candidates of this call."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -187,7 +189,8 @@ def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt
                 par = resolve_parallelism(model, hw, n, cache=cache, **kw)
             except ConfigError:
                 continue
-            plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True)
+            plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True,
+                         expert_load=expert_load, attention=attention)
             if plan.fits:
                 return plan
         if plan is None:
@@ -197,19 +200,23 @@ def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt
         if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
             raise ConfigError(None, "devices", "a positive integer or 'auto'", devices)
         par = resolve_parallelism(model, hw, devices, cache=cache, **kw)
-    return _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True)
+    return _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True,
+                         expert_load=expert_load, attention=attention)
 
 
-def _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, *, price: bool) -> LayoutPlan:
+def _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, *, price: bool,
+          expert_load=None, attention: str = "flash") -> LayoutPlan:
     context = prompt_len + output_len
     mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes, batch=batch,
                             context=context, mtp=mtp, cache=cache)
     prefill = decode = None
     if price and mem.fits:
         prefill = price_phase(model, hw, par, precision, phase="prefill", batch=batch, length=prompt_len, mtp=False,
-                              overlap=overlap, cache=cache)
+                              overlap=overlap, cache=cache, expert_load=expert_load,
+                              attention=attention)
         decode = price_phase(model, hw, par, precision, phase="decode", batch=batch, length=context, mtp=mtp,
-                             overlap=overlap, cache=cache)
+                             overlap=overlap, cache=cache, expert_load=expert_load,
+                              attention=attention)
         act = max(prefill.activation_peak_bytes, decode.activation_peak_bytes)
         mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes, batch=batch,
                                 context=context, mtp=mtp, activation_bytes_per_stage=act, cache=cache)

@@ -13,6 +13,7 @@ from archsim.cost.collectives import price_collective, price_ep_exchange
 from archsim.cost.phase import PhaseCost, price_graph
 from archsim.cost.topology import topology_for
 from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.expert_load import ExpertLoad
 from archsim.graph.params import kv_elements_per_token_per_layer
 from archsim.graph.precision import Precision, Shard
 from archsim.mapping.device_memory import stage_layers
@@ -72,13 +73,13 @@ class PhaseBreakdown:
                 "communication_by_kind_s": dict(self.comm_by_kind)}
 
 
-def _graph(model, phase, batch, length, precision, tp, ep, routed_tokens, mtp, compact=False):
+def _graph(model, phase, batch, length, precision, tp, ep, routed_tokens, mtp, compact=False, expert_load=None):
     shard = Shard(tp=tp, ep=ep if model.is_moe else 1)
     if phase == "prefill":
         return build_prefill(model, batch=batch, prompt_len=length, precision=precision, shard=shard, mtp=mtp,
-                             routed_tokens=routed_tokens, compact=compact)
+                             routed_tokens=routed_tokens, compact=compact, expert_load=expert_load)
     return build_decode(model, batch=batch, context=length, precision=precision, shard=shard, mtp=mtp,
-                        routed_tokens=routed_tokens, compact=compact)
+                        routed_tokens=routed_tokens, compact=compact, expert_load=expert_load)
 
 
 def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, int]] | None:
@@ -93,22 +94,26 @@ def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, in
     return small, {kind: i for i, kind in enumerate(kinds)}
 
 
-def _layer_times(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache):
+def _layer_times(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load=None,
+                 attention="flash"):
     """(compute seconds per layer key, graph FLOPs, activation peak bytes) of one device's graph."""
-    return _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache)[:3]
+    return _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load,
+                   attention)[:3]
 
 
-def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache):
+def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load=None,
+            attention="flash"):
     """``_layer_times`` plus the graph's PhaseCost (api.py reuses it for energy, MFU and heaviest ops).
 
     The graph is compact (graph/build.py: one decoder layer per kind, weighted by the layers it stands
     for); its per-layer times and totals equal the full graph's bit for bit (tests/cost/test_fast_path.py).
     ``cache`` (a dict owned by the caller, e.g. one plan search) avoids re-pricing the same shard."""
-    key = (phase, batch, length, tp, ep, routed, mtp)
+    key = (phase, batch, length, tp, ep, routed, mtp, expert_load, attention)
     if cache is not None and key in cache:
         return cache[key]
-    graph = _graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True)
-    cost = price_graph(graph, hw)
+    graph = _graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True,
+                   expert_load=expert_load)
+    cost = price_graph(graph, hw, attention=attention)
     groups: dict = {}
     for k, t in cost.time_s_by_layer.items():
         groups.setdefault(_layer_key(model, k), []).append(t)
@@ -131,7 +136,8 @@ def _layer_key(model: ModelConfig, key):
 
 def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, *, phase: str,
                 batch: int, length: int, mtp: bool = False, overlap: bool = True,
-                ep_mode: str | None = None, cache: dict | None = None) -> PhaseBreakdown:
+                ep_mode: str | None = None, cache: dict | None = None,
+                expert_load: ExpertLoad | None = None, attention: str = "flash") -> PhaseBreakdown:
     """Price one ``phase`` step for ``batch`` sequences across the deployment.
 
     ``length`` is the prompt length (prefill) or the context (decode). Each attention replica (``tp``
@@ -151,7 +157,7 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     routed = tokens_mb * max(par.ep, par.tp) / par.tp if model.is_moe else None
     # cp splits a prefill's tokens (and their attention work) evenly over cp chips
     raw, flops, act_peak, graph_cost = _priced(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed,
-                                               mtp, cache)
+                                               mtp, cache, expert_load, attention)
     layer_s = {k: v / par.cp for k, v in raw.items()}
     stages = stage_layers(model, par.pp)
     stage_s = []

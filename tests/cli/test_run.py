@@ -34,3 +34,15 @@ def test_run_bad_flag_exit_2(capsys):
     except SystemExit as stop:
         assert stop.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_run_small_json_and_measured_expert_load(capsys, tmp_path):
+    trace = tmp_path / "t.json"
+    assert main(["run", "workloads/deepseek_v3.yaml", "--hw", "hardware/h100.yaml", "--expert-load", "measured",
+                 "--trace", str(trace), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    small = data["small"]
+    assert small["counts_match"] is True
+    assert all(check["passed"] for check in small["checks"].values())
+    assert small["expert_load"]["max_over_mean"] >= 1.0
+    assert "traceEvents" in json.loads(trace.read_text())

@@ -133,31 +133,6 @@ def test_estimate_fast_equals_full(monkeypatch, kwargs):
     assert fast["decode"] is not None and fast["prefill"] is not None
 
 
-@pytest.mark.parametrize("workload, devices, mtp", [("kimi_k2", 16, False), ("deepseek_v3", 32, True)])
-def test_reused_phase_cost_is_the_device_graph_cost(h100, workload, devices, mtp):
-    """api.py reuses the PhaseCost that price_phase computed; it is the cost of the very graph api would
-    build itself (full graph, flash attention), so nothing is priced twice and nothing changes."""
-    from archsim.api import _device_graph
-    from archsim.mapping.parallel import plan_layout
-    wl = load_workload(f"workloads/{workload}.yaml")
-    sc = wl.scenario
-    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
-    plan = plan_layout(wl.model, h100, devices=devices, batch=sc.batch, prompt_len=sc.prompt_len,
-                       output_len=sc.output_len, precision=precision, mtp=mtp)
-    assert plan.fits
-    for phase, breakdown, length in (("prefill", plan.prefill, sc.prompt_len),
-                                     ("decode", plan.decode, sc.prompt_len + sc.output_len)):
-        graph = _device_graph(wl.model, precision, plan.parallelism, phase, sc.batch, length, mtp, compact=False)
-        full = price_graph(graph, h100)
-        reused = breakdown.graph_cost
-        for f in dataclasses.fields(full):
-            if f.name != "ops":
-                assert getattr(reused, f.name) == getattr(full, f.name), (phase, f.name)
-        # the breakdown's FLOPs per device come from the same graph: pp = 1 here, so they are the
-        # graph's FLOPs times the micro-batches (cp = 1)
-        assert breakdown.flops_per_device == full.flops * breakdown.micro_batches
-
-
 def test_auto_search_shares_caches_without_changing_the_plan(h100):
     """plan_layout(devices="auto") shares one cache (priced shards, weight bytes) across candidates; the
     plan it returns equals the plan priced from scratch at the device count it chose."""
