@@ -14,7 +14,9 @@ class ConfigError(Exception):
         self.path = path or "<root>"
         self.expected = expected
         self.got = got
-        super().__init__(self.__str__())
+        # args are the constructor's arguments, so copies made from them (pickle for worker processes,
+        # simpy re-raising a process's exception) rebuild the same error; str() is the one-line message.
+        super().__init__(file, path, expected, got)
 
     def __str__(self) -> str:
         got = "" if self.got is None else f", got {_short(self.got)}"

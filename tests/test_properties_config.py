@@ -152,3 +152,16 @@ def test_any_unknown_key_is_rejected_with_its_path(path, key):
         assert f"{path}.{key}" in str(err)
     else:
         raise AssertionError(f"unknown key {path}.{key} was accepted")
+
+
+@given(file=st.one_of(st.none(), st.text(max_size=20)), path=st.one_of(st.none(), st.text(max_size=20)),
+       expected=st.text(max_size=30), got=yaml_values)
+def test_config_error_survives_copies(file, path, expected, got):
+    # worker processes pickle exceptions and simpy rebuilds a process's exception from its args:
+    # both must give the same one-line message
+    import pickle
+
+    err = ConfigError(file, path, expected, got)
+    for copy_ in (pickle.loads(pickle.dumps(err)), type(err)(*err.args)):
+        assert isinstance(copy_, ConfigError) and str(copy_) == str(err)
+    one_line_config_error(err)
