@@ -381,3 +381,24 @@ def test_serve_bad_flags(capsys, flags, fragment):
 @pytest.mark.xfail(reason=f"{SERVE_GAP}: 10^9 requests are generated one by one (hang)", strict=False)
 def test_serve_absurd_request_count_answers():
     answer_or_clear_error(["serve", W, "--hw", H, "--rate", "1e9", "--duration", "1"])
+
+
+SWEEP = ["sweep", W, "--hw", H, "--set", "memory.hbm.bandwidth=1 TB/s..8 TB/s:3"]
+BAD_SWEEP = [
+    (["--set", "memory.hbm.bandwith=1TB/s..2TB/s"], "--set memory.hbm.bandwith: expected a hardware field path", None),
+    (["--set", "memory.hbm.bandwidth=3.35 TB"], "(a size, not a bandwidth)", None),
+    (["--set", "memory.hbm.bandwidth=-1TB/s..2TB/s"], "expected a positive value", None),
+    (["--set", "nonsense"], "--set: expected PATH=SPEC", None),
+    (["--set", "memory.hbm.bandwidth=1 TB/s..8 TB/s:x"], "expected a whole number of grid points", None),
+    (["--sample", "random", "--points", "0"], "--points: expected a positive number of samples", None),
+    (["--sample", "random", "--points", "4", "--seed", "-1"], "--seed: expected",
+     "archsim/cli/sweep.py: numpy's ValueError for a negative seed escapes as a traceback"),
+]
+
+
+@pytest.mark.parametrize("flags,fragment", [_serve_param(*case) for case in BAD_SWEEP])
+def test_sweep_bad_flags(capsys, flags, fragment):
+    argv = SWEEP[:4] + flags if flags[0] == "--set" else SWEEP + flags
+    code, out, err = run_cli(capsys, argv)
+    assert code == 2, err[-1500:]
+    assert fragment in one_line(err)
