@@ -5,13 +5,14 @@ model -> a Report. ``archsim run`` prints the same Report.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import replace
 from math import ceil
 
 
 from archsim.config.hardware import Hardware, load_hardware
-from archsim.config.workload import AUTO, ExpertLoadSpec, Scenario, Workload, load_workload
+from archsim.config.workload import AUTO, ExpertLoadSpec, Scenario, Workload, check_scenario, load_workload
 from archsim.cost.phase import PhaseCost
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, load_from_spec
@@ -42,7 +43,7 @@ def estimate(workload: str | os.PathLike | Workload, hardware: str | os.PathLike
     """
     wl = workload if isinstance(workload, Workload) else load_workload(workload)
     hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware)
-    scenario, layout_kw, attention = _apply_overrides(wl.scenario, overrides)
+    scenario, layout_kw, attention = _apply_overrides(wl.scenario, overrides, wl.model)
     precision = precision_from_names(scenario.weights, scenario.activations, scenario.kv_cache)
     load = _expert_load(wl.model, scenario, overrides.get("expert_load"))
     plan = plan_layout(wl.model, hw, devices=scenario.devices, batch=scenario.batch,
@@ -51,27 +52,39 @@ def estimate(workload: str | os.PathLike | Workload, hardware: str | os.PathLike
     return _report(wl, hw, scenario, precision, plan, attention, auto=scenario.devices == AUTO)
 
 
-def _apply_overrides(sc: Scenario, overrides: dict) -> tuple[Scenario, dict, str]:
+def _apply_overrides(sc: Scenario, overrides: dict, model) -> tuple[Scenario, dict, str]:
     known = SCENARIO_OVERRIDES + LAYOUT_OVERRIDES + OPTION_OVERRIDES
     for key in overrides:
         if key not in known:
-            raise ConfigError(None, f"estimate(**overrides).{key}", f"one of {', '.join(known)}", key)
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (one of {', '.join(known)})"
+            raise ConfigError(None, f"estimate(**overrides).{key}", f"a known override{hint}", key)
     fields = {k: overrides[k] for k in SCENARIO_OVERRIDES if k in overrides}
     for key in ("batch", "prompt_len", "output_len"):
-        if key in fields and (isinstance(fields[key], bool) or not isinstance(fields[key], int) or fields[key] < 1):
+        if key in fields and not _positive_int(fields[key]):
             raise ConfigError(None, key, "a positive integer", fields[key])
-    if "devices" in fields and fields["devices"] != AUTO and (
-            isinstance(fields["devices"], bool) or not isinstance(fields["devices"], int) or fields["devices"] < 1):
+    if "devices" in fields and fields["devices"] != AUTO and not _positive_int(fields["devices"]):
         raise ConfigError(None, "devices", "a positive integer or 'auto'", fields["devices"])
+    if "mtp" in fields and not isinstance(fields["mtp"], bool):
+        raise ConfigError(None, "mtp", "true or false", fields["mtp"])
     scenario = replace(sc, **fields)
+    check_scenario(scenario, model, None, "")
     base = sc.parallelism
     layout = {k: getattr(base, k, AUTO) for k in ("tp", "ep", "pp", "dp")}
-    layout.update({k: overrides[k] for k in LAYOUT_OVERRIDES if k in overrides})
+    for key in LAYOUT_OVERRIDES:
+        if key in overrides:
+            if overrides[key] != AUTO and not _positive_int(overrides[key]):
+                raise ConfigError(None, key, "a positive integer or 'auto'", overrides[key])
+            layout[key] = overrides[key]
     layout = {k: (None if v == AUTO else v) for k, v in layout.items()}
     attention = overrides.get("attention", "flash")
     if attention not in ("flash", "naive"):
         raise ConfigError(None, "attention", "'flash' or 'naive'", attention)
     return scenario, layout, attention
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _report(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan: LayoutPlan, attention: str,

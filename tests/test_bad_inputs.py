@@ -251,9 +251,6 @@ def test_cli_absurd_flags_answer(name):
     answer_or_clear_error(["run", GOOD_WORKLOAD, "--hw", GOOD_HW, *ABSURD_FLAGS[name][0]])
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="archsim/api.py _apply_overrides skips the prompt_len + output_len <= "
-                          "max_position_embeddings check that archsim/config/workload.py applies to YAML", strict=False)
 def test_override_prompt_len_checked_against_max_position(capsys):
     code, _, err = run_cli(capsys, ["run", GOOD_WORKLOAD, "--hw", GOOD_HW, "--prompt-len", "1000000000"])
     assert code == 2 and "max_position_embeddings" in one_line(err)
@@ -271,12 +268,11 @@ BAD_API = [
     ({"devices": "many"}, "devices: expected a positive integer or 'auto', got 'many'", None),
     ({"attention": "flashy"}, "attention: expected 'flash' or 'naive', got 'flashy'", None),
     ({"weights": "fp9"}, "scenario.weights: expected one of", None),
-    ({"bacth": 4}, "did you mean 'batch'?", f"{API_GAP}: unknown override names the list but no close match"),
-    ({"tp": 0}, "tp: expected a positive integer", f"{API_GAP}: tp=0 is reported as a bad 'devices' value"),
-    ({"tp": "x"}, "tp: expected a positive integer", f"{API_GAP}: tp='x' is reported as a bad 'devices' value"),
-    ({"micro_batches": -2}, "micro_batches: expected a positive integer",
-     f"{API_GAP}: micro_batches=-2 is reported as a bad 'devices' value"),
-    ({"mtp": "yes"}, "mtp: expected true or false", f"{API_GAP}: mtp='yes' is accepted as truthy"),
+    ({"bacth": 4}, "did you mean 'batch'?", None),
+    ({"tp": 0}, "tp: expected a positive integer", None),
+    ({"tp": "x"}, "tp: expected a positive integer", None),
+    ({"micro_batches": -2}, "micro_batches: expected a positive integer", None),
+    ({"mtp": "yes"}, "mtp: expected true or false", None),
 ]
 
 

@@ -94,14 +94,20 @@ def scenario_from_section(s: Section, model: ModelConfig) -> Scenario:
         mtp=s.bool("mtp", default=False),
         expert_load=_expert_load(s),
     )
+    check_scenario(scenario, model, s.file, s.path)
+    return scenario
+
+
+def check_scenario(scenario: Scenario, model: ModelConfig, file: str | None = None, path: str = "scenario") -> None:
+    """Checks that tie a scenario to its model (used for YAML scenarios and for API/CLI overrides)."""
+    where = (path + ".") if path else ""
     if scenario.mtp and not model.num_nextn_predict_layers:
-        raise ConfigError(s.file, s.child_path("mtp"), "false (model has num_nextn_predict_layers = 0)", True)
+        raise ConfigError(file, f"{where}mtp", "false (model has num_nextn_predict_layers = 0)", True)
     limit = model.max_position_embeddings
     if limit and scenario.prompt_len + scenario.output_len > limit:
-        raise ConfigError(s.file, s.child_path("prompt_len"),
+        raise ConfigError(file, f"{where}prompt_len",
                           f"prompt_len + output_len <= max_position_embeddings={limit}",
                           scenario.prompt_len + scenario.output_len)
-    return scenario
 
 
 def _int_or_auto(s: Section, key: str) -> int | str:
