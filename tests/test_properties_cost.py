@@ -100,10 +100,22 @@ def op_times(graph, hw):
 factor = st.floats(min_value=1.01, max_value=100.0)
 
 
+spread = st.floats(min_value=1e-3, max_value=1e3)
+
+
+@st.composite
+def random_hardware(draw):
+    """A shipped chip with its peaks, every memory level's bandwidth and latency, and its links scaled at random."""
+    hw = chip(draw(st.sampled_from(CHIPS)))
+    for level in list(hw.memory):
+        hw = scaled(hw, level_bw=(level, draw(spread)))
+    return scaled(hw, peak=draw(spread), link_bw=draw(spread), latency=draw(spread))
+
+
 @heavy
-@given(s=scenarios(), chip_name=st.sampled_from(CHIPS))
-def test_times_and_energies_positive_and_finite(s, chip_name):
-    phase = price_graph(build(s), chip(chip_name))
+@given(s=scenarios(), hw=random_hardware())
+def test_times_and_energies_positive_and_finite(s, hw):
+    phase = price_graph(build(s), hw)
     assert math.isfinite(phase.time_s) and phase.time_s > 0
     assert math.isfinite(phase.energy_j) and phase.energy_j > 0
     assert phase.dynamic_energy_j > 0 and phase.idle_energy_j >= 0
@@ -115,9 +127,8 @@ def test_times_and_energies_positive_and_finite(s, chip_name):
 
 
 @heavy
-@given(s=scenarios(), chip_name=st.sampled_from(CHIPS), k=factor, data=st.data())
-def test_more_memory_bandwidth_never_slower(s, chip_name, k, data):
-    hw = chip(chip_name)
+@given(s=scenarios(), hw=random_hardware(), k=factor, data=st.data())
+def test_more_memory_bandwidth_never_slower(s, hw, k, data):
     level = data.draw(st.sampled_from([*hw.memory, "*"]))
     graph = build(s)
     before, after = op_times(graph, hw), op_times(graph, scaled(hw, level_bw=(level, k)))
@@ -126,9 +137,8 @@ def test_more_memory_bandwidth_never_slower(s, chip_name, k, data):
 
 
 @heavy
-@given(s=scenarios(), chip_name=st.sampled_from(CHIPS), k=factor)
-def test_more_compute_never_slower(s, chip_name, k):
-    hw = chip(chip_name)
+@given(s=scenarios(), hw=random_hardware(), k=factor)
+def test_more_compute_never_slower(s, hw, k):
     graph = build(s)
     before, after = op_times(graph, hw), op_times(graph, scaled(hw, peak=k))
     for name, t in before.items():
@@ -136,9 +146,8 @@ def test_more_compute_never_slower(s, chip_name, k):
 
 
 @heavy
-@given(s=scenarios(), chip_name=st.sampled_from(CHIPS), k=factor)
-def test_faster_links_never_slower(s, chip_name, k):
-    hw = chip(chip_name)
+@given(s=scenarios(), hw=random_hardware(), k=factor)
+def test_faster_links_never_slower(s, hw, k):
     graph = build(s)
     before, after = op_times(graph, hw), op_times(graph, scaled(hw, link_bw=k))
     for name, t in before.items():
