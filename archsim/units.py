@@ -170,9 +170,14 @@ def _parse_fraction(value: object, file: str | None, path: str | None) -> float:
     return number
 
 
+MAX_COUNT = 2**53  # largest integer a float holds exactly; larger counts are mistakes and break float maths
+
+
 def _parse_count(value: object, file: str | None, path: str | None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(file, path, "a positive integer", value)
+    if value > MAX_COUNT:
+        raise ConfigError(file, path, f"a positive integer <= {MAX_COUNT}", value)
     return value
 
 

@@ -115,6 +115,7 @@ INVALID = [
     (2.0, "count", "positive integer"),
     ("8", "count", "positive integer"),
     (True, "count", "positive integer"),
+    (2**53 + 1, "count", "a positive integer <= 9007199254740992"),  # beyond exact float integers
 ]
 
 

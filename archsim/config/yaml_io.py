@@ -14,6 +14,7 @@ from archsim.errors import ConfigError
 from archsim.units import parse_quantity
 
 MAX_FILE_BYTES = 2**20  # 1 MiB: hardware/model/scenario files are a few KiB; larger is a mistake or an attack
+MAX_INT = 2**53  # largest integer a float holds exactly; counts beyond it are mistakes and break float maths
 MAX_DEPTH = 64  # nesting levels; real files use fewer than 10, and PyYAML's composer recurses per level
 # The depth pre-check only needs events: libyaml's C parser gives them fast where installed.
 _EVENT_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -182,14 +183,16 @@ class Section:
             return value
         return parse_quantity(value, dimension, file=self.file, path=self.child_path(key))
 
-    def int(self, key: str, *, minimum: int | None = None, default: Any = MISSING) -> Any:
-        """An integer (not a bool, not a float), optionally >= ``minimum``."""
+    def int(self, key: str, *, minimum: int | None = None, maximum: int = MAX_INT, default: Any = MISSING) -> Any:
+        """An integer (not a bool, not a float) within [minimum, maximum] (maximum defaults to 2**53)."""
         present, value = self._get(key, default)
         if not present:
             return value
         bound = "" if minimum is None else f" >= {minimum}"
         if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
             raise self._error(key, f"an integer{bound}", value)
+        if value > maximum:
+            raise self._error(key, f"an integer{bound} and <= {maximum}", value)
         return value
 
     def number(self, key: str, *, minimum: float | None = None, maximum: float | None = None,

@@ -42,6 +42,7 @@ EXPECTED = {
     "only_comments.yaml": "<root>: expected a YAML mapping (key: value lines), got 'an empty file'",
     "per_unit_without_units.yaml": "memory.shared: expected per_unit and units for a per-SM level",
     "price_without_unit.yaml": "price: expected a price like '$2.10/h', got 2.0",
+    "sm_count_huge.yaml": "sm_count: expected an integer >= 1 and <= 9007199254740992, got 1000000000000000000000000000000",
     "sm_count_string.yaml": "sm_count: expected an integer >= 1, got '132'",
     "syntax_error.yaml": "line 2: expected valid YAML",
     "top_level_list.yaml": "<root>: expected a YAML mapping (key: value lines) at the top level, got 'list'",

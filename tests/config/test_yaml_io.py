@@ -151,6 +151,7 @@ WRONG_TYPES = [
     (lambda s: s.int("bandwidth"), "memory.hbm.bandwidth: expected an integer"),
     (lambda s: s.int("units", minimum=200), "expected an integer >= 200, got 132"),
     (lambda s: s.int("on"), "expected an integer, got True"),
+    (lambda s: s.int("huge"), "expected an integer and <= 9007199254740992"),
     (lambda s: s.number("name"), "expected a finite number"),
     (lambda s: s.number("fraction", maximum=0.5), "<= 0.5, got 0.9"),
     (lambda s: s.number("big"), "YAML reads 1e9 as text"),
@@ -168,7 +169,7 @@ WRONG_TYPES = [
 
 @pytest.mark.parametrize("call,fragment", WRONG_TYPES)
 def test_wrong_types(call, fragment):
-    sec = hbm(big="1e9", nan=float("nan"))
+    sec = hbm(big="1e9", nan=float("nan"), huge=10**400)
     with pytest.raises(ConfigError) as info:
         call(sec)
     message = str(info.value)
