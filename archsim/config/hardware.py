@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from archsim.config.whatif_hardware import PhotonicSpec, PimSpec, photonic_from_section, pim_from_section
+from archsim.config.kernel_fields import KernelFields, parse_kernel_fields
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.dtypes import BY_NAME
 from archsim.errors import ConfigError
@@ -53,13 +54,18 @@ class MemoryLevel:
 
 @dataclass(frozen=True, kw_only=True)
 class Link:
-    """A link class as seen by one chip: bandwidth per direction per chip."""
+    """A link class as seen by one chip: bandwidth per direction per chip.
+
+    ``half_bandwidth_bytes`` (optional YAML ``half_bandwidth_message``) is Hockney's n_1/2: the message
+    size at which the link reaches half its achievable bandwidth; 0 (the default) means no small-message
+    penalty beyond ``latency_s`` (archsim/cost/collectives.py)."""
 
     name: str
     bandwidth_bytes_per_s: float
     latency_s: float
     energy_j_per_bit: float
     achievable_fraction: float
+    half_bandwidth_bytes: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,9 +76,13 @@ class Power:
 
 @dataclass(frozen=True, kw_only=True)
 class Node:
+    """Chips per node and their links. ``ep_low_latency_call_s`` (optional YAML ``ep_low_latency_call``) is
+    the fixed cost of one low-latency EP dispatch or combine call (DeepEP's decode kernels); 0 by default."""
+
     chips_per_node: int
     scale_up: Link
     scale_out: Link
+    ep_low_latency_call_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +100,7 @@ class Hardware:
     node: Node
     source_file: str = "<memory>"
     clock_hz: float | None = None  # boost clock, for per-cycle derivations; optional
+    kernel: KernelFields | None = None  # kernel-efficiency fields (docs/fidelity.md); optional
     pim: PimSpec | None = None  # compute inside a memory level (issue 6); optional
     compute_clock_fraction: float = 1.0  # thermal derate of all compute clocks (3D stacking); optional
 
@@ -141,11 +152,18 @@ def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
         power=_power(root.section("power")),
         price_usd_per_hour=root.quantity("price", "usd_per_hour"),
         node=_node(root.section("node")),
+        kernel=_kernel(root),
         source_file=file,
         **_whatif(root),
     )
     root.finish()
     return hardware
+
+
+def _kernel(root: Section) -> KernelFields | None:
+    """The optional ``kernel:`` section (clocks, GEMM tile menu, attention fraction, ramp)."""
+    section = root.optional_section("kernel")
+    return None if section is None else parse_kernel_fields(section)
 
 
 def _whatif(root: Section) -> dict:
@@ -265,6 +283,7 @@ def _node(sec: Section) -> Node:
         chips_per_node=sec.quantity("chips", "count"),
         scale_up=_link(sec.section("scale_up")),
         scale_out=_link(sec.section("scale_out")),
+        ep_low_latency_call_s=sec.quantity("ep_low_latency_call", "time_s", default=0.0),
     )
 
 
@@ -275,4 +294,11 @@ def _link(sec: Section) -> Link:
         latency_s=sec.quantity("latency", "time_s"),
         energy_j_per_bit=sec.quantity("energy_per_bit", "energy_j_per_bit"),
         achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
+        half_bandwidth_bytes=_optional_bytes(sec, "half_bandwidth_message"),
     )
+
+
+def _optional_bytes(sec: Section, key: str) -> float:
+    """An optional size; absent means 0."""
+    value = sec.quantity(key, "bytes", default=None)
+    return 0.0 if value is None else value

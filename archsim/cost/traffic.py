@@ -13,9 +13,12 @@ SRAM next to the cores) has no tiling information: its tiled kinds move their co
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from archsim.config.hardware import Hardware
+from archsim.config.kernel_fields import KernelFields
+from archsim.cost.efficiency import choose_gemm_tile, wave_quantised_flops
 from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
 from archsim.cost.gemm_traffic import (TiledTraffic, busiest_expert_flops, gemm_tile, gemm_traffic,
                                        grouped_gemm_traffic)
@@ -35,6 +38,7 @@ class Geometry:
     l2_bytes: float
     register_per_sm_bytes: float | None
     sm_count: int
+    kernel: KernelFields | None = None  # tile menu for wave quantisation (docs/fidelity.md); optional
 
     @staticmethod
     def of(hw: Hardware) -> "Geometry":
@@ -52,7 +56,8 @@ class Geometry:
         if regs is not None:
             reg_bytes = regs.per_unit_bytes or regs.capacity_bytes / max(1, regs.units or hw.sm_count)
         return Geometry(level_names=names, main=names[-1], sram_per_sm_bytes=sram, register_per_sm_bytes=reg_bytes,
-                        l2_bytes=0.0 if l2 is None else l2.capacity_bytes, sm_count=hw.sm_count)
+                        l2_bytes=0.0 if l2 is None else l2.capacity_bytes, sm_count=hw.sm_count,
+                        kernel=getattr(hw, "kernel", None))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +123,19 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
     return TiledTraffic(hbm=max(hbm, op.bytes), l2=tiled, shared=tiled)
 
 
+def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) -> float:
+    """FLOPs-equivalent of a (grouped) GEMM run in waves of full tiles (``cost/efficiency.py``); 0 when the
+    chip has no tile menu (``kernel:`` fields) or the GEMM is empty. ``m`` may be an expectation: it is
+    rounded up to whole rows."""
+    fields = geom.kernel
+    if fields is None or not fields.has_tiles or m <= 0 or n <= 0 or k <= 0:
+        return 0.0
+    tile = choose_gemm_tile(m=math.ceil(m), n=n, groups=groups, sm_count=geom.sm_count,
+                            block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
+                            max_tile_elements=fields.gemm_max_tile_elements)
+    return wave_quantised_flops(tile=tile, k=k, sm_count=geom.sm_count)
+
+
 def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
     """Time-equivalent FLOPs and bytes per level of ``op`` on a chip of geometry ``geom``."""
     if attention not in ATTENTION_MODELS:
@@ -137,6 +155,8 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
         tile = gemm_tile(geom.sram_per_sm_bytes, op.compute_dtype.bytes, geom.register_per_sm_bytes)
         traffic = gemm_traffic(m=float(op.attrs["m"]), n=int(op.attrs["n"]), a_bytes=a, b_bytes=b,
                                c_bytes=c, tile=tile, l2_bytes=geom.l2_bytes)
+        time_flops = max(time_flops, quantised_flops(geom, groups=1, m=float(op.attrs["m"]), n=int(op.attrs["n"]),
+                                                     k=int(op.attrs["k"])))
     elif kind == "grouped_gemm":
         a, w, c = _split_gemm_operands(op)
         attrs = op.attrs
@@ -150,7 +170,9 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
                                        l2_bytes=geom.l2_bytes)
         busiest = busiest_expert_flops(tokens_max=tokens_max, n=int(attrs["n"]), k=int(attrs["k"]),
                                        tile=tile, sm_count=geom.sm_count)
-        time_flops = max(time_flops, busiest)
+        mean_tokens = tokens_total / distinct if distinct > 0 else 0.0
+        time_flops = max(time_flops, busiest, quantised_flops(geom, groups=max(1, round(distinct)), m=mean_tokens,
+                                                              n=int(attrs["n"]), k=int(attrs["k"])))
     elif kind == "attention":
         traffic = attention_traffic(op, geom, attention)
     else:

@@ -1,0 +1,108 @@
+"""Kernel-level pricing (archsim/cost/kernel_model.py): composition of the named effects, fallbacks,
+invariants and input errors."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from archsim.config.hardware import load_hardware
+from archsim.cost.kernel_model import (attention_time, gemm_time, grouped_gemm_time, kernel_time, moe_time,
+                                       stream_time)
+from archsim.errors import ConfigError
+from archsim.kernel_api import kernel_time as api_kernel_time
+
+from pathlib import Path
+
+HW_DIR = Path(__file__).resolve().parents[2] / "hardware"
+
+
+@pytest.fixture(scope="module")
+def h800():
+    return load_hardware(HW_DIR / "h800.yaml")
+
+
+def _with_hbm(hw, factor: float):
+    hbm_name = list(hw.memory)[-1]
+    memory = dict(hw.memory)
+    memory[hbm_name] = dataclasses.replace(memory[hbm_name],
+                                           bandwidth_bytes_per_s=memory[hbm_name].bandwidth_bytes_per_s * factor)
+    return dataclasses.replace(hw, memory=memory)
+
+
+def test_without_kernel_fields_gemm_is_the_roofline_plus_epilogue(h800) -> None:
+    hw = dataclasses.replace(h800, kernel=None)
+    tensor = hw.engine_for("matrix")
+    bw = hw.main_memory.bandwidth_bytes_per_s * hw.main_memory.achievable_fraction
+    m, n, k = 4096, 4096, 4096
+    est = gemm_time(hw, m=m, n=n, k=k, dtype="fp8")
+    expected = max(2 * m * n * k / (tensor.peak_flop_per_s["fp8"] * tensor.achievable_fraction),
+                   (m * k + k * n) / bw) + m * n * 2 / bw
+    assert est.time_s == pytest.approx(expected)
+    assert est.detail == {}
+
+
+def test_grouped_equals_dense_when_one_group(h800) -> None:
+    assert grouped_gemm_time(h800, groups=1, m=128, n=4096, k=7168).time_s == \
+        gemm_time(h800, m=128, n=4096, k=7168).time_s
+
+
+def test_mla_decode_bytes_and_flops(h800) -> None:
+    # batch 2, 16 heads, context 100, one new token: the latent (512 + 64) is read once per cached token
+    # in BF16; Q (576 wide) read and O (512 wide) written per head; MMA FLOPs 2 * pairs * heads * (576 + 512)
+    est = attention_time(h800, kind="mla", phase="decode", heads=16, batch=2, context=100, kv_lora_rank=512,
+                         rope_dim=64)
+    assert est.bytes == 2 * 100 * 576 * 2 + 2 * 1 * 16 * (576 + 512) * 2
+    assert est.detail["mma_flops"] == 2 * (2 * 16 * 100) * (576 + 512)
+    assert est.flops == est.detail["mma_flops"] + 5 * 2 * 16 * 100
+
+
+def test_attention_rate_uses_throttled_clock_and_fraction(h800) -> None:
+    # compute-bound MLA: MMA time = mma_flops / (bf16 peak * 1600/1830 * 0.80)
+    est = attention_time(h800, kind="mla", phase="decode", heads=128, batch=128, context=8192, q_len=2,
+                         kv_lora_rank=512, rope_dim=64)
+    k = h800.kernel
+    rate = h800.engine_for("matrix").peak_flop_per_s["bf16"] * k.clock_under_load_hz / k.clock_boost_hz \
+        * k.attention_mma_fraction
+    assert est.bound == "compute"
+    assert est.parts["compute_s"] == pytest.approx(est.detail["mma_flops"] / rate)
+
+
+def test_stream_and_moe_and_dispatch(h800) -> None:
+    s = stream_time(h800, nbytes=3e9, flops=1e9)
+    bw = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
+    assert s.bound == "memory" and s.time_s == pytest.approx(h800.kernel.ramp_s + 3e9 / bw)
+    moe = moe_time(h800, tokens=256, hidden=7168, inter=2048, topk=8, experts=256, ep=32)
+    assert moe.time_s == pytest.approx(sum(moe.parts.values()))
+    # 256 tokens x 32 chips x 8 copies over 256 experts = 256 tokens per expert, 8 local experts
+    assert moe.detail["tokens_per_expert"] == 256 and moe.detail["local_experts"] == 8
+    assert api_kernel_time("gemm", h800, m=64, n=64, k=64).time_s == kernel_time("gemm", h800, m=64, n=64, k=64).time_s
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda hw: kernel_time("conv", hw), "kernel"),
+    (lambda hw: kernel_time("gemm", hw, m=1, n=1), "kernel.gemm"),
+    (lambda hw: kernel_time("gemm", hw, m=1, n=1, k=1, spin=3), "kernel.gemm"),
+    (lambda hw: gemm_time(hw, m=1, n=1, k=1, dtype="fp3"), "dtype"),
+    (lambda hw: attention_time(hw, kind="mla", phase="decode", heads=8, batch=1, context=4, q_len=5,
+                               kv_lora_rank=8, rope_dim=2), "q_len"),
+    (lambda hw: attention_time(hw, kind="gqa", phase="prefill", heads=6, batch=1, context=4, heads_kv=4,
+                               head_dim=8), "heads_kv"),
+    (lambda hw: moe_time(hw, tokens=1, hidden=8, inter=8, topk=2, experts=10, ep=4), "ep"),
+    (lambda hw: stream_time(hw, nbytes=-1.0), "stream"),
+])
+def test_bad_input_is_a_config_error(h800, call, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        call(h800)
+    assert field in str(err.value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 8192), n=st.integers(1, 16384), k=st.integers(1, 16384), factor=st.floats(1.0, 8.0))
+def test_more_hbm_bandwidth_never_slower(h800, m: int, n: int, k: int, factor: float) -> None:
+    slow = gemm_time(h800, m=m, n=n, k=k)
+    fast = gemm_time(_with_hbm(h800, factor), m=m, n=n, k=k)
+    assert fast.time_s <= slow.time_s * (1 + 1e-12)
+    assert slow.time_s > 0 and slow.achieved_flop_per_s <= h800.engine_for("matrix").peak_flop_per_s["fp8"]
