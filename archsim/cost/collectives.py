@@ -60,7 +60,7 @@ def effective_bandwidth(link: Link, nbytes: float) -> float:
 
 
 def _n_half(link: Link) -> float:
-    return getattr(link, "half_bandwidth_bytes", 0.0) or 0.0
+    return link.half_bandwidth_bytes
 
 
 def _energy(topo: Topology, up_bytes: float, out_bytes: float) -> float:
@@ -289,7 +289,7 @@ def price_ep_exchange(*, tokens: float, hidden: int, topk: int, n_experts: int, 
             local_share = span.per_node / ep
             out_b = tokens * per_copy * topk * (1 - local_share)
             up_b = tokens * per_copy * topk * local_share
-            base = getattr(hw.node, "ep_low_latency_call_s", 0.0) or 0.0
+            base = hw.node.ep_low_latency_call_s
         t_out = topo.scale_out.latency_s + link_time(topo.scale_out, out_b) if out_b > 0 else 0.0
         t_up = topo.scale_up.latency_s + link_time(topo.scale_up, up_b) if up_b > 0 else 0.0
         xfer = max(t_out, t_up)

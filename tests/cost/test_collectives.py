@@ -25,13 +25,10 @@ def make_hw(*, chips_per_node=8, up_bw=200 * GB, up_frac=0.8, up_lat=3.33e-6, ou
     the fit); they are calibration values, not datasheet figures.
     """
     up = Link(name="nvlink", bandwidth_bytes_per_s=up_bw, latency_s=up_lat, energy_j_per_bit=1.3e-12,
-              achievable_fraction=up_frac)
+              achievable_fraction=up_frac, half_bandwidth_bytes=n_half)
     out = Link(name="ib", bandwidth_bytes_per_s=out_bw, latency_s=out_lat, energy_j_per_bit=5.5e-12,
-               achievable_fraction=out_frac)
-    object.__setattr__(up, "half_bandwidth_bytes", n_half)
-    object.__setattr__(out, "half_bandwidth_bytes", n_half)
-    node = Node(chips_per_node=chips_per_node, scale_up=up, scale_out=out)
-    object.__setattr__(node, "ep_low_latency_call_s", ll_call_s)
+               achievable_fraction=out_frac, half_bandwidth_bytes=n_half)
+    node = Node(chips_per_node=chips_per_node, scale_up=up, scale_out=out, ep_low_latency_call_s=ll_call_s)
     return Hardware(
         name="h800-like", year=2023,
         compute={"tensor": ComputeEngine(name="tensor", kind="matrix", peak_flop_per_s={"fp8": 1979e12, "bf16": 989e12},
@@ -191,6 +188,17 @@ def test_low_latency_mode_matches_deepep_table(ep):
     assert x.combine.time_s == pytest.approx(c_us * 1e-6, rel=0.08)
     # DeepEP's "BW" column is logical bytes / latency: 128 * 8 * 7392 B dispatched (7168 + 56 scales*4 B)
     assert x.dispatch.bytes == pytest.approx(128 * 8 * 7392)
+
+
+@pytest.mark.parametrize("ep", sorted(DEEPEP_LL))
+def test_shipped_h800_reproduces_deepep_low_latency(h800, ep):
+    """hardware/h800.yaml (NVLink 200 GB/s x 0.79, IB 50 GB/s x 0.86, the latencies of ISCA25 Table 5 and
+    ep_low_latency_call 26 us) reproduces the DeepEP low-latency table within 8% (worst: 7.3%)."""
+    x = price_ep_exchange(tokens=128, hidden=7168, topk=8, n_experts=256, ep=ep, hw=h800,
+                          dispatch_dtype=FP8_BLOCK128, combine_dtype=BF16, mode="low_latency")
+    d_us, c_us = DEEPEP_LL[ep]
+    assert x.dispatch.time_s == pytest.approx(d_us * 1e-6, rel=0.08)
+    assert x.combine.time_s == pytest.approx(c_us * 1e-6, rel=0.08)
 
 
 def test_low_latency_grows_with_ep():
