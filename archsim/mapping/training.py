@@ -20,7 +20,9 @@ from archsim.mapping.pipeline import ChunkTimes, pipeline_step
 
 SECONDS_PER_HOUR = 3600
 TRILLION = 1e12
-BACKWARD_PER_FORWARD = 2  # backward = input gradient + weight gradient, each the forward's GEMM work
+# Attention backward does 5 matmuls against the forward's 2 (FlashAttention-2, Dao 2023, §3.1.2): 2.5x the
+# forward work; its input-gradient part is 1.5x beyond the weight-free "W = F" split used for GEMMs.
+ATTENTION_BACKWARD_EXTRA = 0.5
 STREAMING_KINDS = ("norm", "elementwise", "swiglu", "rope", "residual", "softmax")
 MODES = ("pretrain", "finetune", "lora")
 FP8_BYTES = 1.0  # bytes of one e4m3 element
@@ -181,7 +183,9 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     frozen = setup.mode == "lora"
     recompute_s = {"none": 0.0, "selective": stats["streaming_s"] / sm_share, "full": f_comp}[setup.recompute]
     w_comp = 0.0 if frozen else f_comp
-    b_comp = f_comp + w_comp + recompute_s
+    # input gradient = forward; weight gradient = forward (none when frozen); attention's backward is
+    # 2.5x its forward and has no weights, hence the extra half
+    b_comp = f_comp + w_comp + recompute_s + ATTENTION_BACKWARD_EXTRA * stats["attention_s"] / sm_share
     b_comm = f_comm
     chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp,
                        fb_s=max(f_comp + b_comp, f_comm + b_comm), p2p_s=fwd.pp_send_s)
@@ -235,6 +239,7 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
                       shard=Shard(tp=par.tp, ep=par.ep if model.is_moe else 1), mtp=mtp, routed_tokens=routed)
     cost = price_graph(g, hw)
     streaming_by: dict = {}
+    attention_by: dict = {}
     saved_by: dict = {}
     for name in g.nodes:
         op = g.nodes[name]["op"]
@@ -242,11 +247,14 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
             continue
         if op.kind in STREAMING_KINDS:
             streaming_by[op.layer] = streaming_by.get(op.layer, 0.0) + cost.ops[name].time_s
+        if op.kind == "attention":
+            attention_by[op.layer] = attention_by.get(op.layer, 0.0) + cost.ops[name].time_s
         if setup.recompute == "none" or op.kind not in STREAMING_KINDS:
             saved_by[op.layer] = saved_by.get(op.layer, 0.0) + sum(
                 o.nbytes for o in op.writes if o.role in ("activation", "output"))
     worst = max(stage_layers(model, par.pp), key=len)
     streaming = sum(streaming_by.get(kind_of(layer), 0.0) for layer in worst)
+    attention = sum(attention_by.get(kind_of(layer), 0.0) for layer in worst)
     saved = sum(saved_by.get(kind_of(layer), 0.0) for layer in worst)
     if setup.recompute == "full":
         saved = len(worst) * tokens * model.hidden_size * precision.activations.bytes
@@ -267,7 +275,7 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
     engine = hw.engine_for("matrix")
     head_rate = engine.peak_flop_per_s[precision.activations.name] * engine.achievable_fraction
     return {"forward_flops_per_token": (fwd_flops + head_flops_extra) / setup.seq_len,
-            "streaming_s": streaming, "saved_activation_bytes": saved,
+            "streaming_s": streaming, "attention_s": attention, "saved_activation_bytes": saved,
             # logits at every position sit on the last stage; they lengthen the bottleneck only without PP
             "head_extra_s": head_flops_extra * mb_seqs / par.tp / head_rate if par.pp == 1 else 0.0}
 

@@ -35,7 +35,7 @@ def dsv3_estimate(dsv3, h800):
 
 
 def test_dsv3_pretraining_against_published(dsv3_estimate):
-    """archsim projects ~96K GPU-hours per trillion tokens (published 180K: -47%) and ~76% MFU (published
+    """archsim projects ~100K GPU-hours per trillion tokens (published 180K: -44%) and ~73% MFU (published
     38.94%). The model is optimistic: it prices every GEMM at DeepGEMM's best measured rate (78% of FP8
     peak), and omits FP8 quantisation kernels, routing imbalance, the fine-grained-scaling overheads of
     the backward GEMMs and stragglers. Documented bound: the projection lies between 0.45x and 1.0x the
