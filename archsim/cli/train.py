@@ -90,12 +90,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     mem = out["memory"]
     print(f"{workload.name} training on {args.devices} x {hw.name}: {out['layout']['label']}, {args.schedule}")
+    print(f"  memory / device  {mem['per_device_bytes'] / 1e9:.1f} GB of {mem['capacity_bytes'] / 1e9:.0f} GB "
+          f"-> {'fits' if out['fits'] else 'DOES NOT FIT (not priced)'}")
+    if not out["fits"]:
+        return 0
     print(f"  step time        {out['step_time_s']:.3f} s   ({out['tokens_per_s']:.4g} tokens/s)")
     print(f"  MFU              {out['mfu'] * 100:.1f} %  (dense BF16 peak)")
     print(f"  GPU-hours / 1T   {out['gpu_hours_per_trillion_tokens']:.4g}")
     print(f"  budget {args.tokens:.3g} tokens: {out['gpu_hours']:.4g} GPU-hours, ${out['cost_usd']:.4g}")
-    print(f"  memory / device  {mem['per_device_bytes'] / 1e9:.1f} GB of {mem['capacity_bytes'] / 1e9:.0f} GB "
-          f"-> {'fits' if out['fits'] else 'DOES NOT FIT'}")
     return 0
 
 

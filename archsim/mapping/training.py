@@ -114,18 +114,26 @@ class TrainingEstimate:
         return tokens / self.tokens_per_s * self.devices / SECONDS_PER_HOUR * self.price_usd_per_hour
 
     def to_dict(self, tokens: float | None = None) -> dict:
+        """JSON form. A layout that does not fit keeps its memory breakdown and a ``reason``; its timing
+        keys are null (it is reported as not fitting, never priced as if it ran)."""
         out = {"layout": {**self.parallelism.to_dict(), "label": self.parallelism.label()},
                "setup": {k: getattr(self.setup, k) for k in ("seq_len", "global_batch", "precision", "optimizer",
                                                              "recompute", "mode", "schedule", "comm_sms")},
-               "fits": self.fits, "memory": self.memory.to_dict(), "step_time_s": self.step_time_s,
-               "tokens_per_step": self.tokens_per_step, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
-               "model_flops_per_token": self.model_flops_per_token,
-               "gpu_hours_per_trillion_tokens": self.gpu_hours_per_trillion_tokens,
-               "breakdown_s": dict(self.breakdown)}
+               "fits": self.fits, "memory": self.memory.to_dict(), "tokens_per_step": self.tokens_per_step,
+               "model_flops_per_token": self.model_flops_per_token}
+        timing = {"step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
+                  "gpu_hours_per_trillion_tokens": self.gpu_hours_per_trillion_tokens,
+                  "breakdown_s": dict(self.breakdown)}
         if tokens is not None:
             out["tokens"] = tokens
-            out["gpu_hours"] = tokens / TRILLION * self.gpu_hours_per_trillion_tokens
-            out["cost_usd"] = self.cost_usd(tokens)
+            timing["gpu_hours"] = tokens / TRILLION * self.gpu_hours_per_trillion_tokens
+            timing["cost_usd"] = self.cost_usd(tokens)
+        if not self.fits:
+            m = self.memory
+            out["reason"] = (f"needs {m.total_bytes / 1e9:.1f} GB per device on stage {m.stage}, "
+                             f"capacity {m.capacity_bytes / 1e9:.1f} GB")
+            timing = {k: None for k in timing}
+        out.update(timing)
         return out
 
 

@@ -161,3 +161,17 @@ def test_cli_train_trace(tmp_path, capsys):
     rc = main(["train", str(REPO / "workloads/deepseek_v3.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
                "--devices", "256", "--pp", "4", "--trace", str(tmp_path / "missing" / "x.json")])
     assert rc == 2
+
+
+def test_layout_that_does_not_fit_is_not_priced(capsys):
+    rc = main(["train", str(REPO / "workloads/kimi_k2.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+               "--devices", "8", "--format", "json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fits"] is False and "needs" in out["reason"]
+    assert out["step_time_s"] is None and out["mfu"] is None and out["gpu_hours_per_trillion_tokens"] is None
+    assert out["memory"]["per_device_bytes"] > out["memory"]["capacity_bytes"]
+    rc = main(["train", str(REPO / "workloads/kimi_k2.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+               "--devices", "8"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "DOES NOT FIT" in text and "MFU" not in text
