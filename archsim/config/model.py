@@ -103,10 +103,25 @@ class ModelConfig:
         return (self.is_moe and layer >= self.first_k_dense_replace
                 and layer % self.moe_layer_freq == 0)
 
+    def moe_layers_in(self, start: int, stop: int) -> int:
+        """How many of layers ``start .. stop-1`` are MoE, counted in O(1) (no loop over the layers)."""
+        lo = max(start, self.first_k_dense_replace)
+        if not self.is_moe or lo >= stop:
+            return 0
+        return (stop - 1) // self.moe_layer_freq - (lo - 1) // self.moe_layer_freq
+
     @property
     def moe_layers(self) -> int:
-        return sum(self.is_moe_layer(i) for i in range(self.num_hidden_layers))
+        return self.moe_layers_in(0, self.num_hidden_layers)
 
+
+# Size limits (a policy, not hardware data). The deepest shipped model is Llama-3.1-405B (126 layers,
+# workloads/llama3_405b.yaml) and the largest vocabulary Kimi K2's 163,840 (workloads/kimi_k2.yaml). The
+# limits sit 32x and ~100x above them: room for any plausible design study, while a 10^9-layer or
+# 10^15-token file gets a clear error at load instead of minutes of per-layer graph building (the graph
+# has one set of ops per layer). Both are tested in tests/test_bad_inputs.py; docs/limits.md lists them.
+MAX_HIDDEN_LAYERS = 2**12
+MAX_VOCAB_SIZE = 2**24
 
 # HF config.json keys that do not change FLOPs, bytes or parameters: accepted and ignored.
 # (Explicit allow-list; anything else is an unknown-key error.)
@@ -233,6 +248,10 @@ def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> N
 
     for key in _REQUIRED:
         need(getattr(m, key) > 0, key, "a positive integer", getattr(m, key))
+    need(m.num_hidden_layers <= MAX_HIDDEN_LAYERS, "num_hidden_layers",
+         f"at most {MAX_HIDDEN_LAYERS} layers (archsim's size limit, see docs/limits.md)", m.num_hidden_layers)
+    need(m.vocab_size <= MAX_VOCAB_SIZE, "vocab_size",
+         f"at most {MAX_VOCAB_SIZE} tokens (archsim's size limit, see docs/limits.md)", m.vocab_size)
     need(m.num_attention_heads % m.kv_heads == 0, "num_key_value_heads",
          f"a divisor of num_attention_heads={m.num_attention_heads}", m.num_key_value_heads)
     if m.attention_kind == "mla":

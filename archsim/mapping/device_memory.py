@@ -66,12 +66,14 @@ def stage_layers(model: ModelConfig, pp: int) -> list[range]:
     """Layers of each pipeline stage: as even as possible, earlier stages take the remainder."""
     n = model.num_hidden_layers
     base, extra = divmod(n, pp)
-    out, start = [], 0
-    for s in range(pp):
-        size = base + (1 if s < extra else 0)
-        out.append(range(start, start + size))
-        start += size
-    return out
+    return [stage_range(model, pp, s) for s in range(pp)]
+
+
+def stage_range(model: ModelConfig, pp: int, stage: int) -> range:
+    """Layers of pipeline stage ``stage`` of ``pp`` (the entry of ``stage_layers``, in O(1))."""
+    base, extra = divmod(model.num_hidden_layers, pp)
+    start = stage * base + min(stage, extra)
+    return range(start, start + base + (1 if stage < extra else 0))
 
 
 def stage_params(model: ModelConfig, par: Parallelism, stage: int, *, mtp: bool = False,
@@ -94,15 +96,16 @@ def stage_params(model: ModelConfig, par: Parallelism, stage: int, *, mtp: bool 
         if m.q_lora_rank:
             replicated += h * m.q_lora_rank + m.q_lora_rank
     attn = replicated + (attention_params(m) - replicated) / tp
-    for layer in stage_layers(model, par.pp)[stage]:
-        out["attention"] += attn
-        out["norms"] += 2 * h
-        if m.is_moe_layer(layer):
-            out["shared_experts"] += counts.shared_experts_per_layer / tp
-            out["routed_experts"] += (m.n_routed_experts + par.redundant_experts) / par.ep * counts.routed_expert
-            out["router"] += counts.router_per_layer
-        else:
-            out["dense_mlp"] += counts.dense_mlp_per_layer / tp
+    layers = stage_range(model, par.pp, stage)
+    moe = m.moe_layers_in(layers.start, layers.stop)  # per-layer terms times layer counts: no loop over depth
+    out["attention"] += len(layers) * attn
+    out["norms"] += len(layers) * 2 * h
+    if moe:
+        out["shared_experts"] += moe * counts.shared_experts_per_layer / tp
+        out["routed_experts"] += moe * (m.n_routed_experts + par.redundant_experts) / par.ep * counts.routed_expert
+        out["router"] += moe * counts.router_per_layer
+    if len(layers) - moe:
+        out["dense_mlp"] += (len(layers) - moe) * counts.dense_mlp_per_layer / tp
     if stage == 0:
         out["embedding"] = counts.embedding / tp
     if stage == par.pp - 1:
@@ -128,7 +131,7 @@ def kv_cache_bytes(model: ModelConfig, par: Parallelism, precision: Precision, *
     """KV cache of one device: its replica's sequences (batch / dp), its share of the context (/ cp),
     its stage's layers. MLA's latent is replicated over TP ranks; GQA's kv heads split ``tp`` ways."""
     seqs = ceil(batch / par.dp)
-    layers = len(stage_layers(model, par.pp)[stage])
+    layers = len(stage_range(model, par.pp, stage))
     per_token_layer = kv_elements_per_token_per_layer(model) * precision.kv_cache.bytes
     if model.attention_kind != "mla":
         per_token_layer /= par.tp
@@ -152,7 +155,7 @@ def memory_per_device(model: ModelConfig, par: Parallelism, precision: Precision
     if cache is not None and ("counts",) not in cache:
         cache[("counts",)] = count_params(model)
     counts = cache[("counts",)] if cache is not None else count_params(model)
-    for stage in range(par.pp):
+    for stage in _distinct_stages(model, par.pp, cache):
         params = stage_params(model, par, stage, mtp=mtp, counts=counts)
         if training is None:
             key = ("weights", par.tp, par.ep, par.pp, stage, par.redundant_experts, mtp)
@@ -172,11 +175,29 @@ def memory_per_device(model: ModelConfig, par: Parallelism, precision: Precision
     return worst
 
 
+def _distinct_stages(model: ModelConfig, pp: int, cache: dict | None) -> list[int]:
+    """One stage per distinct (layers, MoE layers, first, last) signature, the earliest of each: stages that
+    share a signature hold the same bytes, so pricing these finds the same worst stage with O(1) work each
+    instead of O(pp) (a deep model in a plan search tries hundreds of stages per layout)."""
+    key = ("distinct_stages", pp)
+    if cache is not None and key in cache:
+        return cache[key]
+    seen: dict[tuple, int] = {}
+    for stage in range(pp):
+        layers = stage_range(model, pp, stage)
+        signature = (len(layers), model.moe_layers_in(layers.start, layers.stop), stage == 0, stage == pp - 1)
+        seen.setdefault(signature, stage)
+    out = list(seen.values())
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
 def _inference_weight_bytes(model: ModelConfig, par: Parallelism, precision: Precision, stage: int,
                             params: Mapping[str, float], mtp: bool) -> float:
     """Exact bytes of the stage's matrices in their storage formats (block scales and padding included);
     the MTP module, when present, is priced per parameter."""
-    exact = stage_weight_bytes(model, precision, tp=par.tp, ep=par.ep, layers=stage_layers(model, par.pp)[stage],
+    exact = stage_weight_bytes(model, precision, tp=par.tp, ep=par.ep, layers=stage_range(model, par.pp, stage),
                                first=stage == 0, last=stage == par.pp - 1,
                                redundant_experts=par.redundant_experts)
     return sum(exact.values()) + weight_bytes({"mtp": params.get("mtp", 0.0)}, precision)

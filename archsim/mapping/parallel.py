@@ -4,7 +4,8 @@ prefill and decode per device with the collectives it adds. ``plan_layout`` is t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import ceil
+from math import ceil, gcd
+from typing import Iterator
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
@@ -76,8 +77,11 @@ def _as_opt(name: str, value) -> int | None:
     return value
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def _divisors(n: int, limit: int | None = None) -> Iterator[int]:
+    """Divisors of ``n`` up to ``limit`` (default ``n``), ascending, lazily: the searches below stop early
+    or bound ``limit`` by a small model dimension, so 10^15 devices never means 10^15 trials."""
+    top = n if limit is None else min(n, limit)
+    return (d for d in range(1, top + 1) if n % d == 0)
 
 
 def candidate_device_counts(hw: Hardware, limit: int = 4096) -> list[int]:
@@ -101,7 +105,8 @@ def _auto_tp(model: ModelConfig, hw: Hardware, devices: int) -> int:
 def _auto_ep(model: ModelConfig, tp: int, stage: int) -> int:
     if not model.is_moe:
         return 1
-    ok = [e for e in _divisors(stage) if e % tp == 0 and model.n_routed_experts % e == 0]
+    # divisors of the stage that divide the experts are the divisors of their gcd (at most E candidates)
+    ok = [e for e in _divisors(gcd(stage, model.n_routed_experts)) if e % tp == 0]
     return max(ok) if ok else 1
 
 
@@ -150,12 +155,10 @@ def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch
 
 
 def _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant, cache=None) -> int:
-    for pp in _divisors(rest):
-        if pp > model.num_hidden_layers:
-            break
+    for pp in _divisors(rest, model.num_hidden_layers):
         dp = rest // pp
         e = ep or _auto_ep(model, tp, tp * cp * dp)
-        if (tp * cp * dp) % e or e % tp:
+        if e > 1 and ((tp * cp * dp) % e or e % tp):  # the rule Parallelism enforces; ep = 1 is always valid
             continue
         par = Parallelism(tp=tp, ep=e, pp=pp, dp=dp, cp=cp, redundant_experts=redundant)
         mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,

@@ -93,15 +93,28 @@ def model_elements(m: ModelConfig) -> int:
     return total
 
 
+def _first_layer(m: ModelConfig, layers: range, is_moe: bool) -> int:
+    """A layer of ``layers`` of the given kind (MoE layers are >= first_k_dense_replace, every moe_layer_freq-th)."""
+    if not is_moe and not m.is_moe:
+        return layers.start
+    return next(i for i in layers if m.is_moe_layer(i) == is_moe)
+
+
 def stage_weight_bytes(m: ModelConfig, precision: Precision, *, tp: int, ep: int, layers: range, first: bool,
                        last: bool, redundant_experts: int = 0) -> dict[str, float]:
     """Bytes one device of a pipeline stage holds, by component (embedding on the first stage, final norm
     and lm_head on the last)."""
     out: dict[str, float] = {}
-    for layer in layers:
-        for comp, value in layer_weight_bytes(m, layer, precision, tp=tp, ep=ep,
+    # a layer's bytes depend only on whether it is MoE: price one of each kind and multiply by its count,
+    # so the work does not grow with the depth
+    moe = m.moe_layers_in(layers.start, layers.stop) if layers.step == 1 else sum(map(m.is_moe_layer, layers))
+    for is_moe, count in ((True, moe), (False, len(layers) - moe)):
+        if count == 0:
+            continue
+        example = _first_layer(m, layers, is_moe)
+        for comp, value in layer_weight_bytes(m, example, precision, tp=tp, ep=ep,
                                               redundant_experts=redundant_experts).items():
-            out[comp] = out.get(comp, 0.0) + value
+            out[comp] = out.get(comp, 0.0) + count * value
     vocab = _bytes((math.ceil(m.vocab_size / tp), m.hidden_size), False, precision)
     if first:
         out["embedding"] = vocab
