@@ -24,14 +24,14 @@ def _value(metric: str, value: float | None) -> str:
 
 def summary_markdown(report: dict) -> str:
     """The README table: one row per category with n, median and max absolute error and the bound."""
-    lines = ["| category | cases | median abs error | max abs error | bound (median) |", "|---|---|---|---|---|"]
+    lines = ["| category | cases | median abs error | max abs error | held-out cases | held-out median | "
+             "bound (median) |", "|---|---|---|---|---|---|---|"]
+    pct = lambda v: "-" if v is None else format(v, ".1%")  # noqa: E731
     for name, c in report["categories"].items():
-        if c["n"] == 0:
-            lines.append(f"| {name} | 0 ({c['skipped']} skipped) | - | - | "
-                         f"{'' if c['bound_median_abs_error'] is None else format(c['bound_median_abs_error'], '.0%')} |")
-            continue
         bound = c["bound_median_abs_error"]
-        lines.append(f"| {name} | {c['n']} | {c['median_abs_error']:.1%} | {c['max_abs_error']:.1%} | "
+        cases = f"{c['n']}" + (f" ({c['skipped']} skipped)" if c["skipped"] else "")
+        lines.append(f"| {name} | {cases} | {pct(c['median_abs_error'])} | {pct(c['max_abs_error'])} | "
+                     f"{c['n_held_out']} | {pct(c['median_abs_error_held_out'])} | "
                      f"{'-' if bound is None else format(bound, '.0%')} |")
     return "\n".join(lines)
 

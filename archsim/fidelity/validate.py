@@ -188,14 +188,18 @@ def evaluate(case: Case, hw: Hardware) -> CaseResult:
 
 
 def summarise(results: list[CaseResult]) -> dict[str, dict]:
-    """Per category: n, median and max absolute error (fractions), n skipped, and the documented bound."""
+    """Per category: n, median and max absolute error (fractions), n skipped, the same median over the
+    held-out cases only (those that set no hardware field), and the documented bound."""
     out: dict[str, dict] = {}
     for category in sorted({r.case.category for r in results}):
         rows = [r for r in results if r.case.category == category]
         errors = [abs(r.error) for r in rows if r.error is not None]
+        held = [abs(r.error) for r in rows if r.error is not None and r.case.calibrates is None]
         out[category] = {"n": len(errors), "skipped": len(rows) - len(errors),
                          "median_abs_error": statistics.median(errors) if errors else None,
                          "max_abs_error": max(errors) if errors else None,
+                         "n_held_out": len(held),
+                         "median_abs_error_held_out": statistics.median(held) if held else None,
                          "bound_median_abs_error": MEDIAN_BOUNDS.get(category)}
     return out
 
