@@ -80,20 +80,14 @@ TRACE_EXPECTED = {
     "truncated.jsonl": "line 2: expected one JSON object per line",
     "unknown_column.csv": "line 2.colour: expected only the fields",
     "wrong_suffix.txt": "<root>: expected a .csv or .jsonl trace file, got '.txt'",
-    # known gaps (xfail below): expected behaviour once archsim/serving/trace.py handles them
-    "binary_garbage.csv": "expected",
-    "binary_garbage.jsonl": "expected",
-    "bool_tokens.jsonl": "prompt_tokens: expected",
-    "duplicate_field.jsonl": "arrival_s",
+    "binary_garbage.csv": "<root>: expected a UTF-8 text trace file, got 'binary data (NUL bytes)'",
+    "binary_garbage.jsonl": "<root>: expected a UTF-8 text trace file, got 'binary data (NUL bytes)'",
+    "bool_tokens.jsonl": "line 1.prompt_tokens: expected a number, got True",
+    "duplicate_field.jsonl": "line 1.arrival_s: expected each field once, got 'a duplicate field'",
 }
 # Valid rows with absurd sizes: loading may accept them (the serving simulator owns what happens next).
 ABSURD_TRACES = ("absurd_prompt.jsonl",)
-TRACE_GAPS = {
-    "binary_garbage.csv": "archsim/serving/trace.py reads with a strict UTF-8 decode: UnicodeDecodeError escapes",
-    "binary_garbage.jsonl": "archsim/serving/trace.py reads with a strict UTF-8 decode: UnicodeDecodeError escapes",
-    "bool_tokens.jsonl": "archsim/serving/trace.py accepts JSON true as 1 token",
-    "duplicate_field.jsonl": "archsim/serving/trace.py keeps the last of two 'arrival_s' fields silently",
-}
+TRACE_GAPS: dict[str, str] = {}  # none open
 
 
 def corpus(kind: str) -> list[str]:
@@ -140,6 +134,15 @@ def test_bad_trace_file(name):
     assert message.startswith(f"{path}: "), message
     assert TRACE_EXPECTED[name] in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_non_utf8_trace_is_a_config_error(tmp_path, suffix):
+    path = tmp_path / f"latin1{suffix}"  # Latin-1 text (no NUL bytes): 0xe9 is not valid UTF-8 on its own
+    path.write_bytes("arrival_s,prompt_tokens,output_tokens\n0,10,5 caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_trace(path)
+    assert str(info.value) == f"{path}: <root>: expected a UTF-8 text trace file, got 'invalid UTF-8 at byte 48'"  # 38 + 10 bytes before it
 
 
 @pytest.mark.parametrize("name", ABSURD_TRACES)
@@ -369,8 +372,7 @@ BAD_SERVE_FLAGS = [
     (["--tp", "3"], "shard.tp: expected a divisor of num_attention_heads=128",
      f"{SERVE_GAP}: --tp is checked only when the first iteration is priced; with no arrival in 1 s it passes"),
     (["--trace-file", str(BAD / "trace" / "truncated.jsonl")], "line 2: expected one JSON object per line", None),
-    (["--trace-file", str(BAD / "trace" / "binary_garbage.csv")], "expected",
-     f"{SERVE_GAP}: archsim/serving/trace.py raises UnicodeDecodeError (traceback)"),
+    (["--trace-file", str(BAD / "trace" / "binary_garbage.csv")], "expected a UTF-8 text trace file", None),
     (["--kv-memory-fraction", "1.5"], "--kv-memory-fraction: expected", f"{SERVE_GAP}: a fraction above 1 is accepted"),
     (["--seed", "-1"], "--seed: expected", f"{SERVE_GAP}: numpy's ValueError escapes as a traceback"),
     (["--duration", "1e12"], "--duration: expected", f"{SERVE_GAP}: numpy ArrayMemoryError (8 TiB) escapes as a traceback"),

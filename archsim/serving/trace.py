@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -18,9 +19,9 @@ def load_trace(path: str | Path) -> list[Request]:
     if not path.is_file():
         raise ConfigError(str(path), None, "an existing trace file (.csv or .jsonl)", "no such file")
     if path.suffix == ".csv":
-        rows = _csv_rows(path)
+        rows = _csv_rows(path, _text(path))
     elif path.suffix in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(path)
+        rows = _jsonl_rows(path, _text(path))
     else:
         raise ConfigError(str(path), None, "a .csv or .jsonl trace file", path.suffix or "no suffix")
     requests = [_request(path, line, row) for line, row in rows]
@@ -31,21 +32,42 @@ def load_trace(path: str | Path) -> list[Request]:
                     cached_tokens=r.cached_tokens) for i, r in enumerate(requests)]
 
 
-def _csv_rows(path: Path):
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            if None in row:
-                raise ConfigError(str(path), f"line {reader.line_num}", "as many fields as the header", row[None])
-            yield reader.line_num, row
+def _text(path: Path) -> str:
+    """The file as UTF-8 text; binary data or another encoding is a ConfigError, not a decode traceback."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise ConfigError(str(path), None, "a UTF-8 text trace file", "binary data (NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), None, "a UTF-8 text trace file", f"invalid UTF-8 at byte {err.start}") from None
 
 
-def _jsonl_rows(path: Path):
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+def _csv_rows(path: Path, text: str):
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for row in reader:
+        if None in row:
+            raise ConfigError(str(path), f"line {reader.line_num}", "as many fields as the header", row[None])
+        yield reader.line_num, row
+
+
+def _unique_fields(path: Path, number: int):
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        out: dict = {}
+        for key, value in pairs:
+            if key in out:  # json.loads would keep the last silently
+                raise ConfigError(str(path), f"line {number}.{key}", "each field once", "a duplicate field")
+            out[key] = value
+        return out
+    return hook
+
+
+def _jsonl_rows(path: Path, text: str):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_fields(path, number))
         except json.JSONDecodeError as err:
             raise ConfigError(str(path), f"line {number}", "one JSON object per line", err.msg) from None
         if not isinstance(row, dict):
@@ -78,6 +100,8 @@ def _request(path: Path, line: int, row: dict) -> Request:
 
 
 def _number(path: Path, line: int, name: str, value: object) -> float:
+    if isinstance(value, bool):  # JSON true/false are not counts (float(True) would read as 1)
+        raise ConfigError(str(path), f"line {line}.{name}", "a number", value)
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
