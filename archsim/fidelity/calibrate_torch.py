@@ -41,7 +41,7 @@ def _fit(raw: dict, base: dict, base_file: str) -> list[CalibratedField]:
     clock = raw.get("sm_clock_mhz_after_gemm")
     if clock:
         fields.append(CalibratedField(path="kernel.clock_under_load", value=clock * 1e6, unit="Hz",
-                                      how="nvidia-smi SM clock right after the GEMM sweep"))
+                                      how="nvidia-smi SM clock while large BF16 GEMMs run"))
     return fields
 
 

@@ -6,7 +6,7 @@ machine in well under 10 minutes:
 
 It measures GEMM (BF16, and FP8 through torch._scaled_mm where the GPU supports it), attention
 (scaled_dot_product_attention: causal prefill and decode), device memory copy bandwidth over sizes
-(for the ramp/bandwidth fit), the SM clock under GEMM load (nvidia-smi, if present) and, when launched
+(for the ramp/bandwidth fit), the SM clock while GEMMs run (nvidia-smi, if present) and, when launched
 with several ranks, NCCL all-reduce / all-gather / all-to-all over sizes. L2 is flushed between timed
 calls (a 256 MiB write, as DeepGEMM's benchmark does), so every kernel starts with cold caches.
 ``archsim calibrate --backend torch --raw FILE`` fits the hardware fields from the JSON it writes.
@@ -46,6 +46,16 @@ def _timer(torch, fn, *, reps: int = 10, flush=None) -> float:
         times.append(start.elapsed_time(end) / 1e3)
     times.sort()
     return times[len(times) // 2]
+
+
+def _sm_clock_under_load_mhz(torch) -> float | None:
+    """SM clock read by nvidia-smi while a queue of large BF16 GEMMs is running (about a second of work)."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)             # [8192, 8192]
+    for _ in range(400):
+        a @ a
+    clock = _sm_clock_mhz()
+    torch.cuda.synchronize()
+    return clock
 
 
 def _sm_clock_mhz() -> float | None:
@@ -137,15 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     if "RANK" in os.environ:
         import torch.distributed as dist
 
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))  # before NCCL binds a device
         dist.init_process_group("nccl")
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     props = torch.cuda.get_device_properties(0)
     flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     started = time.time()
     result = {"device": props.name, "sm_count": props.multi_processor_count, "memory_bytes": props.total_memory,
               "torch": torch.__version__, "cuda": torch.version.cuda, "copy": bench_copy(torch)}
     result["gemm"] = bench_gemm(torch, flush)
-    result["sm_clock_mhz_after_gemm"] = _sm_clock_mhz()
+    result["sm_clock_mhz_after_gemm"] = _sm_clock_under_load_mhz(torch)
     result["attention"] = bench_attention(torch, flush)
     result["collectives"] = bench_collectives(torch)
     result["elapsed_s"] = time.time() - started
