@@ -139,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import os
 
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        print("microbench_torch: PyTorch is not installed (pip install 'archsim[torch]')", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("microbench_torch: no CUDA device", file=sys.stderr)
         return 2

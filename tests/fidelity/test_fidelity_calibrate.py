@@ -58,3 +58,16 @@ def test_cpu_closed_loop_within_25_percent(tmp_path) -> None:
     """Measure this CPU, calibrate, then predict the tiny DeepSeek-V3 model's kernels (held out)."""
     result = calibrate_numpy(tmp_path)
     assert result.loop["median_abs_error"] <= 0.25, result.loop
+
+
+def test_torch_script_exits_cleanly_without_a_gpu(capsys) -> None:
+    from archsim.fidelity import microbench_torch
+
+    try:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    except ImportError:
+        pass
+    assert microbench_torch.main([]) == 2
+    assert "microbench_torch:" in capsys.readouterr().err
