@@ -138,6 +138,12 @@ node:
 """
 
 
+def _check_raw(raw: object, keys: tuple[str, ...]) -> None:
+    if not isinstance(raw, dict) or any(k not in raw for k in keys):
+        got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise ConfigError("raw measurements", None, f"a JSON object with keys {', '.join(keys)}", got)
+
+
 def predict_loop(hw, rows: list[dict]) -> dict:
     """Predict each held-out tiny-model kernel on the calibrated ``hw``; per-row error and the median."""
     from archsim.cost.kernel_model import gemm_time, stream_time
@@ -160,6 +166,7 @@ def calibrate_numpy(out_dir: str | Path, *, raw: dict | None = None) -> Calibrat
     from archsim.config.hardware import load_hardware
 
     raw = raw if raw is not None else measure_numpy_in_subprocess()
+    _check_raw(raw, ("host", "threads", "copy", "gemm", "tiny_model"))
     ramp, bandwidth, rate = fit_linear_terms(raw["copy"] + raw["gemm"])
     peak, peak_how = nominal_fp64_peak(raw["host"])
     out = Path(out_dir)

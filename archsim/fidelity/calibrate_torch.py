@@ -89,6 +89,9 @@ def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str =
         raw_path.parent.mkdir(parents=True, exist_ok=True)
         microbench_torch.main(["--out", str(raw_path)])
         raw = json.loads(raw_path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or "copy" not in raw or "gemm" not in raw:
+        raise ConfigError("raw measurements", None, "a microbench_torch JSON object (keys copy, gemm, ...)",
+                          sorted(raw) if isinstance(raw, dict) else type(raw).__name__)
     base_file = HARDWARE_DIR / f"{base}.yaml"
     data = load_yaml(base_file)
     fields = _fit(raw, data, str(base_file))

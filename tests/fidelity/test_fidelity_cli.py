@@ -85,3 +85,11 @@ def test_calibrate_torch_without_gpu_or_raw_is_a_config_error(capsys, tmp_path) 
         pass
     assert main(["calibrate", "--backend", "torch", "--out", str(tmp_path)]) == 2
     assert "calibrate.backend" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_calibrate_rejects_incomplete_raw(capsys, tmp_path, backend: str) -> None:
+    raw = tmp_path / "raw.json"
+    raw.write_text('{"copy": []}')
+    assert main(["calibrate", "--backend", backend, "--raw", str(raw), "--out", str(tmp_path)]) == 2
+    assert "raw measurements" in capsys.readouterr().err
