@@ -3,6 +3,7 @@ invariants and input errors."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,8 +14,6 @@ from archsim.cost.kernel_model import (attention_time, gemm_time, grouped_gemm_t
                                        stream_time)
 from archsim.errors import ConfigError
 from archsim.kernel_api import kernel_time as api_kernel_time
-
-from pathlib import Path
 
 HW_DIR = Path(__file__).resolve().parents[2] / "hardware"
 
