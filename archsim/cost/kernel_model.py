@@ -1,8 +1,9 @@
 """Kernel-level pricing: the time of one GEMM, grouped GEMM, MoE layer, attention call or collective
 on one chip, with the bound, achieved FLOP/s and bytes/s (the unit of validation, docs/fidelity.md).
 
-``kernel_time(kind, hw, **shape)`` dispatches to ``gemm_time``, ``grouped_gemm_time``, ``moe_time``,
-``attention_time`` and ``collective_time``. ``hw`` is a ``Hardware`` record or a hardware name/path.
+``kernel_time(kernel, hw, **shape)`` dispatches to ``gemm_time``, ``grouped_gemm_time``, ``moe_time``,
+``attention_time`` and ``collective_time`` (``stream_time`` prices elementwise work). ``hw`` is a
+``Hardware`` record or a hardware name/path.
 The efficiency effects (clock under load, wave quantisation, ramp, epilogue) come from
 ``archsim/cost/efficiency.py`` and the hardware's optional ``kernel`` fields; without them the
 prediction is the plain roofline with the engines' and memories' achievable fractions.
