@@ -469,3 +469,70 @@ def test_every_numeric_flag_rejects_nonsense(capsys):
         if code != 2 or len(lines) != 1 or not lines[0].startswith("archsim: error: "):
             problems.append(f"{name} {flag} {value}: exit {code}, {lines[-1:] or 'no message'}")
     assert not problems, "\n".join(problems)
+
+
+# -- archsim kernel: every flag of every kernel kind, fed nonsense -------------------------------------------
+KERNEL_BASE = {
+    "gemm": ["kernel", "gemm", "--m", "64", "--n", "7168", "--k", "2048"],
+    "grouped-gemm": ["kernel", "grouped-gemm", "--groups", "8", "--m", "64", "--n", "4096", "--k", "7168"],
+    "moe": ["kernel", "moe", "--tokens", "4096", "--hidden", "7168", "--inter", "2048", "--topk", "8",
+            "--experts", "256", "--ep", "64"],
+    "attention": ["kernel", "attention", "--kind", "mla", "--phase", "decode", "--heads", "128", "--batch", "64",
+                  "--context", "4096"],
+    "collective": ["kernel", "collective", "--op", "all-reduce", "--bytes", "64 MiB", "--devices", "8"],
+}
+KERNEL_ACCEPTED = {
+    ("collective", "--bytes", "0"): "legitimate: an empty message costs only latency",
+    **{("moe", f, v): f"gap: archsim/cli/kernel.py accepts {f} {v}" for f in ("--n-group", "--topk-group")
+       for v in ("0", "-1")},
+    **{("attention", f, v): f"gap: archsim/cli/kernel.py accepts {f} {v} (ignored or used for --kind mla)"
+       for f in ("--heads-kv", "--head-dim", "--kv-lora-rank", "--rope-dim") for v in ("0", "-1")},
+    **{("collective", "--bytes", v): "gap: a ConfigError raised inside an argparse type= function escapes "
+       "archsim/cli/__init__.py main() (only the handler is wrapped): traceback" for v in ("nan", "inf", "x", "1e400", "-0.5")},
+}
+
+
+def _kernel_cases():
+    from archsim.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    kinds = next(a for a in sub.choices["kernel"]._actions if getattr(a, "choices", None) and "gemm" in a.choices)
+    for kind in sorted(KERNEL_BASE):
+        for action in kinds.choices[kind]._actions:
+            flag = action.option_strings[-1] if action.option_strings else None
+            if flag is None or action.nargs == 0 or action.choices or flag == "--help":
+                continue
+            values = [str(BAD / "hardware" / "empty.yaml"), "no_such_chip"] if flag == "--hw" else FUZZ_VALUES
+            for value in values:
+                if (kind, flag, value) not in KERNEL_ACCEPTED:
+                    yield kind, flag, value
+
+
+def test_kernel_flags_reject_nonsense(capsys):
+    problems = []
+    for kind, flag, value in _kernel_cases():
+        try:
+            code, out, err = run_cli(capsys, KERNEL_BASE[kind] + [flag, value])
+        except Exception as err_:  # noqa: BLE001 - a traceback is exactly what this test looks for
+            problems.append(f"{kind} {flag} {value}: {type(err_).__name__}: {err_}")
+            continue
+        lines = [line for line in err.splitlines() if line.strip()]
+        if code != 2 or len(lines) != 1 or not lines[0].startswith("archsim: error: "):
+            problems.append(f"{kind} {flag} {value}: exit {code}, {lines[-1:] or 'no message'}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.xfail(reason="archsim/cli/__init__.py main() wraps only the handler: a ConfigError from an argparse "
+                          "type= function (kernel.py's --bytes) escapes as a traceback", strict=False)
+def test_config_error_while_parsing_flags_is_one_line(capsys):
+    code, _, err = run_cli(capsys, KERNEL_BASE["collective"] + ["--bytes", "nan"])
+    assert code == 2 and "--bytes: expected a size" in one_line(err)
+
+
+@pytest.mark.parametrize("name", ["alias_bomb.yaml", "binary_garbage.yaml", "empty.yaml", "duplicate_key.yaml",
+                                  "top_level_list.yaml", "unknown_key_typo.yaml"])
+def test_validate_reports_a_bad_validation_file(tmp_path, capsys, name):
+    (tmp_path / name).write_bytes((BAD / "hardware" / name).read_bytes())
+    code, out, err = run_cli(capsys, ["validate", "--dir", str(tmp_path)])
+    assert code == 2
+    assert one_line(err).startswith(f"archsim: error: {tmp_path / name}: ")
