@@ -78,6 +78,8 @@ def parse_yaml_text(text: str, file: str = "<input>") -> dict:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}" if mark is not None else None
         problem = " ".join(str(err.problem or err.context or "invalid YAML").split())
+        if "nesting depth" in problem:  # PyYAML >= 6.0.3 has its own depth limit; same message as ours
+            raise ConfigError(file, where, f"YAML nested at most {MAX_DEPTH} levels deep", "deeper nesting") from None
         raise ConfigError(file, where, "valid YAML", problem) from None
     except yaml.YAMLError as err:
         raise ConfigError(file, None, "valid YAML", " ".join(str(err).split())) from None
