@@ -39,6 +39,9 @@ class Geometry:
     register_per_sm_bytes: float | None
     sm_count: int
     kernel: KernelFields | None = None  # tile menu for wave quantisation (docs/fidelity.md); optional
+    # attention's sustained MMA rate over the GEMM rate the engine's achievable_fraction gives
+    # (kernel.clock_under_load / clock_boost x attention_mma_fraction / achievable_fraction); 1 without fields
+    attention_rate_ratio: float = 1.0
 
     @staticmethod
     def of(hw: Hardware) -> "Geometry":
@@ -57,7 +60,7 @@ class Geometry:
             reg_bytes = regs.per_unit_bytes or regs.capacity_bytes / max(1, regs.units or hw.sm_count)
         return Geometry(level_names=names, main=names[-1], sram_per_sm_bytes=sram, register_per_sm_bytes=reg_bytes,
                         l2_bytes=0.0 if l2 is None else l2.capacity_bytes, sm_count=hw.sm_count,
-                        kernel=getattr(hw, "kernel", None))
+                        kernel=getattr(hw, "kernel", None), attention_rate_ratio=_attention_rate_ratio(hw))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +126,19 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
     return TiledTraffic(hbm=max(hbm, op.bytes), l2=tiled, shared=tiled)
 
 
+def _attention_rate_ratio(hw: Hardware) -> float:
+    """How fast attention's MMA runs relative to a GEMM on ``hw`` (FlashMLA: 80% of the throttled peak
+    against DeepGEMM's 78% of the nominal one); 1.0 when the chip has no attention field."""
+    fields = getattr(hw, "kernel", None)
+    if fields is None or fields.attention_mma_fraction is None:
+        return 1.0
+    try:
+        gemm_fraction = hw.engine_for("matrix").achievable_fraction
+    except KeyError:
+        return 1.0
+    return fields.clock_ratio * fields.attention_mma_fraction / gemm_fraction if gemm_fraction > 0 else 1.0
+
+
 def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) -> float:
     """FLOPs-equivalent of a (grouped) GEMM run in waves of full tiles (``cost/efficiency.py``); 0 when the
     chip has no tile menu (``kernel:`` fields) or the GEMM is empty. ``m`` may be an expectation: it is
@@ -175,6 +191,7 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
                                                               n=int(attrs["n"]), k=int(attrs["k"])))
     elif kind == "attention":
         traffic = attention_traffic(op, geom, attention)
+        time_flops = time_flops / geom.attention_rate_ratio
     else:
         total = op.bytes
         traffic = TiledTraffic(hbm=total, l2=total, shared=0.0)
