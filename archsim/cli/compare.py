@@ -53,6 +53,7 @@ def _describe(path: str, hw, args) -> dict:
     from archsim.graph.precision import precision_from_names
     from archsim.serving.cost_model import for_deployment
     from archsim.serving.finetune import finetune_memory
+    from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
     from archsim.serving.slo import throughput_at_slo
     from archsim.sim.serve_deploy import _devices
 
@@ -63,7 +64,7 @@ def _describe(path: str, hw, args) -> dict:
     output = args.output_len or sc.output_len
     counts = count_params(m)
     it, replica = for_deployment(m, hw, precision, devices=_devices(args.devices), max_seqs=args.max_seqs,
-                                 max_context=prompt + output, kv_memory_fraction=0.9, min_kv_tokens=prompt + output)
+                                 max_context=prompt + output, kv_memory_fraction=DEFAULT_KV_MEMORY_FRACTION, min_kv_tokens=prompt + output)
     slo = throughput_at_slo(it, replica, prompt=prompt, output=output, tpot_slo_s=args.slo_tpot,
                             max_seqs=args.max_seqs)
     usd_per_s = replica.price_usd_per_hour / SECONDS_PER_HOUR

@@ -7,10 +7,7 @@ import math
 import sys
 
 from archsim.errors import ConfigError
-
-# vLLM's default gpu_memory_utilization (vllm.EngineArgs, 0.9): the share of HBM the engine may use for
-# weights plus KV cache; the rest is left to activations and the runtime. A software default, not hardware.
-DEFAULT_KV_MEMORY_FRACTION = 0.9
+from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
 
 
 def _positive(kind):
@@ -53,7 +50,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=_positive(int), default=16, help="KV-cache block, tokens (vLLM default 16)")
     p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")
     p.add_argument("--kv-memory-fraction", type=_positive(float), default=DEFAULT_KV_MEMORY_FRACTION,
-                   help="share of HBM for weights + KV cache (vLLM gpu_memory_utilization, default 0.9)")
+                   help="share of HBM for weights + KV cache, in (0, 1] (vLLM gpu_memory_utilization, "
+                        f"default {DEFAULT_KV_MEMORY_FRACTION})")
     p.add_argument("--kv-tokens", type=_positive(int), help="override the KV capacity per replica, tokens")
     p.add_argument("--speculative", help="K:P: K draft (MTP) tokens per step, each accepted with probability P")
     p.add_argument("--prefill-replicas", type=_positive(int), default=1, help="disagg: prefill pool size")

@@ -222,6 +222,12 @@ def _layers(b: GraphBuilder, model: ModelConfig, step: _Step, x: str, compact: b
     return x, info
 
 
+def check_shard(model: ModelConfig, shard: Shard) -> None:
+    """ConfigError unless ``shard`` splits the model evenly (tp divides the heads, vocabulary and FFN widths; ep
+    the routed experts): the check every graph build makes, for callers that want it before pricing."""
+    _check_shard(model, shard)
+
+
 def _check_shard(m: ModelConfig, s: Shard) -> None:
     def divides(n: int, what: str, field: str) -> None:
         if n % getattr(s, field):

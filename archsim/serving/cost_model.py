@@ -25,7 +25,7 @@ from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.phase import price_graph
 from archsim.errors import ConfigError
-from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.build import build_decode, build_prefill, check_shard
 from archsim.graph.params import kv_bytes_per_token
 from archsim.graph.precision import Precision, Shard
 from archsim.mapping.device_memory import kv_cache_bytes, memory_per_device
@@ -33,6 +33,7 @@ from archsim.mapping.phases import price_phase
 from archsim.mapping.parallelism import Parallelism
 from archsim.serving.config import ReplicaSpec
 from archsim.serving.iteration import IterationBatch, IterationCost
+from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 
 
 class _Point(tuple):
@@ -85,6 +86,7 @@ class CostModelIteration:
             raise ConfigError(None, "parallelism.cp", "1 for a serving replica", parallelism.cp)
         self.model, self.hw, self.precision, self.par = model, hw, precision, parallelism
         self.shard = Shard(tp=parallelism.tp, ep=parallelism.ep if model.is_moe else 1)
+        check_shard(model, self.shard)  # now, not when the first iteration is priced (maybe never)
         self._phase_cache: dict = {}
         self.devices = parallelism.devices
         self.attention = attention
@@ -194,13 +196,14 @@ class CostModelIteration:
                              hbm_bytes=total.hbm_bytes)
 
     # -- the replica ------------------------------------------------------------------------------
-    def replica(self, *, kv_memory_fraction: float) -> ReplicaSpec:
+    def replica(self, *, kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION) -> ReplicaSpec:
         """Devices, KV capacity, peaks, idle power and price of this replica.
 
         KV capacity in tokens = dp x (HBM x fraction - weights on the most loaded device) / (KV bytes one
         token of a sequence puts on a device of its attention-DP rank, in the layers of the first stage,
         which holds the most layers). The scheduler treats the dp ranks' caches as one pool.
         """
+        kv_memory_fraction = check_kv_memory_fraction(kv_memory_fraction)
         hbm = self.hw.main_memory
         mem = memory_per_device(self.model, self.par, self.precision, capacity_bytes=hbm.capacity_bytes)
         per_token = kv_cache_bytes(self.model, self.par, self.precision, batch=self.par.dp, context=1, stage=0)
@@ -229,6 +232,11 @@ def for_deployment(model: ModelConfig, hw: Hardware, precision: Precision, *, de
     (archsim.mapping.parallel.candidate_device_counts) whose layout leaves room for ``min_kv_tokens`` of KV."""
     from archsim.mapping.parallel import candidate_device_counts
 
+    kv_memory_fraction = check_kv_memory_fraction(kv_memory_fraction)
+    degrees = degrees or {}
+    if devices == "auto" and (degrees.get("tp") or degrees.get("ep")):
+        # a fixed degree that cannot split the model fails every count: say so, not the last count's layout error
+        check_shard(model, Shard(tp=degrees.get("tp") or 1, ep=(degrees.get("ep") or 1) if model.is_moe else 1))
     counts = candidate_device_counts(hw) if devices == "auto" else [devices]
     last_error: ConfigError | None = None
     for n in counts:

@@ -3,6 +3,17 @@ from __future__ import annotations
 
 from archsim.errors import ConfigError
 
+# vLLM's default gpu_memory_utilization (vllm.EngineArgs, 0.9): the share of HBM the engine may use for
+# weights plus KV cache; the rest is left to activations and the runtime. A software default, not hardware.
+DEFAULT_KV_MEMORY_FRACTION = 0.9
+
+
+def check_kv_memory_fraction(value: float, field: str = "kv_memory_fraction") -> float:
+    """``value`` if it is a share of HBM in (0, 1], else a ConfigError naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(None, field, "a fraction of HBM in (0, 1]", value)
+    return float(value)
+
 
 class PagedKVCache:
     """A pool of ``num_blocks`` blocks of ``block_tokens`` tokens each (vLLM PagedAttention layout).

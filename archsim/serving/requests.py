@@ -5,8 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from archsim.errors import ConfigError
 from archsim.serving.arrivals import Arrival
 from archsim.serving.lengths import LengthDist
+
+# Most requests one open-loop run may generate (a policy, see docs/limits.md): 10x the largest measured run
+# (100,482 requests simulated in 90 s), so a typo such as --rate 1e9 is an error up front, not hours of
+# drawing and simulating requests one by one.
+MAX_REQUESTS = 10**6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +44,24 @@ class LengthSampler:
         return prompt, output, cached
 
 
+def check_seed(seed, field: str = "seed") -> int:
+    """``seed`` if it is an integer >= 0 (what numpy's SeedSequence takes), else a ConfigError naming ``field``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(None, field, "an integer >= 0", seed)
+    return int(seed)
+
+
+def check_request_count(rate_per_s: float, duration_s: float, field: str = "rate x duration") -> None:
+    """ConfigError when an open loop at ``rate_per_s`` over ``duration_s`` expects more than MAX_REQUESTS."""
+    expected = rate_per_s * duration_s
+    if not expected <= MAX_REQUESTS:  # also catches inf/nan
+        raise ConfigError(None, field, f"rate x duration <= {MAX_REQUESTS:,} requests (archsim's serving "
+                          "limit, see docs/limits.md)", f"{expected:.3g} requests")
+
+
 def streams(seed: int) -> dict[str, np.random.Generator]:
     """Independent generators per purpose, so changing one distribution leaves the others' draws alone."""
+    seed = check_seed(seed)
     children = np.random.SeedSequence(seed).spawn(3)
     return {name: np.random.default_rng(s) for name, s in zip(("arrival", "lengths", "spec"), children)}
 
@@ -47,6 +69,9 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
 def generate(*, arrival: Arrival, lengths: LengthSampler, duration_s: float, seed: int) -> list[Request]:
     """Open-loop requests arriving in ``[0, duration_s)``; same seed, same requests."""
     rngs = streams(seed)
+    rate = getattr(arrival, "rate_per_s", None)
+    if rate is not None:
+        check_request_count(rate, duration_s)
     times = arrival.times(rngs["arrival"], duration_s)
     prompt, output, cached = lengths.draw(rngs["lengths"], len(times))
     return [Request(id=i, arrival_s=float(t), prompt_tokens=int(p), output_tokens=int(o), cached_tokens=int(c))

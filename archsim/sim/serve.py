@@ -13,7 +13,7 @@ from archsim.serving.arrivals import ClosedLoop
 from archsim.serving.config import DisaggSpec, ReplicaSpec, SchedulerSpec, Slo, make_scheduler
 from archsim.serving.iteration import IterationModel
 from archsim.serving.metrics import Recorder, summary
-from archsim.serving.requests import LengthSampler, Request, streams
+from archsim.serving.requests import LengthSampler, Request, check_seed, streams
 from archsim.serving.sequence import Seq
 
 ROUTERS = ("round_robin", "least_loaded")
@@ -84,7 +84,7 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
         raise ConfigError(None, "replicas/duration", "replicas >= 1 and duration > 0", (replicas, duration_s))
     env = simpy.Environment()
     rec = Recorder()
-    spec_rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, 1]).spawn(64)]
+    spec_rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([check_seed(seed), 1]).spawn(64)]
     done_events: dict[int, simpy.Event] = {}
 
     def finish(seq: Seq) -> None:

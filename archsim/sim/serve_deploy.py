@@ -11,8 +11,9 @@ from archsim.graph.precision import precision_from_names
 from archsim.serving.arrivals import ClosedLoop, make_arrival
 from archsim.serving.config import DisaggSpec, ReplicaSpec, SchedulerSpec, Slo
 from archsim.serving.cost_model import for_deployment
+from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 from archsim.serving.lengths import Fixed, parse_length
-from archsim.serving.requests import LengthSampler, generate
+from archsim.serving.requests import LengthSampler, check_request_count, check_seed, generate
 from archsim.serving.sequence import Speculative
 from archsim.serving.trace import load_trace
 from archsim.sim.serve import ServeResult, simulate
@@ -47,7 +48,7 @@ class ServeOptions:
     timeout: float = 0.1
     block_size: int = 16
     preemption: str = "recompute"
-    kv_memory_fraction: float = 0.9
+    kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION
     kv_tokens: int | None = None
     speculative: str | None = None
     prefill_replicas: int = 1
@@ -101,6 +102,10 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
         raise ConfigError(None, "--prefix-hit-rate", "a fraction in [0, 1)", opts.prefix_hit_rate)
     if opts.timeout < 0 or opts.think_time < 0:
         raise ConfigError(None, "--timeout/--think-time", "times >= 0", (opts.timeout, opts.think_time))
+    check_seed(opts.seed, "--seed")
+    check_kv_memory_fraction(opts.kv_memory_fraction, "--kv-memory-fraction")
+    if opts.rate is not None and not opts.trace_file and opts.arrival != "closed":
+        check_request_count(opts.rate, opts.duration, "--rate x --duration")
     workload = load_workload(opts.workload)
     hw = load_hardware(opts.hw)
     sc = workload.scenario

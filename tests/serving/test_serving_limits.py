@@ -1,0 +1,71 @@
+"""Serving inputs checked up front: the request-count limit, seeds, the KV memory fraction and fixed degrees
+that cannot split the model; one KV-fraction default shared by every caller."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archsim.config.hardware import load_hardware
+from archsim.config.workload import load_workload
+from archsim.errors import ConfigError
+from archsim.graph.precision import precision_from_names
+from archsim.serving.arrivals import FixedRate, Poisson
+from archsim.serving.cost_model import for_deployment
+from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
+from archsim.serving.lengths import Fixed
+from archsim.serving.requests import (MAX_REQUESTS, LengthSampler, check_request_count, check_seed, generate,
+                                     streams)
+
+REPO = Path(__file__).resolve().parents[2]
+LENGTHS = LengthSampler(prompt=Fixed(tokens=8), output=Fixed(tokens=4))
+
+
+def test_request_limit_is_checked_before_drawing():
+    assert MAX_REQUESTS == 10**6
+    check_request_count(1.0, 1e6)  # exactly the limit: accepted
+    assert len(generate(arrival=FixedRate(rate_per_s=4.0), lengths=LENGTHS, duration_s=2.0, seed=0)) == 8
+    for rate, duration in ((1e9, 1.0), (1.0, 1e12), (2.0, 5e5 + 1)):
+        with pytest.raises(ConfigError, match="rate x duration <= 1,000,000 requests"):
+            generate(arrival=Poisson(rate_per_s=rate), lengths=LENGTHS, duration_s=duration, seed=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
+def test_bad_seed_is_a_config_error(seed):
+    with pytest.raises(ConfigError, match="seed: expected an integer >= 0"):
+        streams(seed)
+    with pytest.raises(ConfigError, match="--seed: expected an integer >= 0"):
+        check_seed(seed, "--seed")
+
+
+def test_seed_zero_and_numpy_integers_accepted():
+    assert check_seed(0) == 0 and check_seed(np.int64(7)) == 7
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan"), float("inf"), True])
+def test_kv_memory_fraction_outside_0_1_rejected(fraction):
+    with pytest.raises(ConfigError, match=r"expected a fraction of HBM in \(0, 1\]"):
+        check_kv_memory_fraction(fraction)
+
+
+def test_kv_memory_fraction_default_is_one_constant():
+    import archsim.cli.serve as cli_serve
+    from archsim.sim.serve_deploy import ServeOptions
+
+    assert DEFAULT_KV_MEMORY_FRACTION == 0.9  # vLLM EngineArgs gpu_memory_utilization default
+    assert cli_serve.DEFAULT_KV_MEMORY_FRACTION is DEFAULT_KV_MEMORY_FRACTION
+    assert ServeOptions(workload="w", hw="h").kv_memory_fraction == DEFAULT_KV_MEMORY_FRACTION
+    assert check_kv_memory_fraction(1) == 1.0  # the whole HBM is allowed
+
+
+def test_fixed_tp_that_cannot_split_the_heads_fails_before_any_pricing():
+    wl = load_workload(REPO / "workloads/deepseek_v3.yaml")
+    hw = load_hardware(REPO / "hardware/h100.yaml")
+    fp8 = precision_from_names("fp8")
+    # 3 does not divide DeepSeek-V3's 128 heads: the error names the shard, for auto and explicit devices
+    for devices in ("auto", 3):
+        with pytest.raises(ConfigError, match="shard.tp: expected a divisor of num_attention_heads=128, got 3"):
+            for_deployment(wl.model, hw, fp8, devices=devices, max_seqs=8, max_context=1024,
+                           kv_memory_fraction=DEFAULT_KV_MEMORY_FRACTION, min_kv_tokens=1024, degrees={"tp": 3})
+    with pytest.raises(ConfigError, match="kv_memory_fraction: expected a fraction of HBM"):
+        for_deployment(wl.model, hw, fp8, devices=8, max_seqs=8, max_context=1024, kv_memory_fraction=1.5,
+                       min_kv_tokens=1024)
