@@ -131,15 +131,18 @@ def tile_operand_bytes(*, tile: TileChoice, k: int, elem_bytes: float) -> float:
 
 
 def streaming_kernel_time(*, compute_s: float, bytes_moved: float, bandwidth_bytes_per_s: float,
-                          ramp_s: float) -> KernelTime:
+                          ramp_s: float, l2_bytes: float = 0.0,
+                          l2_bandwidth_bytes_per_s: float = float("inf")) -> KernelTime:
     """Time of a kernel that overlaps all its traffic with its compute (attention, elementwise):
-    ``ramp + max(compute, bytes / bw)``."""
-    if bandwidth_bytes_per_s <= 0:
-        raise ConfigError(None, "memory.bandwidth", "a positive bandwidth", bandwidth_bytes_per_s)
+    ``ramp + max(compute, bytes / bw, l2_bytes / l2_bw)`` (``l2_bytes``: re-reads served by L2)."""
+    if bandwidth_bytes_per_s <= 0 or l2_bandwidth_bytes_per_s <= 0:
+        raise ConfigError(None, "memory.bandwidth", "positive bandwidths",
+                          (bandwidth_bytes_per_s, l2_bandwidth_bytes_per_s))
     memory_s = bytes_moved / bandwidth_bytes_per_s
-    bound = "compute" if compute_s >= memory_s else "memory"
-    return KernelTime(time_s=ramp_s + max(compute_s, memory_s), bound=bound, ramp_s=ramp_s,
-                      compute_s=compute_s, memory_s=memory_s, epilogue_s=0.0)
+    l2_s = l2_bytes / l2_bandwidth_bytes_per_s
+    bound, main = max((("compute", compute_s), ("memory", memory_s), ("l2", l2_s)), key=lambda c: c[1])
+    return KernelTime(time_s=ramp_s + main, bound=bound, ramp_s=ramp_s, compute_s=compute_s,
+                      memory_s=memory_s, epilogue_s=0.0, operand_s=l2_s)
 
 
 def fit_ramp_and_bandwidth(bytes_moved: Iterable[float], times_s: Iterable[float]) -> tuple[float, float]:

@@ -208,6 +208,7 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
         kv_bytes = batch * kv.storage_bytes((context, d_qk))
         io_bytes = batch * q * heads * (d_qk + d_v) * act.bytes
         total_bytes = kv_bytes + io_bytes
+        l2_bytes = 0.0
     else:
         if head_dim is None:
             raise ConfigError(None, "attention.head_dim", "a head dimension for GQA/MHA", None)
@@ -217,8 +218,11 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
         d_qk = d_v = head_dim
         shared = hw.memory.get("shared")
         sram = 0.0 if shared is None else (shared.per_unit_bytes or shared.capacity_bytes / max(1, hw.sm_count))
-        total_bytes = flash_hbm_bytes(batch=batch, q_len=q, kv_len=context, heads_q=heads, heads_kv=n_kv,
+        flash_bytes = flash_hbm_bytes(batch=batch, q_len=q, kv_len=context, heads_q=heads, heads_kv=n_kv,
                                       d_qk=d_qk, d_v=d_v, elem_bytes=kv.bytes, sram_bytes=sram, causal=True)
+        total_bytes, l2_bytes = _attention_l2_capture(hw, flash_bytes=flash_bytes, batch=batch, q=q,
+                                                      context=context, heads=heads, n_kv=n_kv, d_qk=d_qk,
+                                                      d_v=d_v, kv=kv, act=act)
     pairs = batch * heads * attended_pairs(q_len=q, kv_len=context, causal=True)
     mma_flops = 2.0 * pairs * (d_qk + d_v)
     softmax_flops = 5.0 * pairs  # docs/counting.md: scale, max-subtract, exp, accumulate, normalise
@@ -232,12 +236,27 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     vector = _vector_rate(hw)
     compute_s = max(mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
     t = eff.streaming_kernel_time(compute_s=compute_s, bytes_moved=total_bytes,
-                                  bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw))
+                                  bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw), l2_bytes=l2_bytes,
+                                  l2_bandwidth_bytes_per_s=_l2_bandwidth(hw))
     return KernelEstimate(kind="attention", hardware=hw.name, time_s=t.time_s, bound=t.bound,
                           flops=mma_flops + softmax_flops, bytes=total_bytes,
-                          parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s},
+                          parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
+                                 "l2_s": t.operand_s},
                           detail={"kind": kind, "phase": phase, "q_len": q, "heads_kv": n_kv, "d_qk": d_qk,
                                   "d_v": d_v, "mma_flops": mma_flops, "pairs": pairs})
+
+
+def _attention_l2_capture(hw: Hardware, *, flash_bytes: float, batch: int, q: int, context: int, heads: int,
+                          n_kv: int, d_qk: int, d_v: int, kv: DType, act: DType) -> tuple[float, float]:
+    """(HBM bytes, L2 bytes) of flash attention. Its K/V tiles are re-read once per query tile
+    (docs/counting.md); when the K/V of the (sequence, kv head) units running at once fit in L2 (at most
+    one unit per SM), the re-reads hit L2 and HBM sees only the compulsory Q, K, V and O bytes."""
+    compulsory = batch * (q * heads * (d_qk + d_v) * act.bytes + context * n_kv * (d_qk + d_v) * kv.bytes)
+    l2 = hw.memory.get("l2")
+    in_flight = min(batch * n_kv, hw.sm_count) * context * (d_qk + d_v) * kv.bytes
+    if l2 is None or l2 is hw.main_memory or in_flight > l2.capacity_bytes:
+        return max(flash_bytes, compulsory), 0.0
+    return compulsory, flash_bytes
 
 
 def stream_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0, dtype: str | DType = "fp32") -> KernelEstimate:

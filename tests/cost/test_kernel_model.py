@@ -117,3 +117,17 @@ def test_mla_decode_turns_compute_bound_near_128_query_rows(h800, heads: int, q_
     est = attention_time(h800, kind="mla", phase="decode", heads=heads, batch=128, context=8192, q_len=q_len,
                          kv_lora_rank=512, rope_dim=64)
     assert est.bound == bound
+
+
+def test_gqa_flash_rereads_hit_l2_when_the_kv_in_flight_fits(h800) -> None:
+    # 1 sequence, 8 kv heads, 8192 keys, d 128, BF16: K+V = 8192 * 8 * 256 * 2 B = 33.5 MB <= 50 MB L2, so
+    # HBM moves only Q, K, V, O (Q and O: 8192 * 64 * 128 * 2 B each) and the re-reads go to L2.
+    est = attention_time(h800, kind="gqa", phase="prefill", heads=64, heads_kv=8, head_dim=128, batch=1,
+                         context=8192)
+    assert est.bytes == 8192 * 64 * 256 * 2 + 8192 * 8 * 256 * 2
+    assert est.parts["l2_s"] > est.parts["memory_s"]
+    # 64 sequences x 8 kv heads > 132 SMs: 132 units x 8192 x 256 x 2 B = 554 MB in flight, beyond L2:
+    # the flash re-reads come from HBM
+    big = attention_time(h800, kind="gqa", phase="prefill", heads=64, heads_kv=8, head_dim=128, batch=64,
+                         context=8192)
+    assert big.bytes > 64 * est.bytes and big.parts["l2_s"] == 0.0
