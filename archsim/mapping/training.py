@@ -17,13 +17,11 @@ from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
+from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, layer_multiplicity,
+                                           micro_batch_work)
 
 SECONDS_PER_HOUR = 3600
 TRILLION = 1e12
-# Attention backward does 5 matmuls against the forward's 2 (FlashAttention-2, Dao 2023, §3.1.2): 2.5x the
-# forward work; its input-gradient part is 1.5x beyond the weight-free "W = F" split used for GEMMs.
-ATTENTION_BACKWARD_EXTRA = 0.5
-STREAMING_KINDS = ("norm", "elementwise", "swiglu", "rope", "residual", "softmax")
 MODES = ("pretrain", "finetune", "lora")
 FP8_BYTES = 1.0  # bytes of one e4m3 element
 
@@ -44,7 +42,9 @@ class TrainingSetup:
     (DeepSeek-V3 uses 20 of 132, DSV3-TR §3.2.2); compute runs on the rest. ``fp8_activation_cache``:
     activations saved for backward are stored in FP8 (1 byte) instead of the activation format
     (DSV3-TR §3.3.3 caches Linear inputs in FP8; K2-TR §2.4 stores MoE inputs in FP8); applied to every
-    saved activation, an approximation that slightly overstates the saving.
+    saved activation, an approximation that slightly overstates the saving. ``recompute_projections``:
+    GEMMs (op-name suffixes) whose forward ``selective`` recomputation also re-runs in backward
+    (DeepSeek-V3 recomputes the MLA up-projections ``q_b_proj`` and ``kv_b_proj``, DSV3-TR §3.3.3).
     """
 
     seq_len: int
@@ -60,6 +60,7 @@ class TrainingSetup:
     comm_sms: int = 0
     mtp: bool = False
     fp8_activation_cache: bool = False
+    recompute_projections: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = (("precision", ("bf16", "fp8")), ("optimizer", ("adamw", "muon")),
@@ -72,6 +73,10 @@ class TrainingSetup:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(None, f"training.{name}", "a positive integer", v)
+        if not isinstance(self.recompute_projections, tuple) or not all(
+                isinstance(p, str) and p for p in self.recompute_projections):
+            raise ConfigError(None, "training.recompute_projections", "a tuple of op names",
+                              self.recompute_projections)
         if isinstance(self.comm_sms, bool) or not isinstance(self.comm_sms, int) or self.comm_sms < 0:
             raise ConfigError(None, "training.comm_sms", "an integer >= 0", self.comm_sms)
 
@@ -181,22 +186,27 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
                           par.micro_batches)
     mb_seqs = seqs_per_replica // par.micro_batches
     precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
-    one_mb = replace(par, micro_batches=1)
-    fwd = price_phase(model, hw, one_mb, precision, phase="prefill", batch=mb_seqs * par.dp,
-                      length=setup.seq_len, mtp=setup.mtp and bool(model.num_nextn_predict_layers), overlap=False)
+    mtp = setup.mtp and bool(model.num_nextn_predict_layers)
+    # the whole model as one stage: every layer's communication for one micro-batch
+    whole = price_phase(model, hw, replace(par, micro_batches=1, pp=1), precision, phase="prefill",
+                        batch=mb_seqs * par.dp, length=setup.seq_len, mtp=mtp, overlap=False)
     stats = _stage_graph_stats(model, hw, par, precision, mb_seqs, setup)
-    sm_share = (hw.sm_count - setup.comm_sms) / hw.sm_count
-    f_comp = (fwd.compute_s + stats["head_extra_s"]) / sm_share
-    f_comm = fwd.communication_s
     frozen = setup.mode == "lora"
-    recompute_s = {"none": 0.0, "selective": stats["streaming_s"] / sm_share, "full": f_comp}[setup.recompute]
-    w_comp = 0.0 if frozen else f_comp
-    # input gradient = forward; weight gradient = forward (none when frozen); attention's backward is
-    # 2.5x its forward and has no weights, hence the extra half
-    b_comp = f_comp + w_comp + recompute_s + ATTENTION_BACKWARD_EXTRA * stats["attention_s"] / sm_share
-    b_comm = f_comm
+    work = micro_batch_work(stats["graph"], stats["cost"], hw, count=stats["count"],
+                            tokens=mb_seqs * setup.seq_len, topk=model.num_experts_per_tok if model.is_moe else 1,
+                            hidden=model.hidden_size, recompute=setup.recompute,
+                            recompute_projections=setup.recompute_projections, frozen=frozen)
+    # compute shares the chip with communication kernels; stages are taken as balanced (layers assigned so
+    # each pipeline rank carries 1/PP of the model's work: an optimistic bound when layers do not divide)
+    sm_share = (hw.sm_count - setup.comm_sms) / hw.sm_count
+    rank = work.scaled(1.0 / (sm_share * par.pp))
+    f_comp, b_comp, w_comp = rank.f_s, rank.b_s, rank.w_s
+    f_comm = (sum(c.total_s for c in whole.layer_comm) + (_moe_layer_comm(model, whole) if mtp else 0.0)) / par.pp
+    b_comm = f_comm  # backward dispatch / combine mirror the forward ones
+    act_bytes = mb_seqs * setup.seq_len * model.hidden_size * precision.activations.bytes
+    p2p = price_collective("p2p", act_bytes, par.devices, hw).time_s if par.pp > 1 else 0.0
     chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp,
-                       fb_s=max(f_comp + b_comp, f_comm + b_comm), p2p_s=fwd.pp_send_s)
+                       fb_s=max(f_comp + b_comp, f_comm + b_comm), p2p_s=p2p)
     step_pipe, bubble, timeline = _pipeline_time(setup, par, chunk, f_comp, b_comp, f_comm, b_comm)
     mem_params = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes)
     trained = sum(mem_params.by_category.values()) if not frozen else _lora_params(model, par, setup)
@@ -205,12 +215,20 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     memory = _training_memory(model, hw, par, precision, setup, stats, frozen, trained)
     flops_per_token = 3 * stats["forward_flops_per_token"]
     peak = hw.engine_for("matrix").peak_flop_per_s["bf16"]
-    breakdown = {"forward_compute_per_micro_batch": f_comp, "forward_communication_per_micro_batch": f_comm,
-                 "pipeline": step_pipe, "bubble": bubble, "dp_gradient_sync": dp_sync, "optimizer": opt_s}
+    breakdown = {"forward_compute_per_micro_batch": f_comp, "backward_compute_per_micro_batch": b_comp,
+                 "forward_communication_per_micro_batch": f_comm,
+                 "pipeline": step_pipe, "bubble": bubble, "dp_gradient_sync": dp_sync, "optimizer": opt_s,
+                 "terms_per_micro_batch": rank.to_dict()}
     return TrainingEstimate(parallelism=par, setup=setup, memory=memory, step_time_s=step,
                             tokens_per_step=setup.global_batch * setup.seq_len, model_flops_per_token=flops_per_token,
                             devices=par.devices, peak_flop_per_s=peak, price_usd_per_hour=hw.price_usd_per_hour,
                             breakdown=breakdown, pipeline=timeline)
+
+
+def _moe_layer_comm(model: ModelConfig, whole) -> float:
+    """Communication of one MoE layer (the MTP module is a full MoE block): 0 for a dense model."""
+    moe = [c.total_s for layer, c in enumerate(whole.layer_comm) if model.is_moe_layer(layer)]
+    return moe[0] if moe else 0.0
 
 
 def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm):
@@ -230,10 +248,10 @@ def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm
 
 
 def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
-    """From the per-device forward graph of one micro-batch: model FLOPs per token (full model),
-    the bottleneck stage's streaming-op time (recomputed under selective recompute), its saved
-    activation bytes, and the extra head time of computing logits at every position in training.
-    Graphs are built for the representative model (one layer per kind) and mapped to every layer."""
+    """From the per-device forward graph of one micro-batch: the graph and its cost (for the training
+    terms), how often the full model runs each op, model FLOPs per token (full model, logits at every
+    position) and the bottleneck stage's saved activation bytes. Graphs are built for the
+    representative model (one layer per kind) and mapped to every layer."""
     tokens = mb_seqs * setup.seq_len
     mtp = setup.mtp and bool(model.num_nextn_predict_layers)
     routed = tokens * max(par.ep, par.tp) / par.tp if model.is_moe else None
@@ -246,23 +264,15 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
     g = build_prefill(small, batch=mb_seqs, prompt_len=setup.seq_len, precision=precision,
                       shard=Shard(tp=par.tp, ep=par.ep if model.is_moe else 1), mtp=mtp, routed_tokens=routed)
     cost = price_graph(g, hw)
-    streaming_by: dict = {}
-    attention_by: dict = {}
     saved_by: dict = {}
     for name in g.nodes:
         op = g.nodes[name]["op"]
         if op.layer is None or op.layer >= small.num_hidden_layers:
             continue
-        if op.kind in STREAMING_KINDS:
-            streaming_by[op.layer] = streaming_by.get(op.layer, 0.0) + cost.ops[name].time_s
-        if op.kind == "attention":
-            attention_by[op.layer] = attention_by.get(op.layer, 0.0) + cost.ops[name].time_s
         if setup.recompute == "none" or op.kind not in STREAMING_KINDS:
             saved_by[op.layer] = saved_by.get(op.layer, 0.0) + sum(
                 o.nbytes for o in op.writes if o.role in ("activation", "output"))
     worst = max(stage_layers(model, par.pp), key=len)
-    streaming = sum(streaming_by.get(kind_of(layer), 0.0) for layer in worst)
-    attention = sum(attention_by.get(kind_of(layer), 0.0) for layer in worst)
     saved = sum(saved_by.get(kind_of(layer), 0.0) for layer in worst)
     if setup.recompute == "full":
         saved = len(worst) * tokens * model.hidden_size * precision.activations.bytes
@@ -275,17 +285,14 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
         op = full.nodes[name]["op"]
         key = op.layer if op.layer is not None and op.layer < small.num_hidden_layers else "other"
         flops_by[key] = flops_by.get(key, 0.0) + op.flops
-        if name == "lm_head" or name.endswith("shared_head.head"):
+        if name.endswith(HEAD_SUFFIXES):
             head_flops += op.flops
     fwd_flops = flops_by.get("other", 0.0) + sum(flops_by.get(kind_of(layer), 0.0)
                                                  for layer in range(model.num_hidden_layers))
     head_flops_extra = head_flops * (setup.seq_len - 1)
-    engine = hw.engine_for("matrix")
-    head_rate = engine.peak_flop_per_s[precision.activations.name] * engine.achievable_fraction
     return {"forward_flops_per_token": (fwd_flops + head_flops_extra) / setup.seq_len,
-            "streaming_s": streaming, "attention_s": attention, "saved_activation_bytes": saved,
-            # logits at every position sit on the last stage; they lengthen the bottleneck only without PP
-            "head_extra_s": head_flops_extra * mb_seqs / par.tp / head_rate if par.pp == 1 else 0.0}
+            "saved_activation_bytes": saved, "graph": g, "cost": cost,
+            "count": layer_multiplicity(model, small, index)}
 
 
 def _lora_params(model: ModelConfig, par: Parallelism, setup: TrainingSetup) -> float:

@@ -1,0 +1,170 @@
+"""Work of one training micro-batch over the whole model, by named term (forward, Dgrad, Wgrad, backward of
+attention and element-wise ops, FP8 casts, recomputation, full-position logits), priced on one device."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from archsim.config.hardware import Hardware
+from archsim.config.model import ModelConfig
+from archsim.cost.kernel_model import grouped_gemm_time
+from archsim.cost.phase import PhaseCost
+from archsim.dtypes import BF16, BITS_PER_BYTE, FP8
+
+# FlashAttention-2 backward runs 5 matmuls against the forward's 2 (Dao 2023, §3.1.2): 2.5x the work.
+ATTENTION_BACKWARD_RATIO = 2.5
+GEMM_KINDS = ("gemm", "grouped_gemm")
+# DSV3-TR §3.3.2: activations quantised per 1x128 tile (one float32 scale each) for Fprop/Dgrad; Wgrad
+# needs the transposed operands, i.e. 128x1 tiles along the token dimension (DSV3-TR §3.5.2).
+ACTIVATION_TILE = FP8.with_block((1, 128), scale_bits=32)
+TRANSPOSED_TILE = FP8.with_block((128, 1), scale_bits=32)
+# Ops of the inference graph that training does not run: no KV cache is written.
+INFERENCE_ONLY = ("kv_cache_update",)
+HEAD_SUFFIXES = ("lm_head", "shared_head.head")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MicroBatchWork:
+    """Seconds of one micro-batch on one device's full chip, summed over every layer of the model (all
+    pipeline stages), by term. ``forward_s`` includes GEMMs priced by the kernel model and logits at every
+    position; ``wgrad_s`` is zero for a frozen base (LoRA)."""
+
+    forward_s: float
+    fp8_cast_forward_s: float
+    dgrad_s: float
+    wgrad_s: float
+    attention_backward_s: float
+    elementwise_backward_s: float
+    fp8_cast_backward_s: float
+    recompute_s: float
+    logits_s: float  # part of forward_s + dgrad_s + wgrad_s: heads at every position instead of the last
+
+    @property
+    def f_s(self) -> float:
+        """Forward chunk compute."""
+        return self.forward_s + self.fp8_cast_forward_s
+
+    @property
+    def b_s(self) -> float:
+        """Backward chunk compute, weight gradients included."""
+        return (self.dgrad_s + self.wgrad_s + self.attention_backward_s + self.elementwise_backward_s
+                + self.fp8_cast_backward_s + self.recompute_s)
+
+    @property
+    def w_s(self) -> float:
+        """Weight-gradient part of the backward (what DualPipe / zero-bubble schedules can defer)."""
+        return self.wgrad_s
+
+    def scaled(self, factor: float) -> "MicroBatchWork":
+        return MicroBatchWork(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def layer_multiplicity(model: ModelConfig, small: ModelConfig, index: dict | None):
+    """Function: op -> how many times the full model runs it (a representative layer stands for every
+    layer of its kind; embedding, head and MTP ops run once)."""
+    counts = {}
+    if index is not None:
+        for layer in range(model.num_hidden_layers):
+            key = index[model.is_moe_layer(layer)]
+            counts[key] = counts.get(key, 0) + 1
+
+    def count(op) -> int:
+        if op.layer is None or op.layer >= small.num_hidden_layers:
+            return 1
+        return counts.get(op.layer, 1) if index is not None else 1
+    return count
+
+
+def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int, topk: int, hidden: int,
+                     recompute: str, recompute_projections: tuple[str, ...], frozen: bool) -> MicroBatchWork:
+    """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``).
+
+    GEMMs (forward, Dgrad with K = N of the forward, Wgrad with K = tokens) are priced by the shape-aware
+    kernel model; the heads at every one of the ``tokens`` positions. Element-wise backward moves
+    2 x (forward reads) + forward writes bytes (saved inputs and dy read, dx written). Each FP8 GEMM casts its
+    activation input per 1x128 tile (forward), its output gradient (Dgrad) and both operands transposed
+    (Wgrad); a dispatched expert input is cast once per token before dispatch (``topk`` copies share it).
+    Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
+    ``recompute_projections``; ``full`` the whole forward.
+    """
+    hbm = hw.main_memory
+    hbm_rate = hbm.bandwidth_bytes_per_s * hbm.achievable_fraction
+    t = dict.fromkeys((f.name for f in fields(MicroBatchWork)), 0.0)
+    for name in graph.nodes:
+        op = graph.nodes[name]["op"]
+        if op.kind == "collective" or name.endswith(INFERENCE_ONLY):
+            continue
+        n = count(op)
+        if op.kind in GEMM_KINDS:
+            terms = _gemm_terms(op, hw, tokens=tokens, topk=topk, hidden=hidden, hbm_rate=hbm_rate,
+                                frozen=frozen)
+            for key, value in terms.items():
+                t[key] += n * value
+            if recompute == "selective" and name.endswith(recompute_projections):
+                t["recompute_s"] += n * (terms["forward_s"] + terms["fp8_cast_forward_s"])
+            continue
+        fwd = cost.ops[name].time_s
+        t["forward_s"] += n * fwd
+        if op.kind == "attention":
+            t["attention_backward_s"] += n * ATTENTION_BACKWARD_RATIO * fwd
+        else:
+            t["elementwise_backward_s"] += n * fwd * _backward_bytes_ratio(op)
+        if recompute == "selective" and op.kind in STREAMING_KINDS:
+            t["recompute_s"] += n * fwd
+    if recompute == "full":
+        t["recompute_s"] = t["forward_s"] + t["fp8_cast_forward_s"]
+    return MicroBatchWork(**t)
+
+
+STREAMING_KINDS = ("norm", "elementwise", "swiglu", "rope", "residual", "softmax")
+
+
+def _backward_bytes_ratio(op) -> float:
+    reads = sum(o.nbytes for o in op.reads if o.role == "activation")
+    writes = sum(o.nbytes for o in op.writes)
+    return (2 * reads + writes) / (reads + writes) if reads + writes > 0 else 1.0
+
+
+def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen) -> dict:
+    """Forward, Dgrad, Wgrad and FP8-cast seconds of one (grouped) GEMM op."""
+    a = op.attrs
+    dtype = op.compute_dtype if op.compute_dtype.bits == 8 else BF16
+    head = op.name.endswith(HEAD_SUFFIXES)
+    if op.kind == "grouped_gemm":
+        groups, m = int(a["groups"]), int(round(a["tokens_max"]))
+        rows = float(a["tokens_total"])
+    else:
+        groups, m = 1, (tokens if head else int(a["m"]))
+        rows = float(m)
+    n, k = int(a["n"]), int(a["k"])
+
+    def time(mm, nn, kk):
+        return grouped_gemm_time(hw, groups=groups, m=max(1, mm), n=nn, k=kk, dtype=dtype.name).time_s
+
+    out = {"forward_s": time(m, n, k), "dgrad_s": time(m, k, n),
+           "wgrad_s": 0.0 if frozen else time(n, k, max(1, m))}
+    if head:
+        last = time(int(a["m"]), n, k)  # what inference prices: the last position only
+        out["logits_s"] = out["forward_s"] + out["dgrad_s"] + out["wgrad_s"] - last
+    if dtype.bits == 8:
+        # a dispatched expert input (K = hidden) is cast before dispatch; a combined output's gradient
+        # (N = hidden) is cast before the backward dispatch: once per token, not per routed copy
+        x_rows = rows / topk if op.kind == "grouped_gemm" and k == hidden else rows
+        dy_rows = rows / topk if op.kind == "grouped_gemm" and n == hidden else rows
+        fwd = _cast_bytes(x_rows, k, BF16.bits / BITS_PER_BYTE, ACTIVATION_TILE)
+        bwd = _cast_bytes(dy_rows, n, BF16.bits / BITS_PER_BYTE, ACTIVATION_TILE)
+        if not frozen:
+            bwd += _cast_bytes(rows, k, FP8.bits / BITS_PER_BYTE, TRANSPOSED_TILE) \
+                + _cast_bytes(rows, n, BF16.bits / BITS_PER_BYTE, TRANSPOSED_TILE)
+        out["fp8_cast_forward_s"] = fwd / hbm_rate
+        out["fp8_cast_backward_s"] = bwd / hbm_rate
+    return out
+
+
+def _cast_bytes(rows: float, cols: int, source_bytes: float, tile) -> float:
+    """HBM bytes of one quantisation pass: read the source, write FP8 values and one scale per tile."""
+    elements = rows * cols
+    per_tile = tile.block[0] * tile.block[1]
+    return elements * (source_bytes + tile.bits / BITS_PER_BYTE) + elements / per_tile * tile.scale_bits / BITS_PER_BYTE
