@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from archsim.whatif.sweep import METRICS, SweepSpec, run_sweep
     from archsim.whatif.sweep_spec import parse_set, sample
 
+    _check_flags(args)
     axes = [parse_set(text) for text in args.sets]
     columns = sample(axes, sampler=args.sample, points=args.points, seed=args.seed)
     overrides = []
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(("batch", args.batch))
     spec = SweepSpec(workload=args.workload, hardware=args.hw, overrides=tuple(overrides))
     progress = None if args.quiet or args.format == "json" else _progress
-    result = run_sweep(spec, columns, chunk=max(1, args.chunk), workers=args.workers, cluster=args.cluster,
+    result = run_sweep(spec, columns, chunk=args.chunk, workers=args.workers, cluster=args.cluster,
                        progress=progress)
     paths = [a.path for a in axes]
     n = len(result["pareto"])
@@ -74,6 +75,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         _table(rows, paths)
     return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Integer flags that must be positive (seed: >= 0), checked for every sampler, not only where used."""
+    from archsim.errors import ConfigError
+    if args.seed < 0:
+        raise ConfigError(None, "--seed", "an integer >= 0", args.seed)
+    if args.points is not None and args.points < 1:
+        raise ConfigError(None, "--points", "a positive number of samples", args.points)
+    for flag, value in (("--workers", args.workers), ("--chunk", args.chunk)):
+        if value is not None and value < 1:
+            raise ConfigError(None, flag, "a positive integer", value)
 
 
 def _int(text: str, flag: str) -> int:

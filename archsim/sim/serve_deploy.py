@@ -1,6 +1,7 @@
 """From files and options to a serving simulation: workload + hardware -> cost-model replica -> requests -> simulate."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -100,8 +101,9 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
     """Run the simulation the options describe; returns the result and a description of the deployment."""
     if not 0 <= opts.prefix_hit_rate < 1:
         raise ConfigError(None, "--prefix-hit-rate", "a fraction in [0, 1)", opts.prefix_hit_rate)
-    if opts.timeout < 0 or opts.think_time < 0:
-        raise ConfigError(None, "--timeout/--think-time", "times >= 0", (opts.timeout, opts.think_time))
+    for flag, value in (("--timeout", opts.timeout), ("--think-time", opts.think_time)):
+        if not 0 <= value < math.inf:  # nan fails both comparisons
+            raise ConfigError(None, flag, "a finite time >= 0 s", value)
     check_seed(opts.seed, "--seed")
     check_kv_memory_fraction(opts.kv_memory_fraction, "--kv-memory-fraction")
     if opts.rate is not None and not opts.trace_file and opts.arrival != "closed":

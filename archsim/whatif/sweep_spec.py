@@ -18,6 +18,10 @@ from archsim.errors import ConfigError
 from archsim.units import parse_quantity
 
 SAMPLERS = ("grid", "random", "lhs")
+# Most points one sweep may price (a policy, see docs/limits.md): 100x the 10,000-point benchmark
+# (benchmarks/bench_sweep.py: 1.6 s in one process, docs/whatif.md), so about 3 minutes in one process;
+# a larger sweep is an error up front instead of an hours-long run.
+MAX_POINTS = 10**6
 
 # last path component (or the component before a dtype) -> unit dimension
 FIELD_DIMENSIONS = {
@@ -104,6 +108,12 @@ def parse_set(text: str) -> Axis:
     return Axis(path=path, values=tuple(value(s) for s in items))
 
 
+def _check_points(n: int, field: str, what: str) -> None:
+    if n > MAX_POINTS:
+        raise ConfigError(None, field, f"at most {MAX_POINTS:,} {what} (archsim's sweep limit, see docs/limits.md)",
+                          f"{n:,}")
+
+
 def _number_or_text(text: str, dim: str):
     """Fractions may be written as plain numbers ("0.8"); everything else keeps its unit text."""
     if dim == "fraction":
@@ -122,11 +132,18 @@ def sample(axes: list[Axis], *, sampler: str = "grid", points: int | None = None
     if not axes:
         return {}
     if sampler == "grid":
+        total = 1
+        for a in axes:
+            total *= len(a.values) if a.values else (a.count or 1)
+        _check_points(total, "--set", "grid points over all axes")
         grids = [a.grid_values() for a in axes]
         combos = np.array(list(itertools.product(*grids)), float).reshape(-1, len(axes))
         return {a.path: combos[:, i] for i, a in enumerate(axes)}
     if not points or points < 1:
         raise ConfigError(None, "--points", f"a positive number of samples for --sample {sampler}", points)
+    _check_points(points, "--points", "samples")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(None, "--seed", "an integer >= 0", seed)
     rng = np.random.default_rng(seed)
     if sampler == "random":
         u = rng.random((points, len(axes)))
