@@ -22,6 +22,8 @@ class KernelFields:
     ``gemm_block_m`` / ``gemm_block_n``: output-tile edges the GEMM library chooses from;
     ``gemm_max_tile_elements``: the largest tile (accumulator registers). ``ramp_s``: fixed time per
     kernel (first loads before the first MMA plus the final store's drain; on a CPU, the call overhead).
+    ``attention_backward_fraction``: FLOP rate of the attention backward kernel over the forward's
+    (training only; None = the same rate).
     """
 
     ramp_s: float = 0.0
@@ -31,6 +33,7 @@ class KernelFields:
     gemm_block_m: tuple[int, ...] = ()
     gemm_block_n: tuple[int, ...] = ()
     gemm_max_tile_elements: int | None = None
+    attention_backward_fraction: float | None = None
 
     @property
     def clock_ratio(self) -> float:
@@ -68,6 +71,8 @@ def parse_kernel_fields(section: Section) -> KernelFields:
         gemm_block_m=_int_list(section, "gemm_block_m"),
         gemm_block_n=_int_list(section, "gemm_block_n"),
         gemm_max_tile_elements=section.int("gemm_max_tile_elements", minimum=1, default=None),
+        attention_backward_fraction=section.number("attention_backward_fraction", minimum=0.0, maximum=1.0,
+                                                   default=None),
     )
     path = section.child_path
     if (fields.clock_boost_hz is None) != (fields.clock_under_load_hz is None):
@@ -78,6 +83,9 @@ def parse_kernel_fields(section: Section) -> KernelFields:
     if fields.attention_mma_fraction is not None and fields.attention_mma_fraction <= 0:
         raise ConfigError(section.file, path("attention_mma_fraction"), "a fraction in (0, 1]",
                           fields.attention_mma_fraction)
+    if fields.attention_backward_fraction is not None and fields.attention_backward_fraction <= 0:
+        raise ConfigError(section.file, path("attention_backward_fraction"), "a fraction in (0, 1]",
+                          fields.attention_backward_fraction)
     tiles = (bool(fields.gemm_block_m), bool(fields.gemm_block_n), fields.gemm_max_tile_elements is not None)
     if any(tiles) and not all(tiles):
         raise ConfigError(section.file, path("gemm_block_m"),

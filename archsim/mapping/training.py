@@ -17,8 +17,8 @@ from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
-from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, layer_multiplicity,
-                                           micro_batch_work)
+from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, MicroBatchWork, micro_batch_work,
+                                           min_max_partition, op_block)
 
 SECONDS_PER_HOUR = 3600
 TRILLION = 1e12
@@ -192,17 +192,11 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
                         batch=mb_seqs * par.dp, length=setup.seq_len, mtp=mtp, overlap=False)
     stats = _stage_graph_stats(model, hw, par, precision, mb_seqs, setup)
     frozen = setup.mode == "lora"
-    work = micro_batch_work(stats["graph"], stats["cost"], hw, count=stats["count"],
-                            tokens=mb_seqs * setup.seq_len, topk=model.num_experts_per_tok if model.is_moe else 1,
-                            hidden=model.hidden_size, recompute=setup.recompute,
-                            recompute_projections=setup.recompute_projections, frozen=frozen)
-    # compute shares the chip with communication kernels; stages are taken as balanced (layers assigned so
-    # each pipeline rank carries 1/PP of the model's work: an optimistic bound when layers do not divide)
     sm_share = (hw.sm_count - setup.comm_sms) / hw.sm_count
-    rank = work.scaled(1.0 / (sm_share * par.pp))
-    f_comp, b_comp, w_comp = rank.f_s, rank.b_s, rank.w_s
-    f_comm = (sum(c.total_s for c in whole.layer_comm) + (_moe_layer_comm(model, whole) if mtp else 0.0)) / par.pp
-    b_comm = f_comm  # backward dispatch / combine mirror the forward ones
+    stages = _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share)
+    rank = _bottleneck_rank(stages, setup.schedule, par.pp)
+    f_comp, b_comp, w_comp = rank["work"].f_s, rank["work"].b_s, rank["work"].w_s
+    f_comm = b_comm = rank["comm_s"]  # backward dispatch / combine mirror the forward ones
     act_bytes = mb_seqs * setup.seq_len * model.hidden_size * precision.activations.bytes
     p2p = price_collective("p2p", act_bytes, par.devices, hw).time_s if par.pp > 1 else 0.0
     chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp,
@@ -218,11 +212,59 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     breakdown = {"forward_compute_per_micro_batch": f_comp, "backward_compute_per_micro_batch": b_comp,
                  "forward_communication_per_micro_batch": f_comm,
                  "pipeline": step_pipe, "bubble": bubble, "dp_gradient_sync": dp_sync, "optimizer": opt_s,
-                 "terms_per_micro_batch": rank.to_dict()}
+                 "terms_per_micro_batch": rank["work"].to_dict(), "stage_layers": rank["layers"]}
     return TrainingEstimate(parallelism=par, setup=setup, memory=memory, step_time_s=step,
                             tokens_per_step=setup.global_batch * setup.seq_len, model_flops_per_token=flops_per_token,
                             devices=par.devices, peak_flop_per_s=peak, price_usd_per_hour=hw.price_usd_per_hour,
                             breakdown=breakdown, pipeline=timeline)
+
+
+def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> list[dict]:
+    """Per pipeline stage, one micro-batch: its training work (``MicroBatchWork`` on the SMs left by
+    communication kernels), its EP/TP communication and its blocks. Blocks (decoder layers, then the final
+    head, then the MTP module) are split into ``pp`` contiguous stages minimising the heaviest stage."""
+    g, cost = stats["graph"], stats["cost"]
+    small_layers = stats["small_layers"]
+    kw = dict(tokens=stats["tokens"], topk=model.num_experts_per_tok if model.is_moe else 1,
+              hidden=model.hidden_size, recompute=setup.recompute,
+              recompute_projections=setup.recompute_projections, frozen=frozen)
+    keys = {op_block(g.nodes[n]["op"], small_layers) for n in g.nodes}
+    work = {key: micro_batch_work(g, cost, hw, count=lambda op, key=key: 1 if op_block(op, small_layers) == key
+                                  else 0, **kw).scaled(1.0 / sm_share) for key in keys}
+    moe_comm = _moe_layer_comm(model, whole)
+    blocks = [(f"layer {layer}", work[stats["kind_of"](layer)], whole.layer_comm[layer].total_s)
+              for layer in range(model.num_hidden_layers)]
+    zero = work[stats["kind_of"](0)].scaled(0.0)
+    first = blocks[0]
+    blocks[0] = (first[0], _add(first[1], work.get("embed", zero)), first[2])
+    blocks.append(("head", work.get("head", zero), 0.0))
+    if mtp:
+        blocks.append(("mtp", work.get("mtp", zero), moe_comm))
+    parts = min_max_partition([w.f_s + w.b_s for _, w, _ in blocks], min(par.pp, len(blocks)))
+    out = []
+    for r in parts:
+        w = zero
+        for i in r:
+            w = _add(w, blocks[i][1])
+        out.append({"work": w, "comm_s": sum(blocks[i][2] for i in r),
+                    "layers": f"{blocks[r.start][0]}..{blocks[r.stop - 1][0]}"})
+    return out
+
+
+def _add(a: MicroBatchWork, b: MicroBatchWork) -> MicroBatchWork:
+    return MicroBatchWork(**{k: v + getattr(b, k) for k, v in a.to_dict().items()})
+
+
+def _bottleneck_rank(stages: list[dict], schedule: str, pp: int) -> dict:
+    """The pipeline rank that sets the pace, per micro-batch. DualPipe places stage r and stage PP-1-r on
+    rank r (DSV3-TR §3.2.1) and runs one micro-batch of each per pair of slots: the rank's average of the
+    two; other schedules: the heaviest stage."""
+    if schedule == "dualpipe" and len(stages) > 1:
+        pairs = [(stages[r], stages[len(stages) - 1 - r]) for r in range(len(stages) // 2)]
+        a, b = max(pairs, key=lambda p: p[0]["work"].f_s + p[0]["work"].b_s + p[1]["work"].f_s + p[1]["work"].b_s)
+        return {"work": _add(a["work"], b["work"]).scaled(0.5), "comm_s": (a["comm_s"] + b["comm_s"]) / 2,
+                "layers": f"{a['layers']} + {b['layers']}"}
+    return max(stages, key=lambda s: s["work"].f_s + s["work"].b_s)
 
 
 def _moe_layer_comm(model: ModelConfig, whole) -> float:
@@ -291,8 +333,8 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
                                                  for layer in range(model.num_hidden_layers))
     head_flops_extra = head_flops * (setup.seq_len - 1)
     return {"forward_flops_per_token": (fwd_flops + head_flops_extra) / setup.seq_len,
-            "saved_activation_bytes": saved, "graph": g, "cost": cost,
-            "count": layer_multiplicity(model, small, index)}
+            "saved_activation_bytes": saved, "graph": g, "cost": cost, "tokens": tokens,
+            "small_layers": small.num_hidden_layers, "kind_of": kind_of}
 
 
 def _lora_params(model: ModelConfig, par: Parallelism, setup: TrainingSetup) -> float:

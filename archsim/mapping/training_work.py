@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from archsim.config.hardware import Hardware
-from archsim.config.model import ModelConfig
 from archsim.cost.kernel_model import grouped_gemm_time
 from archsim.cost.phase import PhaseCost
 from archsim.dtypes import BF16, BITS_PER_BYTE, FP8
@@ -61,34 +60,21 @@ class MicroBatchWork:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def layer_multiplicity(model: ModelConfig, small: ModelConfig, index: dict | None):
-    """Function: op -> how many times the full model runs it (a representative layer stands for every
-    layer of its kind; embedding, head and MTP ops run once)."""
-    counts = {}
-    if index is not None:
-        for layer in range(model.num_hidden_layers):
-            key = index[model.is_moe_layer(layer)]
-            counts[key] = counts.get(key, 0) + 1
-
-    def count(op) -> int:
-        if op.layer is None or op.layer >= small.num_hidden_layers:
-            return 1
-        return counts.get(op.layer, 1) if index is not None else 1
-    return count
-
-
 def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int, topk: int, hidden: int,
                      recompute: str, recompute_projections: tuple[str, ...], frozen: bool) -> MicroBatchWork:
     """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``).
 
     GEMMs (forward, Dgrad with K = N of the forward, Wgrad with K = tokens) are priced by the shape-aware
-    kernel model; the heads at every one of the ``tokens`` positions. Element-wise backward moves
+    kernel model; the heads at every one of the ``tokens`` positions. Attention backward does 2.5x the
+    forward's FLOPs at ``hw.kernel.attention_backward_fraction`` of its rate. Element-wise backward moves
     2 x (forward reads) + forward writes bytes (saved inputs and dy read, dx written). Each FP8 GEMM casts its
     activation input per 1x128 tile (forward), its output gradient (Dgrad) and both operands transposed
     (Wgrad); a dispatched expert input is cast once per token before dispatch (``topk`` copies share it).
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward.
     """
+    kernel = hw.kernel
+    attention_rate = kernel.attention_backward_fraction if kernel and kernel.attention_backward_fraction else 1.0
     hbm = hw.main_memory
     hbm_rate = hbm.bandwidth_bytes_per_s * hbm.achievable_fraction
     t = dict.fromkeys((f.name for f in fields(MicroBatchWork)), 0.0)
@@ -108,7 +94,7 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
         fwd = cost.ops[name].time_s
         t["forward_s"] += n * fwd
         if op.kind == "attention":
-            t["attention_backward_s"] += n * ATTENTION_BACKWARD_RATIO * fwd
+            t["attention_backward_s"] += n * ATTENTION_BACKWARD_RATIO * fwd / attention_rate
         else:
             t["elementwise_backward_s"] += n * fwd * _backward_bytes_ratio(op)
         if recompute == "selective" and op.kind in STREAMING_KINDS:
@@ -168,3 +154,38 @@ def _cast_bytes(rows: float, cols: int, source_bytes: float, tile) -> float:
     elements = rows * cols
     per_tile = tile.block[0] * tile.block[1]
     return elements * (source_bytes + tile.bits / BITS_PER_BYTE) + elements / per_tile * tile.scale_bits / BITS_PER_BYTE
+
+
+def op_block(op, small_layers: int):
+    """Which block of the model an op belongs to: its (representative) decoder layer index, "embed",
+    "head" (final norm and LM head) or "mtp" (the multi-token-prediction module with its head)."""
+    if op.name.startswith("mtp."):
+        return "mtp"
+    if op.layer is not None and op.layer < small_layers:
+        return op.layer
+    return "embed" if op.name.startswith("embed_tokens") else "head"
+
+
+def min_max_partition(loads: list[float], parts: int) -> list[range]:
+    """Split ``loads`` (in order) into ``parts`` contiguous, non-empty ranges minimising the largest sum
+    (exact dynamic programme; ``parts`` is at most ``len(loads)``)."""
+    n = len(loads)
+    prefix = [0.0]
+    for x in loads:
+        prefix.append(prefix[-1] + x)
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(parts + 1)]
+    cut = [[0] * (n + 1) for _ in range(parts + 1)]
+    best[0][0] = 0.0
+    for j in range(1, parts + 1):
+        for i in range(j, n - (parts - j) + 1):
+            for s in range(j - 1, i):
+                v = max(best[j - 1][s], prefix[i] - prefix[s])
+                if v < best[j][i]:
+                    best[j][i], cut[j][i] = v, s
+    bounds, i = [], n
+    for j in range(parts, 0, -1):
+        s = cut[j][i]
+        bounds.append(range(s, i))
+        i = s
+    return bounds[::-1]
