@@ -14,13 +14,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> float:
-    """A byte count: a plain number or a quantity such as '64 MiB'."""
+    """A byte count: a plain number >= 0 or a quantity such as '64 MiB' (ConfigError otherwise)."""
+    import math
+
+    from archsim.errors import ConfigError
     from archsim.units import parse_quantity
 
     try:
-        return float(int(text))
+        value = float(text)
     except ValueError:
         return parse_quantity(text, "bytes", path="--bytes")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(None, "--bytes", "a size like 67108864 or '64 MiB' (finite, >= 0)", text)
+    return value
+
+
+def _check_optional_sizes(args: argparse.Namespace) -> None:
+    """Integer flags that must be >= 1 whenever they are given (also those the chosen kind ignores)."""
+    from archsim.errors import ConfigError
+
+    for name in ("n_group", "topk_group", "q_len", "heads_kv", "head_dim", "kv_lora_rank", "rope_dim"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(None, f"--{name.replace('_', '-')}", "an integer >= 1", value)
 
 
 def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
@@ -64,7 +80,7 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
 
     c = kinds.add_parser("collective", help="a collective over D chips (cost/collectives.py)")
     c.add_argument("--op", choices=("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "p2p"), required=True)
-    c.add_argument("--bytes", type=_size, required=True, help="bytes per chip, e.g. 67108864 or '64 MiB'")
+    c.add_argument("--bytes", required=True, help="bytes per chip, e.g. 67108864 or '64 MiB'")
     c.add_argument("--devices", type=int, required=True)
     _common(c)
     p.set_defaults(handler=run)
@@ -88,7 +104,7 @@ def _shape(args: argparse.Namespace) -> tuple[str, dict]:
         else:
             shape.update(heads_kv=args.heads_kv, head_dim=args.head_dim)
         return "attention", shape
-    return "collective", dict(op=args.op, nbytes=args.bytes, devices=args.devices)
+    return "collective", dict(op=args.op, nbytes=_size(args.bytes), devices=args.devices)
 
 
 def _si(value: float, unit: str) -> str:
@@ -108,6 +124,7 @@ def _time(seconds: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from archsim.kernel_api import kernel_time
 
+    _check_optional_sizes(args)
     kind, shape = _shape(args)
     est = kernel_time(kind, args.hw, **shape)
     if args.format == "json":

@@ -204,6 +204,7 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     if kind == "mla":
         if kv_lora_rank is None or rope_dim is None:
             raise ConfigError(None, "attention", "kv_lora_rank and rope_dim for MLA", (kv_lora_rank, rope_dim))
+        kv_lora_rank, rope_dim = _positive_int(kv_lora_rank, "kv_lora_rank"), _positive_int(rope_dim, "rope_dim")
         d_qk, d_v, n_kv = kv_lora_rank + rope_dim, kv_lora_rank, 1
         kv_bytes = batch * kv.storage_bytes((context, d_qk))
         io_bytes = batch * q * heads * (d_qk + d_v) * act.bytes
@@ -215,7 +216,7 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
         n_kv = heads if kind == "mha" else _positive_int(heads_kv, "heads_kv")
         if heads % n_kv:
             raise ConfigError(None, "heads_kv", f"a divisor of heads ({heads})", n_kv)
-        d_qk = d_v = head_dim
+        d_qk = d_v = _positive_int(head_dim, "head_dim")
         shared = hw.memory.get("shared")
         sram = 0.0 if shared is None else (shared.per_unit_bytes or shared.capacity_bytes / max(1, hw.sm_count))
         flash_bytes = flash_hbm_bytes(batch=batch, q_len=q, kv_len=context, heads_q=heads, heads_kv=n_kv,
@@ -311,6 +312,7 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     tokens, hidden, inter, topk, experts, ep = (
         _positive_int(v, p) for v, p in ((tokens, "tokens"), (hidden, "hidden"), (inter, "inter"),
                                          (topk, "topk"), (experts, "experts"), (ep, "ep")))
+    n_group, topk_group = _positive_int(n_group, "n_group"), _positive_int(topk_group, "topk_group")
     if experts % ep:
         raise ConfigError(None, "ep", f"a divisor of experts ({experts})", ep)
     dt, comb = _dtype(dtype, "dtype"), _dtype(combine_dtype, "combine_dtype")

@@ -93,3 +93,17 @@ def test_calibrate_rejects_incomplete_raw(capsys, tmp_path, backend: str) -> Non
     raw.write_text('{"copy": []}')
     assert main(["calibrate", "--backend", backend, "--raw", str(raw), "--out", str(tmp_path)]) == 2
     assert "raw measurements" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["kernel", "collective", "--op", "all-reduce", "--devices", "8", "--bytes", "nan"], "--bytes"),
+    (["kernel", "collective", "--op", "all-reduce", "--devices", "8", "--bytes", "-0.5"], "--bytes"),
+    (["kernel", "moe", "--tokens", "8", "--hidden", "64", "--inter", "32", "--topk", "2", "--experts", "8",
+      "--ep", "2", "--n-group", "0"], "--n-group"),
+    (["kernel", "attention", "--kind", "mla", "--phase", "decode", "--heads", "8", "--batch", "1",
+      "--context", "16", "--head-dim", "-1"], "--head-dim"),
+])
+def test_kernel_rejects_nonsense_flags_in_one_line(capsys, argv: list[str], field: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err
