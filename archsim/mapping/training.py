@@ -219,6 +219,32 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
                             breakdown=breakdown, pipeline=timeline)
 
 
+def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: TrainingSetup, *,
+                   moe_layers: int) -> dict:
+    """One DualPipe forward-and-backward chunk pair of ``moe_layers`` MoE layers on one device (the unit
+    DeepSeek's profile-data ``train.json`` shows): compute and communication seconds, their overlapped
+    span max(compute, communication), and the EP dispatch / combine seconds of one forward call."""
+    if not model.is_moe:
+        raise ConfigError(None, "model", "a MoE model", model.name)
+    mb_seqs = setup.global_batch // par.dp // par.micro_batches
+    precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
+    whole = price_phase(model, hw, replace(par, micro_batches=1, pp=1), precision, phase="prefill",
+                        batch=max(1, mb_seqs) * par.dp, length=setup.seq_len, mtp=False, overlap=False)
+    stats = _stage_graph_stats(model, hw, par, precision, max(1, mb_seqs), setup)
+    moe = next(layer for layer in range(model.num_hidden_layers) if model.is_moe_layer(layer))
+    sm_share = (hw.sm_count - setup.comm_sms) / hw.sm_count
+    key = stats["kind_of"](moe)
+    work = micro_batch_work(stats["graph"], stats["cost"], hw, tokens=stats["tokens"],
+                            count=lambda op: 1 if op_block(op, stats["small_layers"]) == key else 0,
+                            topk=model.num_experts_per_tok, hidden=model.hidden_size, recompute=setup.recompute,
+                            recompute_projections=setup.recompute_projections, frozen=setup.mode == "lora")
+    comm = whole.layer_comm[moe]
+    compute = moe_layers * (work.f_s + work.b_s) / sm_share
+    communication = 2 * moe_layers * comm.total_s  # forward and backward each dispatch and combine
+    return {"compute_s": compute, "communication_s": communication, "span_s": max(compute, communication),
+            "dispatch_s": comm.ep_dispatch_s, "combine_s": comm.ep_combine_s}
+
+
 def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> list[dict]:
     """Per pipeline stage, one micro-batch: its training work (``MicroBatchWork`` on the SMs left by
     communication kernels), its EP/TP communication and its blocks. Blocks (decoder layers, then the final

@@ -15,11 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 # DeepSeek-V3 pre-training (published.md §2.1 / §2.2): 2048 H800, PP16 DualPipe, EP64 over 8 nodes,
 # ZeRO-1, no TP, FP8, 4K sequences, 15360-sequence batch; 20 of 132 SMs for communication; MTP D=1;
-# FP8 caching of activations (DSV3-TR §3.3.3).
+# FP8 caching of activations and recomputation of RMSNorm and the MLA up-projections (DSV3-TR §3.3.3).
 DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw",
                            recompute="selective", schedule="dualpipe", comm_sms=20, mtp=True,
-                           fp8_activation_cache=True)
+                           fp8_activation_cache=True, recompute_projections=("q_b_proj", "kv_b_proj"))
 PUBLISHED_GPU_HOURS_PER_T = 180e3  # DSV3-TR: 180K H800 GPU-hours per trillion tokens [V]
 PUBLISHED_MFU = 0.3894  # ISCA25 Table 4, MPFT [S]
 
@@ -35,23 +35,38 @@ def dsv3_estimate(dsv3, h800):
 
 
 def test_dsv3_pretraining_against_published(dsv3_estimate):
-    """archsim projects ~100K GPU-hours per trillion tokens (published 180K: -44%) and ~73% MFU (published
-    38.94%). The model is optimistic: it prices every GEMM at DeepGEMM's best measured rate (78% of FP8
-    peak), and omits FP8 quantisation kernels, routing imbalance, the fine-grained-scaling overheads of
-    the backward GEMMs and stragglers. Documented bound: the projection lies between 0.45x and 1.0x the
-    published GPU-hours (and the MFU between 1.0x and 2.2x the published one); the test fails if a change
-    moves it outside."""
+    """archsim projects 125K GPU-hours per trillion tokens against the published 180K (-30.5%) and 58.6% MFU
+    against 38.94% (1.50x). Every effect priced is physics (docs/parallelism.md, "Training fidelity", has
+    the contribution table); what is left is kernel time the model does not see (the profile-data chunk
+    pair below is 23% busier than the model) and slower DeepEP calls in training. Documented bound:
+    GPU-hours between 0.66x and 0.73x the published figure, MFU between 1.43x and 1.58x; the test fails if
+    a change moves it outside (either way: a fix that closes the gap must update the docs and the bound)."""
     e = dsv3_estimate
     assert e.fits
     ratio = e.gpu_hours_per_trillion_tokens / PUBLISHED_GPU_HOURS_PER_T
-    assert 0.45 <= ratio <= 1.0, ratio
-    assert 1.0 <= e.mfu / PUBLISHED_MFU <= 2.2, e.mfu
+    assert 0.66 <= ratio <= 0.73, ratio
+    assert 1.43 <= e.mfu / PUBLISHED_MFU <= 1.58, e.mfu
     # the definitions are consistent with each other
     assert e.gpu_hours_per_trillion_tokens == pytest.approx(1e12 / e.tokens_per_s * 2048 / 3600)
     assert e.tokens_per_step == 15360 * 4096
     # model FLOPs per token: 3 x forward; ISCA25 Table 2 quotes 250 GFLOPs/token for DeepSeek-V3 at 4K
     # (our count adds the MTP module and logits at every position: within 10%)
     assert e.model_flops_per_token == pytest.approx(250e9, rel=0.10)
+
+
+def test_mfu_uses_the_papers_definition(dsv3_estimate):
+    """ISCA25 Table 4's 38.94% is tokens/s x 250 GFLOPs/token (Table 2) over the dense BF16 peak 989.4
+    TFLOPS: 272.80e9 tokens/day / 86400 / 2048 = 1541.7 tokens/s per GPU; x 250e9 / 989.4e12 = 0.3896.
+    archsim divides by the same peak (the MFU ratio then differs from the GPU-hours ratio only by the FLOP
+    count, 261 against 250 GFLOPs/token)."""
+    per_gpu = 272.80e9 / 86400 / 2048
+    assert per_gpu * 250e9 / 989.4e12 == pytest.approx(PUBLISHED_MFU, abs=0.0005)
+    e = dsv3_estimate
+    assert e.peak_flop_per_s == pytest.approx(989.4e12)
+    assert e.mfu == pytest.approx(e.tokens_per_s / 2048 * e.model_flops_per_token / 989.4e12)
+    published_tokens_per_gpu = 1e12 / (PUBLISHED_GPU_HOURS_PER_T * 3600)
+    assert e.mfu / PUBLISHED_MFU == pytest.approx(
+        (e.tokens_per_s / 2048) / published_tokens_per_gpu * e.model_flops_per_token / 250e9, rel=0.002)
 
 
 def test_dsv3_memory_fits_only_with_fp8_activation_cache(dsv3, h800, dsv3_estimate):
