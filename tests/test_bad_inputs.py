@@ -378,6 +378,10 @@ BAD_SERVE_FLAGS = [
     # rate 1/s x 10^12 s = 10^12 expected requests > MAX_REQUESTS (10^6, archsim/serving/requests.py)
     (["--duration", "1e12"], "--rate x --duration: expected rate x duration <= 1,000,000 requests", None),
     (["--rate", "1e9"], "got '1e+09 requests'", None),
+    # 4 users x 10^12 s / (at least 19 s per 1,024-token request) >> 10^6 requests
+    (["--arrival", "closed", "--users", "4", "--duration", "1e12"],
+     "--users x --duration: expected a closed loop of at most 1,000,000 requests", None),
+    (["--timeout", "nan"], "--timeout: expected a finite time >= 0 s, got nan", None),
 ]
 
 

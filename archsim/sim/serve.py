@@ -13,7 +13,7 @@ from archsim.serving.arrivals import ClosedLoop
 from archsim.serving.config import DisaggSpec, ReplicaSpec, SchedulerSpec, Slo, make_scheduler
 from archsim.serving.iteration import IterationModel
 from archsim.serving.metrics import Recorder, summary
-from archsim.serving.requests import LengthSampler, Request, check_seed, streams
+from archsim.serving.requests import MAX_REQUESTS, LengthSampler, Request, check_seed, streams
 from archsim.serving.sequence import Seq
 
 ROUTERS = ("round_robin", "least_loaded")
@@ -156,7 +156,10 @@ def _closed_loop(env, loop: ClosedLoop, lengths: LengthSampler, duration_s, seed
     def user():
         while env.now < duration_s:
             prompt, output, cached = lengths.draw(rng, 1)
-            req = Request(id=next(ids), arrival_s=env.now, prompt_tokens=int(prompt[0]),
+            rid = next(ids)
+            if rid >= MAX_REQUESTS:  # the up-front estimate (serve_deploy) is a bound; this is the guarantee
+                raise ConfigError(None, "closed_loop", f"at most {MAX_REQUESTS:,} requests in a run", rid + 1)
+            req = Request(id=rid, arrival_s=env.now, prompt_tokens=int(prompt[0]),
                           output_tokens=int(output[0]), cached_tokens=int(cached[0]))
             event = env.event()
             done_events[req.id] = event

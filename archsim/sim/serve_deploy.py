@@ -14,7 +14,8 @@ from archsim.serving.config import DisaggSpec, ReplicaSpec, SchedulerSpec, Slo
 from archsim.serving.cost_model import for_deployment
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 from archsim.serving.lengths import Fixed, parse_length
-from archsim.serving.requests import LengthSampler, check_request_count, check_seed, generate
+from archsim.serving.iteration import IterationBatch
+from archsim.serving.requests import MAX_REQUESTS, LengthSampler, check_request_count, check_seed, generate
 from archsim.serving.sequence import Speculative
 from archsim.serving.trace import load_trace
 from archsim.sim.serve import ServeResult, simulate
@@ -97,6 +98,29 @@ def _max_tokens(dist) -> int:
     return int(max(dist.values))
 
 
+def _min_tokens(dist) -> int:
+    for attr in ("tokens", "low"):
+        if hasattr(dist, attr):
+            return int(getattr(dist, attr))
+    if hasattr(dist, "values"):
+        return int(min(dist.values))
+    return 1  # a clipped distribution (lognormal) can draw a single token
+
+
+def _check_closed_loop(opts: ServeOptions, loop, model, output, speculative) -> None:
+    """ConfigError when a closed loop could submit more than MAX_REQUESTS: each user's requests run one after
+    another, and each needs at least ceil(output / tokens per step) iterations of at least the batch-1 decode
+    step, plus the think time."""
+    step_s = model.iteration(IterationBatch(decode_seqs=1, decode_tokens=1, decode_context_tokens=1)).time_s
+    per_step = 1 + (speculative.draft_tokens if speculative else 0)
+    shortest_s = math.ceil(_min_tokens(output) / per_step) * step_s + opts.think_time
+    bound = loop.users * (opts.duration / shortest_s + 1)
+    if not bound <= MAX_REQUESTS:
+        raise ConfigError(None, "--users x --duration", f"a closed loop of at most {MAX_REQUESTS:,} requests "
+                          f"(users x duration / shortest request of {shortest_s:.3g} s; archsim's serving limit, "
+                          "see docs/limits.md)", f"up to {bound:.3g} requests")
+
+
 def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None = None) -> tuple[ServeResult, dict]:
     """Run the simulation the options describe; returns the result and a description of the deployment."""
     if not 0 <= opts.prefix_hit_rate < 1:
@@ -132,6 +156,8 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
                               chunk_limit=opts.token_budget,
                               timeout_s=opts.timeout, block_tokens=opts.block_size, preemption=opts.preemption,
                               speculative=_speculative(opts.speculative))
+    if loop is not None:
+        _check_closed_loop(opts, loop, model, output, scheduler.speculative)
     disagg = None
     if opts.scheduler == "disagg":
         link = hw.node.scale_out  # KV moves between pools over the scale-out network, one NIC per device

@@ -69,3 +69,16 @@ def test_fixed_tp_that_cannot_split_the_heads_fails_before_any_pricing():
     with pytest.raises(ConfigError, match="kv_memory_fraction: expected a fraction of HBM"):
         for_deployment(wl.model, hw, fp8, devices=8, max_seqs=8, max_context=1024, kv_memory_fraction=1.5,
                        min_kv_tokens=1024)
+
+
+def test_closed_loop_stops_at_the_request_limit(monkeypatch):
+    import archsim.sim.serve as serve
+    from archsim.sim.serve_deploy import ServeOptions, run_deployment
+
+    # the up-front bound (4 users x 2 s / shortest request) passes; the in-loop guarantee, lowered to 3
+    # requests here, stops a run that would submit a 4th
+    opts = ServeOptions(workload=str(REPO / "workloads/deepseek_v3.yaml"), hw=str(REPO / "hardware/h100.yaml"),
+                        arrival="closed", users=4, duration=2.0, prompt_len="64", output_len="2")
+    monkeypatch.setattr(serve, "MAX_REQUESTS", 3)
+    with pytest.raises(ConfigError, match="closed_loop: expected at most 3 requests in a run, got 4"):
+        run_deployment(opts)
