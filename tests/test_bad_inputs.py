@@ -445,7 +445,6 @@ FUZZ_ACCEPTED = {
     ("serve", "--think-time", "0"): "legitimate", ("serve", "--timeout", "0"): "legitimate",
     ("serve", "--seed", "0"): "legitimate", ("serve", "--prefix-hit-rate", "0"): "legitimate",
     ("sweep", "--seed", "0"): "legitimate", ("train", "--comm-sms", "0"): "legitimate",
-    **{("graph", "--top", v): "gap: archsim/cli/graph.py accepts --top <= 0" for v in ("0", "-1")},
 }
 
 

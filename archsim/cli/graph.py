@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
                                precision_from_names, small_variant)
     from archsim.graph.expert_load import load_from_spec
 
+    if args.top < 1:
+        from archsim.errors import ConfigError
+        raise ConfigError(None, "--top", "a positive number of ops", args.top)
     w = load_workload(args.workload)
     model = small_variant(w.model) if args.small else w.model
     sc = w.scenario
