@@ -186,3 +186,26 @@ def test_load_errors_name_the_file(tmp_path):
     bad.write_text("name: x\nname: y\n")
     with pytest.raises(ConfigError, match=r"chip\.yaml: line 2: .*duplicate key 'name'"):
         load_hardware(bad)
+
+
+def _mapping_paths(node, prefix=""):
+    if isinstance(node, dict):
+        yield prefix
+        for key, value in node.items():
+            yield from _mapping_paths(value, f"{prefix}.{key}" if prefix else key)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_unknown_key_rejected_in_every_section(path):
+    # strictness holds in every mapping of every shipped file, including sections added later
+    data = load_yaml(path)
+    for where in _mapping_paths(data):
+        broken_data = copy.deepcopy(data)
+        node = broken_data
+        for part in where.split(".") if where else []:
+            node = node[part]
+        node["zz_unknown"] = 1
+        with pytest.raises(ConfigError) as info:
+            hardware_from_dict(broken_data, path.name)
+        full = f"{where}.zz_unknown" if where else "zz_unknown"
+        assert full in str(info.value), (where, str(info.value))
