@@ -543,3 +543,40 @@ def test_validate_reports_a_bad_validation_file(tmp_path, capsys, name):
     code, out, err = run_cli(capsys, ["validate", "--dir", str(tmp_path)])
     assert code == 2
     assert one_line(err).startswith(f"archsim: error: {tmp_path / name}: ")
+
+
+def _mapping_paths(node, prefix=""):
+    if isinstance(node, dict):
+        yield prefix
+        for key, value in node.items():
+            yield from _mapping_paths(value, f"{prefix}.{key}" if prefix else key)
+
+
+# HF's quantization_config is a free-form, method-specific mapping, carried through unchecked on purpose
+FREE_FORM = {"model.quantization_config"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "workloads").glob("*.yaml")))
+def test_unknown_key_rejected_in_every_workload_section(tmp_path, name):
+    import copy
+
+    import yaml
+
+    from archsim.config.yaml_io import load_yaml
+
+    data = load_yaml(REPO / "workloads" / name)
+    if "model_config" in data:
+        pytest.skip("model given as a config.json path")
+    for where in _mapping_paths(data):
+        if where in FREE_FORM:
+            continue
+        broken = copy.deepcopy(data)
+        node = broken
+        for part in where.split(".") if where else []:
+            node = node[part]
+        node["zz_unknown"] = 1
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(broken, sort_keys=False))
+        with pytest.raises(ConfigError) as info:
+            load_workload(path)
+        assert "zz_unknown" in str(info.value), (where, str(info.value))
