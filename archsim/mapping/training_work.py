@@ -65,7 +65,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``).
 
     GEMMs (forward, Dgrad with K = N of the forward, Wgrad with K = tokens) are priced by the shape-aware
-    kernel model; the heads at every one of the ``tokens`` positions. Attention backward does 2.5x the
+    kernel model; the heads at every one of the ``tokens`` positions, with the cross-entropy's passes
+    over the logits. Attention backward does 2.5x the
     forward's FLOPs at ``hw.kernel.attention_backward_fraction`` of its rate. Element-wise backward moves
     2 x (forward reads) + forward writes bytes (saved inputs and dy read, dx written). Each FP8 GEMM casts its
     activation input per 1x128 tile (forward), its output gradient (Dgrad) and both operands transposed
@@ -133,7 +134,12 @@ def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen) -> dict:
            "wgrad_s": 0.0 if frozen else time(n, k, max(1, m))}
     if head:
         last = time(int(a["m"]), n, k)  # what inference prices: the last position only
-        out["logits_s"] = out["forward_s"] + out["dgrad_s"] + out["wgrad_s"] - last
+        # cross-entropy over the logits: the loss reads them once; its backward reads them again and
+        # writes their gradient (three passes over tokens x vocabulary values, in the head's BF16)
+        logits_bytes = m * n * BF16.bits / BITS_PER_BYTE
+        out["forward_s"] += logits_bytes / hbm_rate
+        out["elementwise_backward_s"] = 2 * logits_bytes / hbm_rate
+        out["logits_s"] = out["forward_s"] + out["dgrad_s"] + out["wgrad_s"] + out["elementwise_backward_s"] - last
     if dtype.bits == 8:
         # a dispatched expert input (K = hidden) is cast before dispatch; a combined output's gradient
         # (N = hidden) is cast before the backward dispatch: once per token, not per routed copy
