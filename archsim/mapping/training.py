@@ -168,15 +168,18 @@ def in_flight_micro_batches(setup: TrainingSetup, pp: int, micro_batches: int) -
 def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup: TrainingSetup) -> TrainingEstimate:
     """Step time, memory and throughput of one training step of ``setup`` on layout ``par``.
 
-    Per micro-batch (``micro_batches`` splits each DP replica's ``global_batch / dp`` sequences), the
-    stage's forward is priced from its per-device graph; backward = 2 x forward (1 x for LoRA: no base
-    weight gradients), W = 1 x forward; recomputation adds back the recomputed forward work. EP and TP
-    communication runs forward and backward. Exposed communication depends on the schedule: DualPipe's
-    F&B blocks hide communication under compute (block = max(compute, communication)); 1F1B and
-    interleaved chunks pay it. The pipeline step follows the schedule analytically
-    (``archsim.mapping.pipeline``; ``archsim.sim.step`` executes it as events and agrees). Then the
-    ZeRO gradient reduce-scatter and parameter all-gather over the DP replicas (counted as exposed), and
-    the optimizer update (HBM-bound).
+    Per micro-batch (``micro_batches`` splits each DP replica's ``global_batch / dp`` sequences), every
+    block of the model (decoder layer, head, MTP module) is priced by named terms
+    (``archsim.mapping.training_work``: forward, Dgrad, Wgrad, attention and element-wise backward, FP8
+    casts, recomputation, logits at every position) on the SMs that communication kernels leave. Blocks
+    are split into ``pp`` stages (exact min-max partition); the heaviest rank (under DualPipe: stage r
+    with stage PP-1-r) sets the chunk times. EP and TP communication runs forward and backward.
+    Exposed communication depends on the schedule: DualPipe's F&B blocks hide communication under compute
+    (block = max(compute, communication)); 1F1B and interleaved chunks pay it. The pipeline step follows
+    the schedule analytically (``archsim.mapping.pipeline``; ``archsim.sim.step`` executes it as events
+    and agrees). Then the ZeRO gradient reduce-scatter and parameter all-gather over the DP replicas
+    (counted as exposed), and the optimizer update (HBM-bound). Memory is reported for the even layer
+    split of ``stage_layers`` (the time's min-max split may move a layer; not reflected in memory).
     """
     if setup.global_batch % par.dp:
         raise ConfigError(None, "training.global_batch", f"a multiple of dp={par.dp}", setup.global_batch)
