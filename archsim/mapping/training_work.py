@@ -19,13 +19,15 @@ TRANSPOSED_TILE = FP8.with_block((128, 1), scale_bits=32)
 # Ops of the inference graph that training does not run: no KV cache is written.
 INFERENCE_ONLY = ("kv_cache_update",)
 HEAD_SUFFIXES = ("lm_head", "shared_head.head")
+# Memory-bound ops that selective recomputation re-runs instead of keeping their outputs.
+STREAMING_KINDS = ("norm", "elementwise", "swiglu", "rope", "residual", "softmax")
 
 
 @dataclass(frozen=True, kw_only=True)
 class MicroBatchWork:
-    """Seconds of one micro-batch on one device's full chip, summed over every layer of the model (all
-    pipeline stages), by term. ``forward_s`` includes GEMMs priced by the kernel model and logits at every
-    position; ``wgrad_s`` is zero for a frozen base (LoRA)."""
+    """Seconds of one micro-batch on one device's full chip, by term, summed over the ops (times their
+    count) of a block of the model. ``forward_s`` includes GEMMs priced by the kernel model and logits at
+    every position; ``wgrad_s`` is zero for a frozen base (LoRA)."""
 
     forward_s: float
     fp8_cast_forward_s: float
@@ -35,7 +37,8 @@ class MicroBatchWork:
     elementwise_backward_s: float
     fp8_cast_backward_s: float
     recompute_s: float
-    logits_s: float  # part of forward_s + dgrad_s + wgrad_s: heads at every position instead of the last
+    # already inside the terms above: heads and loss at every position, less the last-position head
+    logits_s: float
 
     @property
     def f_s(self) -> float:
@@ -62,15 +65,16 @@ class MicroBatchWork:
 
 def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int, topk: int, hidden: int,
                      recompute: str, recompute_projections: tuple[str, ...], frozen: bool) -> MicroBatchWork:
-    """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``).
+    """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``);
+    ``count(op)`` says how many times the priced block runs each op (0 leaves it out).
 
     GEMMs (forward, Dgrad with K = N of the forward, Wgrad with K = tokens) are priced by the shape-aware
-    kernel model; the heads at every one of the ``tokens`` positions, with the cross-entropy's passes
-    over the logits. Attention backward does 2.5x the
-    forward's FLOPs at ``hw.kernel.attention_backward_fraction`` of its rate. Element-wise backward moves
-    2 x (forward reads) + forward writes bytes (saved inputs and dy read, dx written). Each FP8 GEMM casts its
-    activation input per 1x128 tile (forward), its output gradient (Dgrad) and both operands transposed
-    (Wgrad); a dispatched expert input is cast once per token before dispatch (``topk`` copies share it).
+    kernel model; the heads at every one of the ``tokens`` positions, with the cross-entropy's passes over
+    the logits. Attention backward does 2.5x the forward's FLOPs at
+    ``hw.kernel.attention_backward_fraction`` of its rate. Element-wise backward moves 2 x (forward reads)
+    + forward writes bytes (saved inputs and dy read, dx written). Each FP8 GEMM casts its activation
+    input per 1x128 tile (forward), its output gradient (Dgrad) and both operands transposed (Wgrad); a
+    dispatched expert input is cast once per token before dispatch (``topk`` copies share it).
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward.
     """
@@ -103,9 +107,6 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     if recompute == "full":
         t["recompute_s"] = t["forward_s"] + t["fp8_cast_forward_s"]
     return MicroBatchWork(**t)
-
-
-STREAMING_KINDS = ("norm", "elementwise", "swiglu", "rope", "residual", "softmax")
 
 
 def _backward_bytes_ratio(op) -> float:
@@ -159,7 +160,8 @@ def _cast_bytes(rows: float, cols: int, source_bytes: float, tile) -> float:
     """HBM bytes of one quantisation pass: read the source, write FP8 values and one scale per tile."""
     elements = rows * cols
     per_tile = tile.block[0] * tile.block[1]
-    return elements * (source_bytes + tile.bits / BITS_PER_BYTE) + elements / per_tile * tile.scale_bits / BITS_PER_BYTE
+    scales = elements / per_tile * tile.scale_bits / BITS_PER_BYTE
+    return elements * (source_bytes + tile.bits / BITS_PER_BYTE) + scales
 
 
 def op_block(op, small_layers: int):
