@@ -143,6 +143,14 @@ def _plot(path: str, rec) -> None:
         plt.close(fig)
 
 
+def _num(value: float, spec: str) -> str:
+    """A number, or "n/a" (right-aligned like it) where nothing completed and the statistic is undefined."""
+    if isinstance(value, float) and not math.isfinite(value):
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "n/a".rjust(int(width)) if width else "n/a"
+    return format(value, spec)
+
+
 def _table(d: dict) -> str:
     dep = d["deployment"]
     lines = [f"{dep['model']} on {dep['hardware']}: {d['replicas']} replica(s) x {dep['devices_per_replica']} devices "
@@ -152,12 +160,13 @@ def _table(d: dict) -> str:
              f"{'':10} {'mean':>10} {'p50':>10} {'p90':>10} {'p99':>10}"]
     for key in ("ttft_s", "tpot_s", "e2e_s"):
         s = d[key]
-        lines.append(f"{key:10} " + " ".join(f"{s[q]:10.4g}" for q in ("mean", "p50", "p90", "p99")))
+        lines.append(f"{key:10} " + " ".join(f"{_num(s[q], '10.4g')}" for q in ("mean", "p50", "p90", "p99")))
     t = d["throughput"]
     lines += [f"throughput {t['output_tokens_per_s']:.1f} out tok/s ({t['output_tokens_per_s_per_device']:.1f} per device),"
               f" {t['input_tokens_per_s']:.1f} in tok/s",
               f"goodput    {d['goodput']['requests_per_s']:.3f} req/s within SLOs",
-              f"cost       ${d['cost']['usd_per_million_output_tokens']:.3f} per 1M output tokens; "
-              f"{d['energy']['j_per_output_token']:.3g} J per output token",
-              f"little     L = {d['little']['mean_in_system']:.3f}, lambda x W = {d['little']['rate_times_latency']:.3f}"]
+              f"cost       ${_num(d['cost']['usd_per_million_output_tokens'], '.3f')} per 1M output tokens; "
+              f"{_num(d['energy']['j_per_output_token'], '.3g')} J per output token",
+              f"little     L = {_num(d['little']['mean_in_system'], '.3f')}, "
+              f"lambda x W = {_num(d['little']['rate_times_latency'], '.3f')}"]
     return "\n".join(lines) + "\n"

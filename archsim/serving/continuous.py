@@ -29,13 +29,25 @@ class _DecodeSet:
     """Parallel arrays of the sequences in the decode phase, in no particular order."""
 
     def __init__(self, capacity: int):
+        # rows grow by doubling as sequences arrive (up to ``capacity``), so a huge max_seqs x dp
+        # (10^15 devices) costs memory only for sequences that exist
         self.n = 0
-        self.cols = {name: np.zeros(capacity, dtype=np.int64) for name in _COLUMNS}
-        self.last = np.zeros(capacity, dtype=np.float64)
+        self.capacity = capacity
+        size = min(capacity, 1024)
+        self.cols = {name: np.zeros(size, dtype=np.int64) for name in _COLUMNS}
+        self.last = np.zeros(size, dtype=np.float64)
         self.seqs: dict[int, Seq] = {}
+
+    def _grow(self) -> None:
+        size = min(self.capacity, 2 * len(self.last))
+        self.cols = {name: np.concatenate([arr, np.zeros(size - len(arr), dtype=np.int64)])
+                     for name, arr in self.cols.items()}
+        self.last = np.concatenate([self.last, np.zeros(size - len(self.last), dtype=np.float64)])
 
     def add(self, seq: Seq) -> None:
         i = self.n
+        if i == len(self.last):
+            self._grow()
         c = self.cols
         c["kv"][i], c["gen"][i], c["out"][i] = seq.kv_tokens, seq.generated, seq.req.output_tokens
         c["blocks"][i], c["order"][i], c["ident"][i] = seq.blocks, seq.order, id(seq)
@@ -92,7 +104,7 @@ class ContinuousScheduler:
         self.swapped: deque[Seq] = deque()
         self.prefilling: dict[int, Seq] = {}  # admitted, prompt not yet fully in cache; admission order
         self.decoding = _DecodeSet(max_seqs)
-        self._ones = np.ones(max_seqs, dtype=np.int64)
+        self._ones = np.ones(min(max_seqs, 1024), dtype=np.int64)  # grown with the decode set
         self.handoff: list[Seq] = []
         self.gaps: list[float] = []
         self.gap_chunks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -287,6 +299,8 @@ class ContinuousScheduler:
         c = d.cols
         left = c["out"][:n] - c["gen"][:n] if self.spec is not None else None
         if self.spec is None:
+            if len(self._ones) < n:
+                self._ones = np.ones(min(self.max_seqs, max(n, 2 * len(self._ones))), dtype=np.int64)
             tokens = self._ones[:n]  # every row has >= 1 token left (finished rows leave at once)
         else:
             tokens = np.minimum(1 + self.spec.accepted(self.rng, n), left)

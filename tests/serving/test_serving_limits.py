@@ -82,3 +82,28 @@ def test_closed_loop_stops_at_the_request_limit(monkeypatch):
     monkeypatch.setattr(serve, "MAX_REQUESTS", 3)
     with pytest.raises(ConfigError, match="closed_loop: expected at most 3 requests in a run, got 4"):
         run_deployment(opts)
+
+
+def test_serve_on_10_15_devices_answers_without_nan(capsys):
+    # 10^15 devices per replica: the decode set's rows grow with the sequences that exist (not max_seqs x dp,
+    # 2.6e17 rows), and statistics of an empty run print as n/a, not nan
+    from archsim.cli import main
+
+    code = main(["serve", str(REPO / "workloads/deepseek_v3.yaml"), "--hw", str(REPO / "hardware/h100.yaml"),
+                 "--devices", str(10**15), "--rate", "1", "--duration", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1000000000000000 devices" in out and "nan" not in out
+
+
+def test_decode_set_grows_past_its_first_rows():
+    from archsim.serving.continuous import _DecodeSet
+    from archsim.serving.requests import Request
+    from archsim.serving.sequence import Seq
+
+    d = _DecodeSet(10**12)
+    assert len(d.last) == 1024  # not 10^12 rows up front
+    for i in range(3000):
+        d.add(Seq(Request(id=i, arrival_s=0.0, prompt_tokens=4, output_tokens=9 + i)))
+    assert d.n == 3000 and len(d.last) == 4096
+    assert list(d.cols["out"][:3000]) == [9 + i for i in range(3000)]  # rows kept across two doublings
