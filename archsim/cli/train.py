@@ -54,6 +54,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--comm-sms", type=int, default=0, help="SMs reserved for communication kernels (DSV3: 20)")
     p.add_argument("--mtp", action="store_true", help="train the MTP module too (DeepSeek-V3)")
     p.add_argument("--fp8-activation-cache", action="store_true", help="store saved activations in FP8")
+    p.add_argument("--recompute-projections", default="",
+                   help="comma-separated projections recomputed in backward, e.g. q_b_proj,kv_b_proj (DSV3)")
     p.add_argument("--trace", help="write the simulated pipeline step as Chrome trace JSON to this file")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=run)
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
                           precision=args.precision, optimizer=args.optimizer, recompute=args.recompute,
                           mode=args.mode, schedule=args.schedule, virtual_chunks=args.virtual_chunks,
                           lora_rank=args.lora_rank, comm_sms=args.comm_sms, mtp=args.mtp,
-                          fp8_activation_cache=args.fp8_activation_cache)
+                          fp8_activation_cache=args.fp8_activation_cache,
+                          recompute_projections=tuple(p for p in args.recompute_projections.split(",") if p))
     par = smallest_training_layout(workload.model, hw, setup, args.devices, tp=args.tp, ep=args.ep, pp=args.pp,
                                    dp=args.dp, micro_batches=args.micro_batches, zero_stage=args.zero)
     est = estimate_training(workload.model, hw, par, setup)

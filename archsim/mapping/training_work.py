@@ -8,6 +8,7 @@ from archsim.config.hardware import Hardware
 from archsim.cost.kernel_model import grouped_gemm_time
 from archsim.cost.phase import PhaseCost
 from archsim.dtypes import BF16, BITS_PER_BYTE, FP8
+from archsim.errors import ConfigError
 
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (Dao 2023, §3.1.2): 2.5x the work.
 ATTENTION_BACKWARD_RATIO = 2.5
@@ -63,6 +64,16 @@ class MicroBatchWork:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def _check_projections(graph, names: tuple[str, ...]) -> None:
+    """Every projection named for recomputation must be a GEMM of the model (a typo is an error, not a no-op)."""
+    gemms = [n for n in graph.nodes if graph.nodes[n]["op"].kind in GEMM_KINDS]
+    for name in names:
+        if not any(g.endswith(name) for g in gemms):
+            known = sorted({g.rsplit(".", 1)[-1] for g in gemms})
+            raise ConfigError(None, "training.recompute_projections", f"projection names of the model ({', '.join(known)})",
+                              name)
+
+
 def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int, topk: int, hidden: int,
                      recompute: str, recompute_projections: tuple[str, ...], frozen: bool) -> MicroBatchWork:
     """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``);
@@ -78,6 +89,7 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward.
     """
+    _check_projections(graph, recompute_projections)
     kernel = hw.kernel
     attention_rate = kernel.attention_backward_fraction if kernel and kernel.attention_backward_fraction else 1.0
     hbm = hw.main_memory
