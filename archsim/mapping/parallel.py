@@ -77,7 +77,7 @@ def _as_opt(name: str, value) -> int | None:
     return value
 
 
-def _divisors(n: int, limit: int | None = None) -> Iterator[int]:
+def divisors(n: int, limit: int | None = None) -> Iterator[int]:
     """Divisors of ``n`` up to ``limit`` (default ``n``), ascending, lazily: the searches below stop early
     or bound ``limit`` by a small model dimension, so 10^15 devices never means 10^15 trials."""
     top = n if limit is None else min(n, limit)
@@ -95,7 +95,7 @@ def _auto_tp(model: ModelConfig, hw: Hardware, devices: int) -> int:
     if model.is_moe:
         return 1  # DeepSeek deploys attention-DP + MoE-EP with TP1 (DSV3 profile-data, published.md §2.3)
     best = 1
-    for t in _divisors(min(devices, hw.node.chips_per_node)):
+    for t in divisors(min(devices, hw.node.chips_per_node)):
         if devices % t == 0 and model.num_attention_heads % t == 0 and model.kv_heads % t == 0 \
                 and model.vocab_size % t == 0 and model.intermediate_size % t == 0:
             best = t
@@ -106,7 +106,7 @@ def _auto_ep(model: ModelConfig, tp: int, stage: int) -> int:
     if not model.is_moe:
         return 1
     # divisors of the stage that divide the experts are the divisors of their gcd (at most E candidates)
-    ok = [e for e in _divisors(gcd(stage, model.n_routed_experts)) if e % tp == 0]
+    ok = [e for e in divisors(gcd(stage, model.n_routed_experts)) if e % tp == 0]
     return max(ok) if ok else 1
 
 
@@ -155,7 +155,7 @@ def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch
 
 
 def _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant, cache=None) -> int:
-    for pp in _divisors(rest, model.num_hidden_layers):
+    for pp in divisors(rest, model.num_hidden_layers):
         dp = rest // pp
         e = ep or _auto_ep(model, tp, tp * cp * dp)
         if e > 1 and ((tp * cp * dp) % e or e % tp):  # the rule Parallelism enforces; ep = 1 is always valid

@@ -3,13 +3,14 @@ do not fit or miss the SLOs, rank the rest by an objective and return the best a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import gcd
 from typing import Callable, Iterable
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
 from archsim.graph.precision import Precision
-from archsim.mapping.parallel import LayoutPlan, _plan
+from archsim.mapping.parallel import LayoutPlan, _plan, divisors
 from archsim.mapping.parallelism import Parallelism
 
 OBJECTIVES = ("throughput", "latency", "cost")
@@ -54,10 +55,6 @@ class PlanSearch:
                 "pareto": [p.to_dict() for p in self.pareto]}
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _tp_ok(model: ModelConfig, tp: int) -> bool:
     ok = model.num_attention_heads % tp == 0 and model.vocab_size % tp == 0 and model.intermediate_size % tp == 0
     if model.attention_kind == "gqa":
@@ -75,19 +72,17 @@ def enumerate_layouts(model: ModelConfig, hw: Hardware, devices: int, *, long_pr
     (and PP micro-batches with a pipeline)."""
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ConfigError(None, "devices", "a positive integer", devices)
-    for tp in _divisors(devices):
-        if tp > hw.node.chips_per_node or not _tp_ok(model, tp):
+    for tp in divisors(devices, hw.node.chips_per_node):
+        if not _tp_ok(model, tp):
             continue
         for cp in ((1, 2, 4, 8) if long_prompt else (1,)):
             if (devices // tp) % cp:
                 continue
             rest = devices // (tp * cp)
-            for pp in _divisors(rest):
-                if pp > min(max_pp, model.num_hidden_layers):
-                    break
+            for pp in divisors(rest, min(max_pp, model.num_hidden_layers)):
                 dp = rest // pp
                 stage = tp * cp * dp
-                eps = [e for e in _divisors(stage) if e % tp == 0 and model.n_routed_experts % e == 0] \
+                eps = [e for e in divisors(gcd(stage, model.n_routed_experts)) if e % tp == 0] \
                     if model.is_moe else [1]
                 for ep in eps:
                     for mb in sorted({1, 2, pp}):

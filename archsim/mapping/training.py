@@ -4,7 +4,7 @@ GPU-hours and cost for a token budget. Pre-training, full fine-tuning and LoRA."
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from math import ceil
+from math import gcd
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
@@ -12,8 +12,9 @@ from archsim.cost.collectives import price_collective
 from archsim.cost.phase import price_graph
 from archsim.errors import ConfigError
 from archsim.graph.build import build_prefill
-from archsim.graph.precision import Precision, Shard, precision_from_names
+from archsim.graph.precision import Shard, precision_from_names
 from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
+from archsim.mapping.parallel import divisors
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
@@ -429,7 +430,7 @@ def smallest_training_layout(model, hw, setup: TrainingSetup, devices: int, **fi
     elif fixed.get("dp"):
         options = [rest // fixed["dp"]] if rest % fixed["dp"] == 0 else []
     else:
-        options = [p for p in range(1, min(rest, model.num_hidden_layers) + 1) if rest % p == 0]
+        options = list(divisors(rest, model.num_hidden_layers))
     if not options or rest % options[0]:
         raise ConfigError(None, "parallelism", f"tp*cp*dp*pp = devices ({devices})", fixed)
     zero = 1 if fixed.get("zero_stage") is None else fixed["zero_stage"]
@@ -453,8 +454,8 @@ def _auto_tp(model, hw, devices: int) -> int:
     if model.is_moe:
         return 1
     best = 1
-    for t in range(1, min(devices, hw.node.chips_per_node) + 1):
-        if devices % t == 0 and model.num_attention_heads % t == 0 and model.kv_heads % t == 0 \
+    for t in divisors(devices, hw.node.chips_per_node):
+        if model.num_attention_heads % t == 0 and model.kv_heads % t == 0 \
                 and model.intermediate_size % t == 0 and model.vocab_size % t == 0:
             best = t
     return best
@@ -464,7 +465,7 @@ def _auto_ep(model, tp, stage):
     if not model.is_moe:
         return 1
     best = 1
-    for e in range(1, stage + 1):
-        if stage % e == 0 and e % tp == 0 and model.n_routed_experts % e == 0:
+    for e in divisors(gcd(stage, model.n_routed_experts)):
+        if e % tp == 0:
             best = e
     return best
