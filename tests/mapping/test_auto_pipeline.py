@@ -94,3 +94,16 @@ def test_absurd_device_count_resolves_without_enumerating_it(h100):
                        precision=FP8)
     par = plan.parallelism
     assert par.devices == 10**15 and par.tp * par.pp * par.dp * par.cp == 10**15
+
+
+def test_divisor_search_is_bounded_by_the_limit_not_the_device_count():
+    from itertools import islice
+
+    from archsim.mapping.parallel import divisors
+    from archsim.mapping.plan import enumerate_layouts
+
+    # 10^15 = 2^15 * 5^15: its divisors up to 8 are 1, 2, 4, 5, 8 — found without scanning to 10^15
+    assert list(divisors(10 ** 15, 8)) == [1, 2, 4, 5, 8]
+    model = load_workload("workloads/deepseek_v3.yaml").model
+    first = list(islice(enumerate_layouts(model, load_hardware("hardware/h800.yaml"), 10 ** 15), 3))
+    assert first and all(p.devices == 10 ** 15 for p in first)
