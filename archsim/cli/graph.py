@@ -6,26 +6,18 @@ import json
 import sys
 from collections import defaultdict
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from archsim.cli._common import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("graph", help="build a workload's prefill or decode operator graph and summarise it")
     p.add_argument("workload", help="workload YAML, e.g. workloads/deepseek_v3.yaml")
     p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
-    p.add_argument("--batch", type=_positive, help="sequences (default: the scenario's batch)")
-    p.add_argument("--length", type=_positive,
+    p.add_argument("--batch", type=positive_int, help="sequences (default: the scenario's batch)")
+    p.add_argument("--length", type=positive_int,
                    help="prompt tokens (prefill) or context incl. the new token (decode); default from the scenario")
-    p.add_argument("--tp", type=_positive, default=1, help="tensor-parallel slice the graph describes")
-    p.add_argument("--ep", type=_positive, default=1, help="expert-parallel slice the graph describes")
+    p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel slice the graph describes")
+    p.add_argument("--ep", type=positive_int, default=1, help="expert-parallel slice the graph describes")
     p.add_argument("--mtp", action="store_true", help="include the MTP module")
     p.add_argument("--small", action="store_true", help="the --small variant of the model (graph/small.py rule)")
     p.add_argument("--top", type=int, default=5, help="list the N ops with the most FLOPs")

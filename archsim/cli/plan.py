@@ -5,55 +5,32 @@ import argparse
 import json
 import sys
 
+from archsim.cli._common import positive_int, progress_bar
 from archsim.errors import ConfigError
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="search parallel layouts on N devices: best plan and Pareto front")
     p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/deepseek_v3.yaml")
     p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h800.yaml")
-    p.add_argument("--devices", type=_pos_int, required=True, help="number of devices")
+    p.add_argument("--devices", type=positive_int, required=True, help="number of devices")
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--objective", choices=("throughput", "latency", "cost"), default="throughput")
     p.add_argument("--slo-tpot", help="inference: time per output token limit, e.g. 50ms")
     p.add_argument("--slo-ttft", help="inference: time to first token limit, e.g. 2s")
-    p.add_argument("--prompt-len", type=_pos_int, help="inference prompt tokens (default: the workload's)")
-    p.add_argument("--output-len", type=_pos_int, help="inference output tokens (default: the workload's)")
-    p.add_argument("--batch", type=_pos_int, action="append",
+    p.add_argument("--prompt-len", type=positive_int, help="inference prompt tokens (default: the workload's)")
+    p.add_argument("--output-len", type=positive_int, help="inference output tokens (default: the workload's)")
+    p.add_argument("--batch", type=positive_int, action="append",
                    help="global batch size to try (repeatable; default 1..256 sequences per replica)")
     p.add_argument("--weights", help="inference weight format (default: the workload's)")
-    p.add_argument("--seq-len", type=_pos_int, default=4096, help="train: sequence length")
-    p.add_argument("--global-batch", type=_pos_int, help="train: sequences per step (default 4 per device)")
+    p.add_argument("--seq-len", type=positive_int, default=4096, help="train: sequence length")
+    p.add_argument("--global-batch", type=positive_int, help="train: sequences per step (default 4 per device)")
     p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16", help="train: precision recipe")
-    p.add_argument("--top", type=_pos_int, default=20, help="plans listed (default 20)")
+    p.add_argument("--top", type=positive_int, default=20, help="plans listed (default 20)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=run)
     return p
-
-
-def _progress_bar(enabled: bool):
-    if not enabled:
-        return None
-
-    def show(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 50) == 0:
-            filled = int(30 * done / total)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} layouts")
-            if done == total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-    return show
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     workload = load_workload(args.workload)
     hw = load_hardware(args.hw)
     sc = workload.scenario
-    progress = _progress_bar(not args.no_progress and sys.stderr.isatty())
+    progress = progress_bar("searching", "layouts", not args.no_progress and sys.stderr.isatty())
     if args.mode == "train":
         if args.slo_tpot or args.slo_ttft:
             raise ConfigError(None, "--slo-tpot/--slo-ttft", "SLOs only with --mode inference", "train")

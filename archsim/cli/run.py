@@ -5,40 +5,22 @@ import argparse
 import json
 import sys
 
+from archsim.cli._common import positive_int, positive_int_or_auto
 from archsim.errors import ConfigError
-
-
-def _positive_int_or_auto(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _positive_int_or_auto(text)
-    if value == "auto":
-        raise argparse.ArgumentTypeError("expected a positive integer, got 'auto'")
-    return value
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="project a workload on hardware (prefill, decode, memory, energy)")
     p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/kimi_k2.yaml")
     p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
-    p.add_argument("--devices", type=_positive_int_or_auto, help="number of devices, or 'auto' (smallest that fits)")
-    p.add_argument("--batch", type=_positive_int, help="sequences in one step, across the whole deployment")
-    p.add_argument("--prompt-len", type=_positive_int, help="prompt tokens per sequence")
-    p.add_argument("--output-len", type=_positive_int, help="output tokens per sequence")
+    p.add_argument("--devices", type=positive_int_or_auto, help="number of devices, or 'auto' (smallest that fits)")
+    p.add_argument("--batch", type=positive_int, help="sequences in one step, across the whole deployment")
+    p.add_argument("--prompt-len", type=positive_int, help="prompt tokens per sequence")
+    p.add_argument("--output-len", type=positive_int, help="output tokens per sequence")
     p.add_argument("--weights", help="weight format: fp8 (128x128 block scales) | bf16 | fp16 | fp4 | int4")
     p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16")
     for flag in ("tp", "ep", "pp", "dp", "attn-dp", "micro-batches"):
-        p.add_argument(f"--{flag}", type=_positive_int_or_auto, help=f"{flag} degree, or 'auto'")
+        p.add_argument(f"--{flag}", type=positive_int_or_auto, help=f"{flag} degree, or 'auto'")
     p.add_argument("--attention", choices=("flash", "naive"), help="attention kernel traffic model (default flash)")
     p.add_argument("--mtp", action="store_true", default=None, help="include the MTP module (DeepSeek-V3)")
     p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S | measured "

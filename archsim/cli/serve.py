@@ -6,6 +6,7 @@ import json
 import math
 import sys
 
+from archsim.cli._common import progress_bar
 from archsim.errors import ConfigError
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
 
@@ -70,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from archsim.serving.metrics import request_table
     from archsim.sim.serve_deploy import options_from, run_deployment
 
-    result, meta = run_deployment(options_from(args), progress=_progress(args.duration) if sys.stderr.isatty() else None)
+    bar = progress_bar("simulating", "s")
+    progress = (lambda now: bar(round(min(now, args.duration), 1), args.duration)) if bar else None
+    result, meta = run_deployment(options_from(args), progress=progress)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     data = {**result.summary, "deployment": meta}
@@ -84,15 +87,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(_table(data))
     return 0
-
-
-def _progress(duration_s: float):
-    def show(now: float) -> None:
-        done = min(1.0, now / duration_s)
-        bar = "#" * int(30 * done)
-        sys.stderr.write(f"\rsimulating [{bar:<30}] {now:8.1f} / {duration_s:.0f} s")
-        sys.stderr.flush()
-    return show
 
 
 def _finite(value):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
+
+from archsim.cli._common import progress_bar
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -29,13 +30,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _progress(done: int, total: int) -> None:
-    width = 30
-    fill = width * done // total
-    print(f"\rsweep [{'#' * fill}{'.' * (width - fill)}] {done}/{total} chunks", end="" if done < total else "\n",
-          file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from archsim.errors import ConfigError
     from archsim.whatif.sweep import METRICS, SweepSpec, run_sweep
@@ -52,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(None, "--batch", "a positive integer", args.batch)
         overrides.append(("batch", args.batch))
     spec = SweepSpec(workload=args.workload, hardware=args.hw, overrides=tuple(overrides))
-    progress = None if args.quiet or args.format == "json" else _progress
+    progress = None if args.quiet or args.format == "json" else progress_bar("sweep", "chunks")
     result = run_sweep(spec, columns, chunk=args.chunk, workers=args.workers, cluster=args.cluster,
                        progress=progress)
     paths = [a.path for a in axes]

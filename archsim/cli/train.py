@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from archsim.cli._common import positive_int
 from archsim.errors import ConfigError
 
 SI = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
@@ -22,35 +23,25 @@ def token_count(text: str) -> float:
     return value
 
 
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="training / fine-tuning: step time, memory, MFU, GPU-hours, cost")
     p.add_argument("workload", help="workload YAML (model), e.g. workloads/deepseek_v3.yaml")
     p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h800.yaml")
-    p.add_argument("--devices", type=_pos_int, required=True, help="number of devices")
+    p.add_argument("--devices", type=positive_int, required=True, help="number of devices")
     p.add_argument("--tokens", type=token_count, default=1e12, help="token budget, e.g. 14.8T (default 1T)")
-    p.add_argument("--seq-len", type=_pos_int, default=4096, help="sequence length (default 4096)")
-    p.add_argument("--global-batch", type=_pos_int, default=None,
+    p.add_argument("--seq-len", type=positive_int, default=4096, help="sequence length (default 4096)")
+    p.add_argument("--global-batch", type=positive_int, default=None,
                    help="sequences per step across the deployment (default: 4 per device)")
     for flag in ("tp", "ep", "pp", "dp", "micro-batches"):
-        p.add_argument(f"--{flag}", type=_pos_int, help=f"{flag} degree (default: chosen)")
+        p.add_argument(f"--{flag}", type=positive_int, help=f"{flag} degree (default: chosen)")
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage (default 1)")
     p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16")
     p.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
     p.add_argument("--recompute", choices=("none", "selective", "full"), default="selective")
     p.add_argument("--mode", choices=("pretrain", "finetune", "lora"), default="pretrain")
-    p.add_argument("--lora-rank", type=_pos_int, default=16)
+    p.add_argument("--lora-rank", type=positive_int, default=16)
     p.add_argument("--schedule", choices=("1f1b", "interleaved", "dualpipe"), default="1f1b")
-    p.add_argument("--virtual-chunks", type=_pos_int, default=2, help="model chunks per rank (interleaved)")
+    p.add_argument("--virtual-chunks", type=positive_int, default=2, help="model chunks per rank (interleaved)")
     p.add_argument("--comm-sms", type=int, default=0, help="SMs reserved for communication kernels (DSV3: 20)")
     p.add_argument("--mtp", action="store_true", help="train the MTP module too (DeepSeek-V3)")
     p.add_argument("--fp8-activation-cache", action="store_true", help="store saved activations in FP8")
