@@ -8,7 +8,8 @@ Effects modelled (docs/fidelity.md gives the derivations and the validation agai
   issues (MMA pipeline bubbles, scale promotion); a named hardware field;
 - **wave quantisation and partial tiles**: a GEMM is cut into block_m x block_n output tiles that run
   in waves of ``sm_count``; a partial last wave or a partial edge tile costs a full tile's time. The
-  tile is chosen the way a tuned library does (fewest waves, then the fullest last wave);
+  tile is the one of the library's menu with the least modelled time (an autotuned library runs the
+  fastest config per shape), which keeps time monotone in the GEMM's size;
 - **small-M GEMMs are bandwidth-bound**: their time is the compulsory bytes over achievable bandwidth;
 - **operand feed from L2**: every tile streams its A and B panels from L2, so small tiles can be bound
   by L2 bandwidth rather than by MMA or HBM;
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
-from typing import Iterable
+from typing import Callable, Iterable
 
 from archsim.errors import ConfigError
 
@@ -53,16 +54,23 @@ def sustained_matrix_rate(*, peak_flop_per_s: float, clock_boost_hz: float, cloc
 
 
 def choose_gemm_tile(*, m: int, n: int, groups: int, sm_count: int, block_m_options: Iterable[int],
-                     block_n_options: Iterable[int], max_tile_elements: int) -> TileChoice:
-    """The tile a wave-aware library picks for ``groups`` GEMMs of m x n outputs on ``sm_count`` SMs.
+                     block_n_options: Iterable[int], max_tile_elements: int,
+                     score: Callable[[TileChoice], float] | None = None) -> TileChoice:
+    """The tile a tuned library picks for ``groups`` GEMMs of m x n outputs on ``sm_count`` SMs.
 
-    Rule (DeepGEMM ``get_best_configs``): among tiles of at most ``max_tile_elements`` outputs (the
-    accumulator must fit in registers), take the fewest waves; on a tie the fullest last wave; on a
-    further tie the larger block_n (fewer, wider tiles re-read A less).
+    Rule: among tiles of at most ``max_tile_elements`` outputs (the accumulator must fit in registers),
+    take the one with the least ``score`` (the caller's modelled main-loop time; by default the padded
+    outputs per SM, ``waves * block_m * block_n``, which the MMA time is proportional to); on a tie the
+    fewest waves, then the fullest last wave, then the larger block_n (fewer, wider tiles re-read A less).
+    Each tile's score is monotone in m (more rows never mean fewer tiles), so the minimum over the menu
+    is monotone too: a bigger GEMM never gets a faster tiling. (DeepGEMM's own ``get_best_configs``
+    ranks by waves first; that rule is not monotone: a DeepSeek-V3 o_absorb at m = 179 padded more
+    work than at m = 257.)
     """
     if m < 1 or n < 1 or groups < 1 or sm_count < 1:
         raise ConfigError(None, "gemm.shape", "m, n, groups and sm_count >= 1", (m, n, groups, sm_count))
-    best: tuple[tuple[int, int, int], TileChoice] | None = None
+    score = score or (lambda tile: float(tile.padded_elements_per_sm))
+    best: tuple[tuple[float, int, int, int], TileChoice] | None = None
     for bm in block_m_options:
         for bn in block_n_options:
             if bm * bn > max_tile_elements:
@@ -70,9 +78,10 @@ def choose_gemm_tile(*, m: int, n: int, groups: int, sm_count: int, block_m_opti
             tiles = groups * ceil(m / bm) * ceil(n / bn)
             waves = ceil(tiles / sm_count)
             last = tiles - (waves - 1) * sm_count
-            key = (waves, -last, -bn)
+            tile = TileChoice(block_m=bm, block_n=bn, tiles=tiles, waves=waves, last_wave_tiles=last)
+            key = (score(tile), waves, -last, -bn)
             if best is None or key < best[0]:
-                best = (key, TileChoice(block_m=bm, block_n=bn, tiles=tiles, waves=waves, last_wave_tiles=last))
+                best = (key, tile)
     if best is None:
         raise ConfigError(None, "kernel.gemm_block", f"a tile of at most {max_tile_elements} outputs",
                           (tuple(block_m_options), tuple(block_n_options)))

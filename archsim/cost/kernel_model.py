@@ -144,9 +144,16 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     time_flops = flops
     operand_bytes = 0.0
     if fields is not None and fields.has_tiles:
+        l2_bw = _l2_bandwidth(hw)
+
+        def main_loop_s(tile: eff.TileChoice) -> float:
+            # the tile-dependent part of tiled_kernel_time: MMA over padded tiles vs L2 operand streaming
+            return max(eff.wave_quantised_flops(tile=tile, k=k, sm_count=hw.sm_count) / rate,
+                       eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes) / l2_bw)
+
         tile = eff.choose_gemm_tile(m=m, n=n, groups=groups, sm_count=hw.sm_count,
                                     block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
-                                    max_tile_elements=fields.gemm_max_tile_elements)
+                                    max_tile_elements=fields.gemm_max_tile_elements, score=main_loop_s)
         time_flops = eff.wave_quantised_flops(tile=tile, k=k, sm_count=hw.sm_count)
         operand_bytes = eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes)
         detail = {"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,

@@ -142,7 +142,9 @@ def _attention_rate_ratio(hw: Hardware) -> float:
 def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) -> float:
     """FLOPs-equivalent of a (grouped) GEMM run in waves of full tiles (``cost/efficiency.py``); 0 when the
     chip has no tile menu (``kernel:`` fields) or the GEMM is empty. ``m`` may be an expectation: it is
-    rounded up to whole rows."""
+    rounded up to whole rows. The tile is the menu's one with the least padded work per SM: that is
+    what this compute time is proportional to (L2 operand traffic is charged from the SRAM tile of
+    ``gemm_traffic``, independent of this choice), and the least over the menu is monotone in m."""
     fields = geom.kernel
     if fields is None or not fields.has_tiles or m <= 0 or n <= 0 or k <= 0:
         return 0.0
@@ -150,6 +152,15 @@ def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) ->
                             block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
                             max_tile_elements=fields.gemm_max_tile_elements)
     return wave_quantised_flops(tile=tile, k=k, sm_count=geom.sm_count)
+
+
+def _busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, tile: int) -> float:
+    """The grouped GEMM cannot finish before its busiest expert: with a tile menu, that expert's GEMM
+    alone wave-quantised over the chip (each of its tiles costs a full tile's time on one SM; monotone in
+    tokens_max); without one, ``gemm_traffic.busiest_expert_flops`` (useful work over the SMs its tiles use)."""
+    if geom.kernel is not None and geom.kernel.has_tiles:
+        return quantised_flops(geom, groups=1, m=tokens_max, n=n, k=k)
+    return busiest_expert_flops(tokens_max=tokens_max, n=n, k=k, tile=tile, sm_count=geom.sm_count)
 
 
 def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
@@ -184,8 +195,7 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
         traffic = grouped_gemm_traffic(distinct_experts=distinct, tokens_total=tokens_total,
                                        n=int(attrs["n"]), a_bytes=a, w_bytes=w, c_bytes=c, tile=tile,
                                        l2_bytes=geom.l2_bytes)
-        busiest = busiest_expert_flops(tokens_max=tokens_max, n=int(attrs["n"]), k=int(attrs["k"]),
-                                       tile=tile, sm_count=geom.sm_count)
+        busiest = _busiest_expert_flops(geom, tokens_max=tokens_max, n=int(attrs["n"]), k=int(attrs["k"]), tile=tile)
         mean_tokens = tokens_total / distinct if distinct > 0 else 0.0
         time_flops = max(time_flops, busiest, quantised_flops(geom, groups=max(1, round(distinct)), m=mean_tokens,
                                                               n=int(attrs["n"]), k=int(attrs["k"])))

@@ -18,13 +18,23 @@ BLOCK_N = tuple(range(16, 129, 8)) + (144, 160)
 MAX_TILE = 256 * 128
 
 
-def test_tile_choice_h800_large_gemm() -> None:
+def test_tile_choice_h800_large_gemm_with_deepgemm_wave_rule() -> None:
+    # DeepGEMM's own ranking (fewest waves first) is reproduced by scoring tiles by their waves.
     # m=4096, n=7168 on 132 SMs. 256x128: 16 * 56 = 896 tiles, ceil(896/132) = 7 waves, last 896 - 6*132 = 104.
     # 6 waves would need <= 792 tiles: 16 * ceil(7168/bn) <= 792 needs bn >= 146.3, not allowed with bm=256;
     # 128x160 gives 32 * 45 = 1440 tiles (11 waves). Among 7-wave tilings only bn=128 (56 columns) exists.
     tile = eff.choose_gemm_tile(m=4096, n=7168, groups=1, sm_count=132, block_m_options=BLOCK_M,
-                                block_n_options=BLOCK_N, max_tile_elements=MAX_TILE)
+                                block_n_options=BLOCK_N, max_tile_elements=MAX_TILE, score=lambda t: t.waves)
     assert (tile.block_m, tile.block_n, tile.tiles, tile.waves, tile.last_wave_tiles) == (256, 128, 896, 7, 104)
+
+
+def test_default_rule_is_least_padded_work_not_fewest_waves() -> None:
+    # m=300, n=128 on 2 SMs. 256x128: ceil(300/256) = 2 tiles, 1 wave, 256*128 = 32768 outputs per SM.
+    # 64x128: ceil(300/64) = 5 tiles, 3 waves, 3 * 64*128 = 24576 per SM. Fewest waves would take 256 rows;
+    # the least padded work (the least MMA time) takes 64.
+    tile = eff.choose_gemm_tile(m=300, n=128, groups=1, sm_count=2, block_m_options=(64, 256),
+                                block_n_options=(128,), max_tile_elements=256 * 128)
+    assert (tile.block_m, tile.tiles, tile.waves, tile.padded_elements_per_sm) == (64, 5, 3, 24576)
 
 
 def test_tile_choice_prefers_fullest_last_wave() -> None:
@@ -103,14 +113,28 @@ def test_fit_recovers_a_line_and_rejects_degenerate_samples() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(m=st.integers(1, 20000), n=st.integers(1, 20000), groups=st.integers(1, 8), sms=st.integers(1, 200))
-def test_more_sms_never_need_more_waves(m: int, n: int, groups: int, sms: int) -> None:
+def test_more_sms_never_need_more_padded_work(m: int, n: int, groups: int, sms: int) -> None:
+    # per tile, waves = ceil(tiles / sms) cannot grow with sms, so neither can the least padded work
     kwargs = dict(m=m, n=n, groups=groups, block_m_options=BLOCK_M, block_n_options=BLOCK_N,
                   max_tile_elements=MAX_TILE)
     few = eff.choose_gemm_tile(sm_count=sms, **kwargs)
     many = eff.choose_gemm_tile(sm_count=sms + 1, **kwargs)
-    assert many.waves <= few.waves
+    assert many.padded_elements_per_sm <= few.padded_elements_per_sm
     assert few.waves == math.ceil(few.tiles / sms)
     assert 0 < eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=few, sm_count=sms) <= 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 5000), extra=st.integers(1, 600), n=st.integers(1, 8000), groups=st.integers(1, 16),
+       sms=st.sampled_from([1, 4, 78, 132]))
+def test_more_rows_never_less_padded_work(m: int, extra: int, n: int, groups: int, sms: int) -> None:
+    # for each tile, tiles = groups * ceil(m/bm) * ceil(n/bn) cannot shrink as m grows, so its waves and
+    # padded work cannot either; the least over the menu is therefore monotone in m
+    kwargs = dict(n=n, groups=groups, sm_count=sms, block_m_options=BLOCK_M, block_n_options=BLOCK_N,
+                  max_tile_elements=MAX_TILE)
+    small = eff.choose_gemm_tile(m=m, **kwargs)
+    big = eff.choose_gemm_tile(m=m + extra, **kwargs)
+    assert big.padded_elements_per_sm >= small.padded_elements_per_sm
 
 
 @settings(max_examples=60, deadline=None)

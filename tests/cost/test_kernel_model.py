@@ -131,3 +131,21 @@ def test_gqa_flash_rereads_hit_l2_when_the_kv_in_flight_fits(h800) -> None:
     big = attention_time(h800, kind="gqa", phase="prefill", heads=64, heads_kv=8, head_dim=128, batch=64,
                          context=8192)
     assert big.bytes > 64 * est.bytes and big.parts["l2_s"] == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 4096), extra=st.integers(1, 512), n=st.integers(1, 16384), k=st.integers(1, 8192),
+       groups=st.integers(1, 16))
+def test_more_rows_never_take_less_time(h800, m: int, extra: int, n: int, k: int, groups: int) -> None:
+    # the tile is the menu's least modelled main loop, max(padded MMA, L2 operand feed); both grow with m
+    # for every tile, as do the compulsory input/output bytes, so the kernel time is monotone in m
+    small = grouped_gemm_time(h800, groups=groups, m=m, n=n, k=k)
+    big = grouped_gemm_time(h800, groups=groups, m=m + extra, n=n, k=k)
+    assert big.time_s >= small.time_s * (1 - 1e-12)
+
+
+def test_dsv3_o_absorb_counterexample_is_monotone(h800) -> None:
+    # the shape that broke the old fewest-waves rule: 16 groups of m x 128 x 512 (BF16), m = 179 vs 257
+    small = grouped_gemm_time(h800, groups=16, m=179, n=128, k=512, dtype="bf16")
+    big = grouped_gemm_time(h800, groups=16, m=257, n=128, k=512, dtype="bf16")
+    assert big.time_s >= small.time_s
