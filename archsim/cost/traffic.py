@@ -20,8 +20,7 @@ from archsim.config.hardware import Hardware
 from archsim.config.kernel_fields import KernelFields
 from archsim.cost.efficiency import choose_gemm_tile, wave_quantised_flops
 from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
-from archsim.cost.gemm_traffic import (TiledTraffic, busiest_expert_flops, gemm_tile, gemm_traffic,
-                                       grouped_gemm_traffic)
+from archsim.cost.gemm_traffic import TiledTraffic, gemm_tile, gemm_traffic, grouped_gemm_traffic
 from archsim.errors import ConfigError
 from archsim.graph.op import Op
 
@@ -155,12 +154,19 @@ def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) ->
 
 
 def _busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, tile: int) -> float:
-    """The grouped GEMM cannot finish before its busiest expert: with a tile menu, that expert's GEMM
-    alone wave-quantised over the chip (each of its tiles costs a full tile's time on one SM; monotone in
-    tokens_max); without one, ``gemm_traffic.busiest_expert_flops`` (useful work over the SMs its tiles use)."""
+    """FLOPs-equivalent lower bound from the busiest expert: the grouped GEMM cannot finish before it.
+
+    With a tile menu: that expert's GEMM alone, wave-quantised over the chip (each of its tiles costs a full
+    tile's time on one SM). Without one: no SM finishes before its largest tile, min(m, T) x min(n, T) x k
+    (T: the SRAM tile of ``gemm_traffic``), and the chip no sooner than the expert's own FLOPs. Both are
+    monotone in tokens_max (``gemm_traffic.busiest_expert_flops``, the average tile, was not).
+    """
+    if tokens_max <= 0:
+        return 0.0
     if geom.kernel is not None and geom.kernel.has_tiles:
         return quantised_flops(geom, groups=1, m=tokens_max, n=n, k=k)
-    return busiest_expert_flops(tokens_max=tokens_max, n=n, k=k, tile=tile, sm_count=geom.sm_count)
+    largest_tile = 2.0 * min(tokens_max, tile) * min(n, tile) * k * geom.sm_count
+    return max(2.0 * tokens_max * n * k, largest_tile)
 
 
 def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
