@@ -91,7 +91,9 @@ def candidate_device_counts(hw: Hardware, limit: int = 4096) -> list[int]:
     return small + list(range(per_node, limit + 1, per_node))
 
 
-def _auto_tp(model: ModelConfig, hw: Hardware, devices: int) -> int:
+def auto_tp(model: ModelConfig, hw: Hardware, devices: int) -> int:
+    """TP for ``devices`` chips: 1 for MoE models (EP carries the experts), else the largest divisor of
+    the devices inside a node that divides the heads, kv heads, vocabulary and FFN width."""
     if model.is_moe:
         return 1  # DeepSeek deploys attention-DP + MoE-EP with TP1 (DSV3 profile-data, published.md §2.3)
     best = 1
@@ -102,7 +104,9 @@ def _auto_tp(model: ModelConfig, hw: Hardware, devices: int) -> int:
     return best
 
 
-def _auto_ep(model: ModelConfig, tp: int, stage: int) -> int:
+def auto_ep(model: ModelConfig, tp: int, stage: int) -> int:
+    """EP for a stage of ``stage`` chips: the largest divisor of the stage and the routed experts that is a
+    multiple of ``tp`` (1 for dense models)."""
     if not model.is_moe:
         return 1
     # divisors of the stage that divide the experts are the divisors of their gcd (at most E candidates)
@@ -128,7 +132,7 @@ def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch
     tp, ep, pp, dp = _as_opt("tp", tp), _as_opt("ep", ep), _as_opt("pp", pp), _as_opt("dp", dp if dp is not None
                                                                                         else attn_dp)
     cp, mbs = _as_opt("cp", cp) or 1, _as_opt("micro_batches", micro_batches)
-    tp = tp or _auto_tp(model, hw, devices)
+    tp = tp or auto_tp(model, hw, devices)
     if devices % (tp * cp):
         raise ConfigError(None, "parallelism.tp", f"tp*cp dividing devices ({devices})", tp * cp)
     rest = devices // (tp * cp)
@@ -144,7 +148,7 @@ def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch
     if tp * cp * dp * pp != devices:
         raise ConfigError(None, "parallelism", f"tp*cp*dp*pp = devices ({devices})",
                           f"tp={tp} cp={cp} dp={dp} pp={pp}")
-    ep = ep or _auto_ep(model, tp, tp * cp * dp)
+    ep = ep or auto_ep(model, tp, tp * cp * dp)
     if model.is_moe and model.n_routed_experts % ep:
         raise ConfigError(None, "parallelism.ep", f"a divisor of n_routed_experts ({model.n_routed_experts})", ep)
     if mbs is None:
@@ -157,7 +161,7 @@ def resolve_parallelism(model: ModelConfig, hw: Hardware, devices: int, *, batch
 def _auto_pp(model, hw, precision, tp, cp, rest, ep, batch, context, redundant, cache=None) -> int:
     for pp in divisors(rest, model.num_hidden_layers):
         dp = rest // pp
-        e = ep or _auto_ep(model, tp, tp * cp * dp)
+        e = ep or auto_ep(model, tp, tp * cp * dp)
         if e > 1 and ((tp * cp * dp) % e or e % tp):  # the rule Parallelism enforces; ep = 1 is always valid
             continue
         par = Parallelism(tp=tp, ep=e, pp=pp, dp=dp, cp=cp, redundant_experts=redundant)
@@ -192,34 +196,32 @@ def plan_layout(model: ModelConfig, hw: Hardware, *, devices, batch: int, prompt
                 par = resolve_parallelism(model, hw, n, cache=cache, **kw)
             except ConfigError:
                 continue
-            plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True,
+            plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache,
                          expert_load=expert_load, attention=attention)
             if plan.fits:
                 return plan
         if plan is None:
             raise ConfigError(None, "devices", "a device count whose layout is valid for the given degrees", devices)
         return plan
-    else:
-        if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-            raise ConfigError(None, "devices", "a positive integer or 'auto'", devices)
-        par = resolve_parallelism(model, hw, devices, cache=cache, **kw)
-    return _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, price=True,
-                         expert_load=expert_load, attention=attention)
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(None, "devices", "a positive integer or 'auto'", devices)
+    par = resolve_parallelism(model, hw, devices, cache=cache, **kw)
+    return _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache,
+                 expert_load=expert_load, attention=attention)
 
 
-def _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, *, price: bool,
+def _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, overlap, cache, *,
           expert_load=None, attention: str = "flash") -> LayoutPlan:
+    """Memory of ``par`` and, when it fits, its priced prefill and decode (activations then re-checked)."""
     context = prompt_len + output_len
     mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes, batch=batch,
                             context=context, mtp=mtp, cache=cache)
     prefill = decode = None
-    if price and mem.fits:
+    if mem.fits:
         prefill = price_phase(model, hw, par, precision, phase="prefill", batch=batch, length=prompt_len, mtp=False,
-                              overlap=overlap, cache=cache, expert_load=expert_load,
-                              attention=attention)
+                              overlap=overlap, cache=cache, expert_load=expert_load, attention=attention)
         decode = price_phase(model, hw, par, precision, phase="decode", batch=batch, length=context, mtp=mtp,
-                             overlap=overlap, cache=cache, expert_load=expert_load,
-                              attention=attention)
+                             overlap=overlap, cache=cache, expert_load=expert_load, attention=attention)
         act = max(prefill.activation_peak_bytes, decode.activation_peak_bytes)
         mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes, batch=batch,
                                 context=context, mtp=mtp, activation_bytes_per_stage=act, cache=cache)

@@ -4,17 +4,17 @@ GPU-hours and cost for a token budget. Pre-training, full fine-tuning and LoRA."
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from math import gcd
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.collectives import price_collective
 from archsim.cost.phase import price_graph
+from archsim.dtypes import FP8
 from archsim.errors import ConfigError
 from archsim.graph.build import build_prefill
 from archsim.graph.precision import Shard, precision_from_names
 from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
-from archsim.mapping.parallel import divisors
+from archsim.mapping.parallel import auto_ep, auto_tp, divisors
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
@@ -24,7 +24,6 @@ from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, Micro
 SECONDS_PER_HOUR = 3600
 TRILLION = 1e12
 MODES = ("pretrain", "finetune", "lora")
-FP8_BYTES = 1.0  # bytes of one e4m3 element
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,7 +348,7 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
     if setup.recompute == "full":
         saved = len(worst) * tokens * model.hidden_size * precision.activations.bytes
     if setup.fp8_activation_cache:
-        saved *= FP8_BYTES / precision.activations.bytes
+        saved *= FP8.bytes / precision.activations.bytes
     full = build_prefill(small, batch=1, prompt_len=setup.seq_len, precision=precision, mtp=mtp)
     flops_by: dict = {}
     head_flops = 0.0
@@ -421,7 +420,7 @@ def smallest_training_layout(model, hw, setup: TrainingSetup, devices: int, **fi
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ConfigError(None, "devices", "a positive integer", devices)
     cp = fixed.get("cp") or 1
-    tp = fixed.get("tp") or _auto_tp(model, hw, devices // cp if devices % cp == 0 else 1)
+    tp = fixed.get("tp") or auto_tp(model, hw, devices // cp if devices % cp == 0 else 1)
     if devices % (tp * cp):
         raise ConfigError(None, "parallelism.tp", f"tp*cp dividing devices ({devices})", tp * cp)
     rest = devices // (tp * cp)
@@ -437,7 +436,7 @@ def smallest_training_layout(model, hw, setup: TrainingSetup, devices: int, **fi
     par = None
     for pp in options:
         dp = rest // pp
-        ep = fixed.get("ep") or _auto_ep(model, tp, tp * cp * dp)
+        ep = fixed.get("ep") or auto_ep(model, tp, tp * cp * dp)
         mb = fixed.get("micro_batches") or max(1, setup.global_batch // dp)
         par = Parallelism(tp=tp, cp=cp, dp=dp, pp=pp, ep=ep, micro_batches=mb, zero_stage=zero)
         precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
@@ -447,25 +446,3 @@ def smallest_training_layout(model, hw, setup: TrainingSetup, devices: int, **fi
             return par
     return par
 
-
-def _auto_tp(model, hw, devices: int) -> int:
-    """TP 1 for MoE models (EP carries the experts); for dense models the largest divisor of the heads,
-    kv heads and FFN width that fits in a node and divides the devices."""
-    if model.is_moe:
-        return 1
-    best = 1
-    for t in divisors(devices, hw.node.chips_per_node):
-        if model.num_attention_heads % t == 0 and model.kv_heads % t == 0 \
-                and model.intermediate_size % t == 0 and model.vocab_size % t == 0:
-            best = t
-    return best
-
-
-def _auto_ep(model, tp, stage):
-    if not model.is_moe:
-        return 1
-    best = 1
-    for e in divisors(gcd(stage, model.n_routed_experts)):
-        if e % tp == 0:
-            best = e
-    return best
