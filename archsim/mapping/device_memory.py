@@ -64,8 +64,6 @@ class MemoryBreakdown:
 
 def stage_layers(model: ModelConfig, pp: int) -> list[range]:
     """Layers of each pipeline stage: as even as possible, earlier stages take the remainder."""
-    n = model.num_hidden_layers
-    base, extra = divmod(n, pp)
     return [stage_range(model, pp, s) for s in range(pp)]
 
 

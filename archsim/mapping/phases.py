@@ -94,16 +94,10 @@ def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, in
     return small, {kind: i for i, kind in enumerate(kinds)}
 
 
-def _layer_times(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load=None,
-                 attention="flash"):
-    """(compute seconds per layer key, graph FLOPs, activation peak bytes) of one device's graph."""
-    return _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load,
-                   attention)[:3]
-
-
 def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load=None,
             attention="flash"):
-    """``_layer_times`` plus the graph's PhaseCost (api.py reuses it for energy, MFU and heaviest ops).
+    """(compute seconds per layer key, graph FLOPs, activation peak bytes, the graph's PhaseCost) of one
+    device's graph for one micro-batch (api.py reuses the PhaseCost for energy, MFU and heaviest ops).
 
     The graph is compact (graph/build.py: one decoder layer per kind, weighted by the layers it stands
     for); its per-layer times and totals equal the full graph's bit for bit (tests/cost/test_fast_path.py).

@@ -135,7 +135,7 @@ def search_inference(model: ModelConfig, hw: Hardware, *, devices: int, prompt_l
     cache: dict = {}
     results, rejected = [], 0
     for i, (par, batch) in enumerate(jobs):
-        plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, True, cache, price=True)
+        plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, True, cache)
         if not plan.fits:
             rejected += 1
         else:

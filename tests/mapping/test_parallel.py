@@ -174,9 +174,9 @@ def test_representative_layers_equal_full_graph(dsv3, h800, phase, batch, length
     from archsim.cost.phase import price_graph
     from archsim.graph.build import build_decode, build_prefill
     from archsim.graph.precision import Shard
-    from archsim.mapping.phases import _layer_of, _layer_times
+    from archsim.mapping.phases import _layer_of, _priced
     tokens = batch * (length if phase == "prefill" else 1)
-    layer_s, flops, _ = _layer_times(dsv3, h800, phase, batch, length, FP8, 1, 8, tokens * 8, False, None)
+    layer_s, flops, _, _ = _priced(dsv3, h800, phase, batch, length, FP8, 1, 8, tokens * 8, False, None)
     build = build_prefill if phase == "prefill" else build_decode
     kw = {"prompt_len": length} if phase == "prefill" else {"context": length}
     full = price_graph(build(dsv3, batch=batch, precision=FP8, shard=Shard(tp=1, ep=8), routed_tokens=tokens * 8,
