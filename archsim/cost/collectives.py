@@ -51,16 +51,12 @@ def link_time(link: Link, nbytes: float) -> float:
     """Time to move one message of ``nbytes`` over ``link``, latency excluded (Hockney n_half form)."""
     if nbytes <= 0:
         return 0.0
-    return (nbytes + _n_half(link)) / (link.bandwidth_bytes_per_s * link.achievable_fraction)
+    return (nbytes + link.half_bandwidth_bytes) / (link.bandwidth_bytes_per_s * link.achievable_fraction)
 
 
 def effective_bandwidth(link: Link, nbytes: float) -> float:
     """Achieved bytes/s for messages of ``nbytes``: bandwidth * fraction * m / (m + n_half)."""
     return nbytes / link_time(link, nbytes)
-
-
-def _n_half(link: Link) -> float:
-    return link.half_bandwidth_bytes
 
 
 def _energy(topo: Topology, up_bytes: float, out_bytes: float) -> float:

@@ -19,6 +19,7 @@ from typing import Mapping
 from archsim.config.hardware import Hardware
 from archsim.cost import efficiency as eff
 from archsim.cost.attention_traffic import flash_hbm_bytes
+from archsim.cost.traffic import Geometry
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
 
@@ -143,8 +144,8 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     fields = _kernel_fields(hw)
     time_flops = flops
     operand_bytes = 0.0
+    l2_bw = _l2_bandwidth(hw)
     if fields is not None and fields.has_tiles:
-        l2_bw = _l2_bandwidth(hw)
 
         def main_loop_s(tile: eff.TileChoice) -> float:
             # the tile-dependent part of tiled_kernel_time: MMA over padded tiles vs L2 operand streaming
@@ -163,7 +164,7 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     outputs = groups * out.storage_bytes((m, n))
     t = eff.tiled_kernel_time(compute_s=time_flops / rate, input_bytes=inputs, output_bytes=outputs,
                               bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw), operand_bytes=operand_bytes,
-                              operand_bandwidth_bytes_per_s=_l2_bandwidth(hw))
+                              operand_bandwidth_bytes_per_s=l2_bw)
     return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=t.time_s,
                           bound=t.bound, flops=flops, bytes=inputs + outputs,
                           parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
@@ -224,10 +225,9 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
         if heads % n_kv:
             raise ConfigError(None, "heads_kv", f"a divisor of heads ({heads})", n_kv)
         d_qk = d_v = _positive_int(head_dim, "head_dim")
-        shared = hw.memory.get("shared")
-        sram = 0.0 if shared is None else (shared.per_unit_bytes or shared.capacity_bytes / max(1, hw.sm_count))
         flash_bytes = flash_hbm_bytes(batch=batch, q_len=q, kv_len=context, heads_q=heads, heads_kv=n_kv,
-                                      d_qk=d_qk, d_v=d_v, elem_bytes=kv.bytes, sram_bytes=sram, causal=True)
+                                      d_qk=d_qk, d_v=d_v, elem_bytes=kv.bytes,
+                                      sram_bytes=Geometry.of(hw).sram_per_sm_bytes, causal=True)
         total_bytes, l2_bytes = _attention_l2_capture(hw, flash_bytes=flash_bytes, batch=batch, q=q,
                                                       context=context, heads=heads, n_kv=n_kv, d_qk=d_qk,
                                                       d_v=d_v, kv=kv, act=act)

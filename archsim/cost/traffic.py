@@ -159,7 +159,7 @@ def _busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, 
     With a tile menu: that expert's GEMM alone, wave-quantised over the chip (each of its tiles costs a full
     tile's time on one SM). Without one: no SM finishes before its largest tile, min(m, T) x min(n, T) x k
     (T: the SRAM tile of ``gemm_traffic``), and the chip no sooner than the expert's own FLOPs. Both are
-    monotone in tokens_max (``gemm_traffic.busiest_expert_flops``, the average tile, was not).
+    monotone in tokens_max (an average-tile bound would not be).
     """
     if tokens_max <= 0:
         return 0.0
