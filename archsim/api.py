@@ -13,7 +13,7 @@ from math import ceil
 
 from archsim.config.hardware import Hardware, load_hardware
 from archsim.config.workload import AUTO, ExpertLoadSpec, Scenario, Workload, check_scenario, load_workload
-from archsim.cost.phase import PhaseCost
+from archsim.cost.phase import TERA, PhaseCost
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, load_from_spec
 from archsim.graph.params import count_params, kv_bytes_per_token
@@ -22,8 +22,6 @@ from archsim.mapping.capacity import max_batch, max_context
 from archsim.mapping.parallel import LayoutPlan, plan_layout
 from archsim.report.summary import (DecodeSummary, DeploymentSummary, EnergySummary, MemorySummary, ModelSummary,
                                     OpSummary, PrefillSummary, Report, ScenarioSummary)
-
-TERA = 1e12  # SI prefix, for TOPS/W
 
 SCENARIO_OVERRIDES = ("devices", "batch", "prompt_len", "output_len", "weights", "kv_cache", "activations", "mtp")
 # expert_load: "uniform", "zipf:S", or an archsim.graph.expert_load.ExpertLoad (e.g. measured at small scale)
@@ -167,14 +165,15 @@ def _phase(cls, breakdown, cost: PhaseCost, hw: Hardware, devices: int, **fields
     time_s = breakdown.time_s
     flops = breakdown.flops_per_device
     work_share = flops / cost.flops if cost.flops else 0.0
-    hbm = cost.bytes_by_level.get("hbm", sum(cost.bytes_by_level.values())) * work_share
+    main = hw.main_memory.name
+    hbm = cost.bytes_by_level[main] * work_share
     dynamic = cost.dynamic_energy_j * work_share
     energy = dynamic + hw.static_power_w * time_s
     peak = hw.engine_for("matrix").peak_flop_per_s.get(cost.mfu_dtype, 0.0)
     heaviest = tuple(
         OpSummary(name=n, kind=cost.ops[n].kind, time_s=cost.ops[n].time_s, share=cost.ops[n].time_s / cost.time_s,
                   bound=cost.ops[n].bound, flops=cost.ops[n].flops,
-                  hbm_bytes=cost.ops[n].bytes_by_level.get("hbm", 0.0))
+                  hbm_bytes=cost.ops[n].bytes_by_level[main])
         for n in cost.heaviest)
     return cls(time_s=time_s, flops=flops, hbm_bytes=hbm, bound=_bound(breakdown, cost),
                time_s_by_bound=dict(cost.time_s_by_bound), mfu=flops / (time_s * peak) if peak else 0.0,
