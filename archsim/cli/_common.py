@@ -1,4 +1,4 @@
-"""Shared pieces of the subcommands: argparse value types and the stderr progress bar."""
+"""Shared pieces of the subcommands: argparse value types, the stderr progress bar, the scenario's phase graph."""
 from __future__ import annotations
 
 import argparse
@@ -44,3 +44,30 @@ def progress_bar(label: str, unit: str, enabled: bool | None = None) -> Callable
             sys.stderr.write("\n")
         sys.stderr.flush()
     return show
+
+
+def scenario_phase_graph(args: argparse.Namespace):
+    """(workload, hardware, batch, graph) for ``args.workload`` on ``args.hw``: the ``args.phase`` graph at
+    ``args.batch`` sequences and ``args.length`` tokens (prompt, or decode context), each defaulting to the
+    workload's scenario. A --batch or --length below 1 is a ConfigError."""
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.errors import ConfigError
+    from archsim.graph.build import build_decode, build_prefill
+    from archsim.graph.precision import precision_from_names
+
+    for flag in ("batch", "length"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(None, f"--{flag}", "a positive integer", value)
+    w = load_workload(args.workload)
+    hw = load_hardware(args.hw)
+    sc = w.scenario
+    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    batch = args.batch or sc.batch
+    if args.phase == "prefill":
+        graph = build_prefill(w.model, batch=batch, prompt_len=args.length or sc.prompt_len, precision=precision)
+    else:
+        graph = build_decode(w.model, batch=batch, context=args.length or sc.prompt_len + sc.output_len,
+                             precision=precision)
+    return w, hw, batch, graph

@@ -6,18 +6,17 @@ import json
 import math
 import sys
 
+from archsim.cli._common import positive_int_or_auto
 from archsim.errors import ConfigError
 
 GIGA = 1e9
-SECONDS_PER_HOUR = 3600.0
-TOKENS_PER_MILLION = 1e6
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare two models on one kind of hardware, side by side")
     p.add_argument("workloads", nargs=2, metavar="WORKLOAD", help="two workload YAMLs")
     p.add_argument("--hw", required=True, help="hardware YAML")
-    p.add_argument("--devices", default="auto", help="devices per serving replica, or 'auto' (default)")
+    p.add_argument("--devices", type=positive_int_or_auto, default="auto", help="devices per serving replica, or 'auto' (default)")
     p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: each workload's)")
     p.add_argument("--output-len", type=int, default=None, help="output tokens (default: each workload's)")
     p.add_argument("--slo-tpot", type=float, default=0.05,
@@ -54,8 +53,8 @@ def _describe(path: str, hw, args) -> dict:
     from archsim.serving.cost_model import for_deployment
     from archsim.serving.finetune import finetune_memory
     from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
+    from archsim.serving.metrics import SECONDS_PER_HOUR, TOKENS_PER_MILLION
     from archsim.serving.slo import throughput_at_slo
-    from archsim.sim.serve_deploy import _devices
 
     w = load_workload(path)
     m, sc = w.model, w.scenario
@@ -63,7 +62,7 @@ def _describe(path: str, hw, args) -> dict:
     prompt = args.prompt_len or sc.prompt_len
     output = args.output_len or sc.output_len
     counts = count_params(m)
-    it, replica = for_deployment(m, hw, precision, devices=_devices(args.devices), max_seqs=args.max_seqs,
+    it, replica = for_deployment(m, hw, precision, devices=args.devices, max_seqs=args.max_seqs,
                                  max_context=prompt + output, kv_memory_fraction=DEFAULT_KV_MEMORY_FRACTION, min_kv_tokens=prompt + output)
     slo = throughput_at_slo(it, replica, prompt=prompt, output=output, tpot_slo_s=args.slo_tpot,
                             max_seqs=args.max_seqs)

@@ -19,28 +19,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsim.config.hardware import load_hardware
-    from archsim.config.workload import load_workload
+    from archsim.cli._common import scenario_phase_graph
     from archsim.cost.phase import price_graph
-    from archsim.errors import ConfigError
-    from archsim.graph.build import build_decode, build_prefill
-    from archsim.graph.precision import precision_from_names
     from archsim.whatif.placement import place_graph
 
-    for flag in ("batch", "length"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(None, f"--{flag}", "a positive integer", value)
-    w = load_workload(args.workload)
-    hw = load_hardware(args.hw)
-    sc = w.scenario
-    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
-    batch = args.batch or sc.batch
-    if args.phase == "prefill":
-        graph = build_prefill(w.model, batch=batch, prompt_len=args.length or sc.prompt_len, precision=precision)
-    else:
-        graph = build_decode(w.model, batch=batch, context=args.length or sc.prompt_len + sc.output_len,
-                             precision=precision)
+    w, hw, batch, graph = scenario_phase_graph(args)
     placed = place_graph(graph, hw, objective=args.objective)
     default = price_graph(graph, hw)
     moved = [p for p in placed.placements.values() if p.reason.split()[0] != "default"]

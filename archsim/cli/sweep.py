@@ -5,7 +5,7 @@ import argparse
 import csv
 import json
 
-from archsim.cli._common import progress_bar
+from archsim.cli._common import positive_int_or_auto, progress_bar
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sample", choices=("grid", "random", "lhs"), default="grid")
     p.add_argument("--points", type=int, help="samples for --sample random/lhs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--devices", help="devices (int or auto; default from the workload)")
+    p.add_argument("--devices", type=positive_int_or_auto, help="devices (int or auto; default from the workload)")
     p.add_argument("--batch", type=int, help="sequences per step (default from the workload)")
     p.add_argument("--out", help="write rows to this .csv or .json file")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     columns = sample(axes, sampler=args.sample, points=args.points, seed=args.seed)
     overrides = []
     if args.devices is not None:
-        overrides.append(("devices", args.devices if args.devices == "auto" else _int(args.devices, "--devices")))
+        overrides.append(("devices", args.devices))
     if args.batch is not None:
         if args.batch < 1:
             raise ConfigError(None, "--batch", "a positive integer", args.batch)
@@ -81,17 +81,6 @@ def _check_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--workers", args.workers), ("--chunk", args.chunk)):
         if value is not None and value < 1:
             raise ConfigError(None, flag, "a positive integer", value)
-
-
-def _int(text: str, flag: str) -> int:
-    from archsim.errors import ConfigError
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(None, flag, "a positive integer or 'auto'", text) from None
-    if value < 1:
-        raise ConfigError(None, flag, "a positive integer or 'auto'", text)
-    return value
 
 
 def _write(path: str, rows: list[dict], header: list[str]) -> None:
