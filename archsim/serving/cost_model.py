@@ -156,12 +156,13 @@ class CostModelIteration:
             return _Point(time_s=share.time_s, energy_j=share.energy_j * ranks, flops=share.flops * ranks,
                           hbm_bytes=share.hbm_bytes * ranks)
         t0, t1, wt = _bracket(self.token_grid, tokens)
-        whole0, attn0 = self.prefill_point(t0)
-        out = whole0.scaled(1 - wt)
-        if wt:
-            out = out.plus(self.prefill_point(t1)[0].scaled(wt))
+        whole0 = self.prefill_point(t0)[0]
         if tokens < t0:  # below the grid: scale the smallest point by tokens (linear work)
             out = whole0.scaled(tokens / t0)
+        else:
+            out = whole0.scaled(1 - wt)
+            if wt:
+                out = out.plus(self.prefill_point(t1)[0].scaled(wt))
         extra_pairs = pairs - tokens * (tokens + 1) // 2
         nearest = t1 if wt > 0.5 else t0
         _, attn = self.prefill_point(nearest)
@@ -240,7 +241,7 @@ def for_deployment(model: ModelConfig, hw: Hardware, precision: Precision, *, de
     counts = candidate_device_counts(hw) if devices == "auto" else [devices]
     last_error: ConfigError | None = None
     for n in counts:
-        for par in _layouts(model, hw, precision, n, max_context, degrees or {}):
+        for par in _layouts(model, hw, precision, n, max_context, degrees):
             if isinstance(par, ConfigError):
                 last_error = par
                 continue

@@ -50,8 +50,8 @@ class IterationModel(Protocol):
 class RooflineIteration:
     """A closed-form roofline for one replica: time = max(compute, memory) + fixed + swap.
 
-    Every figure is a parameter, to be derived from a model and a hardware description by the
-    caller (CostModelIteration.roofline does so) or stated in a test:
+    Every figure is a parameter, derived from a model and a hardware description by the caller or
+    stated in a test:
     ``flops_per_token`` (2 x active parameters), ``attention_flops_per_pair`` (all layers and heads),
     ``weight_bytes`` (read once per iteration), ``kv_bytes_per_token`` (read per cached token per
     decode step, written per new token), achievable ``flop_per_s`` and ``bytes_per_s`` of the whole
@@ -71,7 +71,7 @@ class RooflineIteration:
     energy_j_per_byte: float = 0.0
 
     def iteration(self, batch: IterationBatch) -> IterationCost:
-        tokens = batch.prefill_tokens + batch.decode_tokens
+        tokens = batch.tokens
         per_seq = batch.decode_tokens // batch.decode_seqs if batch.decode_seqs else 0
         # a decode token at context L attends L keys, itself included (docs/counting.md)
         pairs = batch.prefill_pairs + batch.decode_context_tokens * per_seq + batch.decode_tokens
