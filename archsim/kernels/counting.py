@@ -117,3 +117,8 @@ class Site:
     def child(self, suffix: str) -> "Site":
         """A site for a sub-op, named ``<name>.<suffix>``, with the same dtypes."""
         return Site(counter=self.counter, name=f"{self.name}.{suffix}", roles=self.roles, dtypes=self.dtypes)
+
+
+def sub_site(site: Site | None, name: str) -> Site | None:
+    """``site.child(name)``, or None when not counting (kernels take ``site=None`` to skip recording)."""
+    return None if site is None else site.child(name)

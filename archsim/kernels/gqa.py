@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
-from archsim.kernels.counting import Site
+from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
 from archsim.kernels.rope import apply_rope
 
@@ -29,21 +29,17 @@ class KVCache:
         self.v = np.concatenate([self.v, v], axis=1)                          # [b, L+s, H_kv, d]
 
 
-def _sub(site: Site | None, name: str) -> Site | None:
-    return None if site is None else site.child(name)
-
-
 def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int, head_dim: int,
         cos: np.ndarray, sin: np.ndarray, scale: float, cache: KVCache | None = None,
         attend: Callable = naive_attention, site: Site | None = None) -> tuple[np.ndarray, KVCache]:
     """Attention block over x [b, s, hidden]; with ``cache`` the queries also attend the cached prefix."""
     b, s, _ = x.shape
-    q = linear(x, w["q_proj"], site=_sub(site, "q_proj")).reshape(b, s, heads, head_dim)        # [b, s, H, d]
-    k = linear(x, w["k_proj"], site=_sub(site, "k_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
-    v = linear(x, w["v_proj"], site=_sub(site, "v_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
-    q = apply_rope(q, cos[:, None, :], sin[:, None, :], site=_sub(site, "rope_q"))              # [b, s, H, d]
-    k = apply_rope(k, cos[:, None, :], sin[:, None, :], site=_sub(site, "rope_k"))              # [b, s, H_kv, d]
-    record_cache_write(_sub(site, "kv_cache_update"), b * s, 2 * kv_heads * head_dim)
+    q = linear(x, w["q_proj"], site=sub_site(site, "q_proj")).reshape(b, s, heads, head_dim)        # [b, s, H, d]
+    k = linear(x, w["k_proj"], site=sub_site(site, "k_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
+    v = linear(x, w["v_proj"], site=sub_site(site, "v_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
+    q = apply_rope(q, cos[:, None, :], sin[:, None, :], site=sub_site(site, "rope_q"))              # [b, s, H, d]
+    k = apply_rope(k, cos[:, None, :], sin[:, None, :], site=sub_site(site, "rope_k"))              # [b, s, H_kv, d]
+    record_cache_write(sub_site(site, "kv_cache_update"), b * s, 2 * kv_heads * head_dim)
     from_cache = cache is not None
     if cache is None:
         cache = KVCache(k=k, v=v)
@@ -52,6 +48,6 @@ def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int
     n_kv = cache.k.shape[1]
     operands = cache_operand((b, n_kv, kv_heads, 2 * head_dim)) if from_cache else None
     o = attend(q, cache.k, cache.v, scale=scale, causal=True, kv_operands=operands,
-               site=_sub(site, "attn_core"))                                                  # [b, s, H, d]
-    out = linear(o.reshape(b, s, heads * head_dim), w["o_proj"], site=_sub(site, "o_proj"))     # [b, s, hidden]
+               site=sub_site(site, "attn_core"))                                                  # [b, s, H, d]
+    out = linear(o.reshape(b, s, heads * head_dim), w["o_proj"], site=sub_site(site, "o_proj"))     # [b, s, hidden]
     return out, cache

@@ -13,7 +13,7 @@ from typing import Callable, Literal, Mapping
 import numpy as np
 
 from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
-from archsim.kernels.counting import Site
+from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear, per_head
 from archsim.kernels.norm import rmsnorm
 from archsim.kernels.rope import apply_rope
@@ -49,11 +49,6 @@ class MLACache:
         self.k_pe = np.concatenate([self.k_pe, k_pe], axis=1)                # [b, L+s, d_r]
 
 
-def _sub(site: Site | None, name: str) -> Site | None:
-    return None if site is None else site.child(name)
-
-
-
 def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarray, sin: np.ndarray, *,
         eps: float, scale: float, form: Literal["expanded", "absorbed"], cache: MLACache | None = None,
         attend: Attend = naive_attention, site: Site | None = None) -> tuple[np.ndarray, MLACache]:
@@ -67,18 +62,18 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
     h, dn, dr = dims.num_attention_heads, dims.qk_nope_head_dim, dims.qk_rope_head_dim
     r, dv = dims.kv_lora_rank, dims.v_head_dim
     if dims.q_lora_rank:
-        cq = linear(x, w["q_a_proj"], site=_sub(site, "q_a_proj"))                        # [b, s, q_lora]
-        cq = rmsnorm(cq, w["q_a_layernorm"], eps, site=_sub(site, "q_a_layernorm"))       # [b, s, q_lora]
-        q = linear(cq, w["q_b_proj"], site=_sub(site, "q_b_proj"))                        # [b, s, H*(dn+dr)]
+        cq = linear(x, w["q_a_proj"], site=sub_site(site, "q_a_proj"))                        # [b, s, q_lora]
+        cq = rmsnorm(cq, w["q_a_layernorm"], eps, site=sub_site(site, "q_a_layernorm"))       # [b, s, q_lora]
+        q = linear(cq, w["q_b_proj"], site=sub_site(site, "q_b_proj"))                        # [b, s, H*(dn+dr)]
     else:
-        q = linear(x, w["q_proj"], site=_sub(site, "q_proj"))                             # [b, s, H*(dn+dr)]
+        q = linear(x, w["q_proj"], site=sub_site(site, "q_proj"))                             # [b, s, H*(dn+dr)]
     q = q.reshape(b, s, h, dn + dr)                                                        # [b, s, H, dn+dr]
     q_nope, q_pe = q[..., :dn], q[..., dn:]                                                # [b, s, H, dn], [b, s, H, dr]
-    q_pe = apply_rope(q_pe, cos[:, None, :], sin[:, None, :], site=_sub(site, "rope_q"))  # [b, s, H, dr]
-    ckv = linear(x, w["kv_a_proj_with_mqa"], site=_sub(site, "kv_a_proj_with_mqa"))       # [b, s, r+dr]
-    latent = rmsnorm(ckv[..., :r], w["kv_a_layernorm"], eps, site=_sub(site, "kv_a_layernorm"))  # [b, s, r]
-    k_pe = apply_rope(ckv[..., r:], cos, sin, site=_sub(site, "rope_k"))                  # [b, s, dr]
-    record_cache_write(_sub(site, "kv_cache_update"), b * s, r + dr)
+    q_pe = apply_rope(q_pe, cos[:, None, :], sin[:, None, :], site=sub_site(site, "rope_q"))  # [b, s, H, dr]
+    ckv = linear(x, w["kv_a_proj_with_mqa"], site=sub_site(site, "kv_a_proj_with_mqa"))       # [b, s, r+dr]
+    latent = rmsnorm(ckv[..., :r], w["kv_a_layernorm"], eps, site=sub_site(site, "kv_a_layernorm"))  # [b, s, r]
+    k_pe = apply_rope(ckv[..., r:], cos, sin, site=sub_site(site, "rope_k"))                  # [b, s, dr]
+    record_cache_write(sub_site(site, "kv_cache_update"), b * s, r + dr)
     if cache is None:
         cache = MLACache(latent=latent, k_pe=k_pe)
     else:
@@ -86,22 +81,22 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
     n_kv = cache.latent.shape[1]
     causal = True
     if form == "expanded":
-        kv = linear(cache.latent, w["kv_b_proj"], site=_sub(site, "kv_b_proj"))            # [b, L, H*(dn+dv)]
+        kv = linear(cache.latent, w["kv_b_proj"], site=sub_site(site, "kv_b_proj"))            # [b, L, H*(dn+dv)]
         kv = kv.reshape(b, n_kv, h, dn + dv)                                               # [b, L, H, dn+dv]
         k_rope = np.broadcast_to(cache.k_pe[:, :, None, :], (b, n_kv, h, dr))              # [b, L, H, dr]
         k = np.concatenate([kv[..., :dn], k_rope], axis=-1)                                # [b, L, H, dn+dr]
         qf = np.concatenate([q_nope, q_pe], axis=-1)                                       # [b, s, H, dn+dr]
-        o = attend(qf, k, kv[..., dn:], scale=scale, causal=causal, site=_sub(site, "attn_core"))  # [b, s, H, dv]
+        o = attend(qf, k, kv[..., dn:], scale=scale, causal=causal, site=sub_site(site, "attn_core"))  # [b, s, H, dv]
     elif form == "absorbed":
         wkv_b = w["kv_b_proj"].reshape(h, dn + dv, r)                                      # [H, dn+dv, r]
-        q_abs = per_head(q_nope, wkv_b[:, :dn, :], site=_sub(site, "q_absorb"))           # [b, s, H, r]
+        q_abs = per_head(q_nope, wkv_b[:, :dn, :], site=sub_site(site, "q_absorb"))           # [b, s, H, r]
         qf = np.concatenate([q_abs, q_pe], axis=-1)                                        # [b, s, H, r+dr]
         k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]             # [b, L, 1, r+dr]
         v = cache.latent[:, :, None, :]                                                    # [b, L, 1, r]
         o_lat = attend(qf, k, v, scale=scale, causal=causal, kv_operands=cache_operand((b, n_kv, r + dr)),
-                       site=_sub(site, "attn_core"))                                       # [b, s, H, r]
-        o = per_head(o_lat, wkv_b[:, dn:, :], transpose=True, site=_sub(site, "o_absorb"))  # [b, s, H, dv]
+                       site=sub_site(site, "attn_core"))                                       # [b, s, H, r]
+        o = per_head(o_lat, wkv_b[:, dn:, :], transpose=True, site=sub_site(site, "o_absorb"))  # [b, s, H, dv]
     else:
         raise ValueError(f"form must be 'expanded' or 'absorbed', got {form!r}")
-    out = linear(o.reshape(b, s, h * dv), w["o_proj"], site=_sub(site, "o_proj"))         # [b, s, hidden]
+    out = linear(o.reshape(b, s, h * dv), w["o_proj"], site=sub_site(site, "o_proj"))         # [b, s, hidden]
     return out, cache

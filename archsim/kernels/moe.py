@@ -12,21 +12,17 @@ from typing import Mapping
 import numpy as np
 
 from archsim.kernels.activations import swiglu
-from archsim.kernels.counting import Site
+from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
 from archsim.kernels.router import expert_counts, sigmoid_router
 
 
-def _sub(site: Site | None, name: str) -> Site | None:
-    return None if site is None else site.child(name)
-
-
 def mlp(x: np.ndarray, w: Mapping[str, np.ndarray], *, site: Site | None = None) -> np.ndarray:
     """down(silu(gate(x)) * up(x)) with weights ``gate_proj``, ``up_proj``, ``down_proj``."""
-    g = linear(x, w["gate_proj"], site=_sub(site, "gate_proj"))             # [..., I]
-    u = linear(x, w["up_proj"], site=_sub(site, "up_proj"))                 # [..., I]
-    a = swiglu(g, u, site=_sub(site, "act"))                                # [..., I]
-    return linear(a, w["down_proj"], site=_sub(site, "down_proj"))           # [..., h]
+    g = linear(x, w["gate_proj"], site=sub_site(site, "gate_proj"))             # [..., I]
+    u = linear(x, w["up_proj"], site=sub_site(site, "up_proj"))                 # [..., I]
+    a = swiglu(g, u, site=sub_site(site, "act"))                                # [..., I]
+    return linear(a, w["down_proj"], site=sub_site(site, "down_proj"))           # [..., h]
 
 
 def _grouped(xs: list[np.ndarray], w: np.ndarray, used: np.ndarray, site: Site | None) -> list[np.ndarray]:
@@ -113,9 +109,9 @@ def routed_experts(x: np.ndarray, indices: np.ndarray, weights: np.ndarray, w: M
     None). Only experts that received tokens run, and only their weights count as read.
     """
     d = dispatch(indices, w["gate_up_proj"].shape[0])
-    gus = experts_gate_up(x, d, w["gate_up_proj"], site=_sub(site, "gate_up"))   # [m_g, 2I] each
-    acts = experts_act(gus, site=_sub(site, "act"))                               # [m_g, I] each
-    outs = experts_down(acts, d, w["down_proj"], site=_sub(site, "down"))        # [m_g, h] each
+    gus = experts_gate_up(x, d, w["gate_up_proj"], site=sub_site(site, "gate_up"))   # [m_g, 2I] each
+    acts = experts_act(gus, site=sub_site(site, "act"))                               # [m_g, I] each
+    outs = experts_down(acts, d, w["down_proj"], site=sub_site(site, "down"))        # [m_g, h] each
     y = combine(outs, d, weights, base, hidden=x.shape[1], site=combine_site)        # [T, h]
     return y, d.counts
 
@@ -130,15 +126,15 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
     """
     shape = x.shape
     xt = x.reshape(-1, shape[-1])                                            # [T, h]
-    logits = linear(xt, w["gate"], site=_sub(site, "gate"))                  # [T, E]
+    logits = linear(xt, w["gate"], site=sub_site(site, "gate"))                  # [T, E]
     weights, idx = sigmoid_router(
         logits, bias, top_k=cfg.num_experts_per_tok, n_group=getattr(cfg, "n_group", 1) or 1,
         topk_group=getattr(cfg, "topk_group", 1) or 1, norm_topk_prob=bool(cfg.norm_topk_prob),
-        routed_scaling_factor=float(cfg.routed_scaling_factor), site=_sub(site, "router"))  # [T, k] x2
+        routed_scaling_factor=float(cfg.routed_scaling_factor), site=sub_site(site, "router"))  # [T, k] x2
     if w.get("shared_experts") is not None:
-        base = mlp(xt, w["shared_experts"], site=_sub(site, "shared_experts"))  # [T, h]
+        base = mlp(xt, w["shared_experts"], site=sub_site(site, "shared_experts"))  # [T, h]
     else:
         base = None
-    y, counts = routed_experts(xt, idx, weights, w["experts"], base, site=_sub(site, "experts"),
-                               combine_site=_sub(site, "combine"))                         # [T, h]
+    y, counts = routed_experts(xt, idx, weights, w["experts"], base, site=sub_site(site, "experts"),
+                               combine_site=sub_site(site, "combine"))                         # [T, h]
     return y.reshape(shape), counts

@@ -11,13 +11,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from archsim.kernels.counting import Site
+from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
 from archsim.kernels.norm import rmsnorm
-
-
-def _sub(site: Site | None, name: str) -> Site | None:
-    return None if site is None else site.child(name)
 
 
 def mtp_head(hidden: np.ndarray, next_embed: np.ndarray, w: Mapping[str, np.ndarray], *, eps: float,
@@ -25,10 +21,10 @@ def mtp_head(hidden: np.ndarray, next_embed: np.ndarray, w: Mapping[str, np.ndar
              site: Site | None = None) -> np.ndarray:
     """Logits [b, s, V] for token i+2 from the main model's last hidden state h_i [b, s, hidden]
     and the embedding of token i+1 [b, s, hidden]. ``block`` is the MTP depth's transformer block."""
-    e = rmsnorm(next_embed, w["enorm"], eps, site=_sub(site, "enorm"))       # [b, s, hidden]
-    hh = rmsnorm(hidden, w["hnorm"], eps, site=_sub(site, "hnorm"))           # [b, s, hidden]
+    e = rmsnorm(next_embed, w["enorm"], eps, site=sub_site(site, "enorm"))       # [b, s, hidden]
+    hh = rmsnorm(hidden, w["hnorm"], eps, site=sub_site(site, "hnorm"))           # [b, s, hidden]
     x = np.concatenate([e, hh], axis=-1)                                      # [b, s, 2*hidden]
-    x = linear(x, w["eh_proj"], site=_sub(site, "eh_proj"))                   # [b, s, hidden]
+    x = linear(x, w["eh_proj"], site=sub_site(site, "eh_proj"))                   # [b, s, hidden]
     x = block(x)                                                              # [b, s, hidden]
-    x = rmsnorm(x, w["shared_head.norm"], eps, site=_sub(site, "shared_head.norm"))  # [b, s, hidden]
-    return linear(x, lm_head, site=_sub(site, "shared_head.head"))            # [b, s, V]
+    x = rmsnorm(x, w["shared_head.norm"], eps, site=sub_site(site, "shared_head.norm"))  # [b, s, hidden]
+    return linear(x, lm_head, site=sub_site(site, "shared_head.head"))            # [b, s, V]
