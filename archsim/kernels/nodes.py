@@ -27,7 +27,7 @@ from archsim.kernels.moe import combine, dispatch, experts_act, experts_down, ex
 from archsim.kernels.norm import rmsnorm
 from archsim.kernels.rope import apply_rope
 from archsim.kernels.router import sigmoid_router
-from archsim.kernels.tiny import DecodeState, TinyDeepSeek, is_moe_layer
+from archsim.kernels.tiny import DecodeState, TinyDeepSeek, embedding, is_moe_layer
 
 
 class NodeRunner:
@@ -203,13 +203,7 @@ class NodeRunner:
         return self._embed(self.tokens, "embed_tokens")
 
     def _embed(self, tokens: np.ndarray, name: str) -> np.ndarray:
-        table = self._w("embed_tokens")                                         # [V, hidden]
-        site = self._site(name)
-        if site is not None:
-            n = tokens.size
-            site.record(kind="embedding", flops=0, reads=[("weight", (n, table.shape[1]), "weight")],
-                        writes=[("y", (n, table.shape[1]), "activation")], tokens=n)
-        return table[tokens]                                                    # [b, s, hidden]
+        return embedding(self._w("embed_tokens"), tokens, site=self._site(name))  # [b, s, hidden]
 
     def _norm(self, name: str, x: np.ndarray, weight_key: str) -> np.ndarray:
         return rmsnorm(x, self._w(weight_key), self.m.eps, site=self._site(name))

@@ -124,14 +124,8 @@ class TinyDeepSeek:
         return h
 
     def embed(self, tokens: np.ndarray, site: "_SiteMaker") -> np.ndarray:
-        table = self.weights["embed_tokens"]                                 # [V, hidden]
-        h = table[tokens]                                                     # [b, s, hidden]
-        s = site("embed_tokens")
-        if s is not None:
-            n = tokens.size
-            s.record(kind="embedding", flops=0, reads=[("weight", (n, table.shape[1]), "weight")],
-                     writes=[("y", (n, table.shape[1]), "activation")], tokens=n)
-        return h
+        """Embedding rows of ``tokens`` [b, s] -> [b, s, hidden]."""
+        return embedding(self.weights["embed_tokens"], tokens, site=site("embed_tokens"))
 
     def rope(self, start: int, s: int) -> tuple[np.ndarray, np.ndarray]:
         cos, sin = rope_tables(np.arange(start, start + s), self.inv_freq, self.rope_amplitude)  # [s, d_r/2]
@@ -183,6 +177,15 @@ class TinyDeepSeek:
         w = _prefixed(self.weights, f"layers.{j}.")
         return mtp_head(h[:, :-1], emb, w, eps=self.eps, block=block, lm_head=self.weights["lm_head"],
                         site=site(f"layers.{j}"))
+
+
+def embedding(table: np.ndarray, tokens: np.ndarray, *, site: Site | None = None) -> np.ndarray:
+    """Row gather ``table[tokens]`` (table [V, hidden]): 0 FLOPs, reads the touched rows."""
+    if site is not None:
+        n = tokens.size
+        site.record(kind="embedding", flops=0, reads=[("weight", (n, table.shape[1]), "weight")],
+                    writes=[("y", (n, table.shape[1]), "activation")], tokens=n)
+    return table[tokens]                                                      # [b, s, hidden]
 
 
 def rope_scaling_dict(scaling: object) -> dict | None:
