@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
+from archsim.dtypes import BITS_PER_BYTE
 from archsim.errors import ConfigError
-
-BITS_PER_BYTE = 8
 
 _MICRO = ("u", "µ", "μ")  # ASCII u, U+00B5 micro sign, U+03BC Greek mu
 # Exact decimal factors, so "3.35 TB/s" is the float nearest 3.35e12 and "2.5 us" the one nearest 2.5e-6.

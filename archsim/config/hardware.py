@@ -7,14 +7,13 @@ Loading (strict, unit-checked) lives in ``load_hardware`` below.
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from archsim.config.whatif_hardware import PhotonicSpec, PimSpec, photonic_from_section, pim_from_section
 from archsim.config.kernel_fields import KernelFields, parse_kernel_fields
-from archsim.config.yaml_io import Section, load_yaml
+from archsim.config.yaml_io import Section, did_you_mean, load_yaml
 from archsim.dtypes import BY_NAME
 from archsim.errors import ConfigError
 
@@ -70,6 +69,8 @@ class Link:
 
 @dataclass(frozen=True, kw_only=True)
 class Power:
+    """Board power: thermal design power (the cap) and idle draw."""
+
     tdp_w: float
     idle_w: float
 
@@ -215,10 +216,8 @@ def _per_dtype(sec: Section, dimension: str) -> dict[str, float]:
     values = {}
     for key in sec.keys():
         if key not in BY_NAME:
-            hint = difflib.get_close_matches(key, list(BY_NAME), n=1)
             raise ConfigError(sec.file, sec.child_path(key),
-                              f"a dtype name, one of {', '.join(BY_NAME)}"
-                              + (f"; did you mean '{hint[0]}'?" if hint else ""), key)
+                              f"a dtype name, one of {', '.join(BY_NAME)}{did_you_mean(key, BY_NAME)}", key)
         values[key] = sec.quantity(key, dimension)
     return values
 
@@ -294,11 +293,5 @@ def _link(sec: Section) -> Link:
         latency_s=sec.quantity("latency", "time_s"),
         energy_j_per_bit=sec.quantity("energy_per_bit", "energy_j_per_bit"),
         achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
-        half_bandwidth_bytes=_optional_bytes(sec, "half_bandwidth_message"),
+        half_bandwidth_bytes=sec.quantity("half_bandwidth_message", "bytes", default=0.0),
     )
-
-
-def _optional_bytes(sec: Section, key: str) -> float:
-    """An optional size; absent means 0."""
-    value = sec.quantity(key, "bytes", default=None)
-    return 0.0 if value is None else value

@@ -11,10 +11,10 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from archsim.errors import ConfigError
-from archsim.units import parse_quantity
+from archsim.units import MAX_COUNT, parse_quantity
 
 MAX_FILE_BYTES = 2**20  # 1 MiB: hardware/model/scenario files are a few KiB; larger is a mistake or an attack
-MAX_INT = 2**53  # largest integer a float holds exactly; counts beyond it are mistakes and break float maths
+MAX_INT = MAX_COUNT  # largest integer a float holds exactly (archsim.units)
 MAX_DEPTH = 64  # nesting levels; real files use fewer than 10, and PyYAML's composer recurses per level
 # The depth pre-check only needs events: libyaml's C parser gives them fast where installed.
 _EVENT_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -223,7 +223,7 @@ class Section:
         if not isinstance(value, str) or not value.strip():
             raise self._error(key, "a non-empty string", value)
         if choices is not None and value not in choices:
-            raise self._error(key, f"one of {', '.join(map(repr, choices))}{_did_you_mean(value, choices)}", value)
+            raise self._error(key, f"one of {', '.join(map(repr, choices))}{did_you_mean(value, choices)}", value)
         return value
 
     def bool(self, key: str, default: Any = MISSING) -> Any:
@@ -276,14 +276,15 @@ class Section:
             key = unknown[0]
             known = sorted(self._asked - set(unknown))
             more = f" (and {len(unknown) - 1} more: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
-            hint = _did_you_mean(key, known) or (f"; known keys: {', '.join(known)}" if known else "")
+            hint = did_you_mean(key, known) or (f"; known keys: {', '.join(known)}" if known else "")
             raise ConfigError(self.file, self.child_path(key),
                               f"a known key; unknown key '{key}'{hint}{more}", None)
         for child in self._children:
             child.finish()
 
 
-def _did_you_mean(word: str, candidates) -> str:  # noqa: ANN001
+def did_you_mean(word: str, candidates) -> str:  # noqa: ANN001
+    """"; did you mean 'X'?" for the closest of ``candidates``, or "" when none is close."""
     close = difflib.get_close_matches(word, list(candidates), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 
