@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from archsim.config.yaml_io import load_yaml
 from archsim.errors import ConfigError
 
 
@@ -163,7 +165,7 @@ def _check_type(file, path, key, value, kind):
             raise ConfigError(file, path + key, "a non-negative integer", value)
         return value
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(file, path + key, "a number", value)
         return float(value)
     if kind is bool:
@@ -284,8 +286,6 @@ def load_model_config(path: str) -> ModelConfig:
     """Load a Hugging Face config.json (or a JSON/YAML file of the same keys) into a ModelConfig.
 
     Strict like every loader: a key given twice is an error, not "last one wins"."""
-    from archsim.config.yaml_io import load_yaml, parse_yaml_text
-
     file = str(path)
     if not file.endswith(".json"):
         return model_from_dict(load_yaml(file), file, "")

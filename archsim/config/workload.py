@@ -55,6 +55,8 @@ class Scenario:
 
 @dataclass(frozen=True, kw_only=True)
 class Workload:
+    """A named model + scenario pair, as loaded from one workload YAML."""
+
     name: str
     model: ModelConfig
     scenario: Scenario

@@ -101,3 +101,11 @@ def test_yaml_model_file_loads(tmp_path):
     p.write_text("hidden_size: 64\nnum_hidden_layers: 2\nnum_attention_heads: 4\nintermediate_size: 128\n"
                  "vocab_size: 100\n")
     assert load_model_config(str(p)).hidden_size == 64
+
+
+@pytest.mark.parametrize("field", ["routed_scaling_factor", "rms_norm_eps", "rope_theta"])
+def test_infinite_float_field_is_an_error(field):
+    # JSON "Infinity" / YAML .inf parse to float('inf'); an infinite scale or eps would turn the
+    # kernels' outputs into inf/NaN instead of failing at load.
+    with pytest.raises(ConfigError, match=f"model.{field}: expected a number, got inf"):
+        model_from_dict(dict(DSV3_HF, **{field: float("inf")}), "cfg.json", "model")
