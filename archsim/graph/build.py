@@ -97,7 +97,7 @@ def _positive(name: str, value: int) -> None:
 
 def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra,
            compact=False) -> nx.DiGraph:
-    _check_shard(model, shard)
+    check_shard(model, shard)
     if mtp and not model.num_nextn_predict_layers:
         raise ConfigError(None, "scenario.mtp", "false (the model has num_nextn_predict_layers = 0)", mtp)
     if model.is_moe:
@@ -225,23 +225,19 @@ def _layers(b: GraphBuilder, model: ModelConfig, step: _Step, x: str, compact: b
 def check_shard(model: ModelConfig, shard: Shard) -> None:
     """ConfigError unless ``shard`` splits the model evenly (tp divides the heads, vocabulary and FFN widths; ep
     the routed experts): the check every graph build makes, for callers that want it before pricing."""
-    _check_shard(model, shard)
-
-
-def _check_shard(m: ModelConfig, s: Shard) -> None:
     def divides(n: int, what: str, field: str) -> None:
-        if n % getattr(s, field):
-            raise ConfigError(None, f"shard.{field}", f"a divisor of {what}={n}", getattr(s, field))
-    _positive("shard.tp", s.tp)
-    _positive("shard.ep", s.ep)
-    divides(m.num_attention_heads, "num_attention_heads", "tp")
-    divides(m.vocab_size, "vocab_size", "tp")
-    divides(m.intermediate_size, "intermediate_size", "tp")
-    if m.attention_kind == "gqa":
-        divides(m.kv_heads, "num_key_value_heads", "tp")
-    if m.is_moe:
-        divides(m.n_routed_experts, "n_routed_experts", "ep")
-        divides(m.moe_intermediate_size * (m.n_shared_experts or 0), "shared expert width", "tp")
+        if n % getattr(shard, field):
+            raise ConfigError(None, f"shard.{field}", f"a divisor of {what}={n}", getattr(shard, field))
+    _positive("shard.tp", shard.tp)
+    _positive("shard.ep", shard.ep)
+    divides(model.num_attention_heads, "num_attention_heads", "tp")
+    divides(model.vocab_size, "vocab_size", "tp")
+    divides(model.intermediate_size, "intermediate_size", "tp")
+    if model.attention_kind == "gqa":
+        divides(model.kv_heads, "num_key_value_heads", "tp")
+    if model.is_moe:
+        divides(model.n_routed_experts, "n_routed_experts", "ep")
+        divides(model.moe_intermediate_size * (model.n_shared_experts or 0), "shared expert width", "tp")
 
 
 def _decoder_layer(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x_in: str) -> str:

@@ -98,7 +98,8 @@ def _capped(weights: list[float], k: int) -> tuple[float, ...]:
         for i in over:
             probs[i] = 1.0
         budget -= len(over)
-        free = [i for i in free if i not in set(over)]
+        capped = set(over)
+        free = [i for i in free if i not in capped]
     return tuple(probs)
 
 

@@ -44,6 +44,11 @@ def attention_params(m: ModelConfig) -> int:
     return q + kv + H * m.v_head_dim * h
 
 
+def _router_params(m: ModelConfig) -> int:
+    """Router gate [E, h] plus the noaux_tc score-correction bias [E] of one MoE layer."""
+    return m.n_routed_experts * m.hidden_size + (m.n_routed_experts if m.topk_method == "noaux_tc" else 0)
+
+
 def _layer_params(m: ModelConfig, layer: int) -> tuple[int, int]:
     """(total, active) parameters of decoder layer ``layer``, both layer norms included."""
     h = m.hidden_size
@@ -53,7 +58,7 @@ def _layer_params(m: ModelConfig, layer: int) -> tuple[int, int]:
         return base + dense, base + dense
     expert = 3 * h * m.moe_intermediate_size
     shared = (m.n_shared_experts or 0) * expert
-    router = m.n_routed_experts * h + (m.n_routed_experts if m.topk_method == "noaux_tc" else 0)
+    router = _router_params(m)
     total = base + router + shared + m.n_routed_experts * expert
     active = base + router + shared + m.num_experts_per_tok * expert
     return total, active
@@ -85,8 +90,7 @@ def count_params(model: ModelConfig, *, mtp: bool = False) -> ParamCounts:
         moe_per_layer=_layer_params(m, moe_layer)[0] - attn - 2 * h if moe_layer is not None else 0,
         routed_expert=expert,
         shared_experts_per_layer=(m.n_shared_experts or 0) * expert,
-        router_per_layer=(m.n_routed_experts * h + (m.n_routed_experts if m.topk_method == "noaux_tc" else 0))
-        if m.is_moe else 0,
+        router_per_layer=_router_params(m) if m.is_moe else 0,
         norms=h + 2 * h * m.num_hidden_layers,
         mtp=mtp_total, mtp_active=mtp_active)
 
