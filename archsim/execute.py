@@ -131,7 +131,7 @@ def _with_measured_experts(build: Callable[..., nx.DiGraph], model: ModelConfig,
         g = build(expert_load=measured_load([int(x) for x in c], model.num_experts_per_tok))
         main = layer < model.num_hidden_layers
         prefix = f"layers.{layer}.mlp.experts." if main else f"mtp.{layer - model.num_hidden_layers}.mlp.experts."
-        out.update({n: d["op"] for n, d in g.nodes(data=True) if n.startswith(prefix)})
+        out.update({n: op for n, op in _graph_ops(g).items() if n.startswith(prefix)})
     return out
 
 

@@ -20,7 +20,7 @@ from archsim.cost.attention_traffic import flash_hbm_bytes
 from archsim.cost.traffic import Geometry
 from archsim.errors import ConfigError
 from archsim.execute import Execution, Step, counts_match, finish, prepare
-from archsim.graph.expert_load import ExpertLoad, zipf_load
+from archsim.graph.expert_load import ExpertLoad, max_over_mean, zipf_load
 from archsim.graph.precision import precision_from_names
 from archsim.graph.small import small_variant
 from archsim.kernels.flash import flash_attention
@@ -144,7 +144,7 @@ def _expert_load(tiny: TinyDeepSeek, model, wl: Workload, ex_prefill: Execution)
     _, state = tiny.forward(rng.integers(0, model.vocab_size, (ROUTING_BATCH, PROMPT_LEN)), last_only=True)
     per_layer = {layer: [int(c) for c in counts] for layer, counts in state.expert_counts[-1].items()}
     tokens = ROUTING_BATCH * PROMPT_LEN
-    ratios = [max(c) / (tokens * k / experts) for c in per_layer.values()]
+    ratios = [max_over_mean(c) for c in per_layer.values()]
     baseline = uniform_max_over_mean(tokens, experts, k, rng)
     measured = float(np.mean(ratios))
     # Transfer rule: when the measured max/mean exceeds what uniform routing of as many tokens shows,
@@ -174,7 +174,7 @@ def uniform_max_over_mean(tokens: int, experts: int, k: int, rng: np.random.Gene
     for _ in range(BASELINE_TRIALS):
         picks = np.argsort(rng.random((tokens, experts)), axis=1)[:, :k]     # [T, k] uniform k-subsets
         counts = np.bincount(picks.ravel(), minlength=experts)               # [E]
-        ratios.append(counts.max() / (tokens * k / experts))
+        ratios.append(max_over_mean(counts))
     return float(np.mean(ratios))
 
 
