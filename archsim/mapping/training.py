@@ -188,7 +188,7 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
         raise ConfigError(None, "parallelism.micro_batches", f"a divisor of global_batch/dp = {seqs_per_replica}",
                           par.micro_batches)
     mb_seqs = seqs_per_replica // par.micro_batches
-    precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
+    precision = precision_from_names(setup.precision)  # the weights format; activations BF16
     mtp = setup.mtp and bool(model.num_nextn_predict_layers)
     # the whole model as one stage: every layer's communication for one micro-batch
     whole = price_phase(model, hw, replace(par, micro_batches=1, pp=1), precision, phase="prefill",
@@ -230,7 +230,7 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     if not model.is_moe:
         raise ConfigError(None, "model", "a MoE model", model.name)
     mb_seqs = setup.global_batch // par.dp // par.micro_batches
-    precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
+    precision = precision_from_names(setup.precision)
     whole = price_phase(model, hw, replace(par, micro_batches=1, pp=1), precision, phase="prefill",
                         batch=max(1, mb_seqs) * par.dp, length=setup.seq_len, mtp=False, overlap=False)
     stats = _stage_graph_stats(model, hw, par, precision, max(1, mb_seqs), setup)
@@ -433,13 +433,13 @@ def smallest_training_layout(model, hw, setup: TrainingSetup, devices: int, **fi
     if not options or rest % options[0]:
         raise ConfigError(None, "parallelism", f"tp*cp*dp*pp = devices ({devices})", fixed)
     zero = 1 if fixed.get("zero_stage") is None else fixed["zero_stage"]
+    precision = precision_from_names(setup.precision)
     par = None
     for pp in options:
         dp = rest // pp
         ep = fixed.get("ep") or auto_ep(model, tp, tp * cp * dp)
         mb = fixed.get("micro_batches") or max(1, setup.global_batch // dp)
         par = Parallelism(tp=tp, cp=cp, dp=dp, pp=pp, ep=ep, micro_batches=mb, zero_stage=zero)
-        precision = precision_from_names("fp8" if setup.precision == "fp8" else "bf16")
         mem = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,
                                 training=training_bytes(setup))
         if mem.fits:
