@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from archsim.config.hardware import Hardware
+from archsim.config.hardware import Hardware, load_hardware
 from archsim.cost import efficiency as eff
 from archsim.cost.attention_traffic import flash_hbm_bytes
 from archsim.cost.traffic import Geometry
@@ -60,18 +60,13 @@ def resolve_hardware(hw: Hardware | str | os.PathLike) -> Hardware:
     """A Hardware record from a record, a YAML path, or a name under hardware/ (e.g. ``h800``)."""
     if isinstance(hw, Hardware):
         return hw
-    from archsim.config import hardware as hardware_config  # the loader lives beside the records
-
-    loader = getattr(hardware_config, "load_hardware", None)
-    if loader is None:
-        raise ConfigError(None, "hw", "a Hardware record (no YAML loader is installed)", str(hw))
     path = Path(hw)
     if not path.exists():
         path = HARDWARE_DIR / f"{hw}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
         raise ConfigError(None, "hw", f"a hardware YAML path or one of {', '.join(known)}", str(hw))
-    return loader(path)
+    return load_hardware(path)
 
 
 def _dtype(name: str | DType, path: str) -> DType:
@@ -121,12 +116,8 @@ def _l2_bandwidth(hw: Hardware) -> float:
     return l2.bandwidth_bytes_per_s * l2.achievable_fraction
 
 
-def _kernel_fields(hw: Hardware):
-    return getattr(hw, "kernel", None)
-
-
 def _ramp(hw: Hardware) -> float:
-    fields = _kernel_fields(hw)
+    fields = hw.kernel
     return fields.ramp_s if fields is not None else 0.0
 
 
@@ -141,7 +132,7 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     rate = peak * fraction
     flops = 2.0 * groups * m * n * k
     detail: dict[str, object] = {}
-    fields = _kernel_fields(hw)
+    fields = hw.kernel
     time_flops = flops
     operand_bytes = 0.0
     l2_bw = _l2_bandwidth(hw)
@@ -236,7 +227,7 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     softmax_flops = 5.0 * pairs  # docs/counting.md: scale, max-subtract, exp, accumulate, normalise
     compute_dtype = kv if kv.name in ("bf16", "fp16") else BF16  # FP8 KV is dequantised to BF16 (FlashMLA)
     peak, fraction = _matrix_peak(hw, compute_dtype)
-    fields = _kernel_fields(hw)
+    fields = hw.kernel
     if fields is not None and fields.attention_mma_fraction is not None:
         rate = peak * fields.clock_ratio * fields.attention_mma_fraction
     else:

@@ -59,7 +59,7 @@ class Geometry:
             reg_bytes = regs.per_unit_bytes or regs.capacity_bytes / max(1, regs.units or hw.sm_count)
         return Geometry(level_names=names, main=names[-1], sram_per_sm_bytes=sram, register_per_sm_bytes=reg_bytes,
                         l2_bytes=0.0 if l2 is None else l2.capacity_bytes, sm_count=hw.sm_count,
-                        kernel=getattr(hw, "kernel", None), attention_rate_ratio=_attention_rate_ratio(hw))
+                        kernel=hw.kernel, attention_rate_ratio=_attention_rate_ratio(hw))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,7 +128,7 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
 def _attention_rate_ratio(hw: Hardware) -> float:
     """How fast attention's MMA runs relative to a GEMM on ``hw`` (FlashMLA: 80% of the throttled peak
     against DeepGEMM's 78% of the nominal one); 1.0 when the chip has no attention field."""
-    fields = getattr(hw, "kernel", None)
+    fields = hw.kernel
     if fields is None or fields.attention_mma_fraction is None:
         return 1.0
     try:
