@@ -127,9 +127,9 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
         rate = engine.peak_flop_per_s[key[1]] * engine.achievable_fraction * hw.compute_clock_fraction
         compute_s = work.time_flops / rate
         compute_j = op.flops * energy_per_flop(hw, key)
-    main = hw.main_memory.name
+    main = hw.main_memory
     memory_s = {name: _level_time(work.bytes_by_level[name], level,
-                                  1.0 if name == main else hw.compute_clock_fraction)
+                                  1.0 if level is main else hw.compute_clock_fraction)
                 for name, level in hw.memory.items()}
     network_s, network_j = collective_cost(op, hw) if op.kind == "collective" else (0.0, 0.0)
     launch_s = work.launches * hw.kernel_launch_s
@@ -141,7 +141,6 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     energy.update({f"memory:{name}": work.bytes_by_level[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
                    for name in hw.memory})
     energy["network"] = network_j
-    main = hw.main_memory
     main_bytes = work.bytes_by_level[main.name]
     return OpCost(
         name=op.name, kind=op.kind, engine=key[0] if key else op.engine, flops=float(op.flops),

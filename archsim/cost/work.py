@@ -63,7 +63,7 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
     geom = Geometry.of(hw)
     ops = list(ops)
     keys: dict[tuple[str, str], int] = {}
-    key_of: dict[tuple[str, str, float], tuple[str, str] | None] = {}  # rate_key memo by (engine, dtype)
+    key_of: dict[tuple[str, str, bool], tuple[str, str] | None] = {}  # rate_key memo by (engine, dtype, has FLOPs)
     levels = geom.level_names
     time_flops, rate_index, rows, network, launches, net_s, net_j = [], [], [], [], [], [], []
     for op in ops:

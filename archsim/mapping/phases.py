@@ -184,9 +184,9 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     bubble = (par.pp - 1) * (compute_mb + (comm_mb + pp_send) if not (overlap and mb >= 2)
                              else max(compute_mb, comm_mb + pp_send))
     comm_kinds = {"tp_all_reduce": mb * sum(c.tp_all_reduce_s for c in comms),
-               "ep_dispatch": mb * sum(c.ep_dispatch_s for c in comms),
-               "ep_combine": mb * sum(c.ep_combine_s for c in comms),
-               "cp_kv_exchange": mb * sum(c.cp_kv_exchange_s for c in comms), "pp_send": mb * pp_send}
+                  "ep_dispatch": mb * sum(c.ep_dispatch_s for c in comms),
+                  "ep_combine": mb * sum(c.ep_combine_s for c in comms),
+                  "cp_kv_exchange": mb * sum(c.cp_kv_exchange_s for c in comms), "pp_send": mb * pp_send}
     return PhaseBreakdown(phase=phase, micro_batches=mb, tokens_per_micro_batch=tokens_mb, compute_s=compute,
                           communication_s=comm, exposed_s=exposed, bubble_s=bubble, comm_by_kind=comm_kinds,
                           stage_compute_s=tuple(stage_s),

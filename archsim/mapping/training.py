@@ -407,6 +407,7 @@ def _training_memory(model, hw, par, precision, setup, stats, frozen, trained) -
                                  activation_bytes_per_stage=acts, training=tb)
     base = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,
                              activation_bytes_per_stage=acts)
+    # adapters: BF16 weights, FP32 gradients, FP32 master + two AdamW moments (4 + 4 + 4), whatever the setup
     lora = TrainingBytes(weights=2.0, gradients=4.0, optimizer=12.0)
     return replace(base, weights_bytes=base.weights_bytes + trained * lora.weights,
                    gradients_bytes=trained * lora.gradients, optimizer_bytes=trained * lora.optimizer)
