@@ -59,7 +59,6 @@ class PhaseModel:
     cp: int
     pp: int
     comm_per_micro_s: float      # communication of one micro-batch (incl. pipeline send)
-    overlap: bool
     work_share: float            # device FLOPs per step / FLOPs of the priced device graph
     flops_per_device: float
 
@@ -98,7 +97,7 @@ def _phase_model(model, hw: Hardware, plan, precision, phase: str, length: int, 
     graph_flops = float((work.flops * all_count).sum())
     return PhaseModel(work=work, stage_count=np.asarray(stage_count), all_count=all_count, micro_batches=mb,
                       cp=par.cp, pp=par.pp, comm_per_micro_s=breakdown.communication_s / mb,
-                      overlap=True, work_share=breakdown.flops_per_device / graph_flops if graph_flops else 0.0,
+                      work_share=breakdown.flops_per_device / graph_flops if graph_flops else 0.0,
                       flops_per_device=breakdown.flops_per_device)
 
 
@@ -107,7 +106,7 @@ def _phase_time_energy(pm: PhaseModel, hwa: HardwareArrays) -> tuple[np.ndarray,
     compute_mb = (cost.time_s * pm.stage_count).sum(axis=-1) / pm.cp
     compute = compute_mb * pm.micro_batches
     comm = pm.comm_per_micro_s * pm.micro_batches
-    overlapped = pm.overlap and pm.micro_batches >= 2
+    overlapped = pm.micro_batches >= 2  # communication hides behind another micro-batch's compute
     exposed = np.maximum(0.0, comm - compute) if overlapped else np.full_like(compute, comm)
     if overlapped:
         bubble = (pm.pp - 1) * np.maximum(compute_mb, pm.comm_per_micro_s)
@@ -238,12 +237,16 @@ def pareto_front(objectives: Mapping[str, np.ndarray], senses: Mapping[str, str]
     front = np.zeros(len(cols), bool)
     idx = np.flatnonzero(valid)
     pts = cols[idx]
+    # in lexicographic order a point can be dominated only by an earlier one, and an earlier dominated point's
+    # dominator is already kept: one pass that compares each point with the front kept so far is exact
     order = np.lexsort(pts.T[::-1])
+    kept = np.empty_like(pts)
     keep: list[int] = []
     for i in order:
-        p = pts[i]
-        if not any(np.all(pts[j] <= p) and np.any(pts[j] < p) for j in keep):
-            keep = [j for j in keep if not (np.all(p <= pts[j]) and np.any(p < pts[j]))] + [i]
+        p, k = pts[i], kept[:len(keep)]
+        if not (np.all(k <= p, axis=1) & np.any(k < p, axis=1)).any():
+            kept[len(keep)] = p
+            keep.append(i)
     front[idx[keep]] = True
     return front
 
