@@ -9,8 +9,7 @@ from typing import Sequence
 import simpy
 
 from archsim.errors import ConfigError
-from archsim.mapping.pipeline import (ChunkTimes, PipeOp, dualpipe, dualpipe_bubble_formula,  # noqa: F401
-                                      interleaved_1f1b, one_f_one_b, one_f_one_b_bubble_formula)
+from archsim.mapping.pipeline import ChunkTimes, PipeOp
 
 US_PER_S = 1e6  # Chrome trace timestamps are microseconds
 
@@ -137,11 +136,8 @@ def simulate_pipeline(schedule: Sequence[Sequence[PipeOp]], times: ChunkTimes, *
 
     def finish(key, delay: float):
         def proc():
-            if delay:
-                yield env.timeout(delay)
+            yield env.timeout(delay)
             ev(key).succeed()
-            if False:  # pragma: no cover - makes this a generator even with no delay
-                yield
         env.process(proc())
 
     def rank_proc(rank: int):
@@ -188,8 +184,6 @@ def simulate_pipeline(schedule: Sequence[Sequence[PipeOp]], times: ChunkTimes, *
         env.process(rank_proc(r))
     env.run()
     return PipelineResult(time_s=env.now, busy_s=tuple(busy), events=events)
-
-
 
 
 def layer_times_from_phase(phase) -> list[LayerTimes]:

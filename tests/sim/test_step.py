@@ -5,9 +5,9 @@ import json
 import pytest
 
 from archsim.errors import ConfigError
-from archsim.sim.step import (ChunkTimes, LayerTimes, dualpipe, dualpipe_bubble_formula, interleaved_1f1b,
-                              one_f_one_b, one_f_one_b_bubble_formula, simulate_microbatch_overlap,
-                              simulate_pipeline)
+from archsim.mapping.pipeline import (ChunkTimes, dualpipe, dualpipe_bubble_formula, interleaved_1f1b, one_f_one_b,
+                                      one_f_one_b_bubble_formula)
+from archsim.sim.step import LayerTimes, simulate_microbatch_overlap, simulate_pipeline
 
 
 def test_single_micro_batch_is_serial():
