@@ -67,7 +67,7 @@ class Timeline:
 
 
 def resource_of(op: Op, cost: OpCost, hw: Hardware) -> str:
-    """The resource that binds ``op`` (see the module docstring)."""
+    """The resource that binds ``op`` (see the module docstring); ``cost`` needs only ``bound`` and ``engine``."""
     if cost.bound == "compute":
         return cost.engine
     if cost.bound.startswith("memory:"):

@@ -25,6 +25,7 @@ from archsim.cost.phase import graph_ops
 from archsim.cost.traffic import Geometry, op_work
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.graph.op import Op
+from archsim.sim.executor import SERIAL_RESOURCE, Slot, resource_of, schedule
 
 Objective = Literal["time", "energy"]
 MATRIX_KINDS = ("gemm", "grouped_gemm", "attention")
@@ -164,12 +165,11 @@ def place_graph(graph, hw: Hardware, *, objective: Objective = "time", attention
 def placement_slots(graph, hw: Hardware, placed: PlacedPhase, *, overlap: bool = True) -> dict:
     """Simulator slots for a placed phase: each op holds the resource that binds it on its engine.
 
-    GPU/photonic ops follow ``sim.executor.resource_of``'s rule (compute-bound: the engine; memory-bound:
-    that memory's channel; launch-bound: the engine). A PIM op holds ``pim``: the PIM units work inside
-    the memory beside the xPU (NeuPIMs-style concurrent operation; an optimistic overlap, as the executor's).
+    GPU/photonic ops follow ``sim.executor.resource_of`` on their placed engine and bound (compute-bound:
+    the engine; memory-bound: that memory's channel; launch-bound: the engine). A PIM op holds ``pim``: the
+    PIM units work inside the memory beside the xPU (NeuPIMs-style concurrent operation; an optimistic
+    overlap, as the executor's).
     """
-    from archsim.sim.executor import SERIAL_RESOURCE, Slot
-
     out = {}
     for name in graph:
         p = placed.placements[name]
@@ -177,14 +177,8 @@ def placement_slots(graph, hw: Hardware, placed: PlacedPhase, *, overlap: bool =
             resource = SERIAL_RESOURCE
         elif p.engine == "pim":
             resource = "pim"
-        elif p.bound == "compute" or (p.bound == "launch" and graph.nodes[name]["op"].flops > 0):
-            resource = p.engine
-        elif p.bound.startswith("memory:"):
-            resource = p.bound[len("memory:"):]
-        elif p.bound == "network":
-            resource = "link"
         else:
-            resource = hw.main_memory.name
+            resource = resource_of(graph.nodes[name]["op"], p, hw)
         out[name] = Slot(resource=resource, time_s=p.time_s)
     return out
 
@@ -192,7 +186,5 @@ def placement_slots(graph, hw: Hardware, placed: PlacedPhase, *, overlap: bool =
 def simulate_placement(graph, hw: Hardware, *, objective: Objective = "time", overlap: bool = True,
                        attention: str = "flash"):
     """Place a phase graph and execute it in the discrete-event simulator (``sim.executor.schedule``)."""
-    from archsim.sim.executor import schedule
-
     placed = place_graph(graph, hw, objective=objective, attention=attention)
     return placed, schedule(graph, placement_slots(graph, hw, placed, overlap=overlap))
