@@ -323,7 +323,11 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt)
     act_elems = local * per_expert * inter
     swiglu_bytes = local * per_expert * 2 * inter * BF16.bytes + act_elems * dt.bytes
-    swiglu = eff.streaming_kernel_time(compute_s=5.0 * act_elems / max(_vector_rate(hw), 1.0),
+    vector = _vector_rate(hw)
+    if vector <= 0:
+        raise ConfigError(hw.source_file, "compute", "a vector engine for the SwiGLU between the expert GEMMs", None)
+    # docs/counting.md: SwiGLU is 5 FLOPs per element
+    swiglu = eff.streaming_kernel_time(compute_s=5.0 * act_elems / vector,
                                        bytes_moved=swiglu_bytes, bandwidth_bytes_per_s=_bandwidth(hw),
                                        ramp_s=_ramp(hw))
     parts = {"dispatch_s": exchange.dispatch.time_s, "up_s": up.time_s, "swiglu_s": swiglu.time_s,

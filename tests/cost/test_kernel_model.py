@@ -149,3 +149,11 @@ def test_dsv3_o_absorb_counterexample_is_monotone(h800) -> None:
     small = grouped_gemm_time(h800, groups=16, m=179, n=128, k=512, dtype="bf16")
     big = grouped_gemm_time(h800, groups=16, m=257, n=128, k=512, dtype="bf16")
     assert big.time_s >= small.time_s
+
+
+def test_moe_without_a_vector_engine_is_a_config_error(h800) -> None:
+    """The SwiGLU between the expert GEMMs needs a vector engine; without one the error names the field
+    rather than pricing the SwiGLU at a stand-in rate."""
+    hw = dataclasses.replace(h800, compute={k: e for k, e in h800.compute.items() if e.kind != "vector"})
+    with pytest.raises(ConfigError, match="vector engine"):
+        moe_time(hw, tokens=128, hidden=7168, inter=2048, topk=8, experts=256, ep=8)
