@@ -44,6 +44,7 @@ class Geometry:
 
     @staticmethod
     def of(hw: Hardware) -> "Geometry":
+        """The geometry of ``hw``: SRAM and registers per SM (per unit, else capacity over units or SMs), L2 size."""
         names = tuple(hw.memory)
         shared = hw.memory.get("shared")
         if shared is None:

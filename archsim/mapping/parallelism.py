@@ -76,11 +76,13 @@ class Parallelism:
         return self.stage_devices // self.ep
 
     def to_dict(self) -> dict:
+        """The degrees as a dict, with ``devices`` and ``attn_dp`` added."""
         out = asdict(self)
         out["devices"] = self.devices
         out["attn_dp"] = self.attn_dp
         return out
 
     def label(self) -> str:
+        """Short text form, e.g. ``TP1 EP8 PP1 DP8 MB2``."""
         return (f"TP{self.tp} EP{self.ep} PP{self.pp} DP{self.dp}" + (f" CP{self.cp}" if self.cp > 1 else "")
                 + f" MB{self.micro_batches}")

@@ -103,6 +103,7 @@ class TrainingEstimate:
 
     @property
     def tokens_per_s(self) -> float:
+        """Trained tokens per second across the deployment."""
         return self.tokens_per_step / self.step_time_s
 
     @property
@@ -113,9 +114,11 @@ class TrainingEstimate:
 
     @property
     def gpu_hours_per_trillion_tokens(self) -> float:
+        """Device-hours to train on 10^12 tokens."""
         return TRILLION / self.tokens_per_s * self.devices / SECONDS_PER_HOUR
 
     def cost_usd(self, tokens: float) -> float:
+        """Rental cost of training on ``tokens`` tokens at the hardware's price per device-hour."""
         return tokens / self.tokens_per_s * self.devices / SECONDS_PER_HOUR * self.price_usd_per_hour
 
     def to_dict(self, tokens: float | None = None) -> dict:

@@ -58,6 +58,7 @@ class MicroBatchWork:
         return self.wgrad_s
 
     def scaled(self, factor: float) -> "MicroBatchWork":
+        """Every term multiplied by ``factor``."""
         return MicroBatchWork(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
 
     def to_dict(self) -> dict:

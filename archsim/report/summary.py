@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSummary:
+    """The model: parameter counts, KV bytes per token, depth and context limit."""
+
     name: str
     architecture: str
     total_params: int
@@ -25,6 +27,8 @@ class ModelSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class ScenarioSummary:
+    """The request shape and the number formats."""
+
     prompt_len: int
     output_len: int
     batch: int
@@ -35,6 +39,8 @@ class ScenarioSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class DeploymentSummary:
+    """Devices, hardware and the resolved layout (``auto``: the device count was searched)."""
+
     devices: int
     hardware: str
     auto: bool
@@ -43,6 +49,8 @@ class DeploymentSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class MemorySummary:
+    """Bytes per device on the most loaded device, whether they fit, and the capacity limits."""
+
     per_device_bytes: float
     capacity_bytes: float
     weights_bytes: float
@@ -56,6 +64,8 @@ class MemorySummary:
 
 @dataclass(frozen=True, kw_only=True)
 class OpSummary:
+    """One of a phase's heaviest ops: its time, share of the phase, bound, FLOPs and main-memory bytes."""
+
     name: str
     kind: str
     time_s: float
@@ -85,6 +95,8 @@ class PhaseSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class PrefillSummary(PhaseSummary):
+    """The prefill step of the whole batch."""
+
     latency_s: float
     tokens_per_s: float
     tokens_per_s_per_device: float
@@ -92,6 +104,8 @@ class PrefillSummary(PhaseSummary):
 
 @dataclass(frozen=True, kw_only=True)
 class DecodeSummary(PhaseSummary):
+    """One decode step at the end-of-generation context."""
+
     tpot_s: float
     tokens_per_s: float
     tokens_per_s_per_device: float
@@ -100,6 +114,8 @@ class DecodeSummary(PhaseSummary):
 
 @dataclass(frozen=True, kw_only=True)
 class EnergySummary:
+    """Energy per generated and per prompt token across the deployment, and TOPS/W."""
+
     joules_per_token: float
     prefill_joules_per_token: float
     tops_per_watt: float
