@@ -20,6 +20,8 @@ import numpy as np
 
 @dataclass(frozen=True, kw_only=True)
 class MiniFloat:
+    """A small float format's parameters (see ``round_minifloat`` and the module docstring for the sources)."""
+
     name: str
     mantissa_bits: int
     min_exponent: int

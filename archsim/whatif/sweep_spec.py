@@ -9,12 +9,12 @@ its unit dimension comes from the last path component.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from archsim.errors import ConfigError
+from archsim.serving.requests import check_seed
 from archsim.units import parse_quantity
 
 SAMPLERS = ("grid", "random", "lhs")
@@ -63,7 +63,7 @@ class Axis:
             return np.geomspace(self.low, self.high, self.count)
         return np.linspace(self.low, self.high, self.count)
 
-    def from_unit(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def from_unit(self, u: np.ndarray) -> np.ndarray:
         """Map uniform [0, 1) samples onto this axis (a list axis picks items)."""
         if self.values:
             idx = np.minimum((u * len(self.values)).astype(int), len(self.values) - 1)
@@ -137,16 +137,15 @@ def sample(axes: list[Axis], *, sampler: str = "grid", points: int | None = None
             total *= len(a.values) if a.values else (a.count or 1)
         _check_points(total, "--set", "grid points over all axes")
         grids = [a.grid_values() for a in axes]
-        combos = np.array(list(itertools.product(*grids)), float).reshape(-1, len(axes))
-        return {a.path: combos[:, i] for i, a in enumerate(axes)}
+        # every combination, the last axis varying fastest (itertools.product order)
+        mesh = np.meshgrid(*grids, indexing="ij")
+        return {a.path: m.ravel() for a, m in zip(axes, mesh)}
     if not points or points < 1:
         raise ConfigError(None, "--points", f"a positive number of samples for --sample {sampler}", points)
     _check_points(points, "--points", "samples")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(None, "--seed", "an integer >= 0", seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed, "--seed"))
     if sampler == "random":
         u = rng.random((points, len(axes)))
     else:  # Latin hypercube: one sample per stratum on every axis, strata paired by random permutations
         u = (np.stack([rng.permutation(points) for _ in axes], axis=1) + rng.random((points, len(axes)))) / points
-    return {a.path: a.from_unit(u[:, i], rng) for i, a in enumerate(axes)}
+    return {a.path: a.from_unit(u[:, i]) for i, a in enumerate(axes)}
