@@ -7,7 +7,7 @@ from pathlib import Path
 
 from archsim.cost.efficiency import fit_ramp_and_bandwidth
 from archsim.errors import ConfigError
-from archsim.fidelity.calibrate import CalibratedField, Calibration
+from archsim.fidelity.calibrate import CalibratedField, Calibration, write_outputs
 
 LARGE_COPY_BYTES = 64 * 2 ** 20  # copies from 64 MiB up exceed the L2 (50 MB on H100/H200): HBM-bound
 
@@ -100,14 +100,12 @@ def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str =
     if any(f.path == "kernel.clock_under_load" for f in fields) and "clock_boost" not in data.get("kernel", {}):
         _set(data, "kernel.clock_boost", data.get("clock", "0 Hz"))
     data["name"] = f"{data['name']} (calibrated)"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    yaml_path, raw_path = out / f"{base}.calibrated.yaml", out / f"{base}.raw.json"
-    header = [f"# {base}.yaml with fields fitted by `archsim calibrate --backend torch` from {raw_path.name}",
+    yaml_name, raw_name = f"{base}.calibrated.yaml", f"{base}.raw.json"
+    header = [f"# {base}.yaml with fields fitted by `archsim calibrate --backend torch` from {raw_name}",
               f"# (device: {raw.get('device', '?')}, torch {raw.get('torch', '?')}). Calibrated fields:"]
     header += [f"#   {f.path} = {f.value:.4g} {f.unit}: {f.how}" for f in fields]
     header.append("# Every other field, and its source, is in the base file.")
-    yaml_path.write_text("\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    raw_path.write_text(json.dumps(raw, indent=1), encoding="utf-8")
+    text = "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)
+    yaml_path = write_outputs(out_dir, {yaml_name: text, raw_name: json.dumps(raw, indent=1)}) / yaml_name
     load_hardware(yaml_path)  # the written file must load strictly
     return Calibration(fields=tuple(fields), raw=raw, hardware_yaml=str(yaml_path), loop={})

@@ -125,12 +125,14 @@ def _model_config(name: str):
 
 
 def _kv_bytes(case: Case, hw: Hardware) -> tuple[float, dict]:
-    """MLA caches the latent and the shared RoPE key per layer: layers * (kv_lora_rank + rope) * bytes."""
+    """The graph's own count (``graph.params.kv_bytes_per_token``; for MLA the latent plus the shared RoPE
+    key per layer), so the case checks the code the projections use, not a restatement of it."""
     from archsim.dtypes import BY_NAME
+    from archsim.graph.params import kv_bytes_per_token
 
     m = _model_config(str(case.shape["model"]))
-    per_layer = (m.kv_lora_rank + m.qk_rope_head_dim) * BY_NAME[case.dtype].bytes
-    return m.num_hidden_layers * per_layer, {"layers": m.num_hidden_layers, "per_layer_bytes": per_layer}
+    total = kv_bytes_per_token(m, BY_NAME[case.dtype])
+    return total, {"layers": m.num_hidden_layers, "per_layer_bytes": total / m.num_hidden_layers}
 
 
 def _ep_decode_bound(case: Case, hw: Hardware) -> tuple[float, dict]:

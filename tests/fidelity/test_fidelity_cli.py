@@ -76,6 +76,19 @@ def test_calibrate_refits_saved_raw(capsys, tmp_path) -> None:
     assert (tmp_path / "cal" / "host_cpu.calibrated.yaml").exists()
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_calibrate_unwritable_out_is_one_line(capsys, tmp_path, backend: str) -> None:
+    from fidelity_synthetic_raw import synthetic_numpy_raw, synthetic_torch_raw
+
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps(synthetic_numpy_raw() if backend == "numpy" else synthetic_torch_raw()))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # --out below a regular file cannot be created
+    assert main(["calibrate", "--backend", backend, "--raw", str(raw), "--out", str(blocker / "cal")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "writable output directory" in err
+
+
 def test_calibrate_torch_without_gpu_or_raw_is_a_config_error(capsys, tmp_path) -> None:
     try:
         import torch
