@@ -38,8 +38,7 @@ class RequestLevelScheduler:
         self.waiting: deque[Seq] = deque()
         self.batch: list[Seq] = []
         self.prefilled = False
-        self.pad_prompt = 0
-        self.steps = 0
+        self.reserved = 0  # KV blocks held by the running batch
         self.handoff: list[Seq] = []
         self.gaps: list[float] = []
         self.preempted_recompute = 0
@@ -64,10 +63,6 @@ class RequestLevelScheduler:
     @property
     def queued(self) -> int:
         return len(self.waiting)
-
-    @property
-    def running(self) -> list[Seq]:
-        return self.batch
 
     def wake_at(self) -> float | None:
         """When a static batch that is waiting to fill times out."""
@@ -115,14 +110,13 @@ class RequestLevelScheduler:
         self.batch = chosen
         self.reserved = blocks
         self.prefilled = False
-        self.steps = 0
         return True
 
     def _prefill_plan(self) -> Plan:
         if self.padded:
-            self.pad_prompt = max(s.req.prompt_tokens - s.req.cached_tokens for s in self.batch)
+            pad_prompt = max(s.req.prompt_tokens - s.req.cached_tokens for s in self.batch)
             n = len(self.batch)
-            work = IterationBatch(prefill_tokens=n * self.pad_prompt, prefill_pairs=n * chunk_pairs(0, self.pad_prompt),
+            work = IterationBatch(prefill_tokens=n * pad_prompt, prefill_pairs=n * chunk_pairs(0, pad_prompt),
                                   prefill_seqs=n)
         else:
             todo = [s.req.prompt_tokens - s.req.cached_tokens for s in self.batch]
