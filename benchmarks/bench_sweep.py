@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from archsim.whatif.sweep import SweepModel, SweepSpec, run_sweep
 from archsim.whatif.sweep_spec import parse_set, sample
 
 SETS = ("memory.hbm.bandwidth=1TB/s..20TB/s", "compute.tensor.peak.fp8=500TFLOPS..5PFLOPS",
         "memory.hbm.energy_per_bit=1pJ/bit..5pJ/bit", "power.idle=40W..150W", "kernel_launch=1us..6us")
+ROOT = Path(__file__).resolve().parents[1]  # so the benchmark runs from any working directory
 
 
 def main() -> None:
@@ -21,7 +23,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    spec = SweepSpec(workload="workloads/kimi_k2.yaml", hardware="hardware/h100.yaml", overrides=(("devices", 16),))
+    spec = SweepSpec(workload=str(ROOT / "workloads/kimi_k2.yaml"), hardware=str(ROOT / "hardware/h100.yaml"),
+                     overrides=(("devices", 16),))
     columns = sample([parse_set(s) for s in SETS], sampler="lhs", points=args.points, seed=0)
 
     start = time.perf_counter()
