@@ -103,7 +103,8 @@ def _vector_rate(hw: Hardware) -> float:
     return max(engine.peak_flop_per_s.values()) * engine.achievable_fraction
 
 
-def _bandwidth(hw: Hardware) -> float:
+def main_memory_bandwidth(hw: Hardware) -> float:
+    """Achievable main-memory bytes/s: the outermost level's bandwidth times its achievable fraction."""
     main = hw.main_memory
     return main.bandwidth_bytes_per_s * main.achievable_fraction
 
@@ -154,8 +155,8 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     inputs = groups * (dt.storage_bytes((m, k)) + dt.storage_bytes((k, n)))
     outputs = groups * out.storage_bytes((m, n))
     t = eff.tiled_kernel_time(compute_s=time_flops / rate, input_bytes=inputs, output_bytes=outputs,
-                              bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw), operand_bytes=operand_bytes,
-                              operand_bandwidth_bytes_per_s=l2_bw)
+                              bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw),
+                              operand_bytes=operand_bytes, operand_bandwidth_bytes_per_s=l2_bw)
     return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=t.time_s,
                           bound=t.bound, flops=flops, bytes=inputs + outputs,
                           parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
@@ -235,7 +236,7 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     vector = _vector_rate(hw)
     compute_s = max(mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
     t = eff.streaming_kernel_time(compute_s=compute_s, bytes_moved=total_bytes,
-                                  bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw), l2_bytes=l2_bytes,
+                                  bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw), l2_bytes=l2_bytes,
                                   l2_bandwidth_bytes_per_s=_l2_bandwidth(hw))
     return KernelEstimate(kind="attention", hardware=hw.name, time_s=t.time_s, bound=t.bound,
                           flops=mma_flops + softmax_flops, bytes=total_bytes,
@@ -273,7 +274,7 @@ def stream_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0, dtype:
     if flops > 0 and rate <= 0:
         raise ConfigError(hw.source_file, "compute", "a vector engine for elementwise FLOPs", None)
     t = eff.streaming_kernel_time(compute_s=flops / rate if flops > 0 else 0.0, bytes_moved=nbytes,
-                                  bandwidth_bytes_per_s=_bandwidth(hw), ramp_s=_ramp(hw))
+                                  bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw))
     return KernelEstimate(kind="stream", hardware=hw.name, time_s=t.time_s, bound=t.bound, flops=float(flops),
                           bytes=float(nbytes), parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s,
                                                       "memory_s": t.memory_s})
@@ -328,7 +329,7 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
         raise ConfigError(hw.source_file, "compute", "a vector engine for the SwiGLU between the expert GEMMs", None)
     # docs/counting.md: SwiGLU is 5 FLOPs per element
     swiglu = eff.streaming_kernel_time(compute_s=5.0 * act_elems / vector,
-                                       bytes_moved=swiglu_bytes, bandwidth_bytes_per_s=_bandwidth(hw),
+                                       bytes_moved=swiglu_bytes, bandwidth_bytes_per_s=main_memory_bandwidth(hw),
                                        ramp_s=_ramp(hw))
     parts = {"dispatch_s": exchange.dispatch.time_s, "up_s": up.time_s, "swiglu_s": swiglu.time_s,
              "down_s": down.time_s, "combine_s": exchange.combine.time_s}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from archsim.config.hardware import Hardware
-from archsim.cost.kernel_model import grouped_gemm_time
+from archsim.cost.kernel_model import grouped_gemm_time, main_memory_bandwidth
 from archsim.cost.phase import PhaseCost
 from archsim.dtypes import BF16, BITS_PER_BYTE, FP8
 from archsim.errors import ConfigError
@@ -93,8 +93,7 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     _check_projections(graph, recompute_projections)
     kernel = hw.kernel
     attention_rate = kernel.attention_backward_fraction if kernel and kernel.attention_backward_fraction else 1.0
-    hbm = hw.main_memory
-    hbm_rate = hbm.bandwidth_bytes_per_s * hbm.achievable_fraction
+    hbm_rate = main_memory_bandwidth(hw)
     t = dict.fromkeys((f.name for f in fields(MicroBatchWork)), 0.0)
     for name in graph.nodes:
         op = graph.nodes[name]["op"]
