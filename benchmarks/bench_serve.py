@@ -60,7 +60,7 @@ def main() -> None:
     print(f"{len(requests)} requests, {s['iterations']} iterations, scheduler {args.scheduler}, model {args.model}, "
           f"layout {it.par.label()}")
     print(f"setup (load, generate, layout) {t1 - t0:.2f} s; simulation {t2 - t1:.2f} s "
-          f"(grid: {len(it._decode)} decode + {len(it._prefill)} prefill points priced)")
+          f"(grid: {it.grid_points[0]} decode + {it.grid_points[1]} prefill points priced)")
     print(f"simulated requests per wall-second: {len(requests) / (t2 - t1):,.0f}")
     print(f"completed {s['requests']['completed']}, TTFT p50 {s['ttft_s']['p50']:.3f} s, TPOT p50 "
           f"{s['tpot_s']['p50'] * 1e3:.1f} ms, {s['throughput']['output_tokens_per_s']:,.0f} out tok/s, "

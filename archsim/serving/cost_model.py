@@ -138,6 +138,11 @@ class CostModelIteration:
         graph = build_prefill(self.model, batch=1, prompt_len=tokens, precision=self.precision, shard=self.shard)
         return self._priced(graph, phase.time_s, self.devices // self.par.dp)
 
+    @property
+    def grid_points(self) -> tuple[int, int]:
+        """(decode, prefill) grid points priced so far: the cost of the memo, reported by ``serve``."""
+        return len(self._decode), len(self._prefill)
+
     # -- interpolation ----------------------------------------------------------------------------
     def _decode_cost(self, seqs: int, mean_context: float, q_len: int) -> _Point:
         b0, b1, wb = _bracket(self.batch_grid, seqs)

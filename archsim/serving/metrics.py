@@ -108,16 +108,16 @@ def summary(rec: Recorder, *, replicas: list[ReplicaSpec], schedulers: list, win
     t = request_table(rec)
     ttft = t["first_token_s"] - t["arrival_s"]
     e2e = t["finish_s"] - t["arrival_s"]
-    multi = t["output_tokens"] > 1
-    tpot = (t["finish_s"][multi] - t["first_token_s"][multi]) / (t["output_tokens"][multi] - 1)
+    multi = t["output_tokens"] > 1  # TPOT is defined for requests with a token after the first
+    per_request_tpot = (t["finish_s"] - t["first_token_s"]) / np.maximum(t["output_tokens"] - 1, 1)
+    tpot = per_request_tpot[multi]
     for sched in schedulers:
         rec.flush_gaps(sched)
     devices = sum(r.devices for r in replicas)
     end_s = max(end_s, 1e-300)
     out_tokens = float(t["output_tokens"].sum())
     in_tokens = float(t["prompt_tokens"].sum())
-    good = (ttft <= slo.ttft_s) & np.where(multi, (t["finish_s"] - t["first_token_s"]) /
-                                           np.maximum(t["output_tokens"] - 1, 1) <= slo.tpot_s, True)
+    good = (ttft <= slo.ttft_s) & (~multi | (per_request_tpot <= slo.tpot_s))
     usd = sum(r.price_usd_per_hour for r in replicas) * end_s / SECONDS_PER_HOUR
     idle_j = sum(r.idle_w for r in replicas) * end_s - _idle_overlap(rec, replicas, end_s)
     energy = rec.energy_j + max(0.0, idle_j)

@@ -172,7 +172,7 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
             "devices_per_replica": replica.devices, "kv_capacity_tokens": replica.kv_capacity_tokens,
             "kv_bytes_per_token": replica.kv_bytes_per_token, "scheduler": opts.scheduler, "seed": opts.seed,
             "price_usd_per_hour_per_replica": replica.price_usd_per_hour,
-            "decode_grid_points": len(model._decode), "prefill_grid_points": len(model._prefill)}
+            "decode_grid_points": model.grid_points[0], "prefill_grid_points": model.grid_points[1]}
     return result, meta
 
 
