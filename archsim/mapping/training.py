@@ -187,6 +187,7 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     """
     if setup.global_batch % par.dp:
         raise ConfigError(None, "training.global_batch", f"a multiple of dp={par.dp}", setup.global_batch)
+    peak = _bf16_peak(hw)
     seqs_per_replica = setup.global_batch // par.dp
     if seqs_per_replica % par.micro_batches:
         raise ConfigError(None, "parallelism.micro_batches", f"a divisor of global_batch/dp = {seqs_per_replica}",
@@ -215,7 +216,6 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     step = step_pipe + dp_sync + opt_s
     memory = _training_memory(model, hw, par, precision, setup, stats, frozen, trained)
     flops_per_token = 3 * stats["forward_flops_per_token"]
-    peak = hw.engine_for("matrix").peak_flop_per_s["bf16"]
     breakdown = {"forward_compute_per_micro_batch": f_comp, "backward_compute_per_micro_batch": b_comp,
                  "forward_communication_per_micro_batch": f_comm,
                  "pipeline": step_pipe, "bubble": bubble, "dp_gradient_sync": dp_sync, "optimizer": opt_s,
@@ -224,6 +224,15 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
                             tokens_per_step=setup.global_batch * setup.seq_len, model_flops_per_token=flops_per_token,
                             devices=par.devices, peak_flop_per_s=peak, price_usd_per_hour=hw.price_usd_per_hour,
                             breakdown=breakdown, pipeline=timeline)
+
+
+def _bf16_peak(hw: Hardware) -> float:
+    """The matrix engine's dense BF16 peak, against which training MFU is quoted (see ``TrainingEstimate.mfu``)."""
+    engine = hw.engine_for("matrix")
+    if "bf16" not in engine.peak_flop_per_s:
+        raise ConfigError(hw.source_file, f"compute.{engine.name}.peak", "a bf16 peak (training MFU is quoted "
+                          "against it)", sorted(engine.peak_flop_per_s))
+    return engine.peak_flop_per_s["bf16"]
 
 
 def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: TrainingSetup, *,

@@ -190,3 +190,13 @@ def test_layout_that_does_not_fit_is_not_priced(capsys):
                "--devices", "8"])
     text = capsys.readouterr().out
     assert rc == 0 and "DOES NOT FIT" in text and "MFU" not in text
+
+
+def test_hardware_without_a_bf16_peak_is_a_config_error(dsv3, h800):
+    """Training MFU is quoted against the BF16 peak; a chip file without one is named in the error."""
+    from dataclasses import replace as dc_replace
+    tensor = h800.engine_for("matrix")
+    peaks = {k: v for k, v in tensor.peak_flop_per_s.items() if k != "bf16"}
+    hw = dc_replace(h800, compute={**h800.compute, tensor.name: dc_replace(tensor, peak_flop_per_s=peaks)})
+    with pytest.raises(ConfigError, match="bf16 peak"):
+        estimate_training(dsv3, hw, DSV3_LAYOUT, DSV3_SETUP)
