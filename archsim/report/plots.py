@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from archsim.errors import ConfigError
 
 
@@ -74,11 +76,11 @@ def pareto_chart(rows: Sequence[Mapping], path: str) -> str:
 def history_chart(points: Sequence, growth: Mapping[str, float], path: str) -> str:
     """Peak compute, memory bandwidth and interconnect bandwidth against release year (log scale)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series = [("peak_flop_per_s", "peak BF16 FLOP/s", 1e12, "TFLOP/s"),
               ("memory_bandwidth_bytes_per_s", "memory bandwidth", 1e9, "GB/s"),
               ("interconnect_bytes_per_s", "scale-up bandwidth (per direction)", 1e9, "GB/s")]
-    import numpy as np
     years = np.array([p.year for p in points], float)
     span = np.linspace(years.min(), years.max(), 50)
     for attr, label, scale, unit in series:
@@ -90,7 +92,7 @@ def history_chart(points: Sequence, growth: Mapping[str, float], path: str) -> s
     for p in points:
         ax.annotate(p.name.split(" (")[0], (p.year, p.peak_flop_per_s / 1e12), fontsize=6, rotation=20)
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("release year")
     ax.set_title("The memory wall across the shipped hardware files")
     ax.legend(fontsize=7)
