@@ -91,11 +91,9 @@ def _describe(path: str, hw, args) -> dict:
 
 
 def _training_rows(model, hw, args, seq_len: int) -> dict:
-    """Per-device memory from the training model (archsim.mapping.training), when it is available."""
-    try:
-        from archsim.mapping.training import TrainingSetup, estimate_training, smallest_training_layout
-    except ImportError:
-        return {"per_device": None}
+    """Per-device memory of fine-tuning and LoRA from the training model (archsim.mapping.training)."""
+    from archsim.mapping.training import TrainingSetup, estimate_training, smallest_training_layout
+
     out = {}
     for mode in ("finetune", "lora"):
         setup = TrainingSetup(seq_len=seq_len, global_batch=args.train_devices, mode=mode, lora_rank=args.lora_rank)
@@ -126,9 +124,8 @@ def _table(rows: list[dict], hw_name: str) -> str:
            line("$ per 1M output tokens", lambda r: f"${r['serving']['usd_per_million_output_tokens']:.3f}"),
            line("full fine-tune memory (total)", lambda r: gb(r["finetune"]["full_total_bytes"])),
            line("LoRA memory (total)", lambda r: gb(r["finetune"]["lora_total_bytes"]))]
-    if a["finetune"].get("per_device") and b["finetune"].get("per_device"):
-        for mode in ("finetune", "lora"):
-            out.append(line(f"{mode} per device (training model)",
-                            lambda r, k=mode: gb(r["finetune"]["per_device"][f"{k}_per_device_bytes"])
-                            + ("" if r["finetune"]["per_device"][f"{k}_fits"] else " (no fit)")))
+    for mode in ("finetune", "lora"):
+        out.append(line(f"{mode} per device (training model)",
+                        lambda r, k=mode: gb(r["finetune"]["per_device"][f"{k}_per_device_bytes"])
+                        + ("" if r["finetune"]["per_device"][f"{k}_fits"] else " (no fit)")))
     return "\n".join(out) + "\n"
