@@ -3,9 +3,11 @@ hardware fields (SM count, clocks, tile shapes, ramp time) and the kernel's shap
 
 Effects modelled (docs/fidelity.md gives the derivations and the validation against published kernels):
 - **clock under load**: tensor peaks are quoted at the boost clock; under sustained MMA load the chip
-  throttles, so the sustained peak is ``peak * clock_under_load / clock_boost``;
-- **main-loop pipeline fraction**: the fraction of that sustained peak a full tile's steady main loop
-  issues (MMA pipeline bubbles, scale promotion); a named hardware field;
+  throttles, so the sustained peak is ``peak * clock_under_load / clock_boost``. Attention applies it
+  (its ``attention_mma_fraction`` is measured against the throttled peak); a GEMM's fraction below is
+  measured against the quoted peak and already contains it;
+- **main-loop fraction**: the fraction of the peak a full tile's steady main loop issues (MMA pipeline
+  bubbles, scale promotion, throttling): the matrix engine's ``achievable_fraction``;
 - **wave quantisation and partial tiles**: a GEMM is cut into block_m x block_n output tiles that run
   in waves of ``sm_count``; a partial last wave or a partial edge tile costs a full tile's time. The
   tile is the one of the library's menu with the least modelled time (an autotuned library runs the
