@@ -11,7 +11,6 @@ from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.collectives import price_collective, price_ep_exchange
 from archsim.cost.phase import PhaseCost, price_graph
-from archsim.cost.topology import topology_for
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.expert_load import ExpertLoad
 from archsim.graph.params import kv_elements_per_token_per_layer
@@ -171,9 +170,8 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
             by_kind[kind] = _layer_comm(model, hw, par, precision, layer, tokens_mb, phase, ep_mode)
         comms.append(by_kind[kind])
     comm_mb = sum(c.total_s for c in comms)
-    topo = topology_for(hw, par.devices)
     act_bytes = tokens_mb * model.hidden_size * precision.activations.bytes / par.cp
-    pp_send = price_collective("p2p", act_bytes, par.devices, hw, topology=topo).time_s if par.pp > 1 else 0.0
+    pp_send = price_collective("p2p", act_bytes, par.devices, hw).time_s if par.pp > 1 else 0.0
     compute_mb = stage_s[worst]
     compute = compute_mb * mb
     comm = (comm_mb + pp_send) * mb
