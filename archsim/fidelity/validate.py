@@ -16,7 +16,10 @@ from archsim.fidelity.cases import METRICS, VALIDATION_DIR, Case, load_cases
 # 10% (GEMM, attention, training) and 15% (communication); where a guard is looser, the target is not met
 # yet and docs/fidelity.md says so.
 MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.15, "attention": 0.10,
-                                   "communication": 0.15, "training": 0.45, "model": 0.01}
+                                   "communication": 0.15, "training": 0.45, "model": 0.01,
+                                   # measured on a real H200 (validation/h200_torch.yaml): cuBLAS small-M
+                                   # kernels and the CUDA-event floor are not in the DeepGEMM-fitted fields
+                                   "gemm_h200_measured": 0.20}
 ROOT = Path(__file__).resolve().parents[2]
 
 
