@@ -13,6 +13,8 @@ from decimal import Decimal, localcontext
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.errors import ConfigError
 
+SECONDS_PER_HOUR = 3600  # for prices per hour and GPU-hours
+
 _MICRO = ("u", "µ", "μ")  # ASCII u, U+00B5 micro sign, U+03BC Greek mu
 # Exact decimal factors, so "3.35 TB/s" is the float nearest 3.35e12 and "2.5 us" the one nearest 2.5e-6.
 SI_PREFIXES: dict[str, Decimal] = {

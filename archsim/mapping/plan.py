@@ -12,9 +12,9 @@ from archsim.errors import ConfigError
 from archsim.graph.precision import Precision
 from archsim.mapping.parallel import LayoutPlan, _plan, divisors
 from archsim.mapping.parallelism import Parallelism
+from archsim.units import SECONDS_PER_HOUR
 
 OBJECTIVES = ("throughput", "latency", "cost")
-SECONDS_PER_HOUR = 3600
 MILLION = 1e6
 DEFAULT_SEQS_PER_REPLICA = (1, 4, 16, 64, 256)
 LONG_PROMPT_TOKENS = 32768  # from this prompt length on, context parallelism is also tried

@@ -21,8 +21,8 @@ from archsim.mapping.phases import price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
 from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, MicroBatchWork, micro_batch_work,
                                            min_max_partition, op_block)
+from archsim.units import SECONDS_PER_HOUR
 
-SECONDS_PER_HOUR = 3600
 TRILLION = 1e12
 MODES = ("pretrain", "finetune", "lora")
 

@@ -9,8 +9,8 @@ import numpy as np
 from archsim.serving.config import ReplicaSpec, Slo
 from archsim.serving.iteration import IterationCost
 from archsim.serving.sequence import Plan, Seq
+from archsim.units import SECONDS_PER_HOUR
 
-SECONDS_PER_HOUR = 3600.0
 TOKENS_PER_MILLION = 1e6
 # inter-token gaps are kept as a log-spaced histogram (fixed memory for any run length):
 # 1 ns .. 1e4 s, 200 bins per decade, so a percentile is exact to within a factor 10**(1/200) (1.2 %)

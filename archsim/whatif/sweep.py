@@ -37,9 +37,9 @@ from archsim.graph.precision import precision_from_names
 from archsim.mapping.device_memory import stage_layers
 from archsim.mapping.parallel import plan_layout
 from archsim.mapping.phases import _graph, _layer_of, representative_model
+from archsim.units import SECONDS_PER_HOUR
 
 TERA = 1e12            # SI prefix
-SECONDS_PER_HOUR = 3600
 MILLION = 1e6
 METRICS = ("decode.tokens_per_s", "decode.tpot_s", "decode.energy_j", "prefill.latency_s", "prefill.tokens_per_s",
            "energy.joules_per_token", "energy.tops_per_watt", "cost.usd_per_million_tokens", "memory.fits")
