@@ -166,3 +166,26 @@ def test_mla_without_q_lora_or_shared_experts_counts_match():
         ex = execute(prepare(model, phase=phase, batch=2, length=length, past_len=past, precision=FP8, mtp=True))
         assert "layers.0.self_attn.q_proj" in ex.ops and "layers.1.mlp.shared_experts.down_proj" not in ex.ops
         assert ex.mismatches() == [] and counts_match(ex) and ex.reference_error <= 1e-10
+
+
+@pytest.mark.parametrize("method", [None, "greedy", "group_limited_greedy", "noaux_tc"])
+def test_every_topk_method_counts_the_correction_bias_alike(method):
+    """Graph and executed tiny model agree on the router for every accepted topk_method: the
+    e_score_correction_bias [E] is read (and is a parameter) for noaux_tc only."""
+    cfg = dict(TINY_DSV3, topk_method=method, **({"n_group": 1, "topk_group": 1} if method == "greedy" else {}))
+    model = model_from_dict(cfg)
+    for ex in (execute_prefill(model, batch=1, prompt_len=4, precision=FP8),
+               execute_decode(model, batch=2, context=3, precision=FP8)):
+        assert ex.mismatches() == []
+        rec = next(r for r in ex.counter.records if r.name == "layers.1.mlp.router")
+        read_bias = any(o.name == "e_score_correction_bias" for o in rec.reads)
+        assert read_bias == (method == "noaux_tc")
+        assert ex.ops["layers.1.mlp.router"].params == (16 if method == "noaux_tc" else 0)
+
+
+@pytest.mark.parametrize("cfg,key", [(dict(TINY_DSV3, topk_method="aux_tc"), "topk_method"),
+                                     (dict(TINY_DSV3, topk_method="greedy"), "topk_method")])
+def test_unknown_or_inconsistent_topk_method_is_a_config_error(cfg, key):
+    from archsim.errors import ConfigError
+    with pytest.raises(ConfigError, match=key):
+        model_from_dict(cfg)

@@ -87,6 +87,11 @@ class ModelConfig:
         return bool(self.n_routed_experts)
 
     @property
+    def has_correction_bias(self) -> bool:
+        """Whether each MoE layer carries ``e_score_correction_bias`` [E] (see ``uses_correction_bias``)."""
+        return uses_correction_bias(self.topk_method)
+
+    @property
     def kv_heads(self) -> int:
         return self.num_key_value_heads or self.num_attention_heads
 
@@ -124,6 +129,21 @@ class ModelConfig:
 # has one set of ops per layer). Both are tested in tests/test_bad_inputs.py; docs/limits.md lists them.
 MAX_HIDDEN_LAYERS = 2**12
 MAX_VOCAB_SIZE = 2**24
+
+# HF ``topk_method`` values: DeepSeek-V2 modeling_deepseek.py MoEGate has "greedy" (top-k over all experts)
+# and "group_limited_greedy" (top-k within the topk_group best of n_group groups); DeepSeek-V3 adds
+# "noaux_tc" (group-limited, selection on scores + e_score_correction_bias) [S]. null: not declared (plain
+# top-k, no bias: Mixtral/Qwen-style configs omit the key).
+TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
+
+
+def uses_correction_bias(topk_method: str | None) -> bool:
+    """The one rule for the router's score-correction bias: a parameter [E] per MoE layer, added to the
+    scores for expert selection, that exists only with DeepSeek-V3's ``noaux_tc`` routing (its MoEGate
+    creates ``e_score_correction_bias`` only then). Graph, parameter count, weight bytes and the executed
+    tiny model all ask this function."""
+    return topk_method == "noaux_tc"
+
 
 # HF config.json keys that do not change FLOPs, bytes or parameters: accepted and ignored.
 # (Explicit allow-list; anything else is an unknown-key error.)
@@ -279,6 +299,10 @@ def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> N
         need(m.first_k_dense_replace <= m.num_hidden_layers, "first_k_dense_replace",
              f"<= num_hidden_layers={m.num_hidden_layers}", m.first_k_dense_replace)
         need(m.scoring_func in ("sigmoid", "softmax"), "scoring_func", "sigmoid or softmax", m.scoring_func)
+        need(m.topk_method is None or m.topk_method in TOPK_METHODS, "topk_method",
+             f"null or one of {', '.join(TOPK_METHODS)}", m.topk_method)
+        need(m.topk_method != "greedy" or m.n_group == 1, "topk_method",
+             f"group_limited_greedy or noaux_tc with n_group={m.n_group} (greedy ignores groups)", m.topk_method)
     need(m.hidden_act in ("silu", "swiglu"), "hidden_act", "silu (SwiGLU FFN)", m.hidden_act)
 
 

@@ -46,7 +46,7 @@ def attention_params(m: ModelConfig) -> int:
 
 def _router_params(m: ModelConfig) -> int:
     """Router gate [E, h] plus the noaux_tc score-correction bias [E] of one MoE layer."""
-    return m.n_routed_experts * m.hidden_size + (m.n_routed_experts if m.topk_method == "noaux_tc" else 0)
+    return m.n_routed_experts * m.hidden_size + (m.n_routed_experts if m.has_correction_bias else 0)
 
 
 def _layer_params(m: ModelConfig, layer: int) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from typing import Callable, Literal, Mapping
 
 import numpy as np
 
+from archsim.config.model import uses_correction_bias
 from archsim.dtypes import DType
 from archsim.kernels.activations import residual_add
 from archsim.kernels.attention import naive_attention
@@ -77,8 +78,8 @@ class TinyDeepSeek:
         self.weights = init_weights(self.cfg, np.random.default_rng(seed), dtype)
         if c.n_routed_experts and (c.scoring_func or "sigmoid") != "sigmoid":
             raise ValueError(f"tiny DeepSeek model routes with sigmoid scores, config has {c.scoring_func!r}")
-        # the correction bias exists for noaux_tc routing (DeepSeek-V3, Kimi K2); None = not declared
-        self.use_bias = c.topk_method in (None, "noaux_tc")
+        # the correction bias exists only for noaux_tc routing (DeepSeek-V3, Kimi K2): the graph's rule
+        self.use_bias = uses_correction_bias(c.topk_method)
         moe_layers = [i for i in range(self.n_layers_total) if is_moe_layer(self.cfg, i)]
         self.bias = {i: self.weights[f"layers.{i}.mlp.gate.e_score_correction_bias"] if self.use_bias else None
                      for i in moe_layers}
@@ -256,7 +257,8 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
         if is_moe_layer(cfg, i):
             e, inter = cfg.n_routed_experts, cfg.moe_intermediate_size
             mat(f"{p}.mlp.gate.weight", e, hid)
-            w[f"{p}.mlp.gate.e_score_correction_bias"] = (0.01 * rng.standard_normal(e)).astype(dtype)
+            if uses_correction_bias(cfg.topk_method):  # a parameter only under noaux_tc routing
+                w[f"{p}.mlp.gate.e_score_correction_bias"] = (0.01 * rng.standard_normal(e)).astype(dtype)
             mat(f"{p}.mlp.experts.gate_up_proj", 2 * inter, hid, (e,))  # gate rows, then up rows
             mat(f"{p}.mlp.experts.down_proj", hid, inter, (e,))
             if cfg.n_shared_experts:

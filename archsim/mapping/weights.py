@@ -46,7 +46,7 @@ def _ffn_matrices(m: ModelConfig, layer: int) -> tuple[list[Matrix], int]:
         width = m.intermediate_size
         return [("dense_mlp", (width, h), True, 0)] * 2 + [("dense_mlp", (h, width), True, 1)], 0
     out: list[Matrix] = [("router", (m.n_routed_experts, h), False, None)]
-    if m.topk_method == "noaux_tc":
+    if m.has_correction_bias:
         out.append(("router", (m.n_routed_experts,), False, None))
     width = (m.n_shared_experts or 0) * m.moe_intermediate_size
     if width:
