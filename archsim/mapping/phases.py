@@ -72,7 +72,14 @@ class PhaseBreakdown:
                 "communication_by_kind_s": dict(self.comm_by_kind)}
 
 
-def _graph(model, phase, batch, length, precision, tp, ep, routed_tokens, mtp, compact=False, expert_load=None):
+def device_phase_graph(model: ModelConfig, phase: str, batch: int, length: int, precision: Precision, tp: int,
+                       ep: int, routed_tokens: float | None, mtp: bool, compact: bool = False,
+                       expert_load: ExpertLoad | None = None):
+    """One device's operator graph of one ``phase`` step ("prefill": ``length`` = prompt length, else
+    decode over a ``length``-token context) for ``batch`` sequences, sharded ``tp`` ways (and ``ep`` ways
+    for a MoE model; a dense model ignores ``ep``). ``routed_tokens``: tokens the device's EP group
+    routes; ``compact``: one decoder layer per kind, weighted (graph/build.py). The graph price_phase
+    prices; whatif.sweep builds the same one to keep per-op arrays."""
     shard = Shard(tp=tp, ep=ep if model.is_moe else 1)
     if phase == "prefill":
         return build_prefill(model, batch=batch, prompt_len=length, precision=precision, shard=shard, mtp=mtp,
@@ -104,7 +111,7 @@ def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cac
     key = (phase, batch, length, tp, ep, routed, mtp, expert_load, attention)
     if cache is not None and key in cache:
         return cache[key]
-    graph = _graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True,
+    graph = device_phase_graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True,
                    expert_load=expert_load)
     cost = price_graph(graph, hw, attention=attention)
     groups: dict = {}
@@ -124,7 +131,7 @@ def _layer_key(model: ModelConfig, key):
     "embed" or "head" (final norm, LM head and the MTP modules)."""
     if isinstance(key, int):
         return key if key < model.num_hidden_layers else "head"
-    return _layer_of(key)
+    return layer_of_op(key)
 
 
 def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, *, phase: str,
@@ -194,14 +201,19 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                           graph_cost=graph_cost)
 
 
-def _layer_of(name: str):
-    """Layer index of an op name (``layers.3.mlp.gate`` -> 3); embedding -> "embed"; head, final norm
-    and MTP -> "head"."""
+def layer_of_op(name: str) -> int | str:
+    """Decoder layer index of an op name (``layers.3.mlp.gate`` -> 3); the embedding -> "embed"; the head,
+    final norm and MTP modules -> "head" (they sit on the last pipeline stage)."""
     if name.startswith("layers."):
         return int(name.split(".", 2)[1])
     if name.startswith("embed_tokens"):
         return "embed"
     return "head"
+
+
+# the former private names, kept so that older callers keep working
+_graph = device_phase_graph
+_layer_of = layer_of_op
 
 
 def _layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, layer: int,

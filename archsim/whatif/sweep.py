@@ -36,7 +36,7 @@ from archsim.errors import ConfigError
 from archsim.graph.precision import precision_from_names
 from archsim.mapping.device_memory import stage_layers
 from archsim.mapping.parallel import plan_layout
-from archsim.mapping.phases import _graph, _layer_of, representative_model
+from archsim.mapping.phases import device_phase_graph, layer_of_op, representative_model
 from archsim.units import SECONDS_PER_HOUR
 
 TERA = 1e12            # SI prefix
@@ -74,14 +74,14 @@ def _phase_model(model, hw: Hardware, plan, precision, phase: str, length: int, 
     routed = b_mb * q_len * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
     rep = representative_model(model)
     small, index = rep if rep else (model, None)
-    ops = graph_ops(_graph(small, phase, b_mb, length, precision, par.tp, par.ep, routed, mtp))
+    ops = graph_ops(device_phase_graph(small, phase, b_mb, length, precision, par.tp, par.ep, routed, mtp))
     work = extract_work(ops, hw)
     stages = stage_layers(model, par.pp)
     stage_times = breakdown.stage_compute_s
     worst = max(range(par.pp), key=lambda s: stage_times[s])
     stage_count, all_count = [], []
     for op in ops:
-        key = _layer_of(op.name)
+        key = layer_of_op(op.name)
         if key in ("embed", "head"):
             first_or_last = 0 if key == "embed" else par.pp - 1
             stage_count.append(1.0 if worst == first_or_last else 0.0)

@@ -174,7 +174,7 @@ def test_representative_layers_equal_full_graph(dsv3, h800, phase, batch, length
     from archsim.cost.phase import price_graph
     from archsim.graph.build import build_decode, build_prefill
     from archsim.graph.precision import Shard
-    from archsim.mapping.phases import _layer_of, _priced
+    from archsim.mapping.phases import _priced, layer_of_op
     tokens = batch * (length if phase == "prefill" else 1)
     layer_s, flops, _, _ = _priced(dsv3, h800, phase, batch, length, FP8, 1, 8, tokens * 8, False, None)
     build = build_prefill if phase == "prefill" else build_decode
@@ -183,7 +183,7 @@ def test_representative_layers_equal_full_graph(dsv3, h800, phase, batch, length
                              **kw), h800)
     expected = {}
     for name, c in full.ops.items():
-        expected[_layer_of(name)] = expected.get(_layer_of(name), 0.0) + c.time_s
+        expected[layer_of_op(name)] = expected.get(layer_of_op(name), 0.0) + c.time_s
     assert set(expected) == set(layer_s)
     for key, value in expected.items():
         assert layer_s[key] == pytest.approx(value, rel=1e-12)
@@ -201,3 +201,13 @@ def test_context_parallel_splits_prefill_and_exchanges_kv(dsv3, h800):
     one = price_collective("all_gather", 4 * 32768 * 576 * 2, 4, h800).time_s  # 4 prompts per cp group
     assert cp.comm_by_kind["cp_kv_exchange"] == pytest.approx(61 * one)
     assert base.comm_by_kind["cp_kv_exchange"] == 0.0
+
+
+def test_phase_graph_helpers_are_public_and_old_names_still_work(dsv3):
+    from archsim.mapping import phases
+    assert phases.layer_of_op("layers.12.mlp.experts.down") == 12
+    assert phases.layer_of_op("embed_tokens") == "embed"
+    assert phases.layer_of_op("mtp.0.eh_proj") == phases.layer_of_op("lm_head") == "head"
+    g = phases.device_phase_graph(dsv3, "decode", 2, 64, FP8, 1, 8, 16.0, False, compact=True)
+    assert "layers.3.mlp.router" in g and "lm_head" in g
+    assert phases._graph is phases.device_phase_graph and phases._layer_of is phases.layer_of_op
