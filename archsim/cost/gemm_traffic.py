@@ -105,19 +105,3 @@ def grouped_gemm_traffic(*, distinct_experts: float, tokens_total: float, n: int
     band_a = a_bytes + w_bytes * _rereads(panels_m, expert, panel_a, panel_w, l2_bytes)
     band_w = w_bytes + a_bytes * _rereads(panels_n, a_bytes / distinct_experts, panel_w, panel_a, l2_bytes)
     return TiledTraffic(hbm=c_bytes + min(band_a, band_w), l2=to_sms, shared=to_sms)
-
-
-def busiest_expert_flops(*, tokens_max: float, n: int, k: int, tile: int, sm_count: int) -> float:
-    """FLOPs-equivalent of the busiest expert's GEMM, for bounding a grouped GEMM's time.
-
-    All experts' tiles share the SMs, so a balanced grouped GEMM takes total FLOPs / throughput. It
-    cannot finish before its busiest expert does, and that expert's GEMM has only
-    ceil(m_max/T)*ceil(n/T) tiles, i.e. it can use at most that many SMs. Its time at full-chip
-    throughput is therefore 2*m_max*n*k / min(1, tiles / sm_count); the op's compute time is the
-    larger of this and the balanced time.
-    """
-    if tokens_max <= 0:
-        return 0.0
-    tiles = math.ceil(tokens_max / tile) * math.ceil(n / tile)
-    share = min(1.0, tiles / sm_count)
-    return 2.0 * tokens_max * n * k / share

@@ -154,7 +154,7 @@ def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) ->
     return wave_quantised_flops(tile=tile, k=k, sm_count=geom.sm_count)
 
 
-def _busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, tile: int) -> float:
+def busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, tile: int) -> float:
     """FLOPs-equivalent lower bound from the busiest expert: the grouped GEMM cannot finish before it.
 
     With a tile menu: that expert's GEMM alone, wave-quantised over the chip (each of its tiles costs a full
@@ -202,7 +202,7 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
         traffic = grouped_gemm_traffic(distinct_experts=distinct, tokens_total=tokens_total,
                                        n=int(attrs["n"]), a_bytes=a, w_bytes=w, c_bytes=c, tile=tile,
                                        l2_bytes=geom.l2_bytes)
-        busiest = _busiest_expert_flops(geom, tokens_max=tokens_max, n=int(attrs["n"]), k=int(attrs["k"]), tile=tile)
+        busiest = busiest_expert_flops(geom, tokens_max=tokens_max, n=int(attrs["n"]), k=int(attrs["k"]), tile=tile)
         mean_tokens = tokens_total / distinct if distinct > 0 else 0.0
         time_flops = max(time_flops, busiest, quantised_flops(geom, groups=max(1, round(distinct)), m=mean_tokens,
                                                               n=int(attrs["n"]), k=int(attrs["k"])))

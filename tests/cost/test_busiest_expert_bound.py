@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from archsim.config.hardware import load_hardware
 from archsim.cost.gemm_traffic import gemm_tile
-from archsim.cost.traffic import Geometry, _busiest_expert_flops
+from archsim.cost.traffic import Geometry, busiest_expert_flops
 
 HW_DIR = Path(__file__).resolve().parents[2] / "hardware"
 
@@ -22,7 +22,7 @@ def geometry(name: str) -> Geometry:
 def bound(name: str, tokens: float, n: int, k: int) -> float:
     geom = geometry(name)
     tile = gemm_tile(geom.sram_per_sm_bytes, 1.0, geom.register_per_sm_bytes)
-    return _busiest_expert_flops(geom, tokens_max=tokens, n=n, k=k, tile=tile)
+    return busiest_expert_flops(geom, tokens_max=tokens, n=n, k=k, tile=tile)
 
 
 def test_without_a_tile_menu_the_largest_tile_binds():

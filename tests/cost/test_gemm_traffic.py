@@ -1,7 +1,7 @@
 """GEMM tiling rule and traffic against hand derivations (archsim/cost/gemm_traffic.py docstring)."""
 import math
 
-from archsim.cost.gemm_traffic import busiest_expert_flops, gemm_tiles, gemm_traffic
+from archsim.cost.gemm_traffic import gemm_tiles, gemm_traffic
 
 KIB = 1024
 
@@ -43,10 +43,3 @@ def test_operand_that_fits_l2_is_read_once():
     t = gemm_traffic(m=4096, n=4096, a_bytes=8e6, b_bytes=8e6, c_bytes=8e6, tile=256, l2_bytes=50e6)
     assert t.hbm == 24e6
 
-
-def test_busiest_expert_bound():
-    # busiest expert: 2 tokens, n = 4096, T = 256 -> 1 * 16 = 16 tiles on 132 SMs
-    f = busiest_expert_flops(tokens_max=2, n=4096, k=7168, tile=256, sm_count=132)
-    assert f == 2 * 2 * 4096 * 7168 / (16 / 132)
-    # enough tiles to fill the chip: no penalty
-    assert busiest_expert_flops(tokens_max=4096, n=4096, k=7168, tile=256, sm_count=132) == 2 * 4096 * 4096 * 7168
