@@ -39,7 +39,7 @@ WORKLOAD_EXPECTED = {
     "float_heads.yaml": "model.num_attention_heads: expected an integer, got 127.5",
     "layers_as_text.yaml": "model.num_hidden_layers: expected an integer, got '61'",
     "missing_model.yaml": "model: expected exactly one of 'model' (HF fields) or 'model_config'",
-    "missing_model_config.yaml": "expected a readable config file",
+    "missing_model_config.yaml": "expected an existing file, got 'no such file'",
     "model_unknown_key.yaml": "model.hidden_sise: expected a known key (did you mean 'hidden_size'?)",
     "mtp_as_text.yaml": "scenario.mtp: expected true or false, got 'yes please'",
     "nan_eps.yaml": "model.rms_norm_eps: expected a number, got nan",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from archsim.config.yaml_io import load_yaml
+from archsim.config.yaml_io import load_yaml, read_capped_bytes
 from archsim.errors import ConfigError
 
 
@@ -313,11 +313,9 @@ def load_model_config(path: str) -> ModelConfig:
     file = str(path)
     if not file.endswith(".json"):
         return model_from_dict(load_yaml(file), file, "")
+    data = read_capped_bytes(file, "JSON file")  # the YAML loader's size cap (MAX_FILE_BYTES) holds here too
     try:
-        with open(file, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(file, None, "a readable config file", exc.strerror) from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(file, None, "a UTF-8 JSON file", "invalid UTF-8") from None
     try:

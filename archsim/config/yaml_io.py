@@ -59,7 +59,7 @@ class StrictLoader(yaml.SafeLoader):
 def load_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML file whose top level is a mapping; every problem is a ConfigError naming the file."""
     file = os.fspath(path)
-    data = _read_bytes(file)
+    data = read_capped_bytes(file)
     if b"\x00" in data:
         raise ConfigError(file, None, "a UTF-8 YAML text file", "binary data (NUL bytes)")
     try:
@@ -105,10 +105,12 @@ def _check_depth(text: str, file: str) -> None:
             depth -= 1
 
 
-def _read_bytes(file: str) -> bytes:
+def read_capped_bytes(file: str, kind: str = "YAML file") -> bytes:
+    """The bytes of ``file`` (a ``kind`` such as "YAML file" or "JSON file"), at most MAX_FILE_BYTES; a
+    directory, a missing, unreadable or larger file is a one-line ConfigError."""
     try:
         if os.path.isdir(file):
-            raise ConfigError(file, None, "a YAML file", "a directory")
+            raise ConfigError(file, None, f"a {kind}", "a directory")
         size = os.path.getsize(file)
         if size > MAX_FILE_BYTES:
             raise ConfigError(file, None, f"a file of at most {MAX_FILE_BYTES} bytes", f"{size} bytes")

@@ -79,11 +79,28 @@ def test_missing_required_field_and_bad_file(tmp_path):
     del data["vocab_size"]
     with pytest.raises(ConfigError, match="vocab_size"):
         model_from_dict(data)
-    with pytest.raises(ConfigError, match="readable"):
+    with pytest.raises(ConfigError, match="an existing file"):
         load_model_config(str(tmp_path / "nope.json"))
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         load_model_config(str(tmp_path / "list.json"))
+
+
+def test_json_config_has_the_yaml_loaders_size_cap(tmp_path):
+    """A config.json larger than yaml_io.MAX_FILE_BYTES is a one-line ConfigError, as a YAML file is;
+    a file just under the cap still loads."""
+    from archsim.config.yaml_io import MAX_FILE_BYTES
+    text = json.dumps(DSV3_HF)
+    p = tmp_path / "config.json"
+    p.write_text(text + " " * (MAX_FILE_BYTES - len(text)))       # exactly the cap: loads
+    assert load_model_config(str(p)).hidden_size == DSV3_HF["hidden_size"]
+    p.write_text(text + " " * (MAX_FILE_BYTES + 1 - len(text)))   # one byte over
+    with pytest.raises(ConfigError, match=f"at most {MAX_FILE_BYTES} bytes") as err:
+        load_model_config(str(p))
+    assert "\n" not in str(err.value)
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(ConfigError, match="expected a JSON file, got 'a directory'"):
+        load_model_config(str(tmp_path / "dir.json"))
 
 
 def test_json_duplicate_keys_and_syntax_errors(tmp_path):
