@@ -17,10 +17,11 @@ from archsim.graph.precision import Shard, precision_from_names
 from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
 from archsim.mapping.parallel import auto_ep, auto_tp, divisors
 from archsim.mapping.parallelism import Parallelism
+from archsim.mapping.overlap import SEGMENTS, BlockTimes, Seg, fb_span
 from archsim.mapping.phases import price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
 from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, MicroBatchWork, micro_batch_work,
-                                           min_max_partition, op_block)
+                                           min_max_partition, op_block, op_segment)
 from archsim.units import SECONDS_PER_HOUR
 
 TRILLION = 1e12
@@ -207,9 +208,8 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     f_comm = b_comm = rank["comm_s"]  # backward dispatch / combine mirror the forward ones
     act_bytes = mb_seqs * setup.seq_len * model.hidden_size * precision.activations.bytes
     p2p = price_collective("p2p", act_bytes, par.devices, hw).time_s if par.pp > 1 else 0.0
-    chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp,
-                       fb_s=max(f_comp + b_comp, f_comm + b_comm), p2p_s=p2p)
-    step_pipe, bubble, timeline = _pipeline_time(setup, par, chunk, f_comp, b_comp, f_comm, b_comm)
+    chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp, fb_s=rank["fb_s"], p2p_s=p2p)
+    step_pipe, bubble, timeline = _pipeline_time(setup, par, chunk)
     mem_params = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes)
     trained = sum(mem_params.by_category.values()) if not frozen else _lora_params(model, par, setup)
     dp_sync, opt_s = _dp_and_optimizer(hw, par, setup, trained)
@@ -217,7 +217,8 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     memory = _training_memory(model, hw, par, precision, setup, stats, frozen, trained)
     flops_per_token = 3 * stats["forward_flops_per_token"]
     breakdown = {"forward_compute_per_micro_batch": f_comp, "backward_compute_per_micro_batch": b_comp,
-                 "forward_communication_per_micro_batch": f_comm,
+                 "forward_communication_per_micro_batch": f_comm, "fb_block_per_micro_batch": rank["fb_s"],
+                 "fb_exposed_per_micro_batch": max(0.0, rank["fb_s"] - max(f_comp + b_comp, f_comm + b_comm)),
                  "pipeline": step_pipe, "bubble": bubble, "dp_gradient_sync": dp_sync, "optimizer": opt_s,
                  "terms_per_micro_batch": rank["work"].to_dict(), "stage_layers": rank["layers"]}
     return TrainingEstimate(parallelism=par, setup=setup, memory=memory, step_time_s=step,
@@ -238,10 +239,13 @@ def _bf16_peak(hw: Hardware) -> float:
 def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: TrainingSetup, *,
                    moe_layers: int) -> dict:
     """One DualPipe forward-and-backward chunk pair of ``moe_layers`` MoE layers on one device (the unit
-    DeepSeek's profile-data ``train.json`` shows): compute and communication seconds, their overlapped
-    span max(compute, communication), and the EP dispatch / combine seconds of one forward call."""
+    DeepSeek's profile-data ``train.json`` shows): compute and communication seconds, the span of their
+    two-stream schedule (``archsim.mapping.overlap.fb_span``), the EP dispatch / combine seconds of one
+    forward call, and ``blocks``: the layers' ``BlockTimes``."""
     if not model.is_moe:
         raise ConfigError(None, "model", "a MoE model", model.name)
+    if isinstance(moe_layers, bool) or not isinstance(moe_layers, int) or moe_layers < 1:
+        raise ConfigError(None, "moe_layers", "a positive integer", moe_layers)
     mb_seqs = setup.global_batch // par.dp // par.micro_batches
     precision = precision_from_names(setup.precision)
     whole = price_phase(model, hw, replace(par, micro_batches=1, pp=1), precision, phase="prefill",
@@ -250,46 +254,69 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     moe = next(layer for layer in range(model.num_hidden_layers) if model.is_moe_layer(layer))
     sm_share = (hw.sm_count - setup.comm_sms) / hw.sm_count
     key = stats["kind_of"](moe)
-    work = micro_batch_work(stats["graph"], stats["cost"], hw, tokens=stats["tokens"],
-                            count=lambda op: 1 if op_block(op, stats["small_layers"]) == key else 0,
-                            topk=model.num_experts_per_tok, hidden=model.hidden_size, recompute=setup.recompute,
-                            recompute_projections=setup.recompute_projections, frozen=setup.mode == "lora")
+    kw = dict(tokens=stats["tokens"], topk=model.num_experts_per_tok, hidden=model.hidden_size,
+              recompute=setup.recompute, recompute_projections=setup.recompute_projections,
+              frozen=setup.mode == "lora")
+    segs = {seg: micro_batch_work(stats["graph"], stats["cost"], hw, count=lambda op, seg=seg: 1 if op_block(
+        op, stats["small_layers"]) == key and op_segment(op.name) == seg else 0, **kw).scaled(1.0 / sm_share)
+        for seg in SEGMENTS}
     comm = whole.layer_comm[moe]
-    compute = moe_layers * (work.f_s + work.b_s) / sm_share
-    communication = 2 * moe_layers * comm.total_s  # forward and backward each dispatch and combine
-    return {"compute_s": compute, "communication_s": communication, "span_s": max(compute, communication),
-            "dispatch_s": comm.ep_dispatch_s, "combine_s": comm.ep_combine_s}
+    layer = BlockTimes(**{seg: Seg(f=w.f_s, b=w.b_s - w.w_s, w=w.w_s) for seg, w in segs.items()},
+                       dispatch_s=comm.ep_dispatch_s + comm.cp_kv_exchange_s + comm.tp_all_reduce_s / 2,
+                       combine_s=comm.ep_combine_s + comm.tp_all_reduce_s / 2)
+    blocks = [layer] * moe_layers
+    compute = moe_layers * layer.compute_s
+    communication = moe_layers * layer.comm_s  # forward and backward each dispatch and combine
+    return {"compute_s": compute, "communication_s": communication, "span_s": fb_span(blocks, blocks),
+            "dispatch_s": comm.ep_dispatch_s, "combine_s": comm.ep_combine_s, "blocks": blocks}
 
 
 def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> list[dict]:
     """Per pipeline stage, one micro-batch: its training work (``MicroBatchWork`` on the SMs left by
-    communication kernels), its EP/TP communication and its blocks. Blocks (decoder layers, then the final
-    head, then the MTP module) are split into ``pp`` contiguous stages minimising the heaviest stage."""
+    communication kernels), its EP/TP communication, its blocks and their parts for the F&B schedule
+    (``archsim.mapping.overlap.BlockTimes``). Blocks (decoder layers, then the final head, then the MTP
+    module) are split into ``pp`` contiguous stages minimising the heaviest stage."""
     g, cost = stats["graph"], stats["cost"]
     small_layers = stats["small_layers"]
     kw = dict(tokens=stats["tokens"], topk=model.num_experts_per_tok if model.is_moe else 1,
               hidden=model.hidden_size, recompute=setup.recompute,
               recompute_projections=setup.recompute_projections, frozen=frozen)
     keys = {op_block(g.nodes[n]["op"], small_layers) for n in g.nodes}
-    work = {key: micro_batch_work(g, cost, hw, count=lambda op, key=key: 1 if op_block(op, small_layers) == key
-                                  else 0, **kw).scaled(1.0 / sm_share) for key in keys}
-    moe_comm = _moe_layer_comm(model, whole)
-    blocks = [(f"layer {layer}", work[stats["kind_of"](layer)], whole.layer_comm[layer].total_s)
-              for layer in range(model.num_hidden_layers)]
-    zero = work[stats["kind_of"](0)].scaled(0.0)
-    first = blocks[0]
-    blocks[0] = (first[0], _add(first[1], work.get("embed", zero)), first[2])
-    blocks.append(("head", work.get("head", zero), 0.0))
+    parts = {(key, seg): micro_batch_work(
+        g, cost, hw, count=lambda op, key=key, seg=seg: 1 if op_block(op, small_layers) == key
+        and op_segment(op.name) == seg else 0, **kw).scaled(1.0 / sm_share)
+        for key in keys for seg in SEGMENTS}
+    zero = parts[(stats["kind_of"](0), "pre")].scaled(0.0)
+    work = {key: _sum(parts[(key, seg)] for seg in SEGMENTS) for key in keys}
+    moe_layer = next((c for layer, c in enumerate(whole.layer_comm) if model.is_moe_layer(layer)), None)
+    no_comm = whole.layer_comm[0].__class__()
+
+    def block(name, keys_, comm):
+        segs = {seg: _sum([parts.get((k, seg), zero) for k in keys_]) for seg in SEGMENTS}
+        times = BlockTimes(**{seg: Seg(f=w.f_s, b=w.b_s - w.w_s, w=w.w_s) for seg, w in segs.items()},
+                           dispatch_s=comm.ep_dispatch_s + comm.cp_kv_exchange_s + comm.tp_all_reduce_s / 2,
+                           combine_s=comm.ep_combine_s + comm.tp_all_reduce_s / 2)
+        return name, _sum([work.get(k, zero) for k in keys_]), comm.total_s, times
+
+    blocks = [block(f"layer {layer}", [stats["kind_of"](layer)] + (["embed"] if layer == 0 else []),
+                    whole.layer_comm[layer]) for layer in range(model.num_hidden_layers)]
+    blocks.append(block("head", ["head"], no_comm))
     if mtp:
-        blocks.append(("mtp", work.get("mtp", zero), moe_comm))
-    parts = min_max_partition([w.f_s + w.b_s for _, w, _ in blocks], min(par.pp, len(blocks)))
+        blocks.append(block("mtp", ["mtp"], moe_layer or no_comm))
+    split = min_max_partition([w.f_s + w.b_s for _, w, _, _ in blocks], min(par.pp, len(blocks)))
     out = []
-    for r in parts:
-        w = zero
-        for i in r:
-            w = _add(w, blocks[i][1])
-        out.append({"work": w, "comm_s": sum(blocks[i][2] for i in r),
+    for r in split:
+        out.append({"work": _sum(blocks[i][1] for i in r), "comm_s": sum(blocks[i][2] for i in r),
+                    "blocks": [blocks[i][3] for i in r],
                     "layers": f"{blocks[r.start][0]}..{blocks[r.stop - 1][0]}"})
+    return out
+
+
+def _sum(works) -> MicroBatchWork:
+    works = list(works)
+    out = works[0]
+    for w in works[1:]:
+        out = _add(out, w)
     return out
 
 
@@ -298,15 +325,22 @@ def _add(a: MicroBatchWork, b: MicroBatchWork) -> MicroBatchWork:
 
 
 def _bottleneck_rank(stages: list[dict], schedule: str, pp: int) -> dict:
-    """The pipeline rank that sets the pace, per micro-batch. DualPipe places stage r and stage PP-1-r on
+    """The pipeline rank that sets the pace, per micro-batch, with its F&B block time ``fb_s`` (the
+    two-stream list schedule of ``archsim.mapping.overlap``). DualPipe places stage r and stage PP-1-r on
     rank r (DSV3-TR §3.2.1) and runs one micro-batch of each per pair of slots: the rank's average of the
-    two; other schedules: the heaviest stage."""
+    two stages, and of its two F&B blocks (forward of stage r with backward of stage PP-1-r, and the
+    reverse); the rank with the longest F&B block. Other schedules: the heaviest stage (its F&B block
+    overlaps one micro-batch's forward with another's backward of the same stage)."""
     if schedule == "dualpipe" and len(stages) > 1:
-        pairs = [(stages[r], stages[len(stages) - 1 - r]) for r in range(len(stages) // 2)]
-        a, b = max(pairs, key=lambda p: p[0]["work"].f_s + p[0]["work"].b_s + p[1]["work"].f_s + p[1]["work"].b_s)
-        return {"work": _add(a["work"], b["work"]).scaled(0.5), "comm_s": (a["comm_s"] + b["comm_s"]) / 2,
-                "layers": f"{a['layers']} + {b['layers']}"}
-    return max(stages, key=lambda s: s["work"].f_s + s["work"].b_s)
+        ranks = []
+        for r in range(len(stages) // 2):
+            a, b = stages[r], stages[len(stages) - 1 - r]
+            fb = (fb_span(a["blocks"], b["blocks"]) + fb_span(b["blocks"], a["blocks"])) / 2
+            ranks.append({"work": _add(a["work"], b["work"]).scaled(0.5), "comm_s": (a["comm_s"] + b["comm_s"]) / 2,
+                          "layers": f"{a['layers']} + {b['layers']}", "fb_s": fb})
+        return max(ranks, key=lambda x: x["fb_s"])
+    stage = max(stages, key=lambda s: s["work"].f_s + s["work"].b_s)
+    return {**stage, "fb_s": fb_span(stage["blocks"], stage["blocks"])}
 
 
 def _moe_layer_comm(model: ModelConfig, whole) -> float:
@@ -315,13 +349,13 @@ def _moe_layer_comm(model: ModelConfig, whole) -> float:
     return moe[0] if moe else 0.0
 
 
-def _pipeline_time(setup, par, chunk: ChunkTimes, f_comp, b_comp, f_comm, b_comm):
+def _pipeline_time(setup, par, chunk: ChunkTimes):
     """(step seconds, bubble seconds, (schedule kind, chunk times, virtual chunks) or None without a pipeline)."""
     m, pp = par.micro_batches, par.pp
     if pp == 1:
-        # no pipeline: with two or more micro-batches DeepSeek-style overlap hides communication
-        per = max(f_comp + b_comp, f_comm + b_comm) if m >= 2 else f_comp + b_comp + f_comm + b_comm
-        return m * per, 0.0, None
+        # no pipeline: with two or more micro-batches one's forward overlaps another's backward (the F&B
+        # block); with one, everything is serial
+        return (m * chunk.fb if m >= 2 else chunk.f_s + chunk.b_s), 0.0, None
     chunks = 1
     if setup.schedule == "interleaved":
         chunks = v = setup.virtual_chunks
@@ -419,8 +453,9 @@ def _training_memory(model, hw, par, precision, setup, stats, frozen, trained) -
                                  activation_bytes_per_stage=acts, training=tb)
     base = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes,
                              activation_bytes_per_stage=acts)
-    # adapters: BF16 weights, FP32 gradients, FP32 master + two AdamW moments (4 + 4 + 4), whatever the setup
-    lora = TrainingBytes(weights=2.0, gradients=4.0, optimizer=12.0)
+    # adapters: BF16 weights and FP32 gradients; the optimizer states follow the setup as in full training
+    # (FP32 master + one or two moments in the precision recipe's format: ``training_bytes``)
+    lora = TrainingBytes(weights=2.0, gradients=4.0, optimizer=training_bytes(setup).optimizer)
     return replace(base, weights_bytes=base.weights_bytes + trained * lora.weights,
                    gradients_bytes=trained * lora.gradients, optimizer_bytes=trained * lora.optimizer)
 

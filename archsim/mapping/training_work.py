@@ -186,6 +186,20 @@ def op_block(op, small_layers: int):
     return "embed" if op.name.startswith("embed_tokens") else "head"
 
 
+def op_segment(name: str) -> str:
+    """Which part of its block an op belongs to for the F&B schedule (``archsim.mapping.overlap``):
+    ``shared`` (shared experts), ``post`` (after the expert combine: the weighted sum, the MLP residual,
+    an MTP module's head), ``mlp`` (routed experts or a dense MLP, between dispatch and combine) or
+    ``pre`` (norms, attention, the router: before the dispatch)."""
+    if ".mlp.shared_experts." in name:
+        return "shared"
+    if name.endswith(("mlp.combine", "residual_mlp") + HEAD_SUFFIXES) or ".shared_head." in name:
+        return "post"
+    if ".mlp." in name and not name.endswith(("mlp.gate", "mlp.router")):
+        return "mlp"
+    return "pre"
+
+
 def min_max_partition(loads: list[float], parts: int) -> list[range]:
     """Split ``loads`` (in order) into ``parts`` contiguous, non-empty ranges minimising the largest sum
     (exact dynamic programme; ``parts`` is at most ``len(loads)``)."""

@@ -161,4 +161,7 @@ def test_chunk_pair_against_deepseek_profile(dsv3, h800):
     pair = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=4)
     assert 0.72 <= pair["compute_s"] / 118.2e-3 <= 0.82, pair
     assert pair["dispatch_s"] < 3.1e-3 and pair["combine_s"] < 5.8e-3
-    assert pair["span_s"] == max(pair["compute_s"], pair["communication_s"])
+    # the span is the two-stream schedule (tests/mapping/test_training_overlap.py): the model's transfers
+    # (53 ms) hide under its compute except where a dependency waits
+    assert max(pair["compute_s"], pair["communication_s"]) - 1e-12 <= pair["span_s"]
+    assert pair["span_s"] <= 1.02 * pair["compute_s"]
