@@ -180,7 +180,8 @@ def attended_pairs(*, q_len: int, kv_len: int, causal: bool) -> int:
 def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, batch: int, context: int,
                    q_len: int | None = None, kv_dtype: str | DType = "bf16", heads_kv: int | None = None,
                    head_dim: int | None = None, kv_lora_rank: int | None = None,
-                   rope_dim: int | None = None) -> KernelEstimate:
+                   rope_dim: int | None = None, q_tile: int | None = None, kv_tile: int | None = None,
+                   mma_peak_fraction: float | None = None) -> KernelEstimate:
     """One attention call: ``kind`` mla | gqa | mha, ``phase`` prefill (q_len = context, causal) or decode
     (q_len new tokens, default 1, attending to ``context`` keys).
 
@@ -188,6 +189,13 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     d_v = kv_lora_rank. GQA/MHA use ``heads_kv`` heads of ``head_dim`` and the flash traffic model of
     docs/counting.md. MMA FLOPs run at the throttled tensor peak times ``attention_mma_fraction``; the
     softmax's 5 FLOPs per pair and head run on the vector engine, overlapped.
+
+    A specific kernel can be described by three optional properties of its code (not of the chip):
+    ``q_tile`` x ``kv_tile``, the query rows and keys of one MMA tile (the MMA work is then that of whole
+    tiles: a decode step's few query rows are padded up to ``q_tile``, and at q_len 1 a GQA group's heads
+    share one tile, as FlashAttention-2 packs them), and ``mma_peak_fraction``, the fraction of the nominal
+    dense tensor peak its MMA instructions sustain (replacing clock ratio x ``attention_mma_fraction``, which
+    describe a Hopper-native wgmma kernel such as FlashMLA or FlashAttention-3).
     """
     hw = resolve_hardware(hw)
     if kind not in ("mla", "gqa", "mha"):
@@ -225,16 +233,26 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
                                                       d_v=d_v, kv=kv, act=act)
     pairs = batch * heads * attended_pairs(q_len=q, kv_len=context, causal=True)
     mma_flops = 2.0 * pairs * (d_qk + d_v)
+    executed_pairs = pairs
+    if q_tile is not None:
+        executed_pairs = _tiled_pairs(batch=batch, heads=heads, n_kv=n_kv, q=q, context=context,
+                                      q_tile=_positive_int(q_tile, "q_tile"),
+                                      kv_tile=_positive_int(kv_tile if kv_tile is not None else 1, "kv_tile"))
+    executed_mma_flops = 2.0 * executed_pairs * (d_qk + d_v)
     softmax_flops = 5.0 * pairs  # docs/counting.md: scale, max-subtract, exp, accumulate, normalise
     compute_dtype = kv if kv.name in ("bf16", "fp16") else BF16  # FP8 KV is dequantised to BF16 (FlashMLA)
     peak, fraction = _matrix_peak(hw, compute_dtype)
     fields = hw.kernel
-    if fields is not None and fields.attention_mma_fraction is not None:
+    if mma_peak_fraction is not None:
+        if not 0.0 < float(mma_peak_fraction) <= 1.0:
+            raise ConfigError(None, "mma_peak_fraction", "a fraction in (0, 1]", mma_peak_fraction)
+        rate = peak * float(mma_peak_fraction)
+    elif fields is not None and fields.attention_mma_fraction is not None:
         rate = peak * fields.clock_ratio * fields.attention_mma_fraction
     else:
         rate = peak * fraction
     vector = _vector_rate(hw)
-    compute_s = max(mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
+    compute_s = max(executed_mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
     t = eff.streaming_kernel_time(compute_s=compute_s, bytes_moved=total_bytes,
                                   bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw), l2_bytes=l2_bytes,
                                   l2_bandwidth_bytes_per_s=_l2_bandwidth(hw))
@@ -243,7 +261,21 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
                           parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
                                  "l2_s": t.operand_s},
                           detail={"kind": kind, "phase": phase, "q_len": q, "heads_kv": n_kv, "d_qk": d_qk,
-                                  "d_v": d_v, "mma_flops": mma_flops, "pairs": pairs})
+                                  "d_v": d_v, "mma_flops": mma_flops, "pairs": pairs,
+                                  "executed_mma_flops": executed_mma_flops})
+
+
+def _tiled_pairs(*, batch: int, heads: int, n_kv: int, q: int, context: int, q_tile: int, kv_tile: int) -> int:
+    """(query, key) pairs a tiled flash kernel multiplies, causal: whole q_tile x kv_tile tiles, each query
+    tile running up to the keys its last row attends. At q_len 1 the heads of a GQA group are the rows of
+    one tile (FlashAttention-2's packing; all sit at the last position), otherwise each head's q rows are."""
+    packed = q == 1 and heads > n_kv
+    units, rows = (batch * n_kv, heads // n_kv) if packed else (batch * heads, q)
+    total = 0
+    for start in range(0, rows, q_tile):
+        last_keys = context if packed else context - q + min(start + q_tile, rows)
+        total += q_tile * -(-last_keys // kv_tile) * kv_tile
+    return units * total
 
 
 def _attention_l2_capture(hw: Hardware, *, flash_bytes: float, batch: int, q: int, context: int, heads: int,

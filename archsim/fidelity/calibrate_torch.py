@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from archsim.cost.efficiency import fit_ramp_and_bandwidth
@@ -124,3 +125,95 @@ def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str =
     yaml_path = write_outputs(out_dir, {yaml_name: text, raw_name: json.dumps(raw, indent=1)}) / yaml_name
     load_hardware(yaml_path)  # the written file must load strictly
     return Calibration(fields=tuple(fields), raw=raw, hardware_yaml=str(yaml_path), loop={})
+
+
+# FlashAttention-2 (PyTorch's flash SDPA backend) issues Ampere-style mma.sync, not Hopper's wgmma.
+# source: FlashAttention-3 paper (Shah, Bikshandi, Zhang, Thakkar, Ramani, Dao 2024, arXiv 2407.08608), abstract:
+# "FlashAttention-2 achieves only 35% utilization on H100 GPUs" [S] (quoted by several secondary pages).
+FA2_MMA_PEAK_PERCENT = 35
+_FLASH_TRAITS = re.compile(r"Flash_fwd_kernel_traits<(\d+), (\d+), (\d+), (\d+)")
+
+
+def flash_tiles(kernels: list[dict]) -> tuple[int, int] | None:
+    """(q_tile, kv_tile) = (kBlockM, kBlockN) of the first FlashAttention-2 kernel in a profiled call:
+    its template is Flash_fwd_kernel_traits<head_dim, kBlockM, kBlockN, warps, ...>."""
+    for k in kernels:
+        m = _FLASH_TRAITS.search(k.get("name", ""))
+        if m:
+            return int(m.group(2)), int(m.group(3))
+    return None
+
+
+def _kernel_note(kernels: list[dict]) -> str:
+    names = [re.sub(r"^void ", "", k["name"]).split("<")[0] + (
+        "<" + ",".join(k["name"].split("<", 1)[1].split(",")[:4]) + ",...>" if "<" in k["name"] else "")
+        for k in kernels if "name" in k]
+    return "kernels: " + " + ".join(names)
+
+
+def validation_cases(raw: dict) -> list[dict]:
+    """The held-out H200 cases of validation/h200_torch.yaml from a microbench_torch JSON: every timed GEMM
+    (metric tflops; the fastest one, which ``_fit`` turns into the tensor engine's achievable fraction, is
+    marked ``calibrates``) and every flash attention call (metric time_us, with the kernel's tiles read from
+    its profiled name and FlashAttention-2's published MMA utilisation)."""
+    gemms = [r for r in raw.get("gemm", []) if "time_s" in r]
+    best = max(gemms, key=lambda r: r["flops"] / r["time_s"] / (2.0 if r["dtype"] == "fp8" else 1.0), default=None)
+    cases = []
+    for r in gemms:
+        case = {"id": f"torch_{r['dtype']}_m{r['m']}_n{r['n']}_k{r['k']}", "category": "gemm_h200_measured",
+                "kernel": "gemm", "dtype": r["dtype"], "shape": {"m": r["m"], "n": r["n"], "k": r["k"]},
+                "measured": {"tflops": round(r["flops"] / r["time_s"] / 1e12, 1)},
+                "notes": _kernel_note(r.get("kernels", []))}
+        if r is best:
+            case["calibrates"] = "compute.tensor.achievable_fraction"
+        cases.append(case)
+    for r in raw.get("attention", []):
+        tiles = flash_tiles(r.get("kernels", []))
+        if "time_s" not in r or tiles is None:
+            continue
+        phase = "prefill" if r["causal"] and r["q_len"] == r["kv_len"] else "decode"
+        shape = {"kind": "mha" if r["heads"] == r["kv_heads"] else "gqa", "phase": phase, "batch": r["batch"],
+                 "heads": r["heads"], "heads_kv": r["kv_heads"], "context": r["kv_len"], "head_dim": r["head_dim"]}
+        if phase == "decode":
+            shape["q_len"] = r["q_len"]
+        shape.update({"q_tile": tiles[0], "kv_tile": tiles[1], "mma_peak_percent": FA2_MMA_PEAK_PERCENT})
+        cases.append({"id": f"torch_sdpa_{phase}_b{r['batch']}_h{r['heads']}_kv{r['kv_heads']}_l{r['kv_len']}",
+                      "category": "attention_h200_measured", "kernel": "attention", "dtype": r["dtype"],
+                      "shape": shape, "measured": {"time_us": round(r["time_s"] * 1e6, 2)},
+                      "notes": f"SDPA backend {r.get('backend')}; " + _kernel_note(r.get("kernels", []))})
+    return cases
+
+
+def _flow(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return json.dumps(value) if any(c in value for c in ":{}[],#<>'\"") else value
+    return str(value)
+
+
+def validation_yaml(raw: dict, *, raw_name: str) -> str:
+    """validation/h200_torch.yaml's text (header + one flow mapping per case) from a microbench_torch JSON."""
+    smi = raw.get("nvidia_smi_start", {})
+    head = [
+        f"# Kernels timed on a real {raw.get('device', '?')} by archsim/fidelity/microbench_torch.py (raw data:",
+        f"# validation/{raw_name}; regenerate with archsim.fidelity.calibrate_torch.validation_yaml).",
+        "# Timing: a CUDA graph of N back-to-back calls between one CUDA-event pair, the calls rotating over enough",
+        "# operand copies (>= 240 MiB) that the 60 MB L2 holds none of them: per-call time without the event/launch",
+        "# floor that the first run's single-call timing carried. BF16 GEMMs are torch.matmul (cuBLAS), FP8 GEMMs",
+        "# torch._scaled_mm with per-tensor scales (cuBLASLt), not DeepGEMM's block-scaled kernels; each case's",
+        "# notes name the kernels one call launched (torch.profiler). Attention is scaled_dot_product_attention",
+        "# with the flash backend (FlashAttention-2), BF16, head_dim 128; q_tile/kv_tile are that kernel's",
+        "# kBlockM/kBlockN read from its name, mma_peak_percent FlashAttention-2's published 35% MMA",
+        "# utilisation on Hopper (calibrate_torch.FA2_MMA_PEAK_PERCENT): neither is fitted to these times.",
+        "# Priced on the uncalibrated hardware/h200.yaml. The one case marked `calibrates` is the GEMM whose",
+        "# fraction of peak `archsim calibrate --backend torch` writes into h200.calibrated.yaml.",
+    ]
+    body = [f"source: archsim microbench_torch run on {raw.get('device', '?')}, torch {raw.get('torch', '?')}, "
+            f"CUDA {raw.get('cuda', '?')}, driver {smi.get('driver_version', '?')} ({raw.get('date_utc', '?')[:10]})",
+            "confidence: measured", "hardware: h200",
+            f"conditions: one {raw.get('device', '?')}, SM clock max {smi.get('clocks.max.sm', '?')}, power limit "
+            f"{smi.get('power.limit', '?')}, CUDA-graph replay over L2-cold operand copies, BF16 output",
+            "cases:"]
+    body += [f"  - {_flow(c)}" for c in validation_cases(raw)]
+    return "\n".join(head + body) + "\n"
