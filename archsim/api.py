@@ -120,10 +120,13 @@ def _report(wl: Workload, hw: Hardware, sc: Scenario, precision: Precision, plan
     dec = _phase(DecodeSummary, plan.decode, dec_cost, hw, par.devices,
                  tpot_s=plan.decode.time_s, tokens_per_s=sc.batch / plan.decode.time_s,
                  tokens_per_s_per_device=sc.batch / plan.decode.time_s / par.devices, context=context)
+    # deployment totals: every device's own dynamic energy, plus static power on every device for the step
+    pre_j, dec_j = (b.deployment_dynamic_energy_j + par.devices * hw.static_power_w * b.time_s
+                    for b in (plan.prefill, plan.decode))
     energy = EnergySummary(
-        joules_per_token=dec.energy_j * par.devices / sc.batch,
-        prefill_joules_per_token=pre.energy_j * par.devices / prefill_tokens,
-        tops_per_watt=(pre.flops + dec.flops) / (pre.energy_j + dec.energy_j) / TERA)
+        joules_per_token=dec_j / sc.batch,
+        prefill_joules_per_token=pre_j / prefill_tokens,
+        tops_per_watt=(plan.prefill.deployment_flops + plan.decode.deployment_flops) / (pre_j + dec_j) / TERA)
     return Report(workload=wl.name, model=model_summary, scenario=scenario, deployment=deployment, memory=memory,
                   prefill=pre, decode=dec, energy=energy)
 
@@ -157,18 +160,15 @@ def _architecture(model) -> str:
 
 
 def _phase(cls, breakdown, cost: PhaseCost, hw: Hardware, devices: int, **fields):
-    """Scale one micro-batch's full-model graph cost to one device's share of the step.
-
-    A device runs 1/(pp*cp) of the graph's work per micro-batch, ``micro_batches`` times per step; its idle
-    power is drawn for the whole step time.
+    """The step on the bottleneck device: its own FLOPs, main-memory bytes and dynamic energy (its pipeline
+    stage's layers, 1/cp of each micro-batch, ``micro_batches`` times; mapping/phases.py), plus its static
+    power over the whole step time.
     """
     time_s = breakdown.time_s
     flops = breakdown.flops_per_device
-    work_share = flops / cost.flops if cost.flops else 0.0
     main = hw.main_memory.name
-    hbm = cost.bytes_by_level[main] * work_share
-    dynamic = cost.dynamic_energy_j * work_share
-    energy = dynamic + hw.static_power_w * time_s
+    hbm = breakdown.main_memory_bytes_per_device
+    energy = breakdown.dynamic_energy_j_per_device + hw.static_power_w * time_s
     peak = hw.engine_for("matrix").peak_flop_per_s.get(cost.mfu_dtype, 0.0)
     heaviest = tuple(
         OpSummary(name=n, kind=cost.ops[n].kind, time_s=cost.ops[n].time_s, share=cost.ops[n].time_s / cost.time_s,

@@ -44,6 +44,11 @@ class PhaseCost:
     tops_per_w: float
     heaviest: tuple[str, ...]
     time_s_by_layer: Mapping[int | str, float] = field(default_factory=dict)  # Op.layer, else op name
+    # the same keys: FLOPs, dynamic energy and main-memory bytes of each layer, so that a pipeline stage's
+    # device can be charged its own work (mapping/phases.py)
+    flops_by_layer: Mapping[int | str, float] = field(default_factory=dict)
+    dynamic_energy_j_by_layer: Mapping[int | str, float] = field(default_factory=dict)
+    main_bytes_by_layer: Mapping[int | str, float] = field(default_factory=dict)
 
 
 def graph_ops(graph: nx.DiGraph | Iterable[Op]) -> list[Op]:
@@ -139,11 +144,10 @@ def _heaviest(ops: list[Op], work: GraphWork, cost: WorkCost, repeats, limit: in
     return tuple(repeats.name_at(ops[rows[j]].name, ops[rows[j]].layer, int(index[j])) for j in order)
 
 
-def _time_by_layer(ops: list[Op], cost: WorkCost, repeats) -> dict[int | str, float]:
-    """Summed op time per decoder layer (``Op.layer``); ops outside layers keyed by their name."""
+def _by_layer(ops: list[Op], values: np.ndarray, repeats) -> dict[int | str, float]:
+    """Summed per-op ``values`` per decoder layer (``Op.layer``); ops outside layers keyed by their name."""
     groups: dict[int | str, list[float]] = {}
-    times = cost.time_s.tolist()
-    for op, t in zip(ops, times):
+    for op, t in zip(ops, values.tolist()):
         groups.setdefault(op.name if op.layer is None else op.layer, []).append(t)
     out = {key: math.fsum(v) for key, v in groups.items()}
     if repeats is not None:
@@ -181,4 +185,7 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
         bound=max(by_bound, key=by_bound.get) if by_bound else "none", mfu=mfu, mfu_dtype=mfu_dtype,
         hbm_bandwidth_utilisation=main_bytes / (time_s * hw.main_memory.bandwidth_bytes_per_s) if time_s > 0 else 0.0,
         tops_per_w=flops / energy / TERA if energy > 0 else 0.0,
-        heaviest=_heaviest(ops, work, cost, repeats, heaviest), time_s_by_layer=_time_by_layer(ops, cost, repeats))
+        heaviest=_heaviest(ops, work, cost, repeats, heaviest), time_s_by_layer=_by_layer(ops, cost.time_s, repeats),
+        flops_by_layer=_by_layer(ops, np.asarray(work.flops, dtype=float), repeats),
+        dynamic_energy_j_by_layer=_by_layer(ops, cost.energy_j, repeats),
+        main_bytes_by_layer=_by_layer(ops, work.bytes[:, work.level_names.index(hw.main_memory.name)], repeats))

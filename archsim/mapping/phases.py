@@ -57,7 +57,18 @@ class PhaseBreakdown:
     layer_comm: tuple[LayerComm, ...] = ()
     pp_send_s: float = 0.0
     activation_peak_bytes: float = 0.0
+    # One device's own work over the step: a device of pipeline stage s runs that stage's layers (the
+    # embedding on the first, the head and MTP on the last) for 1/cp of each micro-batch's tokens. The
+    # *_per_device figures are the bottleneck stage's device (``worst_stage``), the one whose time this is.
     flops_per_device: float = 0.0
+    main_memory_bytes_per_device: float = 0.0
+    dynamic_energy_j_per_device: float = 0.0
+    worst_stage: int = 0
+    stage_dynamic_energy_j: tuple[float, ...] = ()   # one device of each stage, per step
+    # the step's totals over every device (each stage's per-device work times its tp*cp*dp devices); equal
+    # to the priced graph's totals times micro_batches * tp * dp
+    deployment_flops: float = 0.0
+    deployment_dynamic_energy_j: float = 0.0
     # the priced graph of one micro-batch (flash attention), kept so callers need not price it again
     graph_cost: PhaseCost | None = field(default=None, compare=False, repr=False)
 
@@ -114,15 +125,34 @@ def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cac
     graph = device_phase_graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True,
                    expert_load=expert_load)
     cost = price_graph(graph, hw, attention=attention)
-    groups: dict = {}
-    for k, t in cost.time_s_by_layer.items():
-        groups.setdefault(_layer_key(model, k), []).append(t)
-    layer_s = {k: fsum(v) for k, v in groups.items()}
+    layer_s = by_layer_key(model, cost.time_s_by_layer)
     peak = max((sum(o.nbytes for o in (*op.reads, *op.writes) if o.role in ("activation", "output"))
                 for op in (graph.nodes[n]["op"] for n in graph.nodes)), default=0.0)
     out = (layer_s, cost.flops, peak, cost)
     if cache is not None:
         cache[key] = out
+    return out
+
+
+def by_layer_key(model: ModelConfig, by_layer: Mapping) -> dict:
+    """A PhaseCost ``*_by_layer`` mapping regrouped by decoder layer index, "embed" and "head" (summed)."""
+    groups: dict = {}
+    for k, v in by_layer.items():
+        groups.setdefault(_layer_key(model, k), []).append(v)
+    return {k: fsum(v) for k, v in groups.items()}
+
+
+def stage_totals(per_key: Mapping, stages: list, pp: int) -> list[float]:
+    """Sum of ``per_key`` (by_layer_key's keys) over each pipeline stage's layers; the embedding counts on
+    the first stage, the head on the last."""
+    out = []
+    for s, layers in enumerate(stages):
+        t = sum(per_key.get(layer, 0.0) for layer in layers)
+        if s == 0:
+            t += per_key.get("embed", 0.0)
+        if s == pp - 1:
+            t += per_key.get("head", 0.0)
+        out.append(t)
     return out
 
 
@@ -156,19 +186,18 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     # each chip its share of the expert work
     routed = tokens_mb * max(par.ep, par.tp) / par.tp if model.is_moe else None
     # cp splits a prefill's tokens (and their attention work) evenly over cp chips
-    raw, flops, act_peak, graph_cost = _priced(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed,
+    raw, _, act_peak, graph_cost = _priced(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed,
                                                mtp, cache, expert_load, attention)
     layer_s = {k: v / par.cp for k, v in raw.items()}
     stages = stage_layers(model, par.pp)
-    stage_s = []
-    for s, layers in enumerate(stages):
-        t = sum(layer_s.get(layer, 0.0) for layer in layers)
-        if s == 0:
-            t += layer_s.get("embed", 0.0)
-        if s == par.pp - 1:
-            t += layer_s.get("head", 0.0)
-        stage_s.append(t)
+    stage_s = stage_totals(layer_s, stages, par.pp)
     worst = max(range(par.pp), key=lambda s: stage_s[s])
+    # each device's own work over the step (per micro-batch stage sums, 1/cp of the tokens, mb times)
+    per_step = mb / par.cp
+    stage_flops, stage_dyn, stage_bytes = (
+        [v * per_step for v in stage_totals(by_layer_key(model, by_layer), stages, par.pp)]
+        for by_layer in (graph_cost.flops_by_layer, graph_cost.dynamic_energy_j_by_layer,
+                         graph_cost.main_bytes_by_layer))
     by_kind: dict = {}  # every layer of a kind (dense / MoE) communicates the same
     comms = []
     for layer in stages[worst]:
@@ -197,7 +226,11 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                           stage_compute_s=tuple(stage_s),
                           layer_compute_s=tuple(layer_s.get(layer, 0.0) for layer in stages[worst]),
                           layer_comm=tuple(comms), pp_send_s=pp_send, activation_peak_bytes=act_peak / par.cp,
-                          flops_per_device=flops / par.cp * mb * len(stages[worst]) / model.num_hidden_layers,
+                          flops_per_device=stage_flops[worst], main_memory_bytes_per_device=stage_bytes[worst],
+                          dynamic_energy_j_per_device=stage_dyn[worst], worst_stage=worst,
+                          stage_dynamic_energy_j=tuple(stage_dyn),
+                          deployment_flops=fsum(stage_flops) * par.stage_devices,
+                          deployment_dynamic_energy_j=fsum(stage_dyn) * par.stage_devices,
                           graph_cost=graph_cost)
 
 

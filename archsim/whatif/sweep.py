@@ -59,8 +59,9 @@ class PhaseModel:
     cp: int
     pp: int
     comm_per_micro_s: float      # communication of one micro-batch (incl. pipeline send)
-    work_share: float            # device FLOPs per step / FLOPs of the priced device graph
-    flops_per_device: float
+    devices: int
+    graph_copies: float          # the priced device graph's work done per step over all devices: mb * tp * dp
+    deployment_flops: float      # FLOPs per step over all devices
 
 
 def _phase_model(model, hw: Hardware, plan, precision, phase: str, length: int, mtp: bool) -> PhaseModel:
@@ -97,11 +98,13 @@ def _phase_model(model, hw: Hardware, plan, precision, phase: str, length: int, 
     graph_flops = float((work.flops * all_count).sum())
     return PhaseModel(work=work, stage_count=np.asarray(stage_count), all_count=all_count, micro_batches=mb,
                       cp=par.cp, pp=par.pp, comm_per_micro_s=breakdown.communication_s / mb,
-                      work_share=breakdown.flops_per_device / graph_flops if graph_flops else 0.0,
-                      flops_per_device=breakdown.flops_per_device)
+                      devices=par.devices, graph_copies=mb * par.devices / (par.pp * par.cp),
+                      deployment_flops=graph_flops * mb * par.devices / (par.pp * par.cp))
 
 
-def _phase_time_energy(pm: PhaseModel, hwa: HardwareArrays) -> tuple[np.ndarray, np.ndarray]:
+def _phase_time_energy(pm: PhaseModel, hwa: HardwareArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step time, energy of the bottleneck device, energy of the whole deployment) per point: a device's
+    dynamic energy is its own stage's work (mapping/phases.py); every device draws static power all step."""
     cost = price_work(pm.work, hwa)
     compute_mb = (cost.time_s * pm.stage_count).sum(axis=-1) / pm.cp
     compute = compute_mb * pm.micro_batches
@@ -113,8 +116,9 @@ def _phase_time_energy(pm: PhaseModel, hwa: HardwareArrays) -> tuple[np.ndarray,
     else:
         bubble = (pm.pp - 1) * (compute_mb + pm.comm_per_micro_s)
     time = compute + exposed + bubble
-    dynamic = (cost.energy_j * pm.all_count).sum(axis=-1) * pm.work_share
-    return time, dynamic + hwa.idle_w * time
+    device_dynamic = (cost.energy_j * pm.stage_count).sum(axis=-1) / pm.cp * pm.micro_batches
+    deployment_dynamic = (cost.energy_j * pm.all_count).sum(axis=-1) * pm.graph_copies
+    return time, device_dynamic + hwa.idle_w * time, deployment_dynamic + pm.devices * hwa.idle_w * time
 
 
 class SweepModel:
@@ -159,15 +163,15 @@ class SweepModel:
         sc = self.scenario
         pre = self.phases["prefill"]
         dec = self.phases["decode"]
-        t_pre, e_pre = _phase_time_energy(pre, apply_paths(self.hw, pre.work, columns, n))
-        t_dec, e_dec = _phase_time_energy(dec, apply_paths(self.hw, dec.work, columns, n))
+        t_pre, _, e_pre = _phase_time_energy(pre, apply_paths(self.hw, pre.work, columns, n))
+        t_dec, e_dec, e_dec_all = _phase_time_energy(dec, apply_paths(self.hw, dec.work, columns, n))
         out["prefill.latency_s"] = t_pre
         out["prefill.tokens_per_s"] = sc.batch * sc.prompt_len / t_pre
         out["decode.tpot_s"] = t_dec
         out["decode.tokens_per_s"] = sc.batch / t_dec
         out["decode.energy_j"] = e_dec
-        out["energy.joules_per_token"] = e_dec * self.devices / sc.batch
-        out["energy.tops_per_watt"] = (pre.flops_per_device + dec.flops_per_device) / (e_pre + e_dec) / TERA
+        out["energy.joules_per_token"] = e_dec_all / sc.batch
+        out["energy.tops_per_watt"] = (pre.deployment_flops + dec.deployment_flops) / (e_pre + e_dec_all) / TERA
         out["cost.usd_per_million_tokens"] = price * self.devices / SECONDS_PER_HOUR / out["decode.tokens_per_s"] * MILLION
         return out
 
