@@ -77,7 +77,8 @@ class OpSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class PhaseSummary:
-    """One priced phase on one device (the deployment runs ``devices`` of these in parallel)."""
+    """One priced phase on one device (the deployment runs ``devices`` of these in parallel): the bottleneck
+    pipeline stage's device, whose FLOPs, bytes and energy are its own work (EnergySummary sums every device)."""
 
     time_s: float
     flops: float
