@@ -5,6 +5,7 @@ v [b, n_kv, H_kv, d_v] -> o [b, n_q, H_q, d_v]. Query i sits at absolute positio
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +14,24 @@ from archsim.kernels.counting import Site
 
 
 KVOperands = Sequence[tuple[str, tuple[int, ...], str]]
+
+
+class SequenceCache:
+    """Base of the per-layer decode caches (a dataclass's array fields [b, L, ...]): each step appends its
+    new rows along the sequence axis (axis 1)."""
+
+    def append(self, *parts: np.ndarray) -> None:
+        """Append one step's rows, one array per field in field order."""
+        for f, part in zip(fields(self), parts, strict=True):
+            setattr(self, f.name, np.concatenate([getattr(self, f.name), part], axis=1))   # [b, L+s, ...]
+
+    @classmethod
+    def extend(cls, cache: SequenceCache | None, *parts: np.ndarray) -> SequenceCache:
+        """``cache`` with ``parts`` appended, or a new cache holding them when ``cache`` is None."""
+        if cache is None:
+            return cls(**{f.name: part for f, part in zip(fields(cls), parts, strict=True)})
+        cache.append(*parts)
+        return cache
 
 
 def cache_operand(shape: tuple[int, ...]) -> KVOperands:

@@ -11,22 +11,18 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
+from archsim.kernels.attention import SequenceCache, cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
 from archsim.kernels.rope import apply_rope
 
 
 @dataclass(kw_only=True)
-class KVCache:
+class KVCache(SequenceCache):
     """Rotated keys and values per kv head: k, v [b, L, H_kv, d]."""
 
     k: np.ndarray
     v: np.ndarray
-
-    def append(self, k: np.ndarray, v: np.ndarray) -> None:
-        self.k = np.concatenate([self.k, k], axis=1)                          # [b, L+s, H_kv, d]
-        self.v = np.concatenate([self.v, v], axis=1)                          # [b, L+s, H_kv, d]
 
 
 def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int, head_dim: int,
@@ -41,10 +37,7 @@ def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int
     k = apply_rope(k, cos[:, None, :], sin[:, None, :], site=sub_site(site, "rope_k"))              # [b, s, H_kv, d]
     record_cache_write(sub_site(site, "kv_cache_update"), b * s, 2 * kv_heads * head_dim)
     from_cache = cache is not None
-    if cache is None:
-        cache = KVCache(k=k, v=v)
-    else:
-        cache.append(k, v)
+    cache = KVCache.extend(cache, k, v)
     n_kv = cache.k.shape[1]
     operands = cache_operand((b, n_kv, kv_heads, 2 * head_dim)) if from_cache else None
     o = attend(q, cache.k, cache.v, scale=scale, causal=True, kv_operands=operands,

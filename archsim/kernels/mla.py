@@ -12,7 +12,7 @@ from typing import Callable, Literal, Mapping
 
 import numpy as np
 
-from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
+from archsim.kernels.attention import SequenceCache, cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear, per_head
 from archsim.kernels.norm import rmsnorm
@@ -38,15 +38,11 @@ class MLADims:
 
 
 @dataclass(kw_only=True)
-class MLACache:
+class MLACache(SequenceCache):
     """Per-layer compressed cache: latent [b, L, kv_lora_rank] and rope key [b, L, qk_rope_head_dim]."""
 
     latent: np.ndarray
     k_pe: np.ndarray
-
-    def append(self, latent: np.ndarray, k_pe: np.ndarray) -> None:
-        self.latent = np.concatenate([self.latent, latent], axis=1)          # [b, L+s, r]
-        self.k_pe = np.concatenate([self.k_pe, k_pe], axis=1)                # [b, L+s, d_r]
 
 
 def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarray, sin: np.ndarray, *,
@@ -74,10 +70,7 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
     latent = rmsnorm(ckv[..., :r], w["kv_a_layernorm"], eps, site=sub_site(site, "kv_a_layernorm"))  # [b, s, r]
     k_pe = apply_rope(ckv[..., r:], cos, sin, site=sub_site(site, "rope_k"))                  # [b, s, dr]
     record_cache_write(sub_site(site, "kv_cache_update"), b * s, r + dr)
-    if cache is None:
-        cache = MLACache(latent=latent, k_pe=k_pe)
-    else:
-        cache.append(latent, k_pe)
+    cache = MLACache.extend(cache, latent, k_pe)
     n_kv = cache.latent.shape[1]
     causal = True
     if form == "expanded":

@@ -174,11 +174,7 @@ class NodeRunner:
         if key == "kv_cache_update":
             k, v = self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"]
             record_cache_write(self._site(p + "self_attn.kv_cache_update"), self.b * self.s, 2 * m.kv_heads * m.head_dim)
-            cache = self.state.caches[i]
-            if cache is None:
-                cache = self.state.caches[i] = KVCache(k=k, v=v)
-            else:
-                cache.append(k, v)
+            cache = self.state.caches[i] = KVCache.extend(self.state.caches[i], k, v)
             return cache
         site = self._site(p + "self_attn.attn_core")
         q = self.env[p + "self_attn.rope_q"]                                                     # [b, s, H, d]
@@ -231,11 +227,7 @@ class NodeRunner:
     def _cache_update(self, i: int, p: str) -> MLACache:
         latent, k_pe = self.env[p + "self_attn.kv_a_layernorm"], self.env[p + "self_attn.rope_k"]
         record_cache_write(self._site(p + "self_attn.kv_cache_update"), self.b * self.s, latent.shape[-1] + k_pe.shape[-1])
-        cache = self.state.caches[i]
-        if cache is None:
-            cache = self.state.caches[i] = MLACache(latent=latent, k_pe=k_pe)
-        else:
-            cache.append(latent, k_pe)
+        cache = self.state.caches[i] = MLACache.extend(self.state.caches[i], latent, k_pe)
         return cache
 
     def _wkv_b(self, p: str) -> np.ndarray:

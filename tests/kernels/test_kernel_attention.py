@@ -158,3 +158,20 @@ def test_flash_equals_naive_property(b, n_q, prefix, hkv, g, d_qk, d_v, b_r, b_c
     out = flash_attention(q, k, v, scale=0.3, causal=causal, tiles=(b_r, b_c), elem_bytes=2, site=c.site("f"))
     assert np.max(np.abs(out - ref)) <= F64_TOL
     assert c.records[0].flops == c.records[1].flops
+
+
+def test_decode_caches_start_then_grow_along_the_sequence():
+    """KVCache and MLACache share one create-or-append rule (kernels.attention.SequenceCache)."""
+    from archsim.kernels.gqa import KVCache
+    from archsim.kernels.mla import MLACache
+    rng = np.random.default_rng(0)
+    k, v = rng.standard_normal((2, 3, 1, 4)), rng.standard_normal((2, 3, 1, 4))
+    cache = KVCache.extend(None, k, v)
+    assert cache.k is k and cache.v is v
+    same = KVCache.extend(cache, k[:, :1], v[:, :1])
+    assert same is cache and cache.k.shape == (2, 4, 1, 4) and np.array_equal(cache.v[:, 3], v[:, 0])
+    latent, k_pe = rng.standard_normal((1, 2, 8)), rng.standard_normal((1, 2, 4))
+    m = MLACache.extend(MLACache.extend(None, latent, k_pe), latent, k_pe)
+    assert m.latent.shape == (1, 4, 8) and m.k_pe.shape == (1, 4, 4)
+    with pytest.raises(ValueError):  # one array per field
+        KVCache.extend(cache, k)
