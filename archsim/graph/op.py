@@ -32,8 +32,28 @@ class Operand:
                        nbytes=dtype.storage_bytes(tuple(shape)))
 
 
+class OperandRecord:
+    """What an ``Op`` (the graph's declaration) and a ``Measured`` (an executed kernel call,
+    kernels/counting.py) share: frozen ``attrs`` and byte totals over their ``reads`` / ``writes``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+
+    @property
+    def bytes_read(self) -> float:
+        return sum(o.nbytes for o in self.reads)
+
+    @property
+    def bytes_written(self) -> float:
+        return sum(o.nbytes for o in self.writes)
+
+    @property
+    def bytes(self) -> float:
+        return self.bytes_read + self.bytes_written
+
+
 @dataclass(frozen=True, kw_only=True)
-class Op:
+class Op(OperandRecord):
     """One operator of a phase graph.
 
     ``kind`` selects the traffic model in the cost layer: ``gemm`` (attrs m, n, k),
@@ -54,18 +74,3 @@ class Op:
     params: int = 0
     layer: int | None = None
     attrs: Mapping[str, object] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
-
-    @property
-    def bytes_read(self) -> float:
-        return sum(o.nbytes for o in self.reads)
-
-    @property
-    def bytes_written(self) -> float:
-        return sum(o.nbytes for o in self.writes)
-
-    @property
-    def bytes(self) -> float:
-        return self.bytes_read + self.bytes_written

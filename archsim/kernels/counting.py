@@ -8,15 +8,14 @@ activations and FP8 block-scaled weights (docs/counting.md, "Bytes per operand")
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from archsim.dtypes import BF16, DType
-from archsim.graph.op import Operand, Role
+from archsim.graph.op import Operand, OperandRecord, Role
 
 
 @dataclass(frozen=True, kw_only=True)
-class Measured:
+class Measured(OperandRecord):
     """One executed logical op: FLOPs counted from the executed shapes, operands as touched.
 
     ``hbm_read_bytes`` / ``hbm_write_bytes`` are the tiled kernels' measured traffic between
@@ -31,17 +30,6 @@ class Measured:
     attrs: Mapping[str, object] = field(default_factory=dict)
     hbm_read_bytes: float = 0.0
     hbm_write_bytes: float = 0.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
-
-    @property
-    def bytes_read(self) -> float:
-        return sum(o.nbytes for o in self.reads)
-
-    @property
-    def bytes_written(self) -> float:
-        return sum(o.nbytes for o in self.writes)
 
 
 class Counter:
