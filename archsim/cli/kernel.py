@@ -53,6 +53,8 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     for flag in ("--groups", "--m", "--n", "--k"):
         gg.add_argument(flag, type=int, required=True)
     gg.add_argument("--dtype", default="fp8")
+    gg.add_argument("--layout", choices=("contiguous", "masked"), default="contiguous",
+                    help="contiguous (prefill/training rows concatenated) or masked (decode [groups, m, k] buffer)")
     _common(gg)
 
     m = kinds.add_parser("moe", help="one MoE layer's routed experts on one chip of an EP group")
@@ -91,7 +93,8 @@ def _shape(args: argparse.Namespace) -> tuple[str, dict]:
     if kind == "gemm":
         return "gemm", dict(m=args.m, n=args.n, k=args.k, dtype=args.dtype)
     if kind == "grouped-gemm":
-        return "grouped_gemm", dict(groups=args.groups, m=args.m, n=args.n, k=args.k, dtype=args.dtype)
+        return "grouped_gemm", dict(groups=args.groups, m=args.m, n=args.n, k=args.k, dtype=args.dtype,
+                                    layout=args.layout)
     if kind == "moe":
         return "moe", dict(tokens=args.tokens, hidden=args.hidden, inter=args.inter, topk=args.topk,
                            experts=args.experts, ep=args.ep, dtype=args.dtype, n_group=args.n_group,

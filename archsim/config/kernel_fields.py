@@ -20,7 +20,10 @@ class KernelFields:
     clock sustained under heavy tensor-core load (throttling). ``attention_mma_fraction``: fraction of
     the throttled MMA peak a tuned attention kernel sustains (softmax interleaved with MMA).
     ``gemm_block_m`` / ``gemm_block_n``: output-tile edges the GEMM library chooses from;
-    ``gemm_max_tile_elements``: the largest tile (accumulator registers). ``ramp_s``: fixed time per
+    ``gemm_max_tile_elements``: the largest tile (accumulator registers). ``gemm_multicast``: CTAs of a
+    cluster that share one TMA load of an A panel where the library allows it (1 = no multicast).
+    ``gemm_operand_bandwidth_bytes_per_s``: the L2 -> shared-memory rate at which a GEMM's tiles stream
+    their operand panels (None = the L2 level's achievable bandwidth). ``ramp_s``: fixed time per
     kernel (first loads before the first MMA plus the final store's drain; on a CPU, the call overhead).
     ``attention_backward_fraction``: FLOP rate of the attention backward kernel over the forward's
     (training only; None = the same rate).
@@ -33,6 +36,8 @@ class KernelFields:
     gemm_block_m: tuple[int, ...] = ()
     gemm_block_n: tuple[int, ...] = ()
     gemm_max_tile_elements: int | None = None
+    gemm_multicast: int = 1
+    gemm_operand_bandwidth_bytes_per_s: float | None = None
     attention_backward_fraction: float | None = None
 
     @property
@@ -71,6 +76,9 @@ def parse_kernel_fields(section: Section) -> KernelFields:
         gemm_block_m=_int_list(section, "gemm_block_m"),
         gemm_block_n=_int_list(section, "gemm_block_n"),
         gemm_max_tile_elements=section.int("gemm_max_tile_elements", minimum=1, default=None),
+        gemm_multicast=section.int("gemm_multicast", minimum=1, default=1),
+        gemm_operand_bandwidth_bytes_per_s=section.quantity("gemm_operand_bandwidth", "bytes_per_s",
+                                                            default=None),
         attention_backward_fraction=section.number("attention_backward_fraction", minimum=0.0, maximum=1.0,
                                                    default=None),
     )
@@ -80,6 +88,9 @@ def parse_kernel_fields(section: Section) -> KernelFields:
                           "only one of them")
     if fields.clock_boost_hz is not None and fields.clock_under_load_hz > fields.clock_boost_hz:
         raise ConfigError(section.file, path("clock_under_load"), "at most clock_boost", fields.clock_under_load_hz)
+    if fields.gemm_operand_bandwidth_bytes_per_s is not None and not fields.gemm_operand_bandwidth_bytes_per_s > 0:
+        raise ConfigError(section.file, path("gemm_operand_bandwidth"), "a positive bandwidth",
+                          fields.gemm_operand_bandwidth_bytes_per_s)
     if fields.attention_mma_fraction is not None and fields.attention_mma_fraction <= 0:
         raise ConfigError(section.file, path("attention_mma_fraction"), "a fraction in (0, 1]",
                           fields.attention_mma_fraction)

@@ -14,7 +14,8 @@ Effects modelled (docs/fidelity.md gives the derivations and the validation agai
   fastest config per shape), which keeps time monotone in the GEMM's size;
 - **small-M GEMMs are bandwidth-bound**: their time is the compulsory bytes over achievable bandwidth;
 - **operand feed from L2**: every tile streams its A and B panels from L2, so small tiles can be bound
-  by L2 bandwidth rather than by MMA or HBM;
+  by L2 bandwidth rather than by MMA or HBM; TMA multicast lets the CTAs of a cluster share one read of
+  the A panel, where the library's rule allows it (``tma_multicast``);
 - **output epilogue**: the output tile is stored after the main loop, not overlapped with it;
 - **kernel ramp**: a fixed time per kernel (first loads in flight before the first MMA, the last
   store's drain), measured as the intercept of time against bytes for memory-bound kernels.
@@ -44,15 +45,6 @@ class TileChoice:
     def padded_elements_per_sm(self) -> int:
         """Output elements one SM computes over all waves, partial tiles and idle SMs counted in full."""
         return self.waves * self.block_m * self.block_n
-
-
-def sustained_matrix_rate(*, peak_flop_per_s: float, clock_boost_hz: float, clock_under_load_hz: float,
-                          pipeline_fraction: float) -> float:
-    """FLOP/s a full tile's main loop sustains: the datasheet peak scaled to the clock under load,
-    times the main-loop pipeline fraction."""
-    if clock_boost_hz <= 0 or clock_under_load_hz <= 0:
-        raise ConfigError(None, "kernel.clock", "positive clock frequencies", (clock_boost_hz, clock_under_load_hz))
-    return peak_flop_per_s * (clock_under_load_hz / clock_boost_hz) * pipeline_fraction
 
 
 def choose_gemm_tile(*, m: int, n: int, groups: int, sm_count: int, block_m_options: Iterable[int],
@@ -135,10 +127,25 @@ def tiled_kernel_time(*, compute_s: float, input_bytes: float, output_bytes: flo
                       memory_s=memory_s, epilogue_s=epilogue_s, operand_s=operand_s)
 
 
-def tile_operand_bytes(*, tile: TileChoice, k: int, elem_bytes: float) -> float:
+def tma_multicast(*, width: int, n: int, block_n: int, config_groups: int) -> int:
+    """How many CTAs share one TMA load of an A panel (block_m x k): ``width`` when the library's rule
+    allows it, else 1. Rule (DeepGEMM ``get_best_configs``, docs/fidelity.md): the two CTAs of a cluster
+    take adjacent n-blocks of the same m-block, so n must be a multiple of ``width * block_n``; and the
+    kernel's config must see one group (``config_groups``): a dense or contiguous-layout GEMM, not a
+    masked grouped GEMM of several groups."""
+    if width < 1:
+        raise ConfigError(None, "kernel.gemm_multicast", "an integer >= 1", width)
+    if width > 1 and config_groups == 1 and n % (width * block_n) == 0:
+        return width
+    return 1
+
+
+def tile_operand_bytes(*, tile: TileChoice, k: int, elem_bytes: float, multicast: int = 1) -> float:
     """Bytes all tiles stream from L2 into shared memory: each tile reads its A panel (block_m x k) and its
-    B panel (k x block_n) once (no cluster multicast assumed)."""
-    return float(tile.tiles) * (tile.block_m + tile.block_n) * k * elem_bytes
+    B panel (k x block_n); with TMA multicast ``multicast`` CTAs share one read of the A panel."""
+    if multicast < 1:
+        raise ConfigError(None, "kernel.gemm_multicast", "an integer >= 1", multicast)
+    return float(tile.tiles) * (tile.block_m / multicast + tile.block_n) * k * elem_bytes
 
 
 def streaming_kernel_time(*, compute_s: float, bytes_moved: float, bandwidth_bytes_per_s: float,

@@ -117,41 +117,68 @@ def _l2_bandwidth(hw: Hardware) -> float:
     return l2.bandwidth_bytes_per_s * l2.achievable_fraction
 
 
+def _operand_bandwidth(hw: Hardware) -> float:
+    """Rate at which a GEMM's tiles stream their A and B panels from L2: the kernel field
+    ``gemm_operand_bandwidth`` when the chip has one, else the L2 level's achievable bandwidth."""
+    fields = hw.kernel
+    if fields is not None and fields.gemm_operand_bandwidth_bytes_per_s is not None:
+        return fields.gemm_operand_bandwidth_bytes_per_s
+    return _l2_bandwidth(hw)
+
+
 def _ramp(hw: Hardware) -> float:
     fields = hw.kernel
     return fields.ramp_s if fields is not None else 0.0
 
 
+LAYOUTS = ("contiguous", "masked")
+
+
 def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int, dtype: str | DType = "fp8",
-                      out_dtype: str | DType = "bf16") -> KernelEstimate:
+                      out_dtype: str | DType = "bf16", layout: str = "contiguous") -> KernelEstimate:
     """``groups`` independent GEMMs C_g[m,n] = A_g[m,k] B_g[k,n] in one kernel (MoE experts, each
-    with m tokens). Wave quantisation runs over all groups' tiles together."""
+    with m tokens). Wave quantisation runs over all groups' tiles together.
+
+    ``layout`` is how the groups' rows are laid out (DeepGEMM's two grouped kernels, docs/fidelity.md):
+    ``contiguous`` (prefill/training: the groups' rows concatenated, each group a whole number of tiles;
+    the kernel's config sees one GEMM of groups*m rows) or ``masked`` (decode: a [groups, m, k] buffer,
+    m valid rows per group; the config sees ``groups`` GEMMs of m rows, so with several groups the
+    kernel runs without TMA multicast). With one group both are the dense GEMM.
+    """
     hw = resolve_hardware(hw)
     groups, m, n, k = (_positive_int(v, p) for v, p in ((groups, "groups"), (m, "m"), (n, "n"), (k, "k")))
+    if layout not in LAYOUTS:
+        raise ConfigError(None, "layout", f"one of {', '.join(LAYOUTS)}", layout)
     dt, out = _dtype(dtype, "dtype"), _dtype(out_dtype, "out_dtype")
     peak, fraction = _matrix_peak(hw, dt)
     rate = peak * fraction
     flops = 2.0 * groups * m * n * k
-    detail: dict[str, object] = {}
+    detail: dict[str, object] = {"layout": layout}
     fields = hw.kernel
     time_flops = flops
     operand_bytes = 0.0
-    l2_bw = _l2_bandwidth(hw)
+    l2_bw = _operand_bandwidth(hw)
     if fields is not None and fields.has_tiles:
+        config_groups = groups if layout == "masked" else 1
+
+        def multicast(tile: eff.TileChoice) -> int:
+            return eff.tma_multicast(width=fields.gemm_multicast, n=n, block_n=tile.block_n,
+                                     config_groups=config_groups)
 
         def main_loop_s(tile: eff.TileChoice) -> float:
             # the tile-dependent part of tiled_kernel_time: MMA over padded tiles vs L2 operand streaming
             return max(eff.wave_quantised_flops(tile=tile, k=k, sm_count=hw.sm_count) / rate,
-                       eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes) / l2_bw)
+                       eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes, multicast=multicast(tile)) / l2_bw)
 
         tile = eff.choose_gemm_tile(m=m, n=n, groups=groups, sm_count=hw.sm_count,
                                     block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
                                     max_tile_elements=fields.gemm_max_tile_elements, score=main_loop_s)
         time_flops = eff.wave_quantised_flops(tile=tile, k=k, sm_count=hw.sm_count)
-        operand_bytes = eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes)
-        detail = {"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
-                  "quantisation_efficiency": eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=tile,
-                                                                         sm_count=hw.sm_count)}
+        operand_bytes = eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes, multicast=multicast(tile))
+        detail.update({"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
+                       "multicast": multicast(tile),
+                       "quantisation_efficiency": eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=tile,
+                                                                              sm_count=hw.sm_count)})
     inputs = groups * (dt.storage_bytes((m, k)) + dt.storage_bytes((k, n)))
     outputs = groups * out.storage_bytes((m, n))
     t = eff.tiled_kernel_time(compute_s=time_flops / rate, input_bytes=inputs, output_bytes=outputs,

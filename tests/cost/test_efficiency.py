@@ -75,15 +75,22 @@ def test_no_legal_tile_is_a_config_error() -> None:
                              max_tile_elements=4096)
 
 
-def test_sustained_rate_scales_with_clock() -> None:
-    # FlashMLA deep dive: 989 TFLOPS at 1830 MHz throttles to ~1600 MHz -> 989 * 1600/1830 = 864.7 (~865)
-    rate = eff.sustained_matrix_rate(peak_flop_per_s=989e12, clock_boost_hz=1830e6, clock_under_load_hz=1600e6,
-                                     pipeline_fraction=1.0)
-    assert rate == pytest.approx(989e12 * 1600 / 1830)
-    assert round(rate / 1e12) == 865
+def test_multicast_rule_and_shared_a_panel_reads() -> None:
+    # DeepGEMM's rule: two CTAs of adjacent n-blocks share the A panel when n is a multiple of 2 * block_n
+    # and the config sees one group
+    assert eff.tma_multicast(width=2, n=4096, block_n=128, config_groups=1) == 2
+    assert eff.tma_multicast(width=2, n=4096 + 64, block_n=128, config_groups=1) == 1   # odd n-block pair
+    assert eff.tma_multicast(width=2, n=4096, block_n=128, config_groups=4) == 1        # masked, 4 groups
+    assert eff.tma_multicast(width=1, n=4096, block_n=128, config_groups=1) == 1
+    with pytest.raises(ConfigError, match="gemm_multicast"):
+        eff.tma_multicast(width=0, n=4096, block_n=128, config_groups=1)
+    # 10 tiles of 256 x 128 over k = 1024, 1-byte elements: (256 + 128) * 1024 per tile alone,
+    # (256 / 2 + 128) * 1024 when the A panel is read once per pair
+    tile = eff.TileChoice(block_m=256, block_n=128, tiles=10, waves=1, last_wave_tiles=10)
+    assert eff.tile_operand_bytes(tile=tile, k=1024, elem_bytes=1) == 10 * 384 * 1024
+    assert eff.tile_operand_bytes(tile=tile, k=1024, elem_bytes=1, multicast=2) == 10 * 256 * 1024
     with pytest.raises(ConfigError):
-        eff.sustained_matrix_rate(peak_flop_per_s=1.0, clock_boost_hz=0.0, clock_under_load_hz=1.0,
-                                  pipeline_fraction=1.0)
+        eff.tile_operand_bytes(tile=tile, k=1024, elem_bytes=1, multicast=0)
 
 
 def test_tiled_kernel_time_parts() -> None:

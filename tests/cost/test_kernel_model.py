@@ -40,7 +40,7 @@ def test_without_kernel_fields_gemm_is_the_roofline_plus_epilogue(h800) -> None:
     expected = max(2 * m * n * k / (tensor.peak_flop_per_s["fp8"] * tensor.achievable_fraction),
                    (m * k + k * n) / bw) + m * n * 2 / bw
     assert est.time_s == pytest.approx(expected)
-    assert est.detail == {}
+    assert est.detail == {"layout": "contiguous"}
 
 
 def test_grouped_equals_dense_when_one_group(h800) -> None:
@@ -91,6 +91,7 @@ def test_stream_and_moe_and_dispatch(h800) -> None:
                                head_dim=8), "heads_kv"),
     (lambda hw: moe_time(hw, tokens=1, hidden=8, inter=8, topk=2, experts=10, ep=4), "ep"),
     (lambda hw: stream_time(hw, nbytes=-1.0), "stream"),
+    (lambda hw: grouped_gemm_time(hw, groups=2, m=8, n=8, k=8, layout="ragged"), "layout"),
 ])
 def test_bad_input_is_a_config_error(h800, call, field: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -139,9 +140,10 @@ def test_gqa_flash_rereads_hit_l2_when_the_kv_in_flight_fits(h800) -> None:
 def test_more_rows_never_take_less_time(h800, m: int, extra: int, n: int, k: int, groups: int) -> None:
     # the tile is the menu's least modelled main loop, max(padded MMA, L2 operand feed); both grow with m
     # for every tile, as do the compulsory input/output bytes, so the kernel time is monotone in m
-    small = grouped_gemm_time(h800, groups=groups, m=m, n=n, k=k)
-    big = grouped_gemm_time(h800, groups=groups, m=m + extra, n=n, k=k)
-    assert big.time_s >= small.time_s * (1 - 1e-12)
+    for layout in ("contiguous", "masked"):
+        small = grouped_gemm_time(h800, groups=groups, m=m, n=n, k=k, layout=layout)
+        big = grouped_gemm_time(h800, groups=groups, m=m + extra, n=n, k=k, layout=layout)
+        assert big.time_s >= small.time_s * (1 - 1e-12)
 
 
 def test_dsv3_o_absorb_counterexample_is_monotone(h800) -> None:
@@ -149,6 +151,33 @@ def test_dsv3_o_absorb_counterexample_is_monotone(h800) -> None:
     small = grouped_gemm_time(h800, groups=16, m=179, n=128, k=512, dtype="bf16")
     big = grouped_gemm_time(h800, groups=16, m=257, n=128, k=512, dtype="bf16")
     assert big.time_s >= small.time_s
+
+
+def test_masked_layout_of_several_groups_runs_without_multicast(h800) -> None:
+    """DeepGEMM's masked kernel computes its config for `groups` GEMMs, which rules out TMA multicast; the
+    contiguous kernel's config sees one GEMM of all rows and multicasts the A panel when n allows it."""
+    shape = dict(groups=4, m=256, n=4096, k=7168)
+    masked = grouped_gemm_time(h800, layout="masked", **shape)
+    contiguous = grouped_gemm_time(h800, layout="contiguous", **shape)
+    assert masked.detail["multicast"] == 1 and contiguous.detail["multicast"] == 2
+    assert masked.detail["layout"] == "masked"
+    assert masked.time_s >= contiguous.time_s
+    assert masked.flops == contiguous.flops and masked.bytes == contiguous.bytes
+    # the masked 4 x 256 rows are bound by the operand feed: the A + B panels every tile reads from L2
+    tiles, bm, bn = masked.detail["tiles"], masked.detail["block_m"], masked.detail["block_n"]
+    assert masked.bound == "l2"
+    assert masked.parts["l2_operand_s"] == pytest.approx(
+        tiles * (bm + bn) * 7168 / h800.kernel.gemm_operand_bandwidth_bytes_per_s)
+    # one group: both layouts are the dense GEMM
+    one = dict(groups=1, m=1024, n=4096, k=7168)
+    assert grouped_gemm_time(h800, layout="masked", **one).time_s == gemm_time(h800, m=1024, n=4096, k=7168).time_s
+
+
+def test_without_multicast_field_no_tile_shares_a_panel(h800) -> None:
+    hw = dataclasses.replace(h800, kernel=dataclasses.replace(h800.kernel, gemm_multicast=1))
+    est = grouped_gemm_time(hw, groups=4, m=8192, n=4096, k=7168)
+    assert est.detail["multicast"] == 1
+    assert est.time_s >= grouped_gemm_time(h800, groups=4, m=8192, n=4096, k=7168).time_s
 
 
 def test_moe_without_a_vector_engine_is_a_config_error(h800) -> None:
