@@ -46,6 +46,15 @@ def progress_bar(label: str, unit: str, enabled: bool | None = None) -> Callable
     return show
 
 
+def add_phase_graph_args(p: argparse.ArgumentParser, hw_help: str = "hardware YAML") -> None:
+    """The arguments ``scenario_phase_graph`` reads: workload, --hw, --phase, --batch, --length."""
+    p.add_argument("workload", help="workload YAML")
+    p.add_argument("--hw", required=True, help=hw_help)
+    p.add_argument("--phase", choices=("prefill", "decode"), default="decode")
+    p.add_argument("--batch", type=int, help="sequences (default from the workload)")
+    p.add_argument("--length", type=int, help="prompt length (prefill) or context (decode)")
+
+
 def scenario_phase_graph(args: argparse.Namespace):
     """(workload, hardware, batch, graph) for ``args.workload`` on ``args.hw``: the ``args.phase`` graph at
     ``args.batch`` sequences and ``args.length`` tokens (prompt, or decode context), each defaulting to the

@@ -4,14 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from archsim.cli._common import add_phase_graph_args
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("place", help="place each op on the chip engine (tensor, photonic, PIM...) that runs it best")
-    p.add_argument("workload", help="workload YAML")
-    p.add_argument("--hw", required=True, help="hardware YAML (e.g. hardware/h100_hbm_pim.yaml)")
-    p.add_argument("--phase", choices=("prefill", "decode"), default="decode")
-    p.add_argument("--batch", type=int, help="sequences (default from the workload)")
-    p.add_argument("--length", type=int, help="prompt length (prefill) or context (decode)")
+    add_phase_graph_args(p, "hardware YAML (e.g. hardware/h100_hbm_pim.yaml)")
     p.add_argument("--objective", choices=("time", "energy"), default="time")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=run)
