@@ -8,6 +8,7 @@ import sys
 
 from archsim.cli._common import progress_bar
 from archsim.errors import ConfigError
+from archsim.serving.config import DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
 
 
@@ -44,11 +45,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--prefix-hit-rate", type=float, default=0.0, help="fraction of prompt tokens in the prefix cache")
     p.add_argument("--trace-file", help="CSV or JSONL trace (arrival_s, prompt_tokens, output_tokens[, cached_tokens])")
     p.add_argument("--scheduler", choices=("static", "dynamic", "continuous", "chunked", "disagg"), default="continuous")
-    p.add_argument("--max-seqs", type=_positive(int), default=256, help="sequences per iteration (vLLM max_num_seqs)")
-    p.add_argument("--token-budget", type=_positive(int), default=8192,
+    p.add_argument("--max-seqs", type=_positive(int), default=DEFAULT_MAX_SEQS,
+                   help="sequences per iteration (vLLM max_num_seqs)")
+    p.add_argument("--token-budget", type=_positive(int), default=DEFAULT_TOKEN_BUDGET,
                    help="tokens per iteration (vLLM max_num_batched_tokens; chunked: the Sarathi budget)")
     p.add_argument("--timeout", type=float, default=0.1, help="static batching: longest wait to fill a batch, s")
-    p.add_argument("--block-size", type=_positive(int), default=16, help="KV-cache block, tokens (vLLM default 16)")
+    p.add_argument("--block-size", type=_positive(int), default=DEFAULT_BLOCK_TOKENS,
+                   help=f"KV-cache block, tokens (vLLM default {DEFAULT_BLOCK_TOKENS})")
     p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")
     p.add_argument("--kv-memory-fraction", type=_positive(float), default=DEFAULT_KV_MEMORY_FRACTION,
                    help="share of HBM for weights + KV cache, in (0, 1] (vLLM gpu_memory_utilization, "

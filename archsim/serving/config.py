@@ -31,15 +31,23 @@ class ReplicaSpec:
     price_usd_per_hour: float = 0.0
 
 
+# Scheduler defaults, one place for SchedulerSpec, sim.serve_deploy.ServeOptions and `archsim serve` (policy
+# defaults under vLLM's knob names; that they equal vLLM's own defaults is UNVERIFIED here, except the block:
+# vLLM's default block_size is 16, docs/serving.md [S]).
+DEFAULT_MAX_SEQS = 256        # sequences per iteration (vLLM max_num_seqs)
+DEFAULT_TOKEN_BUDGET = 8192   # tokens per iteration (vLLM max_num_batched_tokens)
+DEFAULT_BLOCK_TOKENS = 16     # KV-cache block, tokens (vLLM block_size)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SchedulerSpec:
     """Batching policy and its knobs (vLLM names where they exist: max_num_seqs, max_num_batched_tokens)."""
 
     kind: str = "continuous"
-    max_seqs: int = 256
-    token_budget: int = 8192
+    max_seqs: int = DEFAULT_MAX_SEQS
+    token_budget: int = DEFAULT_TOKEN_BUDGET
     timeout_s: float = 0.0
-    block_tokens: int = 16
+    block_tokens: int = DEFAULT_BLOCK_TOKENS
     preemption: str = "recompute"
     speculative: Speculative | None = None
     chunk_limit: int | None = None  # largest prefill chunk of one sequence (default: token_budget)

@@ -10,7 +10,8 @@ from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
 from archsim.graph.precision import precision_from_names
 from archsim.serving.arrivals import ClosedLoop, make_arrival
-from archsim.serving.config import DisaggSpec, ReplicaSpec, SchedulerSpec, Slo
+from archsim.serving.config import (DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET, DisaggSpec,
+                                    ReplicaSpec, SchedulerSpec, Slo)
 from archsim.serving.cost_model import for_deployment
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 from archsim.serving.lengths import Fixed, parse_length
@@ -45,10 +46,10 @@ class ServeOptions:
     prefix_hit_rate: float = 0.0
     trace_file: str | None = None
     scheduler: str = "continuous"
-    max_seqs: int = 256
-    token_budget: int = 8192
+    max_seqs: int = DEFAULT_MAX_SEQS
+    token_budget: int = DEFAULT_TOKEN_BUDGET
     timeout: float = 0.1
-    block_size: int = 16
+    block_size: int = DEFAULT_BLOCK_TOKENS
     preemption: str = "recompute"
     kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION
     kv_tokens: int | None = None
