@@ -105,6 +105,10 @@ def test_fit_uses_the_faster_copy_timing(raw: dict) -> None:
     fields = {f.path: f.value for f in _fit(raw, base, "h200.yaml")}
     assert 0.85 < fields["memory.hbm.achievable_fraction"] < 0.92     # 4.22 TB/s of 4.8
     assert fields["compute.tensor.achievable_fraction"] == pytest.approx(794.1e12 / 989.4e12, rel=0.01)
+    # this run's single nvidia-smi read (1980 MHz) exceeds the 1830 MHz boost clock: not a clock under load
+    assert "kernel.clock_under_load" not in fields
+    sampled = {**raw, "clock": {"sm_mhz_sustained": 1485.0}}
+    assert {f.path: f.value for f in _fit(sampled, base, "h200.yaml")}["kernel.clock_under_load"] == 1485e6
 
 
 def test_tiled_attention_pads_decode_rows_and_packs_gqa() -> None:
