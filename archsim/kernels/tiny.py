@@ -13,7 +13,6 @@ from typing import Callable, Literal, Mapping
 
 import numpy as np
 
-from archsim.config.model import uses_correction_bias
 from archsim.dtypes import DType
 from archsim.kernels.activations import residual_add
 from archsim.kernels.attention import naive_attention
@@ -78,7 +77,6 @@ class TinyDeepSeek:
         self.weights = init_weights(self.cfg, np.random.default_rng(seed), dtype)
         if c.n_routed_experts and (c.scoring_func or "sigmoid") != "sigmoid":
             raise ValueError(f"tiny DeepSeek model routes with sigmoid scores, config has {c.scoring_func!r}")
-        # the correction bias exists only for noaux_tc routing (DeepSeek-V3, Kimi K2): the graph's rule
         self.use_bias = uses_correction_bias(c.topk_method)
         moe_layers = [i for i in range(self.n_layers_total) if is_moe_layer(self.cfg, i)]
         self.bias = {i: self.weights[f"layers.{i}.mlp.gate.e_score_correction_bias"] if self.use_bias else None
@@ -216,6 +214,13 @@ def _prefixed(w: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]
             rest = key[len(prefix):]
             out[rest[:-len(".weight")] if rest.endswith(".weight") else rest] = value
     return out
+
+
+def uses_correction_bias(topk_method: str | None) -> bool:
+    """The router's e_score_correction_bias exists only for noaux_tc routing (DeepSeek-V3, Kimi K2). The same
+    rule as archsim.config.model.uses_correction_bias, which the graph uses (kernels may not import config);
+    tests/test_execute.py checks graph and executed model agree for every topk_method."""
+    return topk_method == "noaux_tc"
 
 
 def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
