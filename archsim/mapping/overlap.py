@@ -11,6 +11,7 @@ the earliest time its stream is free and its inputs are done (fixed-order list s
 given orders). Pure Python; ``archsim.mapping.training`` takes the span as the F&B time."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from archsim.errors import ConfigError
@@ -79,31 +80,44 @@ def list_schedule(tasks: list[Task]) -> dict[str, tuple[float, float]]:
     for t in tasks:
         if t.stream not in ("compute", "comm") or t.duration_s < 0 or not set(t.deps) <= names:
             raise ConfigError(None, f"schedule.{t.name}", "a compute/comm task, >= 0 s, known deps", t)
+    by = {t.name: t for t in tasks}
     queues = {s: [t for t in tasks if t.stream == s and t.duration_s > 0] for s in ("compute", "comm")}
-    virtual = [t for t in tasks if t.duration_s == 0]
     free = {"compute": 0.0, "comm": 0.0}
     done: dict[str, tuple[float, float]] = {}
     heads = {"compute": 0, "comm": 0}
-    while len(done) < len(tasks):
+
+    def end_of(name: str, depth: int = 0) -> float | None:
+        """End of a task if known; a zero-length task ends when its inputs do (resolved on demand)."""
+        if name in done:
+            return done[name][1]
+        t = by[name]
+        if t.duration_s > 0 or depth > len(tasks):
+            return None
+        ends = [end_of(d, depth + 1) for d in t.deps]
+        if any(e is None for e in ends):
+            return None
+        done[name] = (max(ends, default=0.0),) * 2
+        return done[name][1]
+
+    progressed = True
+    while progressed:
         progressed = False
-        for t in virtual:
-            if t.name not in done and all(d in done for d in t.deps):
-                end = max((done[d][1] for d in t.deps), default=0.0)
-                done[t.name] = (end, end)
-                progressed = True
         for stream, queue in queues.items():
             while heads[stream] < len(queue):
                 t = queue[heads[stream]]
-                if not all(d in done for d in t.deps):
+                ends = [end_of(d) for d in t.deps]
+                if any(e is None for e in ends):
                     break
-                start = max([free[stream]] + [done[d][1] for d in t.deps])
+                start = max([free[stream]] + ends)
                 done[t.name] = (start, start + t.duration_s)
                 free[stream] = start + t.duration_s
                 heads[stream] += 1
                 progressed = True
-        if not progressed:
-            waiting = sorted(t.name for t in tasks if t.name not in done)
-            raise ConfigError(None, "schedule", "dependencies the stream orders can satisfy", waiting[:4])
+    for t in tasks:
+        end_of(t.name)
+    if len(done) < len(tasks):
+        waiting = sorted(t.name for t in tasks if t.name not in done)
+        raise ConfigError(None, "schedule", "dependencies the stream orders can satisfy", waiting[:4])
     return done
 
 
@@ -203,36 +217,50 @@ def critical_path_schedule(tasks: list[Task]) -> dict[str, tuple[float, float]]:
     for name in reversed(order):
         level[name] = by[name].duration_s + max((level[u] for u in users[name]), default=0.0)
 
-    def bottom(name: str) -> float:
-        return level[name]
-
     rank = {t.name: i for i, t in enumerate(tasks)}
+    waiting = {t.name: len(t.deps) for t in tasks}
+    ready_at = dict.fromkeys(by, 0.0)
+    heaps: dict[str, list] = {"compute": [], "comm": []}
+    finishing: list = []  # (end, rank, name) of running tasks
     done: dict[str, tuple[float, float]] = {}
+
+    def release(first: str) -> None:
+        """``first`` has ended: its users whose inputs are now all done become ready (zero-length ones end
+        at once and release theirs)."""
+        stack = [first]
+        while stack:
+            name = stack.pop()
+            for u in users[name]:
+                ready_at[u] = max(ready_at[u], done[name][1])
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    if by[u].duration_s == 0:
+                        done[u] = (ready_at[u], ready_at[u])
+                        stack.append(u)
+                    else:
+                        heapq.heappush(heaps[by[u].stream], (-level[u], rank[u], u))
+
+    for t in tasks:
+        if not t.deps:
+            if t.duration_s == 0:
+                done[t.name] = (0.0, 0.0)
+                release(t.name)
+            else:
+                heapq.heappush(heaps[t.stream], (-level[t.name], rank[t.name], t.name))
     free = {"compute": 0.0, "comm": 0.0}
     now = 0.0
-    while len(done) < len(tasks):
-        started = False
-        for t in tasks:  # zero-length tasks end as soon as their inputs are ready
-            if t.name not in done and t.duration_s == 0 and all(d in done and done[d][1] <= now for d in t.deps):
-                done[t.name] = (now, now)
-                started = True
+    while True:
         for stream in ("compute", "comm"):
-            if free[stream] > now:
-                continue
-            ready = [t for t in tasks if t.name not in done and t.stream == stream and t.duration_s > 0
-                     and all(d in done and done[d][1] <= now for d in t.deps)]
-            if ready:
-                t = max(ready, key=lambda x: (bottom(x.name), -rank[x.name]))
-                done[t.name] = (now, now + t.duration_s)
-                free[stream] = now + t.duration_s
-                started = True
-        if started:
-            continue
-        later = [e for _, e in done.values() if e > now] + [f for f in free.values() if f > now]
-        if not later:
-            waiting = sorted(t.name for t in tasks if t.name not in done)
-            raise ConfigError(None, "schedule", "an acyclic task graph", waiting[:4])
-        now = min(later)
+            if free[stream] <= now and heaps[stream]:
+                _, r, name = heapq.heappop(heaps[stream])
+                done[name] = (now, now + by[name].duration_s)
+                free[stream] = done[name][1]
+                heapq.heappush(finishing, (done[name][1], r, name))
+        if not finishing:
+            break
+        now = finishing[0][0]
+        while finishing and finishing[0][0] <= now:
+            release(heapq.heappop(finishing)[2])
     return done
 
 

@@ -100,6 +100,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
         if op.kind == "collective" or name.endswith(INFERENCE_ONLY):
             continue
         n = count(op)
+        if not n:
+            continue
         if op.kind in GEMM_KINDS:
             terms = _gemm_terms(op, hw, tokens=tokens, topk=topk, hidden=hidden, hbm_rate=hbm_rate,
                                 frozen=frozen)
