@@ -363,6 +363,9 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
 
     The chip holds ``tokens`` tokens; the group's tokens*ep*topk copies spread evenly over ``experts``
     experts, ``experts / ep`` of them local, so each local expert sees tokens*ep*topk/experts tokens.
+    In ``low_latency`` mode the expert GEMMs use the masked layout (DeepEP's low-latency dispatch writes a
+    [local experts, max tokens, hidden] buffer that DeepGEMM's masked kernel reads, DeepGEMM README), else
+    the contiguous one.
     """
     from archsim.cost.collectives import price_ep_exchange
 
@@ -379,8 +382,9 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     exchange = price_ep_exchange(tokens=tokens, hidden=hidden, topk=topk, n_experts=experts, ep=ep, hw=hw,
                                  dispatch_dtype=dt, combine_dtype=comb, n_group=n_group, topk_group=topk_group,
                                  mode=mode)
-    up = grouped_gemm_time(hw, groups=local, m=per_expert, n=2 * inter, k=hidden, dtype=dt)
-    down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt)
+    layout = "masked" if mode == "low_latency" else "contiguous"
+    up = grouped_gemm_time(hw, groups=local, m=per_expert, n=2 * inter, k=hidden, dtype=dt, layout=layout)
+    down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt, layout=layout)
     act_elems = local * per_expert * inter
     swiglu_bytes = local * per_expert * 2 * inter * BF16.bytes + act_elems * dt.bytes
     vector = _vector_rate(hw)

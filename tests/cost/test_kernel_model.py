@@ -77,6 +77,11 @@ def test_stream_and_moe_and_dispatch(h800) -> None:
     assert moe.time_s == pytest.approx(sum(moe.parts.values()))
     # 256 tokens x 32 chips x 8 copies over 256 experts = 256 tokens per expert, 8 local experts
     assert moe.detail["tokens_per_expert"] == 256 and moe.detail["local_experts"] == 8
+    # low-latency (decode) dispatch feeds the masked grouped GEMM: up and down priced in that layout
+    ll = moe_time(h800, tokens=256, hidden=7168, inter=2048, topk=8, experts=256, ep=32, mode="low_latency")
+    masked_up = grouped_gemm_time(h800, groups=8, m=256, n=2 * 2048, k=7168, layout="masked")
+    assert ll.parts["up_s"] == pytest.approx(masked_up.time_s)
+    assert moe.parts["up_s"] == pytest.approx(grouped_gemm_time(h800, groups=8, m=256, n=4096, k=7168).time_s)
     assert api_kernel_time("gemm", h800, m=64, n=64, k=64).time_s == kernel_time("gemm", h800, m=64, n=64, k=64).time_s
 
 
