@@ -121,14 +121,16 @@ def list_schedule(tasks: list[Task]) -> dict[str, tuple[float, float]]:
     return done
 
 
-def fb_tasks(forward: list[BlockTimes], backward: list[BlockTimes]) -> list[Task]:
+def fb_tasks(forward: list[BlockTimes], backward: list[BlockTimes], carry_s: float = 0.0) -> list[Task]:
     """The tasks of one F&B block: the forward of the blocks ``forward`` (first to last) and the backward of
     the blocks ``backward`` (last to first), paired step by step as in DSV3-TR Figure 4. Step c pairs the
     forward of block c with the backward of block n_b - 1 - c. Compute order per step: MLP input-gradient,
     shared-expert backward, MLP and shared weight gradients, shared-expert and MLP forward, attention
     input-gradient, the next backward block's post part, attention weight gradient, forward post part, the
     next forward block's attention. Communication order per step: forward dispatch, backward dispatch,
-    forward combine, the next backward block's combine-backward."""
+    forward combine, the next backward block's combine-backward. ``carry_s``: communication with no
+    dependency inside the block, run when the stream is idle (the pipeline sends of the previous F&B block's
+    outputs, which DualPipe overlaps with the next block: DSV3-TR Figure 4's PP slot)."""
     nf, nb = len(forward), len(backward)
     task: dict[str, Task] = {}
     compute: list[str] = []
@@ -185,6 +187,8 @@ def fb_tasks(forward: list[BlockTimes], backward: list[BlockTimes]) -> list[Task
             add(f"F{k}.post", "compute", f.post.f, [f"F{k}.comb", f"F{k}.shared"], compute)
             add_fpre(k + 1)
     ordered = [task[n] for n in compute] + [task[n] for n in comm]
+    if carry_s > 0:
+        ordered.append(Task("PP.carry", "comm", carry_s))  # last in the fixed order: fills the tail
     return ordered
 
 
@@ -264,12 +268,13 @@ def critical_path_schedule(tasks: list[Task]) -> dict[str, tuple[float, float]]:
     return done
 
 
-def fb_span(forward: list[BlockTimes], backward: list[BlockTimes]) -> float:
+def fb_span(forward: list[BlockTimes], backward: list[BlockTimes], carry_s: float = 0.0) -> float:
     """Seconds of one F&B block (see ``fb_tasks``): the shorter of two feasible two-stream schedules, the
     fixed per-stream order of DSV3-TR Figure 4 (``list_schedule``) and the critical-path list schedule
-    (``critical_path_schedule``). At least max(compute, communication), at most their sum."""
+    (``critical_path_schedule``). At least max(compute, communication), at most their sum; ``carry_s`` as
+    in ``fb_tasks``."""
     if not forward and not backward:
-        return 0.0
-    tasks = fb_tasks(forward, backward)
+        return carry_s
+    tasks = fb_tasks(forward, backward, carry_s)
     spans = [max(end for _, end in sched(tasks).values()) for sched in (list_schedule, critical_path_schedule)]
     return min(spans)

@@ -203,11 +203,11 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     frozen = setup.mode == "lora"
     sm_share = (hw.sm_count - setup.comm_sms) / hw.sm_count
     stages = _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share)
-    rank = _bottleneck_rank(stages, setup.schedule, par.pp)
-    f_comp, b_comp, w_comp = rank["work"].f_s, rank["work"].b_s, rank["work"].w_s
-    f_comm = b_comm = rank["comm_s"]  # backward dispatch / combine mirror the forward ones
     act_bytes = mb_seqs * setup.seq_len * model.hidden_size * precision.activations.bytes
     p2p = price_collective("p2p", act_bytes, par.devices, hw).time_s if par.pp > 1 else 0.0
+    rank = _bottleneck_rank(stages, setup.schedule, par.pp, p2p)
+    f_comp, b_comp, w_comp = rank["work"].f_s, rank["work"].b_s, rank["work"].w_s
+    f_comm = b_comm = rank["comm_s"]  # backward dispatch / combine mirror the forward ones
     chunk = ChunkTimes(f_s=f_comp + f_comm, b_s=b_comp + b_comm, w_s=w_comp, fb_s=rank["fb_s"], p2p_s=p2p)
     step_pipe, bubble, timeline = _pipeline_time(setup, par, chunk)
     mem_params = memory_per_device(model, par, precision, capacity_bytes=hw.main_memory.capacity_bytes)
@@ -324,18 +324,20 @@ def _add(a: MicroBatchWork, b: MicroBatchWork) -> MicroBatchWork:
     return MicroBatchWork(**{k: v + getattr(b, k) for k, v in a.to_dict().items()})
 
 
-def _bottleneck_rank(stages: list[dict], schedule: str, pp: int) -> dict:
+def _bottleneck_rank(stages: list[dict], schedule: str, pp: int, p2p_s: float = 0.0) -> dict:
     """The pipeline rank that sets the pace, per micro-batch, with its F&B block time ``fb_s`` (the
     two-stream list schedule of ``archsim.mapping.overlap``). DualPipe places stage r and stage PP-1-r on
     rank r (DSV3-TR §3.2.1) and runs one micro-batch of each per pair of slots: the rank's average of the
     two stages, and of its two F&B blocks (forward of stage r with backward of stage PP-1-r, and the
-    reverse); the rank with the longest F&B block. Other schedules: the heaviest stage (its F&B block
-    overlaps one micro-batch's forward with another's backward of the same stage)."""
+    reverse); the rank with the longest F&B block. In the steady state each DualPipe F&B block also carries
+    two pipeline sends (one activation forward, one gradient backward, ``p2p_s`` each) on the communication
+    stream (DSV3-TR Figure 4's PP slot). Other schedules: the heaviest stage (its F&B block overlaps one
+    micro-batch's forward with another's backward of the same stage)."""
     if schedule == "dualpipe" and len(stages) > 1:
         ranks = []
         for r in range(len(stages) // 2):
             a, b = stages[r], stages[len(stages) - 1 - r]
-            fb = (fb_span(a["blocks"], b["blocks"]) + fb_span(b["blocks"], a["blocks"])) / 2
+            fb = (fb_span(a["blocks"], b["blocks"], 2 * p2p_s) + fb_span(b["blocks"], a["blocks"], 2 * p2p_s)) / 2
             ranks.append({"work": _add(a["work"], b["work"]).scaled(0.5), "comm_s": (a["comm_s"] + b["comm_s"]) / 2,
                           "layers": f"{a['layers']} + {b['layers']}", "fb_s": fb})
         return max(ranks, key=lambda x: x["fb_s"])

@@ -57,6 +57,16 @@ def test_hand_computed_single_layer_pair():
     assert fb_span([f], [b]) == pytest.approx(17.0)
 
 
+def test_pipeline_sends_fill_idle_communication_time():
+    """``carry_s`` (the previous block's PP sends, DSV3-TR Figure 4's PP slot) has no dependency: in the
+    first hand example the communication stream is busy 4 of 14 s, so 5 s of sends hide (span 14); 12 s
+    make the stream 16 s long and the span at least that."""
+    f, b = _moe(2, 3, 0, 0, 1, 1), _moe(0, 0, 4, 5, 1, 1)
+    assert fb_span([f], [b], carry_s=5.0) == pytest.approx(14.0)
+    assert fb_span([f], [b], carry_s=12.0) >= 16.0 - 1e-12
+    assert fb_span([], [], carry_s=3.0) == 3.0
+
+
 def test_no_communication_or_no_compute_is_serial_on_one_stream():
     blocks = [_moe(1.0, 2.0, 3.0, 4.0, 0.0, 0.0) for _ in range(3)]
     assert fb_span(blocks, blocks) == pytest.approx(sum(b.compute_s for b in blocks))
