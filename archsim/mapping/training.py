@@ -18,7 +18,7 @@ from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory
 from archsim.mapping.parallel import auto_ep, auto_tp, divisors
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.overlap import SEGMENTS, BlockTimes, Seg, fb_span
-from archsim.mapping.phases import price_phase, representative_model
+from archsim.mapping.phases import LayerComm, price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
 from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, MicroBatchWork, micro_batch_work,
                                            min_max_partition, op_block, op_segment)
@@ -289,7 +289,7 @@ def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> l
     zero = parts[(stats["kind_of"](0), "pre")].scaled(0.0)
     work = {key: _sum(parts[(key, seg)] for seg in SEGMENTS) for key in keys}
     moe_layer = next((c for layer, c in enumerate(whole.layer_comm) if model.is_moe_layer(layer)), None)
-    no_comm = whole.layer_comm[0].__class__()
+    no_comm = LayerComm()
 
     def block(name, keys_, comm):
         segs = {seg: _sum([parts.get((k, seg), zero) for k in keys_]) for seg in SEGMENTS}

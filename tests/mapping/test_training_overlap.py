@@ -130,6 +130,11 @@ def test_schedule_reproduces_the_measured_pair_span(dsv3, h800):
     assert max(MEASURED_COMPUTE_S, MEASURED_COMM_S) / MEASURED_SPAN_S < 0.93
 
 
+def test_chunk_pair_needs_a_positive_layer_count(dsv3, h800):
+    with pytest.raises(ConfigError, match="moe_layers"):
+        moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=0)
+
+
 def test_dsv3_fb_block_is_the_schedule(dsv3, h800):
     """The step uses the bottleneck rank's F&B span: never below max(compute, comm) of the rank."""
     e = estimate_training(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP)
