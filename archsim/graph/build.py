@@ -326,7 +326,8 @@ def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     T, h, E, k, mi = st.tokens, m.hidden_size, m.n_routed_experts, m.num_experts_per_tok, m.moe_intermediate_size
     gate = b.gemm(p + "gate", m=T, n=E, k=h, layer=layer, deps=[x], split="replicated", quantized=False)
     router = b.router(p + "router", tokens=T, experts=E, k=k, n_group=m.n_group, norm_topk=m.norm_topk_prob,
-                      scoring=m.scoring_func, bias=m.has_correction_bias, layer=layer, deps=[gate])
+                      scoring=m.scoring_func, bias=m.has_correction_bias, layer=layer, deps=[gate],
+                      topk_method=m.topk_method)
     deps = [router]
     if m.n_shared_experts:
         width = mi * m.n_shared_experts // st.shard.tp

@@ -202,13 +202,16 @@ class GraphBuilder:
         return self.add(op, deps)
 
     def router(self, name: str, *, tokens: int, experts: int, k: int, n_group: int, norm_topk: bool,
-               scoring: str, bias: bool, layer: int, deps) -> str:
-        """Scores, correction bias, group-limited top-k, normalise and scale (docs/counting.md)."""
-        if scoring == "sigmoid":
-            flops = 4 * tokens * experts + (tokens * n_group if n_group > 1 else 0)
-        else:
-            flops = 5 * tokens * experts
-        flops += 3 * k * tokens if norm_topk else k * tokens
+               scoring: str, bias: bool, layer: int, deps, topk_method: str | None) -> str:
+        """Scores, correction bias, group-limited top-k, normalise and scale per topk_method
+        (docs/counting.md; the rules of archsim.kernels.router.moe_router, which the executed tiny model
+        checks node by node): a group's top-2 sum costs 1 per group under noaux_tc, a max nothing; the
+        V2 methods scale only when they do not normalise, noaux_tc always scales."""
+        normalise = norm_topk and k > 1
+        scale = topk_method in ("noaux_tc", None) or not normalise
+        flops = ((3 if scoring == "sigmoid" else 5) * tokens * experts + (tokens * experts if bias else 0)
+                 + (tokens * n_group if topk_method == "noaux_tc" and n_group > 1 else 0)
+                 + (2 * k * tokens if normalise else 0) + (k * tokens if scale else 0))
         reads = [self.act("logits", (tokens, experts))]
         if bias:
             reads.append(operand("e_score_correction_bias", (experts,), FP32, "weight"))

@@ -14,7 +14,7 @@ import numpy as np
 from archsim.kernels.activations import swiglu
 from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
-from archsim.kernels.router import expert_counts, sigmoid_router
+from archsim.kernels.router import expert_counts, moe_router
 
 
 def mlp(x: np.ndarray, w: Mapping[str, np.ndarray], *, site: Site | None = None) -> np.ndarray:
@@ -122,13 +122,15 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
 
     ``w`` holds ``gate`` (router weight [E, h]), ``experts`` (stacked dict) and ``shared_experts``
     (MLP dict or absent). ``bias`` is e_score_correction_bias (selection only). ``cfg`` supplies the
-    HF fields num_experts_per_tok, n_group, topk_group, norm_topk_prob, routed_scaling_factor.
+    HF fields num_experts_per_tok, topk_method, scoring_func (absent: sigmoid), n_group, topk_group,
+    norm_topk_prob, routed_scaling_factor (archsim.kernels.router.moe_router).
     """
     shape = x.shape
     xt = x.reshape(-1, shape[-1])                                            # [T, h]
     logits = linear(xt, w["gate"], site=sub_site(site, "gate"))                  # [T, E]
-    weights, idx = sigmoid_router(
-        logits, bias, top_k=cfg.num_experts_per_tok, n_group=getattr(cfg, "n_group", 1) or 1,
+    weights, idx = moe_router(
+        logits, bias, top_k=cfg.num_experts_per_tok, topk_method=getattr(cfg, "topk_method", None),
+        scoring_func=getattr(cfg, "scoring_func", None) or "sigmoid", n_group=getattr(cfg, "n_group", 1) or 1,
         topk_group=getattr(cfg, "topk_group", 1) or 1, norm_topk_prob=bool(cfg.norm_topk_prob),
         routed_scaling_factor=float(cfg.routed_scaling_factor), site=sub_site(site, "router"))  # [T, k] x2
     if w.get("shared_experts") is not None:

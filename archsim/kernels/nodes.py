@@ -26,7 +26,7 @@ from archsim.kernels.mla import MLACache
 from archsim.kernels.moe import combine, dispatch, experts_act, experts_down, experts_gate_up
 from archsim.kernels.norm import rmsnorm
 from archsim.kernels.rope import apply_rope
-from archsim.kernels.router import sigmoid_router
+from archsim.kernels.router import moe_router
 from archsim.kernels.tiny import DecodeState, TinyDeepSeek, embedding, is_moe_layer
 
 
@@ -302,8 +302,9 @@ class NodeRunner:
 
     def _router(self, i: int, p: str):
         c = self.m.cfg
-        weights, idx = sigmoid_router(
-            self.env[p + "mlp.gate"], self.m.bias[i], top_k=c.num_experts_per_tok, n_group=c.n_group or 1,
+        weights, idx = moe_router(
+            self.env[p + "mlp.gate"], self.m.bias[i], top_k=c.num_experts_per_tok, topk_method=c.topk_method,
+            scoring_func=c.scoring_func or "sigmoid", n_group=c.n_group or 1,
             topk_group=c.topk_group or 1, norm_topk_prob=bool(c.norm_topk_prob),
             routed_scaling_factor=float(c.routed_scaling_factor), site=self._site(p + "mlp.router"))
         d = dispatch(idx, c.n_routed_experts)

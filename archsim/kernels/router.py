@@ -1,9 +1,26 @@
-"""MoE routers: DeepSeek sigmoid group-limited top-k, softmax top-k with the Switch/GShard aux loss,
-and DeepSeek's auxiliary-loss-free bias update.
+"""MoE routers: DeepSeek's group-limited top-k for each HF ``topk_method``, softmax top-k with the
+Switch/GShard aux loss, and DeepSeek's auxiliary-loss-free bias update.
 
-Semantics of the sigmoid router follow DeepSeek-V3 inference/model.py ``Gate.forward``: the
-correction bias is added for *selection* only; the returned weights are the unbiased sigmoid scores
-of the chosen experts, normalised to sum 1 (``norm_topk_prob``) and times ``routed_scaling_factor``.
+``moe_router`` follows the config's ``topk_method`` as the published modeling code does:
+
+* ``greedy`` and ``group_limited_greedy``: DeepSeek-V2 ``MoEGate.forward`` (HF modeling_deepseek.py, copied
+  in kvcache-ai/ktransformers ktransformers/models/modeling_deepseek.py) [V]. A group's score is its
+  single highest expert score (``scores.view(n, n_group, -1).max(dim=-1)``); the weights are the chosen
+  scores, either normalised to sum 1 (``top_k > 1 and norm_topk_prob``) *or* times routed_scaling_factor,
+  never both (the ``else`` branch of "norm gate to sum 1").
+* ``noaux_tc``: DeepSeek-V3 ``MoEGate.forward`` (HF modeling_deepseek.py, copied in kvcache-ai/ktransformers
+  ktransformers/models/modeling_deepseek_v3.py) [V]. Selection on scores + e_score_correction_bias; a
+  group's score is the sum of its top-2 biased scores; the weights are the *unbiased* scores of the
+  chosen experts, normalised when ``top_k > 1 and norm_topk_prob``, then always times
+  routed_scaling_factor ("must multiply the scaling factor").
+* ``None`` (not declared): deepseek-ai/DeepSeek-V3 inference/model.py ``Gate.forward`` without a bias [V]:
+  ``group_scores = scores.amax(dim=-1)`` when n_group > 1 (as group_limited_greedy), plain top-k
+  otherwise; weights normalised as configured, then scaled (as noaux_tc).
+
+Scores are sigmoid or softmax of the logits per ``scoring_func``, independent of the method (inference/
+model.py applies either with either group rule; the HF V2 MoEGate implements softmax, the V3 one sigmoid).
+Experts of dropped groups are masked with -inf (inference/model.py) rather than HF's 0.0, which a
+negative biased score could lose to; config validation keeps k <= topk_group * experts per group.
 """
 from __future__ import annotations
 
@@ -12,38 +29,90 @@ import numpy as np
 from archsim.kernels.activations import sigmoid
 from archsim.kernels.counting import Site
 
+TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
+# Added to the sum of the chosen weights before dividing (both HF MoEGates: ``+ 1e-20``) [V]
+NORM_EPS = 1e-20
+
 
 def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest entries along the last axis, largest first (ties: lower index first)."""
     return np.argsort(-scores, axis=-1, kind="stable")[..., :k]              # [..., k]
 
 
-def sigmoid_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, n_group: int = 1,
-                   topk_group: int = 1, norm_topk_prob: bool = True, routed_scaling_factor: float = 1.0,
-                   site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(weights [T, k], expert indices [T, k]) from router logits [T, E].
+def group_rule(topk_method: str | None, n_group: int) -> str | None:
+    """How a group is scored before the topk_group best are kept: "top2_sum" (noaux_tc), "max"
+    (group_limited_greedy, or no method declared), None (greedy, or a single group: plain top-k)."""
+    if topk_method not in TOPK_METHODS + (None,):
+        raise ValueError(f"topk_method must be None or one of {TOPK_METHODS}, got {topk_method!r}")
+    if topk_method == "greedy" or n_group <= 1:
+        return None
+    return "top2_sum" if topk_method == "noaux_tc" else "max"
 
-    Group-limited: with n_group > 1 a group's score is the sum of its top-2 biased scores; only the
-    topk_group best groups stay eligible (DeepSeek-V3 ``noaux_tc``).
+
+def weight_rule(topk_method: str | None, top_k: int, norm_topk_prob: bool) -> tuple[bool, bool]:
+    """(normalise, scale): whether the chosen weights are divided by their sum and whether they are
+    multiplied by routed_scaling_factor. The V2 MoEGate (greedy, group_limited_greedy) scales only
+    when it does not normalise; the V3 one (noaux_tc) and inference/model.py always scale."""
+    normalise = top_k > 1 and bool(norm_topk_prob)
+    scale = topk_method in ("noaux_tc", None) or not normalise
+    return normalise, scale
+
+
+def router_flops(*, tokens: int, experts: int, top_k: int, topk_method: str | None, scoring_func: str,
+                 n_group: int, norm_topk_prob: bool, bias: bool) -> int:
+    """docs/counting.md: sigmoid 3 or softmax 5 per score, + 1 per score for the correction bias,
+    + 1 per group for a top-2 sum (a max is comparisons only), + 2k per token to normalise (sum with
+    its epsilon, divide), + k per token to scale."""
+    t, e = tokens, experts
+    normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob)
+    return ((3 if scoring_func == "sigmoid" else 5) * t * e + (t * e if bias else 0)
+            + (t * n_group if group_rule(topk_method, n_group) == "top2_sum" else 0)
+            + (2 * top_k * t if normalise else 0) + (top_k * t if scale else 0))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)                          # [T, E]
+    p = np.exp(z)                                                             # [T, E]
+    return p / p.sum(axis=-1, keepdims=True)                                  # [T, E]
+
+
+def moe_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, topk_method: str | None,
+               scoring_func: str = "sigmoid", n_group: int = 1, topk_group: int = 1,
+               norm_topk_prob: bool = True, routed_scaling_factor: float = 1.0,
+               site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weights [T, k], expert indices [T, k]) from router logits [T, E], per ``topk_method`` (module doc).
+
+    ``bias`` (e_score_correction_bias [E]) exists only under noaux_tc; it steers selection, not weights.
     """
+    if scoring_func not in ("sigmoid", "softmax"):
+        raise ValueError(f"scoring_func must be sigmoid or softmax, got {scoring_func!r}")
+    rule = group_rule(topk_method, n_group)
+    if bias is not None and topk_method != "noaux_tc":
+        raise ValueError(f"e_score_correction_bias is a noaux_tc parameter, topk_method is {topk_method!r}")
     t, e = logits.shape
-    scores = sigmoid(logits)                                                  # [T, E] unbiased
-    biased = scores + bias if bias is not None else scores                   # [T, E] selection only
-    if n_group > 1:
-        grouped = biased.reshape(t, n_group, e // n_group)                   # [T, G, E/G]
-        top2 = np.sort(grouped, axis=-1)[..., -2:]                           # [T, G, 2]
-        group_scores = top2.sum(axis=-1)                                      # [T, G]
+    scores = sigmoid(logits) if scoring_func == "sigmoid" else _softmax(logits)  # [T, E] unbiased
+    choice = scores + bias if bias is not None else scores                   # [T, E] selection only
+    if rule is not None:
+        grouped = choice.reshape(t, n_group, e // n_group)                   # [T, G, E/G]
+        if rule == "top2_sum":
+            group_scores = np.sort(grouped, axis=-1)[..., -2:].sum(axis=-1)  # [T, G]
+        else:
+            group_scores = grouped.max(axis=-1)                               # [T, G]
         keep = topk_indices(group_scores, topk_group)                        # [T, topk_group]
         mask = np.zeros((t, n_group), dtype=bool)                             # [T, G]
         np.put_along_axis(mask, keep, True, axis=1)
-        biased = np.where(np.repeat(mask, e // n_group, axis=1), biased, -np.inf)  # [T, E]
-    idx = topk_indices(biased, top_k)                                         # [T, k]
+        choice = np.where(np.repeat(mask, e // n_group, axis=1), choice, -np.inf)  # [T, E]
+    idx = topk_indices(choice, top_k)                                         # [T, k]
     weights = np.take_along_axis(scores, idx, axis=1)                        # [T, k]
-    if norm_topk_prob:
-        weights = weights / weights.sum(axis=1, keepdims=True)                # [T, k]
-    weights = weights * routed_scaling_factor                                 # [T, k]
+    normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob)
+    if normalise:
+        weights = weights / (weights.sum(axis=1, keepdims=True) + NORM_EPS)  # [T, k]
+    if scale:
+        weights = weights * routed_scaling_factor                             # [T, k]
     if site is not None:
-        flops = 4 * t * e + (t * n_group if n_group > 1 else 0) + (3 if norm_topk_prob else 1) * top_k * t
+        flops = router_flops(tokens=t, experts=e, top_k=top_k, topk_method=topk_method,
+                             scoring_func=scoring_func, n_group=n_group, norm_topk_prob=norm_topk_prob,
+                             bias=bias is not None)
         reads = [("logits", logits.shape, "activation")]
         if bias is not None:
             reads.append(("e_score_correction_bias", bias.shape, "weight"))
@@ -58,9 +127,7 @@ def softmax_router(logits: np.ndarray, *, top_k: int,
     """(weights [T, k], indices [T, k], probs [T, E]): softmax over experts, top-k of the probs
     (Switch/GShard; weights are the chosen probabilities, not renormalised)."""
     t, e = logits.shape
-    z = logits - logits.max(axis=1, keepdims=True)                           # [T, E]
-    p = np.exp(z)                                                             # [T, E]
-    probs = p / p.sum(axis=1, keepdims=True)                                  # [T, E]
+    probs = _softmax(logits)                                                  # [T, E]
     idx = topk_indices(probs, top_k)                                          # [T, k]
     weights = np.take_along_axis(probs, idx, axis=1)                          # [T, k]
     if site is not None:

@@ -75,8 +75,6 @@ class TinyDeepSeek:
         self.scale = softmax_scale(qk, scaling)
         self.inv_freq, self.rope_amplitude = rope_inv_freq(rot, float(c.rope_theta), scaling)
         self.weights = init_weights(self.cfg, np.random.default_rng(seed), dtype)
-        if c.n_routed_experts and (c.scoring_func or "sigmoid") != "sigmoid":
-            raise ValueError(f"tiny DeepSeek model routes with sigmoid scores, config has {c.scoring_func!r}")
         self.use_bias = uses_correction_bias(c.topk_method)
         moe_layers = [i for i in range(self.n_layers_total) if is_moe_layer(self.cfg, i)]
         self.bias = {i: self.weights[f"layers.{i}.mlp.gate.e_score_correction_bias"] if self.use_bias else None

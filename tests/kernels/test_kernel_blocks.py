@@ -28,7 +28,7 @@ def test_moe_equals_explicit_per_token_loop():
     rng = np.random.default_rng(1)
     t, h, e, inter, k = 7, 6, 8, 4, 3
     cfg = SimpleNamespace(num_experts_per_tok=k, n_group=2, topk_group=1, norm_topk_prob=True,
-                          routed_scaling_factor=2.5)
+                          routed_scaling_factor=2.5, topk_method="noaux_tc")
     w = {"gate": rng.standard_normal((e, h)),
          "experts": {"gate_up_proj": rng.standard_normal((e, 2 * inter, h)),
                      "down_proj": rng.standard_normal((e, h, inter))},
