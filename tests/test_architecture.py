@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsim"
 
 # Lowest layer first. Same-layer imports are allowed.
 LAYERS: list[tuple[str, ...]] = [
-    ("archsim", "archsim.errors", "archsim.dtypes", "archsim.units"),
+    ("archsim", "archsim.errors", "archsim.dtypes", "archsim.units", "archsim.routing"),
     ("archsim.config",),
     ("archsim.graph",),
     ("archsim.kernels",),
@@ -28,8 +28,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("archsim.cli",),
 ]
 
-# kernels may use only numpy and the op descriptions (design.md, principle 1)
-KERNEL_ALLOWED = ("archsim.kernels", "archsim.graph.op", "archsim.dtypes", "archsim.errors")
+# kernels may use only numpy, the op descriptions (design.md, principle 1) and the routing rules they share
+# with config and graph (archsim.routing, docs/architecture.md)
+KERNEL_ALLOWED = ("archsim.kernels", "archsim.graph.op", "archsim.dtypes", "archsim.errors", "archsim.routing")
 
 
 def _layer_of(module: str) -> int:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from archsim.config.yaml_io import load_yaml, read_capped_bytes
 from archsim.errors import ConfigError
+from archsim.routing import TOPK_METHODS, uses_correction_bias
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,19 +131,11 @@ class ModelConfig:
 MAX_HIDDEN_LAYERS = 2**12
 MAX_VOCAB_SIZE = 2**24
 
-# HF ``topk_method`` values: DeepSeek-V2 modeling_deepseek.py MoEGate has "greedy" (top-k over all experts)
-# and "group_limited_greedy" (top-k within the topk_group best of n_group groups); DeepSeek-V3 adds
-# "noaux_tc" (group-limited, selection on scores + e_score_correction_bias) [S]. null: not declared (plain
-# top-k, no bias: Mixtral/Qwen-style configs omit the key).
-TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
-
-
-def uses_correction_bias(topk_method: str | None) -> bool:
-    """The one rule for the router's score-correction bias: a parameter [E] per MoE layer, added to the
-    scores for expert selection, that exists only with DeepSeek-V3's ``noaux_tc`` routing (its MoEGate
-    creates ``e_score_correction_bias`` only then). Graph, parameter count, weight bytes and the executed
-    tiny model all ask this function."""
-    return topk_method == "noaux_tc"
+# The routing rules (accepted ``topk_method`` values, which carry e_score_correction_bias, group score,
+# normalise/scale) live in archsim.routing, shared with graph and kernels. A null topk_method (key not
+# declared) is accepted: no correction bias; the router keeps the topk_group best groups scored by their
+# best expert when n_group > 1 (deepseek-ai/DeepSeek-V3 inference/model.py without a bias), plain top-k
+# when n_group == 1.
 
 
 # HF config.json keys that do not change FLOPs, bytes or parameters: accepted and ignored.

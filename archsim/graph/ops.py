@@ -9,6 +9,7 @@ import networkx as nx
 from archsim.dtypes import FP32, DType
 from archsim.graph.op import Op, Operand
 from archsim.graph.precision import Precision
+from archsim.routing import router_flops
 
 # Router output indices are 32-bit integers (torch.topk returns int64 in HF; DeepSeek's inference
 # kernels use int32); the bytes matter, the name documents what they are.
@@ -203,15 +204,11 @@ class GraphBuilder:
 
     def router(self, name: str, *, tokens: int, experts: int, k: int, n_group: int, norm_topk: bool,
                scoring: str, bias: bool, layer: int, deps, topk_method: str | None) -> str:
-        """Scores, correction bias, group-limited top-k, normalise and scale per topk_method
-        (docs/counting.md; the rules of archsim.kernels.router.moe_router, which the executed tiny model
-        checks node by node): a group's top-2 sum costs 1 per group under noaux_tc, a max nothing; the
-        V2 methods scale only when they do not normalise, noaux_tc always scales."""
-        normalise = norm_topk and k > 1
-        scale = topk_method in ("noaux_tc", None) or not normalise
-        flops = ((3 if scoring == "sigmoid" else 5) * tokens * experts + (tokens * experts if bias else 0)
-                 + (tokens * n_group if topk_method == "noaux_tc" and n_group > 1 else 0)
-                 + (2 * k * tokens if normalise else 0) + (k * tokens if scale else 0))
+        """Scores, correction bias, group-limited top-k, normalise and scale per topk_method: FLOPs from
+        archsim.routing.router_flops (docs/counting.md), the rule the executed router records too, which
+        the executed tiny model checks node by node."""
+        flops = router_flops(tokens=tokens, experts=experts, top_k=k, topk_method=topk_method,
+                             scoring_func=scoring, n_group=n_group, norm_topk_prob=norm_topk, bias=bias)
         reads = [self.act("logits", (tokens, experts))]
         if bias:
             reads.append(operand("e_score_correction_bias", (experts,), FP32, "weight"))

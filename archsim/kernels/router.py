@@ -21,6 +21,9 @@ Scores are sigmoid or softmax of the logits per ``scoring_func``, independent of
 model.py applies either with either group rule; the HF V2 MoEGate implements softmax, the V3 one sigmoid).
 Experts of dropped groups are masked with -inf (inference/model.py) rather than HF's 0.0, which a
 negative biased score could lose to; config validation keeps k <= topk_group * experts per group.
+
+The rules themselves (methods, group score, normalise/scale, correction bias, FLOPs) live in
+``archsim.routing``, which config and graph import too.
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ import numpy as np
 
 from archsim.kernels.activations import sigmoid
 from archsim.kernels.counting import Site
+from archsim.routing import group_rule, router_flops, uses_correction_bias, weight_rule
 
-TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
 # Added to the sum of the chosen weights before dividing (both HF MoEGates: ``+ 1e-20``) [V]
 NORM_EPS = 1e-20
 
@@ -37,37 +40,6 @@ NORM_EPS = 1e-20
 def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest entries along the last axis, largest first (ties: lower index first)."""
     return np.argsort(-scores, axis=-1, kind="stable")[..., :k]              # [..., k]
-
-
-def group_rule(topk_method: str | None, n_group: int) -> str | None:
-    """How a group is scored before the topk_group best are kept: "top2_sum" (noaux_tc), "max"
-    (group_limited_greedy, or no method declared), None (greedy, or a single group: plain top-k)."""
-    if topk_method not in TOPK_METHODS + (None,):
-        raise ValueError(f"topk_method must be None or one of {TOPK_METHODS}, got {topk_method!r}")
-    if topk_method == "greedy" or n_group <= 1:
-        return None
-    return "top2_sum" if topk_method == "noaux_tc" else "max"
-
-
-def weight_rule(topk_method: str | None, top_k: int, norm_topk_prob: bool) -> tuple[bool, bool]:
-    """(normalise, scale): whether the chosen weights are divided by their sum and whether they are
-    multiplied by routed_scaling_factor. The V2 MoEGate (greedy, group_limited_greedy) scales only
-    when it does not normalise; the V3 one (noaux_tc) and inference/model.py always scale."""
-    normalise = top_k > 1 and bool(norm_topk_prob)
-    scale = topk_method in ("noaux_tc", None) or not normalise
-    return normalise, scale
-
-
-def router_flops(*, tokens: int, experts: int, top_k: int, topk_method: str | None, scoring_func: str,
-                 n_group: int, norm_topk_prob: bool, bias: bool) -> int:
-    """docs/counting.md: sigmoid 3 or softmax 5 per score, + 1 per score for the correction bias,
-    + 1 per group for a top-2 sum (a max is comparisons only), + 2k per token to normalise (sum with
-    its epsilon, divide), + k per token to scale."""
-    t, e = tokens, experts
-    normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob)
-    return ((3 if scoring_func == "sigmoid" else 5) * t * e + (t * e if bias else 0)
-            + (t * n_group if group_rule(topk_method, n_group) == "top2_sum" else 0)
-            + (2 * top_k * t if normalise else 0) + (top_k * t if scale else 0))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -87,7 +59,7 @@ def moe_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, topk_
     if scoring_func not in ("sigmoid", "softmax"):
         raise ValueError(f"scoring_func must be sigmoid or softmax, got {scoring_func!r}")
     rule = group_rule(topk_method, n_group)
-    if bias is not None and topk_method != "noaux_tc":
+    if bias is not None and not uses_correction_bias(topk_method):
         raise ValueError(f"e_score_correction_bias is a noaux_tc parameter, topk_method is {topk_method!r}")
     t, e = logits.shape
     scores = sigmoid(logits) if scoring_func == "sigmoid" else _softmax(logits)  # [T, E] unbiased

@@ -24,6 +24,7 @@ from archsim.kernels.moe import mlp, moe
 from archsim.kernels.mtp import mtp_head
 from archsim.kernels.norm import rmsnorm
 from archsim.kernels.rope import rope_inv_freq, rope_tables, softmax_scale
+from archsim.routing import uses_correction_bias
 
 Form = Literal["expanded", "absorbed"]
 
@@ -212,13 +213,6 @@ def _prefixed(w: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]
             rest = key[len(prefix):]
             out[rest[:-len(".weight")] if rest.endswith(".weight") else rest] = value
     return out
-
-
-def uses_correction_bias(topk_method: str | None) -> bool:
-    """The router's e_score_correction_bias exists only for noaux_tc routing (DeepSeek-V3, Kimi K2). The same
-    rule as archsim.config.model.uses_correction_bias, which the graph uses (kernels may not import config);
-    tests/test_execute.py checks graph and executed model agree for every topk_method."""
-    return topk_method == "noaux_tc"
 
 
 def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archsim.kernels.counting import Counter
-from archsim.kernels.router import (aux_free_bias_update, expert_counts, moe_router, router_flops, softmax_router,
-                                    switch_aux_loss)
+from archsim.kernels.router import aux_free_bias_update, expert_counts, moe_router, softmax_router, switch_aux_loss
+from archsim.routing import router_flops
 
 METHODS = [None, "greedy", "group_limited_greedy", "noaux_tc"]
 
