@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Callable, Iterable
 
+import numpy as np
+
 from archsim.errors import ConfigError
 
 
@@ -119,12 +121,81 @@ def tiled_kernel_time(*, compute_s: float, input_bytes: float, output_bytes: flo
     if bandwidth_bytes_per_s <= 0 or operand_bandwidth_bytes_per_s <= 0:
         raise ConfigError(None, "memory.bandwidth", "positive bandwidths",
                           (bandwidth_bytes_per_s, operand_bandwidth_bytes_per_s))
-    memory_s = input_bytes / bandwidth_bytes_per_s
-    operand_s = operand_bytes / operand_bandwidth_bytes_per_s
-    epilogue_s = output_bytes / bandwidth_bytes_per_s
-    bound, main = max((("compute", compute_s), ("memory", memory_s), ("l2", operand_s)), key=lambda c: c[1])
-    return KernelTime(time_s=ramp_s + main + epilogue_s, bound=bound, ramp_s=ramp_s, compute_s=compute_s,
-                      memory_s=memory_s, epilogue_s=epilogue_s, operand_s=operand_s)
+    t = tiled_time_terms(compute_s=compute_s, input_bytes=input_bytes, output_bytes=output_bytes,
+                         bandwidth_bytes_per_s=bandwidth_bytes_per_s, ramp_s=ramp_s, operand_bytes=operand_bytes,
+                         operand_bandwidth_bytes_per_s=operand_bandwidth_bytes_per_s)
+    return KernelTime(time_s=float(t.time_s), bound=TILED_BOUNDS[int(t.bound_index)], ramp_s=ramp_s,
+                      compute_s=compute_s, memory_s=float(t.memory_s), epilogue_s=float(t.epilogue_s),
+                      operand_s=float(t.operand_s))
+
+
+TILED_BOUNDS = ("compute", "memory", "l2")  # the main-loop terms of a tiled kernel, in tie-break order
+
+
+@dataclass(frozen=True, kw_only=True)
+class TiledTerms:
+    """The terms of ``tiled_time_terms``, scalars or numpy arrays of one shape; ``bound_index`` indexes
+    ``TILED_BOUNDS``."""
+
+    time_s: np.ndarray
+    bound_index: np.ndarray
+    memory_s: np.ndarray
+    operand_s: np.ndarray
+    epilogue_s: np.ndarray
+
+
+def tiled_time_terms(*, compute_s, input_bytes, output_bytes, bandwidth_bytes_per_s, ramp_s, operand_bytes=0.0,
+                     operand_bandwidth_bytes_per_s=float("inf")) -> TiledTerms:
+    """The one implementation of a tiled GEMM's time, element-wise over numpy arrays (a graph's ops and a
+    sweep's hardware points broadcast together) or on plain floats (``tiled_kernel_time``, the kernel model):
+    ``ramp + max(compute, inputs / bw, operands / operand_bw) + outputs / bw``, the first maximum binding
+    (compute, then memory, then the L2 operand feed). Bandwidths must be positive (callers check)."""
+    memory_s = np.divide(input_bytes, bandwidth_bytes_per_s)
+    operand_s = np.divide(operand_bytes, operand_bandwidth_bytes_per_s)
+    epilogue_s = np.divide(output_bytes, bandwidth_bytes_per_s)
+    compute_s, memory_s, operand_s = np.broadcast_arrays(compute_s, memory_s, operand_s)
+    stacked = np.stack((compute_s, memory_s, operand_s), axis=-1)
+    bound_index = np.argmax(stacked, axis=-1)  # first maximum wins ties
+    main = np.max(stacked, axis=-1)
+    return TiledTerms(time_s=ramp_s + main + epilogue_s, bound_index=bound_index, memory_s=memory_s,
+                      operand_s=operand_s, epilogue_s=epilogue_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GemmTiling:
+    """How a tuned library runs a (grouped) GEMM: its tile, the TMA multicast of the A panel, the
+    wave-quantised FLOPs-equivalent of its MMA time and the bytes its tiles stream from L2."""
+
+    tile: TileChoice
+    multicast: int
+    time_flops: float
+    operand_bytes: float
+
+
+def tile_gemm(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm_count: int,
+              block_m_options: Iterable[int], block_n_options: Iterable[int], max_tile_elements: int,
+              multicast_width: int, config_groups: int, compute_rate: float,
+              operand_bandwidth_bytes_per_s: float) -> GemmTiling:
+    """The tiling of ``groups`` GEMMs of m x n x k (``elem_bytes`` per input element) that the kernel model
+    and the graph's pricing share: the menu tile with the least main-loop time, max(wave-quantised MMA at
+    ``compute_rate``, tile operand panels at ``operand_bandwidth_bytes_per_s`` with TMA multicast where
+    ``tma_multicast`` allows it for ``config_groups``), as an autotuned library picks its fastest config."""
+    block_m_options, block_n_options = tuple(block_m_options), tuple(block_n_options)
+
+    def multicast(tile: TileChoice) -> int:
+        return tma_multicast(width=multicast_width, n=n, block_n=tile.block_n, config_groups=config_groups)
+
+    def main_loop_s(tile: TileChoice) -> float:
+        return max(wave_quantised_flops(tile=tile, k=k, sm_count=sm_count) / compute_rate,
+                   tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=multicast(tile))
+                   / operand_bandwidth_bytes_per_s)
+
+    tile = choose_gemm_tile(m=m, n=n, groups=groups, sm_count=sm_count, block_m_options=block_m_options,
+                            block_n_options=block_n_options, max_tile_elements=max_tile_elements,
+                            score=main_loop_s)
+    width = multicast(tile)
+    return GemmTiling(tile=tile, multicast=width, time_flops=wave_quantised_flops(tile=tile, k=k, sm_count=sm_count),
+                      operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width))
 
 
 def tma_multicast(*, width: int, n: int, block_n: int, config_groups: int) -> int:

@@ -159,24 +159,16 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     operand_bytes = 0.0
     l2_bw = _operand_bandwidth(hw)
     if fields is not None and fields.has_tiles:
-        config_groups = groups if layout == "masked" else 1
-
-        def multicast(tile: eff.TileChoice) -> int:
-            return eff.tma_multicast(width=fields.gemm_multicast, n=n, block_n=tile.block_n,
-                                     config_groups=config_groups)
-
-        def main_loop_s(tile: eff.TileChoice) -> float:
-            # the tile-dependent part of tiled_kernel_time: MMA over padded tiles vs L2 operand streaming
-            return max(eff.wave_quantised_flops(tile=tile, k=k, sm_count=hw.sm_count) / rate,
-                       eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes, multicast=multicast(tile)) / l2_bw)
-
-        tile = eff.choose_gemm_tile(m=m, n=n, groups=groups, sm_count=hw.sm_count,
-                                    block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
-                                    max_tile_elements=fields.gemm_max_tile_elements, score=main_loop_s)
-        time_flops = eff.wave_quantised_flops(tile=tile, k=k, sm_count=hw.sm_count)
-        operand_bytes = eff.tile_operand_bytes(tile=tile, k=k, elem_bytes=dt.bytes, multicast=multicast(tile))
+        tiling = eff.tile_gemm(groups=groups, m=m, n=n, k=k, elem_bytes=dt.bytes, sm_count=hw.sm_count,
+                               block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
+                               max_tile_elements=fields.gemm_max_tile_elements,
+                               multicast_width=fields.gemm_multicast,
+                               config_groups=groups if layout == "masked" else 1, compute_rate=rate,
+                               operand_bandwidth_bytes_per_s=l2_bw)
+        tile = tiling.tile
+        time_flops, operand_bytes = tiling.time_flops, tiling.operand_bytes
         detail.update({"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
-                       "multicast": multicast(tile),
+                       "multicast": tiling.multicast,
                        "quantisation_efficiency": eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=tile,
                                                                               sm_count=hw.sm_count)})
     inputs = groups * (dt.storage_bytes((m, k)) + dt.storage_bytes((k, n)))
