@@ -8,7 +8,7 @@ import sys
 
 from archsim.cli._common import progress_bar
 from archsim.errors import ConfigError
-from archsim.serving.config import DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
+from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
 
 
@@ -49,7 +49,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="sequences per iteration (vLLM max_num_seqs)")
     p.add_argument("--token-budget", type=_positive(int), default=DEFAULT_TOKEN_BUDGET,
                    help="tokens per iteration (vLLM max_num_batched_tokens; chunked: the Sarathi budget)")
-    p.add_argument("--timeout", type=float, default=0.1, help="static batching: longest wait to fill a batch, s")
+    p.add_argument("--timeout", type=float, default=DEFAULT_BATCH_TIMEOUT_S,
+                   help=f"static batching: longest wait to fill a batch, s (default {DEFAULT_BATCH_TIMEOUT_S})")
     p.add_argument("--block-size", type=_positive(int), default=DEFAULT_BLOCK_TOKENS,
                    help=f"KV-cache block, tokens (vLLM default {DEFAULT_BLOCK_TOKENS})")
     p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")

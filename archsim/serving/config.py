@@ -8,7 +8,7 @@ import numpy as np
 from archsim.errors import ConfigError
 from archsim.serving.continuous import ContinuousScheduler
 from archsim.serving.kvcache import PagedKVCache
-from archsim.serving.request_level import RequestLevelScheduler
+from archsim.serving.request_level import DEFAULT_BATCH_TIMEOUT_S, RequestLevelScheduler
 from archsim.serving.sequence import Speculative
 
 SCHEDULERS = ("static", "dynamic", "continuous", "chunked", "disagg")
@@ -37,6 +37,8 @@ class ReplicaSpec:
 DEFAULT_MAX_SEQS = 256        # sequences per iteration (vLLM max_num_seqs)
 DEFAULT_TOKEN_BUDGET = 8192   # tokens per iteration (vLLM max_num_batched_tokens)
 DEFAULT_BLOCK_TOKENS = 16     # KV-cache block, tokens (vLLM block_size)
+# DEFAULT_BATCH_TIMEOUT_S (0.1 s, static batching's longest wait to fill) is defined with the static scheduler in
+# serving/request_level.py, which this module imports (so it cannot import from here), and re-exported here.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +48,7 @@ class SchedulerSpec:
     kind: str = "continuous"
     max_seqs: int = DEFAULT_MAX_SEQS
     token_budget: int = DEFAULT_TOKEN_BUDGET
-    timeout_s: float = 0.0
+    timeout_s: float = DEFAULT_BATCH_TIMEOUT_S
     block_tokens: int = DEFAULT_BLOCK_TOKENS
     preemption: str = "recompute"
     speculative: Speculative | None = None

@@ -19,11 +19,19 @@ from archsim.serving.kvcache import PagedKVCache
 from archsim.serving.sequence import Plan, Seq, Speculative, emit
 
 
+# How long a static batch waits to fill before it starts with the requests it has, s. A policy default (not
+# hardware data) and the one definition of it: SchedulerSpec, sim.serve_deploy.ServeOptions and `archsim serve
+# --timeout` all take this value (archsim.serving.config re-exports it with the other scheduler defaults).
+# 0.1 s is archsim's choice, UNVERIFIED against any engine's default; at 0 a static batch never waits to
+# fill, which is not the wait-to-fill policy docs/serving.md describes.
+DEFAULT_BATCH_TIMEOUT_S = 0.1
+
+
 class RequestLevelScheduler:
     """Static (``padded=True``) or dynamic (``padded=False``) request-level batching."""
 
     def __init__(self, *, kv: PagedKVCache, max_seqs: int, token_budget: int | None = None,
-                 timeout_s: float = 0.0, padded: bool = True, speculative: Speculative | None = None,
+                 timeout_s: float = DEFAULT_BATCH_TIMEOUT_S, padded: bool = True, speculative: Speculative | None = None,
                  rng: np.random.Generator | None = None):
         if max_seqs < 1 or timeout_s < 0 or (token_budget is not None and token_budget < 1):
             raise ConfigError(None, "scheduler", "max_seqs >= 1, timeout_s >= 0, token_budget >= 1",

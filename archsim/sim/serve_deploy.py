@@ -10,8 +10,8 @@ from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
 from archsim.graph.precision import precision_from_names
 from archsim.serving.arrivals import ClosedLoop, make_arrival
-from archsim.serving.config import (DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET, DisaggSpec,
-                                    ReplicaSpec, SchedulerSpec, Slo)
+from archsim.serving.config import (DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS,
+                                    DEFAULT_TOKEN_BUDGET, DisaggSpec, ReplicaSpec, SchedulerSpec, Slo)
 from archsim.serving.cost_model import for_deployment
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 from archsim.serving.lengths import Fixed, parse_length
@@ -48,7 +48,7 @@ class ServeOptions:
     scheduler: str = "continuous"
     max_seqs: int = DEFAULT_MAX_SEQS
     token_budget: int = DEFAULT_TOKEN_BUDGET
-    timeout: float = 0.1
+    timeout: float = DEFAULT_BATCH_TIMEOUT_S
     block_size: int = DEFAULT_BLOCK_TOKENS
     preemption: str = "recompute"
     kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION
