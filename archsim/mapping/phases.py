@@ -244,11 +244,6 @@ def layer_of_op(name: str) -> int | str:
     return "head"
 
 
-# the former private names, kept so that older callers keep working
-_graph = device_phase_graph
-_layer_of = layer_of_op
-
-
 def _layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, layer: int,
                 tokens: int, phase: str, ep_mode: str | None) -> LayerComm:
     """Collectives of one layer for one micro-batch of ``tokens`` tokens of one attention replica."""
