@@ -36,11 +36,16 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"hardware_yaml": result.hardware_yaml,
                           "fields": [vars(f) for f in result.fields],
+                          "derived": [vars(f) for f in result.derived],
                           "loop": {k: v for k, v in result.loop.items() if k != "rows"}}))
         return 0
     print(f"wrote {result.hardware_yaml} (raw measurements beside it)")
     print("calibrated fields:")
     for f in result.fields:
+        print(f"  {f.path} = {f.value:.4g} {f.unit}  ({f.how})")
+    if result.derived:
+        print("derived from them:")
+    for f in result.derived:
         print(f"  {f.path} = {f.value:.4g} {f.unit}  ({f.how})")
     if result.loop:
         print(f"held-out kernels: median |error| {result.loop['median_abs_error']:.1%}, "

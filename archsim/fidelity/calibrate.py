@@ -37,12 +37,14 @@ class CalibratedField:
 
 @dataclass(frozen=True, kw_only=True)
 class Calibration:
-    """The fitted fields, the raw measurements, the written hardware YAML and the held-out check (if any)."""
+    """The fitted fields, the raw measurements, the written hardware YAML and the held-out check (if any);
+    ``derived``: fields recomputed from the fitted ones by a stated rule (not measured), e.g. energy per FLOP."""
 
     fields: tuple[CalibratedField, ...]
     raw: dict
     hardware_yaml: str
     loop: dict
+    derived: tuple[CalibratedField, ...] = ()
 
     def field(self, path: str) -> CalibratedField:
         """The fitted field at YAML ``path``."""

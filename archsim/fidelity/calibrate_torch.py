@@ -10,7 +10,63 @@ from archsim.cost.efficiency import fit_ramp_and_bandwidth
 from archsim.errors import ConfigError
 from archsim.fidelity.calibrate import CalibratedField, Calibration, write_outputs
 
-LARGE_COPY_BYTES = 64 * 2 ** 20  # copies from 64 MiB up exceed the L2 (50 MB on H100/H200): HBM-bound
+# copies from 64 MiB up exceed the L2 (50 MB on H100, ref published.md sec.4 [S]; 60 MiB on the H200, its
+# cudaDeviceProp.l2CacheSize [M], hardware/h200.yaml): HBM-bound
+LARGE_COPY_BYTES = 64 * 2 ** 20
+# the SM clock settles at the power cap within the first second of back-to-back GEMMs (the 28 Nov 2026 H200
+# samples: 1980 MHz at 0.02 s, 1440-1545 MHz from 0.25 s on; validation/h200_torch_clock_20261128.json [M]);
+# microbench_torch takes the median of the samples from this time on
+CLOCK_SETTLE_S = 1.0
+
+
+def ran_shape(row: dict) -> tuple[int, int, int, float]:
+    """(m, n, k, FLOPs) of the GEMM that actually ran for a microbench_torch row: an FP8 GEMM whose M
+    cuBLASLt rejects is padded to ``m_run`` rows (a server pads the same way), and its time is that GEMM's."""
+    m = int(row.get("m_run", row["m"]))
+    return m, int(row["n"]), int(row["k"]), 2.0 * m * row["n"] * row["k"]
+
+
+def best_gemm(raw: dict, base: dict, base_file: str) -> tuple[float, dict] | None:
+    """(fraction of the base file's nominal peak, row) of the timed GEMM nearest its dtype's peak: the one
+    whose fraction becomes the matrix engine's achievable fraction. None when no GEMM ran."""
+    from archsim.units import parse_quantity
+
+    engine = next(name for name, e in base["compute"].items() if e.get("kind") == "matrix")
+    best: tuple[float, dict] | None = None
+    for row in raw.get("gemm", []):
+        if "time_s" not in row or row["dtype"] not in base["compute"][engine]["peak"]:
+            continue
+        peak = parse_quantity(base["compute"][engine]["peak"][row["dtype"]], "flop_per_s", file=base_file,
+                              path=f"compute.{engine}.peak.{row['dtype']}")
+        fraction = ran_shape(row)[3] / row["time_s"] / peak
+        if best is None or fraction > best[0]:
+            best = (fraction, row)
+    return best
+
+
+def sustained_clock(raw: dict) -> tuple[float, str] | None:
+    """(SM clock in MHz under sustained GEMM load, how it was read) from a microbench_torch JSON: the median of
+    the ``clock.samples`` ([t_s, MHz]) from CLOCK_SETTLE_S to the end of the GEMMs (``clock.seconds``), else
+    ``clock.sm_mhz_sustained``, else the old single read ``sm_clock_mhz_after_gemm``; None when none is there."""
+    clock = raw.get("clock") if isinstance(raw.get("clock"), dict) else {}
+    end = clock.get("seconds") or float("inf")
+    try:
+        late = sorted(float(mhz) for t, mhz in clock.get("samples") or [] if CLOCK_SETTLE_S <= float(t) <= end)
+    except (TypeError, ValueError):
+        raise ConfigError("raw measurements", "clock.samples", "[t_s, sm_mhz] pairs", clock.get("samples")) from None
+    if late:
+        median = late[len(late) // 2]  # the upper median, as microbench_torch takes it
+        run = f" of {clock['seconds']:.1f} s" if clock.get("seconds") else ""
+        where = f"; samples from {clock['samples_from']}" if clock.get("samples_from") else ""
+        return median, (f"nvidia-smi SM clock sampled while BF16 8192^3 GEMMs ran back to back: median of "
+                        f"{len(late)} samples from {CLOCK_SETTLE_S:g} s to the end{run}, {median:.0f} MHz "
+                        f"({late[0]:.0f}-{late[-1]:.0f}){where}")
+    if clock.get("sm_mhz_sustained"):
+        return float(clock["sm_mhz_sustained"]), ("nvidia-smi SM clock while BF16 GEMMs run back to back "
+                                                  "(microbench_torch's median after the first second)")
+    if raw.get("sm_clock_mhz_after_gemm"):
+        return float(raw["sm_clock_mhz_after_gemm"]), "nvidia-smi SM clock read once after the GEMMs"
+    return None
 
 
 def _fit(raw: dict, base: dict, base_file: str) -> list[CalibratedField]:
@@ -34,31 +90,44 @@ def _fit(raw: dict, base: dict, base_file: str) -> list[CalibratedField]:
         # H200 run measured ~23 us for 1-4 MiB copies), so the base file's DeepGEMM-fitted ramp stays.
         del ramp
     engine = next(name for name, e in base["compute"].items() if e.get("kind") == "matrix")
-    best: tuple[float, str] | None = None
-    for row in raw.get("gemm", []):
-        if "time_s" not in row or row["dtype"] not in base["compute"][engine]["peak"]:
-            continue
-        peak = parse_quantity(base["compute"][engine]["peak"][row["dtype"]], "flop_per_s", file=base_file,
-                              path=f"compute.{engine}.peak.{row['dtype']}")
-        fraction = row["flops"] / row["time_s"] / peak
-        if best is None or fraction > best[0]:
-            best = (fraction, f"{row['dtype']} {row['m']}x{row['n']}x{row['k']}")
+    best = best_gemm(raw, base, base_file)
     if best is not None:
+        m, n, k, _ = ran_shape(best[1])
         fields.append(CalibratedField(path=f"compute.{engine}.achievable_fraction", value=best[0], unit="fraction",
-                                      how=f"best GEMM ({best[1]}) / nominal peak"))
-    clock = (raw.get("clock") or {}).get("sm_mhz_sustained") or raw.get("sm_clock_mhz_after_gemm")
+                                      how=f"best GEMM ({best[1]['dtype']} {m}x{n}x{k}) / nominal peak"))
+    clock = sustained_clock(raw)
     boost = (base.get("kernel") or {}).get("clock_boost")
     boost_hz = parse_quantity(boost, "frequency_hz", file=base_file, path="kernel.clock_boost") if boost else None
     # a clock above the base file's boost clock was read before the power cap pulled it down (the first
     # 28 Nov 2026 run read nvidia-smi once, at the start of the GEMM queue: 1980 MHz): not a clock under load
-    if clock and (boost_hz is None or clock * 1e6 <= boost_hz):
-        fields.append(CalibratedField(path="kernel.clock_under_load", value=clock * 1e6, unit="Hz",
-                                      how="nvidia-smi SM clock while large BF16 GEMMs run (since 28 Nov 2026: "
-                                          "median of samples after the first second)"))
+    if clock and (boost_hz is None or clock[0] * 1e6 <= boost_hz):
+        fields.append(CalibratedField(path="kernel.clock_under_load", value=clock[0] * 1e6, unit="Hz", how=clock[1]))
     return fields
 
 
-def _quantity(path: str, value: float) -> object:
+def _derive_energy(text: str, base: dict, yaml_name: str) -> list[CalibratedField]:
+    """The matrix engine's energy per FLOP re-derived by the TDP rule (archsim/cost/tdp_energy.py) on the
+    hardware ``text`` describes, i.e. at the calibrated rates: the base file's figures were derived at its
+    own rates, and the faster calibrated ones would otherwise draw more than TDP on large GEMMs."""
+    from archsim.config.hardware import hardware_from_dict
+    from archsim.config.yaml_io import parse_yaml_text
+    from archsim.cost.tdp_energy import derived_energy_per_flop
+
+    hw = hardware_from_dict(parse_yaml_text(text, yaml_name), yaml_name)
+    engine = next(name for name, e in base["compute"].items() if e.get("kind") == "matrix")
+    if "energy_per_flop" not in base["compute"][engine]:
+        return []
+    return [CalibratedField(path=f"compute.{engine}.energy_per_flop.{d.dtype}", value=d.energy_j_per_flop,
+                            unit="J/FLOP", how=d.how) for d in derived_energy_per_flop(hw).values()]
+
+
+def _quantity(path: str, value: float, base: dict | None = None) -> object:
+    if ".energy_per_flop." in path:
+        # the base file's unit text (pJ/FLOP, pJ/op), the value at the derivation's 0.01 pJ rounding
+        node = base
+        for key in path.split("."):
+            node = node[key]
+        return f"{value * 1e12:.2f} {str(node).split()[-1]}"
     if path.endswith("achievable_fraction"):
         return round(value, 4)
     if path == "kernel.ramp":
@@ -126,14 +195,19 @@ def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str =
     for f in fields:
         text = _replace_value(text, f.path, _quantity(f.path, f.value),
                               f"source: [M] measured on {device} ({raw_name}): {f.how}", str(base_file))
+    derived = _derive_energy(text, data, yaml_name)
+    for f in derived:
+        text = _replace_value(text, f.path, _quantity(f.path, f.value, data),
+                              f"[D] at the calibrated rates (archsim/cost/tdp_energy.py): {f.how}", str(base_file))
     text = _replace_value(text, "name", f"{data['name']} (calibrated)", "", str(base_file))
     header = [f"# {base}.yaml with fields fitted by `archsim calibrate --backend torch` from {raw_name}",
-              f"# ({device}). Calibrated fields (each line carries its measurement); every other field and",
-              "# its source is the base file's, kept verbatim below."]
+              f"# ({device}). Fitted fields carry their measurement ([M]); the matrix engine's energy per FLOP",
+              "# is re-derived at the fitted rates by the TDP rule ([D]); every other field and its source is",
+              "# the base file's, kept verbatim below."]
     text = "\n".join(header) + "\n" + text
     yaml_path = write_outputs(out_dir, {yaml_name: text, raw_name: json.dumps(raw, indent=1)}) / yaml_name
     load_hardware(yaml_path)  # the written file must load strictly
-    return Calibration(fields=tuple(fields), raw=raw, hardware_yaml=str(yaml_path), loop={})
+    return Calibration(fields=tuple(fields), raw=raw, hardware_yaml=str(yaml_path), loop={}, derived=tuple(derived))
 
 
 # FlashAttention-2 (PyTorch's flash SDPA backend) issues Ampere-style mma.sync, not Hopper's wgmma.
@@ -160,20 +234,28 @@ def _kernel_note(kernels: list[dict]) -> str:
     return "kernels: " + " + ".join(names)
 
 
-def validation_cases(raw: dict) -> list[dict]:
+def validation_cases(raw: dict, *, base: str = "h200") -> list[dict]:
     """The held-out H200 cases of validation/h200_torch.yaml from a microbench_torch JSON: every timed GEMM
-    (metric tflops; the fastest one, which ``_fit`` turns into the tensor engine's achievable fraction, is
-    marked ``calibrates``) and every flash attention call (metric time_us, with the kernel's tiles read from
-    its profiled name and FlashAttention-2's published MMA utilisation)."""
+    (metric tflops, in the shape that ran: ``m_run`` rows where M was padded; the one ``_fit`` turns into the
+    tensor engine's achievable fraction against hardware/<base>.yaml's peaks is marked ``calibrates``) and
+    every flash attention call (metric time_us, with the kernel's tiles read from its profiled name and
+    FlashAttention-2's published MMA utilisation)."""
+    from archsim.config.yaml_io import load_yaml
+    from archsim.cost.kernel_model import HARDWARE_DIR
+
+    base_file = HARDWARE_DIR / f"{base}.yaml"
     gemms = [r for r in raw.get("gemm", []) if "time_s" in r]
-    best = max(gemms, key=lambda r: r["flops"] / r["time_s"] / (2.0 if r["dtype"] == "fp8" else 1.0), default=None)
+    best = best_gemm(raw, load_yaml(base_file), str(base_file))
     cases = []
     for r in gemms:
-        case = {"id": f"torch_{r['dtype']}_m{r['m']}_n{r['n']}_k{r['k']}", "category": "gemm_h200_measured",
-                "kernel": "gemm", "dtype": r["dtype"], "shape": {"m": r["m"], "n": r["n"], "k": r["k"]},
-                "measured": {"tflops": round(r["flops"] / r["time_s"] / 1e12, 1)},
-                "notes": _kernel_note(r.get("kernels", []))}
-        if r is best:
+        m, n, k, flops = ran_shape(r)
+        padded = f"_run{m}" if m != r["m"] else ""
+        note = f"M padded from {r['m']} to {m} to run; " if padded else ""
+        case = {"id": f"torch_{r['dtype']}_m{r['m']}{padded}_n{n}_k{k}", "category": "gemm_h200_measured",
+                "kernel": "gemm", "dtype": r["dtype"], "shape": {"m": m, "n": n, "k": k},
+                "measured": {"tflops": round(flops / r["time_s"] / 1e12, 1)},
+                "notes": note + _kernel_note(r.get("kernels", []))}
+        if best is not None and r is best[1]:
             case["calibrates"] = "compute.tensor.achievable_fraction"
         cases.append(case)
     for r in raw.get("attention", []):
@@ -201,7 +283,7 @@ def _flow(value: object) -> str:
     return str(value)
 
 
-def validation_yaml(raw: dict, *, raw_name: str) -> str:
+def validation_yaml(raw: dict, *, raw_name: str, base: str = "h200") -> str:
     """validation/h200_torch.yaml's text (header + one flow mapping per case) from a microbench_torch JSON."""
     smi = raw.get("nvidia_smi_start", {})
     head = [
@@ -224,5 +306,5 @@ def validation_yaml(raw: dict, *, raw_name: str) -> str:
             f"conditions: one {raw.get('device', '?')}, SM clock max {smi.get('clocks.max.sm', '?')}, power limit "
             f"{smi.get('power.limit', '?')}, CUDA-graph replay over L2-cold operand copies, BF16 output",
             "cases:"]
-    body += [f"  - {_flow(c)}" for c in validation_cases(raw)]
+    body += [f"  - {_flow(c)}" for c in validation_cases(raw, base=base)]
     return "\n".join(head + body) + "\n"

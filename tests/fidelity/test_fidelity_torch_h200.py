@@ -129,3 +129,101 @@ def test_mma_peak_fraction_must_be_a_fraction() -> None:
     with pytest.raises(ConfigError):
         attention_time("h200", kind="mha", phase="decode", batch=1, heads=8, context=64, head_dim=128,
                        mma_peak_fraction=1.5)
+
+
+# --- calibration from hardware/h200.raw.json (the documented `archsim calibrate --backend torch --raw` command)
+
+def _calibrate_committed_raw(tmp_path: Path, capsys) -> Path:
+    from archsim.cli import main
+
+    assert main(["calibrate", "--backend", "torch", "--raw", str(REPO / "hardware" / "h200.raw.json"),
+                 "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    return tmp_path / "h200.calibrated.yaml"
+
+
+def test_documented_command_reproduces_the_sampled_clock_and_stays_within_tdp(tmp_path, capsys) -> None:
+    from archsim.config.hardware import load_hardware
+    from archsim.cost.phase import price_graph
+    from archsim.cost.tdp_energy import SHAPES, gemm_graph
+
+    written = _calibrate_committed_raw(tmp_path, capsys)
+    hw = load_hardware(written)
+    # the raw file's own single read (1980 MHz, before the power cap acted) is not used: its clock samples are
+    assert hw.kernel.clock_under_load_hz == 1485e6
+    assert "median of 21 samples" in written.read_text(encoding="utf-8")
+    # the raw JSON is written back unchanged (so `--out hardware` rewrites it byte for byte)
+    assert (tmp_path / "h200.raw.json").read_bytes() == (REPO / "hardware" / "h200.raw.json").read_bytes()
+    # the energy per FLOP re-derived at the calibrated rates: no large GEMM above TDP, the binding one within 3%
+    tensor = hw.engine_for("matrix")
+    assert tensor.achievable_fraction > load_hardware(REPO / "hardware" / "h200.yaml").engine_for("matrix").achievable_fraction
+    for dtype in ("bf16", "fp8"):
+        watts = [(lambda p: p.energy_j / p.time_s)(price_graph(gemm_graph(dtype, *s), hw)) for s in SHAPES]
+        assert hw.power.tdp_w * 0.97 <= max(watts) <= hw.power.tdp_w, (dtype, watts)
+    assert tensor.energy_j_per_flop["tf32"] == pytest.approx(2 * tensor.energy_j_per_flop["bf16"])
+    assert written.read_text(encoding="utf-8").count("[D] at the calibrated rates") == len(tensor.energy_j_per_flop)
+
+
+def test_committed_calibrated_file_is_the_documented_command_output(tmp_path, capsys) -> None:
+    """hardware/h200.calibrated.yaml is exactly what the command writes from hardware/h200.raw.json and
+    hardware/h200.yaml: regenerate it (`archsim calibrate --backend torch --raw hardware/h200.raw.json
+    --out hardware`) after changing either."""
+    written = _calibrate_committed_raw(tmp_path, capsys)
+    assert (REPO / "hardware" / "h200.calibrated.yaml").read_text(encoding="utf-8") == written.read_text(encoding="utf-8")
+
+
+def test_raw_clock_block_names_its_source() -> None:
+    clock = json.loads((REPO / "hardware" / "h200.raw.json").read_text(encoding="utf-8"))["clock"]
+    sampled = json.loads((REPO / "validation" / "h200_torch_clock_20261128.json").read_text(encoding="utf-8"))
+    assert clock["samples_from"] == "validation/h200_torch_clock_20261128.json"
+    assert clock["samples"] == [[s["t_s"], s["sm_mhz"]] for s in sampled["samples"]]
+    assert clock["sm_mhz_sustained"] == sampled["sm_mhz_median_1s_to_end"] == 1485.0
+
+
+@pytest.mark.parametrize("clock, top, expected", [
+    # samples after the GEMMs ended (clock back up at 1950 MHz) and in the first second are left out
+    ({"samples": [[0.02, 1980.0], [0.5, 1500.0], [1.2, 1450.0], [2.0, 1470.0], [3.0, 1460.0], [3.3, 1950.0]],
+      "seconds": 3.1, "sm_mhz_sustained": 1490.0}, 1900.0, 1460.0),
+    ({"sm_mhz_sustained": 1490.0}, 1900.0, 1490.0),   # no samples: the script's median
+    ({}, 1650.0, 1650.0),                             # the old single read
+    ({}, None, None),
+])
+def test_sustained_clock_prefers_samples(clock: dict, top, expected) -> None:
+    from archsim.fidelity.calibrate_torch import sustained_clock
+
+    raw = {"clock": clock} | ({"sm_clock_mhz_after_gemm": top} if top else {})
+    got = sustained_clock(raw)
+    assert (got[0] if got else None) == expected
+
+
+def test_clock_samples_must_be_pairs() -> None:
+    from archsim.fidelity.calibrate_torch import sustained_clock
+
+    with pytest.raises(ConfigError, match="clock.samples"):
+        sustained_clock({"clock": {"samples": [[1.5]]}})
+
+
+def _gemm_row(dtype: str, m: int, tflops: float, **extra) -> dict:
+    m_run = extra.get("m_run", m)
+    return {"dtype": dtype, "m": m, "n": 4096, "k": 4096, "flops": 2.0 * m * 4096 * 4096,
+            "time_s": 2.0 * m_run * 4096 * 4096 / (tflops * 1e12), "timing": "cuda_graph", **extra}
+
+
+def test_padded_gemm_is_validated_in_the_shape_that_ran() -> None:
+    raw = {"gemm": [_gemm_row("fp8", 1, 30.0, m_run=16), _gemm_row("fp8", 16, 30.0)], "attention": []}
+    padded, plain = validation_cases(raw)
+    assert padded["shape"] == {"m": 16, "n": 4096, "k": 4096} and padded["measured"] == {"tflops": 30.0}
+    assert padded["id"] != plain["id"] and "padded from 1 to 16" in padded["notes"]
+    assert plain["shape"]["m"] == 16 and plain["measured"] == {"tflops": 30.0}
+
+
+def test_calibrating_gemm_is_the_fits_choice_against_the_yaml_peaks() -> None:
+    # A100 has no FP8 peak: the fit skips the FP8 row however fast it is (a fixed FP8 = 2 x BF16 rule picked it)
+    raw = {"gemm": [_gemm_row("fp8", 4096, 1000.0), _gemm_row("bf16", 4096, 300.0)], "attention": []}
+    marked = [c["dtype"] for c in validation_cases(raw, base="a100") if "calibrates" in c]
+    assert marked == ["bf16"]
+    base = load_yaml(REPO / "hardware" / "a100.yaml")
+    how = {f.path: f.how for f in _fit(raw, base, "a100.yaml")}["compute.tensor.achievable_fraction"]
+    assert "bf16 4096x4096x4096" in how
+    # on the H200 the FP8 row is nearer its peak (1000 / 1978.9 > 300 / 989.4) and is the one marked
+    assert [c["dtype"] for c in validation_cases(raw) if "calibrates" in c] == ["fp8"]

@@ -1,0 +1,127 @@
+"""Energy per FLOP of a matrix engine derived from its power cap: the [D] ``energy_per_flop`` figures of
+hardware/*.yaml, and what ``archsim calibrate --backend torch`` re-derives at the calibrated rates.
+
+Under dense tensor work the GPU sits at its power cap (FlashMLA deep dive: H800 throttles to ~1600 MHz under
+load, ref published.md sec.2.4 [V]; an H200 measured here holds 1440-1545 MHz at its 700 W cap,
+validation/h200_torch_clock_20261128.json [M]), so a large compute-bound GEMM draws TDP and
+
+    e = (TDP - static power - P_move) / R
+
+with R the FLOP rate the cost model achieves on that GEMM and P_move the traffic power it charges for it (the
+GEMM's modelled power with every energy per FLOP set to zero, less static power). The figure is the least e
+over ``SHAPES`` (so none of them exceeds TDP) rounded down to ``ROUNDING_J_PER_FLOP``. It is derived for the
+GEMM dtypes ``DERIVED_DTYPES``; every other matrix dtype follows the same cap at its own peak: the derived
+dtype with the nearest peak, scaled by that peak over its own (same peak: the same figure; fp4 at twice the
+fp8 rate: half; tf32 at half the bf16 rate: twice).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from archsim.config.hardware import Hardware
+from archsim.errors import ConfigError
+
+# the large GEMMs of the derivation (m, n, k): square, DeepSeek-V3-like (16384 tokens x 7168 x 18432) and a
+# long-k one whose operands overflow the L2 (it moves the most bytes per FLOP and binds on the H-series)
+SHAPES = ((8192, 8192, 8192), (16384, 16384, 16384), (16384, 7168, 18432), (8192, 8192, 32768))
+# the YAML figures are the derivation rounded down to 0.01 pJ (rounding down keeps every shape at or below TDP)
+ROUNDING_J_PER_FLOP = 0.01e-12
+# the dtypes priced directly as graph GEMMs; the others of a matrix engine are scaled from these by peak
+DERIVED_DTYPES = ("bf16", "fp8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TdpDerivation:
+    """e = (tdp_w - static_w - move_w) / flop_per_s on one GEMM shape (SI units)."""
+
+    dtype: str
+    shape: tuple[int, int, int]
+    energy_j_per_flop: float  # not rounded
+    flop_per_s: float
+    move_w: float
+    tdp_w: float
+    static_w: float
+
+    def arithmetic(self) -> str:
+        m, n, k = self.shape
+        return (f"({self.tdp_w:.4g} - {self.static_w:.4g} - {self.move_w:.1f} W) / {self.flop_per_s / 1e12:.1f} "
+                f"TFLOPS achieved on {m} x {n} x {k} = {self.energy_j_per_flop * 1e12:.4f} pJ")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DerivedEnergy:
+    """One matrix dtype's energy per FLOP (J, rounded down to 0.01 pJ) and how it was obtained."""
+
+    dtype: str
+    energy_j_per_flop: float
+    how: str
+
+
+def gemm_graph(dtype: str, m: int, n: int, k: int):
+    """A one-GEMM graph whose weights and activations are ``dtype`` (the GEMM runs in it)."""
+    from archsim.graph.ops import GraphBuilder
+    from archsim.graph.precision import precision_from_names
+
+    b = GraphBuilder(precision_from_names(weights=dtype))
+    b.gemm("g", m=m, n=n, k=k, layer=0, deps=[], split="replicated")
+    return b.graph()
+
+
+def without_flop_energy(hw: Hardware) -> Hardware:
+    """``hw`` with every engine's energy per FLOP set to zero (what is left is static and traffic power)."""
+    compute = {name: dataclasses.replace(e, energy_j_per_flop=dict.fromkeys(e.energy_j_per_flop, 0.0))
+               for name, e in hw.compute.items()}
+    return dataclasses.replace(hw, compute=compute)
+
+
+def derivation(hw: Hardware, dtype: str, shape: tuple[int, int, int]) -> TdpDerivation:
+    """The TDP rule on one GEMM of ``shape`` in ``dtype`` priced on ``hw``."""
+    from archsim.cost.phase import graph_ops, price_graph
+
+    graph = gemm_graph(dtype, *shape)
+    op = graph_ops(graph)[0]
+    if op.compute_dtype.name != dtype:
+        raise ConfigError(None, "energy_per_flop", f"a GEMM that runs in {dtype}", op.compute_dtype.name)
+    bare = price_graph(graph, without_flop_energy(hw))
+    rate = op.flops / bare.time_s
+    move_w = bare.energy_j / bare.time_s - hw.static_power_w
+    energy = (hw.power.tdp_w - hw.static_power_w - move_w) / rate
+    return TdpDerivation(dtype=dtype, shape=tuple(shape), energy_j_per_flop=energy, flop_per_s=rate, move_w=move_w,
+                         tdp_w=hw.power.tdp_w, static_w=hw.static_power_w)
+
+
+def binding_derivation(hw: Hardware, dtype: str, shapes=SHAPES) -> TdpDerivation:
+    """The derivation with the least energy per FLOP over ``shapes`` (the one that would draw most power)."""
+    return min((derivation(hw, dtype, s) for s in shapes), key=lambda d: d.energy_j_per_flop)
+
+
+def round_down(energy_j_per_flop: float) -> float:
+    """Rounded down to ``ROUNDING_J_PER_FLOP`` (a 1e-6 step of slack absorbs float noise such as 0.68 x 2)."""
+    return math.floor(energy_j_per_flop / ROUNDING_J_PER_FLOP + 1e-6) * ROUNDING_J_PER_FLOP
+
+
+def derived_energy_per_flop(hw: Hardware) -> dict[str, DerivedEnergy]:
+    """Every dtype of ``hw``'s matrix engine's energy map by the TDP rule (module docstring)."""
+    engine = hw.engine_for("matrix")
+    peaks = engine.peak_flop_per_s
+    direct = {d: binding_derivation(hw, d) for d in DERIVED_DTYPES if d in peaks and d in engine.energy_j_per_flop}
+    if not direct:
+        raise ConfigError(None, "energy_per_flop", f"a matrix engine with a {' or '.join(DERIVED_DTYPES)} peak",
+                          sorted(peaks))
+    out = {d: DerivedEnergy(dtype=d, energy_j_per_flop=round_down(x.energy_j_per_flop),
+                            how=f"{x.arithmetic()} (TDP rule, least over {len(SHAPES)} large GEMMs)")
+           for d, x in direct.items()}
+    for dtype in engine.energy_j_per_flop:
+        if dtype in out:
+            continue
+        if dtype not in peaks:
+            raise ConfigError(None, f"energy_per_flop.{dtype}", "a dtype with a matrix peak", "no peak")
+        ref = min(direct, key=lambda d: abs(math.log(peaks[d] / peaks[dtype])))
+        ratio = peaks[ref] / peaks[dtype]
+        value = round_down(out[ref].energy_j_per_flop * ratio)
+        how = (f"as {ref} (same peak)" if ratio == 1.0 else
+               f"{ref} x {peaks[ref] / 1e12:.5g} / {peaks[dtype] / 1e12:.5g} TFLOPS (same cap at this peak)")
+        out[dtype] = DerivedEnergy(dtype=dtype, energy_j_per_flop=value, how=how)
+    return out
