@@ -6,17 +6,23 @@ dispatch and combine (DSV3-TR §3.2.1, Figure 4: compute ``MLP(B) MLP(W) MLP(F) 
 communication ``DISPATCH(F) DISPATCH(B) COMBINE(F) COMBINE(B)``). Every transfer depends on the compute
 before it and feeds the compute after it, so the pair's span is max(compute, communication) only when one
 stream is much longer than the other; when they are comparable the dependencies leave gaps. This module
-builds the pair's tasks with their dependencies, in Figure 4's per-stream order, and places each task at
-the earliest time its stream is free and its inputs are done (fixed-order list scheduling: exact for the
-given orders). Pure Python; ``archsim.mapping.training`` takes the span as the F&B time."""
+builds the pair's tasks with their dependencies in a fixed per-stream order (Figure 4's, or one of a few
+variants that depend only on the block counts) and places each task at the earliest time its stream is
+free and its inputs are done (fixed-order list scheduling: exact for the given orders). The F&B time is
+the shortest of these schedules; as each is a longest path, more time on any task never shortens it.
+Pure Python; ``archsim.mapping.training`` takes the span as the F&B time."""
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from archsim.errors import ConfigError
 
 SEGMENTS = ("pre", "shared", "mlp", "post")
+# How many steps an F&B block's pairing may shift from Figure 4's (first blocks paired) or from the last
+# blocks paired: a search budget, not a measured figure (ASSUMPTION: an implementation pairs the two chunks'
+# blocks near one of those alignments; with 2 every alignment of DeepSeek-V3's PP16 ranks is tried).
+ALIGNMENT_WINDOW = 2
 
 
 @dataclass(frozen=True)
@@ -36,15 +42,19 @@ class BlockTimes:
     ``pre``: everything before the expert dispatch (norms, attention, router; a block without EP puts all
     its compute here or in ``mlp``); ``shared``: the shared experts (they need no dispatch); ``mlp``: the
     routed experts (or a dense MLP), between dispatch and combine; ``post``: after the combine (weighted
-    sum, residual, an MTP module's head). ``dispatch_s`` / ``combine_s``: the forward transfers after
-    ``pre`` and after ``mlp``; backward mirrors them (the combine's backward sends the output gradient to
-    the experts before the MLP's backward, the dispatch's backward returns the input gradient before the
-    attention's backward)."""
+    sum, residual, an MTP module's head). ``gather_s``: the forward transfer before ``pre`` (context
+    parallelism's K/V all-gather: attention needs every chip's K/V; the small K/V projection is counted
+    in ``pre``, after it); backward returns the K/V gradients (reduce-scatter) after the attention's
+    backward, before the block's input gradient goes on. ``dispatch_s`` / ``combine_s``: the forward
+    transfers after ``pre`` and after ``mlp``; backward mirrors them (the combine's backward sends the
+    output gradient to the experts before the MLP's backward, the dispatch's backward returns the input
+    gradient before the attention's backward)."""
 
     pre: Seg = Seg()
     shared: Seg = Seg()
     mlp: Seg = Seg()
     post: Seg = Seg()
+    gather_s: float = 0.0
     dispatch_s: float = 0.0
     combine_s: float = 0.0
 
@@ -56,12 +66,12 @@ class BlockTimes:
     @property
     def comm_s(self) -> float:
         """Forward plus backward communication of the block."""
-        return 2 * (self.dispatch_s + self.combine_s)
+        return 2 * (self.gather_s + self.dispatch_s + self.combine_s)
 
 
-@dataclass(frozen=True)
-class Task:
-    """One kernel: its name, stream (``compute`` or ``comm``), seconds and the tasks whose output it needs."""
+class Task(NamedTuple):
+    """One kernel: its name, stream (``compute`` or ``comm``), seconds and the tasks whose output it needs
+    (a named tuple: schedules of long chunk pairs build thousands of them)."""
 
     name: str
     stream: str
@@ -121,160 +131,158 @@ def list_schedule(tasks: list[Task]) -> dict[str, tuple[float, float]]:
     return done
 
 
-def fb_tasks(forward: list[BlockTimes], backward: list[BlockTimes], carry_s: float = 0.0) -> list[Task]:
-    """The tasks of one F&B block: the forward of the blocks ``forward`` (first to last) and the backward of
-    the blocks ``backward`` (last to first), paired step by step as in DSV3-TR Figure 4. Step c pairs the
-    forward of block c with the backward of block n_b - 1 - c. Compute order per step: MLP input-gradient,
-    shared-expert backward, MLP and shared weight gradients, shared-expert and MLP forward, attention
-    input-gradient, the next backward block's post part, attention weight gradient, forward post part, the
-    next forward block's attention. Communication order per step: forward dispatch, backward dispatch,
-    forward combine, the next backward block's combine-backward. ``carry_s``: communication with no
-    dependency inside the block, run when the stream is idle (the pipeline sends of the previous F&B block's
-    outputs, which DualPipe overlaps with the next block: DSV3-TR Figure 4's PP slot)."""
+class _StreamOrders:
+    """Tasks added in their per-stream order (the order of ``add`` calls on each stream)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []
+
+    def add(self, name: str, stream: str, duration_s: float, deps: tuple[str | None, ...] = ()) -> None:
+        """Append a task on ``stream``; None dependencies (a block outside the F&B block) are dropped."""
+        self.tasks.append(Task(name, stream, duration_s, tuple(d for d in deps if d is not None)))
+
+
+def _block_at(step: int, start: int, count: int) -> int | None:
+    """Position (0 = first run) of the block a sequence starting in step ``start`` runs in ``step``."""
+    i = step - start
+    return i if 0 <= i < count else None
+
+
+def fb_tasks(forward: list[BlockTimes], backward: list[BlockTimes], *, lag: int = 0,
+             shared_first: bool = False) -> list[Task]:
+    """The tasks of one F&B block in one fixed per-stream order: the forward of the blocks ``forward`` (first
+    to last) and the backward of the blocks ``backward`` (last to first), paired step by step as in DSV3-TR
+    Figure 4. ``lag``: steps the backward starts after the forward (forward block k runs in step
+    k + max(-lag, 0), backward block n_b - 1 - i in step i + max(lag, 0)); 0 pairs the first blocks of both
+    (Figure 4), n_f - n_b the last ones.
+
+    Compute order per step (Figure 4): MLP input-gradient, shared-expert backward, MLP and shared weight
+    gradients, shared-expert and MLP forward, attention input-gradient, the next backward block's post part,
+    attention and post weight gradients, forward post part, the next forward block's attention.
+    ``shared_first``: the shared experts (forward, backward and weight gradient), which wait for no
+    transfer, run before the routed-expert parts, and the attention and post weight gradients after the next
+    forward block's attention. Communication order per step: forward dispatch, backward dispatch, forward
+    combine, the backward K/V gradients, the next backward block's combine-backward, the next forward
+    block's K/V gather."""
     nf, nb = len(forward), len(backward)
-    task: dict[str, Task] = {}
-    compute: list[str] = []
-    comm: list[str] = []
-
-    def add(name, stream, duration, deps, order):
-        task[name] = Task(name, stream, duration, tuple(d for d in deps if d))
-        order.append(name)
-
-    def fw(k, part):
-        return f"F{k}.{part}" if 0 <= k < nf else None
-
-    def bw(j, part):
-        return f"B{j}.{part}" if 0 <= j < nb else None
-
-    def add_bpost(j):
-        if 0 <= j < nb:
-            blk = backward[j]
-            add(f"B{j}.post", "compute", blk.post.b, [bw(j + 1, "pre")], compute)
-            add(f"B{j}.comb", "comm", blk.combine_s, [f"B{j}.post"], [])
-
-    def add_fpre(k):
-        if 0 <= k < nf:
-            add(f"F{k}.pre", "compute", forward[k].pre.f, [fw(k - 1, "post")], compute)
-
-    # prologue: the last backward block's post part and its combine-backward, the first forward attention
-    add_bpost(nb - 1)
-    comm.append(f"B{nb - 1}.comb") if nb else None
-    add_fpre(0)
-    for c in range(max(nf, nb)):
-        k, j = c, nb - 1 - c
-        f = forward[k] if k < nf else None
-        b = backward[j] if j >= 0 else None
-        if f:
-            add(f"F{k}.disp", "comm", f.dispatch_s, [f"F{k}.pre"], comm)
-        if b:
-            add(f"B{j}.mlp", "compute", b.mlp.b, [f"B{j}.comb"], compute)
-            add(f"B{j}.shared", "compute", b.shared.b, [f"B{j}.post"], compute)
-            add(f"B{j}.mlp_w", "compute", b.mlp.w, [f"B{j}.comb"], compute)
-            add(f"B{j}.shared_w", "compute", b.shared.w, [f"B{j}.post"], compute)
-            add(f"B{j}.disp", "comm", b.dispatch_s, [f"B{j}.mlp"], comm)
-        if f:
-            add(f"F{k}.shared", "compute", f.shared.f, [f"F{k}.pre"], compute)
-            add(f"F{k}.mlp", "compute", f.mlp.f, [f"F{k}.disp"], compute)
-            add(f"F{k}.comb", "comm", f.combine_s, [f"F{k}.mlp"], comm)
-        if b:
-            add(f"B{j}.pre", "compute", b.pre.b, [f"B{j}.disp", f"B{j}.shared"], compute)
-            add_bpost(j - 1)
-            if j - 1 >= 0:
-                comm.append(f"B{j - 1}.comb")
-            add(f"B{j}.pre_w", "compute", b.pre.w, [f"B{j}.pre"], compute)
-            add(f"B{j}.post_w", "compute", b.post.w, [f"B{j}.post"], compute)
-        if f:
-            add(f"F{k}.post", "compute", f.post.f, [f"F{k}.comb", f"F{k}.shared"], compute)
-            add_fpre(k + 1)
-    ordered = [task[n] for n in compute] + [task[n] for n in comm]
-    if carry_s > 0:
-        ordered.append(Task("PP.carry", "comm", carry_s))  # last in the fixed order: fills the tail
-    return ordered
-
-
-def critical_path_schedule(tasks: list[Task]) -> dict[str, tuple[float, float]]:
-    """(start, end) of every task under non-delay list scheduling by critical path: whenever a stream is
-    free, it starts the ready task (every dependency ended) with the longest path of durations from its
-    start to the end of the graph (ties: the order given). Needs no stream order, so it adapts to blocks of
-    different shapes (a dense layer paired with a MoE layer) where Figure 4's fixed order leaves transfers
-    with no compute to hide under."""
-    by = {t.name: t for t in tasks}
-    if len(by) != len(tasks):
-        raise ConfigError(None, "schedule", "unique task names", [t.name for t in tasks])
-    users: dict[str, list[str]] = {t.name: [] for t in tasks}
-    for t in tasks:
-        for d in t.deps:
-            if d not in by:
-                raise ConfigError(None, f"schedule.{t.name}", "known dependencies", d)
-            users[d].append(t.name)
-    # longest path from each task's start to the end of the graph, over a topological order (Kahn)
-    indegree = {t.name: len(t.deps) for t in tasks}
-    order = [t.name for t in tasks if not t.deps]
-    for name in order:
-        for u in users[name]:
-            indegree[u] -= 1
-            if indegree[u] == 0:
-                order.append(u)
-    if len(order) < len(tasks):
-        raise ConfigError(None, "schedule", "an acyclic task graph", sorted(set(by) - set(order))[:4])
-    level: dict[str, float] = {}
-    for name in reversed(order):
-        level[name] = by[name].duration_s + max((level[u] for u in users[name]), default=0.0)
-
-    rank = {t.name: i for i, t in enumerate(tasks)}
-    waiting = {t.name: len(t.deps) for t in tasks}
-    ready_at = dict.fromkeys(by, 0.0)
-    heaps: dict[str, list] = {"compute": [], "comm": []}
-    finishing: list = []  # (end, rank, name) of running tasks
-    done: dict[str, tuple[float, float]] = {}
-
-    def release(first: str) -> None:
-        """``first`` has ended: its users whose inputs are now all done become ready (zero-length ones end
-        at once and release theirs)."""
-        stack = [first]
-        while stack:
-            name = stack.pop()
-            for u in users[name]:
-                ready_at[u] = max(ready_at[u], done[name][1])
-                waiting[u] -= 1
-                if waiting[u] == 0:
-                    if by[u].duration_s == 0:
-                        done[u] = (ready_at[u], ready_at[u])
-                        stack.append(u)
-                    else:
-                        heapq.heappush(heaps[by[u].stream], (-level[u], rank[u], u))
-
-    for t in tasks:
-        if not t.deps:
-            if t.duration_s == 0:
-                done[t.name] = (0.0, 0.0)
-                release(t.name)
+    f_start, b_start = max(-lag, 0), max(lag, 0)
+    out = _StreamOrders()
+    last_step = max(f_start + nf, b_start + nb) - 1
+    for step in range(-1, last_step + 1):  # step -1: the prologue (the first blocks' leading parts)
+        k = _block_at(step, f_start, nf)
+        i = _block_at(step, b_start, nb)
+        j = None if i is None else nb - 1 - i
+        k_next = _block_at(step + 1, f_start, nf)
+        i_next = _block_at(step + 1, b_start, nb)
+        if k is not None:
+            fb = forward[k]
+            out.add(f"F{k}.disp", "comm", fb.dispatch_s, (f"F{k}.pre",))
+        if j is not None:
+            bb = backward[j]
+            if shared_first:
+                out.add(f"B{j}.shared", "compute", bb.shared.b, (f"B{j}.post",))
+                if k is not None:
+                    out.add(f"F{k}.shared", "compute", forward[k].shared.f, (f"F{k}.pre",))
+                out.add(f"B{j}.shared_w", "compute", bb.shared.w, (f"B{j}.post",))
+                out.add(f"B{j}.mlp", "compute", bb.mlp.b, (f"B{j}.comb",))
+                out.add(f"B{j}.mlp_w", "compute", bb.mlp.w, (f"B{j}.comb",))
             else:
-                heapq.heappush(heaps[t.stream], (-level[t.name], rank[t.name], t.name))
+                out.add(f"B{j}.mlp", "compute", bb.mlp.b, (f"B{j}.comb",))
+                out.add(f"B{j}.shared", "compute", bb.shared.b, (f"B{j}.post",))
+                out.add(f"B{j}.mlp_w", "compute", bb.mlp.w, (f"B{j}.comb",))
+                out.add(f"B{j}.shared_w", "compute", bb.shared.w, (f"B{j}.post",))
+            out.add(f"B{j}.disp", "comm", bb.dispatch_s, (f"B{j}.mlp",))
+        if k is not None:
+            fb = forward[k]
+            if not (shared_first and j is not None):
+                out.add(f"F{k}.shared", "compute", fb.shared.f, (f"F{k}.pre",))
+            out.add(f"F{k}.mlp", "compute", fb.mlp.f, (f"F{k}.disp",))
+            out.add(f"F{k}.comb", "comm", fb.combine_s, (f"F{k}.mlp",))
+        if j is not None:
+            out.add(f"B{j}.pre", "compute", backward[j].pre.b, (f"B{j}.disp", f"B{j}.shared"))
+            out.add(f"B{j}.gather", "comm", backward[j].gather_s, (f"B{j}.pre",))
+        if i_next is not None:  # the next backward block's post part and combine-backward
+            jn = nb - 1 - i_next
+            upper = (f"B{jn + 1}.pre", f"B{jn + 1}.gather") if jn + 1 < nb else ()
+            out.add(f"B{jn}.post", "compute", backward[jn].post.b, upper)
+            out.add(f"B{jn}.comb", "comm", backward[jn].combine_s, (f"B{jn}.post",))
+        if j is not None and not shared_first:
+            _add_weight_gradients(out, j, backward[j])
+        if k is not None:
+            out.add(f"F{k}.post", "compute", forward[k].post.f, (f"F{k}.comb", f"F{k}.shared"))
+        if k_next is not None:  # the next forward block's K/V gather and attention
+            lower = f"F{k_next - 1}.post" if k_next else None
+            out.add(f"F{k_next}.gather", "comm", forward[k_next].gather_s, (lower,))
+            out.add(f"F{k_next}.pre", "compute", forward[k_next].pre.f, (lower, f"F{k_next}.gather"))
+        if j is not None and shared_first:
+            _add_weight_gradients(out, j, backward[j])
+    return out.tasks
+
+
+def _add_weight_gradients(out: _StreamOrders, j: int, block: BlockTimes) -> None:
+    """The attention and post weight gradients of backward block ``j``."""
+    out.add(f"B{j}.pre_w", "compute", block.pre.w, (f"B{j}.pre", f"B{j}.gather"))
+    out.add(f"B{j}.post_w", "compute", block.post.w, (f"B{j}.post",))
+
+
+def fb_orders(n_forward: int, n_backward: int) -> list[dict]:
+    """The candidate stream orders of an F&B block of ``n_forward`` forward and ``n_backward`` backward
+    blocks, as ``fb_tasks`` keyword arguments: the alignments of the two block sequences within
+    ``ALIGNMENT_WINDOW`` steps of Figure 4's (lag 0, tried first) or of the last blocks paired (lag
+    n_f - n_b) that pair at least one forward block with a backward one (they matter when the blocks
+    differ, e.g. DualPipe's first rank pairs embedding + dense layers with head + MTP), each in Figure 4's
+    step order and with the shared experts first. They depend on the block counts only, never on
+    durations."""
+    if n_forward and n_backward:
+        near = {a + d for a in (0, n_forward - n_backward) for d in range(-ALIGNMENT_WINDOW, ALIGNMENT_WINDOW + 1)}
+        lags = sorted((lag for lag in near if -n_backward < lag < n_forward), key=lambda lag: (abs(lag), lag))
+    else:
+        lags = [0]  # one side only: nothing to align
+    return [{"lag": lag, "shared_first": first} for lag in lags for first in (False, True)]
+
+
+def fixed_order_span(tasks: list[Task]) -> float:
+    """The span of ``list_schedule(tasks)`` in one pass, for tasks listed in an order that is both
+    topological and each stream's order (``fb_tasks`` emits them so): each task starts when its stream is
+    free and its inputs are done; a zero-length task occupies no stream."""
+    end: dict[str, float] = {}
     free = {"compute": 0.0, "comm": 0.0}
-    now = 0.0
-    while True:
-        for stream in ("compute", "comm"):
-            if free[stream] <= now and heaps[stream]:
-                _, r, name = heapq.heappop(heaps[stream])
-                done[name] = (now, now + by[name].duration_s)
-                free[stream] = done[name][1]
-                heapq.heappush(finishing, (done[name][1], r, name))
-        if not finishing:
-            break
-        now = finishing[0][0]
-        while finishing and finishing[0][0] <= now:
-            release(heapq.heappop(finishing)[2])
-    return done
+    for t in tasks:
+        start = free[t.stream] if t.duration_s > 0 else 0.0
+        for d in t.deps:
+            start = max(start, end[d])
+        end[t.name] = start + t.duration_s
+        if t.duration_s > 0:
+            free[t.stream] = end[t.name]
+    return max(end.values(), default=0.0)
 
 
 def fb_span(forward: list[BlockTimes], backward: list[BlockTimes], carry_s: float = 0.0) -> float:
-    """Seconds of one F&B block (see ``fb_tasks``): the shorter of two feasible two-stream schedules, the
-    fixed per-stream order of DSV3-TR Figure 4 (``list_schedule``) and the critical-path list schedule
-    (``critical_path_schedule``). At least max(compute, communication), at most their sum; ``carry_s`` as
-    in ``fb_tasks``."""
+    """Seconds of one F&B block: the shortest of the fixed-order schedules (``list_schedule``, evaluated
+    by ``fixed_order_span``) of the candidate stream orders ``fb_orders`` (``fb_tasks`` builds each), or,
+    if longer, the communication stream's total with ``carry_s``.
+
+    ``carry_s``: communication with no dependency inside the block, the pipeline sends of the previous F&B
+    block's outputs, which DualPipe overlaps with the next block (DSV3-TR Figure 4's PP slot). They fill
+    the communication stream's idle time wherever it falls, delaying nothing (ASSUMPTION: sent in pieces
+    at the lowest priority), so they lengthen the span only past the stream's busy time.
+
+    A fixed-order schedule's span is the longest path through the dependencies and the stream orders, so it
+    never shrinks when a task grows; the candidates depend on the block counts only, so neither does their
+    minimum, nor the maximum with the stream total: more time on any task never shortens the span.
+    (Greedy list scheduling, which lets the durations pick the order, can: Graham's anomalies.) The search
+    stops once a span reaches the lower bound max(compute, communication), which no order beats (to
+    rounding). At least that bound, at most compute + communication."""
     if not forward and not backward:
         return carry_s
-    tasks = fb_tasks(forward, backward, carry_s)
-    spans = [max(end for _, end in sched(tasks).values()) for sched in (list_schedule, critical_path_schedule)]
-    return min(spans)
+    best = bound = float("inf")
+    comm_s = 0.0
+    for order in fb_orders(len(forward), len(backward)):
+        tasks = fb_tasks(forward, backward, **order)
+        if bound == float("inf"):
+            comm_s = sum(t.duration_s for t in tasks if t.stream == "comm")
+            bound = max(sum(t.duration_s for t in tasks if t.stream == "compute"), comm_s)
+        best = min(best, fixed_order_span(tasks))
+        if best <= bound * (1 + 1e-12):  # rounding: the bound and a span sum the same durations differently
+            break
+    return max(best, comm_s + carry_s)

@@ -261,9 +261,7 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
         op, stats["small_layers"]) == key and op_segment(op.name) == seg else 0, **kw).scaled(1.0 / sm_share)
         for seg in SEGMENTS}
     comm = whole.layer_comm[moe]
-    layer = BlockTimes(**{seg: Seg(f=w.f_s, b=w.b_s - w.w_s, w=w.w_s) for seg, w in segs.items()},
-                       dispatch_s=comm.ep_dispatch_s + comm.cp_kv_exchange_s + comm.tp_all_reduce_s / 2,
-                       combine_s=comm.ep_combine_s + comm.tp_all_reduce_s / 2)
+    layer = _block_times(segs, comm)
     blocks = [layer] * moe_layers
     compute = moe_layers * layer.compute_s
     communication = moe_layers * layer.comm_s  # forward and backward each dispatch and combine
@@ -293,10 +291,7 @@ def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> l
 
     def block(name, keys_, comm):
         segs = {seg: _sum([parts.get((k, seg), zero) for k in keys_]) for seg in SEGMENTS}
-        times = BlockTimes(**{seg: Seg(f=w.f_s, b=w.b_s - w.w_s, w=w.w_s) for seg, w in segs.items()},
-                           dispatch_s=comm.ep_dispatch_s + comm.cp_kv_exchange_s + comm.tp_all_reduce_s / 2,
-                           combine_s=comm.ep_combine_s + comm.tp_all_reduce_s / 2)
-        return name, _sum([work.get(k, zero) for k in keys_]), comm.total_s, times
+        return name, _sum([work.get(k, zero) for k in keys_]), comm.total_s, _block_times(segs, comm)
 
     blocks = [block(f"layer {layer}", [stats["kind_of"](layer)] + (["embed"] if layer == 0 else []),
                     whole.layer_comm[layer]) for layer in range(model.num_hidden_layers)]
@@ -310,6 +305,17 @@ def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> l
                     "blocks": [blocks[i][3] for i in r],
                     "layers": f"{blocks[r.start][0]}..{blocks[r.stop - 1][0]}"})
     return out
+
+
+def _block_times(segs: dict[str, MicroBatchWork], comm: LayerComm) -> BlockTimes:
+    """A block's parts for the F&B schedule (``archsim.mapping.overlap.BlockTimes``) from its training work
+    per segment and its layer's communication: the context-parallel K/V exchange before the attention, the
+    EP dispatch after it and the combine after the experts; of the TP all-reduces (after ``o_proj`` and
+    after the dense or shared-expert ``down_proj``), one goes with the dispatch and one with the combine."""
+    return BlockTimes(**{seg: Seg(f=w.f_s, b=w.b_s - w.w_s, w=w.w_s) for seg, w in segs.items()},
+                      gather_s=comm.cp_kv_exchange_s,
+                      dispatch_s=comm.ep_dispatch_s + comm.tp_all_reduce_s / 2,
+                      combine_s=comm.ep_combine_s + comm.tp_all_reduce_s / 2)
 
 
 def _sum(works) -> MicroBatchWork:
@@ -343,12 +349,6 @@ def _bottleneck_rank(stages: list[dict], schedule: str, pp: int, p2p_s: float = 
         return max(ranks, key=lambda x: x["fb_s"])
     stage = max(stages, key=lambda s: s["work"].f_s + s["work"].b_s)
     return {**stage, "fb_s": fb_span(stage["blocks"], stage["blocks"])}
-
-
-def _moe_layer_comm(model: ModelConfig, whole) -> float:
-    """Communication of one MoE layer (the MTP module is a full MoE block): 0 for a dense model."""
-    moe = [c.total_s for layer, c in enumerate(whole.layer_comm) if model.is_moe_layer(layer)]
-    return moe[0] if moe else 0.0
 
 
 def _pipeline_time(setup, par, chunk: ChunkTimes):
