@@ -23,8 +23,10 @@ class KernelFields:
     ``gemm_max_tile_elements``: the largest tile (accumulator registers). ``gemm_multicast``: CTAs of a
     cluster that share one TMA load of an A panel where the library allows it (1 = no multicast).
     ``gemm_operand_bandwidth_bytes_per_s``: the L2 -> shared-memory rate at which a GEMM's tiles stream
-    their operand panels (None = the L2 level's achievable bandwidth). ``ramp_s``: fixed time per
-    kernel (first loads before the first MMA plus the final store's drain; on a CPU, the call overhead).
+    their operand panels (None = the L2 level's achievable bandwidth). ``sm_stream_bandwidth_bytes_per_s``:
+    the bytes/s one SM's loads sustain when streaming from main memory (one CTA's rate: a GEMM of few tiles,
+    each streaming a weight panel, cannot reach the chip's bandwidth; None = no per-SM cap). ``ramp_s``: fixed
+    time per kernel (first loads before the first MMA plus the final store's drain; on a CPU, the call overhead).
     ``attention_backward_fraction``: FLOP rate of the attention backward kernel over the forward's
     (training only; None = the same rate).
     """
@@ -38,6 +40,7 @@ class KernelFields:
     gemm_max_tile_elements: int | None = None
     gemm_multicast: int = 1
     gemm_operand_bandwidth_bytes_per_s: float | None = None
+    sm_stream_bandwidth_bytes_per_s: float | None = None
     attention_backward_fraction: float | None = None
 
     @property
@@ -79,6 +82,7 @@ def parse_kernel_fields(section: Section) -> KernelFields:
         gemm_multicast=section.int("gemm_multicast", minimum=1, default=1),
         gemm_operand_bandwidth_bytes_per_s=section.quantity("gemm_operand_bandwidth", "bytes_per_s",
                                                             default=None),
+        sm_stream_bandwidth_bytes_per_s=section.quantity("sm_stream_bandwidth", "bytes_per_s", default=None),
         attention_backward_fraction=section.number("attention_backward_fraction", minimum=0.0, maximum=1.0,
                                                    default=None),
     )
@@ -91,6 +95,9 @@ def parse_kernel_fields(section: Section) -> KernelFields:
     if fields.gemm_operand_bandwidth_bytes_per_s is not None and not fields.gemm_operand_bandwidth_bytes_per_s > 0:
         raise ConfigError(section.file, path("gemm_operand_bandwidth"), "a positive bandwidth",
                           fields.gemm_operand_bandwidth_bytes_per_s)
+    if fields.sm_stream_bandwidth_bytes_per_s is not None and not fields.sm_stream_bandwidth_bytes_per_s > 0:
+        raise ConfigError(section.file, path("sm_stream_bandwidth"), "a positive bandwidth",
+                          fields.sm_stream_bandwidth_bytes_per_s)
     if fields.attention_mma_fraction is not None and fields.attention_mma_fraction <= 0:
         raise ConfigError(section.file, path("attention_mma_fraction"), "a fraction in (0, 1]",
                           fields.attention_mma_fraction)

@@ -16,6 +16,9 @@ Effects modelled (docs/fidelity.md gives the derivations and the validation agai
 - **operand feed from L2**: every tile streams its A and B panels from L2, so small tiles can be bound
   by L2 bandwidth rather than by MMA or HBM; TMA multicast lets the CTAs of a cluster share one read of
   the A panel, where the library's rule allows it (``tma_multicast``);
+- **per-SM streaming**: one SM's loads sustain only ``sm_stream_bandwidth`` from main memory, so each
+  tile streams its weight (B) panel, k x block_n, no faster than that: a GEMM of few tiles cannot reach the
+  chip's bandwidth (``panel_stream_time``);
 - **output epilogue**: the output tile is stored after the main loop, not overlapped with it;
 - **kernel ramp**: a fixed time per kernel (first loads in flight before the first MMA, the last
   store's drain), measured as the intercept of time against bytes for memory-bound kernels.
@@ -107,26 +110,47 @@ class KernelTime:
     memory_s: float
     epilogue_s: float
     operand_s: float = 0.0
+    stream_s: float = 0.0
+
+
+def panel_stream_time(*, tile: TileChoice, n: int, k: int, elem_bytes: float,
+                      sm_stream_bytes_per_s: float | None) -> float:
+    """Least time the tiles take to stream their weight (B) panels when one SM's loads sustain only
+    ``sm_stream_bytes_per_s`` from main memory: each wave's CTAs stream one panel each (k x block_n, or
+    k x n when n is narrower than the tile) in parallel, so ``waves x min(block_n, n) x k x elem_bytes / rate``.
+
+    For one m-block and one wave of equal tiles this is the compulsory weight bytes over (tiles x the
+    per-SM rate), i.e. main memory at min(chip, active CTAs x per-SM rate) for a GEMM whose few tiles cannot
+    occupy the chip. It is counted per full tile (the busiest CTA), not as bytes over the tile count,
+    which would drop each time a partial tile adds a CTA: so it is monotone in m, n and k for every tile.
+    0 when the chip has no per-SM rate (``kernel.sm_stream_bandwidth`` absent)."""
+    if sm_stream_bytes_per_s is None:
+        return 0.0
+    if not sm_stream_bytes_per_s > 0:
+        raise ConfigError(None, "kernel.sm_stream_bandwidth", "a positive bandwidth", sm_stream_bytes_per_s)
+    return tile.waves * min(tile.block_n, n) * k * elem_bytes / sm_stream_bytes_per_s
 
 
 def tiled_kernel_time(*, compute_s: float, input_bytes: float, output_bytes: float, bandwidth_bytes_per_s: float,
                       ramp_s: float, operand_bytes: float = 0.0,
-                      operand_bandwidth_bytes_per_s: float = float("inf")) -> KernelTime:
+                      operand_bandwidth_bytes_per_s: float = float("inf"), stream_s: float = 0.0) -> KernelTime:
     """Time of a tiled kernel whose main loop overlaps MMA with operand loads and then stores its output.
 
-    ``time = ramp + max(compute, inputs / bw, operands / l2_bw) + outputs / bw``: the main loop is bound
-    by the slowest of MMA, compulsory input streaming from main memory, and the operand panels every
-    tile streams from L2 (``operand_bytes``); the output store (epilogue) follows it.
+    ``time = ramp + max(compute, max(inputs / bw, stream), operands / l2_bw) + outputs / bw``: the main loop
+    is bound by the slowest of MMA, compulsory input streaming from main memory (no faster than the chip's
+    bandwidth, nor than ``stream_s``, the tiles' weight panels at one SM's streaming rate,
+    ``panel_stream_time``), and the operand panels every tile streams from L2 (``operand_bytes``); the
+    output store (epilogue) follows it.
     """
     if bandwidth_bytes_per_s <= 0 or operand_bandwidth_bytes_per_s <= 0:
         raise ConfigError(None, "memory.bandwidth", "positive bandwidths",
                           (bandwidth_bytes_per_s, operand_bandwidth_bytes_per_s))
     t = tiled_time_terms(compute_s=compute_s, input_bytes=input_bytes, output_bytes=output_bytes,
                          bandwidth_bytes_per_s=bandwidth_bytes_per_s, ramp_s=ramp_s, operand_bytes=operand_bytes,
-                         operand_bandwidth_bytes_per_s=operand_bandwidth_bytes_per_s)
+                         operand_bandwidth_bytes_per_s=operand_bandwidth_bytes_per_s, stream_s=stream_s)
     return KernelTime(time_s=float(t.time_s), bound=TILED_BOUNDS[int(t.bound_index)], ramp_s=ramp_s,
                       compute_s=compute_s, memory_s=float(t.memory_s), epilogue_s=float(t.epilogue_s),
-                      operand_s=float(t.operand_s))
+                      operand_s=float(t.operand_s), stream_s=stream_s)
 
 
 TILED_BOUNDS = ("compute", "memory", "l2")  # the main-loop terms of a tiled kernel, in tie-break order
@@ -145,12 +169,13 @@ class TiledTerms:
 
 
 def tiled_time_terms(*, compute_s, input_bytes, output_bytes, bandwidth_bytes_per_s, ramp_s, operand_bytes=0.0,
-                     operand_bandwidth_bytes_per_s=float("inf")) -> TiledTerms:
+                     operand_bandwidth_bytes_per_s=float("inf"), stream_s=0.0) -> TiledTerms:
     """The one implementation of a tiled GEMM's time, element-wise over numpy arrays (a graph's ops and a
     sweep's hardware points broadcast together) or on plain floats (``tiled_kernel_time``, the kernel model):
-    ``ramp + max(compute, inputs / bw, operands / operand_bw) + outputs / bw``, the first maximum binding
-    (compute, then memory, then the L2 operand feed). Bandwidths must be positive (callers check)."""
-    memory_s = np.divide(input_bytes, bandwidth_bytes_per_s)
+    ``ramp + max(compute, max(inputs / bw, stream), operands / operand_bw) + outputs / bw``, the first maximum
+    binding (compute, then memory, then the L2 operand feed); ``stream_s`` is the weight panels' time at one
+    SM's streaming rate (``panel_stream_time``, 0 without one). Bandwidths must be positive (callers check)."""
+    memory_s = np.maximum(np.divide(input_bytes, bandwidth_bytes_per_s), stream_s)
     operand_s = np.divide(operand_bytes, operand_bandwidth_bytes_per_s)
     epilogue_s = np.divide(output_bytes, bandwidth_bytes_per_s)
     compute_s, memory_s, operand_s = np.broadcast_arrays(compute_s, memory_s, operand_s)
@@ -164,38 +189,47 @@ def tiled_time_terms(*, compute_s, input_bytes, output_bytes, bandwidth_bytes_pe
 @dataclass(frozen=True, kw_only=True)
 class GemmTiling:
     """How a tuned library runs a (grouped) GEMM: its tile, the TMA multicast of the A panel, the
-    wave-quantised FLOPs-equivalent of its MMA time and the bytes its tiles stream from L2."""
+    wave-quantised FLOPs-equivalent of its MMA time, the bytes its tiles stream from L2 and the time its
+    weight panels take at one SM's streaming rate (``panel_stream_time``; 0 without one)."""
 
     tile: TileChoice
     multicast: int
     time_flops: float
     operand_bytes: float
+    stream_s: float = 0.0
 
 
 def tile_gemm(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm_count: int,
               block_m_options: Iterable[int], block_n_options: Iterable[int], max_tile_elements: int,
               multicast_width: int, config_groups: int, compute_rate: float,
-              operand_bandwidth_bytes_per_s: float) -> GemmTiling:
+              operand_bandwidth_bytes_per_s: float, sm_stream_bytes_per_s: float | None = None) -> GemmTiling:
     """The tiling of ``groups`` GEMMs of m x n x k (``elem_bytes`` per input element) that the kernel model
     and the graph's pricing share: the menu tile with the least main-loop time, max(wave-quantised MMA at
     ``compute_rate``, tile operand panels at ``operand_bandwidth_bytes_per_s`` with TMA multicast where
-    ``tma_multicast`` allows it for ``config_groups``), as an autotuned library picks its fastest config."""
+    ``tma_multicast`` allows it for ``config_groups``, weight panels at ``sm_stream_bytes_per_s`` per SM when
+    given), as an autotuned library picks its fastest config. Each term is monotone in m, n and k for every
+    menu tile, so the least is too (and so is the kernel's time, whose other terms do not depend on the tile)."""
     block_m_options, block_n_options = tuple(block_m_options), tuple(block_n_options)
 
     def multicast(tile: TileChoice) -> int:
         return tma_multicast(width=multicast_width, n=n, block_n=tile.block_n, config_groups=config_groups)
 
+    def stream_s(tile: TileChoice) -> float:
+        return panel_stream_time(tile=tile, n=n, k=k, elem_bytes=elem_bytes,
+                                 sm_stream_bytes_per_s=sm_stream_bytes_per_s)
+
     def main_loop_s(tile: TileChoice) -> float:
         return max(wave_quantised_flops(tile=tile, k=k, sm_count=sm_count) / compute_rate,
                    tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=multicast(tile))
-                   / operand_bandwidth_bytes_per_s)
+                   / operand_bandwidth_bytes_per_s, stream_s(tile))
 
     tile = choose_gemm_tile(m=m, n=n, groups=groups, sm_count=sm_count, block_m_options=block_m_options,
                             block_n_options=block_n_options, max_tile_elements=max_tile_elements,
                             score=main_loop_s)
     width = multicast(tile)
     return GemmTiling(tile=tile, multicast=width, time_flops=wave_quantised_flops(tile=tile, k=k, sm_count=sm_count),
-                      operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width))
+                      operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width),
+                      stream_s=stream_s(tile))
 
 
 def tma_multicast(*, width: int, n: int, block_n: int, config_groups: int) -> int:

@@ -156,7 +156,7 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     detail: dict[str, object] = {"layout": layout}
     fields = hw.kernel
     time_flops = flops
-    operand_bytes = 0.0
+    operand_bytes = stream_s = 0.0
     l2_bw = _operand_bandwidth(hw)
     if fields is not None and fields.has_tiles:
         tiling = eff.tile_gemm(groups=groups, m=m, n=n, k=k, elem_bytes=dt.bytes, sm_count=hw.sm_count,
@@ -164,9 +164,10 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
                                max_tile_elements=fields.gemm_max_tile_elements,
                                multicast_width=fields.gemm_multicast,
                                config_groups=groups if layout == "masked" else 1, compute_rate=rate,
-                               operand_bandwidth_bytes_per_s=l2_bw)
+                               operand_bandwidth_bytes_per_s=l2_bw,
+                               sm_stream_bytes_per_s=fields.sm_stream_bandwidth_bytes_per_s)
         tile = tiling.tile
-        time_flops, operand_bytes = tiling.time_flops, tiling.operand_bytes
+        time_flops, operand_bytes, stream_s = tiling.time_flops, tiling.operand_bytes, tiling.stream_s
         detail.update({"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
                        "multicast": tiling.multicast,
                        "quantisation_efficiency": eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=tile,
@@ -175,11 +176,12 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     outputs = groups * out.storage_bytes((m, n))
     t = eff.tiled_kernel_time(compute_s=time_flops / rate, input_bytes=inputs, output_bytes=outputs,
                               bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw),
-                              operand_bytes=operand_bytes, operand_bandwidth_bytes_per_s=l2_bw)
+                              operand_bytes=operand_bytes, operand_bandwidth_bytes_per_s=l2_bw, stream_s=stream_s)
     return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=t.time_s,
                           bound=t.bound, flops=flops, bytes=inputs + outputs,
                           parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
-                                 "l2_operand_s": t.operand_s, "epilogue_s": t.epilogue_s}, detail=detail)
+                                 "l2_operand_s": t.operand_s, "panel_stream_s": t.stream_s,
+                                 "epilogue_s": t.epilogue_s}, detail=detail)
 
 
 def gemm_time(hw: Hardware | str, *, m: int, n: int, k: int, dtype: str | DType = "fp8",
@@ -253,6 +255,8 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     pairs = batch * heads * attended_pairs(q_len=q, kv_len=context, causal=True)
     mma_flops = 2.0 * pairs * (d_qk + d_v)
     executed_pairs = pairs
+    if kv_tile is not None and q_tile is None:  # a key tile alone would be silently ignored
+        raise ConfigError(None, "kv_tile", "q_tile given with it (the MMA tile is q_tile x kv_tile)", kv_tile)
     if q_tile is not None:
         executed_pairs = _tiled_pairs(batch=batch, heads=heads, n_kv=n_kv, q=q, context=context,
                                       q_tile=_positive_int(q_tile, "q_tile"),

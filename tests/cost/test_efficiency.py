@@ -154,3 +154,65 @@ def test_more_bandwidth_never_slower(compute: float, inputs: float, outputs: flo
     fast = eff.tiled_kernel_time(compute_s=compute, input_bytes=inputs, output_bytes=outputs,
                                  bandwidth_bytes_per_s=bw * factor, ramp_s=1e-6)
     assert fast.time_s <= slow.time_s * (1 + 1e-12)
+
+
+def test_panel_stream_time_is_one_weight_panel_per_wave_at_the_per_sm_rate() -> None:
+    # 44 tiles of 64 x 48 on 132 SMs: one wave; each CTA streams its 48-column weight panel of k = 7168 BF16
+    # elements (688,128 B) at 46 GB/s; for an n that the tiles divide evenly this is the compulsory weight
+    # bytes over (44 CTAs x 46 GB/s), i.e. main memory at min(chip, active CTAs x per-SM rate)
+    tile = eff.choose_gemm_tile(m=1, n=44 * 48, groups=1, sm_count=132, block_m_options=(64,),
+                                block_n_options=(48,), max_tile_elements=MAX_TILE)
+    assert (tile.tiles, tile.waves) == (44, 1)
+    t = eff.panel_stream_time(tile=tile, n=44 * 48, k=7168, elem_bytes=2, sm_stream_bytes_per_s=46e9)
+    assert t == pytest.approx(48 * 7168 * 2 / 46e9)
+    assert t == pytest.approx(44 * 48 * 7168 * 2 / (44 * 46e9))
+    # n narrower than the tile: the one CTA streams only the n columns there are
+    narrow = eff.choose_gemm_tile(m=1, n=20, groups=1, sm_count=132, block_m_options=(64,), block_n_options=(48,),
+                                  max_tile_elements=MAX_TILE)
+    assert eff.panel_stream_time(tile=narrow, n=20, k=100, elem_bytes=1, sm_stream_bytes_per_s=1e9) == pytest.approx(
+        20 * 100 / 1e9)
+    # two waves: each SM streams two panels one after the other
+    two = eff.choose_gemm_tile(m=1, n=133 * 48, groups=1, sm_count=132, block_m_options=(64,),
+                               block_n_options=(48,), max_tile_elements=MAX_TILE)
+    assert two.waves == 2
+    assert eff.panel_stream_time(tile=two, n=133 * 48, k=7168, elem_bytes=2,
+                                 sm_stream_bytes_per_s=46e9) == pytest.approx(2 * t)
+    # no per-SM rate: no cap
+    assert eff.panel_stream_time(tile=tile, n=2112, k=7168, elem_bytes=2, sm_stream_bytes_per_s=None) == 0.0
+
+
+@pytest.mark.parametrize("rate", [0.0, -1e9])
+def test_panel_stream_time_rejects_a_non_positive_rate(rate: float) -> None:
+    tile = eff.choose_gemm_tile(m=1, n=64, groups=1, sm_count=132, block_m_options=BLOCK_M,
+                                block_n_options=BLOCK_N, max_tile_elements=MAX_TILE)
+    with pytest.raises(ConfigError, match="sm_stream_bandwidth"):
+        eff.panel_stream_time(tile=tile, n=64, k=64, elem_bytes=1, sm_stream_bytes_per_s=rate)
+
+
+def test_stream_time_caps_the_memory_term_only_when_slower_than_the_chip() -> None:
+    base = dict(compute_s=1e-6, input_bytes=4e6, output_bytes=1e6, bandwidth_bytes_per_s=1e12, ramp_s=2e-6)
+    chip = eff.tiled_kernel_time(**base)
+    assert chip.memory_s == pytest.approx(4e-6) and chip.stream_s == 0.0
+    capped = eff.tiled_kernel_time(**base, stream_s=9e-6)
+    assert capped.memory_s == pytest.approx(9e-6) and capped.bound == "memory"
+    assert capped.time_s == pytest.approx(2e-6 + 9e-6 + 1e-6)
+    assert eff.tiled_kernel_time(**base, stream_s=3e-6).time_s == pytest.approx(chip.time_s)
+
+
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 3000), n=st.integers(1, 9000), k=st.integers(1, 8192), dm=st.integers(0, 300),
+       dn=st.integers(0, 300), dk=st.integers(0, 300), groups=st.integers(1, 8))
+def test_tiling_with_per_sm_stream_is_monotone(m: int, n: int, k: int, dm: int, dn: int, dk: int,
+                                               groups: int) -> None:
+    # the tile is the menu's least max(MMA, L2 feed, weight panels at the per-SM rate); each term grows with
+    # m, n and k for every tile (bytes over the tile count would not: a partial tile adds a CTA), so the
+    # least does too
+    kwargs = dict(groups=groups, elem_bytes=1, sm_count=132, block_m_options=BLOCK_M, block_n_options=BLOCK_N,
+                  max_tile_elements=MAX_TILE, multicast_width=1, config_groups=1, compute_rate=1.5e15,
+                  operand_bandwidth_bytes_per_s=6e12, sm_stream_bytes_per_s=47e9)
+
+    def main_loop(mm: int, nn: int, kk: int) -> float:
+        t = eff.tile_gemm(m=mm, n=nn, k=kk, **kwargs)
+        return max(t.time_flops / 1.5e15, t.operand_bytes / 6e12, t.stream_s)
+
+    assert main_loop(m + dm, n + dn, k + dk) >= main_loop(m, n, k) * (1 - 1e-12)

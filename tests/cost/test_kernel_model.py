@@ -191,3 +191,59 @@ def test_moe_without_a_vector_engine_is_a_config_error(h800) -> None:
     hw = dataclasses.replace(h800, compute={k: e for k, e in h800.compute.items() if e.kind != "vector"})
     with pytest.raises(ConfigError, match="vector engine"):
         moe_time(hw, tokens=128, hidden=7168, inter=2048, topk=8, experts=256, ep=8)
+
+
+@pytest.fixture(scope="module")
+def h200():
+    return load_hardware(HW_DIR / "h200.yaml")
+
+
+def test_few_tile_gemm_streams_its_weight_panels_at_the_per_sm_rate(h200) -> None:
+    """An M = 1 decode GEMM of DeepSeek-V3's 2112 x 7168 projection has too few tiles to pull the H200's full
+    HBM bandwidth: its main loop is each CTA's weight panel at `kernel.sm_stream_bandwidth`, slower than the
+    chip-wide compulsory stream, and without the field the same GEMM is the old, faster prediction."""
+    rate = h200.kernel.sm_stream_bandwidth_bytes_per_s
+    est = gemm_time(h200, m=1, n=2112, k=7168, dtype="bf16")
+    bn, waves = est.detail["block_n"], est.detail["waves"]
+    assert est.bound == "memory"
+    assert est.parts["panel_stream_s"] == pytest.approx(waves * min(bn, 2112) * 7168 * 2 / rate)
+    chip = h200.main_memory.bandwidth_bytes_per_s * h200.main_memory.achievable_fraction
+    assert est.parts["memory_s"] == est.parts["panel_stream_s"] > (2112 * 7168 + 7168) * 2 / chip
+    # as bandwidth: the tiles divide n evenly here, so the weight bytes move at active CTAs x per-SM rate
+    assert est.detail["tiles"] < h200.sm_count and 2112 % bn == 0
+    assert 2112 * 7168 * 2 / est.parts["memory_s"] == pytest.approx(est.detail["tiles"] * rate)
+    uncapped = dataclasses.replace(h200, kernel=dataclasses.replace(h200.kernel, sm_stream_bandwidth_bytes_per_s=None))
+    old = gemm_time(uncapped, m=1, n=2112, k=7168, dtype="bf16")
+    assert old.parts["panel_stream_s"] == 0.0 and est.time_s > old.time_s
+
+
+def test_large_gemm_is_not_capped_by_the_per_sm_stream(h200) -> None:
+    # a full chip of big tiles: MMA binds, the per-SM stream changes nothing
+    uncapped = dataclasses.replace(h200, kernel=dataclasses.replace(h200.kernel, sm_stream_bandwidth_bytes_per_s=None))
+    for dtype in ("bf16", "fp8"):
+        est = gemm_time(h200, m=4096, n=4096, k=7168, dtype=dtype)
+        assert est.bound == "compute"
+        assert est.time_s == gemm_time(uncapped, m=4096, n=4096, k=7168, dtype=dtype).time_s
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 2048), n=st.integers(1, 12288), k=st.integers(1, 8192), dm=st.integers(0, 256),
+       dn=st.integers(0, 256), dk=st.integers(0, 256), groups=st.integers(1, 8),
+       dtype=st.sampled_from(["bf16", "fp8"]))
+def test_h200_gemm_time_is_monotone_with_the_per_sm_stream(h200, m, n, k, dm, dn, dk, groups, dtype) -> None:
+    # bytes over min(tiles, SMs) x rate would drop when a partial tile adds a CTA; the per-tile weight panel
+    # does not, so a bigger GEMM never takes less time
+    for layout in ("contiguous", "masked"):
+        small = grouped_gemm_time(h200, groups=groups, m=m, n=n, k=k, dtype=dtype, layout=layout)
+        big = grouped_gemm_time(h200, groups=groups, m=m + dm, n=n + dn, k=k + dk, dtype=dtype, layout=layout)
+        assert big.time_s >= small.time_s * (1 - 1e-12)
+
+
+def test_attention_kv_tile_without_q_tile_is_a_config_error(h800) -> None:
+    shape = dict(kind="gqa", phase="decode", heads=32, heads_kv=8, head_dim=128, batch=1, context=1024)
+    with pytest.raises(ConfigError, match="kv_tile") as err:
+        attention_time(h800, kv_tile=128, **shape)
+    assert "\n" not in str(err.value)
+    # with q_tile it is the tiled kernel's MMA work (decode pads the packed heads to whole tiles)
+    tiled = attention_time(h800, q_tile=64, kv_tile=128, **shape)
+    assert tiled.detail["executed_mma_flops"] > attention_time(h800, **shape).detail["executed_mma_flops"]
