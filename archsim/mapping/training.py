@@ -178,9 +178,10 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
     (``archsim.mapping.training_work``: forward, Dgrad, Wgrad, attention and element-wise backward, FP8
     casts, recomputation, logits at every position) on the SMs that communication kernels leave. Blocks
     are split into ``pp`` stages (exact min-max partition); the heaviest rank (under DualPipe: stage r
-    with stage PP-1-r) sets the chunk times. EP and TP communication runs forward and backward.
+    with stage PP-1-r) sets the chunk times. EP, TP and CP communication runs forward and backward.
     Exposed communication depends on the schedule: DualPipe's F&B blocks hide communication under compute
-    (block = max(compute, communication)); 1F1B and interleaved chunks pay it. The pipeline step follows
+    as far as the dependencies allow (the two-stream schedule of ``archsim.mapping.overlap.fb_span``);
+    1F1B and interleaved chunks pay it. The pipeline step follows
     the schedule analytically (``archsim.mapping.pipeline``; ``archsim.sim.step`` executes it as events
     and agrees). Then the ZeRO gradient reduce-scatter and parameter all-gather over the DP replicas
     (counted as exposed), and the optimizer update (HBM-bound). Memory is reported for the even layer
