@@ -280,3 +280,66 @@ def fit_ramp_and_bandwidth(bytes_moved: Iterable[float], times_s: Iterable[float
     if slope <= 0:
         raise ConfigError(None, "calibration.samples", "times that grow with bytes", slope)
     return 1.0 / slope, mean_y - slope * mean_x
+
+
+def gemm_tile_menu(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm_count: int,
+                   block_m_options: Iterable[int], block_n_options: Iterable[int], max_tile_elements: int,
+                   multicast_width: int, config_groups: int,
+                   sm_stream_bytes_per_s: float | None = None) -> tuple[GemmTiling, ...]:
+    """Every tiling ``tile_gemm`` chooses from, as ``GemmTiling`` entries in ``choose_gemm_tile``'s tie-break
+    order (fewest waves, fullest last wave, larger block_n, then menu order), less those that can never be
+    the first of least main-loop time at any positive rates (an earlier entry no worse on MMA FLOPs, operand
+    bytes and panel streaming time, or a later one better on all three). The tile ``tile_gemm`` picks is
+    then the first entry of least ``main_loop_s`` (``pick_tiling``), which the graph's array pricing
+    evaluates at every hardware point of a sweep."""
+    if m < 1 or n < 1 or groups < 1 or sm_count < 1:
+        raise ConfigError(None, "gemm.shape", "m, n, groups and sm_count >= 1", (m, n, groups, sm_count))
+    block_m_options, block_n_options = tuple(block_m_options), tuple(block_n_options)
+    entries = []
+    for bm in block_m_options:
+        for bn in block_n_options:
+            if bm * bn > max_tile_elements:
+                continue
+            tiles = groups * ceil(m / bm) * ceil(n / bn)
+            waves = ceil(tiles / sm_count)
+            tile = TileChoice(block_m=bm, block_n=bn, tiles=tiles, waves=waves,
+                              last_wave_tiles=tiles - (waves - 1) * sm_count)
+            width = tma_multicast(width=multicast_width, n=n, block_n=bn, config_groups=config_groups)
+            entries.append(GemmTiling(
+                tile=tile, multicast=width, time_flops=wave_quantised_flops(tile=tile, k=k, sm_count=sm_count),
+                operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width),
+                stream_s=panel_stream_time(tile=tile, n=n, k=k, elem_bytes=elem_bytes,
+                                           sm_stream_bytes_per_s=sm_stream_bytes_per_s)))
+    if not entries:
+        raise ConfigError(None, "kernel.gemm_block", f"a tile of at most {max_tile_elements} outputs",
+                          (block_m_options, block_n_options))
+    entries.sort(key=lambda e: (e.tile.waves, -e.tile.last_wave_tiles, -e.tile.block_n))  # stable: menu order
+
+    def terms(e: GemmTiling) -> tuple[float, float, float]:
+        return e.time_flops, e.operand_bytes, e.stream_s
+
+    def never_first(i: int) -> bool:
+        mine = terms(entries[i])
+        for j, other in enumerate(entries):
+            theirs = terms(other)
+            if j < i and all(a <= b for a, b in zip(theirs, mine)):
+                return True
+            if j > i and all(a < b for a, b in zip(theirs, mine)):
+                return True
+        return False
+
+    return tuple(e for i, e in enumerate(entries) if not never_first(i))
+
+
+def main_loop_s(time_flops, operand_bytes, stream_s, compute_rate, operand_bandwidth_bytes_per_s):
+    """The tile-dependent part of ``tiled_time_terms``, element-wise over numpy arrays: max(wave-quantised
+    MMA, L2 operand panels, weight panels at one SM's streaming rate), ``tile_gemm``'s score."""
+    return np.maximum(np.maximum(np.divide(time_flops, compute_rate),
+                                 np.divide(operand_bytes, operand_bandwidth_bytes_per_s)), stream_s)
+
+
+def pick_tiling(time_flops, operand_bytes, stream_s, compute_rate, operand_bandwidth_bytes_per_s):
+    """Index along the last axis of the ``gemm_tile_menu`` entry an autotuned library runs: the first of least
+    ``main_loop_s``. Arrays broadcast, so a graph's GEMMs and a sweep's hardware points pick at once."""
+    return np.argmin(main_loop_s(time_flops, operand_bytes, stream_s, compute_rate, operand_bandwidth_bytes_per_s),
+                     axis=-1)

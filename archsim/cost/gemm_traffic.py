@@ -62,6 +62,8 @@ class TiledTraffic:
     hbm: float
     l2: float
     shared: float
+    hbm_read: float = 0.0     # of ``hbm``: the operand reads (a GEMM's main loop); 0 when not split
+    hbm_written: float = 0.0  # of ``hbm``: the output store (a GEMM's epilogue)
 
 
 def _rereads(panels_other: int, total: float, panel_banded: float, panel_streamed: float, l2_bytes: float) -> int:
@@ -81,7 +83,8 @@ def gemm_traffic(*, m: float, n: int, a_bytes: float, b_bytes: float, c_bytes: f
     panel_a, panel_b = a_bytes / panels_m, b_bytes / panels_n
     band_a = a_bytes + b_bytes * _rereads(panels_m, b_bytes, panel_a, panel_b, l2_bytes)
     band_b = b_bytes + a_bytes * _rereads(panels_n, a_bytes, panel_b, panel_a, l2_bytes)
-    return TiledTraffic(hbm=c_bytes + min(band_a, band_b), l2=to_sms, shared=to_sms)
+    read = min(band_a, band_b)
+    return TiledTraffic(hbm=c_bytes + read, l2=to_sms, shared=to_sms, hbm_read=read, hbm_written=c_bytes)
 
 
 def grouped_gemm_traffic(*, distinct_experts: float, tokens_total: float, n: int, a_bytes: float,
@@ -96,7 +99,7 @@ def grouped_gemm_traffic(*, distinct_experts: float, tokens_total: float, n: int
     """
     if distinct_experts <= 0 or tokens_total <= 0:
         return TiledTraffic(hbm=a_bytes + w_bytes + c_bytes, l2=a_bytes + w_bytes + c_bytes,
-                            shared=a_bytes + w_bytes + c_bytes)
+                            shared=a_bytes + w_bytes + c_bytes, hbm_read=a_bytes + w_bytes, hbm_written=c_bytes)
     panels_m = math.ceil(tokens_total / distinct_experts / tile)
     panels_n = math.ceil(n / tile)
     to_sms = a_bytes * panels_n + w_bytes * panels_m + c_bytes
@@ -104,4 +107,5 @@ def grouped_gemm_traffic(*, distinct_experts: float, tokens_total: float, n: int
     panel_a, panel_w = a_bytes / distinct_experts / panels_m, expert / panels_n
     band_a = a_bytes + w_bytes * _rereads(panels_m, expert, panel_a, panel_w, l2_bytes)
     band_w = w_bytes + a_bytes * _rereads(panels_n, a_bytes / distinct_experts, panel_w, panel_a, l2_bytes)
-    return TiledTraffic(hbm=c_bytes + min(band_a, band_w), l2=to_sms, shared=to_sms)
+    read = min(band_a, band_w)
+    return TiledTraffic(hbm=c_bytes + read, l2=to_sms, shared=to_sms, hbm_read=read, hbm_written=c_bytes)

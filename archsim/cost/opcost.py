@@ -11,6 +11,11 @@ Times are work / rate of a named resource:
   group, optional algorithm) on the chip's node and fabric;
 - launch: kernel launches * ``kernel_launch_s``.
 The op's time is the largest of these (perfect overlap within a kernel) and ``bound`` names it.
+A tiled GEMM (``cost/traffic.py``: a chip with a GEMM tile menu) is priced as the kernel model prices it,
+by ``efficiency.tiled_time_terms``: ``kernel.ramp`` + max(compute, main-memory reads / main rate, L2 operand
+panels / operand feed) + output bytes / main rate (the epilogue), or the launch time if that is longer;
+``bound`` names compute, the main memory or ``memory:l2`` (the operand feed); the ramp replaces the levels'
+first-access latencies.
 Dynamic energy = FLOPs * energy_per_flop[dtype] + bytes * 8 * energy_per_bit per level (+ network);
 idle power over time is added per phase (``cost/phase.py``), not per op.
 """
@@ -19,10 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+import numpy as np
+
 from archsim.config.hardware import ComputeEngine, Hardware
+from archsim.cost import efficiency as eff
 from archsim.cost.collectives import price_collective
-from archsim.cost.traffic import Geometry, OpWork, op_work
-from archsim.dtypes import BITS_PER_BYTE, BY_NAME
+from archsim.cost.traffic import Geometry, OpWork, engine_dtype_name, gemm_operand_rate, level_rate, op_work
+from archsim.dtypes import BITS_PER_BYTE
 from archsim.errors import ConfigError
 from archsim.graph.op import Op
 
@@ -67,24 +75,13 @@ def rate_key(hw: Hardware, op: Op) -> tuple[str, str] | None:
     return engine.name, _engine_dtype(hw, engine, op)
 
 
-def level_rate(level, clock_fraction: float = 1.0) -> float:
-    """Sustained bytes/s of a memory level: achievable bandwidth (scaled by the core clock fraction for
-    on-chip levels), capped by its power limit."""
-    rate = level.bandwidth_bytes_per_s * level.achievable_fraction * clock_fraction
-    if level.power_limit_w is not None and level.energy_j_per_bit > 0:
-        rate = min(rate, level.power_limit_w / (BITS_PER_BYTE * level.energy_j_per_bit))
-    return rate
-
-
 def _engine_dtype(hw: Hardware, engine: ComputeEngine, op: Op) -> str:
-    name = op.compute_dtype.name
-    if name in engine.peak_flop_per_s:
-        return name
-    wider = [d for d in engine.peak_flop_per_s if d in BY_NAME and BY_NAME[d].bits >= op.compute_dtype.bits]
-    if not wider:
+    name = engine_dtype_name(engine.peak_flop_per_s, op.compute_dtype)
+    if name is None:
         raise ConfigError(hw.source_file, f"compute.{engine.name}.peak",
-                          f"a peak for {name} or a wider dtype (op {op.name})", sorted(engine.peak_flop_per_s))
-    return min(wider, key=lambda d: BY_NAME[d].bits)
+                          f"a peak for {op.compute_dtype.name} or a wider dtype (op {op.name})",
+                          sorted(engine.peak_flop_per_s))
+    return name
 
 
 def energy_per_flop(hw: Hardware, key: tuple[str, str]) -> float:
@@ -137,6 +134,22 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     candidates += [(f"memory:{name}", memory_s[name]) for name in reversed(tuple(hw.memory))]
     candidates += [("network", network_s), ("launch", launch_s)]
     bound, time_s = max(candidates, key=lambda c: c[1])  # first maximum wins ties
+    if work.tiled:
+        operand_rate = gemm_operand_rate(hw)
+        pick = int(eff.pick_tiling(np.array(work.tile_flops), np.array(work.tile_operand_bytes),
+                                   np.array(work.tile_stream_s), rate, operand_rate))
+        compute_s = max(work.time_flops, work.tile_flops[pick]) / rate
+        terms = eff.tiled_time_terms(compute_s=compute_s, input_bytes=work.stream_bytes,
+                                     output_bytes=work.epilogue_bytes, bandwidth_bytes_per_s=level_rate(main),
+                                     ramp_s=hw.kernel.ramp_s, operand_bytes=work.tile_operand_bytes[pick],
+                                     operand_bandwidth_bytes_per_s=operand_rate, stream_s=work.tile_stream_s[pick])
+        kernel_s = float(terms.time_s)
+        memory_s = dict.fromkeys(memory_s, 0.0)
+        memory_s[main.name] = float(terms.memory_s + terms.epilogue_s)
+        operand_level = "l2" if "l2" in memory_s and hw.memory["l2"] is not main else main.name
+        memory_s[operand_level] += float(terms.operand_s)
+        labels = ("compute", f"memory:{main.name}", f"memory:{operand_level}")
+        bound, time_s = ("launch", launch_s) if launch_s > kernel_s else (labels[int(terms.bound_index)], kernel_s)
     energy = {"compute": compute_j}
     energy.update({f"memory:{name}": work.bytes_by_level[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
                    for name in hw.memory})

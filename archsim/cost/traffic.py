@@ -10,17 +10,30 @@ Register-file traffic is not modelled (its energy is part of the energy per FLOP
 main memory and L2 both carry the operand bytes, shared memory none.
 A chip without a ``shared`` level (a wafer-scale or SRAM dataflow chip whose main memory is on-chip
 SRAM next to the cores) has no tiling information: its tiled kinds move their compulsory bytes.
+
+GEMMs on a chip with a GEMM tile menu (``kernel:`` fields) are *tiled*: their time is the kernel model's
+(``cost/efficiency.py``: the tile of ``gemm_tile_menu`` that ``pick_tiling`` picks, and ``tiled_time_terms``,
+the terms ``cost/kernel_model.py`` uses): ramp + max(wave-quantised MMA, main-memory reads / bandwidth (no
+faster than the weight panels at one SM's streaming rate), the tiles' L2 operand panels / the operand feed)
++ the output epilogue / bandwidth. ``OpWork`` then carries the split the time needs (``stream_bytes`` read
+in the main loop, ``epilogue_bytes`` written after it, and the tile menu's terms, picked at pricing time so
+that a sweep of rates re-tiles as the library would); the per-level bytes stay those of ``gemm_traffic``
+(energy). The graph keeps what the kernel model lacks:
+the busiest expert's bound, distinct-expert weight reads and the L2 banding of re-read operands (reads
+beyond the compulsory ones when the operands do not fit L2).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from archsim.config.hardware import Hardware
 from archsim.config.kernel_fields import KernelFields
-from archsim.cost.efficiency import choose_gemm_tile, wave_quantised_flops
+from archsim.cost.efficiency import GemmTiling, choose_gemm_tile, gemm_tile_menu, wave_quantised_flops
 from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
 from archsim.cost.gemm_traffic import TiledTraffic, gemm_tile, gemm_traffic, grouped_gemm_traffic
+from archsim.dtypes import BITS_PER_BYTE, BY_NAME
 from archsim.errors import ConfigError
 from archsim.graph.op import Op
 
@@ -41,6 +54,8 @@ class Geometry:
     # attention's sustained MMA rate over the GEMM rate the engine's achievable_fraction gives
     # (kernel.clock_under_load / clock_boost x attention_mma_fraction / achievable_fraction); 1 without fields
     attention_rate_ratio: float = 1.0
+    # the dtypes the matrix engine lists, when the chip has a GEMM tile menu (its GEMMs are tiled); else empty
+    matrix_dtypes: tuple[str, ...] = ()
 
     @staticmethod
     def of(hw: Hardware) -> "Geometry":
@@ -58,9 +73,46 @@ class Geometry:
         reg_bytes = None
         if regs is not None:
             reg_bytes = regs.per_unit_bytes or regs.capacity_bytes / max(1, regs.units or hw.sm_count)
+        matrix_dtypes: tuple[str, ...] = ()
+        if hw.kernel is not None and hw.kernel.has_tiles and sram > 0:
+            try:
+                matrix_dtypes = tuple(hw.engine_for("matrix").peak_flop_per_s)
+            except KeyError:
+                pass
         return Geometry(level_names=names, main=names[-1], sram_per_sm_bytes=sram, register_per_sm_bytes=reg_bytes,
                         l2_bytes=0.0 if l2 is None else l2.capacity_bytes, sm_count=hw.sm_count,
-                        kernel=hw.kernel, attention_rate_ratio=_attention_rate_ratio(hw))
+                        kernel=hw.kernel, attention_rate_ratio=_attention_rate_ratio(hw),
+                        matrix_dtypes=matrix_dtypes)
+
+
+def level_rate(level, clock_fraction: float = 1.0) -> float:
+    """Sustained bytes/s of a memory level: achievable bandwidth (scaled by the core clock fraction for
+    on-chip levels), capped by its power limit."""
+    rate = level.bandwidth_bytes_per_s * level.achievable_fraction * clock_fraction
+    if level.power_limit_w is not None and level.energy_j_per_bit > 0:
+        rate = min(rate, level.power_limit_w / (BITS_PER_BYTE * level.energy_j_per_bit))
+    return rate
+
+
+def gemm_operand_field(hw: Hardware) -> float | None:
+    """``kernel.gemm_operand_bandwidth`` times the thermal ``compute_clock_fraction`` (the L2 -> shared-memory
+    feed runs at the core clock, like every on-chip level); None when the chip has no such field."""
+    fields = hw.kernel
+    if fields is None or fields.gemm_operand_bandwidth_bytes_per_s is None:
+        return None
+    return fields.gemm_operand_bandwidth_bytes_per_s * hw.compute_clock_fraction
+
+
+def gemm_operand_rate(hw: Hardware) -> float:
+    """Rate at which a tiled GEMM's tiles stream their operand panels from L2: ``gemm_operand_field``, else
+    the L2 level's sustained rate, else unbounded (no L2 described), as ``cost/kernel_model.py`` has it."""
+    field = gemm_operand_field(hw)
+    if field is not None:
+        return field
+    l2 = hw.memory.get("l2")
+    if l2 is None or l2 is hw.main_memory:
+        return float("inf")
+    return level_rate(l2, hw.compute_clock_fraction)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +123,17 @@ class OpWork:
     bytes_by_level: dict[str, float]
     network_bytes: float
     launches: int
+    # a tiled GEMM (module docstring): main-memory bytes read in its main loop, output bytes stored after
+    # it, and per entry of its tile menu (efficiency.gemm_tile_menu) the wave-quantised FLOPs, the operand
+    # bytes its tiles stream from L2 and its weight panels' per-SM streaming time (time only; energy uses
+    # bytes_by_level). Its time_flops is then the floor under the tile's FLOPs (its own FLOPs, the busiest
+    # expert's bound); the tile is picked when the rates are known (efficiency.pick_tiling).
+    tiled: bool = False
+    stream_bytes: float = 0.0
+    epilogue_bytes: float = 0.0
+    tile_flops: tuple[float, ...] = ()
+    tile_operand_bytes: tuple[float, ...] = ()
+    tile_stream_s: tuple[float, ...] = ()
 
 
 def _split_gemm_operands(op: Op) -> tuple[float, float, float]:
@@ -154,6 +217,39 @@ def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) ->
     return wave_quantised_flops(tile=tile, k=k, sm_count=geom.sm_count)
 
 
+def engine_dtype_name(peaks, dtype) -> str | None:
+    """The dtype an engine with peaks keyed by dtype name runs ``dtype`` in: its own, else the narrowest
+    wider format the engine lists (e.g. FP8 weights upcast to BF16 on an A100); None if none is wider."""
+    if dtype.name in peaks:
+        return dtype.name
+    wider = [d for d in peaks if d in BY_NAME and BY_NAME[d].bits >= dtype.bits]
+    return min(wider, key=lambda d: BY_NAME[d].bits) if wider else None
+
+
+def gemm_menu(geom: Geometry, op: Op, *, groups: int, m: float, n: int, k: int) -> tuple[GemmTiling, ...] | None:
+    """The kernel model's tile menu for a (grouped) GEMM op (``efficiency.gemm_tile_menu``); None when the chip
+    has no tile menu or matrix engine for the op, or the GEMM is empty. ``m`` (rows per group) may be an expectation:
+    it is rounded up to whole rows. The op's ``layout`` attr (contiguous, the default, or masked) decides
+    whether the config sees one GEMM or ``groups`` (TMA multicast), as in ``kernel_model.grouped_gemm_time``."""
+    fields = geom.kernel
+    if fields is None or not fields.has_tiles or m <= 0 or n <= 0 or k <= 0:
+        return None
+    if engine_dtype_name(geom.matrix_dtypes, op.compute_dtype) is None:
+        return None
+    config_groups = groups if op.attrs.get("layout", "contiguous") == "masked" else 1
+    return _menu(fields, geom.sm_count, groups, math.ceil(m), n, k, op.compute_dtype.bytes, config_groups)
+
+
+@lru_cache(maxsize=4096)
+def _menu(fields: KernelFields, sm_count: int, groups: int, m: int, n: int, k: int, elem_bytes: float,
+          config_groups: int) -> tuple[GemmTiling, ...]:
+    """``gemm_tile_menu`` memoised: every layer of a model repeats the same GEMM shapes."""
+    return gemm_tile_menu(groups=groups, m=m, n=n, k=k, elem_bytes=elem_bytes, sm_count=sm_count,
+                          block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
+                          max_tile_elements=fields.gemm_max_tile_elements, multicast_width=fields.gemm_multicast,
+                          config_groups=config_groups, sm_stream_bytes_per_s=fields.sm_stream_bandwidth_bytes_per_s)
+
+
 def busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, tile: int) -> float:
     """FLOPs-equivalent lower bound from the busiest expert: the grouped GEMM cannot finish before it.
 
@@ -184,13 +280,16 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
         levels = {name: 0.0 for name in geom.level_names}
         return OpWork(time_flops=0.0, bytes_by_level=levels,
                       network_bytes=float(op.attrs.get("bytes", op.bytes)), launches=1)
+    menu = None
     if kind == "gemm":
         a, b, c = _split_gemm_operands(op)
         tile = gemm_tile(geom.sram_per_sm_bytes, op.compute_dtype.bytes, geom.register_per_sm_bytes)
         traffic = gemm_traffic(m=float(op.attrs["m"]), n=int(op.attrs["n"]), a_bytes=a, b_bytes=b,
                                c_bytes=c, tile=tile, l2_bytes=geom.l2_bytes)
-        time_flops = max(time_flops, quantised_flops(geom, groups=1, m=float(op.attrs["m"]), n=int(op.attrs["n"]),
-                                                     k=int(op.attrs["k"])))
+        menu = gemm_menu(geom, op, groups=1, m=float(op.attrs["m"]), n=int(op.attrs["n"]), k=int(op.attrs["k"]))
+        if menu is None:
+            time_flops = max(time_flops, quantised_flops(geom, groups=1, m=float(op.attrs["m"]),
+                                                         n=int(op.attrs["n"]), k=int(op.attrs["k"])))
     elif kind == "grouped_gemm":
         a, w, c = _split_gemm_operands(op)
         attrs = op.attrs
@@ -204,13 +303,23 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
                                        l2_bytes=geom.l2_bytes)
         busiest = busiest_expert_flops(geom, tokens_max=tokens_max, n=int(attrs["n"]), k=int(attrs["k"]), tile=tile)
         mean_tokens = tokens_total / distinct if distinct > 0 else 0.0
-        time_flops = max(time_flops, busiest, quantised_flops(geom, groups=max(1, round(distinct)), m=mean_tokens,
-                                                              n=int(attrs["n"]), k=int(attrs["k"])))
+        groups = max(1, round(distinct))
+        menu = gemm_menu(geom, op, groups=groups, m=mean_tokens, n=int(attrs["n"]), k=int(attrs["k"]))
+        time_flops = max(time_flops, busiest)
+        if menu is None:
+            time_flops = max(time_flops, quantised_flops(geom, groups=groups, m=mean_tokens, n=int(attrs["n"]),
+                                                         k=int(attrs["k"])))
     elif kind == "attention":
         traffic = attention_traffic(op, geom, attention)
         time_flops = time_flops / geom.attention_rate_ratio
     else:
         total = op.bytes
         traffic = TiledTraffic(hbm=total, l2=total, shared=0.0)
+    if menu is not None:
+        return OpWork(time_flops=time_flops, bytes_by_level=_levels(geom, traffic), network_bytes=0.0, launches=1,
+                      tiled=True, stream_bytes=traffic.hbm_read, epilogue_bytes=traffic.hbm_written,
+                      tile_flops=tuple(e.time_flops for e in menu),
+                      tile_operand_bytes=tuple(e.operand_bytes for e in menu),
+                      tile_stream_s=tuple(e.stream_s for e in menu))
     return OpWork(time_flops=time_flops, bytes_by_level=_levels(geom, traffic), network_bytes=0.0,
                   launches=1)

@@ -8,6 +8,9 @@ arrays with a leading sweep axis (10,000 hardware points through one call).
 The maths is exactly that of ``cost/opcost.py`` (a test checks they agree op by op). Collectives
 are priced once at extraction by ``cost/collectives.py`` (their time depends on the node and link
 fields, which a sweep of chip rates leaves fixed; re-extract to sweep links).
+Tiled GEMMs (``cost/traffic.py``) are priced by ``efficiency.pick_tiling`` over their tile menu and
+``efficiency.tiled_time_terms``, broadcast over the sweep (each point picks its own tile, as the kernel
+model would at those rates; a sweep of ``kernel.*`` fields needs a re-extraction).
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from archsim.config.hardware import Hardware
+from archsim.cost import efficiency as eff
 from archsim.cost.opcost import collective_cost, energy_per_flop, rate_key
-from archsim.cost.traffic import Geometry, op_work
+from archsim.cost.traffic import Geometry, gemm_operand_field, op_work
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.graph.op import Op
 
@@ -42,11 +46,21 @@ class GraphWork:
     network_j: np.ndarray      # (n,) collective energy, likewise
     launches: np.ndarray       # (n,)
     count: np.ndarray          # (n,) multiplicity of each row
+    # tiled GEMMs (cost/traffic.py OpWork): flag, main-loop main-memory reads, epilogue writes, and per tile
+    # menu entry (n, C; padded with inf) the wave-quantised FLOPs, L2 operand bytes, per-SM panel stream time
+    tiled: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=bool))
+    stream_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    epilogue_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    tile_flops: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    tile_operand_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    tile_stream_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
 
     def compress(self) -> "GraphWork":
         """Merge rows with identical work into one row with a count (totals are unchanged)."""
         table = np.column_stack([self.flops, self.time_flops, self.rate_index, self.bytes,
-                                 self.network_bytes, self.network_s, self.network_j, self.launches])
+                                 self.network_bytes, self.network_s, self.network_j, self.launches,
+                                 self.tiled, self.stream_bytes, self.epilogue_bytes, self.tile_flops,
+                                 self.tile_operand_bytes, self.tile_stream_s])
         _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
         count = np.bincount(inverse.ravel(), weights=self.count)
         pick = lambda a: a[first]
@@ -55,7 +69,9 @@ class GraphWork:
             flops=pick(self.flops), time_flops=pick(self.time_flops), rate_index=pick(self.rate_index),
             bytes=pick(self.bytes), network_bytes=pick(self.network_bytes), network_s=pick(self.network_s),
             network_j=pick(self.network_j), launches=pick(self.launches),
-            count=count)
+            count=count, tiled=pick(self.tiled), stream_bytes=pick(self.stream_bytes),
+            epilogue_bytes=pick(self.epilogue_bytes), tile_flops=pick(self.tile_flops),
+            tile_operand_bytes=pick(self.tile_operand_bytes), tile_stream_s=pick(self.tile_stream_s))
 
 
 def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -> GraphWork:
@@ -66,6 +82,7 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
     key_of: dict[tuple[str, str, bool], tuple[str, str] | None] = {}  # rate_key memo by (engine, dtype, has FLOPs)
     levels = geom.level_names
     time_flops, rate_index, rows, network, launches, net_s, net_j = [], [], [], [], [], [], []
+    tiled, stream, epilogue, menus = [], [], [], []
     for op in ops:
         work = op_work(op, geom, attention=attention)
         memo = (op.engine, op.compute_dtype.name, op.flops > 0)
@@ -80,13 +97,25 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
         net_s.append(t)
         net_j.append(e)
         launches.append(work.launches)
+        tiled.append(work.tiled)
+        stream.append(work.stream_bytes)
+        epilogue.append(work.epilogue_bytes)
+        menus.append((work.tile_flops, work.tile_operand_bytes, work.tile_stream_s))
     n = len(ops)
+    width = max((len(m[0]) for m in menus), default=0)
+    tile_arrays = [np.full((n, width), np.inf) for _ in range(3)]
+    for i, menu in enumerate(menus):
+        for array, values in zip(tile_arrays, menu):
+            array[i, :len(values)] = values
     return GraphWork(names=tuple(op.name for op in ops), kinds=tuple(op.kind for op in ops),
                      flops=np.array([op.flops for op in ops], dtype=float), time_flops=np.array(time_flops, float),
                      rate_index=np.array(rate_index, dtype=np.int64), rate_keys=tuple(keys), level_names=levels,
                      bytes=np.array(rows, dtype=float).reshape(n, len(levels)),
                      network_bytes=np.array(network, float), network_s=np.array(net_s, float),
-                     network_j=np.array(net_j, float), launches=np.array(launches, float), count=np.ones(n))
+                     network_j=np.array(net_j, float), launches=np.array(launches, float), count=np.ones(n),
+                     tiled=np.array(tiled, dtype=bool), stream_bytes=np.array(stream, float),
+                     epilogue_bytes=np.array(epilogue, float), tile_flops=tile_arrays[0],
+                     tile_operand_bytes=tile_arrays[1], tile_stream_s=tile_arrays[2])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +132,10 @@ class HardwareArrays:
     energy_j_per_bit: np.ndarray      # (..., L)
     kernel_launch_s: np.ndarray       # (...)
     idle_w: np.ndarray                # (...)
+    ramp_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...) kernel.ramp
+    # (...) L2 operand feed of tiled GEMMs (kernel.gemm_operand_bandwidth x clock fraction); NaN = the L2
+    # level's sustained rate (cost/traffic.py gemm_operand_rate)
+    operand_bytes_per_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(np.nan))
 
 
 def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
@@ -120,7 +153,9 @@ def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
         power_limit_w=arr([np.inf if lv.power_limit_w is None else lv.power_limit_w for lv in levels], float),
         latency_s=arr([lv.latency_s for lv in levels], float),
         energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),
-        kernel_launch_s=arr(hw.kernel_launch_s, float), idle_w=arr(hw.static_power_w, float))
+        kernel_launch_s=arr(hw.kernel_launch_s, float), idle_w=arr(hw.static_power_w, float),
+        ramp_s=arr(hw.kernel.ramp_s if hw.kernel is not None else 0.0, float),
+        operand_bytes_per_s=arr(np.nan if gemm_operand_field(hw) is None else gemm_operand_field(hw), float))
 
 
 def stack_hardware(arrays: Sequence[HardwareArrays]) -> HardwareArrays:
@@ -153,6 +188,52 @@ def bound_labels(level_names: Sequence[str]) -> tuple[str, ...]:
     return ("compute", *(f"memory:{n}" for n in reversed(tuple(level_names))), "network", "launch")
 
 
+def _tiled(work: GraphWork, hwa: HardwareArrays, rate, compute_s, launch_s, level_rate, time_s, bound_index,
+           memory_s):
+    """(compute, time, bound index, per-level memory time) with the tiled GEMM rows priced as opcost.py prices
+    them: each picks its tile (``efficiency.pick_tiling``) and takes ``efficiency.tiled_time_terms`` (or the
+    launch time if longer); the main level's time is reads plus epilogue, the L2's the operand feed."""
+    levels = work.level_names
+    main = len(levels) - 1  # Geometry: the outermost level is the last
+    l2 = levels.index("l2") if "l2" in levels and main != levels.index("l2") else None
+    operand_level = main if l2 is None else l2
+    rows = np.flatnonzero(work.tiled)
+    operand_rate = hwa.operand_bytes_per_s
+    operand_rate = np.where(np.isnan(operand_rate), np.inf if l2 is None else level_rate[..., l2], operand_rate)
+    rate_t = rate[..., rows]
+    flops_t, operand_t, stream_t = work.tile_flops[rows], work.tile_operand_bytes[rows], work.tile_stream_s[rows]
+    pick = eff.pick_tiling(flops_t, operand_t, stream_t, rate_t[..., None], operand_rate[..., None, None])
+    shape = pick.shape + (flops_t.shape[-1],)
+
+    def chosen(values):
+        return np.take_along_axis(np.broadcast_to(values, shape), pick[..., None], axis=-1)[..., 0]
+
+    compute_t = np.maximum(work.time_flops[rows], chosen(flops_t)) / rate_t
+    terms = eff.tiled_time_terms(compute_s=compute_t, input_bytes=work.stream_bytes[rows],
+                                 output_bytes=work.epilogue_bytes[rows],
+                                 bandwidth_bytes_per_s=level_rate[..., main, None], ramp_s=hwa.ramp_s[..., None],
+                                 operand_bytes=chosen(operand_t), operand_bandwidth_bytes_per_s=operand_rate[..., None],
+                                 stream_s=chosen(stream_t))
+    labels = bound_labels(levels)
+    to_label = np.array([labels.index("compute"), labels.index(f"memory:{levels[main]}"),
+                         labels.index(f"memory:{levels[operand_level]}")])
+    launch_t = np.broadcast_to(launch_s, np.broadcast_shapes(np.shape(launch_s), np.shape(time_s)))[..., rows]
+    kernel_t = terms.time_s
+    out_shape = np.broadcast_shapes(np.shape(time_s), kernel_t.shape[:-1] + (len(work.tiled),))
+    compute_s = np.array(np.broadcast_to(compute_s, out_shape))
+    time_s = np.array(np.broadcast_to(time_s, out_shape))
+    bound_index = np.array(np.broadcast_to(bound_index, out_shape))
+    memory_s = np.array(np.broadcast_to(memory_s, out_shape + (len(levels),)))
+    compute_s[..., rows] = compute_t
+    time_s[..., rows] = np.maximum(kernel_t, launch_t)
+    bound_index[..., rows] = np.where(launch_t > kernel_t, labels.index("launch"), to_label[terms.bound_index])
+    tiled_memory = np.zeros(kernel_t.shape + (len(levels),))
+    tiled_memory[..., main] = terms.memory_s + terms.epilogue_s
+    tiled_memory[..., operand_level] += terms.operand_s
+    memory_s[..., rows, :] = tiled_memory
+    return compute_s, time_s, bound_index, memory_s
+
+
 def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
     """Price every op of ``work`` on (possibly swept) hardware ``hwa``; see opcost.py for the maths."""
     idx = work.rate_index
@@ -178,6 +259,9 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
                         np.broadcast_to(network_s, shape), np.broadcast_to(launch_s, shape)], axis=-1)
     bound_index = np.argmax(stacked, axis=-1)  # first maximum wins ties, as in opcost.py
     time_s = np.max(stacked, axis=-1)
+    if work.tiled.any():
+        compute_s, time_s, bound_index, memory_s = _tiled(work, hwa, rate, compute_s, launch_s, level_rate[..., 0, :],
+                                                          time_s, bound_index, memory_s)
     energy_j = compute_j + memory_j.sum(axis=-1) + network_j
     total_time_s = (time_s * work.count).sum(axis=-1)
     total_energy_j = (energy_j * work.count).sum(axis=-1) + hwa.idle_w * total_time_s
