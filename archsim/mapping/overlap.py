@@ -250,6 +250,8 @@ def fixed_order_span(tasks: list[Task]) -> float:
     for t in tasks:
         start = free[t.stream] if t.duration_s > 0 else 0.0
         for d in t.deps:
+            if d not in end:
+                raise ConfigError(None, f"schedule.{t.name}", "its dependencies listed before it", d)
             start = max(start, end[d])
         end[t.name] = start + t.duration_s
         if t.duration_s > 0:

@@ -191,6 +191,8 @@ def test_bad_task_graphs_are_config_errors():
         list_schedule([Task("a", "compute", 1.0, ("b",)), Task("b", "comm", 1.0, ("a",))])
     with pytest.raises(ConfigError, match="schedule"):
         list_schedule([Task("a", "gpu", 1.0)])
+    with pytest.raises(ConfigError, match="schedule.a"):
+        fixed_order_span([Task("a", "compute", 1.0, ("b",)), Task("b", "comm", 1.0)])
 
 
 def test_schedule_reproduces_the_measured_pair_span(dsv3, h800):
