@@ -1,4 +1,4 @@
-"""DualPipe's forward-and-backward (F&B) block as an exact two-stream list schedule.
+"""DualPipe's forward-and-backward (F&B) block as exact two-stream fixed-order schedules.
 
 DeepSeek-V3 overlaps the forward of one micro-batch with the backward of another on one device: a compute
 stream runs attention, MLP and their backward parts while a communication stream runs the expert-parallel

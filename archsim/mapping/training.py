@@ -333,7 +333,7 @@ def _add(a: MicroBatchWork, b: MicroBatchWork) -> MicroBatchWork:
 
 def _bottleneck_rank(stages: list[dict], schedule: str, pp: int, p2p_s: float = 0.0) -> dict:
     """The pipeline rank that sets the pace, per micro-batch, with its F&B block time ``fb_s`` (the
-    two-stream list schedule of ``archsim.mapping.overlap``). DualPipe places stage r and stage PP-1-r on
+    two-stream schedule of ``archsim.mapping.overlap.fb_span``). DualPipe places stage r and stage PP-1-r on
     rank r (DSV3-TR §3.2.1) and runs one micro-batch of each per pair of slots: the rank's average of the
     two stages, and of its two F&B blocks (forward of stage r with backward of stage PP-1-r, and the
     reverse); the rank with the longest F&B block. In the steady state each DualPipe F&B block also carries
