@@ -208,28 +208,15 @@ def tile_gemm(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm_coun
     ``compute_rate``, tile operand panels at ``operand_bandwidth_bytes_per_s`` with TMA multicast where
     ``tma_multicast`` allows it for ``config_groups``, weight panels at ``sm_stream_bytes_per_s`` per SM when
     given), as an autotuned library picks its fastest config. Each term is monotone in m, n and k for every
-    menu tile, so the least is too (and so is the kernel's time, whose other terms do not depend on the tile)."""
-    block_m_options, block_n_options = tuple(block_m_options), tuple(block_n_options)
-
-    def multicast(tile: TileChoice) -> int:
-        return tma_multicast(width=multicast_width, n=n, block_n=tile.block_n, config_groups=config_groups)
-
-    def stream_s(tile: TileChoice) -> float:
-        return panel_stream_time(tile=tile, n=n, k=k, elem_bytes=elem_bytes,
-                                 sm_stream_bytes_per_s=sm_stream_bytes_per_s)
-
-    def main_loop_s(tile: TileChoice) -> float:
-        return max(wave_quantised_flops(tile=tile, k=k, sm_count=sm_count) / compute_rate,
-                   tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=multicast(tile))
-                   / operand_bandwidth_bytes_per_s, stream_s(tile))
-
-    tile = choose_gemm_tile(m=m, n=n, groups=groups, sm_count=sm_count, block_m_options=block_m_options,
-                            block_n_options=block_n_options, max_tile_elements=max_tile_elements,
-                            score=main_loop_s)
-    width = multicast(tile)
-    return GemmTiling(tile=tile, multicast=width, time_flops=wave_quantised_flops(tile=tile, k=k, sm_count=sm_count),
-                      operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width),
-                      stream_s=stream_s(tile))
+    menu tile, so the least is too (and so is the kernel's time, whose other terms do not depend on the tile).
+    It is the ``gemm_tile_menu`` entry ``pick_tiling`` picks: the rule the graph's array pricing applies."""
+    menu = gemm_tile_menu(groups=groups, m=m, n=n, k=k, elem_bytes=elem_bytes, sm_count=sm_count,
+                          block_m_options=block_m_options, block_n_options=block_n_options,
+                          max_tile_elements=max_tile_elements, multicast_width=multicast_width,
+                          config_groups=config_groups, sm_stream_bytes_per_s=sm_stream_bytes_per_s)
+    pick = pick_tiling(np.array([e.time_flops for e in menu]), np.array([e.operand_bytes for e in menu]),
+                       np.array([e.stream_s for e in menu]), compute_rate, operand_bandwidth_bytes_per_s)
+    return menu[int(pick)]
 
 
 def tma_multicast(*, width: int, n: int, block_n: int, config_groups: int) -> int:
