@@ -20,7 +20,7 @@ from archsim.config.hardware import load_hardware
 from archsim.cost.kernel_model import grouped_gemm_time
 from archsim.cost.opcost import price_op
 from archsim.cost.phase import price_graph
-from archsim.cost.traffic import Geometry, op_work
+from archsim.cost.traffic import Geometry, busiest_expert_flops, op_work
 from archsim.dtypes import BF16, BY_NAME
 from archsim.graph.op import Op, Operand
 from archsim.graph.ops import GraphBuilder
@@ -124,3 +124,54 @@ def test_chip_without_tile_menu_keeps_the_roofline():
     cost = price_op(kernel_op(case), hw)
     parts = [cost.compute_s, cost.launch_s, *cost.memory_s_by_level.values()]
     assert cost.time_s == max(parts)
+
+
+def test_a_sweep_re_tiles_as_the_kernel_model_does():
+    """The array pricing picks each hardware point's tile: a sweep over the FP8 peak prices every point as the
+    kernel model prices that chip (the tile depends on the MMA rate against the operand feed)."""
+    import dataclasses
+
+    import numpy as np
+
+    from archsim.cost.work import extract_work, hardware_arrays, price_work, stack_hardware
+
+    base = chip("h800")
+    case = next(c for _, c in CASES if c["id"] == "masked_g4_m256_n4096_k7168")
+    op = kernel_op(case)
+    peaks = (0.25e15, 1978.9e12, 8e15)
+    variants = []
+    for peak in peaks:
+        tensor = dataclasses.replace(base.compute["tensor"],
+                                     peak_flop_per_s={**base.compute["tensor"].peak_flop_per_s, "fp8": peak})
+        variants.append(dataclasses.replace(base, compute={**base.compute, "tensor": tensor}))
+    work = extract_work([op], base)
+    swept = price_work(work, stack_hardware([hardware_arrays(v, work) for v in variants]))
+    expected = [kernel_estimate(v, case) for v in variants]
+    assert swept.time_s[:, 0] == pytest.approx([e.time_s for e in expected], rel=REL)
+    assert len({e.detail["block_n"] for e in expected}) > 1  # the points really run different tiles
+    labels = [swept.bound_labels[i] for i in swept.bound_index[:, 0]]
+    assert labels == [BOUND[e.bound] for e in expected]
+    assert np.all(np.diff(swept.time_s[:, 0]) <= 0)  # a faster tensor engine never slows the GEMM
+
+
+def test_busiest_expert_still_bounds_an_imbalanced_grouped_gemm():
+    """The graph's extra over the kernel model: an imbalanced grouped GEMM's MMA time is at least its busiest
+    expert's GEMM alone (traffic.busiest_expert_flops), and it takes no less than the even split."""
+    hw = chip("h800")
+    even = {"kernel": "grouped_gemm", "dtype": "fp8", "shape": {"groups": 4, "m": 256, "n": 4096, "k": 7168}}
+    op = kernel_op(even)
+    skewed = dataclasses_replace_attrs(op, tokens_per_expert=(1000.0, 8.0, 8.0, 8.0), tokens_max=1000.0)
+    geom = Geometry.of(hw)
+    busiest = busiest_expert_flops(geom, tokens_max=1000.0, n=4096, k=7168, tile=128)
+    cost = price_op(skewed, hw)
+    rate = hw.compute["tensor"].peak_flop_per_s["fp8"] * hw.compute["tensor"].achievable_fraction
+    assert busiest > skewed.flops
+    assert cost.compute_s >= busiest / rate * (1 - 1e-12)
+    assert op_work(skewed, geom).time_flops == busiest  # the floor under the picked tile's FLOPs
+    assert cost.time_s >= price_op(op, hw).time_s
+
+
+def dataclasses_replace_attrs(op: Op, **attrs) -> Op:
+    import dataclasses
+
+    return dataclasses.replace(op, attrs={**op.attrs, **attrs})
