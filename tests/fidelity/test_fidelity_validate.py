@@ -38,14 +38,14 @@ def test_median_error_within_documented_bound(report: dict, category: str) -> No
     assert cat["median_abs_error"] <= MEDIAN_BOUNDS[category], cat
 
 
-@pytest.mark.parametrize("category", sorted(MEDIAN_BOUNDS))
-def test_held_out_median_within_the_same_bound(report: dict, category: str) -> None:
+def test_held_out_median_within_the_same_bound(report: dict) -> None:
     """The bound must hold without the cases that set a hardware field (a fitted row agrees by construction,
-    so an all-rows median can hide a held-out regression: communication is 3.1% over all rows, 14.9% held out)."""
-    cat = report["categories"].get(category)
-    if cat is None or not cat["n_held_out"]:
-        pytest.skip(f"no held-out {category} cases in this tree")
-    assert cat["median_abs_error_held_out"] <= MEDIAN_BOUNDS[category], cat
+    so an all-rows median can hide a held-out regression: communication is 3.1% over all rows, 14.9% held out).
+    Categories whose every case sets a field (FlashMLA's two attention rows) have no held-out median."""
+    checked = {name: cat for name, cat in report["categories"].items() if name in MEDIAN_BOUNDS and cat["n_held_out"]}
+    assert {"communication", "gemm_dense", "gemm_grouped", "training"} <= set(checked)
+    for name, cat in checked.items():
+        assert cat["median_abs_error_held_out"] <= MEDIAN_BOUNDS[name], (name, cat)
 
 
 def test_isca_decode_bound_arithmetic(report: dict) -> None:
