@@ -262,3 +262,10 @@ def test_lora_optimizer_bytes_follow_the_optimizer(dsv3, h800):
 @pytest.fixture(scope="module")
 def dsv3():
     return load_workload(REPO / "workloads/deepseek_v3.yaml").model
+
+
+def test_fixed_order_span_rejects_an_unknown_stream_or_negative_time():
+    with pytest.raises(ConfigError):
+        fixed_order_span([Task("a", "gpu", 1.0)])
+    with pytest.raises(ConfigError):
+        fixed_order_span([Task("a", "compute", -1.0)])
