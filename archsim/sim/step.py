@@ -16,10 +16,12 @@ US_PER_S = 1e6  # Chrome trace timestamps are microseconds
 
 @dataclass(frozen=True, kw_only=True)
 class LayerTimes:
-    """One layer of one micro-batch on one device: attention (+ dense or shared parts) compute, the EP
-    dispatch, the expert compute and the EP combine (seconds)."""
+    """One layer of one micro-batch on one device: the context-parallel K/V gather attention waits for,
+    attention (+ dense or shared parts) compute, the EP dispatch, the expert compute and the EP combine
+    (seconds)."""
 
     attention_s: float
+    gather_s: float = 0.0
     dispatch_s: float = 0.0
     experts_s: float = 0.0
     combine_s: float = 0.0
@@ -76,6 +78,8 @@ def simulate_microbatch_overlap(layers: Sequence[LayerTimes], micro_batches: int
 
     def micro_batch(mb: int):
         for i, lt in enumerate(layers):
+            if lt.gather_s:
+                yield env.process(rec.hold(link, 0, "link", f"mb{mb}.L{i}.kv_gather", lt.gather_s))
             yield env.process(rec.hold(compute, 0, "compute", f"mb{mb}.L{i}.attn", lt.attention_s))
             if lt.dispatch_s:
                 yield env.process(rec.hold(link, 0, "link", f"mb{mb}.L{i}.dispatch", lt.dispatch_s))
@@ -188,10 +192,11 @@ def simulate_pipeline(schedule: Sequence[Sequence[PipeOp]], times: ChunkTimes, *
 
 def layer_times_from_phase(phase) -> list[LayerTimes]:
     """The per-layer work of one micro-batch of a priced phase (``archsim.mapping.phases.PhaseBreakdown``
-    of the bottleneck stage) as LayerTimes: each layer's compute as one block, then its EP dispatch and
-    combine plus its TP all-reduce and CP exchange on the link (the phase keeps no finer split)."""
+    of the bottleneck stage) as LayerTimes: the CP K/V exchange before the layer (attention needs the
+    gathered K/V), the layer's compute as one block, then its EP dispatch plus TP all-reduce and its EP
+    combine on the link (the phase keeps no finer split of the compute)."""
     out = []
     for compute_s, comm in zip(phase.layer_compute_s, phase.layer_comm):
-        out.append(LayerTimes(attention_s=compute_s, dispatch_s=comm.ep_dispatch_s + comm.tp_all_reduce_s
-                              + comm.cp_kv_exchange_s, combine_s=comm.ep_combine_s))
+        out.append(LayerTimes(gather_s=comm.cp_kv_exchange_s, attention_s=compute_s,
+                              dispatch_s=comm.ep_dispatch_s + comm.tp_all_reduce_s, combine_s=comm.ep_combine_s))
     return out

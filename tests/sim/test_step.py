@@ -140,3 +140,12 @@ def test_priced_phase_overlap_matches_event_simulation(h800, phase, ep, batch):
     assert sim.time_s == pytest.approx(r.time_s, rel=0.05)
     assert sim.time_s >= max(sim.busy_s["compute"], sim.busy_s["link"])
     assert sim.busy_s["link"] == pytest.approx(r.communication_s)
+
+
+def test_kv_gather_precedes_attention():
+    # one micro-batch: gather (link) 2 s -> attention 3 s -> dispatch 1 s; the attention event starts after
+    # the gather ends, so the step is serial: 2 + 3 + 1 = 6 s
+    res = simulate_microbatch_overlap([LayerTimes(gather_s=2.0, attention_s=3.0, dispatch_s=1.0)], micro_batches=1)
+    assert res.time_s == pytest.approx(6.0)
+    starts = {name.split(".")[-1]: (start, end) for _, _, name, start, end in res.events}
+    assert starts["attn"][0] == pytest.approx(starts["kv_gather"][1])
