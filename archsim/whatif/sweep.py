@@ -190,6 +190,9 @@ def apply_paths(hw: Hardware, work: GraphWork, columns: Mapping[str, np.ndarray]
     arrays["compute_fraction"] *= ratio[:, None]
     inner = [i for i, name in enumerate(levels) if name != main]
     arrays["memory_fraction"][:, inner] *= ratio[:, None]
+    # the tiled GEMMs' L2 operand feed (kernel.gemm_operand_bandwidth x clock) runs at the core clock too;
+    # NaN (no such field: the L2 level's rate, already scaled above) stays NaN
+    arrays["operand_bytes_per_s"] *= ratio
     for path, col in columns.items():
         _apply(path, col, hw, work, arrays, levels, main, clock)
     return HardwareArrays(**arrays)

@@ -64,6 +64,25 @@ def test_agrees_with_estimate_at_a_point(kimi_model):
     assert kimi_model.evaluate({})["decode.tokens_per_s"][0] == pytest.approx(base.get("decode.tokens_per_s"), rel=1e-9)
 
 
+def test_clock_sweep_agrees_with_estimate_on_a_derated_chip():
+    """Sweeping thermal.compute_clock_fraction prices every point as estimate() prices that chip on the same plan:
+    the clock scales the engines, the on-chip levels and the tiled GEMMs' L2 operand feed (which binds on the
+    H100 + 3D DRAM, whose base clock fraction is 0.5)."""
+    hw = load_hardware(ROOT / "hardware" / "h100_3d_dram.yaml")
+    assert hw.compute_clock_fraction == 0.5 and hw.kernel.gemm_operand_bandwidth_bytes_per_s is not None
+    model = SweepModel(KIMI, hw, batch=64)
+    par = model.plan.parallelism
+    clocks = np.array([0.5, 0.8, 1.0])
+    got = model.evaluate({"thermal.compute_clock_fraction": clocks})
+    for i, clock in enumerate(clocks):
+        report = estimate(KIMI, dataclasses.replace(hw, compute_clock_fraction=float(clock)), batch=64,
+                          devices=model.devices, tp=par.tp, ep=par.ep, pp=par.pp, dp=par.dp,
+                          micro_batches=par.micro_batches)
+        for key in ("decode.tokens_per_s", "prefill.latency_s", "energy.joules_per_token"):
+            assert got[key][i] == pytest.approx(report.get(key), rel=1e-9), (clock, key)
+    assert np.all(np.diff(got["decode.tokens_per_s"]) > 0)  # a faster clock is faster here (operand feed binds)
+
+
 def test_more_bandwidth_or_compute_never_slows(kimi_model):
     bw = np.linspace(1e12, 20e12, 40)
     out = kimi_model.evaluate({"memory.hbm.bandwidth": bw})
