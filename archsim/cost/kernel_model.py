@@ -7,6 +7,9 @@ on one chip, with the bound, achieved FLOP/s and bytes/s (the unit of validation
 The efficiency effects (clock under load, wave quantisation, ramp, epilogue) come from
 ``archsim/cost/efficiency.py`` and the hardware's optional ``kernel`` fields; without them the
 prediction is the plain roofline with the engines' and memories' achievable fractions.
+Rates follow the graph path's rules (``cost/opcost.py``), so one GEMM is priced alike by both: engine peaks
+and on-chip levels (L2, the GEMM operand feed ``traffic.gemm_operand_rate``) run at the chip's thermal
+``compute_clock_fraction``, and every memory level's rate is capped by its ``power_limit`` (``traffic.level_rate``).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Mapping
 from archsim.config.hardware import Hardware, load_hardware
 from archsim.cost import efficiency as eff
 from archsim.cost.attention_traffic import flash_hbm_bytes
-from archsim.cost.traffic import Geometry
+from archsim.cost.traffic import Geometry, gemm_operand_rate, level_rate
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
 
@@ -84,7 +87,8 @@ def _positive_int(value: object, path: str) -> int:
 
 
 def _matrix_peak(hw: Hardware, dtype: DType) -> tuple[float, float]:
-    """(peak FLOP/s, achievable fraction) of the matrix engine in ``dtype``."""
+    """(peak FLOP/s, achievable fraction) of the matrix engine in ``dtype``; the peak is the one at the chip's
+    thermal clock (nominal peak x ``compute_clock_fraction``, as ``cost/opcost.py`` prices compute)."""
     try:
         engine = hw.engine_for("matrix")
     except KeyError:
@@ -92,7 +96,7 @@ def _matrix_peak(hw: Hardware, dtype: DType) -> tuple[float, float]:
     if dtype.name not in engine.peak_flop_per_s:
         raise ConfigError(hw.source_file, f"compute.{engine.name}.peak", f"a peak for {dtype.name}",
                           sorted(engine.peak_flop_per_s))
-    return engine.peak_flop_per_s[dtype.name], engine.achievable_fraction
+    return engine.peak_flop_per_s[dtype.name] * hw.compute_clock_fraction, engine.achievable_fraction
 
 
 def _vector_rate(hw: Hardware) -> float:
@@ -100,30 +104,22 @@ def _vector_rate(hw: Hardware) -> float:
         engine = hw.engine_for("vector")
     except KeyError:
         return 0.0
-    return max(engine.peak_flop_per_s.values()) * engine.achievable_fraction
+    return max(engine.peak_flop_per_s.values()) * engine.achievable_fraction * hw.compute_clock_fraction
 
 
 def main_memory_bandwidth(hw: Hardware) -> float:
-    """Achievable main-memory bytes/s: the outermost level's bandwidth times its achievable fraction."""
-    main = hw.main_memory
-    return main.bandwidth_bytes_per_s * main.achievable_fraction
+    """Sustained main-memory bytes/s: the outermost level's bandwidth times its achievable fraction, capped by
+    its power limit (``traffic.level_rate``; off chip, so not scaled by the core clock)."""
+    return level_rate(hw.main_memory)
 
 
 def _l2_bandwidth(hw: Hardware) -> float:
-    """Achievable L2 -> SM bandwidth; unbounded when the chip has no ``l2`` level described."""
+    """Sustained L2 -> SM bandwidth at the chip's core clock (``traffic.level_rate``); unbounded when the chip
+    has no ``l2`` level described."""
     l2 = hw.memory.get("l2")
     if l2 is None or l2 is hw.main_memory:
         return float("inf")
-    return l2.bandwidth_bytes_per_s * l2.achievable_fraction
-
-
-def _operand_bandwidth(hw: Hardware) -> float:
-    """Rate at which a GEMM's tiles stream their A and B panels from L2: the kernel field
-    ``gemm_operand_bandwidth`` when the chip has one, else the L2 level's achievable bandwidth."""
-    fields = hw.kernel
-    if fields is not None and fields.gemm_operand_bandwidth_bytes_per_s is not None:
-        return fields.gemm_operand_bandwidth_bytes_per_s
-    return _l2_bandwidth(hw)
+    return level_rate(l2, hw.compute_clock_fraction)
 
 
 def _ramp(hw: Hardware) -> float:
@@ -157,7 +153,7 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     fields = hw.kernel
     time_flops = flops
     operand_bytes = stream_s = 0.0
-    l2_bw = _operand_bandwidth(hw)
+    l2_bw = gemm_operand_rate(hw)
     if fields is not None and fields.has_tiles:
         tiling = eff.tile_gemm(groups=groups, m=m, n=n, k=k, elem_bytes=dt.bytes, sm_count=hw.sm_count,
                                block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
@@ -216,7 +212,8 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     tiles: a decode step's few query rows are padded up to ``q_tile``, and at q_len 1 a GQA group's heads
     share one tile, as FlashAttention-2 packs them), and ``mma_peak_fraction``, the fraction of the nominal
     dense tensor peak its MMA instructions sustain (replacing clock ratio x ``attention_mma_fraction``, which
-    describe a Hopper-native wgmma kernel such as FlashMLA or FlashAttention-3).
+    describe a Hopper-native wgmma kernel such as FlashMLA or FlashAttention-3). Every peak here is taken at
+    the chip's thermal ``compute_clock_fraction`` (1 on shipped chips).
     """
     hw = resolve_hardware(hw)
     if kind not in ("mla", "gqa", "mha"):
@@ -323,7 +320,8 @@ def stream_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0, dtype:
     dt = _dtype(dtype, "dtype")
     try:
         engine = hw.engine_for("vector")
-        rate = engine.peak_flop_per_s.get(dt.name, max(engine.peak_flop_per_s.values())) * engine.achievable_fraction
+        rate = (engine.peak_flop_per_s.get(dt.name, max(engine.peak_flop_per_s.values())) * engine.achievable_fraction
+                * hw.compute_clock_fraction)
     except KeyError:
         rate = 0.0
     if flops > 0 and rate <= 0:

@@ -10,6 +10,7 @@ beyond the compulsory ones, binding in none of these cases), the busiest-expert 
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,6 +90,42 @@ def test_graph_prices_a_gemm_as_the_kernel_model_does(hw_name, case):
     work = op_work(op, Geometry.of(hw))
     assert cost.bytes_by_level == pytest.approx(work.bytes_by_level)
     assert work.bytes_by_level["l2"] > 0
+
+
+def _power_capped(hw, share: float):
+    """``hw`` with its main memory's power limit set so that the cap allows ``share`` of its achievable rate."""
+    main = hw.main_memory
+    limit = share * main.bandwidth_bytes_per_s * main.achievable_fraction * 8 * main.energy_j_per_bit
+    return dataclasses.replace(hw, memory={**hw.memory, main.name: dataclasses.replace(main, power_limit_w=limit)})
+
+
+def test_derated_and_power_capped_chips_price_a_gemm_alike():
+    """One GEMM model on a chip with a thermal clock derate (H100 + 3D DRAM, compute_clock_fraction 0.5) and
+    with a power-capped main memory: the kernel model applies the graph's rates (engines and the L2 operand feed
+    at the derated clock, traffic.level_rate's power cap), so both paths give the same time and bound."""
+    derated = chip("h100_3d_dram")
+    assert derated.compute_clock_fraction < 1.0
+    capped = _power_capped(derated, 0.1)
+    seen = set()
+    for hw in (derated, capped):
+        for _, case in CASES:
+            expected = kernel_estimate(hw, case)
+            cost = price_graph([kernel_op(case)], hw).ops["g"]
+            assert cost.time_s == pytest.approx(expected.time_s, rel=REL), case["id"]
+            assert cost.bound == BOUND[expected.bound], case["id"]
+            seen.add(expected.bound)
+    assert seen == {"compute", "memory", "l2"}  # the clock (compute, l2) and the cap (memory) all bind somewhere
+    # the derate itself: a compute-bound GEMM's MMA time is at least its FLOPs at the derated clock ...
+    tensor = derated.compute["tensor"]
+    est = grouped_gemm_time(derated, groups=1, m=4096, n=4096, k=7168, dtype="fp8")
+    floor = est.flops / (tensor.peak_flop_per_s["fp8"] * tensor.achievable_fraction * derated.compute_clock_fraction)
+    assert est.bound == "compute" and est.parts["compute_s"] >= floor * (1 - 1e-12)
+    # ... and a memory-bound one streams at most at the power cap
+    main = capped.main_memory
+    cap_rate = main.power_limit_w / (8 * main.energy_j_per_bit)
+    small = grouped_gemm_time(capped, groups=1, m=1, n=4096, k=7168, dtype="fp8")
+    reads = BY_NAME["fp8"].storage_bytes((1, 7168)) + BY_NAME["fp8"].storage_bytes((7168, 4096))
+    assert small.bound == "memory" and small.parts["memory_s"] == pytest.approx(reads / cap_rate, rel=REL)
 
 
 def test_every_term_of_the_kernel_model_binds_somewhere():
