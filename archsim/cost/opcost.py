@@ -115,8 +115,11 @@ def _level_time(nbytes: float, level, clock_fraction: float) -> float:
 
 def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] | None = None) -> OpCost:
     """Price an op whose work on ``hw``'s geometry is already known; ``key`` (engine, dtype) overrides
-    the engine that runs its FLOPs (placement on a second matrix engine)."""
-    key = key if key is not None and op.flops > 0 else rate_key(hw, op)
+    the engine that runs its FLOPs (placement on a second matrix engine). The tiled-GEMM terms (tile padding,
+    ramp, operand feed: ``work.tiled``) describe the kernel on the op's default engine, so an op moved to another
+    engine is priced by the plain roofline of that engine."""
+    default_key = rate_key(hw, op)
+    key = key if key is not None and op.flops > 0 else default_key
     compute_s = 0.0
     compute_j = 0.0
     if key is not None:
@@ -134,7 +137,7 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     candidates += [(f"memory:{name}", memory_s[name]) for name in reversed(tuple(hw.memory))]
     candidates += [("network", network_s), ("launch", launch_s)]
     bound, time_s = max(candidates, key=lambda c: c[1])  # first maximum wins ties
-    if work.tiled:
+    if work.tiled and key == default_key:
         operand_rate = gemm_operand_rate(hw)
         pick = int(eff.pick_tiling(np.array(work.tile_flops), np.array(work.tile_operand_bytes),
                                    np.array(work.tile_stream_s), rate, operand_rate))
