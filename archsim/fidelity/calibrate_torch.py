@@ -244,14 +244,16 @@ def validation_cases(raw: dict, *, base: str = "h200") -> list[dict]:
     from archsim.cost.kernel_model import HARDWARE_DIR
 
     base_file = HARDWARE_DIR / f"{base}.yaml"
-    gemms = [r for r in raw.get("gemm", []) if "time_s" in r]
+    gemms = [(r, "gemm_h200_measured", "") for r in raw.get("gemm", []) if "time_s" in r]
+    # DeepSeek-V3 pre-training shapes (microbench_torch.TRAINING_GEMM_SHAPES): fprop, dgrad, wgrad
+    gemms += [(r, "gemm_h200_training", "train_") for r in raw.get("training_gemm", []) if "time_s" in r]
     best = best_gemm(raw, load_yaml(base_file), str(base_file))
     cases = []
-    for r in gemms:
+    for r, category, prefix in gemms:
         m, n, k, flops = ran_shape(r)
         padded = f"_run{m}" if m != r["m"] else ""
         note = f"M padded from {r['m']} to {m} to run; " if padded else ""
-        case = {"id": f"torch_{r['dtype']}_m{r['m']}{padded}_n{n}_k{k}", "category": "gemm_h200_measured",
+        case = {"id": f"torch_{prefix}{r['dtype']}_m{r['m']}{padded}_n{n}_k{k}", "category": category,
                 "kernel": "gemm", "dtype": r["dtype"], "shape": {"m": m, "n": n, "k": k},
                 "measured": {"tflops": round(flops / r["time_s"] / 1e12, 1)},
                 "notes": note + _kernel_note(r.get("kernels", []))}
@@ -290,7 +292,7 @@ def validation_yaml(raw: dict, *, raw_name: str, base: str = "h200") -> str:
         f"# Kernels timed on a real {raw.get('device', '?')} by archsim/fidelity/microbench_torch.py (raw data:",
         f"# validation/{raw_name}; regenerate with archsim.fidelity.calibrate_torch.validation_yaml).",
         "# Timing: a CUDA graph of N back-to-back calls between one CUDA-event pair, the calls rotating over enough",
-        "# operand copies (>= 240 MiB) that the 60 MB L2 holds none of them: per-call time without the event/launch",
+        "# operand copies (>= 240 MiB) that the 60 MiB L2 holds none of them: per-call time without the event/launch",
         "# floor that the first run's single-call timing carried. BF16 GEMMs are torch.matmul (cuBLAS), FP8 GEMMs",
         "# torch._scaled_mm with per-tensor scales (cuBLASLt), not DeepGEMM's block-scaled kernels; each case's",
         "# notes name the kernels one call launched (torch.profiler). Attention is scaled_dot_product_attention",
@@ -298,7 +300,8 @@ def validation_yaml(raw: dict, *, raw_name: str, base: str = "h200") -> str:
         "# kBlockM/kBlockN read from its name, mma_peak_percent FlashAttention-2's published 35% MMA",
         "# utilisation on Hopper (calibrate_torch.FA2_MMA_PEAK_PERCENT): neither is fitted to these times.",
         "# Priced on the uncalibrated hardware/h200.yaml. The one case marked `calibrates` is the GEMM whose",
-        "# fraction of peak `archsim calibrate --backend torch` writes into h200.calibrated.yaml.",
+        "# fraction of peak `archsim calibrate --backend torch` writes into h200.calibrated.yaml. Category",
+        "# gemm_h200_training holds DeepSeek-V3 pre-training shapes (microbench_torch.TRAINING_GEMM_SHAPES).",
     ]
     body = [f"source: archsim microbench_torch run on {raw.get('device', '?')}, torch {raw.get('torch', '?')}, "
             f"CUDA {raw.get('cuda', '?')}, driver {smi.get('driver_version', '?')} ({raw.get('date_utc', '?')[:10]})",

@@ -51,6 +51,19 @@ ATTENTION_SHAPES = [
     (1, 32, 8, 1, 1024, 128, False), (1, 32, 8, 1, 32768, 128, False), (8, 32, 8, 1, 8192, 128, False),
     (32, 32, 8, 1, 4096, 128, False), (64, 64, 8, 1, 8192, 128, False), (128, 32, 8, 1, 2048, 128, False),
     (128, 32, 8, 1, 16384, 128, False), (16, 128, 128, 1, 4096, 128, False), (4, 64, 64, 1, 32768, 128, False)]
+# DeepSeek-V3 pre-training GEMMs of one 4K-token micro-batch per GPU (DSV3-TR sec. 3.2: EP64, TP1; 256 routed
+# experts / 64 GPUs = 4 per GPU, each seeing 4096 x 64 x 8 / 256 = 8192 routed tokens on average); (m, n, k):
+# forward (fprop), input gradient (dgrad: k = the forward n) and weight gradient (wgrad: k = tokens).
+TRAINING_GEMM_SHAPES = [
+    (8192, 4096, 7168), (8192, 7168, 2048),    # expert gate+up and down, fprop
+    (8192, 7168, 4096), (8192, 2048, 7168),    # the same, dgrad
+    (4096, 7168, 8192), (7168, 2048, 8192),    # the same, wgrad (k = routed tokens)
+    (4096, 24576, 1536), (4096, 32768, 512),   # MLA q_b_proj, kv_b_proj fprop (4096 tokens)
+    (4096, 7168, 16384), (7168, 16384, 4096),  # o_proj fprop and wgrad
+    (4096, 1536, 7168), (1536, 7168, 4096)]    # q_a_proj fprop and wgrad
+# attention forward + backward, causal BF16 (batch, heads, seq, head_dim): 128 heads x 4K as in DSV3 training
+# (FA2 takes one head_dim for q, k and v, so 128, not MLA's 192/128), and two smaller-head shapes
+TRAINING_ATTENTION_SHAPES = [(1, 128, 4096, 128), (4, 32, 4096, 128), (1, 32, 16384, 128)]
 COPY_SIZES = [2 ** e for e in range(20, 32, 1)]  # 1 MiB .. 2 GiB
 CTA_PROGRAMS = (1, 2, 4, 8, 16, 33, 66, 132, 264, 396, 528, 1056)  # Triton copy grid sizes (H200: 132 SMs)
 CTA_BLOCKS = (1024, 4096)  # fp32 elements per load/store step of one program (4 KiB, 16 KiB)
@@ -287,10 +300,10 @@ def _gemm_calls(torch, dtype: str, m: int, n: int, k: int, copies: int):
             for x, w in zip(a8, b8)]
 
 
-def bench_gemm(torch, flush, deadline: float) -> list[dict]:
+def bench_gemm(torch, flush, deadline: float, shapes=None) -> list[dict]:
     rows = []
     has_fp8 = getattr(torch, "float8_e4m3fn", None) is not None and hasattr(torch, "_scaled_mm")
-    for m, n, k in GEMM_SHAPES:
+    for m, n, k in (GEMM_SHAPES if shapes is None else shapes):
         for dtype, size in (("bf16", 2), ("fp8", 1)):
             row = {"dtype": dtype, "m": m, "n": n, "k": k, "flops": 2.0 * m * n * k,
                    "bytes": float(size * (m * k + n * k) + 2 * m * n)}
@@ -384,6 +397,49 @@ def bench_attention(torch, flush, deadline: float) -> list[dict]:
             row["skipped"] = f"{type(err).__name__}: {str(err)[:200]}"
         finally:
             qs = ks = vs = calls = None
+            torch.cuda.empty_cache()
+        rows.append(row)
+    return rows
+
+
+def bench_attention_backward(torch, deadline: float) -> list[dict]:
+    """Causal BF16 SDPA forward alone and forward + backward (``torch.autograd.grad`` of q, k, v), each as the
+    median of eager batches between one event pair; ``backward_s`` is their difference."""
+    import torch.nn.functional as F
+
+    rows = []
+    for b, h, seq, d in TRAINING_ATTENTION_SHAPES:
+        pairs = seq * (seq + 1) // 2
+        row = {"batch": b, "heads": h, "seq": seq, "head_dim": d, "causal": True, "dtype": "bf16",
+               "forward_mma_flops": 4.0 * b * h * pairs * d, "backward_mma_flops": 10.0 * b * h * pairs * d}
+        if time.time() > deadline:
+            rows.append({**row, "skipped": "time budget"})
+            continue
+        try:
+            q, k, v = (torch.randn(b, h, seq, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3))
+            dout = torch.randn(b, h, seq, d, device="cuda", dtype=torch.bfloat16)
+
+            def forward():
+                with torch.no_grad():
+                    F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+            def forward_backward():
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                torch.autograd.grad(out, (q, k, v), dout)
+
+            for fn in (forward, forward_backward):
+                fn()
+            torch.cuda.synchronize()
+            n = 8
+            row["forward_s"] = _events_time(torch, lambda: [forward() for _ in range(n)], 5) / n
+            row["forward_backward_s"] = _events_time(torch, lambda: [forward_backward() for _ in range(n)], 5) / n
+            row["backward_s"] = row["forward_backward_s"] - row["forward_s"]
+            row["kernels"] = _kernels(torch, forward_backward, None)
+        except Exception as err:  # noqa: BLE001
+            row["skipped"] = f"{type(err).__name__}: {str(err)[:200]}"
+        finally:
+            q = k = v = dout = None
             torch.cuda.empty_cache()
         rows.append(row)
     return rows
@@ -485,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=360.0,
                         help="seconds after which remaining cases are skipped (the JSON is still written)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be measured; needs no torch")
-    parser.add_argument("--only", default="copy,gemm,attention,cta,clock,collectives",
+    parser.add_argument("--only", default="copy,gemm,training,attention,cta,clock,collectives",
                         help="comma-separated sections to run")
     args = parser.parse_args(argv)
     if args.dry_run:
@@ -535,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
             _write(result, args.out)
 
     section("gemm", lambda: bench_gemm(torch, flush, deadline))
+    section("training_gemm", lambda: bench_gemm(torch, flush, deadline, TRAINING_GEMM_SHAPES))
+    section("training_attention", lambda: bench_attention_backward(torch, deadline))
     section("copy", lambda: bench_copy(torch))
     section("attention", lambda: bench_attention(torch, flush, deadline))
     section("cta_bandwidth", lambda: bench_cta_bandwidth(torch, flush, deadline))

@@ -19,8 +19,8 @@ cases:
 def test_shipped_cases_load_with_sources_and_unique_ids() -> None:
     cases = load_cases()
     # DeepGEMM 18 dense + 4 contiguous + 6 masked; FlashMLA 2; DeepEP 8 normal + 12 low-latency + 2 V2; DSV3/ISCA 4;
-    # H200 torch: GEMMs 52 shapes x (bf16, fp8) + 17 flash attention calls
-    assert len(cases) == 18 + 4 + 6 + 2 + 8 + 12 + 2 + 4 + 104 + 17
+    # H200 torch: GEMMs 52 shapes x (bf16, fp8) + 17 flash attention calls + 12 DSV3 training shapes x 2
+    assert len(cases) == 18 + 4 + 6 + 2 + 8 + 12 + 2 + 4 + 104 + 17 + 24
     assert len({c.id for c in cases}) == len(cases)
     assert all(c.source and c.conditions for c in cases)
     assert all(c.metric in METRICS and c.measured_value > 0 for c in cases)

@@ -229,3 +229,24 @@ def test_calibrating_gemm_is_the_fits_choice_against_the_yaml_peaks() -> None:
     assert "bf16 4096x4096x4096" in how
     # on the H200 the FP8 row is nearer its peak (1000 / 1978.9 > 300 / 989.4) and is the one marked
     assert [c["dtype"] for c in validation_cases(raw) if "calibrates" in c] == ["fp8"]
+
+
+TRAINING_RAW = "h200_torch_training_20261128.json"
+
+
+def test_training_shapes_file_is_generated_from_its_raw_run() -> None:
+    """validation/h200_torch_training.yaml: the DeepSeek-V3 pre-training GEMMs timed on the H200, every one
+    held out (none sets a field), one case per timed shape and dtype."""
+    raw = json.loads((REPO / "validation" / TRAINING_RAW).read_text(encoding="utf-8"))
+    text = (REPO / "validation" / "h200_torch_training.yaml").read_text(encoding="utf-8")
+    assert text == validation_yaml(raw, raw_name=TRAINING_RAW)
+    cases = validation_cases(raw)
+    timed = [r for r in raw["training_gemm"] if "time_s" in r]
+    assert len(timed) == 2 * len(mb.TRAINING_GEMM_SHAPES)
+    assert [c["category"] for c in cases] == ["gemm_h200_training"] * len(timed)
+    assert not any("calibrates" in c for c in cases)
+    # the attention forward/backward rows: backward slower per FLOP than forward, both below the BF16 peak
+    for row in raw["training_attention"]:
+        fwd = row["forward_mma_flops"] / row["forward_s"]
+        bwd = row["backward_mma_flops"] / row["backward_s"]
+        assert 0.5 * fwd < bwd < fwd < 989.4e12
