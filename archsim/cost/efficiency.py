@@ -15,10 +15,11 @@ Effects modelled (docs/fidelity.md gives the derivations and the validation agai
 - **small-M GEMMs are bandwidth-bound**: their time is the compulsory bytes over achievable bandwidth;
 - **operand feed from L2**: every tile streams its A and B panels from L2, so small tiles can be bound
   by L2 bandwidth rather than by MMA or HBM; TMA multicast lets the CTAs of a cluster share one read of
-  the A panel, where the library's rule allows it (``tma_multicast``);
-- **per-SM streaming**: one SM's loads sustain only ``sm_stream_bandwidth`` from main memory, so each
-  tile streams its weight (B) panel, k x block_n, no faster than that: a GEMM of few tiles cannot reach the
-  chip's bandwidth (``panel_stream_time``);
+  the A panel, where the library's rule allows it (``tma_multicast``); a partial m-block counts full
+  tiles' rows (``tile_operand_bytes`` says where that overstates the reads);
+- **per-SM streaming**: one SM's loads sustain only ``sm_stream_bandwidth`` from main memory, so the
+  distinct weight (B) panels, k x block_n each, spread over the SMs, stream no faster than that: a GEMM
+  of few tiles cannot reach the chip's bandwidth (``panel_stream_time``);
 - **output epilogue**: the output tile is stored after the main loop, not overlapped with it;
 - **kernel ramp**: a fixed time per kernel (first loads in flight before the first MMA, the last
   store's drain), measured as the intercept of time against bytes for memory-bound kernels.
@@ -114,21 +115,27 @@ class KernelTime:
 
 
 def panel_stream_time(*, tile: TileChoice, n: int, k: int, elem_bytes: float,
-                      sm_stream_bytes_per_s: float | None) -> float:
-    """Least time the tiles take to stream their weight (B) panels when one SM's loads sustain only
-    ``sm_stream_bytes_per_s`` from main memory: each wave's CTAs stream one panel each (k x block_n, or
-    k x n when n is narrower than the tile) in parallel, so ``waves x min(block_n, n) x k x elem_bytes / rate``.
+                      sm_stream_bytes_per_s: float | None, groups: int, sm_count: int) -> float:
+    """Least time the tiles take to stream their weight (B) panels from main memory when one SM's loads
+    sustain only ``sm_stream_bytes_per_s``: the ``groups x ceil(n / block_n)`` distinct panels (k x block_n,
+    or k x n when n is narrower than the tile) are spread over the ``sm_count`` SMs, the busiest SM streaming
+    ``ceil(distinct / sm_count)`` of them, so ``ceil(distinct / sm_count) x min(block_n, n) x k x elem_bytes /
+    rate``. The other m-blocks' tiles re-read the same panels from L2 (the operand feed, ``tile_operand_bytes``),
+    not from main memory.
 
-    For one m-block and one wave of equal tiles this is the compulsory weight bytes over (tiles x the
-    per-SM rate), i.e. main memory at min(chip, active CTAs x per-SM rate) for a GEMM whose few tiles cannot
-    occupy the chip. It is counted per full tile (the busiest CTA), not as bytes over the tile count,
-    which would drop each time a partial tile adds a CTA: so it is monotone in m, n and k for every tile.
+    For one m-block (m <= block_m) and one wave of equal tiles this is the compulsory weight bytes over (tiles x
+    the per-SM rate), i.e. main memory at min(chip, active CTAs x per-SM rate) for a GEMM whose few tiles cannot
+    occupy the chip. It is counted per full panel (the busiest SM), not as bytes over the tile count, which
+    would drop each time a partial tile adds a CTA: so it is monotone in n and k (and does not depend on m).
     0 when the chip has no per-SM rate (``kernel.sm_stream_bandwidth`` absent)."""
     if sm_stream_bytes_per_s is None:
         return 0.0
     if not sm_stream_bytes_per_s > 0:
         raise ConfigError(None, "kernel.sm_stream_bandwidth", "a positive bandwidth", sm_stream_bytes_per_s)
-    return tile.waves * min(tile.block_n, n) * k * elem_bytes / sm_stream_bytes_per_s
+    if groups < 1 or sm_count < 1:
+        raise ConfigError(None, "gemm.shape", "groups and sm_count >= 1", (groups, sm_count))
+    panels_per_sm = ceil(groups * ceil(n / tile.block_n) / sm_count)
+    return panels_per_sm * min(tile.block_n, n) * k * elem_bytes / sm_stream_bytes_per_s
 
 
 def tiled_kernel_time(*, compute_s: float, input_bytes: float, output_bytes: float, bandwidth_bytes_per_s: float,
@@ -234,7 +241,13 @@ def tma_multicast(*, width: int, n: int, block_n: int, config_groups: int) -> in
 
 def tile_operand_bytes(*, tile: TileChoice, k: int, elem_bytes: float, multicast: int = 1) -> float:
     """Bytes all tiles stream from L2 into shared memory: each tile reads its A panel (block_m x k) and its
-    B panel (k x block_n); with TMA multicast ``multicast`` CTAs share one read of the A panel."""
+    B panel (k x block_n); with TMA multicast ``multicast`` CTAs share one read of the A panel.
+
+    A partial m-block counts block_m rows. For a grouped GEMM those rows are real memory (contiguous layout:
+    each group padded to whole tiles; masked layout: each group allocated at the largest group's rows). For a
+    dense GEMM TMA zero-fills the rows past m without reading them, so this overstates a decode GEMM's L2
+    reads; counting the real rows was tried and makes H200 small-m GEMMs predict faster still (docs/fidelity.md,
+    "GEMM operand bytes"), so it waits for the per-CTA load latency of narrow tiles to be modelled."""
     if multicast < 1:
         raise ConfigError(None, "kernel.gemm_multicast", "an integer >= 1", multicast)
     return float(tile.tiles) * (tile.block_m / multicast + tile.block_n) * k * elem_bytes
@@ -295,8 +308,8 @@ def gemm_tile_menu(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm
             entries.append(GemmTiling(
                 tile=tile, multicast=width, time_flops=wave_quantised_flops(tile=tile, k=k, sm_count=sm_count),
                 operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width),
-                stream_s=panel_stream_time(tile=tile, n=n, k=k, elem_bytes=elem_bytes,
-                                           sm_stream_bytes_per_s=sm_stream_bytes_per_s)))
+                stream_s=panel_stream_time(tile=tile, n=n, k=k, elem_bytes=elem_bytes, groups=groups,
+                                           sm_count=sm_count, sm_stream_bytes_per_s=sm_stream_bytes_per_s)))
     if not entries:
         raise ConfigError(None, "kernel.gemm_block", f"a tile of at most {max_tile_elements} outputs",
                           (block_m_options, block_n_options))

@@ -156,29 +156,49 @@ def test_more_bandwidth_never_slower(compute: float, inputs: float, outputs: flo
     assert fast.time_s <= slow.time_s * (1 + 1e-12)
 
 
-def test_panel_stream_time_is_one_weight_panel_per_wave_at_the_per_sm_rate() -> None:
+def test_panel_stream_time_is_the_busiest_sms_share_of_the_distinct_weight_panels() -> None:
     # 44 tiles of 64 x 48 on 132 SMs: one wave; each CTA streams its 48-column weight panel of k = 7168 BF16
     # elements (688,128 B) at 46 GB/s; for an n that the tiles divide evenly this is the compulsory weight
     # bytes over (44 CTAs x 46 GB/s), i.e. main memory at min(chip, active CTAs x per-SM rate)
     tile = eff.choose_gemm_tile(m=1, n=44 * 48, groups=1, sm_count=132, block_m_options=(64,),
                                 block_n_options=(48,), max_tile_elements=MAX_TILE)
     assert (tile.tiles, tile.waves) == (44, 1)
-    t = eff.panel_stream_time(tile=tile, n=44 * 48, k=7168, elem_bytes=2, sm_stream_bytes_per_s=46e9)
+    common = dict(groups=1, sm_count=132)
+    t = eff.panel_stream_time(tile=tile, n=44 * 48, k=7168, elem_bytes=2, sm_stream_bytes_per_s=46e9, **common)
     assert t == pytest.approx(48 * 7168 * 2 / 46e9)
     assert t == pytest.approx(44 * 48 * 7168 * 2 / (44 * 46e9))
     # n narrower than the tile: the one CTA streams only the n columns there are
     narrow = eff.choose_gemm_tile(m=1, n=20, groups=1, sm_count=132, block_m_options=(64,), block_n_options=(48,),
                                   max_tile_elements=MAX_TILE)
-    assert eff.panel_stream_time(tile=narrow, n=20, k=100, elem_bytes=1, sm_stream_bytes_per_s=1e9) == pytest.approx(
-        20 * 100 / 1e9)
-    # two waves: each SM streams two panels one after the other
+    assert eff.panel_stream_time(tile=narrow, n=20, k=100, elem_bytes=1, sm_stream_bytes_per_s=1e9,
+                                 **common) == pytest.approx(20 * 100 / 1e9)
+    # 133 distinct panels on 132 SMs: the busiest SM streams two, one after the other
     two = eff.choose_gemm_tile(m=1, n=133 * 48, groups=1, sm_count=132, block_m_options=(64,),
                                block_n_options=(48,), max_tile_elements=MAX_TILE)
     assert two.waves == 2
-    assert eff.panel_stream_time(tile=two, n=133 * 48, k=7168, elem_bytes=2,
-                                 sm_stream_bytes_per_s=46e9) == pytest.approx(2 * t)
+    assert eff.panel_stream_time(tile=two, n=133 * 48, k=7168, elem_bytes=2, sm_stream_bytes_per_s=46e9,
+                                 **common) == pytest.approx(2 * t)
+    # three m-blocks of the 44 panels: 132 tiles, but the weight panels are read from main memory once (the
+    # other m-blocks re-read them from L2), so the per-SM stream is that of one m-block
+    tall = eff.choose_gemm_tile(m=3 * 64, n=44 * 48, groups=1, sm_count=132, block_m_options=(64,),
+                                block_n_options=(48,), max_tile_elements=MAX_TILE)
+    assert (tall.tiles, tall.waves) == (132, 1)
+    assert eff.panel_stream_time(tile=tall, n=44 * 48, k=7168, elem_bytes=2, sm_stream_bytes_per_s=46e9,
+                                 **common) == pytest.approx(t)
+    # 1000 m-blocks: 44,000 tiles in 334 waves, still 44 distinct panels, one per SM at most
+    huge = eff.choose_gemm_tile(m=1000 * 64, n=44 * 48, groups=1, sm_count=132, block_m_options=(64,),
+                                block_n_options=(48,), max_tile_elements=MAX_TILE)
+    assert huge.waves == 334
+    assert eff.panel_stream_time(tile=huge, n=44 * 48, k=7168, elem_bytes=2, sm_stream_bytes_per_s=46e9,
+                                 **common) == pytest.approx(t)
+    # groups: each group has its own weights, 4 x 44 = 176 distinct panels on 132 SMs -> two on the busiest
+    grouped = eff.choose_gemm_tile(m=64, n=44 * 48, groups=4, sm_count=132, block_m_options=(64,),
+                                   block_n_options=(48,), max_tile_elements=MAX_TILE)
+    assert eff.panel_stream_time(tile=grouped, n=44 * 48, k=7168, elem_bytes=2, sm_stream_bytes_per_s=46e9,
+                                 groups=4, sm_count=132) == pytest.approx(2 * t)
     # no per-SM rate: no cap
-    assert eff.panel_stream_time(tile=tile, n=2112, k=7168, elem_bytes=2, sm_stream_bytes_per_s=None) == 0.0
+    assert eff.panel_stream_time(tile=tile, n=2112, k=7168, elem_bytes=2, sm_stream_bytes_per_s=None,
+                                 **common) == 0.0
 
 
 @pytest.mark.parametrize("rate", [0.0, -1e9])
@@ -186,7 +206,25 @@ def test_panel_stream_time_rejects_a_non_positive_rate(rate: float) -> None:
     tile = eff.choose_gemm_tile(m=1, n=64, groups=1, sm_count=132, block_m_options=BLOCK_M,
                                 block_n_options=BLOCK_N, max_tile_elements=MAX_TILE)
     with pytest.raises(ConfigError, match="sm_stream_bandwidth"):
-        eff.panel_stream_time(tile=tile, n=64, k=64, elem_bytes=1, sm_stream_bytes_per_s=rate)
+        eff.panel_stream_time(tile=tile, n=64, k=64, elem_bytes=1, sm_stream_bytes_per_s=rate, groups=1,
+                              sm_count=132)
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 5000), extra=st.integers(1, 3000), n=st.integers(1, 9000), groups=st.integers(1, 8))
+def test_panel_stream_time_never_falls_with_more_work(m: int, extra: int, n: int, groups: int) -> None:
+    """The kernel model's menu entries: a bigger GEMM (more rows, columns or groups) never streams its
+    weight panels faster at any one menu tile."""
+    kwargs = dict(k=512, elem_bytes=2, sm_count=132, block_m_options=BLOCK_M, block_n_options=BLOCK_N,
+                  max_tile_elements=MAX_TILE, multicast_width=2, config_groups=1, sm_stream_bytes_per_s=47e9)
+    def by_tile(**shape):
+        return {(e.tile.block_m, e.tile.block_n): e.stream_s
+                for e in eff.gemm_tile_menu(**shape, **kwargs)}
+    small = by_tile(m=m, n=n, groups=groups)
+    for bigger in (by_tile(m=m + extra, n=n, groups=groups), by_tile(m=m, n=n + extra, groups=groups),
+                   by_tile(m=m, n=n, groups=groups + 1)):
+        for key in small.keys() & bigger.keys():
+            assert bigger[key] >= small[key] * (1 - 1e-12)
 
 
 def test_stream_time_caps_the_memory_term_only_when_slower_than_the_chip() -> None:
