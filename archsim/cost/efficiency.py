@@ -56,7 +56,11 @@ class TileChoice:
 def choose_gemm_tile(*, m: int, n: int, groups: int, sm_count: int, block_m_options: Iterable[int],
                      block_n_options: Iterable[int], max_tile_elements: int,
                      score: Callable[[TileChoice], float] | None = None) -> TileChoice:
-    """The tile a tuned library picks for ``groups`` GEMMs of m x n outputs on ``sm_count`` SMs.
+    """The menu tile of least ``score`` for ``groups`` GEMMs of m x n outputs on ``sm_count`` SMs: a helper
+    for a tile without rates (tests build tiles with it). The tile a tuned library runs, the one the models
+    price, is ``tile_gemm``'s (``gemm_tile_menu`` + ``pick_tiling``); the rate-free busiest-expert floor is
+    the least wave-quantised work over that menu (``cost/traffic.py`` ``quantised_flops``), which equals
+    this function's default pick.
 
     Rule: among tiles of at most ``max_tile_elements`` outputs (the accumulator must fit in registers),
     take the one with the least ``score`` (the caller's modelled main-loop time; by default the padded

@@ -30,7 +30,7 @@ from functools import lru_cache
 
 from archsim.config.hardware import Hardware
 from archsim.config.kernel_fields import KernelFields
-from archsim.cost.efficiency import GemmTiling, choose_gemm_tile, gemm_tile_menu, wave_quantised_flops
+from archsim.cost.efficiency import GemmTiling, gemm_tile_menu
 from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
 from archsim.cost.gemm_traffic import TiledTraffic, gemm_tile, gemm_traffic, grouped_gemm_traffic
 from archsim.dtypes import BITS_PER_BYTE, BY_NAME
@@ -203,18 +203,24 @@ def _attention_rate_ratio(hw: Hardware) -> float:
 
 
 def quantised_flops(geom: Geometry, *, groups: int, m: float, n: int, k: int) -> float:
-    """FLOPs-equivalent of a (grouped) GEMM run in waves of full tiles (``cost/efficiency.py``); 0 when the
-    chip has no tile menu (``kernel:`` fields) or the GEMM is empty. ``m`` may be an expectation: it is
-    rounded up to whole rows. The tile is the menu's one with the least padded work per SM: that is
-    what this compute time is proportional to (L2 operand traffic is charged from the SRAM tile of
-    ``gemm_traffic``, independent of this choice), and the least over the menu is monotone in m."""
+    """Least MMA work, as FLOPs-equivalent, at which a (grouped) GEMM can run in waves of full tiles: the
+    least wave-quantised FLOPs over the entries of the one tile menu (``efficiency.gemm_tile_menu``, the menu
+    ``pick_tiling`` picks from); 0 when the chip has no tile menu (``kernel:`` fields) or the GEMM is empty.
+    ``m`` may be an expectation: it is rounded up to whole rows.
+
+    It is a floor, not the picked tile's FLOPs: the tile is picked at pricing time from the rates (a sweep
+    re-tiles at each point), while this floor is rate-free work, so it takes the least over the menu, which no
+    pick can beat. The busiest expert's bound (``busiest_expert_flops``) uses it so; and a GEMM whose dtype the
+    matrix engine lacks (no menu in ``op_work``) gets its compute from it. Monotone in m: every entry's
+    wave-quantised FLOPs is (more rows never mean fewer tiles). The L2 operand bytes and panel streaming of the
+    grouped GEMM are charged from its own picked tile, not from this floor."""
     fields = geom.kernel
     if fields is None or not fields.has_tiles or m <= 0 or n <= 0 or k <= 0:
         return 0.0
-    tile = choose_gemm_tile(m=math.ceil(m), n=n, groups=groups, sm_count=geom.sm_count,
-                            block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
-                            max_tile_elements=fields.gemm_max_tile_elements)
-    return wave_quantised_flops(tile=tile, k=k, sm_count=geom.sm_count)
+    menu = gemm_tile_menu(groups=groups, m=math.ceil(m), n=n, k=k, elem_bytes=1.0, sm_count=geom.sm_count,
+                          block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
+                          max_tile_elements=fields.gemm_max_tile_elements, multicast_width=1, config_groups=groups)
+    return min(entry.time_flops for entry in menu)
 
 
 def engine_dtype_name(peaks, dtype) -> str | None:
@@ -254,7 +260,8 @@ def busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, t
     """FLOPs-equivalent lower bound from the busiest expert: the grouped GEMM cannot finish before it.
 
     With a tile menu: that expert's GEMM alone, wave-quantised over the chip (each of its tiles costs a full
-    tile's time on one SM). Without one: no SM finishes before its largest tile, min(m, T) x min(n, T) x k
+    tile's time on one SM) at the menu's least-work tile (``quantised_flops``: a floor under whatever tile
+    ``pick_tiling`` picks for the grouped GEMM at the sweep's rates). Without one: no SM finishes before its largest tile, min(m, T) x min(n, T) x k
     (T: the SRAM tile of ``gemm_traffic``), and the chip no sooner than the expert's own FLOPs. Both are
     monotone in tokens_max (an average-tile bound would not be).
     """
