@@ -29,6 +29,7 @@ Collectives' latency term and size-dependent bus efficiency live in ``cost/colle
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from math import ceil
 from typing import Callable, Iterable
 
@@ -298,7 +299,16 @@ def gemm_tile_menu(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm
     evaluates at every hardware point of a sweep."""
     if m < 1 or n < 1 or groups < 1 or sm_count < 1:
         raise ConfigError(None, "gemm.shape", "m, n, groups and sm_count >= 1", (m, n, groups, sm_count))
-    block_m_options, block_n_options = tuple(block_m_options), tuple(block_n_options)
+    # memoised: projections, sweeps and serving grids price the same GEMM shapes over and over
+    return _gemm_tile_menu(groups, m, n, k, elem_bytes, sm_count, tuple(block_m_options), tuple(block_n_options),
+                           max_tile_elements, multicast_width, config_groups, sm_stream_bytes_per_s)
+
+
+@lru_cache(maxsize=65536)
+def _gemm_tile_menu(groups: int, m: int, n: int, k: int, elem_bytes: float, sm_count: int,
+                    block_m_options: tuple[int, ...], block_n_options: tuple[int, ...], max_tile_elements: int,
+                    multicast_width: int, config_groups: int,
+                    sm_stream_bytes_per_s: float | None) -> tuple[GemmTiling, ...]:
     entries = []
     for bm in block_m_options:
         for bn in block_n_options:
@@ -319,20 +329,15 @@ def gemm_tile_menu(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm
                           (block_m_options, block_n_options))
     entries.sort(key=lambda e: (e.tile.waves, -e.tile.last_wave_tiles, -e.tile.block_n))  # stable: menu order
 
-    def terms(e: GemmTiling) -> tuple[float, float, float]:
-        return e.time_flops, e.operand_bytes, e.stream_s
-
-    def never_first(i: int) -> bool:
-        mine = terms(entries[i])
-        for j, other in enumerate(entries):
-            theirs = terms(other)
-            if j < i and all(a <= b for a, b in zip(theirs, mine)):
-                return True
-            if j > i and all(a < b for a, b in zip(theirs, mine)):
-                return True
-        return False
-
-    return tuple(e for i, e in enumerate(entries) if not never_first(i))
+    # terms[i] = (MMA FLOPs, operand bytes, panel streaming s); entry i can never be first of least time when
+    # an earlier entry is no worse on all three or a later one strictly better on all three (pairwise, numpy)
+    terms = np.array([(e.time_flops, e.operand_bytes, e.stream_s) for e in entries])
+    no_worse = np.all(terms[:, None, :] <= terms[None, :, :], axis=2)     # [j, i]: j no worse than i
+    better = np.all(terms[:, None, :] < terms[None, :, :], axis=2)        # [j, i]: j strictly better than i
+    order = np.arange(len(entries))
+    earlier, later = order[:, None] < order[None, :], order[:, None] > order[None, :]
+    never_first = np.any((no_worse & earlier) | (better & later), axis=0)
+    return tuple(e for e, dropped in zip(entries, never_first) if not dropped)
 
 
 def main_loop_s(time_flops, operand_bytes, stream_s, compute_rate, operand_bandwidth_bytes_per_s):
