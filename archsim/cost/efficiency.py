@@ -75,22 +75,28 @@ def choose_gemm_tile(*, m: int, n: int, groups: int, sm_count: int, block_m_opti
     if m < 1 or n < 1 or groups < 1 or sm_count < 1:
         raise ConfigError(None, "gemm.shape", "m, n, groups and sm_count >= 1", (m, n, groups, sm_count))
     score = score or (lambda tile: float(tile.padded_elements_per_sm))
-    best: tuple[tuple[float, int, int, int], TileChoice] | None = None
+    tiles = _menu_tiles(groups=groups, m=m, n=n, sm_count=sm_count, block_m_options=tuple(block_m_options),
+                        block_n_options=tuple(block_n_options), max_tile_elements=max_tile_elements)
+    return min(tiles, key=lambda t: (score(t), t.waves, -t.last_wave_tiles, -t.block_n))  # first minimum wins
+
+
+def _menu_tiles(*, groups: int, m: int, n: int, sm_count: int, block_m_options: tuple[int, ...],
+                block_n_options: tuple[int, ...], max_tile_elements: int) -> list[TileChoice]:
+    """Every tiling of the menu whose accumulator fits (block_m x block_n <= max_tile_elements), in menu
+    order; a menu with none is a ConfigError."""
+    out = []
     for bm in block_m_options:
         for bn in block_n_options:
             if bm * bn > max_tile_elements:
                 continue
             tiles = groups * ceil(m / bm) * ceil(n / bn)
             waves = ceil(tiles / sm_count)
-            last = tiles - (waves - 1) * sm_count
-            tile = TileChoice(block_m=bm, block_n=bn, tiles=tiles, waves=waves, last_wave_tiles=last)
-            key = (score(tile), waves, -last, -bn)
-            if best is None or key < best[0]:
-                best = (key, tile)
-    if best is None:
+            out.append(TileChoice(block_m=bm, block_n=bn, tiles=tiles, waves=waves,
+                                  last_wave_tiles=tiles - (waves - 1) * sm_count))
+    if not out:
         raise ConfigError(None, "kernel.gemm_block", f"a tile of at most {max_tile_elements} outputs",
-                          (tuple(block_m_options), tuple(block_n_options)))
-    return best[1]
+                          (block_m_options, block_n_options))
+    return out
 
 
 def wave_quantised_flops(*, tile: TileChoice, k: int, sm_count: int) -> float:
@@ -310,23 +316,14 @@ def _gemm_tile_menu(groups: int, m: int, n: int, k: int, elem_bytes: float, sm_c
                     multicast_width: int, config_groups: int,
                     sm_stream_bytes_per_s: float | None) -> tuple[GemmTiling, ...]:
     entries = []
-    for bm in block_m_options:
-        for bn in block_n_options:
-            if bm * bn > max_tile_elements:
-                continue
-            tiles = groups * ceil(m / bm) * ceil(n / bn)
-            waves = ceil(tiles / sm_count)
-            tile = TileChoice(block_m=bm, block_n=bn, tiles=tiles, waves=waves,
-                              last_wave_tiles=tiles - (waves - 1) * sm_count)
-            width = tma_multicast(width=multicast_width, n=n, block_n=bn, config_groups=config_groups)
-            entries.append(GemmTiling(
-                tile=tile, multicast=width, time_flops=wave_quantised_flops(tile=tile, k=k, sm_count=sm_count),
-                operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width),
-                stream_s=panel_stream_time(tile=tile, n=n, k=k, elem_bytes=elem_bytes, groups=groups,
-                                           sm_count=sm_count, sm_stream_bytes_per_s=sm_stream_bytes_per_s)))
-    if not entries:
-        raise ConfigError(None, "kernel.gemm_block", f"a tile of at most {max_tile_elements} outputs",
-                          (block_m_options, block_n_options))
+    for tile in _menu_tiles(groups=groups, m=m, n=n, sm_count=sm_count, block_m_options=block_m_options,
+                            block_n_options=block_n_options, max_tile_elements=max_tile_elements):
+        width = tma_multicast(width=multicast_width, n=n, block_n=tile.block_n, config_groups=config_groups)
+        entries.append(GemmTiling(
+            tile=tile, multicast=width, time_flops=wave_quantised_flops(tile=tile, k=k, sm_count=sm_count),
+            operand_bytes=tile_operand_bytes(tile=tile, k=k, elem_bytes=elem_bytes, multicast=width),
+            stream_s=panel_stream_time(tile=tile, n=n, k=k, elem_bytes=elem_bytes, groups=groups,
+                                       sm_count=sm_count, sm_stream_bytes_per_s=sm_stream_bytes_per_s)))
     entries.sort(key=lambda e: (e.tile.waves, -e.tile.last_wave_tiles, -e.tile.block_n))  # stable: menu order
 
     # terms[i] = (MMA FLOPs, operand bytes, panel streaming s); entry i can never be first of least time when
