@@ -1,0 +1,43 @@
+"""benchmarks/training_ablation.py (the contribution table of docs/parallelism.md, "Training fidelity"):
+its removals are removals (each leaves the model no slower, except the Wgrad row, whose sign the kernel
+model decides) and its monkeypatches leave the package as they found it."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from archsim.mapping import training, training_work
+from archsim.mapping.training import estimate_training
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("training_ablation", REPO / "benchmarks/training_ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h800):
+    from archsim.config.workload import load_workload
+    model = load_workload(REPO / "workloads/deepseek_v3.yaml").model
+    originals = (training._bottleneck_rank, training.fb_span, training.price_phase, training.micro_batch_work,
+                 training_work._gemm_terms, training_work._backward_bytes_ratio,
+                 training_work.ATTENTION_BACKWARD_RATIO)
+    base, rows = ablation.contributions(model, h800)
+    assert len(rows) == 15
+    for label, without, adds in rows:
+        assert without == pytest.approx(base.gpu_hours_per_trillion_tokens - adds)
+        if not label.startswith("Wgrad"):
+            assert adds >= 0, label
+    # the stage-split row is a lower bound below the model; the recomputation row holds its MLA part
+    by = {label.split(";")[0].split(" (")[0]: adds for label, _, adds in rows}
+    assert by["integer stage split"] > 0
+    assert by["recomputation"] > by["of which the MLA up-projections"] > 0
+    assert (training._bottleneck_rank, training.fb_span, training.price_phase, training.micro_batch_work,
+            training_work._gemm_terms, training_work._backward_bytes_ratio,
+            training_work.ATTENTION_BACKWARD_RATIO) == originals
+    again = estimate_training(model, h800, ablation.LAYOUT, ablation.SETUP)
+    assert again.step_time_s == base.step_time_s
