@@ -21,9 +21,9 @@ from archsim.api import estimate
 from archsim.config.hardware import load_hardware
 from archsim.config.workload import load_workload
 from archsim.cost.phase import price_graph
-from archsim.graph.build import build_decode
-from archsim.graph.precision import Shard, precision_from_names
+from archsim.graph.precision import precision_from_names
 from archsim.mapping.parallel import plan_layout
+from archsim.mapping.phases import device_phase_graph
 from archsim.whatif.placement import place_graph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,9 @@ def decode_point(model, hw, precision, batch: int) -> dict:
     mb = min(par.micro_batches, seqs)
     per_micro = ceil(seqs / mb)
     routed = per_micro * max(par.ep, par.tp) / par.tp if model.is_moe else None
-    graph = build_decode(model, batch=per_micro, context=PROMPT + OUTPUT, precision=precision,
-                         shard=Shard(tp=par.tp, ep=par.ep), routed_tokens=routed)
+    # price_phase's device graph (routed experts in the layout of decode's EP exchange)
+    graph = device_phase_graph(model, "decode", per_micro, PROMPT + OUTPUT, precision, par.tp, par.ep, routed,
+                               mtp=False)
     default = price_graph(graph, hw)
     placed = place_graph(graph, hw, objective="time")
     compute = dec.compute_s * placed.time_s / default.time_s

@@ -13,6 +13,10 @@ Op names follow checkpoint parameter paths (``layers.3.self_attn.q_b_proj``). Co
 - Every layer writes its new tokens' K/V (MLA: latent + rope key) to the cache.
 - Routed-expert work follows an ExpertLoad (uniform by default) over ``routed_tokens`` tokens
   (default: the tokens of this graph); weight bytes are those of the expected distinct experts.
+- ``expert_layout`` is the row layout of the routed experts' grouped GEMMs (attr ``layout``): ``contiguous``
+  (default; the layout DeepEP's normal dispatch hands DeepGEMM's contiguous kernel) or ``masked`` (the
+  [local experts, max tokens, hidden] buffer DeepEP's low-latency dispatch hands DeepGEMM's masked kernel).
+  The graph knows no EP kernels: the mapping layer picks it from the phase's EP mode (mapping/phases.py).
 - ``compact=True`` builds only the first decoder layer of each kind (dense / MoE): the one layer-dependent
   choice a decoder layer makes. ``graph.graph["repeats"]`` (LayerRepeats) says which layers each one
   stands for; the cost model weights its ops by that count, so totals equal the full graph's.
@@ -43,6 +47,7 @@ class _Step:
     shard: Shard
     load: ExpertLoad | None
     routed_tokens: float
+    expert_layout: str = "contiguous"
 
     @property
     def tokens(self) -> int:
@@ -63,7 +68,8 @@ class _Step:
 
 def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision,
                   shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
-                  routed_tokens: float | None = None, past_len: int = 0, compact: bool = False) -> nx.DiGraph:
+                  routed_tokens: float | None = None, past_len: int = 0, compact: bool = False,
+                  expert_layout: str = "contiguous") -> nx.DiGraph:
     """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice
     (``compact``: one layer per kind, see the module docstring).
 
@@ -74,12 +80,14 @@ def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision:
     if isinstance(past_len, bool) or not isinstance(past_len, int) or past_len < 0:
         raise ConfigError(None, "past_len", "a non-negative integer", past_len)
     return _build(model, precision, mtp, "prefill", batch, prompt_len, past_len + prompt_len, shard, expert_load,
-                  routed_tokens, {"prompt_len": prompt_len, "past_len": past_len}, compact=compact)
+                  routed_tokens, {"prompt_len": prompt_len, "past_len": past_len}, compact=compact,
+                  expert_layout=expert_layout)
 
 
 def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision,
                  shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
-                 routed_tokens: float | None = None, compact: bool = False) -> nx.DiGraph:
+                 routed_tokens: float | None = None, compact: bool = False,
+                 expert_layout: str = "contiguous") -> nx.DiGraph:
     """Graph of one decode step of ``batch`` sequences at ``context`` tokens (new ones included;
     ``compact``: one layer per kind, see the module docstring)."""
     _positive("batch", batch)
@@ -87,7 +95,7 @@ def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Pre
     if context < q_len:
         raise ConfigError(None, "context", f"an integer >= {q_len} (the new tokens are included)", context)
     return _build(model, precision, mtp, "decode", batch, q_len, context, shard, expert_load,
-                  routed_tokens, {"context": context}, compact=compact)
+                  routed_tokens, {"context": context}, compact=compact, expert_layout=expert_layout)
 
 
 def _positive(name: str, value: int) -> None:
@@ -95,9 +103,14 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(None, name, "a positive integer", value)
 
 
+EXPERT_LAYOUTS = ("contiguous", "masked")
+
+
 def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra,
-           compact=False) -> nx.DiGraph:
+           compact=False, expert_layout="contiguous") -> nx.DiGraph:
     check_shard(model, shard)
+    if expert_layout not in EXPERT_LAYOUTS:
+        raise ConfigError(None, "expert_layout", " or ".join(EXPERT_LAYOUTS), expert_layout)
     if mtp and not model.num_nextn_predict_layers:
         raise ConfigError(None, "scenario.mtp", "false (the model has num_nextn_predict_layers = 0)", mtp)
     if model.is_moe:
@@ -106,7 +119,8 @@ def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, rout
             raise ConfigError(None, "expert_load", f"{model.n_routed_experts} experts with k="
                               f"{model.num_experts_per_tok}", f"{load.experts} experts, k={load.k}")
     step = _Step(phase=phase, batch=batch, q_len=q_len, kv_len=kv_len, shard=shard, load=load,
-                 routed_tokens=batch * q_len if routed_tokens is None else routed_tokens)
+                 routed_tokens=batch * q_len if routed_tokens is None else routed_tokens,
+                 expert_layout=expert_layout)
     b = GraphBuilder(precision)
     T, h, tp = step.tokens, model.hidden_size, shard.tp
     x = b.embedding("embed_tokens", rows=T, width=h, vocab_local=model.vocab_size // tp, tp=tp, deps=())
@@ -121,7 +135,7 @@ def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, rout
     g = b.graph()
     g.graph.update({"phase": phase, "tokens": T, "batch": batch, "q_len": q_len, "kv_len": kv_len,
                     "model": model.model_type or "model", "mtp": mtp, "tp": shard.tp, "ep": shard.ep,
-                    "precision": precision, **extra})
+                    "precision": precision, "expert_layout": expert_layout, **extra})
     if compact:
         g.graph["repeats"] = layers.repeats(g)
     return g
@@ -322,7 +336,8 @@ def _dense(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: st
 
 def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str) -> str:
     """Router GEMM + router, shared experts (width moe_intermediate_size * n_shared_experts, split tp),
-    routed experts as grouped GEMMs over this device's E/ep experts, and the weighted combine."""
+    routed experts as grouped GEMMs over this device's E/ep experts (in ``st.expert_layout``), and the
+    weighted combine."""
     T, h, E, k, mi = st.tokens, m.hidden_size, m.n_routed_experts, m.num_experts_per_tok, m.moe_intermediate_size
     gate = b.gemm(p + "gate", m=T, n=E, k=h, layer=layer, deps=[x], split="replicated", quantized=False)
     router = b.router(p + "router", tokens=T, experts=E, k=k, n_group=m.n_group, norm_topk=m.norm_topk_prob,
@@ -334,10 +349,10 @@ def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
         deps.append(_swiglu_mlp(b, T, h, width, p + "shared_experts.", layer, x))
     tokens, distinct = st.routing
     gu = b.grouped_gemm(p + "experts.gate_up", tokens_per_group=tokens, n=2 * mi, k=h, distinct=distinct,
-                        layer=layer, deps=[x, router], split="ep")
+                        layer=layer, deps=[x, router], split="ep", layout=st.expert_layout)
     act = b.swiglu(p + "experts.act", rows=sum(tokens), width=mi, layer=layer, deps=[gu], split="ep")
     down = b.grouped_gemm(p + "experts.down", tokens_per_group=tokens, n=h, k=mi, distinct=distinct,
-                          layer=layer, deps=[act], split="ep")
+                          layer=layer, deps=[act], split="ep", layout=st.expert_layout)
     return b.combine(p + "combine", tokens=T, k=k, width=h, shared=bool(m.n_shared_experts), layer=layer,
                      deps=deps + [down])
 

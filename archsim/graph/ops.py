@@ -85,12 +85,15 @@ class GraphBuilder:
 
     def grouped_gemm(self, name: str, *, tokens_per_group: tuple[float, ...], n: int, k: int,
                      distinct: float, layer: int | None, deps, split: str, quantized: bool = True,
-                     params: int | None = None, stored: tuple[int, int] | None = None) -> str:
+                     params: int | None = None, stored: tuple[int, int] | None = None,
+                     layout: str = "contiguous") -> str:
         """Per-group weights ``W_g[n,k]``; group g multiplies its ``m_g`` rows: sum 2*m_g*n*k FLOPs.
 
         Weight traffic is ``distinct`` groups' weights (the expected number of groups with work).
         ``stored`` is a group's weight shape in the checkpoint when it is not [n, k] (block scales
-        follow the stored layout)."""
+        follow the stored layout). ``layout`` (attr ``layout``) is how the rows are laid out for the
+        kernel: ``contiguous`` (the groups' rows concatenated) or ``masked`` (a [groups, max rows, k]
+        buffer with a per-group row count); the cost layer prices each as DeepGEMM's kernel of that name."""
         groups = len(tokens_per_group)
         total = sum(tokens_per_group)
         compute = self.p.gemm_compute if quantized else self.p.activations
@@ -109,7 +112,8 @@ class GraphBuilder:
                 params=groups * n * k if params is None else params, layer=layer,
                 attrs={"groups": groups, "n": n, "k": k, "tokens_per_expert": tuple(tokens_per_group),
                        "distinct_experts": distinct, "tokens_total": total,
-                       "tokens_max": max(tokens_per_group) if groups else 0.0, "split": split})
+                       "tokens_max": max(tokens_per_group) if groups else 0.0, "split": split,
+                       "layout": layout})
         return self.add(op, deps)
 
     def norm(self, name: str, *, rows: int, width: int, layer: int | None, deps, split: str = "replicated") -> str:

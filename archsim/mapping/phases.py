@@ -10,6 +10,7 @@ from typing import Mapping
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.collectives import price_collective, price_ep_exchange
+from archsim.errors import ConfigError
 from archsim.cost.phase import PhaseCost, price_graph
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.expert_load import ExpertLoad
@@ -83,20 +84,47 @@ class PhaseBreakdown:
                 "communication_by_kind_s": dict(self.comm_by_kind)}
 
 
+EP_MODES = ("throughput", "low_latency")
+
+
+def ep_exchange_mode(model: ModelConfig, ep: int, phase: str, ep_mode: str | None = None) -> str | None:
+    """The EP dispatch/combine kernels of a ``phase`` step's MoE layers: ``ep_mode`` when given, else
+    throughput (DeepEP normal kernels) for prefill and low_latency (DeepEP low-latency kernels) for decode;
+    None when there is no EP exchange (a dense model, or ``ep`` = 1). The one rule behind both the
+    exchange ``_layer_comm`` prices and the expert GEMM layout ``device_phase_graph`` builds."""
+    if ep_mode is not None and ep_mode not in EP_MODES:
+        raise ConfigError(None, "ep.mode", " or ".join(EP_MODES), ep_mode)
+    if not model.is_moe or ep <= 1:
+        return None
+    return ep_mode or ("throughput" if phase == "prefill" else "low_latency")
+
+
+def expert_layout(mode: str | None) -> str:
+    """Row layout of the routed experts' grouped GEMMs behind an EP exchange of ``mode``: DeepEP's
+    low-latency dispatch writes a [local experts, max tokens, hidden] buffer that DeepGEMM's masked kernel
+    reads (DeepGEMM README, DeepEP README; kernel_model.moe_time prices the same); the normal dispatch (and
+    no exchange at all) gives the experts' rows concatenated, DeepGEMM's contiguous layout."""
+    return "masked" if mode == "low_latency" else "contiguous"
+
+
 def device_phase_graph(model: ModelConfig, phase: str, batch: int, length: int, precision: Precision, tp: int,
                        ep: int, routed_tokens: float | None, mtp: bool, compact: bool = False,
-                       expert_load: ExpertLoad | None = None):
+                       expert_load: ExpertLoad | None = None, ep_mode: str | None = None):
     """One device's operator graph of one ``phase`` step ("prefill": ``length`` = prompt length, else
     decode over a ``length``-token context) for ``batch`` sequences, sharded ``tp`` ways (and ``ep`` ways
     for a MoE model; a dense model ignores ``ep``). ``routed_tokens``: tokens the device's EP group
-    routes; ``compact``: one decoder layer per kind, weighted (graph/build.py). The graph price_phase
-    prices; whatif.sweep builds the same one to keep per-op arrays."""
+    routes; ``compact``: one decoder layer per kind, weighted (graph/build.py); the routed experts' GEMMs
+    are laid out for the phase's EP exchange (``ep_exchange_mode``, ``expert_layout``). The graph
+    price_phase prices; whatif.sweep builds the same one to keep per-op arrays."""
     shard = Shard(tp=tp, ep=ep if model.is_moe else 1)
+    layout = expert_layout(ep_exchange_mode(model, shard.ep, phase, ep_mode))
     if phase == "prefill":
         return build_prefill(model, batch=batch, prompt_len=length, precision=precision, shard=shard, mtp=mtp,
-                             routed_tokens=routed_tokens, compact=compact, expert_load=expert_load)
+                             routed_tokens=routed_tokens, compact=compact, expert_load=expert_load,
+                             expert_layout=layout)
     return build_decode(model, batch=batch, context=length, precision=precision, shard=shard, mtp=mtp,
-                        routed_tokens=routed_tokens, compact=compact, expert_load=expert_load)
+                        routed_tokens=routed_tokens, compact=compact, expert_load=expert_load,
+                        expert_layout=layout)
 
 
 def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, int]] | None:
@@ -112,18 +140,18 @@ def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, in
 
 
 def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load=None,
-            attention="flash"):
+            attention="flash", ep_mode=None):
     """(compute seconds per layer key, graph FLOPs, activation peak bytes, the graph's PhaseCost) of one
     device's graph for one micro-batch (api.py reuses the PhaseCost for energy, MFU and heaviest ops).
 
     The graph is compact (graph/build.py: one decoder layer per kind, weighted by the layers it stands
     for); its per-layer times and totals equal the full graph's bit for bit (tests/cost/test_fast_path.py).
     ``cache`` (a dict owned by the caller, e.g. one plan search) avoids re-pricing the same shard."""
-    key = (phase, batch, length, tp, ep, routed, mtp, expert_load, attention)
+    key = (phase, batch, length, tp, ep, routed, mtp, expert_load, attention, ep_mode)
     if cache is not None and key in cache:
         return cache[key]
     graph = device_phase_graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True,
-                   expert_load=expert_load)
+                               expert_load=expert_load, ep_mode=ep_mode)
     cost = price_graph(graph, hw, attention=attention)
     layer_s = by_layer_key(model, cost.time_s_by_layer)
     peak = max((sum(o.nbytes for o in (*op.reads, *op.writes) if o.role in ("activation", "output"))
@@ -175,7 +203,9 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     are split ``cp`` ways. EP groups of ``ep`` chips see the tokens of ``ep / tp`` replicas.
     With ``overlap`` and two or more micro-batches the communication of one micro-batch hides behind
     the compute of another (DeepSeek's two-micro-batch overlap): exposed = max(0, comm - compute).
-    EP mode: throughput kernels for prefill, low-latency kernels for decode unless ``ep_mode`` says.
+    EP mode: throughput kernels for prefill, low-latency kernels for decode unless ``ep_mode`` says
+    (``ep_exchange_mode``); the routed experts' GEMMs run in the layout that mode's dispatch hands them
+    (masked after low-latency, contiguous otherwise: ``expert_layout``).
     """
     seqs = ceil(batch / par.dp)
     mb = min(par.micro_batches, seqs)
@@ -187,7 +217,7 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     routed = tokens_mb * max(par.ep, par.tp) / par.tp if model.is_moe else None
     # cp splits a prefill's tokens (and their attention work) evenly over cp chips
     raw, _, act_peak, graph_cost = _priced(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed,
-                                               mtp, cache, expert_load, attention)
+                                           mtp, cache, expert_load, attention, ep_mode)
     layer_s = {k: v / par.cp for k, v in raw.items()}
     stages = stage_layers(model, par.pp)
     stage_s = stage_totals(layer_s, stages, par.pp)
@@ -262,9 +292,9 @@ def _layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
         if model.attention_kind != "mla":
             per_token /= par.tp
         cp_kv = price_collective("all_gather", tokens * per_token, par.cp, hw).time_s
-    if not (model.is_moe and model.is_moe_layer(layer) and par.ep > 1):
+    mode = ep_exchange_mode(model, par.ep, phase, ep_mode)
+    if mode is None or not model.is_moe_layer(layer):
         return LayerComm(tp_all_reduce_s=tp_ar, cp_kv_exchange_s=cp_kv)
-    mode = ep_mode or ("throughput" if phase == "prefill" else "low_latency")
     x = price_ep_exchange(tokens=tokens / par.tp / par.cp, hidden=model.hidden_size,
                           topk=model.num_experts_per_tok, n_experts=model.n_routed_experts, ep=par.ep, hw=hw,
                           dispatch_dtype=_dispatch_dtype(precision), combine_dtype=act, n_group=model.n_group,

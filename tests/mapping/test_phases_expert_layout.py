@@ -1,0 +1,89 @@
+"""The phase's EP mode decides the routed experts' GEMM layout: decode's low-latency exchange hands DeepGEMM's
+masked kernel its [local experts, max tokens, hidden] buffer, so a decode projection prices the expert GEMMs
+as kernel_model.grouped_gemm_time(layout="masked") does; prefill (throughput exchange) stays contiguous."""
+from pathlib import Path
+
+import pytest
+
+from archsim.config.workload import load_workload
+from archsim.cost.kernel_model import grouped_gemm_time
+from archsim.cost.phase import price_graph
+from archsim.errors import ConfigError
+from archsim.graph.precision import precision_from_names
+from archsim.mapping.parallelism import Parallelism
+from archsim.mapping.phases import device_phase_graph, ep_exchange_mode, expert_layout, price_phase
+
+REPO = Path(__file__).resolve().parents[2]
+FP8 = precision_from_names("fp8")
+UP, DOWN = "layers.3.mlp.experts.gate_up", "layers.3.mlp.experts.down"
+
+
+@pytest.fixture(scope="module")
+def dsv3():
+    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return load_workload(REPO / "workloads/llama3_405b.yaml").model
+
+
+def test_ep_mode_rule(dsv3, llama):
+    assert ep_exchange_mode(dsv3, 8, "decode") == "low_latency"
+    assert ep_exchange_mode(dsv3, 8, "prefill") == "throughput"
+    assert ep_exchange_mode(dsv3, 8, "decode", "throughput") == "throughput"
+    assert ep_exchange_mode(dsv3, 8, "prefill", "low_latency") == "low_latency"
+    assert ep_exchange_mode(dsv3, 1, "decode") is None          # no exchange without EP
+    assert ep_exchange_mode(llama, 8, "decode") is None         # nor in a dense model
+    assert [expert_layout(m) for m in ("low_latency", "throughput", None)] == ["masked", "contiguous", "contiguous"]
+    with pytest.raises(ConfigError, match="ep.mode"):
+        ep_exchange_mode(dsv3, 8, "decode", "fast")
+
+
+@pytest.mark.parametrize("phase, ep, ep_mode, layout", [
+    ("decode", 32, None, "masked"), ("decode", 32, "throughput", "contiguous"), ("decode", 1, None, "contiguous"),
+    ("prefill", 32, None, "contiguous"), ("prefill", 32, "low_latency", "masked")])
+def test_device_graph_lays_out_experts_for_the_phase_exchange(dsv3, phase, ep, ep_mode, layout):
+    g = device_phase_graph(dsv3, phase, 2, 64, FP8, 1, ep, 2.0 * ep, False, compact=True, ep_mode=ep_mode)
+    assert g.nodes[UP]["op"].attrs["layout"] == g.nodes[DOWN]["op"].attrs["layout"] == layout
+
+
+def _kernel(hw, op, layout):
+    a = op.attrs
+    groups, m = round(a["distinct_experts"]), a["tokens_total"] / a["distinct_experts"]
+    assert m == round(m)  # a whole number of rows per expert: the kernel model's shape is the op's
+    return grouped_gemm_time(hw, groups=groups, m=round(m), n=a["n"], k=a["k"], dtype=op.compute_dtype,
+                             layout=layout).time_s
+
+
+def test_decode_projection_prices_experts_as_the_masked_kernel(dsv3, h800):
+    # EP32 on H800, 256 sequences a device: 256 * 32 * 8 / 256 = 256 tokens on each of 8 local experts,
+    # a shape where the masked kernel (no TMA multicast) is slower than the contiguous one
+    par = Parallelism(ep=32, dp=32)
+    phase = price_phase(dsv3, h800, par, FP8, phase="decode", batch=256 * 32, length=4096, cache={})
+    # the graph price_phase priced: the op's shape is [8 experts, 256 rows]
+    graph = device_phase_graph(dsv3, "decode", 256, 4096, FP8, 1, 32, 256.0 * 32, False, compact=True)
+    for name in (UP, DOWN):
+        op = graph.nodes[name]["op"]
+        assert op.attrs["layout"] == "masked" and op.attrs["groups"] == 8
+        masked, contiguous = _kernel(h800, op, "masked"), _kernel(h800, op, "contiguous")
+        assert masked > contiguous * 1.1
+        assert phase.graph_cost.ops[name].time_s == pytest.approx(masked, rel=1e-9)
+    # the same step with the throughput exchange prices them contiguous (and the cache keeps the two apart)
+    cache = {}
+    ll = price_phase(dsv3, h800, par, FP8, phase="decode", batch=256 * 32, length=4096, cache=cache)
+    tp = price_phase(dsv3, h800, par, FP8, phase="decode", batch=256 * 32, length=4096, cache=cache,
+                     ep_mode="throughput")
+    up_contiguous = _kernel(h800, graph.nodes[UP]["op"], "contiguous")
+    assert tp.graph_cost.ops[UP].time_s < ll.graph_cost.ops[UP].time_s
+    assert tp.graph_cost.ops[UP].time_s == pytest.approx(up_contiguous, rel=0.1)  # graph bytes differ slightly
+    assert tp.compute_s < ll.compute_s
+
+
+def test_prefill_prices_experts_contiguous(dsv3, h800):
+    par = Parallelism(ep=32, dp=32)
+    phase = price_phase(dsv3, h800, par, FP8, phase="prefill", batch=32, length=1024, cache={})
+    graph = device_phase_graph(dsv3, "prefill", 1, 1024, FP8, 1, 32, 1024.0 * 32, False, compact=True,
+                               ep_mode="throughput")
+    assert graph.nodes[UP]["op"].attrs["layout"] == "contiguous"
+    assert phase.graph_cost.time_s == price_graph(graph, h800).time_s
