@@ -15,7 +15,8 @@ A tiled GEMM (``cost/traffic.py``: a chip with a GEMM tile menu) is priced as th
 by ``efficiency.tiled_time_terms``: ``kernel.ramp`` + max(compute, main-memory reads / main rate, L2 operand
 panels / operand feed) + output bytes / main rate (the epilogue), or the launch time if that is longer;
 ``bound`` names compute, the main memory or ``memory:l2`` (the operand feed); the ramp replaces the levels'
-first-access latencies.
+first-access latencies. Its L2 and shared-memory bytes (and so their energy) are those of the picked tile
+(``traffic.picked_level_bytes``): the bytes that set the time are the bytes that cost energy.
 Dynamic energy = FLOPs * energy_per_flop[dtype] + bytes * 8 * energy_per_bit per level (+ network);
 idle power over time is added per phase (``cost/phase.py``), not per op.
 """
@@ -29,7 +30,8 @@ import numpy as np
 from archsim.config.hardware import ComputeEngine, Hardware
 from archsim.cost import efficiency as eff
 from archsim.cost.collectives import price_collective
-from archsim.cost.traffic import Geometry, OpWork, engine_dtype_name, gemm_operand_rate, level_rate, op_work
+from archsim.cost.traffic import (Geometry, OpWork, engine_dtype_name, gemm_operand_rate, level_rate, op_work,
+                                  picked_level_bytes)
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.errors import ConfigError
 from archsim.graph.op import Op
@@ -137,6 +139,7 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     candidates += [(f"memory:{name}", memory_s[name]) for name in reversed(tuple(hw.memory))]
     candidates += [("network", network_s), ("launch", launch_s)]
     bound, time_s = max(candidates, key=lambda c: c[1])  # first maximum wins ties
+    level_bytes = work.bytes_by_level
     if work.tiled and key == default_key:
         operand_rate = gemm_operand_rate(hw)
         pick = int(eff.pick_tiling(np.array(work.tile_flops), np.array(work.tile_operand_bytes),
@@ -153,14 +156,15 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
         memory_s[operand_level] += float(terms.operand_s)
         labels = ("compute", f"memory:{main.name}", f"memory:{operand_level}")
         bound, time_s = ("launch", launch_s) if launch_s > kernel_s else (labels[int(terms.bound_index)], kernel_s)
+        level_bytes = picked_level_bytes(work, pick)
     energy = {"compute": compute_j}
-    energy.update({f"memory:{name}": work.bytes_by_level[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
+    energy.update({f"memory:{name}": level_bytes[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
                    for name in hw.memory})
     energy["network"] = network_j
-    main_bytes = work.bytes_by_level[main.name]
+    main_bytes = level_bytes[main.name]
     return OpCost(
         name=op.name, kind=op.kind, engine=key[0] if key else op.engine, flops=float(op.flops),
-        compute_s=compute_s, bytes_by_level=dict(work.bytes_by_level), memory_s_by_level=memory_s,
+        compute_s=compute_s, bytes_by_level=dict(level_bytes), memory_s_by_level=memory_s,
         network_bytes=work.network_bytes, network_s=network_s, launch_s=launch_s, time_s=time_s,
         bound=bound, energy_j=sum(energy.values()), energy_j_by=energy,
         achieved_flop_per_s=op.flops / time_s if time_s > 0 else 0.0,

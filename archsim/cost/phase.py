@@ -99,7 +99,7 @@ class OpCosts(Mapping[str, OpCost]):
     def _build(self, i: int, name: str) -> OpCost:
         op, work, cost, hw = self._ops[i], self._work, self._cost, self._hw
         levels = work.level_names
-        nbytes = work.bytes[i].tolist()
+        nbytes = cost.bytes[i].tolist()
         t = float(cost.time_s[i])
         energy_by = {"compute": float(cost.compute_j[i]),
                      **{f"memory:{name}": float(v) for name, v in zip(levels, cost.memory_j[i])},
@@ -175,7 +175,7 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
                         for k in range(len(work.rate_keys))]
         engine, mfu_dtype = work.rate_keys[int(np.argmax(flops_by_key))]
         mfu = flops / (time_s * hw.compute[engine].peak_flop_per_s[mfu_dtype])
-    bytes_by_level = {name: _fsum(work.bytes[:, j], count) for j, name in enumerate(work.level_names)}
+    bytes_by_level = {name: _fsum(cost.bytes[:, j], count) for j, name in enumerate(work.level_names)}
     main_bytes = bytes_by_level[hw.main_memory.name]
     energy = dynamic + idle
     return PhaseCost(

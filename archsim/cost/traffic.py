@@ -17,8 +17,13 @@ the terms ``cost/kernel_model.py`` uses): ramp + max(wave-quantised MMA, main-me
 faster than the weight panels at one SM's streaming rate), the tiles' L2 operand panels / the operand feed)
 + the output epilogue / bandwidth. ``OpWork`` then carries the split the time needs (``stream_bytes`` read
 in the main loop, ``epilogue_bytes`` written after it, and the tile menu's terms, picked at pricing time so
-that a sweep of rates re-tiles as the library would); the per-level bytes stay those of ``gemm_traffic``
-(energy). The graph keeps what the kernel model lacks:
+that a sweep of rates re-tiles as the library would). The bytes that set the time are the bytes that cost
+energy: once the tile is picked, the L2 level carries that tile's operand panels (``tile_operand_bytes``, one
+read per TMA multicast group) plus the output, and shared memory the panels every CTA stages (multicast
+shares the L2 read, not the shared-memory fill; ``tile_shared_bytes``) plus the output (``picked_level_bytes``).
+Main memory keeps ``gemm_traffic``'s bytes, which the time uses too. ``bytes_by_level`` holds
+``gemm_traffic``'s SRAM-tile bytes, the rule for GEMMs without a tile menu (and for a tiled GEMM placed on
+another engine, which is priced by the plain roofline). The graph keeps what the kernel model lacks:
 the busiest expert's bound, distinct-expert weight reads and the L2 banding of re-read operands (reads
 beyond the compulsory ones when the operands do not fit L2).
 """
@@ -30,7 +35,7 @@ from functools import lru_cache
 
 from archsim.config.hardware import Hardware
 from archsim.config.kernel_fields import KernelFields
-from archsim.cost.efficiency import GemmTiling, gemm_tile_menu
+from archsim.cost.efficiency import GemmTiling, gemm_tile_menu, tile_operand_bytes
 from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
 from archsim.cost.gemm_traffic import TiledTraffic, gemm_tile, gemm_traffic, grouped_gemm_traffic
 from archsim.dtypes import BITS_PER_BYTE, BY_NAME
@@ -125,15 +130,40 @@ class OpWork:
     launches: int
     # a tiled GEMM (module docstring): main-memory bytes read in its main loop, output bytes stored after
     # it, and per entry of its tile menu (efficiency.gemm_tile_menu) the wave-quantised FLOPs, the operand
-    # bytes its tiles stream from L2 and its weight panels' per-SM streaming time (time only; energy uses
-    # bytes_by_level). Its time_flops is then the floor under the tile's FLOPs (its own FLOPs, the busiest
-    # expert's bound); the tile is picked when the rates are known (efficiency.pick_tiling).
+    # bytes its tiles stream from L2 (time and L2 energy), the operand bytes they stage through shared memory
+    # (shared-memory energy) and its weight panels' per-SM streaming time. Its time_flops is then the floor
+    # under the tile's FLOPs (its own FLOPs, the busiest expert's bound); the tile is picked when the rates
+    # are known (efficiency.pick_tiling), and ``picked_level_bytes`` gives the bytes per level at that pick.
     tiled: bool = False
     stream_bytes: float = 0.0
     epilogue_bytes: float = 0.0
     tile_flops: tuple[float, ...] = ()
     tile_operand_bytes: tuple[float, ...] = ()
     tile_stream_s: tuple[float, ...] = ()
+    tile_shared_bytes: tuple[float, ...] = ()
+
+
+def tile_levels(level_names: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(L2 level, shared-memory level) whose bytes a tiled GEMM's picked tile sets: each name when the chip has
+    that level and it is not its main memory (as ``_levels`` fills them), else None."""
+    main = level_names[-1]
+    return (("l2" if "l2" in level_names and main != "l2" else None),
+            ("shared" if "shared" in level_names and main != "shared" else None))
+
+
+def picked_level_bytes(work: OpWork, pick: int) -> dict[str, float]:
+    """Bytes per level of a tiled GEMM run with menu entry ``pick``: L2 carries the tile's operand panels plus
+    the output (``epilogue_bytes``), shared memory the panels each CTA stages plus the output; main memory (and
+    every level of an untiled op) as ``bytes_by_level``."""
+    out = dict(work.bytes_by_level)
+    if not work.tiled:
+        return out
+    l2, shared = tile_levels(tuple(out))
+    if l2 is not None:
+        out[l2] = work.tile_operand_bytes[pick] + work.epilogue_bytes
+    if shared is not None:
+        out[shared] = work.tile_shared_bytes[pick] + work.epilogue_bytes
+    return out
 
 
 def _split_gemm_operands(op: Op) -> tuple[float, float, float]:
@@ -327,6 +357,9 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
                       tiled=True, stream_bytes=traffic.hbm_read, epilogue_bytes=traffic.hbm_written,
                       tile_flops=tuple(e.time_flops for e in menu),
                       tile_operand_bytes=tuple(e.operand_bytes for e in menu),
-                      tile_stream_s=tuple(e.stream_s for e in menu))
+                      tile_stream_s=tuple(e.stream_s for e in menu),
+                      tile_shared_bytes=tuple(tile_operand_bytes(tile=e.tile, k=int(op.attrs["k"]),
+                                                                 elem_bytes=op.compute_dtype.bytes)
+                                              for e in menu))
     return OpWork(time_flops=time_flops, bytes_by_level=_levels(geom, traffic), network_bytes=0.0,
                   launches=1)

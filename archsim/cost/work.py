@@ -10,7 +10,9 @@ are priced once at extraction by ``cost/collectives.py`` (their time depends on 
 fields, which a sweep of chip rates leaves fixed; re-extract to sweep links).
 Tiled GEMMs (``cost/traffic.py``) are priced by ``efficiency.pick_tiling`` over their tile menu and
 ``efficiency.tiled_time_terms``, broadcast over the sweep (each point picks its own tile, as the kernel
-model would at those rates; a sweep of ``kernel.*`` fields needs a re-extraction).
+model would at those rates; a sweep of ``kernel.*`` fields needs a re-extraction); their L2 and shared-memory
+bytes, and so those levels' energy, are the picked tile's (``traffic.picked_level_bytes``), so ``WorkCost.bytes``
+carries the sweep axis.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 from archsim.config.hardware import Hardware
 from archsim.cost import efficiency as eff
 from archsim.cost.opcost import collective_cost, energy_per_flop, rate_key
-from archsim.cost.traffic import Geometry, gemm_operand_field, op_work
+from archsim.cost.traffic import Geometry, gemm_operand_field, op_work, tile_levels
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.graph.op import Op
 
@@ -48,19 +50,21 @@ class GraphWork:
     count: np.ndarray          # (n,) multiplicity of each row
     # tiled GEMMs (cost/traffic.py OpWork): flag, main-loop main-memory reads, epilogue writes, and per tile
     # menu entry (n, C; padded with inf) the wave-quantised FLOPs, L2 operand bytes, per-SM panel stream time
+    # and shared-memory operand bytes; ``bytes`` holds the untiled (gemm_traffic) L2/shared bytes of those rows
     tiled: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=bool))
     stream_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     epilogue_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     tile_flops: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
     tile_operand_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
     tile_stream_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    tile_shared_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
 
     def compress(self) -> "GraphWork":
         """Merge rows with identical work into one row with a count (totals are unchanged)."""
         table = np.column_stack([self.flops, self.time_flops, self.rate_index, self.bytes,
                                  self.network_bytes, self.network_s, self.network_j, self.launches,
                                  self.tiled, self.stream_bytes, self.epilogue_bytes, self.tile_flops,
-                                 self.tile_operand_bytes, self.tile_stream_s])
+                                 self.tile_operand_bytes, self.tile_stream_s, self.tile_shared_bytes])
         _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
         count = np.bincount(inverse.ravel(), weights=self.count)
         pick = lambda a: a[first]
@@ -71,7 +75,8 @@ class GraphWork:
             network_j=pick(self.network_j), launches=pick(self.launches),
             count=count, tiled=pick(self.tiled), stream_bytes=pick(self.stream_bytes),
             epilogue_bytes=pick(self.epilogue_bytes), tile_flops=pick(self.tile_flops),
-            tile_operand_bytes=pick(self.tile_operand_bytes), tile_stream_s=pick(self.tile_stream_s))
+            tile_operand_bytes=pick(self.tile_operand_bytes), tile_stream_s=pick(self.tile_stream_s),
+            tile_shared_bytes=pick(self.tile_shared_bytes))
 
 
 def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -> GraphWork:
@@ -100,10 +105,10 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
         tiled.append(work.tiled)
         stream.append(work.stream_bytes)
         epilogue.append(work.epilogue_bytes)
-        menus.append((work.tile_flops, work.tile_operand_bytes, work.tile_stream_s))
+        menus.append((work.tile_flops, work.tile_operand_bytes, work.tile_stream_s, work.tile_shared_bytes))
     n = len(ops)
     width = max((len(m[0]) for m in menus), default=0)
-    tile_arrays = [np.full((n, width), np.inf) for _ in range(3)]
+    tile_arrays = [np.full((n, width), np.inf) for _ in range(4)]
     for i, menu in enumerate(menus):
         for array, values in zip(tile_arrays, menu):
             array[i, :len(values)] = values
@@ -115,7 +120,8 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
                      network_j=np.array(net_j, float), launches=np.array(launches, float), count=np.ones(n),
                      tiled=np.array(tiled, dtype=bool), stream_bytes=np.array(stream, float),
                      epilogue_bytes=np.array(epilogue, float), tile_flops=tile_arrays[0],
-                     tile_operand_bytes=tile_arrays[1], tile_stream_s=tile_arrays[2])
+                     tile_operand_bytes=tile_arrays[1], tile_stream_s=tile_arrays[2],
+                     tile_shared_bytes=tile_arrays[3])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +181,7 @@ class WorkCost:
     launch_s: np.ndarray
     time_s: np.ndarray
     bound_index: np.ndarray    # sweep + (n,) index into bound_labels
+    bytes: np.ndarray          # sweep + (n, L) bytes per level (tiled GEMMs: at their picked tile)
     energy_j: np.ndarray       # dynamic energy per op
     compute_j: np.ndarray
     memory_j: np.ndarray       # sweep + (n, L)
@@ -190,9 +197,11 @@ def bound_labels(level_names: Sequence[str]) -> tuple[str, ...]:
 
 def _tiled(work: GraphWork, hwa: HardwareArrays, rate, compute_s, launch_s, level_rate, time_s, bound_index,
            memory_s):
-    """(compute, time, bound index, per-level memory time) with the tiled GEMM rows priced as opcost.py prices
-    them: each picks its tile (``efficiency.pick_tiling``) and takes ``efficiency.tiled_time_terms`` (or the
-    launch time if longer); the main level's time is reads plus epilogue, the L2's the operand feed."""
+    """(compute, time, bound index, per-level memory time, per-level bytes) with the tiled GEMM rows priced as
+    opcost.py prices them: each picks its tile (``efficiency.pick_tiling``) and takes
+    ``efficiency.tiled_time_terms`` (or the launch time if longer); the main level's time is reads plus epilogue,
+    the L2's the operand feed; the L2 and shared-memory bytes are the picked tile's
+    (``traffic.picked_level_bytes``)."""
     levels = work.level_names
     main = len(levels) - 1  # Geometry: the outermost level is the last
     l2 = levels.index("l2") if "l2" in levels and main != levels.index("l2") else None
@@ -231,7 +240,14 @@ def _tiled(work: GraphWork, hwa: HardwareArrays, rate, compute_s, launch_s, leve
     tiled_memory[..., main] = terms.memory_s + terms.epilogue_s
     tiled_memory[..., operand_level] += terms.operand_s
     memory_s[..., rows, :] = tiled_memory
-    return compute_s, time_s, bound_index, memory_s
+    level_bytes = np.array(np.broadcast_to(work.bytes, out_shape + (len(levels),)))
+    l2_level, shared_level = tile_levels(levels)
+    epilogue = work.epilogue_bytes[rows]
+    if l2_level is not None:
+        level_bytes[..., rows, levels.index(l2_level)] = chosen(operand_t) + epilogue
+    if shared_level is not None:
+        level_bytes[..., rows, levels.index(shared_level)] = chosen(work.tile_shared_bytes[rows]) + epilogue
+    return compute_s, time_s, bound_index, memory_s, level_bytes
 
 
 def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
@@ -249,7 +265,6 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
     level_rate = np.minimum(hwa.bandwidth_bytes_per_s * hwa.memory_fraction, capped)[..., None, :]
     touched = work.bytes > 0
     memory_s = work.bytes / level_rate + np.where(touched, hwa.latency_s[..., None, :], 0.0)
-    memory_j = work.bytes * BITS_PER_BYTE * hwa.energy_j_per_bit[..., None, :]
     network_s, network_j = work.network_s, work.network_j  # fixed at extraction (cost/collectives.py)
     launch_s = work.launches * hwa.kernel_launch_s[..., None]
     shape = np.broadcast_shapes(np.shape(compute_s), memory_s.shape[:-1], np.shape(network_s),
@@ -259,13 +274,16 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
                         np.broadcast_to(network_s, shape), np.broadcast_to(launch_s, shape)], axis=-1)
     bound_index = np.argmax(stacked, axis=-1)  # first maximum wins ties, as in opcost.py
     time_s = np.max(stacked, axis=-1)
+    level_bytes = work.bytes
     if work.tiled.any():
-        compute_s, time_s, bound_index, memory_s = _tiled(work, hwa, rate, compute_s, launch_s, level_rate[..., 0, :],
-                                                          time_s, bound_index, memory_s)
+        compute_s, time_s, bound_index, memory_s, level_bytes = _tiled(work, hwa, rate, compute_s, launch_s,
+                                                                       level_rate[..., 0, :], time_s, bound_index,
+                                                                       memory_s)
+    memory_j = level_bytes * BITS_PER_BYTE * hwa.energy_j_per_bit[..., None, :]
     energy_j = compute_j + memory_j.sum(axis=-1) + network_j
     total_time_s = (time_s * work.count).sum(axis=-1)
     total_energy_j = (energy_j * work.count).sum(axis=-1) + hwa.idle_w * total_time_s
     return WorkCost(bound_labels=bound_labels(work.level_names), compute_s=compute_s, memory_s=memory_s,
                     network_s=network_s, launch_s=launch_s, time_s=time_s, bound_index=bound_index,
-                    energy_j=energy_j, compute_j=compute_j, memory_j=memory_j, network_j=network_j,
+                    bytes=level_bytes, energy_j=energy_j, compute_j=compute_j, memory_j=memory_j, network_j=network_j,
                     total_time_s=total_time_s, total_energy_j=total_energy_j)

@@ -86,10 +86,20 @@ def test_graph_prices_a_gemm_as_the_kernel_model_does(hw_name, case):
     single = price_op(op, hw)
     assert single.time_s == pytest.approx(expected.time_s, rel=REL)
     assert single.bound == cost.bound
-    # energy still sees the traffic model's per-level bytes (L2 and shared memory carry the tiles' panels)
+    # energy sees the bytes the time uses: L2 carries the kernel model's tile panels (the A panel read once per
+    # multicast group) plus the output, shared memory every CTA's panels plus the output; HBM the traffic model's
+    d, k, e = expected.detail, case["shape"]["k"], BY_NAME[case["dtype"]].bytes
+    panels = d["tiles"] * k * e
+    out = op.bytes_written
+    assert cost.bytes_by_level["l2"] == pytest.approx(panels * (d["block_m"] / d["multicast"] + d["block_n"]) + out,
+                                                      rel=REL)
+    assert cost.bytes_by_level["shared"] == pytest.approx(panels * (d["block_m"] + d["block_n"]) + out, rel=REL)
+    assert single.bytes_by_level == pytest.approx(cost.bytes_by_level, rel=REL)
+    assert single.energy_j == pytest.approx(cost.energy_j, rel=REL)
     work = op_work(op, Geometry.of(hw))
-    assert cost.bytes_by_level == pytest.approx(work.bytes_by_level)
-    assert work.bytes_by_level["l2"] > 0
+    assert cost.bytes_by_level["hbm"] == pytest.approx(work.bytes_by_level["hbm"], rel=REL)
+    l2_j = cost.bytes_by_level["l2"] * 8 * hw.memory["l2"].energy_j_per_bit
+    assert cost.energy_j_by["memory:l2"] == pytest.approx(l2_j, rel=REL)
 
 
 def _power_capped(hw, share: float):
