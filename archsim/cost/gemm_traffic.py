@@ -20,6 +20,11 @@ column panel of B streams past it, so A is read from HBM once and B once per ban
 two raster orders (banding A or banding B). HBM bytes are therefore never below the compulsory
 A + B + C, and a decode GEMM (m <= T, one row panel) moves exactly the compulsory bytes: it is
 bandwidth-bound on weights.
+
+Which bytes are used where (``cost/traffic.py``): the HBM bytes (banding) price every GEMM. The L2 and
+shared-memory bytes of this SRAM tile price only GEMMs without a tile menu (a chip without ``kernel:`` tile
+fields, a dtype its matrix engine lacks, an op placed on another engine); a GEMM on a chip with a tile menu
+takes its L2 and shared-memory bytes from the tile its time picks (``traffic.picked_level_bytes``).
 """
 from __future__ import annotations
 

@@ -119,7 +119,8 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     """Price an op whose work on ``hw``'s geometry is already known; ``key`` (engine, dtype) overrides
     the engine that runs its FLOPs (placement on a second matrix engine). The tiled-GEMM terms (tile padding,
     ramp, operand feed: ``work.tiled``) describe the kernel on the op's default engine, so an op moved to another
-    engine is priced by the plain roofline of that engine."""
+    engine is priced by the plain roofline of that engine (and keeps ``work.bytes_by_level``, the SRAM-tile bytes of
+    ``cost/gemm_traffic.py``, for its L2 and shared-memory energy)."""
     default_key = rate_key(hw, op)
     key = key if key is not None and op.flops > 0 else default_key
     compute_s = 0.0
