@@ -1,10 +1,15 @@
 """CostModelIteration: prices a replica's iteration through the graph builders and the cost model, memoised
 on a coarse grid and interpolated, plus the replica's KV capacity from HBM minus sharded weights.
 
-Each grid point's time is archsim.mapping.phases.price_phase for the replica's Parallelism (the sharded
-per-device graph plus the TP all-reduce / EP dispatch-combine / PP transfers it adds, with DeepSeek-style
-micro-batch overlap); its energy, FLOPs and HBM bytes come from pricing one device's graph
-(archsim.cost.price_graph, ceil(batch / dp) sequences) times the device count. Interpolation:
+Each grid point is archsim.mapping.phases.price_phase for the replica's Parallelism (the sharded
+per-device graph, with the EP group's routed tokens and the expert layout of the phase's EP exchange, plus
+the TP all-reduce / EP dispatch-combine / PP transfers it adds, with DeepSeek-style micro-batch overlap):
+its time, and its deployment dynamic energy, FLOPs and main-memory bytes (every stage's devices), read from
+the same priced phase, never a second graph (``archsim run`` / estimate() report the same step). An
+iteration's energy is that dynamic energy plus the replica's static power (idle plus always-on, as
+estimate() counts it) on every device for the iteration's time; the replica's ``idle_w`` is the same static
+power, drawn while it does not iterate (serving.metrics). Interpolation:
+Interpolation:
 - decode: piecewise-linear in batch (grid 1, 2, 4, ...) and mean context (grid doubling from the block
   size) over the four surrounding points;
 - prefill: the prompts of an iteration spread over min(prompts, dp) attention-DP ranks; each rank's share
@@ -13,23 +18,23 @@ micro-batch overlap); its energy, FLOPs and HBM bytes come from pricing one devi
   rank) at the per-pair attention cost of the nearest grid graph.
 An iteration with both prefill and decode work costs the sum of the two parts (two passes over the
 weights: exact for unfused engines, an upper bound for Sarathi-style fused batches). Several prompts in
-one rank are priced as one prompt of their summed tokens. Prefill energy, FLOPs and bytes count the
-busy ranks' devices (devices / dp per rank).
+one rank are priced as one prompt of their summed tokens. Prefill dynamic energy, FLOPs and bytes count the
+busy ranks' devices (the phase's deployment totals / dp per rank); the static power counts every device.
 """
 from __future__ import annotations
 
 import bisect
 import math
+from math import fsum
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
-from archsim.cost.phase import price_graph
 from archsim.errors import ConfigError
-from archsim.graph.build import build_decode, build_prefill, check_shard
+from archsim.graph.build import check_shard
 from archsim.graph.params import kv_bytes_per_token
 from archsim.graph.precision import Precision, Shard
 from archsim.mapping.device_memory import kv_cache_bytes, memory_per_device
-from archsim.mapping.phases import price_phase
+from archsim.mapping.phases import PhaseBreakdown, price_phase
 from archsim.mapping.parallelism import Parallelism
 from archsim.serving.config import ReplicaSpec
 from archsim.serving.iteration import IterationBatch, IterationCost
@@ -37,7 +42,8 @@ from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_
 
 
 class _Point(tuple):
-    """(time_s, energy_j, flops, hbm_bytes): a plain tuple, because interpolation runs once per iteration."""
+    """(time_s, energy_j, flops, hbm_bytes): a plain tuple, because interpolation runs once per iteration.
+    ``energy_j`` is dynamic energy only; CostModelIteration adds the static power over the iteration's time."""
 
     __slots__ = ()
 
@@ -99,32 +105,45 @@ class CostModelIteration:
         self.swap_bytes_per_s = hw.node.scale_out.bandwidth_bytes_per_s * hw.node.scale_out.achievable_fraction
 
     # -- grid points ------------------------------------------------------------------------------
-    def _priced(self, graph, time_s: float, devices: int) -> tuple[_Point, _Point]:
-        """(whole graph, attention ops only) of one device times ``devices``; the whole takes ``time_s``."""
-        cost = price_graph(graph, self.hw, attention=self.attention)
-        level = self.hw.main_memory.name
-        whole = _Point(time_s=time_s, energy_j=cost.energy_j * devices, flops=cost.flops * devices,
-                       hbm_bytes=cost.bytes_by_level.get(level, 0.0) * devices)
-        attention_ops = [graph.nodes[n]["op"] for n in graph.nodes if graph.nodes[n]["op"].kind == "attention"]
-        attn = _ZERO
-        if attention_ops:  # priced on their own: summing the lazily built per-op costs of the whole graph is slow
-            a = price_graph(attention_ops, self.hw, attention=self.attention)
-            attn = _Point(time_s=a.time_s, energy_j=a.energy_j * devices, flops=a.flops * devices,
-                          hbm_bytes=a.bytes_by_level.get(level, 0.0) * devices)
-        return whole, attn
+    def _phase(self, phase: str, batch: int, length: int, mtp: bool = False) -> PhaseBreakdown:
+        return price_phase(self.model, self.hw, self.par, self.precision, phase=phase, batch=batch, length=length,
+                           mtp=mtp, cache=self._phase_cache, attention=self.attention)
+
+    def _per_graph(self, phase: PhaseBreakdown) -> float:
+        """Devices-times-repeats that turn one device's priced graph (graph_cost, one micro-batch, every layer)
+        into the deployment's totals, as price_phase sums them (micro_batches / cp per device, each stage's
+        layers on its tp * cp * dp devices)."""
+        return phase.micro_batches / self.par.cp * self.par.stage_devices
+
+    def _deployment(self, phase: PhaseBreakdown) -> _Point:
+        """The phase's step over every device: its time, deployment dynamic energy, FLOPs and main-memory bytes."""
+        # main-memory bytes: the same per-layer bytes price_phase sums into main_memory_bytes_per_device
+        hbm = fsum(phase.graph_cost.main_bytes_by_layer.values()) * self._per_graph(phase)
+        return _Point(time_s=phase.time_s, energy_j=phase.deployment_dynamic_energy_j,
+                      flops=phase.deployment_flops, hbm_bytes=hbm)
+
+    def _attention(self, phase: PhaseBreakdown) -> _Point:
+        """The attention ops of the phase's graph, over the deployment (time: one device's, every layer)."""
+        ops = [c for c in phase.graph_cost.ops.values() if c.kind == "attention"]
+        if not ops:
+            return _ZERO
+        k, level = self._per_graph(phase), self.hw.main_memory.name
+        return _Point(time_s=fsum(c.time_s for c in ops) * phase.micro_batches / self.par.cp,
+                      energy_j=fsum(c.energy_j for c in ops) * k, flops=fsum(c.flops for c in ops) * k,
+                      hbm_bytes=fsum(c.bytes_by_level.get(level, 0.0) for c in ops) * k)
+
+    def static_energy_j(self, time_s: float) -> float:
+        """Static power (idle plus always-on) of every device of the replica over ``time_s``, as estimate()."""
+        return self.hw.static_power_w * self.devices * time_s
 
     def decode_point(self, batch: int, context: int, q_len: int = 1) -> _Point:
+        """One decode step's time, dynamic energy, FLOPs and main-memory bytes over the replica."""
         key = (batch, context, q_len)
         if key not in self._decode:
             mtp = q_len > 1 and q_len == 1 + self.model.num_nextn_predict_layers
             # other draft lengths: each drafted token priced as one more sequence (GEMMs exact, attention approximate)
             b = batch if (q_len == 1 or mtp) else batch * q_len
-            context = max(context, q_len)
-            phase = price_phase(self.model, self.hw, self.par, self.precision, phase="decode", batch=b,
-                                length=context, mtp=mtp, cache=self._phase_cache)
-            graph = build_decode(self.model, batch=-(-b // self.par.dp), context=context, precision=self.precision,
-                                 shard=self.shard, mtp=mtp)
-            self._decode[key] = self._priced(graph, phase.time_s, self.devices)[0]
+            self._decode[key] = self._deployment(self._phase("decode", b, max(context, q_len), mtp))
         return self._decode[key]
 
     def prefill_point(self, tokens: int) -> tuple[_Point, _Point]:
@@ -133,10 +152,15 @@ class CostModelIteration:
         return self._prefill[tokens]
 
     def _prefill_priced(self, tokens: int) -> tuple[_Point, _Point]:
-        phase = price_phase(self.model, self.hw, self.par, self.precision, phase="prefill", batch=1, length=tokens,
-                            cache=self._phase_cache)
-        graph = build_prefill(self.model, batch=1, prompt_len=tokens, precision=self.precision, shard=self.shard)
-        return self._priced(graph, phase.time_s, self.devices // self.par.dp)
+        """(whole step, its attention ops) of one attention-DP rank prefilling one ``tokens`` prompt: the
+        phase prices every rank alike (each with one prompt), so one rank's share is its totals / dp."""
+        phase = self._phase("prefill", 1, tokens)
+        dp = self.par.dp
+        whole, attn = self._deployment(phase), self._attention(phase)
+        return (_Point(time_s=whole.time_s, energy_j=whole.energy_j / dp, flops=whole.flops / dp,
+                       hbm_bytes=whole.hbm_bytes / dp),
+                _Point(time_s=attn.time_s, energy_j=attn.energy_j / dp, flops=attn.flops / dp,
+                       hbm_bytes=attn.hbm_bytes / dp))
 
     @property
     def grid_points(self) -> tuple[int, int]:
@@ -183,7 +207,8 @@ class CostModelIteration:
             mean_context = batch.decode_context_tokens / batch.decode_seqs + q_len
             total = total.plus(self._decode_cost(batch.decode_seqs, mean_context, q_len))
         time_s = total.time_s + batch.swap_bytes / self.swap_bytes_per_s
-        return IterationCost(time_s=time_s, energy_j=total.energy_j, flops=total.flops, hbm_bytes=total.hbm_bytes)
+        return IterationCost(time_s=time_s, energy_j=total.energy_j + self.static_energy_j(time_s), flops=total.flops,
+                             hbm_bytes=total.hbm_bytes)
 
     def direct(self, batch: IterationBatch) -> IterationCost:
         """Price the batch exactly as the grid would at its own coordinates (for measuring interpolation error):
@@ -198,8 +223,8 @@ class CostModelIteration:
             q_len = batch.decode_tokens // batch.decode_seqs
             ctx = round(batch.decode_context_tokens / batch.decode_seqs) + q_len
             total = total.plus(self.decode_point(batch.decode_seqs, ctx, q_len))
-        return IterationCost(time_s=total.time_s, energy_j=total.energy_j, flops=total.flops,
-                             hbm_bytes=total.hbm_bytes)
+        return IterationCost(time_s=total.time_s, energy_j=total.energy_j + self.static_energy_j(total.time_s),
+                             flops=total.flops, hbm_bytes=total.hbm_bytes)
 
     # -- the replica ------------------------------------------------------------------------------
     def replica(self, *, kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION) -> ReplicaSpec:
@@ -227,7 +252,7 @@ class CostModelIteration:
                            kv_bytes_per_token=self.kv_bytes_per_token,
                            peak_flop_per_s=engine.peak_flop_per_s[dtype] * self.devices,
                            peak_bytes_per_s=hbm.bandwidth_bytes_per_s * self.devices,
-                           idle_w=self.hw.power.idle_w * self.devices,
+                           idle_w=self.hw.static_power_w * self.devices,
                            price_usd_per_hour=self.hw.price_usd_per_hour * self.devices)
 
 
