@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsim"
 
 # Lowest layer first. Same-layer imports are allowed.
 LAYERS: list[tuple[str, ...]] = [
-    ("archsim", "archsim.errors", "archsim.dtypes", "archsim.units", "archsim.routing"),
+    ("archsim", "archsim.errors", "archsim.dtypes", "archsim.units", "archsim.routing", "archsim.paths"),
     ("archsim.config",),
     ("archsim.graph",),
     ("archsim.kernels",),

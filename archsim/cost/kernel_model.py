@@ -25,9 +25,10 @@ from archsim.cost.attention_traffic import flash_hbm_bytes
 from archsim.cost.traffic import Geometry, gemm_operand_rate, level_rate
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
+from archsim.paths import data_dir
 
 KINDS = ("gemm", "grouped_gemm", "moe", "attention", "collective")
-HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
+HARDWARE_DIR = data_dir("hardware")
 
 
 @dataclass(frozen=True, kw_only=True)

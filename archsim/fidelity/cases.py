@@ -7,8 +7,9 @@ from typing import Mapping
 
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.errors import ConfigError
+from archsim.paths import data_dir
 
-VALIDATION_DIR = Path(__file__).resolve().parents[2] / "validation"
+VALIDATION_DIR = data_dir("validation")
 
 # measured quantity -> (SI factor, unit of the SI value); the YAML keeps the source's own unit
 METRICS: dict[str, tuple[float, str]] = {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from typing import Callable
 
 import numpy as np
+
+from archsim.paths import data_dir
 
 MIN_SAMPLE_S = 0.005  # each sample loops the call until it has run this long (timer resolution)
 SAMPLES = 9           # the fastest of this many samples is reported
@@ -125,13 +126,11 @@ def tiny_model_kernels(tokens: tuple[int, ...] = (64, 256, 1024)) -> list[dict]:
 
 def tiny_linear_shapes() -> dict[str, tuple[int, int]]:
     """(out_features, in_features) of the tiny DeepSeek-V3 model's linear layers (graph/small.py rule)."""
-    from pathlib import Path
-
     from archsim.config.model import model_from_dict
     from archsim.config.yaml_io import load_yaml
     from archsim.graph.small import small_variant
 
-    path = Path(__file__).resolve().parents[2] / "workloads" / "deepseek_v3.yaml"
+    path = data_dir("workloads") / "deepseek_v3.yaml"
     m = small_variant(model_from_dict(load_yaml(path)["model"], str(path), "model"))
     h, heads = m.hidden_size, m.num_attention_heads
     return {

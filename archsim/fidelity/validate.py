@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 from archsim.config.hardware import Hardware
 from archsim.errors import ConfigError
 from archsim.fidelity.cases import METRICS, VALIDATION_DIR, Case, load_cases
+from archsim.paths import data_dir
 
 # Regression guards on the median absolute error per category (docs/fidelity.md). The issue's targets are
 # 10% (GEMM, attention, training) and 15% (communication); where a guard is looser, the target is not met
@@ -24,7 +25,6 @@ MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.10, "at
                                    # DeepSeek-V3 pre-training GEMM shapes (fprop/dgrad/wgrad of a 4K-token
                                    # micro-batch) on the same H200 (validation/h200_torch_training.yaml)
                                    "gemm_h200_training": 0.10}
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +147,7 @@ def _model_config(name: str):
     from archsim.config.model import model_from_dict
     from archsim.config.yaml_io import load_yaml
 
-    path = ROOT / "workloads" / f"{name}.yaml"
+    path = data_dir("workloads") / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(str(path), None, "a workload file for the model", name)
     return model_from_dict(load_yaml(path)["model"], str(path), "model")
