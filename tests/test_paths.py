@@ -7,7 +7,8 @@ from pathlib import Path
 import archsim.paths as paths
 
 
-def test_checkout_folders_are_found_beside_the_package() -> None:
+def test_checkout_folders_are_found_beside_the_package(monkeypatch) -> None:
+    monkeypatch.delenv("ARCHSIM_HOME", raising=False)
     for name in ("hardware", "validation", "workloads"):
         assert paths.data_dir(name) == paths.SOURCE_ROOT / name
         assert (paths.data_dir(name)).is_dir()

@@ -25,6 +25,7 @@ from archsim.cost.attention_traffic import flash_hbm_bytes
 from archsim.cost.traffic import Geometry, gemm_operand_rate, level_rate
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
+from archsim.graph.op import EXPERT_LAYOUTS, expert_layout
 from archsim.paths import data_dir
 
 KINDS = ("gemm", "grouped_gemm", "moe", "attention", "collective")
@@ -128,7 +129,7 @@ def _ramp(hw: Hardware) -> float:
     return fields.ramp_s if fields is not None else 0.0
 
 
-LAYOUTS = ("contiguous", "masked")
+LAYOUTS = EXPERT_LAYOUTS
 
 
 def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int, dtype: str | DType = "fp8",
@@ -377,7 +378,7 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     exchange = price_ep_exchange(tokens=tokens, hidden=hidden, topk=topk, n_experts=experts, ep=ep, hw=hw,
                                  dispatch_dtype=dt, combine_dtype=comb, n_group=n_group, topk_group=topk_group,
                                  mode=mode)
-    layout = "masked" if mode == "low_latency" else "contiguous"
+    layout = expert_layout(mode)
     up = grouped_gemm_time(hw, groups=local, m=per_expert, n=2 * inter, k=hidden, dtype=dt, layout=layout)
     down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt, layout=layout)
     act_elems = local * per_expert * inter

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 from archsim.config.hardware import Hardware
 from archsim.config.kernel_fields import KernelFields
@@ -40,7 +39,7 @@ from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
 from archsim.cost.gemm_traffic import TiledTraffic, gemm_tile, gemm_traffic, grouped_gemm_traffic
 from archsim.dtypes import BITS_PER_BYTE, BY_NAME
 from archsim.errors import ConfigError
-from archsim.graph.op import Op
+from archsim.graph.op import EXPERT_LAYOUTS, Op
 
 ATTENTION_MODELS = ("flash", "naive")
 
@@ -272,14 +271,16 @@ def gemm_menu(geom: Geometry, op: Op, *, groups: int, m: float, n: int, k: int) 
         return None
     if engine_dtype_name(geom.matrix_dtypes, op.compute_dtype) is None:
         return None
-    config_groups = groups if op.attrs.get("layout", "contiguous") == "masked" else 1
+    layout = op.attrs.get("layout", "contiguous")
+    if layout not in EXPERT_LAYOUTS:
+        raise ConfigError(None, f"{op.name}.layout", f"one of {', '.join(EXPERT_LAYOUTS)}", layout)
+    config_groups = groups if layout == "masked" else 1
     return _menu(fields, geom.sm_count, groups, math.ceil(m), n, k, op.compute_dtype.bytes, config_groups)
 
 
-@lru_cache(maxsize=4096)
 def _menu(fields: KernelFields, sm_count: int, groups: int, m: int, n: int, k: int, elem_bytes: float,
           config_groups: int) -> tuple[GemmTiling, ...]:
-    """``gemm_tile_menu`` memoised: every layer of a model repeats the same GEMM shapes."""
+    """``gemm_tile_menu`` for a chip's kernel fields (memoised there: every layer repeats the same shapes)."""
     return gemm_tile_menu(groups=groups, m=m, n=n, k=k, elem_bytes=elem_bytes, sm_count=sm_count,
                           block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
                           max_tile_elements=fields.gemm_max_tile_elements, multicast_width=fields.gemm_multicast,
@@ -291,7 +292,8 @@ def busiest_expert_flops(geom: Geometry, *, tokens_max: float, n: int, k: int, t
 
     With a tile menu: that expert's GEMM alone, wave-quantised over the chip (each of its tiles costs a full
     tile's time on one SM) at the menu's least-work tile (``quantised_flops``: a floor under whatever tile
-    ``pick_tiling`` picks for the grouped GEMM at the sweep's rates). Without one: no SM finishes before its largest tile, min(m, T) x min(n, T) x k
+    ``pick_tiling`` picks for the grouped GEMM at the sweep's rates). Without one: no SM finishes before its
+    largest tile, min(m, T) x min(n, T) x k
     (T: the SRAM tile of ``gemm_traffic``), and the chip no sooner than the expert's own FLOPs. Both are
     monotone in tokens_max (an average-tile bound would not be).
     """

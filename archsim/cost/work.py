@@ -274,7 +274,8 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
                         np.broadcast_to(network_s, shape), np.broadcast_to(launch_s, shape)], axis=-1)
     bound_index = np.argmax(stacked, axis=-1)  # first maximum wins ties, as in opcost.py
     time_s = np.max(stacked, axis=-1)
-    level_bytes = work.bytes
+    # (sweep..., n, L) always: a read-only view of the extracted bytes, replaced where a tile is picked
+    level_bytes = np.broadcast_to(work.bytes, shape + work.bytes.shape[-1:])
     if work.tiled.any():
         compute_s, time_s, bound_index, memory_s, level_bytes = _tiled(work, hwa, rate, compute_s, launch_s,
                                                                        level_rate[..., 0, :], time_s, bound_index,

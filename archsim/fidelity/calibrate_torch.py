@@ -288,6 +288,8 @@ def _flow(value: object) -> str:
 def validation_yaml(raw: dict, *, raw_name: str, base: str = "h200") -> str:
     """validation/h200_torch.yaml's text (header + one flow mapping per case) from a microbench_torch JSON."""
     smi = raw.get("nvidia_smi_start", {})
+    cases = validation_cases(raw, base=base)
+    categories = {c["category"] for c in cases}
     head = [
         f"# Kernels timed on a real {raw.get('device', '?')} by archsim/fidelity/microbench_torch.py (raw data:",
         f"# validation/{raw_name}; regenerate with archsim.fidelity.calibrate_torch.validation_yaml).",
@@ -295,19 +297,25 @@ def validation_yaml(raw: dict, *, raw_name: str, base: str = "h200") -> str:
         "# operand copies (>= 240 MiB) that the 60 MiB L2 holds none of them: per-call time without the event/launch",
         "# floor that the first run's single-call timing carried. BF16 GEMMs are torch.matmul (cuBLAS), FP8 GEMMs",
         "# torch._scaled_mm with per-tensor scales (cuBLASLt), not DeepGEMM's block-scaled kernels; each case's",
-        "# notes name the kernels one call launched (torch.profiler). Attention is scaled_dot_product_attention",
-        "# with the flash backend (FlashAttention-2), BF16, head_dim 128; q_tile/kv_tile are that kernel's",
-        "# kBlockM/kBlockN read from its name, mma_peak_percent FlashAttention-2's published 35% MMA",
-        "# utilisation on Hopper (calibrate_torch.FA2_MMA_PEAK_PERCENT): neither is fitted to these times.",
-        "# Priced on the uncalibrated hardware/h200.yaml. The one case marked `calibrates` is the GEMM whose",
-        "# fraction of peak `archsim calibrate --backend torch` writes into h200.calibrated.yaml. Category",
-        "# gemm_h200_training holds DeepSeek-V3 pre-training shapes (microbench_torch.TRAINING_GEMM_SHAPES).",
-    ]
+        "# notes name the kernels one call launched (torch.profiler)."]
+    if "attention_h200_measured" in categories:
+        head += [
+            "# Attention is scaled_dot_product_attention with the flash backend (FlashAttention-2), BF16, head_dim",
+            "# 128; q_tile/kv_tile are that kernel's kBlockM/kBlockN read from its name, mma_peak_percent",
+            "# FlashAttention-2's published 35% MMA utilisation on Hopper (calibrate_torch.FA2_MMA_PEAK_PERCENT):",
+            "# neither is fitted to these times."]
+    head += ["# Priced on the uncalibrated hardware/h200.yaml."]
+    if any("calibrates" in c for c in cases):
+        head += ["# The one case marked `calibrates` is the GEMM whose fraction of peak `archsim calibrate",
+                 "# --backend torch` writes into h200.calibrated.yaml."]
+    if "gemm_h200_training" in categories:
+        head += ["# Category gemm_h200_training holds DeepSeek-V3 pre-training shapes",
+                 "# (microbench_torch.TRAINING_GEMM_SHAPES: fprop, dgrad and wgrad of a 4K-token micro-batch)."]
     body = [f"source: archsim microbench_torch run on {raw.get('device', '?')}, torch {raw.get('torch', '?')}, "
             f"CUDA {raw.get('cuda', '?')}, driver {smi.get('driver_version', '?')} ({raw.get('date_utc', '?')[:10]})",
             "confidence: measured", "hardware: h200",
             f"conditions: one {raw.get('device', '?')}, SM clock max {smi.get('clocks.max.sm', '?')}, power limit "
             f"{smi.get('power.limit', '?')}, CUDA-graph replay over L2-cold operand copies, BF16 output",
             "cases:"]
-    body += [f"  - {_flow(c)}" for c in validation_cases(raw, base=base)]
+    body += [f"  - {_flow(c)}" for c in cases]
     return "\n".join(head + body) + "\n"

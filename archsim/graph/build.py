@@ -32,6 +32,7 @@ import networkx as nx
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, uniform_load
+from archsim.graph.op import EXPERT_LAYOUTS
 from archsim.graph.ops import GraphBuilder, operand
 from archsim.graph.precision import Precision, Shard
 
@@ -102,8 +103,6 @@ def _positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(None, name, "a positive integer", value)
 
-
-EXPERT_LAYOUTS = ("contiguous", "masked")
 
 
 def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra,

@@ -74,3 +74,17 @@ class Op(OperandRecord):
     params: int = 0
     layer: int | None = None
     attrs: Mapping[str, object] = field(default_factory=dict)
+
+
+# Row layouts of a grouped GEMM (DeepGEMM): "contiguous" (the groups' rows concatenated, one config for all) and
+# "masked" (a [groups, max rows, k] buffer, a config per group). One list for the graph, the cost model and the
+# kernel API.
+EXPERT_LAYOUTS = ("contiguous", "masked")
+
+
+def expert_layout(ep_mode: str | None) -> str:
+    """Row layout of the routed experts' grouped GEMMs behind an EP exchange of ``ep_mode``: DeepEP's
+    low-latency dispatch writes a [local experts, max tokens, hidden] buffer that DeepGEMM's masked kernel
+    reads (DeepGEMM README, DeepEP README); the normal dispatch (and no exchange at all) gives the experts'
+    rows concatenated, DeepGEMM's contiguous layout."""
+    return "masked" if ep_mode == "low_latency" else "contiguous"

@@ -248,7 +248,7 @@ def fixed_order_span(tasks: list[Task]) -> float:
     end: dict[str, float] = {}
     free = {"compute": 0.0, "comm": 0.0}
     for t in tasks:
-        if t.stream not in free or t.duration_s < 0:
+        if t.stream not in free or not t.duration_s >= 0:  # NaN fails this too
             raise ConfigError(None, f"schedule.{t.name}", "a compute/comm task of >= 0 s", (t.stream, t.duration_s))
         start = free[t.stream] if t.duration_s > 0 else 0.0
         for d in t.deps:

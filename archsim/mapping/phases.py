@@ -14,6 +14,7 @@ from archsim.errors import ConfigError
 from archsim.cost.phase import PhaseCost, price_graph
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.expert_load import ExpertLoad
+from archsim.graph.op import expert_layout
 from archsim.graph.params import kv_elements_per_token_per_layer
 from archsim.graph.precision import Precision, Shard
 from archsim.mapping.device_memory import stage_layers
@@ -97,14 +98,6 @@ def ep_exchange_mode(model: ModelConfig, ep: int, phase: str, ep_mode: str | Non
     if not model.is_moe or ep <= 1:
         return None
     return ep_mode or ("throughput" if phase == "prefill" else "low_latency")
-
-
-def expert_layout(mode: str | None) -> str:
-    """Row layout of the routed experts' grouped GEMMs behind an EP exchange of ``mode``: DeepEP's
-    low-latency dispatch writes a [local experts, max tokens, hidden] buffer that DeepGEMM's masked kernel
-    reads (DeepGEMM README, DeepEP README; kernel_model.moe_time prices the same); the normal dispatch (and
-    no exchange at all) gives the experts' rows concatenated, DeepGEMM's contiguous layout."""
-    return "masked" if mode == "low_latency" else "contiguous"
 
 
 def device_phase_graph(model: ModelConfig, phase: str, batch: int, length: int, precision: Precision, tp: int,

@@ -9,7 +9,6 @@ the same priced phase, never a second graph (``archsim run`` / estimate() report
 iteration's energy is that dynamic energy plus the replica's static power (idle plus always-on, as
 estimate() counts it) on every device for the iteration's time; the replica's ``idle_w`` is the same static
 power, drawn while it does not iterate (serving.metrics). Interpolation:
-Interpolation:
 - decode: piecewise-linear in batch (grid 1, 2, 4, ...) and mean context (grid doubling from the block
   size) over the four surrounding points;
 - prefill: the prompts of an iteration spread over min(prompts, dp) attention-DP ranks; each rank's share

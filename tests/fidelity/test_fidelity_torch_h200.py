@@ -245,7 +245,8 @@ def test_training_shapes_file_is_generated_from_its_raw_run() -> None:
     assert len(timed) == 2 * len(mb.TRAINING_GEMM_SHAPES)
     assert [c["category"] for c in cases] == ["gemm_h200_training"] * len(timed)
     assert not any("calibrates" in c for c in cases)
-    # the attention forward/backward rows: backward slower per FLOP than forward, both below the BF16 peak
+    # a sanity check of the committed measurement (it fails only if the raw file is edited): the attention
+    # forward/backward rows have the backward slower per FLOP than the forward, both below the BF16 peak
     for row in raw["training_attention"]:
         fwd = row["forward_mma_flops"] / row["forward_s"]
         bwd = row["backward_mma_flops"] / row["backward_s"]
