@@ -32,11 +32,8 @@ import subprocess
 import sys
 import time
 
-try:  # optional: the CTA-count bandwidth benchmark needs Triton (shipped with CUDA builds of PyTorch)
-    import triton
-    import triton.language as tl
-except Exception:  # noqa: BLE001 - absent or broken Triton only disables that benchmark
-    triton = None
+import importlib.util
+import os
 
 GEMM_SMALL_M = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 GEMM_NK = ((2112, 7168), (7168, 2048), (4096, 7168), (24576, 1536), (7168, 16384))  # DeepSeek-V3 (N, K)
@@ -130,7 +127,8 @@ def plan() -> dict:
         attention.append({"batch": b, "heads": hq, "kv_heads": hkv, "q_len": q_len, "kv_len": kv_len,
                           "head_dim": d, "causal": causal, "copies": operand_copies(per_call)})
     return {"gemm": gemm, "attention": attention, "copy_sizes": COPY_SIZES,
-            "cta_programs": list(CTA_PROGRAMS), "cta_blocks": list(CTA_BLOCKS), "triton": triton is not None}
+            "cta_programs": list(CTA_PROGRAMS), "cta_blocks": list(CTA_BLOCKS),
+            "triton": importlib.util.find_spec("triton") is not None}
 
 
 def _timer(torch, fn, *, reps: int = 10, flush=None) -> float:
@@ -462,21 +460,28 @@ def bench_copy(torch) -> list[dict]:
     return rows
 
 
-if triton is not None:
-    @triton.jit
-    def _stream_copy_kernel(src, dst, chunk, BLOCK: tl.constexpr):
-        """Each program copies its own ``chunk`` contiguous fp32 elements, BLOCK at a time."""
-        base = tl.program_id(0).to(tl.int64) * chunk
-        for off in range(0, chunk, BLOCK):
-            idx = base + off + tl.arange(0, BLOCK)
-            tl.store(dst + idx, tl.load(src + idx))
+def _triton():
+    """The Triton module, imported on first use (heavy; shipped with CUDA builds of PyTorch), or None when it is
+    absent or broken: that only disables the CTA-count benchmark."""
+    try:
+        import triton
+    except Exception:  # noqa: BLE001
+        return None
+    return triton
 
 
 def bench_cta_bandwidth(torch, flush, deadline: float) -> list[dict]:
     """Copy bandwidth against the number of programs (CTAs): each streams CTA_CHUNK_BYTES, so the per-CTA rate
     at low counts is bytes in flight / memory latency, and the curve saturates at the HBM rate."""
+    triton = _triton()
     if triton is None:
         return [{"skipped": "triton not importable"}]
+    # loaded from the sibling file, so the script also runs standalone on a machine without archsim installed
+    spec = importlib.util.spec_from_file_location("_triton_copy", os.path.join(os.path.dirname(__file__),
+                                                                              "_triton_copy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stream_copy_kernel = module.stream_copy_kernel
     rows = []
     chunk = CTA_CHUNK_BYTES // 4
     most = max(CTA_PROGRAMS)
@@ -492,7 +497,7 @@ def bench_cta_bandwidth(torch, flush, deadline: float) -> list[dict]:
                 continue
             try:
                 def launch(p=programs, blk=block):
-                    _stream_copy_kernel[(p,)](src, dst, chunk, BLOCK=blk, num_warps=4)
+                    stream_copy_kernel[(p,)](src, dst, chunk, BLOCK=blk, num_warps=4)
 
                 launch()
                 torch.cuda.synchronize()
@@ -547,8 +552,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(plan(), indent=1))
         return 0
-    import os
-
     try:
         import torch
     except ImportError:
@@ -571,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"device": props.name, "sm_count": props.multi_processor_count, "memory_bytes": props.total_memory,
               "l2_bytes": getattr(props, "L2_cache_size", None), "torch": torch.__version__,
               "cuda": torch.version.cuda, "libraries": _library_versions(),
-              "triton": getattr(triton, "__version__", None) if triton is not None else None,
+              "triton": getattr(_triton(), "__version__", None),
               "nvidia_smi_start": _nvidia_smi(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "timing": __doc__.split("Timing (``time_s``): ", 1)[1].split("\n\n")[0].replace("\n", " "),
               "copy": [], "gemm": []}
