@@ -136,24 +136,15 @@ def _timer(torch, fn, *, reps: int = 10, flush=None) -> float:
     carries the event/launch floor)."""
     fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        if flush is not None:
-            flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    return _events_time(torch, fn, reps, before=flush.zero_ if flush is not None else None)
 
 
-def _events_time(torch, run, reps: int) -> float:
-    """Median seconds of ``run()`` between one event pair."""
+def _events_time(torch, run, reps: int, before=None) -> float:
+    """Median seconds of ``run()`` between one event pair; ``before()`` (an L2 flush) runs outside the pair."""
     times = []
     for _ in range(reps):
+        if before is not None:
+            before()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         run()

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from archsim.config.hardware import load_hardware
 from archsim.config.workload import load_workload
 from archsim.cost.collectives import price_collective, price_ep_exchange
 from archsim.dtypes import BF16
@@ -22,18 +21,8 @@ BF16P = precision_from_names("bf16")
 
 
 @pytest.fixture(scope="module")
-def dsv3():
-    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
-
-
-@pytest.fixture(scope="module")
 def kimi():
     return load_workload(REPO / "workloads/kimi_k2.yaml").model
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return load_workload(REPO / "workloads/llama3_405b.yaml").model
 
 
 def test_parallelism_record_and_validation():

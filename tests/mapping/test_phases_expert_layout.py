@@ -1,11 +1,9 @@
 """The phase's EP mode decides the routed experts' GEMM layout: decode's low-latency exchange hands DeepGEMM's
 masked kernel its [local experts, max tokens, hidden] buffer, so a decode projection prices the expert GEMMs
 as kernel_model.grouped_gemm_time(layout="masked") does; prefill (throughput exchange) stays contiguous."""
-from pathlib import Path
 
 import pytest
 
-from archsim.config.workload import load_workload
 from archsim.cost.kernel_model import grouped_gemm_time
 from archsim.cost.phase import price_graph
 from archsim.errors import ConfigError
@@ -13,19 +11,8 @@ from archsim.graph.precision import precision_from_names
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import device_phase_graph, ep_exchange_mode, expert_layout, price_phase
 
-REPO = Path(__file__).resolve().parents[2]
 FP8 = precision_from_names("fp8")
 UP, DOWN = "layers.3.mlp.experts.gate_up", "layers.3.mlp.experts.down"
-
-
-@pytest.fixture(scope="module")
-def dsv3():
-    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return load_workload(REPO / "workloads/llama3_405b.yaml").model
 
 
 def test_ep_mode_rule(dsv3, llama):

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from archsim.cli import main
-from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
 from archsim.graph.precision import precision_from_names
 from archsim.mapping.plan import enumerate_layouts, pareto_front, search_inference, search_training, PlanResult
@@ -13,16 +12,6 @@ from archsim.mapping.parallelism import Parallelism
 
 REPO = Path(__file__).resolve().parents[2]
 FP8 = precision_from_names("fp8")
-
-
-@pytest.fixture(scope="module")
-def dsv3():
-    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return load_workload(REPO / "workloads/llama3_405b.yaml").model
 
 
 def test_enumeration_covers_valid_layouts_only(dsv3, h800):

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from archsim.cli import main
-from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.training import TrainingSetup, estimate_training, training_bytes
@@ -22,11 +21,6 @@ DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", op
                            fp8_activation_cache=True, recompute_projections=("q_b_proj", "kv_b_proj"))
 PUBLISHED_GPU_HOURS_PER_T = 180e3  # DSV3-TR: 180K H800 GPU-hours per trillion tokens [V]
 PUBLISHED_MFU = 0.3894  # ISCA25 Table 4, MPFT [S]
-
-
-@pytest.fixture(scope="module")
-def dsv3():
-    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
 
 
 @pytest.fixture(scope="module")

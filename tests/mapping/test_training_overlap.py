@@ -4,20 +4,17 @@ monotonicity (more time on any task never shortens the span), context-parallel K
 attention, and the check against DeepSeek's measured chunk pair (profile-data train.json, published.md §2.3)."""
 import random
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
 from archsim.mapping.overlap import (SEGMENTS, BlockTimes, Seg, Task, fb_orders, fb_span, fb_tasks,
                                      fixed_order_span, list_schedule)
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.training import TrainingSetup, estimate_training, moe_chunk_pair
 
-REPO = Path(__file__).resolve().parents[2]
 DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw",
                            recompute="selective", schedule="dualpipe", comm_sms=20, mtp=True,
@@ -257,11 +254,6 @@ def test_lora_optimizer_bytes_follow_the_optimizer(dsv3, h800):
     assert adam.optimizer_bytes > 0
     assert muon.optimizer_bytes / adam.optimizer_bytes == pytest.approx(8 / 12)
     assert muon.gradients_bytes == pytest.approx(adam.gradients_bytes)
-
-
-@pytest.fixture(scope="module")
-def dsv3():
-    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
 
 
 def test_fixed_order_span_rejects_an_unknown_stream_or_negative_time():

@@ -1,11 +1,9 @@
 """The named terms of a training micro-batch (archsim/mapping/training_work.py) and the stage split,
 each against an exact derivation, plus DeepSeek's profiled DualPipe chunk pair."""
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from archsim.config.workload import load_workload
 from archsim.cost.kernel_model import gemm_time, grouped_gemm_time
 from archsim.cost.phase import price_graph
 from archsim.errors import ConfigError
@@ -17,17 +15,11 @@ from archsim.mapping.training import TrainingSetup, estimate_training, moe_chunk
 from archsim.mapping.training_work import (ACTIVATION_TILE, _cast_bytes, micro_batch_work, min_max_partition,
                                            op_block)
 
-REPO = Path(__file__).resolve().parents[2]
 DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", recompute="selective",
                            schedule="dualpipe", comm_sms=20, mtp=True, fp8_activation_cache=True,
                            recompute_projections=("q_b_proj", "kv_b_proj"))
 TOKENS = 4096  # one 4K sequence per micro-batch: 15360 / 128 replicas / 120 micro-batches
-
-
-@pytest.fixture(scope="module")
-def dsv3():
-    return load_workload(REPO / "workloads/deepseek_v3.yaml").model
 
 
 @pytest.fixture(scope="module")
