@@ -10,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def flash_tiles(sram_bytes: float, d_qk: int, d_v: int, elem_bytes: float) -> tuple[int, int]:
+def flash_tiles(sram_bytes: float, d_qk: int, d_v: int, elem_bytes: float,
+                shared_kv: bool = False) -> tuple[int, int]:
     """Tile sizes (block_q, block_kv) = (B_r, B_c) of FlashAttention Algorithm 1.
 
     ``B_c = max(1, floor(M / (4*d*e)))`` keys per tile (Q, K, V and O tiles of width d must fit in M)
-    and ``B_r = max(1, min(B_c, d))`` rows per query tile.
+    and ``B_r = max(1, min(B_c, d))`` rows per query tile. ``shared_kv``: V is the first d_v columns of K
+    (MLA's latent in absorbed form), so d = d_qk.
     """
-    d = max(d_qk, d_v)
+    d = d_qk if shared_kv else max(d_qk, d_v)
     block_kv = max(1, int(sram_bytes // (4 * d * elem_bytes)))
     block_q = max(1, min(block_kv, d))
     return block_q, block_kv
@@ -42,17 +44,20 @@ def _keys_read_per_query_tile(*, q_len: int, kv_len: int, group: int, block_q: i
 
 
 def flash_hbm_bytes(*, batch: int, q_len: int, kv_len: int, heads_q: int, heads_kv: int, d_qk: int,
-                    d_v: int, elem_bytes: float, sram_bytes: float, causal: bool) -> float:
+                    d_v: int, elem_bytes: float, sram_bytes: float, causal: bool, shared_kv: bool = False) -> float:
     """HBM bytes of FlashAttention-2 (GQA-packed) per docs/counting.md.
 
     Per (sequence, kv head): Q read once (n_q*g*d_qk*e), O written once (n_q*g*d_v*e), and every
-    key tile a query tile needs read in full, K and V separately ((d_qk + d_v)*e per key row).
+    key tile a query tile needs read in full, K and V separately ((d_qk + d_v)*e per key row), or once
+    (d_qk*e per key row) with ``shared_kv``, when V is the first d_v columns of K (MLA's latent in absorbed
+    form: one tile load serves both products, as FlashMLA does).
     """
     group = heads_q // heads_kv
-    block_q, block_kv = flash_tiles(sram_bytes, d_qk, d_v, elem_bytes)
+    block_q, block_kv = flash_tiles(sram_bytes, d_qk, d_v, elem_bytes, shared_kv)
     keys = _keys_read_per_query_tile(q_len=q_len, kv_len=kv_len, group=group, block_q=block_q,
                                      block_kv=block_kv, causal=causal)
-    per_head = (q_len * group * d_qk + q_len * group * d_v + keys * (d_qk + d_v)) * elem_bytes
+    key_row = d_qk if shared_kv else d_qk + d_v
+    per_head = (q_len * group * d_qk + q_len * group * d_v + keys * key_row) * elem_bytes
     return float(batch * heads_kv * per_head)
 
 

@@ -197,8 +197,12 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
     L2 and shared memory carry the model's bytes (``flash_hbm_bytes`` / ``naive_hbm_bytes``: what the
     tiles load). Flash: the query tiles of one (sequence, kv head) run together, so when that head's
     K and V fit in L2 their re-reads hit L2 and HBM sees Q, K, V and O once each (K and V as separate
-    streams, as docs/counting.md counts them); otherwise HBM sees every re-read. Naive: the score
-    matrices go to HBM as written. HBM bytes are never below the op's compulsory operand bytes.
+    streams, as docs/counting.md counts them); otherwise HBM sees every re-read. MLA in absorbed form
+    (``form`` mla_absorbed) reads its latent once per key tile for both products (``shared_kv``), and
+    its query tiles (the heads of one sequence) walk the same key blocks side by side (FlashMLA's grid:
+    m-blocks x kv heads x SM parts), so a re-read is an L2 hit and HBM sees the compulsory bytes: the
+    cached latent once, Q and O. Naive: the score matrices go to HBM as written. HBM bytes are never
+    below the op's compulsory operand bytes.
     """
     a = op.attrs
     batch, q_len, kv_len = int(a["batch"]), int(a["q_len"]), int(a["kv_len"])
@@ -209,6 +213,9 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
     if attention == "naive":
         tiled = naive_hbm_bytes(**kwargs)
         return TiledTraffic(hbm=max(tiled, op.bytes), l2=tiled, shared=tiled)
+    if a.get("form") == "mla_absorbed":
+        tiled = flash_hbm_bytes(**kwargs, shared_kv=True)
+        return TiledTraffic(hbm=op.bytes, l2=max(tiled, op.bytes), shared=tiled)
     tiled = flash_hbm_bytes(**kwargs)
     kv_per_head = kv_len * (d_qk + d_v) * elem
     hbm = tiled

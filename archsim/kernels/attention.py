@@ -66,12 +66,16 @@ def causal_mask(n_q: int, n_kv: int) -> np.ndarray:
 
 
 def naive_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float, causal: bool,
-                    kv_operands: KVOperands | None = None, site: Site | None = None) -> np.ndarray:
+                    kv_operands: KVOperands | None = None, shared_kv: bool = False,
+                    site: Site | None = None) -> np.ndarray:
     """softmax(scale * q k^T + mask) v; the query heads of a group share one kv head (GQA / MQA).
 
     ``kv_operands`` names the compulsory K/V reads when they differ from separate ``k`` and ``v``
     tensors, e.g. one ``kv_cache`` operand when K and V come from a cache (see ``cache_operand``).
+    ``shared_kv`` (V inside K, MLA absorbed) is accepted for the flash kernel's signature: the naive model
+    reads K and V as separate streams (docs/counting.md).
     """
+    del shared_kv
     b, n_q, hq, d_qk = q.shape
     _, n_kv, hkv, d_v = v.shape
     g = hq // hkv

@@ -24,17 +24,21 @@ def flash_tiles(sram_bytes: float, d: int, elem_bytes: float) -> tuple[int, int]
 def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float, causal: bool,
                     sram_bytes: float | None = None, elem_bytes: float | None = None,
                     tiles: tuple[int, int] | None = None, kv_operands: KVOperands | None = None,
-                    site: Site | None = None) -> np.ndarray:
+                    shared_kv: bool = False, site: Site | None = None) -> np.ndarray:
     """Same result as ``naive_attention``; tiles from (sram_bytes, elem_bytes) unless ``tiles`` is given.
 
     q [b, n_q, H_q, d_qk], k [b, n_kv, H_kv, d_qk], v [b, n_kv, H_kv, d_v] -> [b, n_q, H_q, d_v].
     ``elem_bytes`` defaults to the site's declared dtype of q (the activation / KV dtype).
     ``kv_operands`` only changes how the compulsory operands are reported (see ``naive_attention``);
-    the HBM traffic still counts K and V tiles as separate streams, as docs/counting.md specifies.
+    the HBM traffic counts K and V tiles as separate streams, as docs/counting.md specifies, unless
+    ``shared_kv``: V is the first d_v columns of K (MLA's latent in absorbed form), so one K tile load
+    serves both products and the tile width is d_qk.
     """
     b, n_q, hq, d_qk = q.shape
     _, n_kv, hkv, d_v = v.shape
     g = hq // hkv
+    if shared_kv and not np.array_equal(v, k[..., :d_v]):
+        raise ValueError("shared_kv needs v equal to the first d_v columns of k")
     if tiles is None:
         if elem_bytes is None:
             if site is None:
@@ -42,7 +46,7 @@ def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float
             elem_bytes = site.dtype("q", "activation").bytes
         if sram_bytes is None:
             raise ValueError("flash_attention needs sram_bytes or explicit tiles")
-        tiles = flash_tiles(sram_bytes, max(d_qk, d_v), elem_bytes)
+        tiles = flash_tiles(sram_bytes, d_qk if shared_kv else max(d_qk, d_v), elem_bytes)
     b_r, b_c = tiles
     e = elem_bytes if elem_bytes is not None else (site.dtype("q", "activation").bytes if site else 0.0)
     out = np.empty((b, n_q, hq, d_v), dtype=np.result_type(q, k, v))        # [b, n_q, H_q, d_v]
@@ -51,16 +55,17 @@ def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float
         for h in range(hkv):
             rows = q[bi, :, h * g:(h + 1) * g, :].reshape(n_q * g, d_qk)     # [n_q*g, d_qk], row = pos*g + head
             o = _one_head_group(rows, k[bi, :, h, :], v[bi, :, h, :], g=g, n_q=n_q, scale=scale,
-                                causal=causal, b_r=b_r, b_c=b_c, moved=moved_elems)
+                                causal=causal, b_r=b_r, b_c=b_c, moved=moved_elems, shared_kv=shared_kv)
             out[bi, :, h * g:(h + 1) * g, :] = o.reshape(n_q, g, d_v)        # [n_q, g, d_v]
     if site is not None:
         _record(site, q, k, v, out, causal=causal, kernel="flash", kv_operands=kv_operands,
-                traffic=(moved_elems[0] * e, moved_elems[1] * e), block_rows=b_r, block_cols=b_c)
+                traffic=(moved_elems[0] * e, moved_elems[1] * e), block_rows=b_r, block_cols=b_c,
+                shared_kv=shared_kv)
     return out
 
 
 def _one_head_group(qr: np.ndarray, kh: np.ndarray, vh: np.ndarray, *, g: int, n_q: int, scale: float,
-                    causal: bool, b_r: int, b_c: int, moved: list[int]) -> np.ndarray:
+                    causal: bool, b_r: int, b_c: int, moved: list[int], shared_kv: bool = False) -> np.ndarray:
     """Tiled pass for one (sequence, kv head): qr [n_q*g, d_qk], kh [n_kv, d_qk], vh [n_kv, d_v]."""
     n_rows, d_qk = qr.shape
     n_kv, d_v = vh.shape
@@ -79,7 +84,7 @@ def _one_head_group(qr: np.ndarray, kh: np.ndarray, vh: np.ndarray, *, g: int, n
                 break  # this and later key tiles are fully masked for every row of the tile
             c1 = min(c0 + b_c, n_kv)
             k_t, v_t = kh[c0:c1], vh[c0:c1]                                   # [cols, d_qk], [cols, d_v]
-            moved[0] += k_t.size + v_t.size
+            moved[0] += k_t.size if shared_kv else k_t.size + v_t.size  # shared: V is inside the K tile
             s = (q_t @ k_t.T) * scale                                         # [rows, cols]
             if causal:
                 s = np.where(np.arange(c0, c1)[None, :] <= pos[:, None], s, -np.inf)  # [rows, cols]

@@ -87,7 +87,7 @@ def mla(x: np.ndarray, w: Mapping[str, np.ndarray], dims: MLADims, cos: np.ndarr
         k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]             # [b, L, 1, r+dr]
         v = cache.latent[:, :, None, :]                                                    # [b, L, 1, r]
         o_lat = attend(qf, k, v, scale=scale, causal=causal, kv_operands=cache_operand((b, n_kv, r + dr)),
-                       site=sub_site(site, "attn_core"))                                       # [b, s, H, r]
+                       shared_kv=True, site=sub_site(site, "attn_core"))                                       # [b, s, H, r]
         o = per_head(o_lat, wkv_b[:, dn:, :], transpose=True, site=sub_site(site, "o_absorb"))  # [b, s, H, dv]
     else:
         raise ValueError(f"form must be 'expanded' or 'absorbed', got {form!r}")

@@ -270,7 +270,7 @@ class NodeRunner:
         q = np.concatenate([self.env[p + "self_attn.q_absorb"], q_pe], axis=-1)  # [b, s, H, r+dr]
         k = np.concatenate([cache.latent, cache.k_pe], axis=-1)[:, :, None, :]   # [b, L, 1, r+dr]
         return self.attend(q, k, cache.latent[:, :, None, :], scale=self.m.scale, causal=True, site=site,
-                           kv_operands=cache_operand(k.shape[:2] + (k.shape[3],)))  # [b, s, H, r]
+                           kv_operands=cache_operand(k.shape[:2] + (k.shape[3],)), shared_kv=True)  # [b, s, H, r]
 
     def _o_absorb(self, i: int, p: str) -> np.ndarray:
         dn = self.m.dims.qk_nope_head_dim

@@ -53,3 +53,13 @@ def test_naive_grows_quadratically_flash_does_not_write_scores():
     # flash never materialises S: its bytes are below the 4*n^2*e score traffic alone
     assert flash_1 < 8 * 4 * n * n * 2
     assert flash_1 < naive_1
+
+
+def test_shared_kv_reads_each_key_row_once_by_hand():
+    # MLA absorbed: V is the first d_v columns of K. d = d_qk = 2 -> B_c = floor(32 / (4*2*2)) = 2, B_r = 2.
+    # d_v = 1. Non-causal, 4 query rows in two tiles, each reads all 4 keys of width d_qk only:
+    # Q = 4*2*2 = 16, O = 4*1*2 = 8, keys = 2 tiles * 4 keys * 2 * 2 = 32 (separate K and V would add 2*4*1*2 = 16)
+    args = dict(SMALL, d_v=1)
+    assert flash_hbm_bytes(**args, causal=False, shared_kv=True) == 16 + 8 + 32
+    assert flash_hbm_bytes(**args, causal=False) == 16 + 8 + 32 + 16
+    assert flash_tiles(32, 2, 1, 2, shared_kv=True) == (2, 2)

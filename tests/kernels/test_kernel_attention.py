@@ -117,6 +117,31 @@ def test_flash_traffic_equals_cost_model(b, n_q, n_kv, hq, hkv, d_qk, d_v, sram,
     assert rec.hbm_read_bytes + rec.hbm_write_bytes == expect
 
 
+@pytest.mark.parametrize("n_q,n_kv,hq,sram", [(1, 53, 8, 2000), (2, 40, 4, 512), (3, 17, 16, 8192)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_flash_shared_kv_traffic_equals_cost_model(n_q, n_kv, hq, sram, causal):
+    # MLA absorbed: one latent kv head; V = the first d_v columns of K, read once with K
+    traffic = pytest.importorskip("archsim.cost.attention_traffic")
+    rng = np.random.default_rng(3)
+    d_qk, d_v = 40, 32
+    q, k, _ = _qkv(rng, 2, n_q, n_kv, hq, 1, d_qk, d_v)
+    v = k[..., :d_v]
+    counter = Counter()
+    out = flash_attention(q, k, v, scale=0.1, causal=causal, sram_bytes=sram, elem_bytes=BF16.bytes,
+                          shared_kv=True, site=counter.site("attn", roles={"activation": BF16, "cache": BF16}))
+    np.testing.assert_allclose(out, naive_attention(q, k, v, scale=0.1, causal=causal), atol=F64_TOL)
+    rec = counter.records[-1]
+    expect = traffic.flash_hbm_bytes(batch=2, q_len=n_q, kv_len=n_kv, heads_q=hq, heads_kv=1, d_qk=d_qk,
+                                     d_v=d_v, elem_bytes=BF16.bytes, sram_bytes=sram, causal=causal, shared_kv=True)
+    assert rec.hbm_read_bytes + rec.hbm_write_bytes == expect
+    separate = traffic.flash_hbm_bytes(batch=2, q_len=n_q, kv_len=n_kv, heads_q=hq, heads_kv=1, d_qk=d_qk,
+                                       d_v=d_v, elem_bytes=BF16.bytes, sram_bytes=sram, causal=causal)
+    assert expect < separate
+    with pytest.raises(ValueError):
+        flash_attention(q, k, k[..., 1:d_v + 1], scale=0.1, causal=causal, sram_bytes=sram,
+                        elem_bytes=BF16.bytes, shared_kv=True)
+
+
 def test_naive_traffic_grows_with_n_squared_and_flash_writes_only_o():
     rng = np.random.default_rng(2)
     d, e, sram = 8, BF16.bytes, 4096
