@@ -17,13 +17,14 @@ from archsim.cost.phase import TERA, PhaseCost
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, load_from_spec
 from archsim.graph.params import count_params, kv_bytes_per_token
-from archsim.graph.precision import Precision, precision_from_names
+from archsim.graph.precision import Precision, scenario_precision
 from archsim.mapping.capacity import max_batch, max_context
 from archsim.mapping.parallel import LayoutPlan, plan_layout
 from archsim.report.summary import (DecodeSummary, DeploymentSummary, EnergySummary, MemorySummary, ModelSummary,
                                     OpSummary, PrefillSummary, Report, ScenarioSummary)
 
-SCENARIO_OVERRIDES = ("devices", "batch", "prompt_len", "output_len", "weights", "kv_cache", "activations", "mtp")
+SCENARIO_OVERRIDES = ("devices", "batch", "prompt_len", "output_len", "weights", "expert_weights", "kv_cache",
+                      "activations", "mtp")
 # expert_load: "uniform", "zipf:S", or an archsim.graph.expert_load.ExpertLoad (e.g. measured at small scale)
 LAYOUT_OVERRIDES = ("tp", "ep", "pp", "dp", "attn_dp", "micro_batches")
 OPTION_OVERRIDES = ("attention", "expert_load")
@@ -42,7 +43,7 @@ def estimate(workload: str | os.PathLike | Workload, hardware: str | os.PathLike
     wl = workload if isinstance(workload, Workload) else load_workload(workload)
     hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware)
     scenario, layout_kw, attention = _apply_overrides(wl.scenario, overrides, wl.model)
-    precision = precision_from_names(scenario.weights, scenario.activations, scenario.kv_cache)
+    precision = scenario_precision(scenario)
     load = _expert_load(wl.model, scenario, overrides.get("expert_load"))
     plan = plan_layout(wl.model, hw, devices=scenario.devices, batch=scenario.batch,
                        prompt_len=scenario.prompt_len, output_len=scenario.output_len, precision=precision,

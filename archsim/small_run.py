@@ -21,7 +21,7 @@ from archsim.cost.traffic import Geometry
 from archsim.errors import ConfigError
 from archsim.execute import Execution, Step, counts_match, finish, prepare
 from archsim.graph.expert_load import ExpertLoad, max_over_mean, zipf_load
-from archsim.graph.precision import precision_from_names
+from archsim.graph.precision import scenario_precision
 from archsim.graph.small import small_variant
 from archsim.kernels.flash import flash_attention
 from archsim.kernels.tiny import TinyDeepSeek
@@ -52,7 +52,7 @@ def run_small(workload: str | os.PathLike | Workload, hw: str | os.PathLike | Ha
     chip = hw if isinstance(hw, Hardware) else load_hardware(hw)
     model = small_variant(wl.model)
     sc = wl.scenario
-    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    precision = scenario_precision(sc)
     sram = Geometry.of(chip).sram_per_sm_bytes
     elem = precision.activations.bytes
     # a chip without a shared-memory level gets 1x1 tiles, exactly as the cost model's formula does

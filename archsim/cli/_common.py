@@ -63,7 +63,7 @@ def scenario_phase_graph(args: argparse.Namespace):
     from archsim.config.workload import load_workload
     from archsim.errors import ConfigError
     from archsim.graph.build import build_decode, build_prefill
-    from archsim.graph.precision import precision_from_names
+    from archsim.graph.precision import scenario_precision
 
     for flag in ("batch", "length"):
         value = getattr(args, flag)
@@ -72,7 +72,7 @@ def scenario_phase_graph(args: argparse.Namespace):
     w = load_workload(args.workload)
     hw = load_hardware(args.hw)
     sc = w.scenario
-    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    precision = scenario_precision(sc)
     batch = args.batch or sc.batch
     if args.phase == "prefill":
         graph = build_prefill(w.model, batch=batch, prompt_len=args.length or sc.prompt_len, precision=precision)

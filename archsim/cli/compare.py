@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 def _describe(path: str, hw, args) -> dict:
     from archsim.config.workload import load_workload
     from archsim.graph.params import count_params, kv_bytes_per_token
-    from archsim.graph.precision import precision_from_names
+    from archsim.graph.precision import scenario_precision
     from archsim.serving.cost_model import for_deployment
     from archsim.serving.finetune import finetune_memory
     from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
@@ -58,7 +58,7 @@ def _describe(path: str, hw, args) -> dict:
 
     w = load_workload(path)
     m, sc = w.model, w.scenario
-    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    precision = scenario_precision(sc)
     prompt = args.prompt_len or sc.prompt_len
     output = args.output_len or sc.output_len
     counts = count_params(m)

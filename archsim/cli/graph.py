@@ -29,7 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from archsim.config.workload import load_workload
     from archsim.graph import (Shard, build_decode, build_prefill, count_params, kv_bytes_per_token,
-                               precision_from_names, small_variant)
+                               scenario_precision, small_variant)
     from archsim.graph.expert_load import load_from_spec
 
     if args.top < 1:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     w = load_workload(args.workload)
     model = small_variant(w.model) if args.small else w.model
     sc = w.scenario
-    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    precision = scenario_precision(sc)
     batch = args.batch or sc.batch
     mtp = args.mtp or sc.mtp
     load = load_from_spec(sc.expert_load, model.n_routed_experts, model.num_experts_per_tok) if model.is_moe else None

@@ -18,6 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--prompt-len", type=positive_int, help="prompt tokens per sequence")
     p.add_argument("--output-len", type=positive_int, help="output tokens per sequence")
     p.add_argument("--weights", help="weight format: fp8 (128x128 block scales) | bf16 | fp16 | fp4 | int4")
+    p.add_argument("--expert-weights", help="routed experts' format (default: as --weights), e.g. int4 for "
+                                            "Kimi K2's native checkpoints (INT4 experts, BF16 elsewhere)")
     p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16")
     for flag in ("tp", "ep", "pp", "dp", "attn-dp", "micro-batches"):
         p.add_argument(f"--{flag}", type=positive_int_or_auto, help=f"{flag} degree, or 'auto'")
@@ -32,8 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-OVERRIDE_FLAGS = ("devices", "batch", "prompt_len", "output_len", "weights", "kv_cache", "tp", "ep", "pp",
-                  "dp", "attn_dp", "micro_batches", "attention", "mtp", "expert_load")
+OVERRIDE_FLAGS = ("devices", "batch", "prompt_len", "output_len", "weights", "expert_weights", "kv_cache", "tp", "ep",
+                  "pp", "dp", "attn_dp", "micro_batches", "attention", "mtp", "expert_load")
 
 
 def run(args: argparse.Namespace) -> int:

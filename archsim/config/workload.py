@@ -42,6 +42,7 @@ class Scenario:
     """Formats (scenario names, see archsim.graph.precision), lengths, batch and deployment knobs."""
 
     weights: str
+    expert_weights: str | None = None   # routed experts' format; None: as ``weights``
     kv_cache: str = "bf16"
     activations: str = "bf16"
     prompt_len: int = DEFAULT_PROMPT_LEN
@@ -86,6 +87,7 @@ def scenario_from_section(s: Section, model: ModelConfig) -> Scenario:
     """Validate the ``scenario:`` mapping (ConfigError naming file and field)."""
     scenario = Scenario(
         weights=s.str("weights", choices=WEIGHT_CHOICES, default="bf16"),
+        expert_weights=s.str("expert_weights", choices=WEIGHT_CHOICES, default=None),
         kv_cache=s.str("kv_cache", choices=PLAIN_CHOICES, default="bf16"),
         activations=s.str("activations", choices=PLAIN_CHOICES, default="bf16"),
         prompt_len=s.int("prompt_len", minimum=1, default=DEFAULT_PROMPT_LEN),

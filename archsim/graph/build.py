@@ -348,10 +348,10 @@ def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
         deps.append(_swiglu_mlp(b, T, h, width, p + "shared_experts.", layer, x))
     tokens, distinct = st.routing
     gu = b.grouped_gemm(p + "experts.gate_up", tokens_per_group=tokens, n=2 * mi, k=h, distinct=distinct,
-                        layer=layer, deps=[x, router], split="ep", layout=st.expert_layout)
+                        layer=layer, deps=[x, router], split="ep", layout=st.expert_layout, routed_experts=True)
     act = b.swiglu(p + "experts.act", rows=sum(tokens), width=mi, layer=layer, deps=[gu], split="ep")
     down = b.grouped_gemm(p + "experts.down", tokens_per_group=tokens, n=h, k=mi, distinct=distinct,
-                          layer=layer, deps=[act], split="ep", layout=st.expert_layout)
+                          layer=layer, deps=[act], split="ep", layout=st.expert_layout, routed_experts=True)
     return b.combine(p + "combine", tokens=T, k=k, width=h, shared=bool(m.n_shared_experts), layer=layer,
                      deps=deps + [down])
 

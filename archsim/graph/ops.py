@@ -86,22 +86,26 @@ class GraphBuilder:
     def grouped_gemm(self, name: str, *, tokens_per_group: tuple[float, ...], n: int, k: int,
                      distinct: float, layer: int | None, deps, split: str, quantized: bool = True,
                      params: int | None = None, stored: tuple[int, int] | None = None,
-                     layout: str = "contiguous") -> str:
+                     layout: str = "contiguous", routed_experts: bool = False) -> str:
         """Per-group weights ``W_g[n,k]``; group g multiplies its ``m_g`` rows: sum 2*m_g*n*k FLOPs.
 
         Weight traffic is ``distinct`` groups' weights (the expected number of groups with work).
         ``stored`` is a group's weight shape in the checkpoint when it is not [n, k] (block scales
         follow the stored layout). ``layout`` (attr ``layout``) is how the rows are laid out for the
         kernel: ``contiguous`` (the groups' rows concatenated) or ``masked`` (a [groups, max rows, k]
-        buffer with a per-group row count); the cost layer prices each as DeepGEMM's kernel of that name."""
+        buffer with a per-group row count); the cost layer prices each as DeepGEMM's kernel of that name.
+        ``routed_experts``: the groups are routed experts, stored in ``precision.routed_expert_weights``."""
         groups = len(tokens_per_group)
         total = sum(tokens_per_group)
-        compute = self.p.gemm_compute if quantized else self.p.activations
+        if not quantized:
+            wdtype, compute = self.p.activations, self.p.activations
+        elif routed_experts:
+            wdtype, compute = self.p.routed_expert_weights, self.p.expert_gemm_compute
+        else:
+            wdtype, compute = self.p.weights, self.p.gemm_compute
         stored = stored or (n, k)
-        per_group = (self.p.weights if quantized else self.p.activations).storage_bytes(stored)
-        w = Operand(name="weight", shape=(groups, *stored),
-                    dtype=self.p.weights if quantized else self.p.activations,
-                    role="weight", nbytes=per_group * distinct)
+        per_group = wdtype.storage_bytes(stored)
+        w = Operand(name="weight", shape=(groups, *stored), dtype=wdtype, role="weight", nbytes=per_group * distinct)
         rows = _rows(total)
         x = Operand(name="x", shape=(rows, k), dtype=self.p.activations, role="activation",
                     nbytes=total * k * self.p.activations.bytes)

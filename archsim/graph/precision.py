@@ -10,9 +10,10 @@ from archsim.errors import ConfigError
 # - fp8: e4m3 with one float32 scale per 128x128 block (deepseek-ai/DeepSeek-V3 README_WEIGHTS.md).
 # - fp4: OCP MX FP4 (MXFP4): 32 consecutive elements share one 8-bit E8M0 scale
 #   (source: OCP Microscaling Formats (MX) v1.0 spec, block size 32, scale E8M0).
-# - int4: symmetric groups of 32 along the input dim with a bf16 scale (Kimi K2-Thinking
-#   compressed-tensors "pack-quantized", group_size 32, /work/shared/reference/published.md 1.2 [S];
-#   the bf16 scale width is an assumption, not read in the config).
+# - int4: symmetric groups of 32 along the input dim with a bf16 scale (moonshotai/Kimi-K2-Thinking
+#   config.json quantization_config, as quoted by third-party copies: compressed-tensors "pack-quantized",
+#   int4 symmetric, group_size 32, on the routed experts; attention and shared experts stay BF16; the bf16
+#   scale width is an assumption, not read in the config).
 WEIGHT_FORMATS: dict[str, DType] = {
     "fp8": FP8_BLOCK128,
     "bf16": BF16,
@@ -33,30 +34,53 @@ LOW_PRECISION_COMPUTE = frozenset({"fp8", "fp4"})
 @dataclass(frozen=True, kw_only=True)
 class Precision:
     """Storage formats. ``weights`` applies to the quantized linear layers (attention and FFN
-    projections, experts); embedding, lm_head, router gate and norm vectors stay in the
-    activation dtype, as in DeepSeek-V3's inference code (ParallelEmbedding, head and Gate use the
+    projections, shared experts), ``expert_weights`` to the routed experts (default: ``weights``; Kimi K2's
+    INT4 checkpoints quantize the routed experts only); embedding, lm_head, router gate and norm vectors stay
+    in the activation dtype, as in DeepSeek-V3's inference code (ParallelEmbedding, head and Gate use the
     default dtype; only Linear layers are fp8). Matmul compute dtype is the weights dtype for
-    fp8/fp4 GEMMs, the activation dtype otherwise."""
+    fp8/fp4 GEMMs, the activation dtype otherwise (int4 is weight-only)."""
 
     weights: DType
     activations: DType = BF16
     kv_cache: DType = BF16
+    expert_weights: DType | None = None
+
+    @property
+    def routed_expert_weights(self) -> DType:
+        """The routed experts' storage format."""
+        return self.expert_weights or self.weights
 
     @property
     def gemm_compute(self) -> DType:
-        base = self.weights.name
-        return self.weights if base in LOW_PRECISION_COMPUTE else self.activations
+        return self._compute(self.weights)
+
+    @property
+    def expert_gemm_compute(self) -> DType:
+        """Compute dtype of the routed experts' GEMMs."""
+        return self._compute(self.routed_expert_weights)
+
+    def _compute(self, weights: DType) -> DType:
+        return weights if weights.name in LOW_PRECISION_COMPUTE else self.activations
 
 
-def precision_from_names(weights: str = "fp8", activations: str = "bf16", kv_cache: str = "bf16") -> Precision:
-    """Precision from scenario names (ConfigError on an unknown name)."""
-    if weights not in WEIGHT_FORMATS:
-        raise ConfigError(None, "scenario.weights", f"one of {sorted(WEIGHT_FORMATS)}", weights)
+def precision_from_names(weights: str = "fp8", activations: str = "bf16", kv_cache: str = "bf16",
+                         expert_weights: str | None = None) -> Precision:
+    """Precision from scenario names (ConfigError on an unknown name); ``expert_weights`` None: as ``weights``."""
+    for key, name in (("weights", weights), ("expert_weights", expert_weights)):
+        if name is not None and name not in WEIGHT_FORMATS:
+            raise ConfigError(None, f"scenario.{key}", f"one of {sorted(WEIGHT_FORMATS)}", name)
     for key, name in (("activations", activations), ("kv_cache", kv_cache)):
         if name not in PLAIN_FORMATS:
             raise ConfigError(None, f"scenario.{key}", f"one of {sorted(PLAIN_FORMATS)}", name)
+    experts = None if expert_weights is None or expert_weights == weights else WEIGHT_FORMATS[expert_weights]
     return Precision(weights=WEIGHT_FORMATS[weights], activations=PLAIN_FORMATS[activations],
-                     kv_cache=PLAIN_FORMATS[kv_cache])
+                     kv_cache=PLAIN_FORMATS[kv_cache], expert_weights=experts)
+
+
+def scenario_precision(scenario) -> Precision:
+    """The Precision a workload scenario names (its weights, expert_weights, activations and kv_cache)."""
+    return precision_from_names(scenario.weights, scenario.activations, scenario.kv_cache,
+                                getattr(scenario, "expert_weights", None))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -118,10 +118,11 @@ QUANTIZED = ("attention", "dense_mlp", "shared_experts", "routed_experts", "mtp"
 
 
 def weight_bytes(params: Mapping[str, float], precision: Precision) -> float:
-    """Bytes of a parameter split: linear layers in the weights format (block scales included),
-    embedding, head, router and norms in the activation format (as DeepSeek-V3's inference code)."""
+    """Bytes of a parameter split: linear layers in the weights format (routed experts in theirs; block scales
+    included), embedding, head, router and norms in the activation format (as DeepSeek-V3's inference code)."""
     q, a = bytes_per_param(precision.weights), bytes_per_param(precision.activations)
-    return sum(v * (q if k in QUANTIZED else a) for k, v in params.items())
+    routed = bytes_per_param(precision.routed_expert_weights)
+    return sum(v * (routed if k == "routed_experts" else q if k in QUANTIZED else a) for k, v in params.items())
 
 
 def kv_cache_bytes(model: ModelConfig, par: Parallelism, precision: Precision, *, batch: int, context: int,

@@ -299,7 +299,7 @@ def _layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
 def _dispatch_dtype(precision: Precision):
     """FP8 dispatch with 1x128 scales when the expert GEMMs run in FP8 (DeepEP, DSV3-TR §3.3), else the
     activation format."""
-    w = precision.weights
+    w = precision.routed_expert_weights
     if w.name == "fp8":
         return w
     return precision.activations

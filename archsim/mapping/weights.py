@@ -1,7 +1,7 @@
 """Exact weight bytes per device: the checkpoint's matrices (shape [out, in]) in their storage formats,
 so block scales are exact, padded blocks included (DeepSeek-V3 README_WEIGHTS.md).
 
-Linear layers use ``precision.weights``; embedding, lm_head, router and norm vectors stay in the activation
+Linear layers use ``precision.weights`` (routed experts ``precision.routed_expert_weights``); embedding, lm_head, router and norm vectors stay in the activation
 dtype (as in DeepSeek-V3's inference code, see archsim/graph/precision.py). Splits follow DeepSeek-V3's
 inference TP: q_b/kv_b/q/k/v and gate/up are column-parallel (output dim / tp), o_proj and down_proj
 row-parallel (input dim / tp), the MLA down-projections q_a/kv_a, norms and router replicated, embedding
@@ -77,7 +77,8 @@ def layer_weight_bytes(m: ModelConfig, layer: int, precision: Precision, *, tp: 
         out[comp] = out.get(comp, 0.0) + _bytes(_shard_shape(shape, split, tp), quant, precision)
     if experts:
         e = m.moe_intermediate_size
-        one = 2 * _bytes((e, h), True, precision) + _bytes((h, e), True, precision)
+        fmt = precision.routed_expert_weights
+        one = 2 * fmt.storage_bytes((e, h)) + fmt.storage_bytes((h, e))
         out["routed_experts"] = math.ceil((experts + redundant_experts) / ep) * one
     return out
 

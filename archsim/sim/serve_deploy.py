@@ -8,7 +8,7 @@ from typing import Callable
 from archsim.config.hardware import load_hardware
 from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
-from archsim.graph.precision import precision_from_names
+from archsim.graph.precision import scenario_precision
 from archsim.serving.arrivals import ClosedLoop, make_arrival
 from archsim.serving.config import (DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS,
                                     DEFAULT_TOKEN_BUDGET, DisaggSpec, ReplicaSpec, SchedulerSpec, Slo)
@@ -136,7 +136,7 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
     workload = load_workload(opts.workload)
     hw = load_hardware(opts.hw)
     sc = workload.scenario
-    precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+    precision = scenario_precision(sc)
     prompt = parse_length(opts.prompt_len, field="--prompt-len") if opts.prompt_len else Fixed(tokens=sc.prompt_len)
     output = parse_length(opts.output_len, field="--output-len") if opts.output_len else Fixed(tokens=sc.output_len)
     lengths = LengthSampler(prompt=prompt, output=output, prefix_hit_rate=opts.prefix_hit_rate)

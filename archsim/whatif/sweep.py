@@ -33,7 +33,7 @@ from archsim.config.workload import AUTO, Workload, load_workload
 from archsim.cost.phase import graph_ops
 from archsim.cost.work import GraphWork, HardwareArrays, extract_work, hardware_arrays, price_work
 from archsim.errors import ConfigError
-from archsim.graph.precision import precision_from_names
+from archsim.graph.precision import scenario_precision
 from archsim.mapping.device_memory import stage_layers
 from archsim.mapping.parallel import plan_layout
 from archsim.mapping.phases import device_phase_graph, layer_of_op, representative_model
@@ -131,7 +131,7 @@ class SweepModel:
                                                             if k in ("batch", "prompt_len", "output_len", "devices")})
         self.scenario = sc
         model = self.workload.model
-        precision = precision_from_names(sc.weights, sc.activations, sc.kv_cache)
+        precision = scenario_precision(sc)
         layout = {k: (None if getattr(sc.parallelism, k, AUTO) == AUTO else getattr(sc.parallelism, k))
                   for k in ("tp", "ep", "pp", "dp")}
         self.plan = plan_layout(model, self.hw, devices=sc.devices, batch=sc.batch, prompt_len=sc.prompt_len,
