@@ -18,11 +18,22 @@ METRICS: dict[str, tuple[float, str]] = {
     "gb_per_s": (1e9, "B/s"),
     "tokens_per_s_per_gpu": (1.0, "tokens/s"),
     "bytes": (1.0, "B"),
+    # end-to-end serving (kernel "deployment"): per GPU throughputs, per-request latencies
+    "output_tokens_per_s_per_gpu": (1.0, "tokens/s"),
+    "input_tokens_per_s_per_gpu": (1.0, "tokens/s"),
+    "total_tokens_per_s_per_gpu": (1.0, "tokens/s"),
+    "tokens_per_s_per_user": (1.0, "tokens/s"),
+    "tpot_ms": (1e-3, "s"),
+    "itl_ms": (1e-3, "s"),
+    "ttft_ms": (1e-3, "s"),
+    "e2e_latency_ms": (1e-3, "s"),
 }
 # the quantity compared when a case lists several (they are the same measurement in other units)
-PRIMARY_ORDER = ("time_us", "tflops", "gb_per_s", "tokens_per_s_per_gpu", "bytes")
+PRIMARY_ORDER = ("time_us", "tflops", "gb_per_s", "tokens_per_s_per_gpu", "bytes", "output_tokens_per_s_per_gpu",
+                 "total_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "tpot_ms", "itl_ms",
+                 "tokens_per_s_per_user", "ttft_ms", "e2e_latency_ms")
 KERNELS = ("gemm", "grouped_gemm", "attention", "ep_exchange", "training_throughput", "kv_bytes_per_token",
-           "ep_decode_bound")
+           "ep_decode_bound", "deployment")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +51,7 @@ class Case:
     measured: Mapping[str, float]
     source: str
     conditions: str
+    confidence: str = ""
     notes: str = ""
     calibrates: str | None = None
 
@@ -92,7 +104,7 @@ def load_case_file(path: str | Path) -> CaseFile:
     top = Section(load_yaml(path), file)
     source = top.str("source")
     conditions = top.str("conditions")
-    top.str("confidence")
+    confidence = top.str("confidence")
     hardware = top.str("hardware")
     cases = []
     seen: set[str] = set()
@@ -107,7 +119,8 @@ def load_case_file(path: str | Path) -> CaseFile:
             hardware=item.str("hardware", default=hardware),
             shape=_shape(item.section("shape"), file, item.child_path("shape")),
             measured=_measured(item.section("measured"), file, item.child_path("measured")),
-            source=source, conditions=conditions, notes=item.str("notes", default=""),
+            source=item.str("source", default=source), conditions=conditions,
+            confidence=item.str("confidence", default=confidence), notes=item.str("notes", default=""),
             calibrates=item.str("calibrates", default=None)))
     top.finish()
     return CaseFile(path=file, source=source, cases=tuple(cases))

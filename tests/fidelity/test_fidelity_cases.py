@@ -17,7 +17,10 @@ cases:
 
 
 def test_shipped_cases_load_with_sources_and_unique_ids() -> None:
-    cases = load_cases()
+    everything = load_cases()
+    assert len({c.id for c in everything}) == len(everything)
+    assert all(c.source and c.conditions for c in everything)
+    cases = [c for c in everything if c.kernel != "deployment"]  # kernel and system cases, counted by file
     # DeepGEMM 18 dense + 4 contiguous + 6 masked; FlashMLA 2; DeepEP 8 normal + 12 low-latency + 2 V2; DSV3/ISCA 4;
     # H200 torch: GEMMs 52 shapes x (bf16, fp8) + 17 flash attention calls + 12 DSV3 training shapes x 2
     assert len(cases) == 18 + 4 + 6 + 2 + 8 + 12 + 2 + 4 + 104 + 17 + 24
@@ -59,3 +62,15 @@ def test_good_file_loads(tmp_path) -> None:
 def test_empty_directory_is_an_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="validation"):
         load_cases(tmp_path)
+
+
+def test_a_case_may_name_its_own_source(tmp_path) -> None:
+    text = GOOD + """  - {id: b, category: deployment, kernel: deployment, dtype: fp8, source: a blog post, confidence: secondary,
+     shape: {model: deepseek_v3, devices: 8}, measured: {output_tokens_per_s_per_gpu: 1850.5, tpot_ms: 50}}
+"""
+    path = tmp_path / "two.yaml"
+    path.write_text(text)
+    a, b = load_case_file(path).cases
+    assert (a.source, a.confidence) == ("a paper", "verified")
+    assert (b.source, b.confidence) == ("a blog post", "secondary")
+    assert b.measured == {"output_tokens_per_s_per_gpu": 1850.5, "tpot_ms": pytest.approx(0.05)}
