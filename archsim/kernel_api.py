@@ -5,9 +5,9 @@ named efficiency effects); this module re-exports them for users and the CLI.
 """
 from __future__ import annotations
 
-from archsim.cost.kernel_model import (HARDWARE_DIR, KINDS, KernelEstimate, attention_time, collective_time,
-                                       gemm_time, grouped_gemm_time, kernel_time, moe_time, resolve_hardware,
-                                       stream_time)
+from archsim.config.hardware import HARDWARE_DIR, resolve_hardware
+from archsim.cost.kernel_model import (KINDS, KernelEstimate, attention_time, collective_time, gemm_time,
+                                       grouped_gemm_time, kernel_time, moe_time, stream_time)
 
 __all__ = ["HARDWARE_DIR", "KINDS", "KernelEstimate", "attention_time", "collective_time", "gemm_time",
            "grouped_gemm_time", "kernel_time", "moe_time", "resolve_hardware", "stream_time"]

@@ -4,7 +4,7 @@ They live at the repository root, beside the package, not inside it, so a source
 ``PYTHONPATH``) finds them next to ``archsim/``. A regular ``pip install .`` copies only the package into
 site-packages; the folders are then taken from ``$ARCHSIM_HOME`` or, failing that, the working directory (the
 checkout the README's commands run in). Modules that keep a default folder (fidelity.cases.VALIDATION_DIR,
-cost.kernel_model.HARDWARE_DIR) resolve it once, at import."""
+config.hardware.HARDWARE_DIR) resolve it once, at import."""
 from __future__ import annotations
 
 import os

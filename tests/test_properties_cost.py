@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from archsim.config.hardware import load_hardware
 from archsim.config.workload import load_workload
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.cost.phase import graph_ops, price_graph
 from archsim.cost.work import extract_work, hardware_arrays, price_work
 from archsim.graph.build import build_decode, build_prefill

@@ -8,6 +8,7 @@ Loading (strict, unit-checked) lives in ``load_hardware`` below.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -16,6 +17,9 @@ from archsim.config.kernel_fields import KernelFields, parse_kernel_fields
 from archsim.config.yaml_io import Section, did_you_mean, load_yaml
 from archsim.dtypes import BY_NAME
 from archsim.errors import ConfigError
+from archsim.paths import data_dir
+
+HARDWARE_DIR = data_dir("hardware")  # the shipped hardware files, resolved once at import (archsim.paths)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +32,7 @@ class ComputeEngine:
     """
 
     name: str
-    kind: str  # "matrix" or "vector" (issue 6 adds "photonic", "pim")
+    kind: str  # "matrix" or "vector", or a what-if kind: "photonic", "pim"
     peak_flop_per_s: Mapping[str, float]
     achievable_fraction: float
     energy_j_per_flop: Mapping[str, float] = field(default_factory=dict)
@@ -102,7 +106,7 @@ class Hardware:
     source_file: str = "<memory>"
     clock_hz: float | None = None  # boost clock, for per-cycle derivations; optional
     kernel: KernelFields | None = None  # kernel-efficiency fields (docs/fidelity.md); optional
-    pim: PimSpec | None = None  # compute inside a memory level (issue 6); optional
+    pim: PimSpec | None = None  # compute inside a memory level (what-if hardware); optional
     compute_clock_fraction: float = 1.0  # thermal derate of all compute clocks (3D stacking); optional
 
     @property
@@ -137,6 +141,19 @@ def load_hardware(path: str | os.PathLike) -> Hardware:
     """Load and validate a hardware YAML file (layout: see ``hardware/h100.yaml``)."""
     file = os.fspath(path)
     return hardware_from_dict(load_yaml(file), file)
+
+
+def resolve_hardware(hw: "Hardware | str | os.PathLike") -> Hardware:
+    """A Hardware record from a record, a YAML path, or a name under hardware/ (e.g. ``h800``)."""
+    if isinstance(hw, Hardware):
+        return hw
+    path = Path(hw)
+    if not path.exists():
+        path = HARDWARE_DIR / f"{hw}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
+        raise ConfigError(None, "hw", f"a hardware YAML path or one of {', '.join(known)}", str(hw))
+    return load_hardware(path)
 
 
 def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:

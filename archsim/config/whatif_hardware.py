@@ -1,6 +1,6 @@
 """What-if hardware sections of a hardware YAML: photonic engines and processing-in-memory.
 
-Optional parts of ``archsim/config/hardware.py`` (issue 6). Derived rates of a photonic engine are
+Optional parts of ``archsim/config/hardware.py``. Derived rates of a photonic engine are
 computed here, in tested Python, from its physical fields (no derived numbers in YAML):
 - peak = 2 FLOP/MAC x crossbar_rows x crossbar_cols x wavelengths x cores x modulation_rate: a
   DOTA-style crossbar of rows x cols dot-product units, each summing ``wavelengths`` products per

@@ -279,20 +279,6 @@ def streaming_kernel_time(*, compute_s: float, bytes_moved: float, bandwidth_byt
                       memory_s=memory_s, epilogue_s=0.0, operand_s=l2_s)
 
 
-def fit_ramp_and_bandwidth(bytes_moved: Iterable[float], times_s: Iterable[float]) -> tuple[float, float]:
-    """Least-squares line ``time = ramp + bytes / bandwidth`` through memory-bound measurements;
-    returns (bandwidth_bytes_per_s, ramp_s). Used by calibration; needs two distinct sizes."""
-    xs, ys = list(map(float, bytes_moved)), list(map(float, times_s))
-    if len(xs) != len(ys) or len(set(xs)) < 2:
-        raise ConfigError(None, "calibration.samples", "at least two distinct sizes", len(set(xs)))
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
-    if slope <= 0:
-        raise ConfigError(None, "calibration.samples", "times that grow with bytes", slope)
-    return 1.0 / slope, mean_y - slope * mean_x
-
-
 def gemm_tile_menu(*, groups: int, m: int, n: int, k: int, elem_bytes: float, sm_count: int,
                    block_m_options: Iterable[int], block_n_options: Iterable[int], max_tile_elements: int,
                    multicast_width: int, config_groups: int,

@@ -14,22 +14,18 @@ and on-chip levels (L2, the GEMM operand feed ``traffic.gemm_operand_rate``) run
 from __future__ import annotations
 
 import inspect
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping
 
-from archsim.config.hardware import Hardware, load_hardware
+from archsim.config.hardware import Hardware, resolve_hardware
 from archsim.cost import efficiency as eff
 from archsim.cost.attention_traffic import flash_hbm_bytes
 from archsim.cost.traffic import Geometry, gemm_operand_rate, level_rate
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
 from archsim.graph.op import EXPERT_LAYOUTS, expert_layout
-from archsim.paths import data_dir
 
 KINDS = ("gemm", "grouped_gemm", "moe", "attention", "collective")
-HARDWARE_DIR = data_dir("hardware")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,19 +55,6 @@ class KernelEstimate:
                 "flops": self.flops, "bytes": self.bytes, "achieved_flop_per_s": self.achieved_flop_per_s,
                 "achieved_bytes_per_s": self.achieved_bytes_per_s, "parts": dict(self.parts),
                 "detail": dict(self.detail)}
-
-
-def resolve_hardware(hw: Hardware | str | os.PathLike) -> Hardware:
-    """A Hardware record from a record, a YAML path, or a name under hardware/ (e.g. ``h800``)."""
-    if isinstance(hw, Hardware):
-        return hw
-    path = Path(hw)
-    if not path.exists():
-        path = HARDWARE_DIR / f"{hw}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
-        raise ConfigError(None, "hw", f"a hardware YAML path or one of {', '.join(known)}", str(hw))
-    return load_hardware(path)
 
 
 def _dtype(name: str | DType, path: str) -> DType:
@@ -129,9 +112,6 @@ def _ramp(hw: Hardware) -> float:
     return fields.ramp_s if fields is not None else 0.0
 
 
-LAYOUTS = EXPERT_LAYOUTS
-
-
 def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int, dtype: str | DType = "fp8",
                       out_dtype: str | DType = "bf16", layout: str = "contiguous") -> KernelEstimate:
     """``groups`` independent GEMMs C_g[m,n] = A_g[m,k] B_g[k,n] in one kernel (MoE experts, each
@@ -145,8 +125,8 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     """
     hw = resolve_hardware(hw)
     groups, m, n, k = (_positive_int(v, p) for v, p in ((groups, "groups"), (m, "m"), (n, "n"), (k, "k")))
-    if layout not in LAYOUTS:
-        raise ConfigError(None, "layout", f"one of {', '.join(LAYOUTS)}", layout)
+    if layout not in EXPERT_LAYOUTS:
+        raise ConfigError(None, "layout", f"one of {', '.join(EXPERT_LAYOUTS)}", layout)
     dt, out = _dtype(dtype, "dtype"), _dtype(out_dtype, "out_dtype")
     peak, fraction = _matrix_peak(hw, dt)
     rate = peak * fraction

@@ -171,8 +171,3 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
         achieved_flop_per_s=op.flops / time_s if time_s > 0 else 0.0,
         bandwidth_utilisation=main_bytes / time_s / main.bandwidth_bytes_per_s if time_s > 0 else 0.0,
     )
-
-
-def price_op(op: Op, hw: Hardware, *, attention: str = "flash") -> OpCost:
-    """Roofline price of ``op`` on ``hw`` (pure function). ``attention`` is "flash" or "naive"."""
-    return price_work_item(op, op_work(op, Geometry.of(hw), attention=attention), hw)

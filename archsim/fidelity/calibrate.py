@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -81,6 +82,20 @@ def fit_linear_terms(rows: list[dict]) -> tuple[float, float, float]:
     if inv_bw <= 0 or inv_rate <= 0:
         raise ConfigError(None, "calibration", "times that grow with bytes and FLOPs", (inv_bw, inv_rate))
     return max(ramp, 0.0), 1.0 / inv_bw, 1.0 / inv_rate
+
+
+def fit_ramp_and_bandwidth(bytes_moved: Iterable[float], times_s: Iterable[float]) -> tuple[float, float]:
+    """Least-squares line ``time = ramp + bytes / bandwidth`` through memory-bound measurements;
+    returns (bandwidth_bytes_per_s, ramp_s). Needs two distinct sizes."""
+    xs, ys = list(map(float, bytes_moved)), list(map(float, times_s))
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ConfigError(None, "calibration.samples", "at least two distinct sizes", len(set(xs)))
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
+    if slope <= 0:
+        raise ConfigError(None, "calibration.samples", "times that grow with bytes", slope)
+    return 1.0 / slope, mean_y - slope * mean_x
 
 
 def output_bytes(row: dict) -> float:

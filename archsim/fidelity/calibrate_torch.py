@@ -6,9 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from archsim.cost.efficiency import fit_ramp_and_bandwidth
 from archsim.errors import ConfigError
-from archsim.fidelity.calibrate import CalibratedField, Calibration, write_outputs
+from archsim.fidelity.calibrate import CalibratedField, Calibration, fit_ramp_and_bandwidth, write_outputs
 
 # copies from 64 MiB up exceed the L2 (50 MB on H100, ref published.md sec.4 [S]; 60 MiB on the H200, its
 # cudaDeviceProp.l2CacheSize [M], hardware/h200.yaml): HBM-bound
@@ -106,12 +105,12 @@ def _fit(raw: dict, base: dict, base_file: str) -> list[CalibratedField]:
 
 
 def _derive_energy(text: str, base: dict, yaml_name: str) -> list[CalibratedField]:
-    """The matrix engine's energy per FLOP re-derived by the TDP rule (archsim/cost/tdp_energy.py) on the
+    """The matrix engine's energy per FLOP re-derived by the TDP rule (archsim/fidelity/tdp_energy.py) on the
     hardware ``text`` describes, i.e. at the calibrated rates: the base file's figures were derived at its
     own rates, and the faster calibrated ones would otherwise draw more than TDP on large GEMMs."""
     from archsim.config.hardware import hardware_from_dict
     from archsim.config.yaml_io import parse_yaml_text
-    from archsim.cost.tdp_energy import derived_energy_per_flop
+    from archsim.fidelity.tdp_energy import derived_energy_per_flop
 
     hw = hardware_from_dict(parse_yaml_text(text, yaml_name), yaml_name)
     engine = next(name for name, e in base["compute"].items() if e.get("kind") == "matrix")
@@ -162,9 +161,8 @@ def _replace_value(text: str, path: str, value: object, comment: str, file: str)
 def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str = "h200") -> Calibration:
     """Fit ``raw`` (a microbench_torch JSON; measured now when None and a CUDA GPU is present) against the
     base hardware file and write ``<base>.calibrated.yaml`` and ``<base>.raw.json`` into ``out_dir``."""
-    from archsim.config.hardware import load_hardware
+    from archsim.config.hardware import HARDWARE_DIR, load_hardware
     from archsim.config.yaml_io import load_yaml
-    from archsim.cost.kernel_model import HARDWARE_DIR
 
     if raw is None:
         try:
@@ -198,7 +196,7 @@ def calibrate_torch(out_dir: str | Path, *, raw: dict | None = None, base: str =
     derived = _derive_energy(text, data, yaml_name)
     for f in derived:
         text = _replace_value(text, f.path, _quantity(f.path, f.value, data),
-                              f"[D] at the calibrated rates (archsim/cost/tdp_energy.py): {f.how}", str(base_file))
+                              f"[D] at the calibrated rates (archsim/fidelity/tdp_energy.py): {f.how}", str(base_file))
     text = _replace_value(text, "name", f"{data['name']} (calibrated)", "", str(base_file))
     header = [f"# {base}.yaml with fields fitted by `archsim calibrate --backend torch` from {raw_name}",
               f"# ({device}). Fitted fields carry their measurement ([M]); the matrix engine's energy per FLOP",
@@ -240,8 +238,8 @@ def validation_cases(raw: dict, *, base: str = "h200") -> list[dict]:
     tensor engine's achievable fraction against hardware/<base>.yaml's peaks is marked ``calibrates``) and
     every flash attention call (metric time_us, with the kernel's tiles read from its profiled name and
     FlashAttention-2's published MMA utilisation)."""
+    from archsim.config.hardware import HARDWARE_DIR
     from archsim.config.yaml_io import load_yaml
-    from archsim.cost.kernel_model import HARDWARE_DIR
 
     base_file = HARDWARE_DIR / f"{base}.yaml"
     gemms = [(r, "gemm_h200_measured", "") for r in raw.get("gemm", []) if "time_s" in r]

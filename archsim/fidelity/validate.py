@@ -247,7 +247,7 @@ def run_validation(*, directory: str | Path = VALIDATION_DIR,
 
     ``hardware`` maps a case's hardware name to a record (default: load ``hardware/<name>.yaml``).
     """
-    from archsim.cost.kernel_model import resolve_hardware
+    from archsim.config.hardware import resolve_hardware
 
     cases = load_cases(directory)
     cache: dict[str, Hardware] = dict(hardware or {})

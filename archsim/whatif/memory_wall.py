@@ -1,5 +1,5 @@
 """The memory wall per (phase, hardware): arithmetic intensity against the ridge point, the bandwidth at
-which the phase turns compute-bound, the capacity wall, and growth of compute vs memory vs interconnect
+which the phase turns compute-bound, and growth of compute vs memory vs interconnect
 across the shipped hardware files.
 
 Definitions (all from the cost model, ``cost/``):
@@ -140,30 +140,6 @@ def roofline_points(graph, hw: Hardware, *, attention: str = "flash") -> tuple[l
     dtype = phase.mfu_dtype if phase.mfu_dtype in engine.peak_flop_per_s else max(
         engine.peak_flop_per_s, key=engine.peak_flop_per_s.get)
     return points, _compute_roof(hw, engine.name, dtype), level_rate(main)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CapacityWall:
-    """The largest batch at a context, and the largest context at a batch, that fit one layout."""
-
-    hardware: str
-    layout: str
-    context: int
-    max_batch: int
-    batch: int
-    max_context: int
-
-
-def capacity_wall(model, hw: Hardware, *, precision, context: int, batch: int, parallelism=None,
-                  activation_bytes_per_seq: float = 0.0) -> CapacityWall:
-    """Capacity wall from ``mapping/capacity.py`` (one device unless ``parallelism`` is given)."""
-    from archsim.mapping.capacity import max_batch, max_context
-    from archsim.mapping.parallelism import Parallelism
-    par = parallelism or Parallelism()
-    return CapacityWall(
-        hardware=hw.name, layout=str(par), context=context, batch=batch,
-        max_batch=max_batch(model, hw, par, precision, context=context, activation_bytes_per_seq=activation_bytes_per_seq),
-        max_context=max_context(model, hw, par, precision, batch=batch, activation_bytes_per_seq=activation_bytes_per_seq))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,8 @@ claims: the tests derive every expected value from the record's fields, never fr
 from __future__ import annotations
 
 from archsim.config.hardware import ComputeEngine, Hardware, Link, MemoryLevel, Node, Power
+from archsim.cost.opcost import OpCost, price_work_item
+from archsim.cost.traffic import Geometry, op_work
 from archsim.dtypes import BF16, FP8, FP32, DType
 from archsim.graph.op import Op, Operand
 
@@ -89,3 +91,9 @@ def grouped_op(name: str, *, tokens_per_expert: tuple[float, ...], n: int, k: in
               writes=(Operand(name="y", shape=(int(tokens), n), dtype=act, role="output", nbytes=tokens * n * act.bytes),),
               attrs=dict(n=n, k=k, tokens_per_expert=tuple(tokens_per_expert), distinct_experts=len(touched),
                          tokens_total=tokens))
+
+
+def price_op(op: Op, hw: Hardware, *, attention: str = "flash") -> OpCost:
+    """The scalar path's price of one op on ``hw`` (``attention``: "flash" or "naive"); the array path
+    (``cost/phase.price_graph``) is what projections use, and the tests hold the two equal."""
+    return price_work_item(op, op_work(op, Geometry.of(hw), attention=attention), hw)

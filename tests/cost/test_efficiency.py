@@ -107,17 +107,6 @@ def test_tiled_kernel_time_parts() -> None:
     assert (t3.time_s, t3.bound) == (pytest.approx(6e-6), "memory")
 
 
-def test_fit_recovers_a_line_and_rejects_degenerate_samples() -> None:
-    bw, ramp = 2.5e12, 3e-6
-    sizes = [1e6, 1e7, 5e7, 2e8]
-    bw_fit, ramp_fit = eff.fit_ramp_and_bandwidth(sizes, [ramp + s / bw for s in sizes])
-    assert bw_fit == pytest.approx(bw) and ramp_fit == pytest.approx(ramp)
-    with pytest.raises(ConfigError):
-        eff.fit_ramp_and_bandwidth([1e6, 1e6], [1.0, 2.0])
-    with pytest.raises(ConfigError):
-        eff.fit_ramp_and_bandwidth([1e6, 2e6], [2.0, 1.0])
-
-
 @settings(max_examples=60, deadline=None)
 @given(m=st.integers(1, 20000), n=st.integers(1, 20000), groups=st.integers(1, 8), sms=st.integers(1, 200))
 def test_more_sms_never_need_more_padded_work(m: int, n: int, groups: int, sms: int) -> None:

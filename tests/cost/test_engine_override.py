@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from archsim.config.hardware import load_hardware
-from archsim.cost.opcost import price_op, price_work_item, rate_key
+from archsim.cost.opcost import price_work_item, rate_key
+from tests.cost.fixtures import price_op
 from archsim.cost.traffic import Geometry, level_rate, op_work
 from archsim.dtypes import BF16
 from archsim.graph.op import Op, Operand

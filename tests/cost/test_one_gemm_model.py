@@ -19,7 +19,7 @@ import yaml
 
 from archsim.config.hardware import load_hardware
 from archsim.cost.kernel_model import grouped_gemm_time
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.cost.phase import price_graph
 from archsim.cost.traffic import Geometry, busiest_expert_flops, op_work
 from archsim.dtypes import BF16, BY_NAME

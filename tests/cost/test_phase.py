@@ -1,7 +1,7 @@
 """Phase totals: serial time, idle energy, MFU, bandwidth utilisation, TOPS/W, heaviest ops."""
 import pytest
 
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.cost.phase import price_graph
 from tests.cost.fixtures import gemm_op, h100_like, norm_op
 

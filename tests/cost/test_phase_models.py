@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from archsim.config.workload import load_workload
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.cost.phase import graph_ops, price_graph
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.precision import precision_from_names

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from archsim.config.hardware import load_hardware
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.cost.phase import graph_ops, price_graph
-from archsim.cost.tdp_energy import gemm_graph
+from archsim.fidelity.tdp_energy import gemm_graph
 from archsim.cost.traffic import Geometry, gemm_operand_rate, op_work
 from archsim.cost.work import extract_work, hardware_arrays, price_work
 from archsim.dtypes import FP8

@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.cost.phase import price_graph
 from archsim.cost.work import extract_work, hardware_arrays, price_work, stack_hardware
 from archsim.graph.op import Op, Operand

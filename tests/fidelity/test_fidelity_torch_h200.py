@@ -145,7 +145,7 @@ def _calibrate_committed_raw(tmp_path: Path, capsys) -> Path:
 def test_documented_command_reproduces_the_sampled_clock_and_stays_within_tdp(tmp_path, capsys) -> None:
     from archsim.config.hardware import load_hardware
     from archsim.cost.phase import price_graph
-    from archsim.cost.tdp_energy import SHAPES, gemm_graph
+    from archsim.fidelity.tdp_energy import SHAPES, gemm_graph
 
     written = _calibrate_committed_raw(tmp_path, capsys)
     hw = load_hardware(written)

@@ -3,7 +3,7 @@ grouped-GEMM time (bounded by the busiest expert) both respond to it."""
 import pytest
 from helpers_graph import model
 
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.expert_load import zipf_load
 from archsim.graph.precision import Shard, precision_from_names

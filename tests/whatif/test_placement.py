@@ -6,7 +6,7 @@ import pytest
 
 from archsim.config.hardware import load_hardware
 from archsim.config.whatif_hardware import PimSpec
-from archsim.cost.opcost import price_op
+from tests.cost.fixtures import price_op
 from archsim.cost.phase import price_graph
 from archsim.dtypes import BF16, FP8
 from archsim.whatif.placement import pim_cost, place_graph, place_op

@@ -4,7 +4,7 @@ Under dense tensor work the GPU sits at its power cap (FlashMLA deep dive: H800 
 ref published.md sec.2.4), so each YAML derives e = (TDP - idle - P_move) / R at large compute-bound GEMMs, R
 and P_move being the cost model's own achieved FLOP rate and traffic power for the GEMM, taking the least e
 over the four SHAPES (so none exceeds TDP) rounded down to 0.01 pJ. The derivation lives in
-archsim/cost/tdp_energy.py (``archsim calibrate --backend torch`` re-derives the calibrated file's figures with
+archsim/fidelity/tdp_energy.py (``archsim calibrate --backend torch`` re-derives the calibrated file's figures with
 it); these tests check the YAML figures against it and the resulting average power.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from archsim.config.hardware import load_hardware
 from archsim.cost.phase import price_graph
-from archsim.cost.tdp_energy import (DERIVED_DTYPES, SHAPES, binding_derivation, derivation, derived_energy_per_flop,
+from archsim.fidelity.tdp_energy import (DERIVED_DTYPES, SHAPES, binding_derivation, derivation, derived_energy_per_flop,
                                      gemm_graph, round_down)
 
 HW_DIR = Path(__file__).resolve().parents[2] / "hardware"
