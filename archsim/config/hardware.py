@@ -108,6 +108,13 @@ class Hardware:
     kernel: KernelFields | None = None  # kernel-efficiency fields (docs/fidelity.md); optional
     pim: PimSpec | None = None  # compute inside a memory level (what-if hardware); optional
     compute_clock_fraction: float = 1.0  # thermal derate of all compute clocks (3D stacking); optional
+    # per-kernel cost when a step is replayed from a CUDA graph (no CPU launch per kernel); None: kernel_launch
+    kernel_launch_graph_s: float | None = None
+
+    @property
+    def graph_launch_s(self) -> float:
+        """Per-kernel floor of a graph-replayed step (``kernel_launch_graph``, else ``kernel_launch``)."""
+        return self.kernel_launch_s if self.kernel_launch_graph_s is None else self.kernel_launch_graph_s
 
     @property
     def static_power_w(self) -> float:
@@ -165,6 +172,7 @@ def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
         sm_count=root.int("sm_count", minimum=1),
         clock_hz=root.quantity("clock", "frequency_hz", default=None),
         kernel_launch_s=root.quantity("kernel_launch", "time_s"),
+        kernel_launch_graph_s=root.quantity("kernel_launch_graph", "time_s", default=None),
         compute=_engines(root.section("compute")),
         memory=_levels(root.section("memory")),
         power=_power(root.section("power")),

@@ -61,14 +61,19 @@ def graph_ops(graph: nx.DiGraph | Iterable[Op]) -> list[Op]:
 
 
 def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: str = "flash",
-                heaviest: int = 10) -> PhaseCost:
-    """Price every op of ``graph`` on ``hw`` and sum the phase (see the module docstring)."""
+                heaviest: int = 10, cuda_graph: bool = False) -> PhaseCost:
+    """Price every op of ``graph`` on ``hw`` and sum the phase (see the module docstring). ``cuda_graph``: the
+    step is replayed from a CUDA graph, so each kernel's launch floor is ``hw.graph_launch_s`` instead of
+    ``kernel_launch``."""
     ops = graph_ops(graph)
     repeats = graph.graph.get("repeats") if isinstance(graph, nx.DiGraph) else None
     work = extract_work(ops, hw, attention=attention)
     if repeats is not None:
         work = replace(work, count=np.array([repeats.count(op.layer) for op in ops], dtype=float))
-    cost = price_work(work, hardware_arrays(hw, work))
+    arrays = hardware_arrays(hw, work)
+    if cuda_graph:
+        arrays = replace(arrays, kernel_launch_s=np.asarray(hw.graph_launch_s, dtype=float))
+    cost = price_work(work, arrays)
     return _phase_cost(ops, work, cost, hw, heaviest, repeats)
 
 

@@ -31,7 +31,7 @@ import networkx as nx
 
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
-from archsim.graph.expert_load import ExpertLoad, uniform_load
+from archsim.graph.expert_load import ExpertLoad, RankWork, uniform_load
 from archsim.graph.op import EXPERT_LAYOUTS
 from archsim.graph.ops import GraphBuilder, operand
 from archsim.graph.precision import Precision, Shard
@@ -49,6 +49,7 @@ class _Step:
     load: ExpertLoad | None
     routed_tokens: float
     expert_layout: str = "contiguous"
+    rank_work: RankWork | None = None
 
     @property
     def tokens(self) -> int:
@@ -61,7 +62,11 @@ class _Step:
 
     @cached_property
     def routing(self) -> tuple[tuple[float, ...], float]:
-        """(expected tokens per local expert, expected distinct local experts): same for every MoE layer."""
+        """(expected tokens per local expert slot, expected slots with work): same for every MoE layer. The
+        mapping layer's ``rank_work`` when given (the busiest EP rank), else this device's share of the load
+        (experts [0, E/ep) taking ``routed_tokens``)."""
+        if self.rank_work is not None:
+            return self.rank_work.tokens_per_slot, self.rank_work.distinct
         local = range(self.load.experts // self.shard.ep)
         return (self.load.tokens_per_expert(self.routed_tokens, local),
                 self.load.distinct_experts(self.routed_tokens, local))
@@ -70,7 +75,7 @@ class _Step:
 def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision,
                   shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
                   routed_tokens: float | None = None, past_len: int = 0, compact: bool = False,
-                  expert_layout: str = "contiguous") -> nx.DiGraph:
+                  expert_layout: str = "contiguous", rank_work: RankWork | None = None) -> nx.DiGraph:
     """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice
     (``compact``: one layer per kind, see the module docstring).
 
@@ -82,13 +87,13 @@ def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision:
         raise ConfigError(None, "past_len", "a non-negative integer", past_len)
     return _build(model, precision, mtp, "prefill", batch, prompt_len, past_len + prompt_len, shard, expert_load,
                   routed_tokens, {"prompt_len": prompt_len, "past_len": past_len}, compact=compact,
-                  expert_layout=expert_layout)
+                  expert_layout=expert_layout, rank_work=rank_work)
 
 
 def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision,
                  shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
                  routed_tokens: float | None = None, compact: bool = False,
-                 expert_layout: str = "contiguous") -> nx.DiGraph:
+                 expert_layout: str = "contiguous", rank_work: RankWork | None = None) -> nx.DiGraph:
     """Graph of one decode step of ``batch`` sequences at ``context`` tokens (new ones included;
     ``compact``: one layer per kind, see the module docstring)."""
     _positive("batch", batch)
@@ -96,7 +101,8 @@ def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Pre
     if context < q_len:
         raise ConfigError(None, "context", f"an integer >= {q_len} (the new tokens are included)", context)
     return _build(model, precision, mtp, "decode", batch, q_len, context, shard, expert_load,
-                  routed_tokens, {"context": context}, compact=compact, expert_layout=expert_layout)
+                  routed_tokens, {"context": context}, compact=compact, expert_layout=expert_layout,
+                  rank_work=rank_work)
 
 
 def _positive(name: str, value: int) -> None:
@@ -106,20 +112,23 @@ def _positive(name: str, value: int) -> None:
 
 
 def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra,
-           compact=False, expert_layout="contiguous") -> nx.DiGraph:
+           compact=False, expert_layout="contiguous", rank_work=None) -> nx.DiGraph:
     check_shard(model, shard)
     if expert_layout not in EXPERT_LAYOUTS:
         raise ConfigError(None, "expert_layout", " or ".join(EXPERT_LAYOUTS), expert_layout)
     if mtp and not model.num_nextn_predict_layers:
         raise ConfigError(None, "scenario.mtp", "false (the model has num_nextn_predict_layers = 0)", mtp)
     if model.is_moe:
+        if rank_work is None and model.n_routed_experts % shard.ep:
+            raise ConfigError(None, "shard.ep", f"a divisor of n_routed_experts={model.n_routed_experts} (or the "
+                              "mapping's expert slots)", shard.ep)
         load = load or uniform_load(model.n_routed_experts, model.num_experts_per_tok)
         if load.experts != model.n_routed_experts or load.k != model.num_experts_per_tok:
             raise ConfigError(None, "expert_load", f"{model.n_routed_experts} experts with k="
                               f"{model.num_experts_per_tok}", f"{load.experts} experts, k={load.k}")
     step = _Step(phase=phase, batch=batch, q_len=q_len, kv_len=kv_len, shard=shard, load=load,
                  routed_tokens=batch * q_len if routed_tokens is None else routed_tokens,
-                 expert_layout=expert_layout)
+                 expert_layout=expert_layout, rank_work=rank_work if model.is_moe else None)
     b = GraphBuilder(precision)
     T, h, tp = step.tokens, model.hidden_size, shard.tp
     x = b.embedding("embed_tokens", rows=T, width=h, vocab_local=model.vocab_size // tp, tp=tp, deps=())
@@ -134,6 +143,7 @@ def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, rout
     g = b.graph()
     g.graph.update({"phase": phase, "tokens": T, "batch": batch, "q_len": q_len, "kv_len": kv_len,
                     "model": model.model_type or "model", "mtp": mtp, "tp": shard.tp, "ep": shard.ep,
+                    "moe_tp": shard.moe_tp,
                     "precision": precision, "expert_layout": expert_layout, **extra})
     if compact:
         g.graph["repeats"] = layers.repeats(g)
@@ -243,14 +253,15 @@ def check_shard(model: ModelConfig, shard: Shard) -> None:
             raise ConfigError(None, f"shard.{field}", f"a divisor of {what}={n}", getattr(shard, field))
     _positive("shard.tp", shard.tp)
     _positive("shard.ep", shard.ep)
+    _positive("shard.moe_tp", shard.moe_tp)
     divides(model.num_attention_heads, "num_attention_heads", "tp")
     divides(model.vocab_size, "vocab_size", "tp")
     divides(model.intermediate_size, "intermediate_size", "tp")
     if model.attention_kind == "gqa":
         divides(model.kv_heads, "num_key_value_heads", "tp")
     if model.is_moe:
-        divides(model.n_routed_experts, "n_routed_experts", "ep")
         divides(model.moe_intermediate_size * (model.n_shared_experts or 0), "shared expert width", "tp")
+        divides(model.moe_intermediate_size, "moe_intermediate_size", "moe_tp")
 
 
 def _decoder_layer(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x_in: str) -> str:
@@ -347,13 +358,32 @@ def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
         width = mi * m.n_shared_experts // st.shard.tp
         deps.append(_swiglu_mlp(b, T, h, width, p + "shared_experts.", layer, x))
     tokens, distinct = st.routing
-    gu = b.grouped_gemm(p + "experts.gate_up", tokens_per_group=tokens, n=2 * mi, k=h, distinct=distinct,
-                        layer=layer, deps=[x, router], split="ep", layout=st.expert_layout, routed_experts=True)
-    act = b.swiglu(p + "experts.act", rows=sum(tokens), width=mi, layer=layer, deps=[gu], split="ep")
-    down = b.grouped_gemm(p + "experts.down", tokens_per_group=tokens, n=h, k=mi, distinct=distinct,
-                          layer=layer, deps=[act], split="ep", layout=st.expert_layout, routed_experts=True)
+    down = _routed_experts(b, m, st.shard, tokens, distinct, st.expert_layout, p, layer, [x, router])
     return b.combine(p + "combine", tokens=T, k=k, width=h, shared=bool(m.n_shared_experts), layer=layer,
                      deps=deps + [down])
+
+
+def _routed_experts(b: GraphBuilder, m: ModelConfig, shard: Shard, tokens: tuple[float, ...], distinct: float,
+                    layout: str, p: str, layer: int, deps) -> str:
+    """The routed experts of one MoE layer on one device: grouped gate/up, SwiGLU, grouped down over its local
+    expert slots, each expert's FFN width split ``moe_tp`` ways (MoE-TP)."""
+    h, width = m.hidden_size, m.moe_intermediate_size // shard.moe_tp
+    gu = b.grouped_gemm(p + "experts.gate_up", tokens_per_group=tokens, n=2 * width, k=h, distinct=distinct,
+                        layer=layer, deps=deps, split="ep", layout=layout, routed_experts=True)
+    act = b.swiglu(p + "experts.act", rows=sum(tokens), width=width, layer=layer, deps=[gu], split="ep")
+    return b.grouped_gemm(p + "experts.down", tokens_per_group=tokens, n=h, k=width, distinct=distinct,
+                          layer=layer, deps=[act], split="ep", layout=layout, routed_experts=True)
+
+
+def routed_expert_ops(model: ModelConfig, precision: Precision, shard: Shard, work: RankWork,
+                      expert_layout: str = "contiguous") -> nx.DiGraph:
+    """The routed-expert ops of one MoE layer for a device doing ``work`` (the same ops a phase graph holds for
+    it): what the mapping layer prices for EP ranks whose work differs from the graph's device."""
+    b = GraphBuilder(precision)
+    layer = next(i for i in range(model.num_hidden_layers) if model.is_moe_layer(i))
+    _routed_experts(b, model, shard, work.tokens_per_slot, work.distinct, expert_layout, f"layers.{layer}.mlp.",
+                    layer, ())
+    return b.graph()
 
 
 def _mtp(b: GraphBuilder, m: ModelConfig, st: _Step, hidden: str, rows: int) -> None:

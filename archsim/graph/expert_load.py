@@ -13,6 +13,7 @@ counts and the exact number of experts with at least one token.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from archsim.errors import ConfigError
@@ -51,6 +52,20 @@ class ExpertLoad:
 
     def _measured_for(self, tokens: float) -> bool:
         return self.counts is not None and sum(self.counts) == tokens * self.k
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankWork:
+    """The routed work of one device's local expert slots in one MoE layer: the expected tokens of each slot and
+    the expected number of slots with work (whose weights the grouped GEMMs read). The mapping layer computes it
+    for the busiest EP rank (mapping/experts.py); a graph built without it takes its own share of the load."""
+
+    tokens_per_slot: tuple[float, ...]
+    distinct: float
+
+    @property
+    def tokens(self) -> float:
+        return math.fsum(self.tokens_per_slot)
 
 
 def uniform_load(experts: int, k: int) -> ExpertLoad:

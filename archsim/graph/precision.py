@@ -87,7 +87,9 @@ def scenario_precision(scenario) -> Precision:
 class Shard:
     """The per-device slice a graph describes: attention heads, dense/shared FFN width and vocab
     split ``tp`` ways; routed experts split ``ep`` ways (this device holds experts
-    [0, n_routed_experts/ep))."""
+    [0, n_routed_experts/ep), or ``slots`` expert slots when the mapping places them), each expert's FFN
+    width split ``moe_tp`` ways."""
 
     tp: int = 1
     ep: int = 1
+    moe_tp: int = 1

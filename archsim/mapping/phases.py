@@ -1,49 +1,50 @@
-"""One device's phase (prefill or decode step) under a Parallelism: its sharded graph priced by the cost
-model, the collectives the layout adds (TP all-reduce, EP dispatch/combine, PP send/recv), and the split
-into compute, communication and exposed communication."""
+"""One step of a phase (prefill or decode) on one instance of a layout: the busiest device's time, and the work
+of every device.
+
+A step is a list of forward passes of the busiest attention replica (``forwards``): a decode step is one; a prefill
+is one per ``prefill_chunk`` token budget (prompts packed whole, or one long prompt in chunks after its cached
+prefix). Each forward is split into micro-batches (two-batch overlap: one's communication hides behind the other's
+compute), chosen per phase by price unless the layout fixes them. The busiest device holds the busiest replica's
+sequences (``ceil(batch / dp)``, round robin) and the busiest EP rank's routed work (mapping/experts.py: the
+expected maximum over the ranks, which the MoE layer's barrier waits for), plus the collectives of
+mapping/layer_comm.py. Every other device's work enters the deployment totals (energy, FLOPs, bytes): busy
+replicas their own sequences, idle ones none, each EP rank its mean routed work.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from math import ceil, fsum
 from typing import Mapping
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
-from archsim.cost.collectives import price_collective, price_ep_exchange
+from archsim.cost.collectives import price_collective
+from archsim.cost.phase import PhaseCost
 from archsim.errors import ConfigError
-from archsim.cost.phase import PhaseCost, price_graph
-from archsim.graph.build import build_decode, build_prefill
-from archsim.graph.expert_load import ExpertLoad
+from archsim.graph.expert_load import ExpertLoad, RankWork, uniform_load
 from archsim.graph.op import expert_layout
-from archsim.graph.params import kv_elements_per_token_per_layer
 from archsim.graph.precision import Precision, Shard
 from archsim.mapping.device_memory import stage_layers
-from archsim.mapping.parallelism import Parallelism
+from archsim.mapping.experts import busiest_rank_work, mean_rank_work, place_experts
+from archsim.mapping.layer_comm import EP_MODES, LayerComm, ep_exchange_mode, layer_comm, moe_exchange
+from archsim.mapping.parallelism import Parallelism, check_expert_slots
+from archsim.mapping.phase_graph import (Forward, PricedGraph, by_layer_key, device_phase_graph, layer_of_op,
+                                         priced_graph, representative_model, routed_cost, stage_totals)
 
-
-@dataclass(frozen=True, kw_only=True)
-class LayerComm:
-    """Communication of one layer for one micro-batch on one device, by kind (seconds)."""
-
-    tp_all_reduce_s: float = 0.0
-    ep_dispatch_s: float = 0.0
-    ep_combine_s: float = 0.0
-    cp_kv_exchange_s: float = 0.0
-
-    @property
-    def total_s(self) -> float:
-        return self.tp_all_reduce_s + self.ep_dispatch_s + self.ep_combine_s + self.cp_kv_exchange_s
+__all__ = ["PhaseBreakdown", "price_phase", "replica_sequences", "phase_forwards", "LayerComm", "EP_MODES",
+           "ep_exchange_mode", "device_phase_graph", "representative_model", "by_layer_key", "stage_totals",
+           "layer_of_op", "expert_layout"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class PhaseBreakdown:
     """One step of a phase on the bottleneck device.
 
-    ``compute_s`` and ``communication_s`` are the step's totals over its micro-batches; ``exposed_s`` is
-    the communication not hidden behind compute; ``bubble_s`` the pipeline fill/drain idle time.
-    ``time_s = compute_s + exposed_s + bubble_s``. ``stage_compute_s`` lists each stage's compute for
-    one micro-batch (the simulator uses it); ``layer_compute_s`` / ``layer_comm`` are per layer of the
-    bottleneck stage, one micro-batch.
+    ``compute_s`` and ``communication_s`` are the step's totals over its forwards and micro-batches; ``exposed_s``
+    is the communication not hidden behind compute; ``bubble_s`` the pipeline fill/drain idle time.
+    ``time_s = compute_s + exposed_s + bubble_s``. ``stage_compute_s`` lists each stage's compute for one
+    micro-batch of the first forward (the simulator uses it); ``layer_compute_s`` / ``layer_comm`` are per layer
+    of the bottleneck stage, one micro-batch of the first forward.
     """
 
     phase: str
@@ -59,19 +60,22 @@ class PhaseBreakdown:
     layer_comm: tuple[LayerComm, ...] = ()
     pp_send_s: float = 0.0
     activation_peak_bytes: float = 0.0
+    forwards: int = 1
+    busy_replicas: int = 1
     # One device's own work over the step: a device of pipeline stage s runs that stage's layers (the
     # embedding on the first, the head and MTP on the last) for 1/cp of each micro-batch's tokens. The
-    # *_per_device figures are the bottleneck stage's device (``worst_stage``), the one whose time this is.
+    # *_per_device figures are the bottleneck device's (busiest replica, busiest EP rank, ``worst_stage``).
     flops_per_device: float = 0.0
     main_memory_bytes_per_device: float = 0.0
     dynamic_energy_j_per_device: float = 0.0
     worst_stage: int = 0
     stage_dynamic_energy_j: tuple[float, ...] = ()   # one device of each stage, per step
-    # the step's totals over every device (each stage's per-device work times its tp*cp*dp devices); equal
-    # to the priced graph's totals times micro_batches * tp * dp
+    # the step's totals over every device of the instance: busy replicas' own work and every EP rank's mean
+    # routed work
     deployment_flops: float = 0.0
     deployment_dynamic_energy_j: float = 0.0
-    # the priced graph of one micro-batch (flash attention), kept so callers need not price it again
+    deployment_main_bytes: float = 0.0
+    # the priced graph of one micro-batch of the first forward, kept so callers need not price it again
     graph_cost: PhaseCost | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -82,224 +86,316 @@ class PhaseBreakdown:
         return {"time_s": self.time_s, "compute_s": self.compute_s, "communication_s": self.communication_s,
                 "exposed_communication_s": self.exposed_s, "bubble_s": self.bubble_s,
                 "micro_batches": self.micro_batches, "tokens_per_micro_batch": self.tokens_per_micro_batch,
+                "forwards": self.forwards, "busy_replicas": self.busy_replicas,
                 "communication_by_kind_s": dict(self.comm_by_kind)}
 
 
-EP_MODES = ("throughput", "low_latency")
+def replica_sequences(batch: int, dp: int) -> tuple[tuple[int, int], ...]:
+    """(sequences, replicas) of the attention-DP replicas when ``batch`` sequences are spread round robin, busiest
+    first: ``batch % dp`` replicas hold one more than the rest (counts, not a list: dp may be huge)."""
+    low, extra = divmod(batch, dp)
+    return tuple((s, n) for s, n in ((low + 1, extra), (low, dp - extra)) if n > 0)
 
 
-def ep_exchange_mode(model: ModelConfig, ep: int, phase: str, ep_mode: str | None = None) -> str | None:
-    """The EP dispatch/combine kernels of a ``phase`` step's MoE layers: ``ep_mode`` when given, else
-    throughput (DeepEP normal kernels) for prefill and low_latency (DeepEP low-latency kernels) for decode;
-    None when there is no EP exchange (a dense model, or ``ep`` = 1). The one rule behind both the
-    exchange ``_layer_comm`` prices and the expert GEMM layout ``device_phase_graph`` builds."""
-    if ep_mode is not None and ep_mode not in EP_MODES:
-        raise ConfigError(None, "ep.mode", " or ".join(EP_MODES), ep_mode)
-    if not model.is_moe or ep <= 1:
-        return None
-    return ep_mode or ("throughput" if phase == "prefill" else "low_latency")
+def phase_forwards(phase: str, seqs: int, length: int, q_len: int, chunk: int | None) -> list[tuple[Forward, float]]:
+    """(forward, count) of one replica's step over ``seqs`` sequences.
 
-
-def device_phase_graph(model: ModelConfig, phase: str, batch: int, length: int, precision: Precision, tp: int,
-                       ep: int, routed_tokens: float | None, mtp: bool, compact: bool = False,
-                       expert_load: ExpertLoad | None = None, ep_mode: str | None = None):
-    """One device's operator graph of one ``phase`` step ("prefill": ``length`` = prompt length, else
-    decode over a ``length``-token context) for ``batch`` sequences, sharded ``tp`` ways (and ``ep`` ways
-    for a MoE model; a dense model ignores ``ep``). ``routed_tokens``: tokens the device's EP group
-    routes; ``compact``: one decoder layer per kind, weighted (graph/build.py); the routed experts' GEMMs
-    are laid out for the phase's EP exchange (``ep_exchange_mode``, ``expert_layout``). The graph
-    price_phase prices; whatif.sweep builds the same one to keep per-op arrays."""
-    shard = Shard(tp=tp, ep=ep if model.is_moe else 1)
-    layout = expert_layout(ep_exchange_mode(model, shard.ep, phase, ep_mode))
-    if phase == "prefill":
-        return build_prefill(model, batch=batch, prompt_len=length, precision=precision, shard=shard, mtp=mtp,
-                             routed_tokens=routed_tokens, compact=compact, expert_load=expert_load,
-                             expert_layout=layout)
-    return build_decode(model, batch=batch, context=length, precision=precision, shard=shard, mtp=mtp,
-                        routed_tokens=routed_tokens, compact=compact, expert_load=expert_load,
-                        expert_layout=layout)
-
-
-def representative_model(model: ModelConfig) -> tuple[ModelConfig, dict[bool, int]] | None:
-    """A copy of ``model`` with one dense and/or one MoE layer (all decoder layers of a kind are
-    identical ops), and which of its layers stands for each kind; None when layers do not follow
-    the simple dense-then-MoE pattern."""
-    if model.moe_layer_freq != 1:
-        return None
-    kinds = sorted({model.is_moe_layer(i) for i in range(model.num_hidden_layers)})
-    dense_first = min(model.first_k_dense_replace, 1) if model.is_moe else 0
-    small = replace(model, num_hidden_layers=len(kinds), first_k_dense_replace=dense_first)
-    return small, {kind: i for i, kind in enumerate(kinds)}
-
-
-def _priced(model, hw, phase, batch, length, precision, tp, ep, routed, mtp, cache, expert_load=None,
-            attention="flash", ep_mode=None):
-    """(compute seconds per layer key, graph FLOPs, activation peak bytes, the graph's PhaseCost) of one
-    device's graph for one micro-batch (api.py reuses the PhaseCost for energy, MFU and heaviest ops).
-
-    The graph is compact (graph/build.py: one decoder layer per kind, weighted by the layers it stands
-    for); its per-layer times and totals equal the full graph's bit for bit (tests/cost/test_fast_path.py).
-    ``cache`` (a dict owned by the caller, e.g. one plan search) avoids re-pricing the same shard."""
-    key = (phase, batch, length, tp, ep, routed, mtp, expert_load, attention, ep_mode)
-    if cache is not None and key in cache:
-        return cache[key]
-    graph = device_phase_graph(model, phase, batch, length, precision, tp, ep, routed, mtp, compact=True,
-                               expert_load=expert_load, ep_mode=ep_mode)
-    cost = price_graph(graph, hw, attention=attention)
-    layer_s = by_layer_key(model, cost.time_s_by_layer)
-    peak = max((sum(o.nbytes for o in (*op.reads, *op.writes) if o.role in ("activation", "output"))
-                for op in (graph.nodes[n]["op"] for n in graph.nodes)), default=0.0)
-    out = (layer_s, cost.flops, peak, cost)
-    if cache is not None:
-        cache[key] = out
+    Decode: one forward of ``q_len`` new tokens at a ``length``-token context. Prefill of ``length``-token prompts
+    with a ``chunk`` token budget per forward (None: one forward): prompts packed whole, ``chunk // length`` per
+    forward; a longer prompt in ``chunk``-token pieces, each after the pieces before it (cached prefix). A piece's
+    cost is linear in its prefix (attention FLOPs and K/V bytes are; nothing else depends on it), so the pieces of
+    one prompt are priced as the first and last full piece, half the count each, plus the tail.
+    """
+    if phase == "decode":
+        return [(Forward(decode=True, seqs=seqs, new_tokens=q_len, past=length - q_len), 1.0)]
+    if chunk is None or seqs * length <= chunk:
+        return [(Forward(decode=False, seqs=seqs, new_tokens=length), 1.0)]
+    if length <= chunk:
+        per = chunk // length
+        out = [(Forward(decode=False, seqs=per, new_tokens=length), float(seqs // per))]
+        if seqs % per:
+            out.append((Forward(decode=False, seqs=seqs % per, new_tokens=length), 1.0))
+        return out
+    full, tail = divmod(length, chunk)
+    out = [(Forward(decode=False, seqs=1, new_tokens=chunk), full * seqs / 2.0),
+           (Forward(decode=False, seqs=1, new_tokens=chunk, past=(full - 1) * chunk), full * seqs / 2.0)]
+    if tail:
+        out.append((Forward(decode=False, seqs=1, new_tokens=tail, past=full * chunk), float(seqs)))
     return out
 
 
-def by_layer_key(model: ModelConfig, by_layer: Mapping) -> dict:
-    """A PhaseCost ``*_by_layer`` mapping regrouped by decoder layer index, "embed" and "head" (summed)."""
-    groups: dict = {}
-    for k, v in by_layer.items():
-        groups.setdefault(_layer_key(model, k), []).append(v)
-    return {k: fsum(v) for k, v in groups.items()}
+@dataclass(frozen=True, kw_only=True)
+class _Context:
+    """What every forward of one phase step shares."""
+
+    model: ModelConfig
+    hw: Hardware
+    par: Parallelism
+    precision: Precision
+    phase: str
+    seqs: tuple[tuple[int, int], ...]   # (sequences, replicas), busiest first
+    mtp: bool
+    overlap: bool
+    ep_mode: str | None
+    load: ExpertLoad | None
+    attention: str
+    cuda_graph: bool
+    cache: dict | None
+
+    @property
+    def shard(self) -> Shard:
+        moe = self.model.is_moe
+        return Shard(tp=self.par.tp, ep=self.par.ep if moe else 1, moe_tp=self.par.moe_tp if moe else 1)
+
+    @property
+    def row_layout(self) -> str:
+        return expert_layout(ep_exchange_mode(self.model, self.par, self.phase, self.ep_mode))
 
 
-def stage_totals(per_key: Mapping, stages: list, pp: int) -> list[float]:
-    """Sum of ``per_key`` (by_layer_key's keys) over each pipeline stage's layers; the embedding counts on
-    the first stage, the head on the last."""
-    out = []
-    for s, layers in enumerate(stages):
-        t = sum(per_key.get(layer, 0.0) for layer in layers)
-        if s == 0:
-            t += per_key.get("embed", 0.0)
-        if s == pp - 1:
-            t += per_key.get("head", 0.0)
-        out.append(t)
-    return out
+@dataclass(frozen=True, kw_only=True)
+class _ForwardCost:
+    """One forward at one micro-batch count: time parts (step totals of this forward) and work."""
 
+    mb: int
+    tokens_mb: int
+    compute_s: float
+    communication_s: float
+    exposed_s: float
+    bubble_s: float
+    comm_by_kind: dict
+    stage_s: list
+    worst: int
+    layer_comms: tuple
+    pp_send_s: float
+    act_peak: float
+    stage_flops: list
+    stage_bytes: list
+    stage_energy: list
+    deployment_flops: float
+    deployment_energy: float
+    deployment_bytes: float
+    graph: PricedGraph
 
-def _layer_key(model: ModelConfig, key):
-    """PhaseCost.time_s_by_layer key (Op.layer, or the op name outside layers) -> decoder layer index,
-    "embed" or "head" (final norm, LM head and the MTP modules)."""
-    if isinstance(key, int):
-        return key if key < model.num_hidden_layers else "head"
-    return layer_of_op(key)
+    @property
+    def time_s(self) -> float:
+        return self.compute_s + self.exposed_s + self.bubble_s
 
 
 def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, *, phase: str,
                 batch: int, length: int, mtp: bool = False, overlap: bool = True,
                 ep_mode: str | None = None, cache: dict | None = None,
-                expert_load: ExpertLoad | None = None, attention: str = "flash") -> PhaseBreakdown:
-    """Price one ``phase`` step for ``batch`` sequences across the deployment.
+                expert_load: ExpertLoad | None = None, attention: str = "flash",
+                prefill_chunk: int | None = None, cuda_graph: bool = False) -> PhaseBreakdown:
+    """Price one ``phase`` step for ``batch`` sequences on one instance of ``par`` (module docstring).
 
-    ``length`` is the prompt length (prefill) or the context (decode). Each attention replica (``tp``
-    chips) takes ``batch / dp`` sequences, split into ``micro_batches``; with ``cp`` a prefill's tokens
-    are split ``cp`` ways. EP groups of ``ep`` chips see the tokens of ``ep / tp`` replicas.
-    With ``overlap`` and two or more micro-batches the communication of one micro-batch hides behind
-    the compute of another (DeepSeek's two-micro-batch overlap): exposed = max(0, comm - compute).
-    EP mode: throughput kernels for prefill, low-latency kernels for decode unless ``ep_mode`` says
-    (``ep_exchange_mode``); the routed experts' GEMMs run in the layout that mode's dispatch hands them
-    (masked after low-latency, contiguous otherwise: ``expert_layout``).
+    ``length`` is the prompt length (prefill) or the context (decode). ``prefill_chunk``: tokens per prefill
+    forward of one attention replica (None: the whole prefill in one forward). ``cuda_graph``: decode steps are
+    replayed from a CUDA graph (per-kernel launch floor ``hw.graph_launch_s``). With ``overlap`` and two or more
+    micro-batches the communication of one micro-batch hides behind the compute of another (DeepSeek's
+    two-micro-batch overlap): exposed = max(0, comm - compute). EP mode: throughput kernels for prefill,
+    low-latency kernels for decode unless ``ep_mode`` says (``ep_exchange_mode``).
     """
-    seqs = ceil(batch / par.dp)
-    mb = min(par.micro_batches, seqs)
-    b_mb = ceil(seqs / mb)
-    q_len = length if phase == "prefill" else 1 + (model.num_nextn_predict_layers if mtp else 0)
-    tokens_mb = b_mb * q_len
-    # the EP group sees the tokens of ep / tp replicas; dividing the whole graph by cp below then leaves
-    # each chip its share of the expert work
-    routed = tokens_mb * max(par.ep, par.tp) / par.tp if model.is_moe else None
-    # cp splits a prefill's tokens (and their attention work) evenly over cp chips
-    raw, _, act_peak, graph_cost = _priced(model, hw, phase, b_mb, length, precision, par.tp, par.ep, routed,
-                                           mtp, cache, expert_load, attention, ep_mode)
-    layer_s = {k: v / par.cp for k, v in raw.items()}
+    if phase not in ("prefill", "decode"):
+        raise ConfigError(None, "phase", "prefill or decode", phase)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(None, "batch", "a positive integer", batch)
+    if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
+                                      or prefill_chunk < 1):
+        raise ConfigError(None, "prefill_chunk", "a positive number of tokens", prefill_chunk)
+    if ep_mode is not None and ep_mode not in EP_MODES:
+        raise ConfigError(None, "ep.mode", " or ".join(EP_MODES), ep_mode)
+    load = None
+    if model.is_moe:
+        check_expert_slots(par, model.n_routed_experts)
+        load = expert_load or uniform_load(model.n_routed_experts, model.num_experts_per_tok)
+    ctx = _Context(model=model, hw=hw, par=par, precision=precision, phase=phase,
+                   seqs=replica_sequences(batch, par.dp), mtp=mtp, overlap=overlap, ep_mode=ep_mode, load=load,
+                   attention=attention, cuda_graph=cuda_graph and phase == "decode", cache=cache)
+    q_len = 1 + (model.num_nextn_predict_layers if mtp else 0) if phase == "decode" else length
+    busiest = ctx.seqs[0][0]
+    forwards = phase_forwards(phase, busiest, length, q_len, prefill_chunk if phase == "prefill" else None)
+    options = [[(_price_forward(ctx, fwd, mb), count) for fwd, count in forwards]
+               for mb in _micro_batch_options(par, busiest)]
+    best = min(options, key=lambda priced: fsum(c.time_s * n for c, n in priced))
+    return _breakdown(ctx, best)
+
+
+def _micro_batch_options(par: Parallelism, seqs: int) -> list[int]:
+    """The layout's micro-batches, or (None) the candidates priced: 1, 2 and, with a pipeline, pp."""
+    if par.micro_batches is not None:
+        return [min(par.micro_batches, seqs)]
+    return sorted({min(m, seqs) for m in (1, 2, par.pp)})
+
+
+def _group_tokens(ctx: _Context, fwd: Forward, mb: int) -> list[tuple[float, int]]:
+    """(tokens, groups) of the MoE groups of a stage in one micro-batch of ``fwd``, busiest first. A group holds
+    the tokens of ``moe_group / (tp * cp)`` consecutive replicas (each sending its share of this forward's
+    sequences); a group inside one replica (replicated tokens, or CP spreading a replica over several groups)
+    routes the replica's tokens, or the share of them its chips hold."""
+    par = ctx.par
+
+    def tokens(s: int) -> float:
+        return float(ceil(min(s, fwd.seqs) / mb) * fwd.new_tokens)
+
+    kinds = [(tokens(s), n) for s, n in ctx.seqs]
+    if moe_exchange(ctx.model, par) in ("none", "replicated"):
+        return kinds
+    chips = par.tp * par.cp
+    if par.moe_group < chips:
+        per = chips // par.moe_group
+        return [(t / per, n * per) for t, n in kinds]
+    r = par.moe_group // chips
+    (high, n_high), (low, _) = kinds[0], (kinds[-1] if len(kinds) > 1 else (0.0, 0))
+    full, mixed = divmod(n_high, r)  # replicas 0..n_high-1 hold the extra sequence
+    groups = par.dp // r
+    out = [(high * r, full)] if full else []
+    if mixed:
+        out.append((high * mixed + low * (r - mixed), 1))
+    rest = groups - full - (1 if mixed else 0)
+    if rest:
+        out.append((low * r, rest))
+    return out
+
+
+def _moe_layers(model: ModelConfig, mtp: bool) -> int:
+    """MoE layers a phase graph holds (its MTP modules' layers included when they run)."""
+    n = model.moe_layers_in(0, model.num_hidden_layers) if model.is_moe else 0
+    if model.is_moe and mtp:
+        n += sum(model.is_moe_layer(model.num_hidden_layers + d) for d in range(model.num_nextn_predict_layers))
+    return n
+
+
+def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int) -> _ForwardCost:
+    model, par, hw = ctx.model, ctx.par, ctx.hw
+    mb = max(1, min(mb_wanted, fwd.seqs))
+    one = Forward(decode=fwd.decode, seqs=ceil(fwd.seqs / mb), new_tokens=fwd.new_tokens, past=fwd.past)
+    groups = _group_tokens(ctx, fwd, mb)
+    placement = (place_experts(ctx.load, par.ep, par.redundant_experts) if model.is_moe else None)
+    # the graph's device: the busiest EP rank of the busiest group; with CP the graph is a replica's, / cp below
+    work = busiest_rank_work(ctx.load, placement, groups[0][0] * par.cp) if model.is_moe else None
+    mtp = ctx.mtp and fwd.decode
+    graph = priced_graph(model, hw, one, ctx.precision, ctx.shard, mtp=mtp, rank_work=work,
+                         row_layout=ctx.row_layout, attention=ctx.attention, cuda_graph=ctx.cuda_graph,
+                         cache=ctx.cache)
+    layer_s = {k: v / par.cp for k, v in graph.layer_s.items()}
     stages = stage_layers(model, par.pp)
     stage_s = stage_totals(layer_s, stages, par.pp)
     worst = max(range(par.pp), key=lambda s: stage_s[s])
-    # each device's own work over the step (per micro-batch stage sums, 1/cp of the tokens, mb times)
     per_step = mb / par.cp
-    stage_flops, stage_dyn, stage_bytes = (
+    cost = graph.cost
+    stage_flops, stage_energy, stage_bytes = (
         [v * per_step for v in stage_totals(by_layer_key(model, by_layer), stages, par.pp)]
-        for by_layer in (graph_cost.flops_by_layer, graph_cost.dynamic_energy_j_by_layer,
-                         graph_cost.main_bytes_by_layer))
+        for by_layer in (cost.flops_by_layer, cost.dynamic_energy_j_by_layer, cost.main_bytes_by_layer))
+    copies = work.tokens / par.cp if work is not None else 0.0
     by_kind: dict = {}  # every layer of a kind (dense / MoE) communicates the same
     comms = []
     for layer in stages[worst]:
         kind = model.is_moe_layer(layer)
         if kind not in by_kind:
-            by_kind[kind] = _layer_comm(model, hw, par, precision, layer, tokens_mb, phase, ep_mode)
+            by_kind[kind] = layer_comm(model, hw, par, ctx.precision, layer, tokens=one.tokens,
+                                       group_tokens=groups[0][0], busiest_copies=copies, phase=ctx.phase,
+                                       ep_mode=ctx.ep_mode)
         comms.append(by_kind[kind])
-    comm_mb = sum(c.total_s for c in comms)
-    act_bytes = tokens_mb * model.hidden_size * precision.activations.bytes / par.cp
+    comm_mb = fsum(c.total_s for c in comms)
+    act_bytes = one.tokens * model.hidden_size * ctx.precision.activations.bytes / par.cp
     pp_send = price_collective("p2p", act_bytes, par.devices, hw).time_s if par.pp > 1 else 0.0
     compute_mb = stage_s[worst]
-    compute = compute_mb * mb
+    overlapped = ctx.overlap and mb >= 2
     comm = (comm_mb + pp_send) * mb
-    if overlap and mb >= 2:
-        exposed = max(0.0, comm - compute)
-    else:
-        exposed = comm
-    bubble = (par.pp - 1) * (compute_mb + (comm_mb + pp_send) if not (overlap and mb >= 2)
-                             else max(compute_mb, comm_mb + pp_send))
-    comm_kinds = {"tp_all_reduce": mb * sum(c.tp_all_reduce_s for c in comms),
-                  "ep_dispatch": mb * sum(c.ep_dispatch_s for c in comms),
-                  "ep_combine": mb * sum(c.ep_combine_s for c in comms),
-                  "cp_kv_exchange": mb * sum(c.cp_kv_exchange_s for c in comms), "pp_send": mb * pp_send}
-    return PhaseBreakdown(phase=phase, micro_batches=mb, tokens_per_micro_batch=tokens_mb, compute_s=compute,
-                          communication_s=comm, exposed_s=exposed, bubble_s=bubble, comm_by_kind=comm_kinds,
-                          stage_compute_s=tuple(stage_s),
-                          layer_compute_s=tuple(layer_s.get(layer, 0.0) for layer in stages[worst]),
-                          layer_comm=tuple(comms), pp_send_s=pp_send, activation_peak_bytes=act_peak / par.cp,
-                          flops_per_device=stage_flops[worst], main_memory_bytes_per_device=stage_bytes[worst],
-                          dynamic_energy_j_per_device=stage_dyn[worst], worst_stage=worst,
-                          stage_dynamic_energy_j=tuple(stage_dyn),
-                          deployment_flops=fsum(stage_flops) * par.stage_devices,
-                          deployment_dynamic_energy_j=fsum(stage_dyn) * par.stage_devices,
-                          graph_cost=graph_cost)
+    exposed = max(0.0, comm - compute_mb * mb) if overlapped else comm
+    bubble = (par.pp - 1) * (max(compute_mb, comm_mb + pp_send) if overlapped else compute_mb + comm_mb + pp_send)
+    comm_kinds = {"tp_all_reduce": mb * fsum(c.tp_all_reduce_s for c in comms),
+                  "ep_dispatch": mb * fsum(c.ep_dispatch_s for c in comms),
+                  "ep_combine": mb * fsum(c.ep_combine_s for c in comms),
+                  "cp_kv_exchange": mb * fsum(c.cp_kv_exchange_s for c in comms), "pp_send": mb * pp_send}
+    totals = _deployment_totals(ctx, fwd, mb, graph, work, groups, placement)
+    return _ForwardCost(mb=mb, tokens_mb=one.tokens, compute_s=compute_mb * mb, communication_s=comm,
+                        exposed_s=exposed, bubble_s=bubble, comm_by_kind=comm_kinds, stage_s=stage_s, worst=worst,
+                        layer_comms=tuple(comms), pp_send_s=pp_send, act_peak=graph.activation_peak_bytes / par.cp,
+                        stage_flops=stage_flops, stage_bytes=stage_bytes, stage_energy=stage_energy,
+                        deployment_flops=totals[0], deployment_energy=totals[1], deployment_bytes=totals[2],
+                        graph=graph)
 
 
-def layer_of_op(name: str) -> int | str:
-    """Decoder layer index of an op name (``layers.3.mlp.gate`` -> 3); the embedding -> "embed"; the head,
-    final norm and MTP modules -> "head" (they sit on the last pipeline stage)."""
-    if name.startswith("layers."):
-        return int(name.split(".", 2)[1])
-    if name.startswith("embed_tokens"):
-        return "embed"
-    return "head"
+def _deployment_totals(ctx: _Context, fwd: Forward, mb: int, graph: PricedGraph, work: RankWork | None,
+                       groups: list[tuple[float, int]], placement) -> tuple[float, float, float]:
+    """(FLOPs, dynamic energy, main-memory bytes) of one forward over every device of the instance.
+
+    A busy replica's devices do its graph's work outside the routed experts (its tp chips, every layer; replicas
+    with fewer sequences their own graph); every EP rank of every MoE group does its mean routed work."""
+    model, par, hw = ctx.model, ctx.par, ctx.hw
+    main = hw.main_memory.name
+    moe_layers = _moe_layers(model, ctx.mtp and fwd.decode)
+
+    def outside_routed(priced: PricedGraph) -> tuple[float, float, float]:
+        c = priced.cost
+        totals = (c.flops, c.dynamic_energy_j, c.bytes_by_level[main])
+        if work is None or not moe_layers:
+            return totals
+        r = routed_cost(model, hw, ctx.precision, ctx.shard, work, row_layout=ctx.row_layout,
+                        attention=ctx.attention, cache=ctx.cache)
+        return (totals[0] - moe_layers * r.flops, totals[1] - moe_layers * r.dynamic_energy_j,
+                totals[2] - moe_layers * r.main_bytes)
+
+    flops = energy = nbytes = 0.0
+    for seqs, count in _replica_kinds(ctx.seqs, fwd.seqs):
+        priced = graph
+        if seqs != fwd.seqs:  # a replica with fewer sequences than the busiest: its own graph
+            other = Forward(decode=fwd.decode, seqs=ceil(seqs / mb), new_tokens=fwd.new_tokens, past=fwd.past)
+            priced = priced_graph(model, hw, other, ctx.precision, ctx.shard, mtp=ctx.mtp and fwd.decode,
+                                  rank_work=work, row_layout=ctx.row_layout, attention=ctx.attention,
+                                  cuda_graph=ctx.cuda_graph, cache=ctx.cache)
+        f, e, b = outside_routed(priced)
+        scale = count * par.tp * mb  # each of the replica's tp chips runs the graph's shard (cp chips share one)
+        flops, energy, nbytes = flops + f * scale, energy + e * scale, nbytes + b * scale
+    if work is not None and moe_layers:
+        for tokens, count in groups:
+            if tokens <= 0:
+                continue
+            mean = mean_rank_work(ctx.load, placement, tokens)
+            r = routed_cost(model, hw, ctx.precision, ctx.shard, mean, row_layout=ctx.row_layout,
+                            attention=ctx.attention, cache=ctx.cache)
+            scale = count * par.moe_group * moe_layers * mb
+            flops, energy, nbytes = (flops + r.flops * scale, energy + r.dynamic_energy_j * scale,
+                                     nbytes + r.main_bytes * scale)
+    return flops, energy, nbytes
 
 
-def _layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, layer: int,
-                tokens: int, phase: str, ep_mode: str | None) -> LayerComm:
-    """Collectives of one layer for one micro-batch of ``tokens`` tokens of one attention replica."""
-    act = precision.activations
-    ar_bytes = tokens * model.hidden_size * act.bytes / par.cp
-    tp_ar = 0.0
-    if par.tp > 1:
-        one = price_collective("all_reduce", ar_bytes, par.tp, hw).time_s
-        # after o_proj, and after the dense (or shared-expert) down_proj
-        tp_ar = 2 * one
-    cp_kv = 0.0
-    if par.cp > 1 and phase == "prefill":
-        # ring attention: every chip's K/V (MLA: the latent + rope key) visits the other cp - 1 chips,
-        # the bytes of an all-gather of the layer's whole K/V over the cp group
-        per_token = kv_elements_per_token_per_layer(model) * precision.kv_cache.bytes
-        if model.attention_kind != "mla":
-            per_token /= par.tp
-        cp_kv = price_collective("all_gather", tokens * per_token, par.cp, hw).time_s
-    mode = ep_exchange_mode(model, par.ep, phase, ep_mode)
-    if mode is None or not model.is_moe_layer(layer):
-        return LayerComm(tp_all_reduce_s=tp_ar, cp_kv_exchange_s=cp_kv)
-    x = price_ep_exchange(tokens=tokens / par.tp / par.cp, hidden=model.hidden_size,
-                          topk=model.num_experts_per_tok, n_experts=model.n_routed_experts, ep=par.ep, hw=hw,
-                          dispatch_dtype=_dispatch_dtype(precision), combine_dtype=act, n_group=model.n_group,
-                          topk_group=model.topk_group, mode=mode)
-    return LayerComm(tp_all_reduce_s=tp_ar, ep_dispatch_s=x.dispatch.time_s, ep_combine_s=x.combine.time_s,
-                     cp_kv_exchange_s=cp_kv)
+def _replica_kinds(seqs: tuple[tuple[int, int], ...], forward_seqs: int) -> list[tuple[int, int]]:
+    """(sequences in this forward, replicas) of the busy replicas: those with at least the forward's sequences
+    run it whole, the rest what they hold."""
+    kinds: dict[int, int] = {}
+    for s, n in seqs:
+        if s > 0:
+            kinds[min(s, forward_seqs)] = kinds.get(min(s, forward_seqs), 0) + n
+    return sorted(kinds.items(), reverse=True)
 
 
-def _dispatch_dtype(precision: Precision):
-    """FP8 dispatch with 1x128 scales when the expert GEMMs run in FP8 (DeepEP, DSV3-TR §3.3), else the
-    activation format."""
-    w = precision.routed_expert_weights
-    if w.name == "fp8":
-        return w
-    return precision.activations
+def _breakdown(ctx: _Context, priced: list[tuple[_ForwardCost, float]]) -> PhaseBreakdown:
+    """The step: the forwards' parts summed by count, the first forward's per-layer detail."""
+    first = priced[0][0]
+    par = ctx.par
+
+    def total(get) -> float:
+        return fsum(get(c) * n for c, n in priced)
+
+    kinds = {k: total(lambda c, k=k: c.comm_by_kind[k]) for k in first.comm_by_kind}
+    stages = list(range(par.pp))
+    stage_energy = tuple(total(lambda c, s=s: c.stage_energy[s]) for s in stages)
+    worst = first.worst
+    stage_layer_keys = stage_layers(ctx.model, par.pp)[worst]
+    return PhaseBreakdown(
+        phase=ctx.phase, micro_batches=first.mb, tokens_per_micro_batch=first.tokens_mb,
+        compute_s=total(lambda c: c.compute_s), communication_s=total(lambda c: c.communication_s),
+        exposed_s=total(lambda c: c.exposed_s), bubble_s=total(lambda c: c.bubble_s), comm_by_kind=kinds,
+        stage_compute_s=tuple(first.stage_s),
+        layer_compute_s=tuple(first.graph.layer_s.get(layer, 0.0) / par.cp for layer in stage_layer_keys),
+        layer_comm=first.layer_comms, pp_send_s=first.pp_send_s,
+        activation_peak_bytes=max(c.act_peak for c, _ in priced), forwards=round(total(lambda c: 1.0)),
+        busy_replicas=sum(n for s, n in ctx.seqs if s > 0),
+        flops_per_device=total(lambda c: c.stage_flops[c.worst]),
+        main_memory_bytes_per_device=total(lambda c: c.stage_bytes[c.worst]),
+        dynamic_energy_j_per_device=total(lambda c: c.stage_energy[c.worst]), worst_stage=worst,
+        stage_dynamic_energy_j=stage_energy, deployment_flops=total(lambda c: c.deployment_flops),
+        deployment_dynamic_energy_j=total(lambda c: c.deployment_energy),
+        deployment_main_bytes=total(lambda c: c.deployment_bytes), graph_cost=first.graph.cost)

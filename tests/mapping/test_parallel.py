@@ -13,7 +13,10 @@ from archsim.graph.params import count_params
 from archsim.graph.precision import precision_from_names
 from archsim.mapping.device_memory import kv_cache_bytes, memory_per_device, stage_params, weight_bytes
 from archsim.mapping.parallel import Parallelism, plan_layout, resolve_parallelism
+from archsim.mapping.parallelism import check_expert_slots
 from archsim.mapping.phases import price_phase
+from archsim.mapping.experts import busiest_rank_work, place_experts
+from archsim.graph.expert_load import uniform_load
 
 REPO = Path(__file__).resolve().parents[2]
 FP8 = precision_from_names("fp8")
@@ -28,8 +31,18 @@ def kimi():
 def test_parallelism_record_and_validation():
     par = Parallelism(tp=4, ep=32, pp=2, dp=8, micro_batches=2)
     assert par.devices == 64 and par.stage_devices == 32 and par.attn_dp == 8 and par.expert_dp == 1
-    with pytest.raises(ConfigError, match="parallelism.ep"):
-        Parallelism(tp=4, ep=6, dp=8)  # not a multiple of tp
+    with pytest.raises(ConfigError, match="parallelism.moe_tp"):
+        Parallelism(tp=4, ep=6, dp=8)  # a MoE group of 6 chips would split an attention TP group of 4
+    with pytest.raises(ConfigError, match="parallelism.moe_tp"):
+        Parallelism(tp=1, ep=16, dp=8)  # more EP ranks than the stage has chips
+    # MoE-TP: attention TP8 with every expert split 8 ways (SGLang's default on one node), and mixed 2 x 4
+    assert Parallelism(tp=8, moe_tp=8).moe_group == 8 and Parallelism(tp=8, moe_tp=8).expert_dp == 1
+    assert Parallelism(tp=4, dp=2, moe_tp=2, ep=4).moe_ep == 4
+    with pytest.raises(ConfigError, match="n_routed_experts"):
+        check_expert_slots(Parallelism(ep=8, dp=8, redundant_experts=12), 256)  # 268 slots over 8 ranks
+    check_expert_slots(Parallelism(ep=144, dp=144, redundant_experts=32), 256)  # DeepSeek decode: 288 = 2 x 144
+    assert Parallelism(ep=8, dp=8, redundant_experts=16).label() == "TP1 EP8 PP1 DP8 R16 MB1"
+    assert Parallelism(ep=8, dp=8, micro_batches=None).label().endswith("MBauto")
     with pytest.raises(ConfigError, match="parallelism.tp"):
         Parallelism(tp=0)
     with pytest.raises(ConfigError, match="zero_stage"):
@@ -109,7 +122,12 @@ def test_tp_all_reduce_inserted_per_layer(llama, h100):
 def test_ep_exchange_inserted_and_overlapped(dsv3, h800):
     par = Parallelism(ep=32, dp=32, micro_batches=2)
     r = price_phase(dsv3, h800, par, FP8, phase="prefill", batch=64, length=4096)
-    x = price_ep_exchange(tokens=4096, hidden=7168, topk=8, n_experts=256, ep=32, hw=h800,
+    # each rank sends its micro-batch's 4096 tokens and receives the copies its experts take: the busiest of the
+    # 32 ranks expects E[max] copies over the group's 32 x 4096 tokens (mapping/experts.py), / 8 per token
+    load = uniform_load(256, 8)
+    busiest = busiest_rank_work(load, place_experts(load, 32), 32 * 4096).tokens
+    assert 4096 * 8 < busiest < 1.05 * 4096 * 8
+    x = price_ep_exchange(tokens=busiest / 8, hidden=7168, topk=8, n_experts=256, ep=32, hw=h800,
                           dispatch_dtype=FP8.weights, combine_dtype=BF16, n_group=8, topk_group=4)
     # 58 MoE layers x 2 micro-batches, each one dispatch and one combine
     assert r.comm_by_kind["ep_dispatch"] == pytest.approx(2 * 58 * x.dispatch.time_s)
@@ -123,7 +141,12 @@ def test_ep_exchange_inserted_and_overlapped(dsv3, h800):
 def test_decode_uses_low_latency_kernels(dsv3, h800):
     par = Parallelism(ep=64, dp=64, micro_batches=2)
     r = price_phase(dsv3, h800, par, FP8, phase="decode", batch=64 * 128, length=4096)
-    x = price_ep_exchange(tokens=64, hidden=7168, topk=8, n_experts=256, ep=64, hw=h800,
+    # 64 tokens per rank per micro-batch sent; the busiest of 64 ranks receives E[max] of the group's 64 x 64
+    # tokens' copies, / 8 per token (mapping/experts.py)
+    load = uniform_load(256, 8)
+    busiest = busiest_rank_work(load, place_experts(load, 64), 64 * 64).tokens
+    assert 64 * 8 < busiest < 1.2 * 64 * 8
+    x = price_ep_exchange(tokens=busiest / 8, hidden=7168, topk=8, n_experts=256, ep=64, hw=h800,
                           dispatch_dtype=FP8.weights, combine_dtype=BF16, n_group=8, topk_group=4, mode="low_latency")
     assert r.comm_by_kind["ep_dispatch"] == pytest.approx(2 * 58 * x.dispatch.time_s)
 
@@ -163,13 +186,15 @@ def test_representative_layers_equal_full_graph(dsv3, h800, phase, batch, length
     from archsim.cost.phase import price_graph
     from archsim.graph.build import build_decode, build_prefill
     from archsim.graph.precision import Shard
-    from archsim.mapping.phases import _priced, layer_of_op
-    tokens = batch * (length if phase == "prefill" else 1)
-    layer_s, flops, _, _ = _priced(dsv3, h800, phase, batch, length, FP8, 1, 8, tokens * 8, False, None)
+    from archsim.mapping.phase_graph import Forward, layer_of_op, priced_graph
+    decode = phase == "decode"
+    fwd = Forward(decode=decode, seqs=batch, new_tokens=1 if decode else length, past=length - 1 if decode else 0)
+    priced = priced_graph(dsv3, h800, fwd, FP8, Shard(tp=1, ep=8), mtp=False, rank_work=None,
+                          row_layout="contiguous", attention="flash", cuda_graph=False, cache=None)
+    layer_s, flops = priced.layer_s, priced.flops
     build = build_prefill if phase == "prefill" else build_decode
     kw = {"prompt_len": length} if phase == "prefill" else {"context": length}
-    full = price_graph(build(dsv3, batch=batch, precision=FP8, shard=Shard(tp=1, ep=8), routed_tokens=tokens * 8,
-                             **kw), h800)
+    full = price_graph(build(dsv3, batch=batch, precision=FP8, shard=Shard(tp=1, ep=8), **kw), h800)
     expected = {}
     for name, c in full.ops.items():
         expected[layer_of_op(name)] = expected.get(layer_of_op(name), 0.0) + c.time_s
