@@ -39,7 +39,7 @@ from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
 from archsim.cost.gemm_traffic import TiledTraffic, gemm_tile, gemm_traffic, grouped_gemm_traffic
 from archsim.dtypes import BITS_PER_BYTE, BY_NAME
 from archsim.errors import ConfigError
-from archsim.graph.op import EXPERT_LAYOUTS, Op
+from archsim.graph.op import ExpertRowLayout, Op
 
 ATTENTION_MODELS = ("flash", "naive")
 
@@ -278,10 +278,8 @@ def gemm_menu(geom: Geometry, op: Op, *, groups: int, m: float, n: int, k: int) 
         return None
     if engine_dtype_name(geom.matrix_dtypes, op.compute_dtype) is None:
         return None
-    layout = op.attrs.get("layout", "contiguous")
-    if layout not in EXPERT_LAYOUTS:
-        raise ConfigError(None, f"{op.name}.layout", f"one of {', '.join(EXPERT_LAYOUTS)}", layout)
-    config_groups = groups if layout == "masked" else 1
+    masked = op.kind == "grouped_gemm" and op.attrs.row_layout is ExpertRowLayout.MASKED
+    config_groups = groups if masked else 1
     return _menu(fields, geom.sm_count, groups, math.ceil(m), n, k, op.compute_dtype.bytes, config_groups)
 
 
@@ -340,10 +338,9 @@ def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
         a, w, c = _split_gemm_operands(op)
         attrs = op.attrs
         tile = gemm_tile(geom.sram_per_sm_bytes, op.compute_dtype.bytes, geom.register_per_sm_bytes)
-        per_expert = tuple(attrs.get("tokens_per_expert", ()))
-        tokens_total = float(attrs.get("tokens_total", sum(per_expert)))
-        distinct = float(attrs.get("distinct_experts", attrs.get("groups", len(per_expert))))
-        tokens_max = float(attrs.get("tokens_max", max(per_expert) if per_expert else 0.0))
+        tokens_total = float(attrs.tokens_total)
+        distinct = float(attrs.distinct_experts)
+        tokens_max = float(attrs.tokens_max)
         traffic = grouped_gemm_traffic(distinct_experts=distinct, tokens_total=tokens_total,
                                        n=int(attrs["n"]), a_bytes=a, w_bytes=w, c_bytes=c, tile=tile,
                                        l2_bytes=geom.l2_bytes)

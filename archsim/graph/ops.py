@@ -7,7 +7,7 @@ from functools import lru_cache
 import networkx as nx
 
 from archsim.dtypes import FP32, DType
-from archsim.graph.op import Op, Operand
+from archsim.graph.op import GemmAttrs, GroupedGemmAttrs, Op, Operand, row_layout
 from archsim.graph.precision import Precision
 from archsim.routing import router_flops
 
@@ -80,7 +80,7 @@ class GraphBuilder:
         op = Op(name=name, kind="gemm", engine="matrix", compute_dtype=compute, flops=2 * m * n * k,
                 reads=x + (self.weight((n, k), quantized),),
                 writes=(self.act("y", (m, n), "output"),), params=0 if shared_weight else n * k, layer=layer,
-                attrs={"m": m, "n": n, "k": k, "split": split})
+                attrs=GemmAttrs(m=m, n=n, k=k, split=split))
         return self.add(op, deps)
 
     def grouped_gemm(self, name: str, *, tokens_per_group: tuple[float, ...], n: int, k: int,
@@ -91,8 +91,8 @@ class GraphBuilder:
 
         Weight traffic is ``distinct`` groups' weights (the expected number of groups with work).
         ``stored`` is a group's weight shape in the checkpoint when it is not [n, k] (block scales
-        follow the stored layout). ``layout`` (attr ``layout``) is how the rows are laid out for the
-        kernel: ``contiguous`` (the groups' rows concatenated) or ``masked`` (a [groups, max rows, k]
+        follow the stored layout). ``layout`` (attr ``row_layout``, an ExpertRowLayout) is how the rows are laid
+        out for the kernel: ``contiguous`` (the groups' rows concatenated) or ``masked`` (a [groups, max rows, k]
         buffer with a per-group row count); the cost layer prices each as DeepGEMM's kernel of that name.
         ``routed_experts``: the groups are routed experts, stored in ``precision.routed_expert_weights``."""
         groups = len(tokens_per_group)
@@ -114,10 +114,8 @@ class GraphBuilder:
         op = Op(name=name, kind="grouped_gemm", engine="matrix", compute_dtype=compute,
                 flops=2 * total * n * k, reads=(x, w), writes=(y,),
                 params=groups * n * k if params is None else params, layer=layer,
-                attrs={"groups": groups, "n": n, "k": k, "tokens_per_expert": tuple(tokens_per_group),
-                       "distinct_experts": distinct, "tokens_total": total,
-                       "tokens_max": max(tokens_per_group) if groups else 0.0, "split": split,
-                       "layout": layout})
+                attrs=GroupedGemmAttrs(n=n, k=k, tokens_per_expert=tuple(tokens_per_group), distinct_experts=distinct,
+                                       row_layout=row_layout(layout, f"{name}.layout"), split=split))
         return self.add(op, deps)
 
     def norm(self, name: str, *, rows: int, width: int, layer: int | None, deps, split: str = "replicated") -> str:

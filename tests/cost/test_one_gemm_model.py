@@ -60,7 +60,7 @@ def kernel_op(case) -> Op:
     return Op(name="g", kind="grouped_gemm", engine="matrix", compute_dtype=dt, flops=2 * groups * m * n * k,
               reads=(a, w), writes=(y,),
               attrs={"groups": groups, "n": n, "k": k, "tokens_per_expert": (m,) * groups, "distinct_experts": groups,
-                     "tokens_total": groups * m, "tokens_max": m, "layout": s.get("layout", "contiguous")})
+                     "tokens_total": groups * m, "tokens_max": m, "row_layout": s.get("layout", "contiguous")})
 
 
 def kernel_estimate(hw, case):

@@ -44,7 +44,7 @@ def grouped_op(groups: int, m: int, n: int, k: int) -> Op:
     return Op(name="g", kind="grouped_gemm", engine="matrix", compute_dtype=FP8, flops=2 * groups * m * n * k,
               reads=(a, w), writes=(y,), attrs={"groups": groups, "n": n, "k": k, "tokens_per_expert": (m,) * groups,
                                                 "distinct_experts": groups, "tokens_total": groups * m, "tokens_max": m,
-                                                "layout": "masked"})
+                                                "row_layout": "masked"})
 
 
 def with_fp8_peak(hw, peak: float):

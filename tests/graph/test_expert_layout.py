@@ -1,4 +1,4 @@
-"""The routed experts' grouped GEMMs carry the row layout the EP dispatch hands them (attr ``layout``):
+"""The routed experts' grouped GEMMs carry the row layout the EP dispatch hands them (attr ``row_layout``):
 contiguous by default, masked when the builder is told so; the layout changes no work, only the kernel."""
 import pytest
 from helpers_graph import model, tiny
@@ -18,7 +18,7 @@ def _grouped(g):
 def test_routed_expert_gemms_default_to_contiguous():
     g = build_decode(model("deepseek_v3"), batch=8, context=128, precision=FP8, shard=Shard(ep=8), compact=True)
     ops = _grouped(g)
-    assert {op.attrs["layout"] for op in ops.values()} == {"contiguous"}
+    assert {op.attrs["row_layout"] for op in ops.values()} == {"contiguous"}
     assert g.graph["expert_layout"] == "contiguous"
 
 
@@ -30,9 +30,9 @@ def test_masked_layout_reaches_every_routed_expert_gemm_and_nothing_else(build):
          else build_prefill(m, batch=2, prompt_len=8, **kw))
     routed = {n: op for n, op in _grouped(g).items() if n.endswith(ROUTED)}
     # the MoE decoder layer and the MTP module's MoE layer, gate_up and down each
-    assert len(routed) == 4 and all(op.attrs["layout"] == "masked" for op in routed.values())
+    assert len(routed) == 4 and all(op.attrs["row_layout"] == "masked" for op in routed.values())
     others = {n: op for n, op in _grouped(g).items() if n not in routed}
-    assert all(op.attrs["layout"] == "contiguous" for op in others.values())  # absorbed MLA projections
+    assert all(op.attrs["row_layout"] == "contiguous" for op in others.values())  # absorbed MLA projections
     assert g.graph["expert_layout"] == "masked"
 
 
@@ -44,8 +44,8 @@ def test_layout_changes_no_work():
     assert a.keys() == b.keys()
     for name in a:
         assert (a[name].flops, a[name].bytes, a[name].params) == (b[name].flops, b[name].bytes, b[name].params)
-        assert {k: v for k, v in a[name].attrs.items() if k != "layout"} == \
-               {k: v for k, v in b[name].attrs.items() if k != "layout"}
+        assert {k: v for k, v in a[name].attrs.items() if k != "row_layout"} == \
+               {k: v for k, v in b[name].attrs.items() if k != "row_layout"}
 
 
 @pytest.mark.parametrize("bad", ["ragged", "", None, "Masked"])
