@@ -445,6 +445,9 @@ FUZZ_ACCEPTED = {
     ("serve", "--think-time", "0"): "legitimate", ("serve", "--timeout", "0"): "legitimate",
     ("serve", "--seed", "0"): "legitimate", ("serve", "--prefix-hit-rate", "0"): "legitimate",
     ("sweep", "--seed", "0"): "legitimate", ("train", "--comm-sms", "0"): "legitimate",
+    # no redundant expert slots; 0 tokens per prefill chunk means one forward for the whole prefill
+    **{(command, flag, "0"): "legitimate" for command in ("run", "serve", "plan", "sweep")
+       for flag in ("--redundant-experts", "--prefill-chunk")},
 }
 
 

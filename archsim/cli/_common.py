@@ -29,6 +29,63 @@ def positive_int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+# The deployment vocabulary, one set of flags for run, serve, plan and sweep (docs/deployments.md has the SGLang,
+# vLLM and TensorRT-LLM names side by side).
+LAYOUT_FLAGS = (("tp", "attention tensor-parallel size"),
+                ("attn-dp", "attention data-parallel replicas (SGLang --dp with --enable-dp-attention); alias --dp"),
+                ("moe-tp", "each routed expert's FFN split this many ways (MoE-TP)"),
+                ("moe-ep", "expert-parallel size (alias --ep)"),
+                ("pp", "pipeline stages"),
+                ("micro-batches", "micro-batches per step (default auto: chosen per phase by price)"))
+
+
+def add_deployment_args(p: argparse.ArgumentParser, *, devices: bool = True) -> None:
+    """The deployment flags: devices, layout degrees, EPLB slots, prefill chunk, phase, CUDA graphs, a pools file."""
+    if devices:
+        p.add_argument("--devices", type=positive_int_or_auto, help="devices of one instance, or 'auto' (smallest "
+                                                                     "that fits)")
+    for flag, text in LAYOUT_FLAGS:
+        p.add_argument(f"--{flag}", type=positive_int_or_auto, help=f"{text}, or 'auto'")
+    p.add_argument("--ep", dest="ep_alias", type=positive_int_or_auto, help="alias of --moe-ep")
+    p.add_argument("--dp", dest="dp_alias", type=positive_int_or_auto, help="alias of --attn-dp")
+    p.add_argument("--redundant-experts", type=non_negative_int,
+                   help="EPLB extra expert slots per MoE group (experts + redundant must spread evenly over EP)")
+    p.add_argument("--prefill-chunk", type=non_negative_int,
+                   help="tokens per prefill forward of one attention replica (default 8192, the SGLang and vLLM "
+                        "default; 0: the whole prefill in one forward)")
+    p.add_argument("--phase", choices=("prefill", "decode", "both"),
+                   help="what to price (default both; decode: a decode-only pool, no prefill activations)")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                   help="launch every decode kernel from the CPU (default: decode steps replayed from CUDA graphs)")
+    p.add_argument("--deployment", help="YAML file with a 'deployment:' section: pools and layouts, e.g. a "
+                                        "disaggregated prefill + decode deployment")
+
+
+def deployment_overrides(args: argparse.Namespace) -> dict:
+    """``estimate()`` keywords from the deployment flags given (aliases merged; absent flags left out)."""
+    out = {}
+    names = {"tp": "tp", "attn_dp": "attn_dp", "moe_tp": "moe_tp", "moe_ep": "moe_ep", "pp": "pp",
+             "micro_batches": "micro_batches", "ep_alias": "ep", "dp_alias": "dp",
+             "redundant_experts": "redundant_experts", "prefill_chunk": "prefill_chunk", "phase": "phase",
+             "cuda_graphs": "cuda_graphs", "deployment": "deployment", "devices": "devices"}
+    for attr, key in names.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def progress_bar(label: str, unit: str, enabled: bool | None = None) -> Callable[[float, float], None] | None:
     """A ``show(done, total)`` that redraws one stderr line, or None when stderr is not a terminal
     (pipes and CI logs stay clean)."""

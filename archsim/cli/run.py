@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from archsim.cli._common import positive_int, positive_int_or_auto
+from archsim.cli._common import add_deployment_args, deployment_overrides, positive_int
 from archsim.errors import ConfigError
 
 
@@ -13,16 +13,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="project a workload on hardware (prefill, decode, memory, energy)")
     p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/kimi_k2.yaml")
     p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
-    p.add_argument("--devices", type=positive_int_or_auto, help="number of devices, or 'auto' (smallest that fits)")
-    p.add_argument("--batch", type=positive_int, help="sequences in one step, across the whole deployment")
+    add_deployment_args(p)
+    p.add_argument("--batch", type=positive_int, help="sequences in one step of one instance")
     p.add_argument("--prompt-len", type=positive_int, help="prompt tokens per sequence")
     p.add_argument("--output-len", type=positive_int, help="output tokens per sequence")
     p.add_argument("--weights", help="weight format: fp8 (128x128 block scales) | bf16 | fp16 | fp4 | int4")
     p.add_argument("--expert-weights", help="routed experts' format (default: as --weights), e.g. int4 for "
                                             "Kimi K2's native checkpoints (INT4 experts, BF16 elsewhere)")
     p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16")
-    for flag in ("tp", "ep", "pp", "dp", "attn-dp", "micro-batches"):
-        p.add_argument(f"--{flag}", type=positive_int_or_auto, help=f"{flag} degree, or 'auto'")
     p.add_argument("--attention", choices=("flash", "naive"), help="attention kernel traffic model (default flash)")
     p.add_argument("--mtp", action="store_true", default=None, help="include the MTP module (DeepSeek-V3)")
     p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S | measured "
@@ -34,8 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-OVERRIDE_FLAGS = ("devices", "batch", "prompt_len", "output_len", "weights", "expert_weights", "kv_cache", "tp", "ep",
-                  "pp", "dp", "attn_dp", "micro_batches", "attention", "mtp", "expert_load")
+OVERRIDE_FLAGS = ("batch", "prompt_len", "output_len", "weights", "expert_weights", "kv_cache", "attention", "mtp",
+                  "expert_load")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trace and not (args.small or measured):
         raise ConfigError(None, "--trace", "--trace together with --small", args.trace)
     overrides = {k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None}
+    overrides.update(deployment_overrides(args))
     small = None
     if args.small or measured:
         from archsim.small_run import format_small, projected_expert_load, run_small

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from archsim.config.deployment import DeploymentSpec, deployment_from_section
 from archsim.config.model import ModelConfig, load_model_config, model_from_dict
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.errors import ConfigError
@@ -56,12 +57,14 @@ class Scenario:
 
 @dataclass(frozen=True, kw_only=True)
 class Workload:
-    """A named model + scenario pair, as loaded from one workload YAML."""
+    """A named model + scenario pair, as loaded from one workload YAML (with its optional ``deployment:``
+    section: pools and layouts, config/deployment.py)."""
 
     name: str
     model: ModelConfig
     scenario: Scenario
     source_file: str
+    deployment: DeploymentSpec | None = None
 
 
 def load_workload(path: str | os.PathLike) -> Workload:
@@ -79,8 +82,9 @@ def load_workload(path: str | os.PathLike) -> Workload:
         rel = root.str("model_config")
         model = load_model_config(os.path.join(os.path.dirname(file), rel))
     scenario = scenario_from_section(root.section("scenario", default={}), model)
+    deployment = deployment_from_section(root.section("deployment")) if root.has("deployment") else None
     root.finish()
-    return Workload(name=name, model=model, scenario=scenario, source_file=file)
+    return Workload(name=name, model=model, scenario=scenario, source_file=file, deployment=deployment)
 
 
 def scenario_from_section(s: Section, model: ModelConfig) -> Scenario:

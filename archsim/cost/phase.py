@@ -49,6 +49,12 @@ class PhaseCost:
     flops_by_layer: Mapping[int | str, float] = field(default_factory=dict)
     dynamic_energy_j_by_layer: Mapping[int | str, float] = field(default_factory=dict)
     main_bytes_by_layer: Mapping[int | str, float] = field(default_factory=dict)
+    # the arrays behind the totals (ops in graph order, their work and per-op prices), for callers that weight
+    # ops themselves (mapping/phases.py: the bottleneck stage, the deployment totals; sweeps re-price them)
+    op_list: tuple[Op, ...] = field(default=(), compare=False, repr=False)
+    repeats: object = field(default=None, compare=False, repr=False)  # graph/build.py LayerRepeats of a compact graph
+    work: GraphWork | None = field(default=None, compare=False, repr=False)
+    work_cost: WorkCost | None = field(default=None, compare=False, repr=False)
 
 
 def graph_ops(graph: nx.DiGraph | Iterable[Op]) -> list[Op]:
@@ -70,11 +76,17 @@ def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: st
     work = extract_work(ops, hw, attention=attention)
     if repeats is not None:
         work = replace(work, count=np.array([repeats.count(op.layer) for op in ops], dtype=float))
+    cost = price_work(work, graph_arrays(hw, work, cuda_graph=cuda_graph))
+    return _phase_cost(ops, work, cost, hw, heaviest, repeats)
+
+
+def graph_arrays(hw: Hardware, work: GraphWork, *, cuda_graph: bool = False):
+    """The chip's rate arrays for ``work`` (``cost/work.py``), with the CUDA-graph launch floor when the step is
+    replayed from a graph: the one place ``price_graph`` and a sweep's base point get them."""
     arrays = hardware_arrays(hw, work)
     if cuda_graph:
         arrays = replace(arrays, kernel_launch_s=np.asarray(hw.graph_launch_s, dtype=float))
-    cost = price_work(work, arrays)
-    return _phase_cost(ops, work, cost, hw, heaviest, repeats)
+    return arrays
 
 
 class OpCosts(Mapping[str, OpCost]):
@@ -193,4 +205,5 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
         heaviest=_heaviest(ops, work, cost, repeats, heaviest), time_s_by_layer=_by_layer(ops, cost.time_s, repeats),
         flops_by_layer=_by_layer(ops, np.asarray(work.flops, dtype=float), repeats),
         dynamic_energy_j_by_layer=_by_layer(ops, cost.energy_j, repeats),
-        main_bytes_by_layer=_by_layer(ops, work.bytes[:, work.level_names.index(hw.main_memory.name)], repeats))
+        main_bytes_by_layer=_by_layer(ops, work.bytes[:, work.level_names.index(hw.main_memory.name)], repeats),
+        op_list=tuple(ops), work=work, work_cost=cost, repeats=repeats)

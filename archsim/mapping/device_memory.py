@@ -80,7 +80,8 @@ def stage_params(model: ModelConfig, par: Parallelism, stage: int, *, mtp: bool 
 
     Attention: MLA's down projections (q_a, kv_a) and their norms are replicated over TP ranks, the
     rest split ``tp`` ways; GQA is fully split. Dense FFN and shared experts split ``tp`` ways; routed
-    experts ``(E + redundant) / ep`` per device; router and layer norms replicated; embedding on the
+    experts ``(E + redundant) / ep`` slots per device, each split ``moe_tp`` ways; router and layer norms
+    replicated; embedding on the
     first stage, head (and MTP) on the last, both split ``tp`` ways.
     """
     m, tp = model, par.tp
@@ -100,7 +101,8 @@ def stage_params(model: ModelConfig, par: Parallelism, stage: int, *, mtp: bool 
     out["norms"] += len(layers) * 2 * h
     if moe:
         out["shared_experts"] += moe * counts.shared_experts_per_layer / tp
-        out["routed_experts"] += moe * (m.n_routed_experts + par.redundant_experts) / par.ep * counts.routed_expert
+        out["routed_experts"] += (moe * (m.n_routed_experts + par.redundant_experts) / par.ep * counts.routed_expert
+                                  / par.moe_tp)
         out["router"] += moe * counts.router_per_layer
     if len(layers) - moe:
         out["dense_mlp"] += (len(layers) - moe) * counts.dense_mlp_per_layer / tp
@@ -157,7 +159,7 @@ def memory_per_device(model: ModelConfig, par: Parallelism, precision: Precision
     for stage in _distinct_stages(model, par.pp, cache):
         params = stage_params(model, par, stage, mtp=mtp, counts=counts)
         if training is None:
-            key = ("weights", par.tp, par.ep, par.pp, stage, par.redundant_experts, mtp)
+            key = ("weights", par.tp, par.ep, par.moe_tp, par.pp, stage, par.redundant_experts, mtp)
             if cache is None or key not in cache:
                 w = _inference_weight_bytes(model, par, precision, stage, params, mtp)
                 if cache is not None:
@@ -198,7 +200,7 @@ def _inference_weight_bytes(model: ModelConfig, par: Parallelism, precision: Pre
     the MTP module, when present, is priced per parameter."""
     exact = stage_weight_bytes(model, precision, tp=par.tp, ep=par.ep, layers=stage_range(model, par.pp, stage),
                                first=stage == 0, last=stage == par.pp - 1,
-                               redundant_experts=par.redundant_experts)
+                               redundant_experts=par.redundant_experts, moe_tp=par.moe_tp)
     return sum(exact.values()) + weight_bytes({"mtp": params.get("mtp", 0.0)}, precision)
 
 

@@ -102,28 +102,17 @@ def priced_graph(model: ModelConfig, hw: Hardware, fwd: Forward, precision: Prec
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class RoutedCost:
-    """Per-layer totals of one device's routed-expert ops (one MoE layer): FLOPs, dynamic energy, main bytes."""
-
-    flops: float
-    dynamic_energy_j: float
-    main_bytes: float
-
-
 def routed_cost(model: ModelConfig, hw: Hardware, precision: Precision, shard: Shard, work: RankWork, *,
-                row_layout: str, attention: str, cache: dict | None) -> RoutedCost:
-    """The routed-expert ops of one MoE layer for a device doing ``work``, priced (energy and totals of EP ranks
-    other than the graph's device)."""
-    key = ("routed", shard, work, row_layout)
+                row_layout: str, attention: str, cache: dict | None) -> PhaseCost:
+    """The routed-expert ops of one MoE layer for a device doing ``work``, priced (the work of EP ranks other than
+    the graph's device enters the deployment totals through it)."""
+    key = ("routed", shard, work, row_layout, attention)
     if cache is not None and key in cache:
         return cache[key]
     cost = price_graph(routed_expert_ops(model, precision, shard, work, row_layout), hw, attention=attention)
-    out = RoutedCost(flops=cost.flops, dynamic_energy_j=cost.dynamic_energy_j,
-                     main_bytes=cost.bytes_by_level[hw.main_memory.name])
     if cache is not None:
-        cache[key] = out
-    return out
+        cache[key] = cost
+    return cost
 
 
 def by_layer_key(model: ModelConfig, by_layer: Mapping) -> dict:

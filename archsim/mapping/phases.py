@@ -12,14 +12,18 @@ replicas their own sequences, idle ones none, each EP rank its mean routed work.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from math import ceil, fsum
-from typing import Mapping
+from typing import Callable, Mapping
+
+import numpy as np
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.collectives import price_collective
 from archsim.cost.phase import PhaseCost
+from archsim.cost.work import price_work
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, RankWork, uniform_load
 from archsim.graph.op import expert_layout
@@ -77,6 +81,8 @@ class PhaseBreakdown:
     deployment_main_bytes: float = 0.0
     # the priced graph of one micro-batch of the first forward, kept so callers need not price it again
     graph_cost: PhaseCost | None = field(default=None, compare=False, repr=False)
+    # the step as data (its graphs and weights), for re-pricing on swept hardware (whatif/sweep.py)
+    model: "PhaseModel | None" = field(default=None, compare=False, repr=False)
 
     @property
     def time_s(self) -> float:
@@ -153,32 +159,119 @@ class _Context:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ForwardCost:
-    """One forward at one micro-batch count: time parts (step totals of this forward) and work."""
+class GraphTerm:
+    """A priced device graph of a forward and how often each of its op rows (``cost.work``) counts: on the
+    bottleneck device per micro-batch ``time_count`` instances (those on its pipeline stage) x ``time_scale``
+    (1/cp: its time), over the instance per forward ``total_count`` x ``total_scale`` (the busy replicas' chips for
+    ops outside the routed experts, every EP rank's mean routed work for the routed ones). Counts are whole
+    instances, so a compact graph's sums equal the full graph's bit for bit. ``cuda_graph``: graph-replayed."""
 
+    cost: PhaseCost
+    time_count: np.ndarray
+    time_scale: float
+    total_count: np.ndarray
+    total_scale: float
+    cuda_graph: bool = False
+
+
+def _weighted(values, counts: np.ndarray, scale: float):
+    """sum(values x counts) x scale: a correctly rounded sum of whole instances for one point (order-free, as
+    cost/phase.py sums), a plain sum over the last axis for a sweep."""
+    if np.ndim(values) == 1:
+        return fsum(np.repeat(values, counts.astype(np.int64)).tolist()) * scale
+    return (values * counts).sum(axis=-1) * scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardModel:
+    """One forward shape of a step: how often it runs, its micro-batches, its graphs and its communication."""
+
+    count: float
     mb: int
+    terms: tuple[GraphTerm, ...]
+    comm_mb_s: float
+    pp_send_s: float
+    pp: int
+    overlapped: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseTotals:
+    """A step's times and work (floats, or arrays with a sweep axis)."""
+
+    compute_s: object
+    communication_s: object
+    exposed_s: object
+    bubble_s: object
+    device_flops: object
+    device_main_bytes: object
+    device_dynamic_energy_j: object
+    deployment_flops: object
+    deployment_main_bytes: object
+    deployment_dynamic_energy_j: object
+
+    @property
+    def time_s(self):
+        return self.compute_s + self.exposed_s + self.bubble_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseModel:
+    """A priced step as data: its forwards, each with its graphs and weights. ``evaluate`` assembles the step from
+    per-op prices, so ``price_phase`` (the chip's own rates) and a hardware sweep (rates with a sweep axis,
+    whatif/sweep.py) share one assembly."""
+
+    forwards: tuple[ForwardModel, ...]
+    main_level: int
+
+    def evaluate(self, arrays_for: Callable[[GraphTerm], object] | None = None) -> PhaseTotals:
+        """The step's totals; ``arrays_for(term)`` gives the HardwareArrays to price a term's work with (None: the
+        prices the term was built with)."""
+        parts = {f.name: 0.0 for f in dataclasses.fields(PhaseTotals)}
+        for fwd in self.forwards:
+            compute = flops = nbytes = energy = 0.0
+            t_flops = t_bytes = t_energy = 0.0
+            for term in fwd.terms:
+                work = term.cost.work
+                wc = term.cost.work_cost if arrays_for is None else price_work(work, arrays_for(term))
+                main = wc.bytes[..., self.main_level]
+                if term.time_count.any():
+                    c, k = term.time_count, term.time_scale
+                    compute = compute + _weighted(wc.time_s, c, k)
+                    flops = flops + _weighted(work.flops, c, k)
+                    nbytes = nbytes + _weighted(main, c, k)
+                    energy = energy + _weighted(wc.energy_j, c, k)
+                c, k = term.total_count, term.total_scale
+                t_flops = t_flops + _weighted(work.flops, c, k)
+                t_bytes = t_bytes + _weighted(main, c, k)
+                t_energy = t_energy + _weighted(wc.energy_j, c, k)
+            comm = (fwd.comm_mb_s + fwd.pp_send_s) * fwd.mb
+            exposed = np.maximum(0.0, comm - compute * fwd.mb) if fwd.overlapped else comm + 0.0 * compute
+            if fwd.overlapped:
+                bubble = (fwd.pp - 1) * np.maximum(compute, fwd.comm_mb_s + fwd.pp_send_s)
+            else:
+                bubble = (fwd.pp - 1) * (compute + fwd.comm_mb_s + fwd.pp_send_s)
+            n, mb = fwd.count, fwd.mb
+            for key, value in (("compute_s", compute * mb), ("communication_s", comm), ("exposed_s", exposed),
+                               ("bubble_s", bubble), ("device_flops", flops * mb), ("device_main_bytes", nbytes * mb),
+                               ("device_dynamic_energy_j", energy * mb), ("deployment_flops", t_flops),
+                               ("deployment_main_bytes", t_bytes), ("deployment_dynamic_energy_j", t_energy)):
+                parts[key] = parts[key] + n * value
+        return PhaseTotals(**parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ForwardCost:
+    """One forward at one micro-batch count: its model, the critical graph and the per-layer detail."""
+
+    model: ForwardModel
     tokens_mb: int
-    compute_s: float
-    communication_s: float
-    exposed_s: float
-    bubble_s: float
     comm_by_kind: dict
     stage_s: list
     worst: int
     layer_comms: tuple
-    pp_send_s: float
     act_peak: float
-    stage_flops: list
-    stage_bytes: list
-    stage_energy: list
-    deployment_flops: float
-    deployment_energy: float
-    deployment_bytes: float
     graph: PricedGraph
-
-    @property
-    def time_s(self) -> float:
-        return self.compute_s + self.exposed_s + self.bubble_s
 
 
 def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, *, phase: str,
@@ -214,10 +307,14 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     q_len = 1 + (model.num_nextn_predict_layers if mtp else 0) if phase == "decode" else length
     busiest = ctx.seqs[0][0]
     forwards = phase_forwards(phase, busiest, length, q_len, prefill_chunk if phase == "prefill" else None)
-    options = [[(_price_forward(ctx, fwd, mb), count) for fwd, count in forwards]
-               for mb in _micro_batch_options(par, busiest)]
-    best = min(options, key=lambda priced: fsum(c.time_s * n for c, n in priced))
-    return _breakdown(ctx, best)
+    options = []
+    for mb in _micro_batch_options(par, busiest):
+        priced = [(_price_forward(ctx, fwd, mb, count), count) for fwd, count in forwards]
+        model = PhaseModel(forwards=tuple(c.model for c, _ in priced),
+                           main_level=priced[0][0].graph.cost.work.level_names.index(hw.main_memory.name))
+        options.append((model.evaluate(), model, priced))
+    totals, model, priced = min(options, key=lambda o: float(o[0].time_s))
+    return _breakdown(ctx, totals, model, priced)
 
 
 def _micro_batch_options(par: Parallelism, seqs: int) -> list[int]:
@@ -265,7 +362,7 @@ def _moe_layers(model: ModelConfig, mtp: bool) -> int:
     return n
 
 
-def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int) -> _ForwardCost:
+def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int, count: float) -> _ForwardCost:
     model, par, hw = ctx.model, ctx.par, ctx.hw
     mb = max(1, min(mb_wanted, fwd.seqs))
     one = Forward(decode=fwd.decode, seqs=ceil(fwd.seqs / mb), new_tokens=fwd.new_tokens, past=fwd.past)
@@ -274,18 +371,10 @@ def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int) -> _ForwardCost:
     # the graph's device: the busiest EP rank of the busiest group; with CP the graph is a replica's, / cp below
     work = busiest_rank_work(ctx.load, placement, groups[0][0] * par.cp) if model.is_moe else None
     mtp = ctx.mtp and fwd.decode
-    graph = priced_graph(model, hw, one, ctx.precision, ctx.shard, mtp=mtp, rank_work=work,
-                         row_layout=ctx.row_layout, attention=ctx.attention, cuda_graph=ctx.cuda_graph,
-                         cache=ctx.cache)
-    layer_s = {k: v / par.cp for k, v in graph.layer_s.items()}
+    graph = _graph(ctx, one, mtp, work)
     stages = stage_layers(model, par.pp)
-    stage_s = stage_totals(layer_s, stages, par.pp)
+    stage_s = stage_totals({k: v / par.cp for k, v in graph.layer_s.items()}, stages, par.pp)
     worst = max(range(par.pp), key=lambda s: stage_s[s])
-    per_step = mb / par.cp
-    cost = graph.cost
-    stage_flops, stage_energy, stage_bytes = (
-        [v * per_step for v in stage_totals(by_layer_key(model, by_layer), stages, par.pp)]
-        for by_layer in (cost.flops_by_layer, cost.dynamic_energy_j_by_layer, cost.main_bytes_by_layer))
     copies = work.tokens / par.cp if work is not None else 0.0
     by_kind: dict = {}  # every layer of a kind (dense / MoE) communicates the same
     comms = []
@@ -299,66 +388,81 @@ def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int) -> _ForwardCost:
     comm_mb = fsum(c.total_s for c in comms)
     act_bytes = one.tokens * model.hidden_size * ctx.precision.activations.bytes / par.cp
     pp_send = price_collective("p2p", act_bytes, par.devices, hw).time_s if par.pp > 1 else 0.0
-    compute_mb = stage_s[worst]
-    overlapped = ctx.overlap and mb >= 2
-    comm = (comm_mb + pp_send) * mb
-    exposed = max(0.0, comm - compute_mb * mb) if overlapped else comm
-    bubble = (par.pp - 1) * (max(compute_mb, comm_mb + pp_send) if overlapped else compute_mb + comm_mb + pp_send)
     comm_kinds = {"tp_all_reduce": mb * fsum(c.tp_all_reduce_s for c in comms),
                   "ep_dispatch": mb * fsum(c.ep_dispatch_s for c in comms),
                   "ep_combine": mb * fsum(c.ep_combine_s for c in comms),
                   "cp_kv_exchange": mb * fsum(c.cp_kv_exchange_s for c in comms), "pp_send": mb * pp_send}
-    totals = _deployment_totals(ctx, fwd, mb, graph, work, groups, placement)
-    return _ForwardCost(mb=mb, tokens_mb=one.tokens, compute_s=compute_mb * mb, communication_s=comm,
-                        exposed_s=exposed, bubble_s=bubble, comm_by_kind=comm_kinds, stage_s=stage_s, worst=worst,
-                        layer_comms=tuple(comms), pp_send_s=pp_send, act_peak=graph.activation_peak_bytes / par.cp,
-                        stage_flops=stage_flops, stage_bytes=stage_bytes, stage_energy=stage_energy,
-                        deployment_flops=totals[0], deployment_energy=totals[1], deployment_bytes=totals[2],
-                        graph=graph)
+    terms = _terms(ctx, fwd, mb, graph, work, groups, placement, stages[worst], worst)
+    fm = ForwardModel(count=count, mb=mb, terms=terms, comm_mb_s=comm_mb, pp_send_s=pp_send, pp=par.pp,
+                      overlapped=ctx.overlap and mb >= 2)
+    return _ForwardCost(model=fm, tokens_mb=one.tokens, comm_by_kind=comm_kinds, stage_s=stage_s, worst=worst,
+                        layer_comms=tuple(comms), act_peak=graph.activation_peak_bytes / par.cp, graph=graph)
 
 
-def _deployment_totals(ctx: _Context, fwd: Forward, mb: int, graph: PricedGraph, work: RankWork | None,
-                       groups: list[tuple[float, int]], placement) -> tuple[float, float, float]:
-    """(FLOPs, dynamic energy, main-memory bytes) of one forward over every device of the instance.
+def _graph(ctx: _Context, fwd: Forward, mtp: bool, work: RankWork | None) -> PricedGraph:
+    return priced_graph(ctx.model, ctx.hw, fwd, ctx.precision, ctx.shard, mtp=mtp, rank_work=work,
+                        row_layout=ctx.row_layout, attention=ctx.attention, cuda_graph=ctx.cuda_graph,
+                        cache=ctx.cache)
 
-    A busy replica's devices do its graph's work outside the routed experts (its tp chips, every layer; replicas
-    with fewer sequences their own graph); every EP rank of every MoE group does its mean routed work."""
-    model, par, hw = ctx.model, ctx.par, ctx.hw
-    main = hw.main_memory.name
-    moe_layers = _moe_layers(model, ctx.mtp and fwd.decode)
 
-    def outside_routed(priced: PricedGraph) -> tuple[float, float, float]:
-        c = priced.cost
-        totals = (c.flops, c.dynamic_energy_j, c.bytes_by_level[main])
-        if work is None or not moe_layers:
-            return totals
-        r = routed_cost(model, hw, ctx.precision, ctx.shard, work, row_layout=ctx.row_layout,
-                        attention=ctx.attention, cache=ctx.cache)
-        return (totals[0] - moe_layers * r.flops, totals[1] - moe_layers * r.dynamic_energy_j,
-                totals[2] - moe_layers * r.main_bytes)
-
-    flops = energy = nbytes = 0.0
-    for seqs, count in _replica_kinds(ctx.seqs, fwd.seqs):
+def _terms(ctx: _Context, fwd: Forward, mb: int, graph: PricedGraph, work: RankWork | None,
+           groups: list[tuple[float, int]], placement, worst_layers: range, worst: int) -> tuple[GraphTerm, ...]:
+    """The forward's graphs with their weights (GraphTerm): the busiest replica's graph (time on the bottleneck
+    device; its ops outside the routed experts on every replica that runs this forward whole), the graphs of
+    replicas holding fewer sequences, and every MoE group's mean routed work on each of its chips."""
+    model, par = ctx.model, ctx.par
+    terms = []
+    for seqs, replicas in _replica_kinds(ctx.seqs, fwd.seqs):
         priced = graph
         if seqs != fwd.seqs:  # a replica with fewer sequences than the busiest: its own graph
             other = Forward(decode=fwd.decode, seqs=ceil(seqs / mb), new_tokens=fwd.new_tokens, past=fwd.past)
-            priced = priced_graph(model, hw, other, ctx.precision, ctx.shard, mtp=ctx.mtp and fwd.decode,
-                                  rank_work=work, row_layout=ctx.row_layout, attention=ctx.attention,
-                                  cuda_graph=ctx.cuda_graph, cache=ctx.cache)
-        f, e, b = outside_routed(priced)
-        scale = count * par.tp * mb  # each of the replica's tp chips runs the graph's shard (cp chips share one)
-        flops, energy, nbytes = flops + f * scale, energy + e * scale, nbytes + b * scale
+            priced = _graph(ctx, other, ctx.mtp and fwd.decode, work)
+        on_stage = _stage_count(model, priced.cost, worst_layers, worst, par.pp)
+        outside = _outside_routed(priced.cost) * priced.cost.work.count
+        # each of the replica's tp chips runs the graph's shard (its cp chips share one graph)
+        terms.append(GraphTerm(cost=priced.cost, time_count=on_stage if priced is graph else 0 * on_stage,
+                               time_scale=1.0 / par.cp, total_count=outside, total_scale=float(replicas * par.tp * mb),
+                               cuda_graph=ctx.cuda_graph))
+    moe_layers = _moe_layers(model, ctx.mtp and fwd.decode)
     if work is not None and moe_layers:
         for tokens, count in groups:
             if tokens <= 0:
                 continue
-            mean = mean_rank_work(ctx.load, placement, tokens)
-            r = routed_cost(model, hw, ctx.precision, ctx.shard, mean, row_layout=ctx.row_layout,
-                            attention=ctx.attention, cache=ctx.cache)
-            scale = count * par.moe_group * moe_layers * mb
-            flops, energy, nbytes = (flops + r.flops * scale, energy + r.dynamic_energy_j * scale,
-                                     nbytes + r.main_bytes * scale)
-    return flops, energy, nbytes
+            cost = routed_cost(model, ctx.hw, ctx.precision, ctx.shard, mean_rank_work(ctx.load, placement, tokens),
+                               row_layout=ctx.row_layout, attention=ctx.attention, cache=ctx.cache)
+            ones = np.ones(len(cost.op_list))
+            terms.append(GraphTerm(cost=cost, time_count=0 * ones, time_scale=0.0, total_count=ones,
+                                   total_scale=float(count * par.moe_group * moe_layers * mb),
+                                   cuda_graph=ctx.cuda_graph))
+    return tuple(terms)
+
+
+def _stage_count(model: ModelConfig, cost: PhaseCost, worst_layers: range, worst: int, pp: int) -> np.ndarray:
+    """Per op row of a compact graph: its instances on pipeline stage ``worst`` (the layers it stands for in
+    ``worst_layers``; the embedding on the first stage, the head and MTP modules on the last)."""
+    inside = set(worst_layers)
+    out = np.zeros(len(cost.op_list))
+    for i, op in enumerate(cost.op_list):
+        key = layer_of_op(op.name)
+        if key == "embed":
+            out[i] = 1.0 if worst == 0 else 0.0
+        elif key == "head":
+            out[i] = 1.0 if worst == pp - 1 else 0.0
+        else:
+            out[i] = float(sum(1 for layer in _members(cost, op) if layer in inside))
+    return out
+
+
+def _members(cost: PhaseCost, op) -> tuple[int, ...]:
+    """The decoder layers a compact graph's op row stands for (itself in a full graph)."""
+    layer = op.layer
+    reps = cost.repeats
+    return reps.members[layer] if reps is not None and layer in reps.members else (layer,)
+
+
+def _outside_routed(cost: PhaseCost) -> np.ndarray:
+    """1 for op rows outside the routed experts, 0 for the routed experts' ops (priced per EP rank instead)."""
+    return np.array([0.0 if ".mlp.experts." in op.name else 1.0 for op in cost.op_list])
 
 
 def _replica_kinds(seqs: tuple[tuple[int, int], ...], forward_seqs: int) -> list[tuple[int, int]]:
@@ -371,31 +475,28 @@ def _replica_kinds(seqs: tuple[tuple[int, int], ...], forward_seqs: int) -> list
     return sorted(kinds.items(), reverse=True)
 
 
-def _breakdown(ctx: _Context, priced: list[tuple[_ForwardCost, float]]) -> PhaseBreakdown:
-    """The step: the forwards' parts summed by count, the first forward's per-layer detail."""
+def _breakdown(ctx: _Context, totals: PhaseTotals, model: PhaseModel,
+               priced: list[tuple[_ForwardCost, float]]) -> PhaseBreakdown:
+    """The step: the model's totals, the first forward's per-layer detail."""
     first = priced[0][0]
     par = ctx.par
-
-    def total(get) -> float:
-        return fsum(get(c) * n for c, n in priced)
-
-    kinds = {k: total(lambda c, k=k: c.comm_by_kind[k]) for k in first.comm_by_kind}
-    stages = list(range(par.pp))
-    stage_energy = tuple(total(lambda c, s=s: c.stage_energy[s]) for s in stages)
-    worst = first.worst
-    stage_layer_keys = stage_layers(ctx.model, par.pp)[worst]
+    kinds = {k: fsum(c.comm_by_kind[k] * n for c, n in priced) for k in first.comm_by_kind}
+    stage_energy = tuple(fsum(v * n * c.model.mb / par.cp for c, n in priced
+                              for v in [stage_totals(by_layer_key(ctx.model, c.graph.cost.dynamic_energy_j_by_layer),
+                                                     stage_layers(ctx.model, par.pp), par.pp)[s]])
+                         for s in range(par.pp))
+    worst_layers = stage_layers(ctx.model, par.pp)[first.worst]
     return PhaseBreakdown(
-        phase=ctx.phase, micro_batches=first.mb, tokens_per_micro_batch=first.tokens_mb,
-        compute_s=total(lambda c: c.compute_s), communication_s=total(lambda c: c.communication_s),
-        exposed_s=total(lambda c: c.exposed_s), bubble_s=total(lambda c: c.bubble_s), comm_by_kind=kinds,
+        phase=ctx.phase, micro_batches=first.model.mb, tokens_per_micro_batch=first.tokens_mb,
+        compute_s=float(totals.compute_s), communication_s=float(totals.communication_s),
+        exposed_s=float(totals.exposed_s), bubble_s=float(totals.bubble_s), comm_by_kind=kinds,
         stage_compute_s=tuple(first.stage_s),
-        layer_compute_s=tuple(first.graph.layer_s.get(layer, 0.0) / par.cp for layer in stage_layer_keys),
-        layer_comm=first.layer_comms, pp_send_s=first.pp_send_s,
-        activation_peak_bytes=max(c.act_peak for c, _ in priced), forwards=round(total(lambda c: 1.0)),
+        layer_compute_s=tuple(first.graph.layer_s.get(layer, 0.0) / par.cp for layer in worst_layers),
+        layer_comm=first.layer_comms, pp_send_s=first.model.pp_send_s,
+        activation_peak_bytes=max(c.act_peak for c, _ in priced), forwards=round(fsum(n for _, n in priced)),
         busy_replicas=sum(n for s, n in ctx.seqs if s > 0),
-        flops_per_device=total(lambda c: c.stage_flops[c.worst]),
-        main_memory_bytes_per_device=total(lambda c: c.stage_bytes[c.worst]),
-        dynamic_energy_j_per_device=total(lambda c: c.stage_energy[c.worst]), worst_stage=worst,
-        stage_dynamic_energy_j=stage_energy, deployment_flops=total(lambda c: c.deployment_flops),
-        deployment_dynamic_energy_j=total(lambda c: c.deployment_energy),
-        deployment_main_bytes=total(lambda c: c.deployment_bytes), graph_cost=first.graph.cost)
+        flops_per_device=float(totals.device_flops), main_memory_bytes_per_device=float(totals.device_main_bytes),
+        dynamic_energy_j_per_device=float(totals.device_dynamic_energy_j), worst_stage=first.worst,
+        stage_dynamic_energy_j=stage_energy, deployment_flops=float(totals.deployment_flops),
+        deployment_dynamic_energy_j=float(totals.deployment_dynamic_energy_j),
+        deployment_main_bytes=float(totals.deployment_main_bytes), graph_cost=first.graph.cost, model=model)

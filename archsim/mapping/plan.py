@@ -10,7 +10,8 @@ from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
 from archsim.graph.precision import Precision
-from archsim.mapping.parallel import LayoutPlan, _plan, divisors
+from archsim.mapping.deployment import price_pool
+from archsim.mapping.parallel import LayoutPlan, divisors, one_pool
 from archsim.mapping.parallelism import Parallelism
 from archsim.units import SECONDS_PER_HOUR
 
@@ -135,7 +136,8 @@ def search_inference(model: ModelConfig, hw: Hardware, *, devices: int, prompt_l
     cache: dict = {}
     results, rejected = [], 0
     for i, (par, batch) in enumerate(jobs):
-        plan = _plan(model, hw, par, precision, batch, prompt_len, output_len, mtp, True, cache)
+        dep = one_pool(model, hw, par, precision, batch=batch, prompt_len=prompt_len, output_len=output_len, mtp=mtp)
+        plan = price_pool(dep, dep.pools[0], cache)
         if not plan.fits:
             rejected += 1
         else:

@@ -68,8 +68,9 @@ def _bytes(shape: tuple[int, ...], quantized: bool, precision: Precision) -> flo
 
 
 def layer_weight_bytes(m: ModelConfig, layer: int, precision: Precision, *, tp: int = 1,
-                       ep: int = 1, redundant_experts: int = 0) -> dict[str, float]:
-    """Bytes of decoder layer ``layer`` on one device, by component."""
+                       ep: int = 1, redundant_experts: int = 0, moe_tp: int = 1) -> dict[str, float]:
+    """Bytes of decoder layer ``layer`` on one device, by component: the routed experts' slots
+    ((E + redundant) / ep of them) each split ``moe_tp`` ways (gate/up by output rows, down by input columns)."""
     h = m.hidden_size
     out: dict[str, float] = {"norms": 2 * _bytes((h,), False, precision)}
     ffn, experts = _ffn_matrices(m, layer)
@@ -78,6 +79,7 @@ def layer_weight_bytes(m: ModelConfig, layer: int, precision: Precision, *, tp: 
     if experts:
         e = m.moe_intermediate_size
         fmt = precision.routed_expert_weights
+        e = math.ceil(e / moe_tp)
         one = 2 * fmt.storage_bytes((e, h)) + fmt.storage_bytes((h, e))
         out["routed_experts"] = math.ceil((experts + redundant_experts) / ep) * one
     return out
@@ -102,7 +104,7 @@ def _first_layer(m: ModelConfig, layers: range, is_moe: bool) -> int:
 
 
 def stage_weight_bytes(m: ModelConfig, precision: Precision, *, tp: int, ep: int, layers: range, first: bool,
-                       last: bool, redundant_experts: int = 0) -> dict[str, float]:
+                       last: bool, redundant_experts: int = 0, moe_tp: int = 1) -> dict[str, float]:
     """Bytes one device of a pipeline stage holds, by component (embedding on the first stage, final norm
     and lm_head on the last)."""
     out: dict[str, float] = {}
@@ -114,7 +116,7 @@ def stage_weight_bytes(m: ModelConfig, precision: Precision, *, tp: int, ep: int
             continue
         example = _first_layer(m, layers, is_moe)
         for comp, value in layer_weight_bytes(m, example, precision, tp=tp, ep=ep,
-                                              redundant_experts=redundant_experts).items():
+                                              redundant_experts=redundant_experts, moe_tp=moe_tp).items():
             out[comp] = out.get(comp, 0.0) + count * value
     vocab = _bytes((math.ceil(m.vocab_size / tp), m.hidden_size), False, precision)
     if first:

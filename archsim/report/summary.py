@@ -39,12 +39,18 @@ class ScenarioSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class DeploymentSummary:
-    """Devices, hardware and the resolved layout (``auto``: the device count was searched)."""
+    """Devices (every pool), hardware and the resolved layout of the decode pool, or the only pool (``auto``: a
+    device count was searched); ``pools`` lists every pool (role, instances, devices, batch, layout, memory)."""
 
     devices: int
     hardware: str
     auto: bool
     layout: Mapping[str, Any]
+    pools: tuple[Mapping[str, Any], ...] = ()
+    disaggregated: bool = False
+    phase: str = "both"
+    prefill_chunk: int | None = None
+    cuda_graphs: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +98,9 @@ class PhaseSummary:
     heaviest_ops: tuple[OpSummary, ...]
     communication_s: float = 0.0
     exposed_communication_s: float = 0.0
+    micro_batches: int = 1       # chosen per phase by price unless the layout fixes them
+    forwards: int = 1            # forward passes of the step (prefill chunks)
+    busy_replicas: int = 1       # attention-DP replicas holding sequences
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,17 +124,30 @@ class DecodeSummary(PhaseSummary):
 
 @dataclass(frozen=True, kw_only=True)
 class EnergySummary:
-    """Energy per generated and per prompt token across the deployment, and TOPS/W."""
+    """Energy per generated and per prompt token across the deployment (None for a phase not priced), and TOPS/W."""
 
-    joules_per_token: float
-    prefill_joules_per_token: float
+    joules_per_token: float | None
+    prefill_joules_per_token: float | None
     tops_per_watt: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemSummary:
+    """The whole deployment in steady state (report/metrics.py system_summary): requests and tokens per second,
+    and which pool or phase bounds them."""
+
+    requests_per_s: float
+    output_tokens_per_s: float
+    output_tokens_per_s_per_device: float
+    total_tokens_per_s_per_device: float
+    bound: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class Report:
     """Everything ``archsim run`` shows. ``prefill``/``decode``/``energy`` are None when the
-    deployment does not fit (a layout that does not fit is reported, never priced)."""
+    deployment does not fit (a layout that does not fit is reported, never priced); a phase not priced
+    (``phase`` decode or prefill) is None too."""
 
     workload: str
     model: ModelSummary
@@ -135,6 +157,7 @@ class Report:
     prefill: PrefillSummary | None
     decode: DecodeSummary | None
     energy: EnergySummary | None
+    system: SystemSummary | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

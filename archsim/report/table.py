@@ -46,11 +46,15 @@ def format_report(r: Report) -> str:
         ("KV cache per token", f"{m.kv_bytes_per_token:,.0f} B ({s.kv_cache})"),
         ("layers, max context", f"{m.layers}, {m.max_context:,}"),
     ])
+    deployment_rows = [("deployment", f"{d.devices} x {d.hardware}{' (auto)' if d.auto else ''}"
+                                      f"{', disaggregated' if d.disaggregated else ''}")]
+    for pool in d.pools:
+        deployment_rows.append((f"{pool['role']} pool", f"{pool['instances']} x {pool['devices_per_instance']} "
+                                                        f"devices, batch {pool['batch']}: {pool['layout']['label']}"))
+    deployment_rows.append(("prefill chunk, CUDA graphs",
+                            f"{d.prefill_chunk or 'none'} tokens, {'on' if d.cuda_graphs else 'off'} (decode)"))
     out += _rows(f"Scenario: batch {s.batch}, prompt {s.prompt_len:,}, output {s.output_len:,}, "
-                 f"weights {s.weights}", [
-        ("deployment", f"{d.devices} x {d.hardware}{' (auto)' if d.auto else ''}"),
-        ("layout", str(d.layout.get("label", ", ".join(f"{k}={v}" for k, v in d.layout.items())))),
-    ])
+                 f"weights {s.weights}", deployment_rows)
     mem_rows = [
         ("weights", format_quantity(mem.weights_bytes, "bytes")),
         ("KV cache", format_quantity(mem.kv_cache_bytes, "bytes")),
@@ -64,23 +68,35 @@ def format_report(r: Report) -> str:
     if mem.max_context_at_batch is not None:
         mem_rows.append(("longest context at this batch", f"{mem.max_context_at_batch:,}"))
     out += _rows("Memory per device", mem_rows)
-    if r.prefill is None or r.decode is None or r.energy is None:
+    if r.energy is None:
         out.append("Not priced: the deployment does not fit.")
         return "\n".join(out) + "\n"
     p, dec, e = r.prefill, r.decode, r.energy
-    out += _rows("Prefill", [
-        ("latency", format_quantity(p.latency_s, "time_s")),
-        ("tokens/s (deployment / device)", f"{p.tokens_per_s:,.0f} / {p.tokens_per_s_per_device:,.0f}"),
-    ] + _phase_rows(p))
-    out += _rows(f"Decode (step at context {dec.context:,})", [
-        ("time per output token", format_quantity(dec.tpot_s, "time_s")),
-        ("tokens/s (deployment / device)", f"{dec.tokens_per_s:,.1f} / {dec.tokens_per_s_per_device:,.1f}"),
-    ] + _phase_rows(dec))
-    out += _rows("Energy", [
-        ("per output token", format_quantity(e.joules_per_token, "energy_j")),
-        ("per prompt token", format_quantity(e.prefill_joules_per_token, "energy_j")),
-        ("TOPS/W (prefill + decode)", f"{e.tops_per_watt:.3f}"),
-    ])
-    out += _heaviest(dec, "decode")
-    out += _heaviest(p, "prefill")
+    if p is not None:
+        out += _rows(f"Prefill ({p.forwards} forward{'s' if p.forwards > 1 else ''}, {p.micro_batches} "
+                     f"micro-batch{'es' if p.micro_batches > 1 else ''})", [
+            ("latency", format_quantity(p.latency_s, "time_s")),
+            ("tokens/s (instance / device)", f"{p.tokens_per_s:,.0f} / {p.tokens_per_s_per_device:,.0f}"),
+        ] + _phase_rows(p))
+    if dec is not None:
+        out += _rows(f"Decode (step at context {dec.context:,}, {dec.micro_batches} "
+                     f"micro-batch{'es' if dec.micro_batches > 1 else ''})", [
+            ("time per output token", format_quantity(dec.tpot_s, "time_s")),
+            ("tokens/s (instance / device)", f"{dec.tokens_per_s:,.1f} / {dec.tokens_per_s_per_device:,.1f}"),
+        ] + _phase_rows(dec))
+    energy_rows = [(label, format_quantity(value, "energy_j")) for label, value in
+                   (("per output token", e.joules_per_token), ("per prompt token", e.prefill_joules_per_token))
+                   if value is not None]
+    out += _rows("Energy", energy_rows + [("TOPS/W (phases priced)", f"{e.tops_per_watt:.3f}")])
+    if r.system is not None:
+        sy = r.system
+        out += _rows(f"System (steady state, bound: {sy.bound})", [
+            ("requests/s", f"{sy.requests_per_s:,.3f}"),
+            ("output tokens/s (all / per device)", f"{sy.output_tokens_per_s:,.1f} / "
+                                                   f"{sy.output_tokens_per_s_per_device:,.1f}"),
+        ])
+    if dec is not None:
+        out += _heaviest(dec, "decode")
+    if p is not None:
+        out += _heaviest(p, "prefill")
     return "\n".join(out)

@@ -1,21 +1,19 @@
 """Design-space sweeps of hardware fields: a full workload projection at thousands of hardware points at once.
 
-The deployment (layout, micro-batches, communication) is planned once at the base hardware, exactly as
-``archsim.api.estimate`` does (``mapping.parallel.plan_layout``); each phase's device graph is built once
-(one representative layer per kind, as ``mapping/phases.py`` prices it) and extracted into arrays. A point
-then changes only hardware rates, fractions, latencies, energies, launch overhead, static power, price and
-capacity, so all points are priced together by the array path (``cost/work.price_work``) and combined with
-the phase formulas of ``mapping/phases.py`` and the report fields of ``archsim/api.py``:
-
-- compute = micro_batches x sum over ops of (layers of the op's kind on the bottleneck stage) x op time / cp
-- exposed communication = max(0, comm - compute) with >= 2 overlapped micro-batches, else comm;
-  bubble = (pp - 1) x per-micro-batch stage time; phase time = compute + exposed + bubble
-- energy = dynamic energy of the full device graph x (device FLOPs / graph FLOPs) + static power x time
-- decode.tokens_per_s = batch / decode time, prefill.tokens_per_s = batch x prompt / prefill time,
-  energy.joules_per_token = decode energy x devices / batch, energy.tops_per_watt = FLOPs / energy,
-  cost.usd_per_million_tokens = price x devices / 3600 / decode tokens/s x 1e6.
+The deployment (pools, layouts, micro-batches, forwards, expert routing, communication) is resolved and priced once
+at the base hardware, exactly as ``archsim.api.estimate`` does (``mapping.resolve.resolve_deployment``); each
+priced phase carries its step as data (``mapping.phases.PhaseModel``: its device graphs with their per-op weights).
+A point then changes only hardware rates, fractions, latencies, energies, launch overhead, static power, price and
+capacity, so every point re-prices those graphs through the array path (``cost/work.price_work``) and the same
+``PhaseModel.evaluate`` assembles the step that ``price_phase`` assembled at the base point: the base point equals
+``estimate()`` by construction. Report fields follow ``report/metrics.py``:
+decode.tokens_per_s = batch / TPOT of one decode instance, prefill.tokens_per_s = batch x prompt / prefill time,
+energy.joules_per_token = (every device's dynamic energy + static power x devices x TPOT) / batch,
+energy.tops_per_watt = FLOPs / energy over both phases, cost.usd_per_million_tokens = price x decode-instance
+devices / 3600 / decode tokens/s x 1e6.
 Fields that change geometry or topology (SRAM sizes, SM count, links) are not array fields; sweeping them
-is refused with a ConfigError naming the supported paths. Communication is fixed at the base point.
+is refused with a ConfigError naming the supported paths. Communication, micro-batches and the bottleneck stage
+are fixed at the base point.
 """
 from __future__ import annotations
 
@@ -23,20 +21,16 @@ import dataclasses
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from math import ceil
 from typing import Callable, Mapping
 
 import numpy as np
 
 from archsim.config.hardware import Hardware, load_hardware
-from archsim.config.workload import AUTO, Workload, load_workload
-from archsim.cost.phase import graph_ops
-from archsim.cost.work import GraphWork, HardwareArrays, extract_work, hardware_arrays, price_work
+from archsim.config.workload import Workload, load_workload
+from archsim.cost.work import GraphWork, HardwareArrays, hardware_arrays
 from archsim.errors import ConfigError
-from archsim.graph.precision import scenario_precision
-from archsim.mapping.device_memory import stage_layers
-from archsim.mapping.parallel import plan_layout
-from archsim.mapping.phases import device_phase_graph, layer_of_op, representative_model
+from archsim.mapping.phases import GraphTerm, PhaseBreakdown
+from archsim.mapping.resolve import resolve_deployment
 from archsim.units import SECONDS_PER_HOUR
 
 TERA = 1e12            # SI prefix
@@ -45,134 +39,70 @@ METRICS = ("decode.tokens_per_s", "decode.tpot_s", "decode.energy_j", "prefill.l
            "energy.joules_per_token", "energy.tops_per_watt", "cost.usd_per_million_tokens", "memory.fits")
 SUPPORTED_PATHS = ("memory.<level>.{bandwidth,achievable_fraction,latency,energy_per_bit,power_limit,capacity}",
                    "compute.<engine>.{peak.<dtype>,achievable_fraction,energy_per_flop.<dtype>}",
-                   "kernel_launch", "power.idle", "price", "thermal.compute_clock_fraction")
-
-
-@dataclass(frozen=True, kw_only=True)
-class PhaseModel:
-    """One phase of the deployment in array form."""
-
-    work: GraphWork
-    stage_count: np.ndarray      # per op: how often it runs on the bottleneck stage per micro-batch
-    all_count: np.ndarray        # per op: how often it runs in the whole device graph
-    micro_batches: int
-    cp: int
-    pp: int
-    comm_per_micro_s: float      # communication of one micro-batch (incl. pipeline send)
-    devices: int
-    graph_copies: float          # the priced device graph's work done per step over all devices: mb * tp * dp
-    deployment_flops: float      # FLOPs per step over all devices
-
-
-def _phase_model(model, hw: Hardware, plan, precision, phase: str, length: int, mtp: bool) -> PhaseModel:
-    """Mirror ``mapping.phases.price_phase`` for the plan's parallelism, keeping per-op arrays."""
-    par = plan.parallelism
-    breakdown = plan.prefill if phase == "prefill" else plan.decode
-    seqs = ceil(plan.batch / par.dp)
-    mb = min(par.micro_batches, seqs)
-    b_mb = ceil(seqs / mb)
-    q_len = length if phase == "prefill" else 1 + (model.num_nextn_predict_layers if mtp else 0)
-    routed = b_mb * q_len * max(par.ep, par.tp) / par.tp / par.cp if model.is_moe else None
-    rep = representative_model(model)
-    small, index = rep if rep else (model, None)
-    ops = graph_ops(device_phase_graph(small, phase, b_mb, length, precision, par.tp, par.ep, routed, mtp))
-    work = extract_work(ops, hw)
-    stages = stage_layers(model, par.pp)
-    stage_times = breakdown.stage_compute_s
-    worst = max(range(par.pp), key=lambda s: stage_times[s])
-    stage_count, all_count = [], []
-    for op in ops:
-        key = layer_of_op(op.name)
-        if key in ("embed", "head"):
-            first_or_last = 0 if key == "embed" else par.pp - 1
-            stage_count.append(1.0 if worst == first_or_last else 0.0)
-            all_count.append(1.0)
-        elif index is None:
-            stage_count.append(1.0 if key in stages[worst] else 0.0)
-            all_count.append(1.0)
-        else:
-            kind = next(k for k, r in index.items() if r == key)
-            stage_count.append(float(sum(model.is_moe_layer(layer) == kind for layer in stages[worst])))
-            all_count.append(float(sum(model.is_moe_layer(layer) == kind for layer in range(model.num_hidden_layers))))
-    all_count = np.asarray(all_count)
-    graph_flops = float((work.flops * all_count).sum())
-    return PhaseModel(work=work, stage_count=np.asarray(stage_count), all_count=all_count, micro_batches=mb,
-                      cp=par.cp, pp=par.pp, comm_per_micro_s=breakdown.communication_s / mb,
-                      devices=par.devices, graph_copies=mb * par.devices / (par.pp * par.cp),
-                      deployment_flops=graph_flops * mb * par.devices / (par.pp * par.cp))
-
-
-def _phase_time_energy(pm: PhaseModel, hwa: HardwareArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(step time, energy of the bottleneck device, energy of the whole deployment) per point: a device's
-    dynamic energy is its own stage's work (mapping/phases.py); every device draws static power all step."""
-    cost = price_work(pm.work, hwa)
-    compute_mb = (cost.time_s * pm.stage_count).sum(axis=-1) / pm.cp
-    compute = compute_mb * pm.micro_batches
-    comm = pm.comm_per_micro_s * pm.micro_batches
-    overlapped = pm.micro_batches >= 2  # communication hides behind another micro-batch's compute
-    exposed = np.maximum(0.0, comm - compute) if overlapped else np.full_like(compute, comm)
-    if overlapped:
-        bubble = (pm.pp - 1) * np.maximum(compute_mb, pm.comm_per_micro_s)
-    else:
-        bubble = (pm.pp - 1) * (compute_mb + pm.comm_per_micro_s)
-    time = compute + exposed + bubble
-    device_dynamic = (cost.energy_j * pm.stage_count).sum(axis=-1) / pm.cp * pm.micro_batches
-    deployment_dynamic = (cost.energy_j * pm.all_count).sum(axis=-1) * pm.graph_copies
-    return time, device_dynamic + hwa.idle_w * time, deployment_dynamic + pm.devices * hwa.idle_w * time
+                   "kernel_launch", "kernel_launch_graph", "power.idle", "price", "thermal.compute_clock_fraction")
 
 
 class SweepModel:
-    """A workload on a base chip, ready to price many variants of the chip's fields at once."""
+    """A workload on a base chip, ready to price many variants of the chip's fields at once. ``overrides`` are
+    ``estimate()``'s (batch, lengths, devices, layout, expert_load, deployment, ...)."""
 
     def __init__(self, workload: str | os.PathLike | Workload, hardware: str | os.PathLike | Hardware, **overrides):
         self.workload = workload if isinstance(workload, Workload) else load_workload(workload)
         self.hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware)
-        sc = dataclasses.replace(self.workload.scenario, **{k: v for k, v in overrides.items()
-                                                            if k in ("batch", "prompt_len", "output_len", "devices")})
-        self.scenario = sc
-        model = self.workload.model
-        precision = scenario_precision(sc)
-        layout = {k: (None if getattr(sc.parallelism, k, AUTO) == AUTO else getattr(sc.parallelism, k))
-                  for k in ("tp", "ep", "pp", "dp")}
-        self.plan = plan_layout(model, self.hw, devices=sc.devices, batch=sc.batch, prompt_len=sc.prompt_len,
-                                output_len=sc.output_len, precision=precision, mtp=sc.mtp, **layout)
-        self.devices = self.plan.parallelism.devices
-        self.phases: dict[str, PhaseModel] = {}
-        if self.plan.fits:
-            context = sc.prompt_len + sc.output_len
-            self.phases["prefill"] = _phase_model(model, self.hw, self.plan, precision, "prefill", sc.prompt_len,
-                                                  False)
-            self.phases["decode"] = _phase_model(model, self.hw, self.plan, precision, "decode", context, sc.mtp)
+        self.resolved = resolve_deployment(self.workload, self.hw, **overrides)
+        dep, plan = self.resolved.deployment, self.resolved.plan
+        self.deployment, self.plan = dep, plan
+        self.pools = {phase: plan.pool(phase) for phase in ("prefill", "decode")}
+        self.devices = (self.pools["decode"] or plan.pools[0]).parallelism.devices
+        self.phases: dict[str, PhaseBreakdown] = {}
+        if plan.fits:
+            for phase, pool in self.pools.items():
+                b = getattr(pool, phase) if pool else None
+                if b is not None:
+                    self.phases[phase] = b
+
+    def _arrays_for(self, columns: Mapping[str, np.ndarray], n: int) -> Callable[[GraphTerm], HardwareArrays]:
+        def arrays(term: GraphTerm) -> HardwareArrays:
+            out = apply_paths(self.hw, term.cost.work, columns, n)
+            if term.cuda_graph:
+                launch = columns.get("kernel_launch_graph", np.full(n, self.hw.graph_launch_s))
+                out = dataclasses.replace(out, kernel_launch_s=np.asarray(launch, float))
+            return out
+        return arrays
 
     def evaluate(self, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Metrics (``METRICS``) for points given as columns of hardware-path values (equal lengths)."""
         n = len(next(iter(values.values()))) if values else 1
         columns = {path: np.asarray(v, float) for path, v in values.items()}
-        capacity = self.hw.main_memory.capacity_bytes
-        price = self.hw.price_usd_per_hour
-        for path, col in columns.items():
-            if path == f"memory.{self.hw.main_memory.name}.capacity":
-                capacity = col
-            elif path == "price":
-                price = col
-        fits = np.broadcast_to(self.plan.memory.total_bytes <= np.asarray(capacity), (n,)).astype(float)
+        capacity = np.asarray(columns.get(f"memory.{self.hw.main_memory.name}.capacity",
+                                          self.hw.main_memory.capacity_bytes))
+        price = np.asarray(columns.get("price", self.hw.price_usd_per_hour))
+        worst = max(p.memory.total_bytes for p in self.plan.pools)
         out = {m: np.full(n, np.nan) for m in METRICS}
-        out["memory.fits"] = fits
+        out["memory.fits"] = np.broadcast_to(worst <= capacity, (n,)).astype(float)
         if not self.phases:
             return out
-        sc = self.scenario
-        pre = self.phases["prefill"]
-        dec = self.phases["decode"]
-        t_pre, _, e_pre = _phase_time_energy(pre, apply_paths(self.hw, pre.work, columns, n))
-        t_dec, e_dec, e_dec_all = _phase_time_energy(dec, apply_paths(self.hw, dec.work, columns, n))
-        out["prefill.latency_s"] = t_pre
-        out["prefill.tokens_per_s"] = sc.batch * sc.prompt_len / t_pre
-        out["decode.tpot_s"] = t_dec
-        out["decode.tokens_per_s"] = sc.batch / t_dec
-        out["decode.energy_j"] = e_dec
-        out["energy.joules_per_token"] = e_dec_all / sc.batch
-        out["energy.tops_per_watt"] = (pre.deployment_flops + dec.deployment_flops) / (e_pre + e_dec_all) / TERA
-        out["cost.usd_per_million_tokens"] = price * self.devices / SECONDS_PER_HOUR / out["decode.tokens_per_s"] * MILLION
+        idle = apply_paths(self.hw, next(iter(self.phases.values())).graph_cost.work, columns, n).idle_w
+        arrays = self._arrays_for(columns, n)
+        energy_all = flops = 0.0
+        dep = self.deployment
+        for phase, b in self.phases.items():
+            pool = self.pools[phase]
+            t = b.model.evaluate(arrays)
+            time = t.time_s
+            all_j = t.deployment_dynamic_energy_j + pool.parallelism.devices * idle * time
+            energy_all, flops = energy_all + all_j, flops + t.deployment_flops
+            if phase == "prefill":
+                out["prefill.latency_s"] = time
+                out["prefill.tokens_per_s"] = pool.batch * dep.prompt_len / time
+            else:
+                out["decode.tpot_s"] = time
+                out["decode.tokens_per_s"] = pool.batch / time
+                out["decode.energy_j"] = t.device_dynamic_energy_j + idle * time
+                out["energy.joules_per_token"] = all_j / pool.batch
+                out["cost.usd_per_million_tokens"] = (price * self.devices / SECONDS_PER_HOUR
+                                                      / out["decode.tokens_per_s"] * MILLION)
+        out["energy.tops_per_watt"] = flops / energy_all / TERA
         return out
 
 
@@ -201,8 +131,8 @@ def apply_paths(hw: Hardware, work: GraphWork, columns: Mapping[str, np.ndarray]
 def _apply(path: str, col: np.ndarray, hw: Hardware, work: GraphWork, arrays: dict, levels: list[str], main: str,
            clock: np.ndarray) -> None:
     parts = path.split(".")
-    if path in ("thermal.compute_clock_fraction", "price", f"memory.{main}.capacity"):
-        return
+    if path in ("thermal.compute_clock_fraction", "price", f"memory.{main}.capacity", "kernel_launch_graph"):
+        return  # applied by the caller (capacity, price), by apply_paths (clock) or to graph-replayed terms
     if path == "kernel_launch":
         arrays["kernel_launch_s"] = col
         return

@@ -81,7 +81,7 @@ def test_compact_prices_equal_full_prices_exactly(models, h100, case, attention)
     full = price_graph(_graph(model, phase, batch, length, shard, mtp, False), h100, attention=attention)
     fast = price_graph(_graph(model, phase, batch, length, shard, mtp, True), h100, attention=attention)
     for f in dataclasses.fields(full):
-        if f.name != "ops":
+        if f.name not in ("ops", "op_list", "work", "work_cost", "repeats"):  # the arrays behind the totals
             assert getattr(fast, f.name) == getattr(full, f.name), f.name
     assert len(fast.ops) == len(full.ops)
     assert list(fast.ops) == list(full.ops)
@@ -143,7 +143,7 @@ def test_auto_search_shares_caches_without_changing_the_plan(h100):
     kw = dict(batch=sc.batch, prompt_len=sc.prompt_len, output_len=sc.output_len, precision=precision)
     cache: dict = {}
     auto = plan_layout(wl.model, h100, devices="auto", cache=cache, **kw)
-    assert auto.fits and any(k[0] == "weights" for k in cache) and any(k[0] == "decode" for k in cache)
+    assert auto.fits and any(k[0] == "weights" for k in cache) and any(k[0] == "graph" for k in cache)
     fresh = plan_layout(wl.model, h100, devices=auto.parallelism.devices, **kw)
     assert auto.to_dict() == fresh.to_dict()
     assert auto.prefill == fresh.prefill and auto.decode == fresh.decode and auto.memory == fresh.memory

@@ -159,7 +159,16 @@ def test_pipeline_adds_bubble_and_send(llama, h100):
 
 def test_resolve_auto_and_errors(dsv3, h800):
     par = resolve_parallelism(dsv3, h800, 32, batch=64, precision=FP8, context=4096)
-    assert (par.tp, par.ep, par.dp, par.pp, par.micro_batches) == (1, 32, 32, 1, 2)
+    # micro-batches None: chosen per phase by price
+    assert (par.tp, par.ep, par.dp, par.pp, par.micro_batches, par.moe_tp) == (1, 32, 32, 1, None, 1)
+    # MoE-TP asked: EP fills the rest of the stage's MoE group (8 chips = moe_tp 2 x ep 4 with attention TP8)
+    par = resolve_parallelism(dsv3, h800, 8, batch=8, precision=FP8, context=4096, tp=8, moe_tp=2)
+    assert (par.tp, par.moe_tp, par.ep, par.dp) == (8, 2, 4, 1)
+    # EP72 over 256 + 32 = 288 slots (SGLang's large-scale EP): 4 slots per rank
+    par = resolve_parallelism(dsv3, h800, 72, batch=72, precision=FP8, context=4096, ep=72, redundant_experts=32)
+    assert (par.ep, par.dp, par.redundant_experts) == (72, 72, 32)
+    with pytest.raises(ConfigError, match="n_routed_experts"):
+        resolve_parallelism(dsv3, h800, 72, batch=72, precision=FP8, context=4096, ep=72)  # 256 over 72 ranks
     par = resolve_parallelism(dsv3, h800, 64, batch=64, precision=FP8, context=4096, attn_dp=16, tp=4)
     assert (par.dp, par.pp, par.ep) == (16, 1, 64)
     with pytest.raises(ConfigError, match="parallelism.dp"):

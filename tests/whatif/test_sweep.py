@@ -70,8 +70,9 @@ def test_clock_sweep_agrees_with_estimate_on_a_derated_chip():
     H100 + 3D DRAM, whose base clock fraction is 0.5)."""
     hw = load_hardware(ROOT / "hardware" / "h100_3d_dram.yaml")
     assert hw.compute_clock_fraction == 0.5 and hw.kernel.gemm_operand_bandwidth_bytes_per_s is not None
-    model = SweepModel(KIMI, hw, batch=64)
-    par = model.plan.parallelism
+    # micro-batches fixed: a sweep keeps the base point's choice, estimate() would choose per chip
+    model = SweepModel(KIMI, hw, batch=64, micro_batches=1)
+    par = model.pools["decode"].parallelism
     clocks = np.array([0.5, 0.8, 1.0])
     got = model.evaluate({"thermal.compute_clock_fraction": clocks})
     for i, clock in enumerate(clocks):
