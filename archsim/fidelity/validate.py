@@ -205,7 +205,14 @@ class _Skip(Exception):
 
 
 def _deployment(case: Case, hw: Hardware) -> tuple[float, dict]:
-    raise _Skip("end-to-end deployment cases are not evaluated yet")
+    """A serving measurement's figure from its deployment projected end to end (fidelity/deployment_eval.py)."""
+    from archsim.fidelity.deployment_eval import NotModelled, predict
+
+    try:
+        values, detail = predict(case)
+    except NotModelled as why:
+        raise _Skip(str(why)) from None
+    return values[case.metric], detail
 
 
 EVALUATORS: dict[str, Callable[[Case, Hardware], tuple[float, dict]]] = {

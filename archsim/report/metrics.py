@@ -20,7 +20,7 @@ def report_of(resolved, *, needs: Callable[[], str], capacity: Callable) -> Repo
     wl, sc, dep, plan = resolved.workload, resolved.scenario, resolved.deployment, resolved.plan
     main = plan.pool("decode") or plan.pools[0]
     summary = dict(workload=wl.name, model=model_summary(wl.name, wl.model, dep, sc.mtp),
-                   scenario=ScenarioSummary(prompt_len=sc.prompt_len, output_len=sc.output_len, batch=sc.batch,
+                   scenario=ScenarioSummary(prompt_len=sc.prompt_len, output_len=sc.output_len, batch=main.batch,
                                             weights=sc.weights, kv_cache=sc.kv_cache, activations=sc.activations),
                    deployment=deployment_summary(dep, plan, auto=resolved.auto),
                    memory=memory_summary(main, dep, needs if not plan.fits else None, capacity))
