@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from archsim.cli._common import positive_int, progress_bar
+from archsim.cli._common import non_negative_int, positive_int, progress_bar
 from archsim.errors import ConfigError
 
 
@@ -23,6 +23,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, action="append",
                    help="global batch size to try (repeatable; default 1..256 sequences per replica)")
     p.add_argument("--weights", help="inference weight format (default: the workload's)")
+    p.add_argument("--expert-weights", help="inference: the routed experts' format (default: as --weights)")
+    p.add_argument("--prefill-chunk", type=non_negative_int,
+                   help="inference: tokens per prefill forward of one attention replica (default 8192; 0: one)")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                   help="inference: launch decode kernels from the CPU (default: CUDA graphs)")
     p.add_argument("--seq-len", type=positive_int, default=4096, help="train: sequence length")
     p.add_argument("--global-batch", type=positive_int, help="train: sequences per step (default 4 per device)")
     p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16", help="train: precision recipe")
@@ -36,8 +41,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from archsim.config.hardware import load_hardware
     from archsim.config.workload import load_workload
-    from archsim.graph.precision import precision_from_names
+    from archsim.config.deployment import DeploymentSpec, PoolSpec
     from archsim.mapping.plan import search_inference, search_training
+    from archsim.mapping.resolve import resolve_deployment
     from archsim.units import parse_quantity
 
     workload = load_workload(args.workload)
@@ -53,11 +59,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         tpot = parse_quantity(args.slo_tpot, "time_s", path="--slo-tpot") if args.slo_tpot else None
         ttft = parse_quantity(args.slo_ttft, "time_s", path="--slo-ttft") if args.slo_ttft else None
-        precision = precision_from_names(args.weights or sc.weights, sc.activations, sc.kv_cache)
-        result = search_inference(workload.model, hw, devices=args.devices,
-                                  prompt_len=args.prompt_len or sc.prompt_len, output_len=args.output_len or sc.output_len,
-                                  precision=precision, objective=args.objective, slo_tpot_s=tpot, slo_ttft_s=ttft,
-                                  batches=args.batch, mtp=sc.mtp, progress=progress)
+        # the deployment every candidate keeps (formats, lengths, expert load, chunk, CUDA graphs): the one
+        # estimate() resolves for this workload, each candidate then replacing its layout and batch
+        options = {k: v for k, v in (("weights", args.weights), ("expert_weights", args.expert_weights),
+                                     ("prompt_len", args.prompt_len), ("output_len", args.output_len),
+                                     ("prefill_chunk", args.prefill_chunk), ("cuda_graphs", args.cuda_graphs))
+                   if v is not None}
+        base = resolve_deployment(workload, hw, deployment=DeploymentSpec(pools=(PoolSpec(role="both"),)),
+                                  **options).deployment
+        result = search_inference(workload.model, hw, devices=args.devices, prompt_len=base.prompt_len,
+                                  output_len=base.output_len, precision=base.precision, objective=args.objective,
+                                  slo_tpot_s=tpot, slo_ttft_s=ttft, batches=args.batch, mtp=sc.mtp,
+                                  progress=progress, deployment=base)
     out = {"workload": workload.name, "hardware": hw.name, "devices": args.devices, "mode": args.mode,
            **result.to_dict(limit=args.top)}
     if args.format == "json":

@@ -5,7 +5,7 @@ import argparse
 import csv
 import json
 
-from archsim.cli._common import positive_int_or_auto, progress_bar
+from archsim.cli._common import add_deployment_args, deployment_overrides, progress_bar
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -17,8 +17,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sample", choices=("grid", "random", "lhs"), default="grid")
     p.add_argument("--points", type=int, help="samples for --sample random/lhs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--devices", type=positive_int_or_auto, help="devices (int or auto; default from the workload)")
-    p.add_argument("--batch", type=int, help="sequences per step (default from the workload)")
+    add_deployment_args(p)
+    p.add_argument("--batch", type=int, help="sequences per step of one instance (default from the workload)")
     p.add_argument("--out", help="write rows to this .csv or .json file")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--workers", type=int, help="local processes (default: CPU count)")
@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     axes = [parse_set(text) for text in args.sets]
     columns = sample(axes, sampler=args.sample, points=args.points, seed=args.seed)
-    overrides = []
-    if args.devices is not None:
-        overrides.append(("devices", args.devices))
+    overrides = sorted((k, str(v) if k == "deployment" else v) for k, v in deployment_overrides(args).items())
     if args.batch is not None:
         if args.batch < 1:
             raise ConfigError(None, "--batch", "a positive integer", args.batch)

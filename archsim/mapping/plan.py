@@ -2,7 +2,7 @@
 do not fit or miss the SLOs, rank the rest by an objective and return the best and the Pareto front."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import gcd
 from typing import Callable, Iterable
 
@@ -10,8 +10,8 @@ from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
 from archsim.graph.precision import Precision
-from archsim.mapping.deployment import price_pool
-from archsim.mapping.parallel import LayoutPlan, divisors, one_pool
+from archsim.mapping.deployment import Deployment, LayoutPlan, price_pool
+from archsim.mapping.parallel import divisors, one_pool
 from archsim.mapping.parallelism import Parallelism
 from archsim.units import SECONDS_PER_HOUR
 
@@ -66,11 +66,12 @@ def _tp_ok(model: ModelConfig, tp: int) -> bool:
 
 
 def enumerate_layouts(model: ModelConfig, hw: Hardware, devices: int, *, long_prompt: bool = False,
-                      max_pp: int = 16) -> Iterable[Parallelism]:
-    """Every valid (tp, cp, pp, dp, ep, micro_batches) on ``devices`` chips: TP inside a node and dividing
-    the heads; PP up to ``max_pp`` and the layer count; EP a multiple of TP dividing the stage and the
-    routed experts (1 for dense models); CP in 1, 2, 4, 8 for long prompts; one or two micro-batches
-    (and PP micro-batches with a pipeline)."""
+                      max_pp: int = 16, micro_batches: Iterable[int | None] = (None,)) -> Iterable[Parallelism]:
+    """Every valid layout on ``devices`` chips: attention TP inside a node and dividing the heads; PP up to
+    ``max_pp`` and the layer count; attention DP the rest; MoE groups of ``moe_tp * ep`` chips holding whole
+    attention TP groups and dividing the stage, with EP dividing the routed experts and MoE-TP 1 or the attention
+    TP (each expert split over the TP group, SGLang's and vLLM's default on one node); CP in 1, 2, 4, 8 for long
+    prompts; ``micro_batches`` each (None: chosen per phase by price)."""
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ConfigError(None, "devices", "a positive integer", devices)
     for tp in divisors(devices, hw.node.chips_per_node):
@@ -82,12 +83,24 @@ def enumerate_layouts(model: ModelConfig, hw: Hardware, devices: int, *, long_pr
             rest = devices // (tp * cp)
             for pp in divisors(rest, min(max_pp, model.num_hidden_layers)):
                 dp = rest // pp
-                stage = tp * cp * dp
-                eps = [e for e in divisors(gcd(stage, model.n_routed_experts)) if e % tp == 0] \
-                    if model.is_moe else [1]
-                for ep in eps:
-                    for mb in sorted({1, 2, pp}):
-                        yield Parallelism(tp=tp, cp=cp, pp=pp, dp=dp, ep=ep, micro_batches=mb)
+                for moe_tp, ep in _moe_splits(model, tp, tp * cp * dp):
+                    for mb in micro_batches:
+                        yield Parallelism(tp=tp, cp=cp, pp=pp, dp=dp, ep=ep, moe_tp=moe_tp, micro_batches=mb)
+
+
+def _moe_splits(model: ModelConfig, tp: int, stage: int) -> list[tuple[int, int]]:
+    """(moe_tp, ep) pairs for a stage of ``stage`` chips (``enumerate_layouts``); (1, 1) for dense models."""
+    if not model.is_moe:
+        return [(1, 1)]
+    out = []
+    for moe_tp in sorted({1, tp}):
+        if model.moe_intermediate_size % moe_tp:
+            continue
+        for ep in divisors(gcd(stage // moe_tp, model.n_routed_experts)):
+            group = moe_tp * ep
+            if group % tp == 0 and stage % group == 0:
+                out.append((moe_tp, ep))
+    return out
 
 
 def _inference_metrics(plan: LayoutPlan, hw: Hardware) -> dict:
@@ -122,22 +135,31 @@ def pareto_front(results: list[PlanResult], *, up: str, down: str) -> list[PlanR
 def search_inference(model: ModelConfig, hw: Hardware, *, devices: int, prompt_len: int, output_len: int,
                      precision: Precision, objective: str = "throughput", slo_tpot_s: float | None = None,
                      slo_ttft_s: float | None = None, batches: Iterable[int] | None = None, mtp: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> PlanSearch:
-    """Search inference layouts on ``devices`` chips. ``batches`` are global batch sizes to try (default:
-    1, 4, 16, 64, 256 sequences per attention replica). Layout pricing is cached by shard shape, so a
-    search of thousands of layouts prices each distinct per-device graph once."""
+                     progress: Callable[[int, int], None] | None = None,
+                     deployment: Deployment | None = None) -> PlanSearch:
+    """Search inference layouts on ``devices`` chips. ``batches`` are batch sizes of one instance to try (default:
+    1, 4, 16, 64, 256 sequences per attention replica). ``deployment`` (e.g. from ``mapping.resolve``) carries the
+    options every candidate keeps (expert load, prefill chunk, CUDA graphs, EP mode, attention model); each
+    candidate is ``deployment.with_layout(layout)`` at a batch, priced as ``estimate()`` prices it. Pricing is cached
+    by graph shape, so a search of thousands of layouts prices each distinct device graph once."""
     if objective not in OBJECTIVES:
         raise ConfigError(None, "objective", f"one of {', '.join(OBJECTIVES)}", objective)
+    base = deployment or one_pool(model, hw, Parallelism(), precision, batch=1, prompt_len=prompt_len,
+                                  output_len=output_len, mtp=mtp)
     layouts = list(enumerate_layouts(model, hw, devices, long_prompt=prompt_len >= LONG_PROMPT_TOKENS))
     jobs = []
     for par in layouts:
         sizes = sorted(set(batches)) if batches else [par.dp * s for s in DEFAULT_SEQS_PER_REPLICA]
-        jobs += [(par, b) for b in sizes if b >= par.micro_batches * par.dp or par.micro_batches == 1]
+        jobs += [(par, b) for b in sizes]
     cache: dict = {}
     results, rejected = [], 0
     for i, (par, batch) in enumerate(jobs):
-        dep = one_pool(model, hw, par, precision, batch=batch, prompt_len=prompt_len, output_len=output_len, mtp=mtp)
-        plan = price_pool(dep, dep.pools[0], cache)
+        candidate = replace(base.with_layout(par), batch=batch)
+        try:
+            plan = price_pool(candidate, candidate.pools[0], cache)
+        except ConfigError:  # e.g. expert slots that do not spread over this EP
+            rejected += 1
+            continue
         if not plan.fits:
             rejected += 1
         else:
@@ -166,8 +188,8 @@ def search_training(model: ModelConfig, hw: Hardware, *, devices: int, seq_len: 
     if objective not in OBJECTIVES:
         raise ConfigError(None, "objective", f"one of {', '.join(OBJECTIVES)}", objective)
     jobs = []
-    for par in enumerate_layouts(model, hw, devices):
-        if par.micro_batches != 1 or par.cp != 1 or global_batch % par.dp:
+    for par in enumerate_layouts(model, hw, devices, micro_batches=(1,)):
+        if par.moe_tp != 1 or par.cp != 1 or global_batch % par.dp:
             continue
         mb = global_batch // par.dp
         for schedule in schedules:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from archsim.cli import main
 
 
@@ -29,11 +31,26 @@ def test_run_bad_file_is_one_line_exit_2(capsys, tmp_path):
 
 
 def test_run_bad_flag_exit_2(capsys):
-    try:
+    with pytest.raises(SystemExit) as stop:  # argparse rejects the value before anything runs
         main(["run", "workloads/kimi_k2.yaml", "--hw", "hardware/h100.yaml", "--batch", "zero"])
-    except SystemExit as stop:
-        assert stop.code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--batch" in err
+    # a value the model rejects (after parsing) is one error line and exit 2 too
+    assert main(["run", "workloads/kimi_k2.yaml", "--hw", "hardware/h100.yaml", "--devices", "16",
+                 "--moe-ep", "7"]) == 2
+    assert capsys.readouterr().err.count("archsim: error:") == 1
+
+
+def test_run_deployment_flags_and_pools(capsys):
+    assert main(["run", "workloads/deepseek_v3.yaml", "--hw", "hardware/h200.yaml", "--devices", "8", "--tp", "8",
+                 "--moe-tp", "8", "--batch", "16", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["deployment"]["layout"]["moe_tp"], data["deployment"]["layout"]["moe_ep"]) == (8, 1)
+    assert main(["run", "workloads/deepseek_v3.yaml", "--hw", "hardware/h800.yaml", "--deployment",
+                 "deployments/deepseek_v3_h800_1p3d.yaml", "--batch", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "prefill pool" in text and "decode pool" in text and "System (steady state" in text
 
 
 def test_run_small_json_and_measured_expert_load(capsys, tmp_path):

@@ -18,9 +18,13 @@ def test_enumeration_covers_valid_layouts_only(dsv3, h800):
     layouts = list(enumerate_layouts(dsv3, h800, 16))
     assert all(p.devices == 16 for p in layouts)
     assert all(p.tp <= 8 and 128 % p.tp == 0 for p in layouts)
-    assert all(p.ep % p.tp == 0 and 256 % p.ep == 0 and p.stage_devices % p.ep == 0 for p in layouts)
-    labels = {(p.tp, p.ep, p.pp, p.dp, p.micro_batches) for p in layouts}
-    assert (1, 16, 1, 16, 2) in labels and (8, 8, 2, 1, 2) in labels
+    # MoE groups of moe_tp x ep chips hold whole attention TP groups and divide the stage; EP divides the experts
+    assert all(p.moe_group % p.tp == 0 and 256 % p.ep == 0 and p.stage_devices % p.moe_group == 0 for p in layouts)
+    assert {p.moe_tp for p in layouts} == {1, 2, 4, 8} and all(p.moe_tp in (1, p.tp) for p in layouts)
+    assert all(p.micro_batches is None for p in layouts)  # chosen per phase by price
+    labels = {(p.tp, p.moe_tp, p.ep, p.pp, p.dp) for p in layouts}
+    # DP16 + EP16; TP8 x PP2 with EP inside the TP group; TP8 with MoE-TP8 (SGLang's default on a node) x PP2
+    assert (1, 1, 16, 1, 16) in labels and (8, 1, 8, 2, 1) in labels and (8, 8, 1, 2, 1) in labels
     assert len(labels) == len(layouts)  # no duplicates
 
 
@@ -56,10 +60,16 @@ def test_pareto_front_is_non_dominated():
 
 
 def test_training_search(llama, h100):
-    res = search_training(llama, h100, devices=64, seq_len=2048, global_batch=256)
-    assert res.searched > 0
+    # Llama-3.1-405B in BF16 needs 405.9e9 x (2 + 2 + 12) B of weights, gradients and Adam states: 6.5 TB, so 64
+    # H100 (5.1 TB) hold no layout and the search must say so; 256 hold some
+    none = search_training(llama, h100, devices=64, seq_len=2048, global_batch=256)
+    assert none.searched > 0 and not none.plans and none.best is None and none.rejected == none.searched
+    res = search_training(llama, h100, devices=256, seq_len=2048, global_batch=256)
+    assert res.plans and res.best is res.plans[0]
     for p in res.plans:
         assert p.metrics["memory_per_device_bytes"] <= 80e9 and 0 < p.metrics["mfu"] < 1
+    steps = [p.metrics["tokens_per_s"] for p in res.plans]
+    assert steps == sorted(steps, reverse=True)
 
 
 def test_bad_objective(dsv3, h800):
