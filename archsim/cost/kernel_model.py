@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from archsim.config.hardware import Hardware, resolve_hardware
-from archsim.cost import efficiency as eff
 from archsim.cost.attention_traffic import flash_hbm_bytes
-from archsim.cost.traffic import Geometry, gemm_operand_rate, level_rate
+from archsim.cost.gemm import GemmRates, GemmShape, gemm_time as price_gemm, tile_candidates, untiled_candidates
+from archsim.cost.geometry import Geometry
+from archsim.cost.rates import ChipRates
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
-from archsim.graph.op import EXPERT_LAYOUTS, expert_layout
+from archsim.graph.op import expert_layout, row_layout
 
 KINDS = ("gemm", "grouped_gemm", "moe", "attention", "collective")
 
@@ -71,95 +72,73 @@ def _positive_int(value: object, path: str) -> int:
     return value
 
 
-def _matrix_peak(hw: Hardware, dtype: DType) -> tuple[float, float]:
-    """(peak FLOP/s, achievable fraction) of the matrix engine in ``dtype``; the peak is the one at the chip's
-    thermal clock (nominal peak x ``compute_clock_fraction``, as ``cost/opcost.py`` prices compute)."""
-    try:
-        engine = hw.engine_for("matrix")
-    except KeyError:
-        raise ConfigError(hw.source_file, "compute", "a matrix engine", None) from None
-    if dtype.name not in engine.peak_flop_per_s:
-        raise ConfigError(hw.source_file, f"compute.{engine.name}.peak", f"a peak for {dtype.name}",
-                          sorted(engine.peak_flop_per_s))
-    return engine.peak_flop_per_s[dtype.name] * hw.compute_clock_fraction, engine.achievable_fraction
+@dataclass(frozen=True, kw_only=True)
+class KernelTime:
+    """A kernel's time split into its named parts; ``bound`` names the part that set it."""
+
+    time_s: float
+    bound: str
+    ramp_s: float
+    compute_s: float
+    memory_s: float
+    operand_s: float = 0.0
 
 
-def _vector_rate(hw: Hardware) -> float:
-    try:
-        engine = hw.engine_for("vector")
-    except KeyError:
-        return 0.0
-    return max(engine.peak_flop_per_s.values()) * engine.achievable_fraction * hw.compute_clock_fraction
+def overlapped_kernel_time(*, compute_s: float, bytes_moved: float, bandwidth_bytes_per_s: float,
+                           ramp_s: float, l2_bytes: float = 0.0,
+                           l2_bandwidth_bytes_per_s: float = float("inf")) -> KernelTime:
+    """Time of a kernel that overlaps all its traffic with its compute (attention, elementwise):
+    ``ramp + max(compute, bytes / bw, l2_bytes / l2_bw)`` (``l2_bytes``: re-reads served by L2)."""
+    if bandwidth_bytes_per_s <= 0 or l2_bandwidth_bytes_per_s <= 0:
+        raise ConfigError(None, "memory.bandwidth", "positive bandwidths",
+                          (bandwidth_bytes_per_s, l2_bandwidth_bytes_per_s))
+    memory_s = bytes_moved / bandwidth_bytes_per_s
+    l2_s = l2_bytes / l2_bandwidth_bytes_per_s
+    bound, main = max((("compute", compute_s), ("memory", memory_s), ("l2", l2_s)), key=lambda c: c[1])
+    return KernelTime(time_s=ramp_s + main, bound=bound, ramp_s=ramp_s, compute_s=compute_s, memory_s=memory_s,
+                      operand_s=l2_s)
 
 
 def main_memory_bandwidth(hw: Hardware) -> float:
-    """Sustained main-memory bytes/s: the outermost level's bandwidth times its achievable fraction, capped by
-    its power limit (``traffic.level_rate``; off chip, so not scaled by the core clock)."""
-    return level_rate(hw.main_memory)
+    """Sustained main-memory bytes/s (``ChipRates.main_bytes_per_s``)."""
+    return ChipRates.of(hw).main_bytes_per_s
 
 
-def _l2_bandwidth(hw: Hardware) -> float:
-    """Sustained L2 -> SM bandwidth at the chip's core clock (``traffic.level_rate``); unbounded when the chip
-    has no ``l2`` level described."""
-    l2 = hw.memory.get("l2")
-    if l2 is None or l2 is hw.main_memory:
-        return float("inf")
-    return level_rate(l2, hw.compute_clock_fraction)
-
-
-def _ramp(hw: Hardware) -> float:
-    fields = hw.kernel
-    return fields.ramp_s if fields is not None else 0.0
+TILED_BOUNDS = ("compute", "memory", "l2")  # gemm.MAIN_LOOP_TERMS as the kernel API names them
 
 
 def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int, dtype: str | DType = "fp8",
                       out_dtype: str | DType = "bf16", layout: str = "contiguous") -> KernelEstimate:
     """``groups`` independent GEMMs C_g[m,n] = A_g[m,k] B_g[k,n] in one kernel (MoE experts, each
-    with m tokens). Wave quantisation runs over all groups' tiles together.
+    with m tokens), priced by ``gemm.gemm_time`` as a benchmark runs them (every operand read once).
 
-    ``layout`` is how the groups' rows are laid out (DeepGEMM's two grouped kernels, docs/fidelity.md):
-    ``contiguous`` (prefill/training: the groups' rows concatenated, each group a whole number of tiles;
-    the kernel's config sees one GEMM of groups*m rows) or ``masked`` (decode: a [groups, m, k] buffer,
-    m valid rows per group; the config sees ``groups`` GEMMs of m rows, so with several groups the
-    kernel runs without TMA multicast). With one group both are the dense GEMM.
+    ``layout`` is how the groups' rows are laid out (an ExpertRowLayout, docs/fidelity.md): ``contiguous``
+    (prefill/training: the groups' rows concatenated, each group a whole number of tiles; the kernel's config
+    sees one GEMM of groups*m rows) or ``masked`` (decode: a [groups, m, k] buffer, m valid rows per group; the
+    config sees ``groups`` GEMMs of m rows, so with several groups the kernel runs without TMA multicast). With
+    one group both are the dense GEMM. A chip without a tile menu takes its FLOPs and compulsory bytes.
     """
     hw = resolve_hardware(hw)
     groups, m, n, k = (_positive_int(v, p) for v, p in ((groups, "groups"), (m, "m"), (n, "n"), (k, "k")))
-    if layout not in EXPERT_LAYOUTS:
-        raise ConfigError(None, "layout", f"one of {', '.join(EXPERT_LAYOUTS)}", layout)
+    layout_kind = row_layout(layout, "layout")
     dt, out = _dtype(dtype, "dtype"), _dtype(out_dtype, "out_dtype")
-    peak, fraction = _matrix_peak(hw, dt)
-    rate = peak * fraction
-    flops = 2.0 * groups * m * n * k
-    detail: dict[str, object] = {"layout": layout}
-    fields = hw.kernel
-    time_flops = flops
-    operand_bytes = stream_s = 0.0
-    l2_bw = gemm_operand_rate(hw)
-    if fields is not None and fields.has_tiles:
-        tiling = eff.tile_gemm(groups=groups, m=m, n=n, k=k, elem_bytes=dt.bytes, sm_count=hw.sm_count,
-                               block_m_options=fields.gemm_block_m, block_n_options=fields.gemm_block_n,
-                               max_tile_elements=fields.gemm_max_tile_elements,
-                               multicast_width=fields.gemm_multicast,
-                               config_groups=groups if layout == "masked" else 1, compute_rate=rate,
-                               operand_bandwidth_bytes_per_s=l2_bw,
-                               sm_stream_bytes_per_s=fields.sm_stream_bandwidth_bytes_per_s)
-        tile = tiling.tile
-        time_flops, operand_bytes, stream_s = tiling.time_flops, tiling.operand_bytes, tiling.stream_s
+    rates = ChipRates.of(hw)
+    mma_rate = rates.matrix_flop_per_s(dt.name)
+    shape = GemmShape.benchmark(groups=groups, m=m, n=n, k=k, dtype=dt, out_dtype=out, row_layout=layout_kind)
+    cands = tile_candidates(shape, Geometry.of(hw)) or untiled_candidates(shape)
+    t = price_gemm(cands, GemmRates.of(rates, mma_rate))
+    detail: dict[str, object] = {"layout": layout_kind.value}
+    if cands.configs:
+        tile = cands.configs[int(t.pick)]
         detail.update({"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
-                       "multicast": tiling.multicast,
-                       "quantisation_efficiency": eff.quantisation_efficiency(m=m, n=n, groups=groups, tile=tile,
-                                                                              sm_count=hw.sm_count)})
-    inputs = groups * (dt.storage_bytes((m, k)) + dt.storage_bytes((k, n)))
-    outputs = groups * out.storage_bytes((m, n))
-    t = eff.tiled_kernel_time(compute_s=time_flops / rate, input_bytes=inputs, output_bytes=outputs,
-                              bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw),
-                              operand_bytes=operand_bytes, operand_bandwidth_bytes_per_s=l2_bw, stream_s=stream_s)
-    return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=t.time_s,
-                          bound=t.bound, flops=flops, bytes=inputs + outputs,
-                          parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
-                                 "l2_operand_s": t.operand_s, "panel_stream_s": t.stream_s,
-                                 "epilogue_s": t.epilogue_s}, detail=detail)
+                       "multicast": tile.multicast,
+                       "quantisation_efficiency": groups * m * n / (tile.padded_elements_per_sm * hw.sm_count)})
+    return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=float(t.time_s),
+                          bound=TILED_BOUNDS[int(t.bound)], flops=shape.flops,
+                          bytes=float(cands.hbm_read_bytes + cands.hbm_write_bytes),
+                          parts={"ramp_s": float(t.ramp_s), "compute_s": float(t.mma_s), "memory_s": float(t.hbm_s),
+                                 "l2_operand_s": float(t.l2_operand_s), "panel_stream_s": float(t.panel_stream_s),
+                                 "epilogue_s": float(t.epilogue_s)}, detail=detail)
 
 
 def gemm_time(hw: Hardware | str, *, m: int, n: int, k: int, dtype: str | DType = "fp8",
@@ -243,21 +222,15 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     executed_mma_flops = 2.0 * executed_pairs * (d_qk + d_v)
     softmax_flops = 5.0 * pairs  # docs/counting.md: scale, max-subtract, exp, accumulate, normalise
     compute_dtype = kv if kv.name in ("bf16", "fp16") else BF16  # FP8 KV is dequantised to BF16 (FlashMLA)
-    peak, fraction = _matrix_peak(hw, compute_dtype)
-    fields = hw.kernel
-    if mma_peak_fraction is not None:
-        if not 0.0 < float(mma_peak_fraction) <= 1.0:
-            raise ConfigError(None, "mma_peak_fraction", "a fraction in (0, 1]", mma_peak_fraction)
-        rate = peak * float(mma_peak_fraction)
-    elif fields is not None and fields.attention_mma_fraction is not None:
-        rate = peak * fields.clock_ratio * fields.attention_mma_fraction
-    else:
-        rate = peak * fraction
-    vector = _vector_rate(hw)
+    if mma_peak_fraction is not None and not 0.0 < float(mma_peak_fraction) <= 1.0:
+        raise ConfigError(None, "mma_peak_fraction", "a fraction in (0, 1]", mma_peak_fraction)
+    rates = ChipRates.of(hw)
+    rate = rates.attention_flop_per_s(compute_dtype.name,
+                                      None if mma_peak_fraction is None else float(mma_peak_fraction))
+    vector = rates.vector_flop_per_s()
     compute_s = max(executed_mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
-    t = eff.streaming_kernel_time(compute_s=compute_s, bytes_moved=total_bytes,
-                                  bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw), l2_bytes=l2_bytes,
-                                  l2_bandwidth_bytes_per_s=_l2_bandwidth(hw))
+    t = overlapped_kernel_time(compute_s=compute_s, bytes_moved=total_bytes, bandwidth_bytes_per_s=rates.main_bytes_per_s,
+                               ramp_s=rates.ramp_s, l2_bytes=l2_bytes, l2_bandwidth_bytes_per_s=rates.l2_bytes_per_s)
     return KernelEstimate(kind="attention", hardware=hw.name, time_s=t.time_s, bound=t.bound,
                           flops=mma_flops + softmax_flops, bytes=total_bytes,
                           parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
@@ -300,16 +273,12 @@ def stream_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0, dtype:
     if not nbytes >= 0 or not flops >= 0:
         raise ConfigError(None, "stream", "bytes and FLOPs >= 0", (nbytes, flops))
     dt = _dtype(dtype, "dtype")
-    try:
-        engine = hw.engine_for("vector")
-        rate = (engine.peak_flop_per_s.get(dt.name, max(engine.peak_flop_per_s.values())) * engine.achievable_fraction
-                * hw.compute_clock_fraction)
-    except KeyError:
-        rate = 0.0
+    rates = ChipRates.of(hw)
+    rate = rates.vector_flop_per_s(dt.name)
     if flops > 0 and rate <= 0:
         raise ConfigError(hw.source_file, "compute", "a vector engine for elementwise FLOPs", None)
-    t = eff.streaming_kernel_time(compute_s=flops / rate if flops > 0 else 0.0, bytes_moved=nbytes,
-                                  bandwidth_bytes_per_s=main_memory_bandwidth(hw), ramp_s=_ramp(hw))
+    t = overlapped_kernel_time(compute_s=flops / rate if flops > 0 else 0.0, bytes_moved=nbytes,
+                               bandwidth_bytes_per_s=rates.main_bytes_per_s, ramp_s=rates.ramp_s)
     return KernelEstimate(kind="stream", hardware=hw.name, time_s=t.time_s, bound=t.bound, flops=float(flops),
                           bytes=float(nbytes), parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s,
                                                       "memory_s": t.memory_s})
@@ -363,13 +332,13 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt, layout=layout)
     act_elems = local * per_expert * inter
     swiglu_bytes = local * per_expert * 2 * inter * BF16.bytes + act_elems * dt.bytes
-    vector = _vector_rate(hw)
+    rates = ChipRates.of(hw)
+    vector = rates.vector_flop_per_s()
     if vector <= 0:
         raise ConfigError(hw.source_file, "compute", "a vector engine for the SwiGLU between the expert GEMMs", None)
     # docs/counting.md: SwiGLU is 5 FLOPs per element
-    swiglu = eff.streaming_kernel_time(compute_s=5.0 * act_elems / vector,
-                                       bytes_moved=swiglu_bytes, bandwidth_bytes_per_s=main_memory_bandwidth(hw),
-                                       ramp_s=_ramp(hw))
+    swiglu = overlapped_kernel_time(compute_s=5.0 * act_elems / vector, bytes_moved=swiglu_bytes,
+                                    bandwidth_bytes_per_s=rates.main_bytes_per_s, ramp_s=rates.ramp_s)
     parts = {"dispatch_s": exchange.dispatch.time_s, "up_s": up.time_s, "swiglu_s": swiglu.time_s,
              "down_s": down.time_s, "combine_s": exchange.combine.time_s}
     bound = max(parts, key=parts.get).removesuffix("_s")

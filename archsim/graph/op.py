@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Iterator, Literal, Mapping
 
@@ -60,7 +60,7 @@ class OperandRecord:
         return self.bytes_read + self.bytes_written
 
 
-class ExpertRowLayout(str, Enum):
+class ExpertRowLayout(StrEnum):
     """How a grouped GEMM's rows are laid out for its kernel (DeepGEMM's two grouped kernels)."""
 
     CONTIGUOUS = "contiguous"  # the groups' rows concatenated, each group whole tiles; one config for all groups

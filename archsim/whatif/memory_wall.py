@@ -6,7 +6,7 @@ Definitions (all from the cost model, ``cost/``):
 - arithmetic intensity = phase FLOPs / main-memory bytes (the bytes the traffic models move, not just
   the compulsory ones);
 - ridge point = achievable peak FLOP/s of the dtype carrying most FLOPs / sustained main-memory bytes/s
-  (``cost.opcost.level_rate``: achievable bandwidth, capped by a power limit where the YAML sets one);
+  (``cost.rates.level_bytes_per_s``: achievable bandwidth, capped by a power limit where the YAML sets one);
   a phase below the ridge cannot be compute-bound on that chip;
 - compute-bound bandwidth = the smallest main-memory bandwidth at which compute-bound ops take more of
   the phase time than any other resource (found on the array path by a log grid then bisection);
@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from archsim.config.hardware import Hardware
-from archsim.cost.opcost import level_rate
+from archsim.cost.rates import level_bytes_per_s
 from archsim.cost.phase import graph_ops, price_graph
 from archsim.cost.work import GraphWork, HardwareArrays, extract_work, hardware_arrays, price_work
 
@@ -109,7 +109,7 @@ def phase_wall(graph, hw: Hardware, *, attention: str = "flash") -> PhaseWall:
     ridge = math.nan
     if phase.mfu_dtype:
         engine = next(e for e, d in work.rate_keys if d == phase.mfu_dtype)
-        ridge = _compute_roof(hw, engine, phase.mfu_dtype) / level_rate(hw.main_memory)
+        ridge = _compute_roof(hw, engine, phase.mfu_dtype) / level_bytes_per_s(hw.main_memory)
     needed = compute_bound_bandwidth(work.compress(), hw)
     if phase.bound == "compute":
         note = "compute-bound at the chip's bandwidth"
@@ -139,7 +139,7 @@ def roofline_points(graph, hw: Hardware, *, attention: str = "flash") -> tuple[l
     engine = hw.engine_for("matrix")
     dtype = phase.mfu_dtype if phase.mfu_dtype in engine.peak_flop_per_s else max(
         engine.peak_flop_per_s, key=engine.peak_flop_per_s.get)
-    return points, _compute_roof(hw, engine.name, dtype), level_rate(main)
+    return points, _compute_roof(hw, engine.name, dtype), level_bytes_per_s(main)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping
 
 from archsim.config.hardware import Hardware
-from archsim.cost.opcost import OpCost, level_rate, price_work_item, rate_key
+from archsim.cost.opcost import OpCost, price_work_item, rate_key
 from archsim.cost.phase import graph_ops
+from archsim.cost.rates import level_bytes_per_s
 from archsim.cost.traffic import Geometry, op_work
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.graph.op import Op
@@ -84,7 +85,7 @@ def pim_cost(op: Op, hw: Hardware) -> Choice | None:
         "pim:compute": op.flops / (pim.peak_flop_per_s[dtype] * pim.achievable_fraction * hw.compute_clock_fraction),
         "pim:internal": inside / (pim.internal_bandwidth_bytes_per_s * pim.achievable_fraction)
         + (level.latency_s if inside > 0 else 0.0),
-        f"memory:{level.name}": outside / level_rate(level) + (level.latency_s if outside > 0 else 0.0),
+        f"memory:{level.name}": outside / level_bytes_per_s(level) + (level.latency_s if outside > 0 else 0.0),
         "launch": hw.kernel_launch_s,
     }
     bound = max(candidates, key=candidates.get)

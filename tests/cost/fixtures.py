@@ -10,10 +10,12 @@ claims: the tests derive every expected value from the record's fields, never fr
 from __future__ import annotations
 
 from archsim.config.hardware import ComputeEngine, Hardware, Link, MemoryLevel, Node, Power
+from archsim.cost import gemm
+from archsim.cost.geometry import Geometry
 from archsim.cost.opcost import OpCost, price_work_item
-from archsim.cost.traffic import Geometry, op_work
+from archsim.cost.traffic import op_work
 from archsim.dtypes import BF16, FP8, FP32, DType
-from archsim.graph.op import Op, Operand
+from archsim.graph.op import ExpertRowLayout, Op, Operand
 
 KIB = 2 ** 10
 SMS = 132  # published.md s4 H100 SMs [S]
@@ -97,3 +99,35 @@ def price_op(op: Op, hw: Hardware, *, attention: str = "flash") -> OpCost:
     """The scalar path's price of one op on ``hw`` (``attention``: "flash" or "naive"); the array path
     (``cost/phase.price_graph``) is what projections use, and the tests hold the two equal."""
     return price_work_item(op, op_work(op, Geometry.of(hw), attention=attention), hw)
+
+
+def least_padded_tile(*, m: int, n: int, groups: int, sm_count: int, block_m_options, block_n_options,
+                      max_tile_elements: int, score=None) -> gemm.TileConfig:
+    """The menu tile of least ``score`` (default: padded outputs per SM, to which the MMA time is proportional);
+    ties to the fewest waves, then the fullest last wave, then the wider block_n. A rate-free pick for tests."""
+    score = score or (lambda tile: float(tile.padded_elements_per_sm))
+    tiles = gemm.tile_configs(groups=groups, m=m, n=n, sm_count=sm_count, block_m_options=tuple(block_m_options),
+                              block_n_options=tuple(block_n_options), max_tile_elements=max_tile_elements)
+    return min(tiles, key=lambda t: (score(t), t.waves, -t.last_wave_tiles, -t.block_n))
+
+
+def tile_geometry(*, block_m, block_n, max_tile_elements: int, sm_count: int = SMS, multicast: int = 1,
+                  l2_bytes: float = 50e6) -> Geometry:
+    """An H100-like geometry (228 KiB SMEM and 256 KiB registers per SM) with the given GEMM tile menu."""
+    return Geometry(level_names=("registers", "shared", "l2", "hbm"), main="hbm", sram_per_sm_bytes=228 * KIB,
+                    l2_bytes=l2_bytes, register_per_sm_bytes=256 * KIB, sm_count=sm_count,
+                    gemm_block_m=tuple(block_m), gemm_block_n=tuple(block_n), gemm_max_tile_elements=max_tile_elements,
+                    gemm_multicast=multicast, matrix_dtypes=("fp8", "bf16"))
+
+
+def gemm_shape(*, m: float, n: int, k: int, groups: int = 1, dtype: DType = FP8, out: DType = BF16,
+               row_layout: ExpertRowLayout = ExpertRowLayout.CONTIGUOUS, b_elem_bytes: float | None = None,
+               busiest: float | None = None) -> gemm.GemmShape:
+    """``groups`` equal GEMMs of m x n x k (A and B in ``dtype``, C in ``out``), operands read once; ``b_elem_bytes``
+    overrides B's on-chip width (a weight-only format), ``busiest`` the busiest group's rows (default m)."""
+    return gemm.GemmShape(rows_total=float(groups * m), groups_touched=float(groups),
+                          busiest_group_rows=float(m if busiest is None else busiest), n=n, k=k,
+                          row_layout=row_layout, mma_dtype=dtype, a_elem_bytes=dtype.bytes,
+                          b_elem_bytes=dtype.bytes if b_elem_bytes is None else b_elem_bytes,
+                          a_bytes=groups * m * k * dtype.bytes, b_bytes=groups * k * n * dtype.bytes,
+                          c_bytes=groups * m * n * out.bytes, flops=2.0 * groups * m * n * k, l2_banding=False)

@@ -11,7 +11,8 @@ import pytest
 from archsim.config.hardware import load_hardware
 from archsim.cost.opcost import price_work_item, rate_key
 from tests.cost.fixtures import price_op
-from archsim.cost.traffic import Geometry, level_rate, op_work
+from archsim.cost.rates import level_bytes_per_s
+from archsim.cost.traffic import Geometry, op_work
 from archsim.dtypes import BF16
 from archsim.graph.op import Op, Operand
 from archsim.whatif.placement import place_op
@@ -52,7 +53,7 @@ def test_op_moved_to_the_photonic_engine_is_priced_by_its_roofline(two_engine_ch
     for name, level in hw.memory.items():
         nbytes = work.bytes_by_level[name]
         clock = 1.0 if level is main else hw.compute_clock_fraction
-        expected = 0.0 if nbytes <= 0 else nbytes / level_rate(level, clock) + level.latency_s
+        expected = 0.0 if nbytes <= 0 else nbytes / level_bytes_per_s(level, clock) + level.latency_s
         assert cost.memory_s_by_level[name] == pytest.approx(expected, rel=1e-12), name
     parts = [cost.compute_s, cost.launch_s, *cost.memory_s_by_level.values()]
     assert cost.time_s == max(parts)  # the plain roofline: no kernel ramp, no operand-feed term

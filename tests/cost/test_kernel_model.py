@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from archsim.config.hardware import load_hardware
 from archsim.cost.kernel_model import (attention_time, gemm_time, grouped_gemm_time, kernel_time, moe_time,
-                                       stream_time)
+                                       overlapped_kernel_time, stream_time)
 from archsim.errors import ConfigError
 from archsim.kernel_api import kernel_time as api_kernel_time
 
@@ -41,6 +41,17 @@ def test_without_kernel_fields_gemm_is_the_roofline_plus_epilogue(h800) -> None:
                    (m * k + k * n) / bw) + m * n * 2 / bw
     assert est.time_s == pytest.approx(expected)
     assert est.detail == {"layout": "contiguous"}
+
+
+def test_overlapped_kernel_time_is_ramp_plus_the_slowest_stream() -> None:
+    # compute 1 us, 5e6 B at 1e12 B/s = 5 us, ramp 1 us -> 6 us, memory-bound; L2 re-reads of 2e7 B at 2e12 = 10 us
+    t = overlapped_kernel_time(compute_s=1e-6, bytes_moved=5e6, bandwidth_bytes_per_s=1e12, ramp_s=1e-6)
+    assert (t.time_s, t.bound) == (pytest.approx(6e-6), "memory")
+    t = overlapped_kernel_time(compute_s=1e-6, bytes_moved=5e6, bandwidth_bytes_per_s=1e12, ramp_s=1e-6,
+                               l2_bytes=2e7, l2_bandwidth_bytes_per_s=2e12)
+    assert (t.time_s, t.bound, t.operand_s) == (pytest.approx(11e-6), "l2", pytest.approx(10e-6))
+    with pytest.raises(ConfigError):
+        overlapped_kernel_time(compute_s=0.0, bytes_moved=1.0, bandwidth_bytes_per_s=0.0, ramp_s=0.0)
 
 
 def test_grouped_equals_dense_when_one_group(h800) -> None:

@@ -1,10 +1,10 @@
 """A tiled GEMM's energy uses the bytes its time uses (docs/fidelity.md "GEMM operand bytes").
 
-On a chip with a GEMM tile menu the time charges the picked tile's L2 operand panels (efficiency.tile_operand_bytes,
+On a chip with a GEMM tile menu the time charges the picked tile's L2 operand panels (gemm.TileCandidates,
 TMA multicast sharing the A reads); the L2 level's bytes (and so its energy) are those panels plus the output, the
 shared-memory level's every CTA's panels plus the output. The tile is picked at pricing time, so a sweep of rates
 re-tiles and re-prices the energy point by point, identically in the scalar path (opcost.price_op) and the array
-path (work.price_work). Chips without a tile menu keep cost/gemm_traffic.py's SRAM-tile bytes.
+path (work.price_work). Chips without a tile menu keep gemm.sram_tile_traffic's bytes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from archsim.config.hardware import load_hardware
 from tests.cost.fixtures import price_op
 from archsim.cost.phase import graph_ops, price_graph
 from archsim.fidelity.tdp_energy import gemm_graph
-from archsim.cost.traffic import Geometry, gemm_operand_rate, op_work
+from archsim.cost.rates import ChipRates
+from archsim.cost.traffic import Geometry, op_work
 from archsim.cost.work import extract_work, hardware_arrays, price_work
 from archsim.dtypes import FP8
 from archsim.graph.op import Op, Operand
@@ -60,7 +61,7 @@ def test_time_and_energy_charge_the_same_l2_bytes(op):
     cost = price_op(op, hw)
     l2 = cost.bytes_by_level["l2"]
     # the L2 time term is the operand panels over the operand feed; the L2 bytes are those panels plus the output
-    panels = cost.memory_s_by_level["l2"] * gemm_operand_rate(hw)
+    panels = cost.memory_s_by_level["l2"] * ChipRates.of(hw).gemm_operand_bytes_per_s
     assert l2 == pytest.approx(panels + op.bytes_written, rel=REL)
     assert cost.energy_j_by["memory:l2"] == pytest.approx(l2 * 8 * hw.memory["l2"].energy_j_per_bit, rel=REL)
     # every CTA stages its own panels in shared memory: at least the L2 reads (equal without multicast)

@@ -41,11 +41,11 @@ def test_small_case_by_hand():
 @pytest.mark.parametrize("l2", [200, 1500, 10 ** 6])
 @pytest.mark.parametrize("weight", [BF16, FP8_BLOCK128])
 def test_traffic_equals_cost_model(m, n, k, tile, depth, l2, weight):
-    from archsim.cost.gemm_traffic import gemm_traffic
+    from archsim.cost.gemm import banded_traffic
     rec = _run(m, n, k, tile, depth, l2, weight=weight)
-    t = gemm_traffic(m=m, n=n, a_bytes=BF16.storage_bytes((m, k)), b_bytes=weight.storage_bytes((n, k)),
-                     c_bytes=BF16.storage_bytes((m, n)), tile=tile, l2_bytes=l2)
-    assert rec.hbm_read_bytes + rec.hbm_write_bytes == pytest.approx(t.hbm, rel=1e-12)
+    t = banded_traffic(rows=m, groups=1, n=n, a_bytes=BF16.storage_bytes((m, k)), b_bytes=weight.storage_bytes((n, k)),
+                       c_bytes=BF16.storage_bytes((m, n)), tile=tile, l2_bytes=l2)
+    assert rec.hbm_read_bytes + rec.hbm_write_bytes == pytest.approx(t.hbm_read + t.hbm_write, rel=1e-12)
     assert rec.attrs["smem_bytes"] == pytest.approx(t.shared, rel=1e-12)
     # never below the compulsory bytes; a decode-shaped GEMM (one row panel) moves exactly them
     compulsory = sum(o.nbytes for o in rec.reads + rec.writes)

@@ -1,0 +1,28 @@
+"""The one vocabulary of what bound a time, for ops, phases and kernels: ``compute``, ``memory:<level>`` (a memory
+level by its hardware name, e.g. ``memory:hbm``, ``memory:l2``), ``network`` and ``launch``."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Bound(StrEnum):
+    """The resources that are not memory levels (a memory bound is ``memory(level)``)."""
+
+    COMPUTE = "compute"
+    NETWORK = "network"
+    LAUNCH = "launch"
+
+
+COMPUTE, NETWORK, LAUNCH = Bound.COMPUTE, Bound.NETWORK, Bound.LAUNCH
+MEMORY_PREFIX = "memory:"
+
+
+def memory(level: str) -> str:
+    """The bound label of memory level ``level``."""
+    return f"{MEMORY_PREFIX}{level}"
+
+
+def labels(level_names) -> tuple[str, ...]:
+    """Every label of a chip with memory levels ``level_names`` (innermost first), in tie-break order: compute,
+    the memory levels outermost first, network, launch."""
+    return (COMPUTE, *(memory(name) for name in reversed(tuple(level_names))), NETWORK, LAUNCH)
