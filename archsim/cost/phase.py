@@ -80,6 +80,24 @@ def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: st
     return _phase_cost(ops, work, cost, hw, heaviest, repeats)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PricedOps:
+    """Ops priced without the phase totals: the ops, their work arrays and per-op prices (``price_ops``)."""
+
+    op_list: tuple[Op, ...]
+    work: GraphWork
+    work_cost: WorkCost
+    repeats: object = None
+
+
+def price_ops(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash", cuda_graph: bool = False) -> PricedOps:
+    """The per-op arrays ``price_graph`` builds its totals from, for callers that weight ops themselves."""
+    ops = graph_ops(ops)
+    work = extract_work(ops, hw, attention=attention)
+    return PricedOps(op_list=tuple(ops), work=work, work_cost=price_work(work, graph_arrays(hw, work,
+                                                                                           cuda_graph=cuda_graph)))
+
+
 def graph_arrays(hw: Hardware, work: GraphWork, *, cuda_graph: bool = False):
     """The chip's rate arrays for ``work`` (``cost/work.py``), with the CUDA-graph launch floor when the step is
     replayed from a graph: the one place ``price_graph`` and a sweep's base point get them."""

@@ -76,12 +76,16 @@ def _overrides(shape: Mapping, dtype: str) -> dict:
 
 
 def _estimate(shape: Mapping, dtype: str, hardware: str, **kw):
-    from archsim.api import estimate
+    """The Report ``archsim.estimate`` gives for the case's layout (the same resolve and report path)."""
     from archsim.config.hardware import resolve_hardware
+    from archsim.config.workload import load_workload
+    from archsim.mapping.resolve import resolve_deployment
+    from archsim.report.metrics import report_of
 
-    path = data_dir("workloads") / f"{shape['model']}.yaml"
+    workload = load_workload(data_dir("workloads") / f"{shape['model']}.yaml")
+    overrides = {**_overrides(shape, dtype), **kw}
     try:
-        return estimate(path, resolve_hardware(hardware), **{**_overrides(shape, dtype), **kw})
+        return report_of(resolve_deployment(workload, resolve_hardware(hardware), **overrides), overrides)
     except ConfigError as err:
         raise NotModelled(f"the layout does not resolve: {err}") from None
 

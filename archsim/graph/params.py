@@ -64,8 +64,26 @@ def _layer_params(m: ModelConfig, layer: int) -> tuple[int, int]:
     return total, active
 
 
+_COUNTS: dict[tuple[int, bool], tuple[ModelConfig, ParamCounts]] = {}  # memo: id -> (the model itself, counts)
+
+
 def count_params(model: ModelConfig, *, mtp: bool = False) -> ParamCounts:
-    """Exact counts. With ``mtp`` the MTP modules' unique parameters are added to total and active."""
+    """Exact counts. With ``mtp`` the MTP modules' unique parameters are added to total and active.
+
+    Memoised per model object (a frozen record, which the memo keeps alive so its id is not reused; not every
+    ModelConfig hashes, its quantization_config is a mapping): a projection counts the same model many times."""
+    key = (id(model), mtp)
+    hit = _COUNTS.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    counts = _count_params(model, mtp)
+    if len(_COUNTS) >= 64:
+        _COUNTS.clear()
+    _COUNTS[key] = (model, counts)
+    return counts
+
+
+def _count_params(model: ModelConfig, mtp: bool) -> ParamCounts:
     m, h = model, model.hidden_size
     embedding = m.vocab_size * h
     lm_head = 0 if m.tie_word_embeddings else m.vocab_size * h

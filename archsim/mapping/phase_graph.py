@@ -8,7 +8,7 @@ from typing import Mapping
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
-from archsim.cost.phase import PhaseCost, price_graph
+from archsim.cost.phase import PhaseCost, PricedOps, price_graph, price_ops
 from archsim.graph.build import build_decode, build_prefill, routed_expert_ops
 from archsim.graph.expert_load import ExpertLoad, RankWork
 from archsim.graph.op import expert_layout
@@ -103,13 +103,13 @@ def priced_graph(model: ModelConfig, hw: Hardware, fwd: Forward, precision: Prec
 
 
 def routed_cost(model: ModelConfig, hw: Hardware, precision: Precision, shard: Shard, work: RankWork, *,
-                row_layout: str, attention: str, cache: dict | None) -> PhaseCost:
+                row_layout: str, attention: str, cache: dict | None) -> PricedOps:
     """The routed-expert ops of one MoE layer for a device doing ``work``, priced (the work of EP ranks other than
     the graph's device enters the deployment totals through it)."""
     key = ("routed", shard, work, row_layout, attention)
     if cache is not None and key in cache:
         return cache[key]
-    cost = price_graph(routed_expert_ops(model, precision, shard, work, row_layout), hw, attention=attention)
+    cost = price_ops(routed_expert_ops(model, precision, shard, work, row_layout), hw, attention=attention)
     if cache is not None:
         cache[key] = cost
     return cost

@@ -441,6 +441,7 @@ def _stage_count(model: ModelConfig, cost: PhaseCost, worst_layers: range, worst
     """Per op row of a compact graph: its instances on pipeline stage ``worst`` (the layers it stands for in
     ``worst_layers``; the embedding on the first stage, the head and MTP modules on the last)."""
     inside = set(worst_layers)
+    per_layer: dict = {}  # instances on the stage of each representative layer, counted once
     out = np.zeros(len(cost.op_list))
     for i, op in enumerate(cost.op_list):
         key = layer_of_op(op.name)
@@ -449,7 +450,9 @@ def _stage_count(model: ModelConfig, cost: PhaseCost, worst_layers: range, worst
         elif key == "head":
             out[i] = 1.0 if worst == pp - 1 else 0.0
         else:
-            out[i] = float(sum(1 for layer in _members(cost, op) if layer in inside))
+            if op.layer not in per_layer:
+                per_layer[op.layer] = float(len(inside.intersection(_members(cost, op))))
+            out[i] = per_layer[op.layer]
     return out
 
 

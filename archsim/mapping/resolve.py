@@ -223,3 +223,26 @@ def _expert_load(model, sc: Scenario, override) -> ExpertLoad | None:
     elif override is not None:
         raise ConfigError(None, "expert_load", "'uniform', 'zipf:S' or an ExpertLoad", override)
     return load_from_spec(spec, model.n_routed_experts, model.num_experts_per_tok)
+
+
+def what_fits(resolved: Resolved, overrides: dict) -> str:
+    """What a deployment that does not fit needs: its bytes, and the smallest auto layout that fits for the phase
+    asked (same batch, lengths, formats and options)."""
+    bad = next(p for p in resolved.plan.pools if not p.fits)
+    mem, hw = bad.memory, resolved.deployment.hardware
+    text = (f"{mem.total_bytes / 1e9:.1f} GB per device on {bad.parallelism.devices} x {hw.name} "
+            f"(capacity {mem.capacity_bytes / 1e9:.1f} GB)")
+    keep = {k: v for k, v in overrides.items() if k in ("batch", "prompt_len", "output_len", "weights",
+                                                         "expert_weights", "kv_cache", "activations", "mtp",
+                                                         "expert_load", "prefill_chunk", "attention")}
+    phase = resolved.deployment.phase if bad.role == "both" else bad.role
+    one_pool = DeploymentSpec(pools=(PoolSpec(role="both"),))
+    try:
+        auto = resolve_deployment(resolved.workload, hw, devices=AUTO, phase=phase, deployment=one_pool, **keep)
+    except ConfigError:
+        return text + "; no deployment of up to the largest searched size fits"
+    pool = auto.plan.pools[0]
+    if pool.fits:
+        return text + (f"; the smallest that fits{'' if phase == 'both' else ' for ' + phase} is "
+                       f"{pool.parallelism.devices} devices ({pool.parallelism.label()})")
+    return text + "; no searched deployment fits"

@@ -7,18 +7,25 @@ from typing import Callable
 from archsim.config.hardware import Hardware
 from archsim.cost.phase import TERA, PhaseCost
 from archsim.graph.params import count_params, kv_bytes_per_token
+from archsim.mapping.capacity import max_batch, max_context
 from archsim.mapping.deployment import Deployment, DeploymentPlan, LayoutPlan
 from archsim.mapping.phases import PhaseBreakdown
+from archsim.mapping.resolve import Resolved, what_fits
 from archsim.report.summary import (DecodeSummary, DeploymentSummary, EnergySummary, MemorySummary, ModelSummary,
                                     OpSummary, PrefillSummary, Report, ScenarioSummary, SystemSummary)
 
 
-def report_of(resolved, *, needs: Callable[[], str], capacity: Callable) -> Report:
-    """The Report of a resolved deployment (mapping/resolve.py). ``needs()`` says what a deployment that does not
-    fit would take; ``capacity(layout, context, activation_bytes_per_seq)`` gives (largest batch at the context,
-    longest context at the batch) of the main pool."""
+def report_of(resolved: Resolved, overrides: dict | None = None) -> Report:
+    """The Report of a resolved deployment (mapping/resolve.py; ``overrides``: what resolved it, so a deployment
+    that does not fit can say what would)."""
     wl, sc, dep, plan = resolved.workload, resolved.scenario, resolved.deployment, resolved.plan
     main = plan.pool("decode") or plan.pools[0]
+    needs = lambda: what_fits(resolved, dict(overrides or {}))  # noqa: E731 - only called when needed
+
+    def capacity(par, context: int, act: float) -> tuple[int, int]:
+        return (max_batch(wl.model, dep.hardware, par, dep.precision, context=context, activation_bytes_per_seq=act),
+                max_context(wl.model, dep.hardware, par, dep.precision, batch=main.batch,
+                            activation_bytes_per_seq=act))
     summary = dict(workload=wl.name, model=model_summary(wl.name, wl.model, dep, sc.mtp),
                    scenario=ScenarioSummary(prompt_len=sc.prompt_len, output_len=sc.output_len, batch=main.batch,
                                             weights=sc.weights, kv_cache=sc.kv_cache, activations=sc.activations),

@@ -70,7 +70,12 @@ def test_a_case_may_name_its_own_source(tmp_path) -> None:
 """
     path = tmp_path / "two.yaml"
     path.write_text(text)
-    a, b = load_case_file(path).cases
+    a, b_throughput, b_tpot = load_case_file(path).cases
     assert (a.source, a.confidence) == ("a paper", "verified")
-    assert (b.source, b.confidence) == ("a blog post", "secondary")
-    assert b.measured == {"output_tokens_per_s_per_gpu": 1850.5, "tpot_ms": pytest.approx(0.05)}
+    assert (b_tpot.source, b_tpot.confidence) == ("a blog post", "secondary")
+    # a deployment measurement is judged on each kind of figure it reports, one case each
+    assert (b_throughput.id, b_throughput.category, b_throughput.metric) == (
+        "b.throughput", "deployment_throughput", "output_tokens_per_s_per_gpu")
+    assert (b_tpot.id, b_tpot.category, b_tpot.metric, b_tpot.measured_value) == (
+        "b.tpot", "deployment_tpot", "tpot_ms", pytest.approx(0.05))
+    assert b_tpot.measured == {"tpot_ms": pytest.approx(0.05), "output_tokens_per_s_per_gpu": 1850.5}
