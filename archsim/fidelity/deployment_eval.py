@@ -68,11 +68,22 @@ def _overrides(shape: Mapping, dtype: str) -> dict:
     if experts:
         out["expert_weights"] = str(experts)
     out["kv_cache"] = str(shape.get("kv_cache", "bf16"))
-    if int(shape.get("chunked_prefill", 0)):
-        out["prefill_chunk"] = int(shape["chunked_prefill"])
+    chunk = _chunk(shape)
+    if chunk:
+        out["prefill_chunk"] = chunk
     if "cuda_graph" in shape:
         out["cuda_graphs"] = bool(shape["cuda_graph"])
     return out
+
+
+def _chunk(shape: Mapping) -> int:
+    """Tokens of one prefill forward per attention replica: the stated chunked-prefill size, which SGLang divides
+    over its attention-DP ranks (python/sglang/srt/server_args.py: with --enable-dp-attention,
+    chunked_prefill_size //= dp_size); 0 when not stated."""
+    chunk = int(shape.get("chunked_prefill", 0))
+    if chunk and shape.get("stack") == "sglang" and int(shape.get("attn_dp", 1)) > 1:
+        chunk //= int(shape["attn_dp"])
+    return chunk
 
 
 def _estimate(shape: Mapping, dtype: str, hardware: str, **kw):
@@ -134,7 +145,7 @@ def _prefill_pool(shape, measured, hardware, dtype):
         raise NotModelled("no prompt length stated")
     from archsim.mapping.deployment import DEFAULT_PREFILL_CHUNK
 
-    chunk = int(shape.get("chunked_prefill", 0)) or DEFAULT_PREFILL_CHUNK
+    chunk = _chunk(shape) or DEFAULT_PREFILL_CHUNK
     replicas = int(shape.get("attn_dp", 1))
     batch = max(1, chunk // prompt) * replicas  # every replica's forward a full chunk of whole prompts
     r = _estimate(shape, dtype, hardware, batch=batch, prompt_len=prompt, output_len=1, phase="prefill")

@@ -183,8 +183,19 @@ def _weighted(values, counts: np.ndarray, scale: float):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LayerKind:
+    """The bottleneck stage's layers of one kind (dense or MoE): ``rows`` of the first term's ops that make one
+    layer of the kind, ``layers`` of them on the stage, each with ``comm_s`` of communication per micro-batch."""
+
+    rows: np.ndarray
+    layers: int
+    comm_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class ForwardModel:
-    """One forward shape of a step: how often it runs, its micro-batches, its graphs and its communication."""
+    """One forward shape of a step: how often it runs, its micro-batches, its graphs and its communication (per
+    layer kind, so overlap is priced layer by layer)."""
 
     count: float
     mb: int
@@ -193,6 +204,7 @@ class ForwardModel:
     pp_send_s: float
     pp: int
     overlapped: bool
+    kinds: tuple[LayerKind, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,9 +243,12 @@ class PhaseModel:
         for fwd in self.forwards:
             compute = flops = nbytes = energy = 0.0
             t_flops = t_bytes = t_energy = 0.0
+            first_times = None
             for term in fwd.terms:
                 work = term.cost.work
                 wc = term.cost.work_cost if arrays_for is None else price_work(work, arrays_for(term))
+                if first_times is None:
+                    first_times = (wc.time_s, term.time_scale)
                 main = wc.bytes[..., self.main_level]
                 if term.time_count.any():
                     c, k = term.time_count, term.time_scale
@@ -246,7 +261,7 @@ class PhaseModel:
                 t_bytes = t_bytes + _weighted(main, c, k)
                 t_energy = t_energy + _weighted(wc.energy_j, c, k)
             comm = (fwd.comm_mb_s + fwd.pp_send_s) * fwd.mb
-            exposed = np.maximum(0.0, comm - compute * fwd.mb) if fwd.overlapped else comm + 0.0 * compute
+            exposed = _exposed(fwd, first_times, compute) if fwd.overlapped else comm + 0.0 * compute
             if fwd.overlapped:
                 bubble = (fwd.pp - 1) * np.maximum(compute, fwd.comm_mb_s + fwd.pp_send_s)
             else:
@@ -258,6 +273,21 @@ class PhaseModel:
                                ("deployment_main_bytes", t_bytes), ("deployment_dynamic_energy_j", t_energy)):
                 parts[key] = parts[key] + n * value
         return PhaseTotals(**parts)
+
+
+def _exposed(fwd: ForwardModel, first_times, compute):
+    """Communication left exposed by two-micro-batch overlap, layer by layer: a layer's collectives hide behind
+    the other micro-batch's compute of the same layer, max(0, comm - compute) per layer and micro-batch (a dense
+    layer's spare compute cannot hide a MoE layer's exchange); the pipeline send hides behind what compute is left."""
+    times, scale = first_times
+    exposed = 0.0
+    layer_compute = 0.0
+    for kind in fwd.kinds:
+        per_layer = times[..., kind.rows].sum(axis=-1) * scale
+        layer_compute = layer_compute + kind.layers * per_layer
+        exposed = exposed + kind.layers * fwd.mb * np.maximum(0.0, kind.comm_s - per_layer)
+    rest = compute - layer_compute  # embedding, head: nothing of a layer's to hide
+    return exposed + fwd.mb * np.maximum(0.0, fwd.pp_send_s - rest)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,7 +315,8 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     forward of one attention replica (None: the whole prefill in one forward). ``cuda_graph``: decode steps are
     replayed from a CUDA graph (per-kernel launch floor ``hw.graph_launch_s``). With ``overlap`` and two or more
     micro-batches the communication of one micro-batch hides behind the compute of another (DeepSeek's
-    two-micro-batch overlap): exposed = max(0, comm - compute). EP mode: throughput kernels for prefill,
+    two-micro-batch overlap), layer by layer: exposed = sum over layers of max(0, comm - compute) per micro-batch.
+    EP mode: throughput kernels for prefill,
     low-latency kernels for decode unless ``ep_mode`` says (``ep_exchange_mode``).
     """
     if phase not in ("prefill", "decode"):
@@ -393,8 +424,11 @@ def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int, count: float) ->
                   "ep_combine": mb * fsum(c.ep_combine_s for c in comms),
                   "cp_kv_exchange": mb * fsum(c.cp_kv_exchange_s for c in comms), "pp_send": mb * pp_send}
     terms = _terms(ctx, fwd, mb, graph, work, groups, placement, stages[worst], worst)
+    kinds = tuple(LayerKind(rows=_kind_rows(model, graph.cost, kind),
+                            layers=sum(1 for layer in stages[worst] if model.is_moe_layer(layer) == kind),
+                            comm_s=comm.total_s) for kind, comm in by_kind.items())
     fm = ForwardModel(count=count, mb=mb, terms=terms, comm_mb_s=comm_mb, pp_send_s=pp_send, pp=par.pp,
-                      overlapped=ctx.overlap and mb >= 2)
+                      overlapped=ctx.overlap and mb >= 2, kinds=kinds)
     return _ForwardCost(model=fm, tokens_mb=one.tokens, comm_by_kind=comm_kinds, stage_s=stage_s, worst=worst,
                         layer_comms=tuple(comms), act_peak=graph.activation_peak_bytes / par.cp, graph=graph)
 
@@ -454,6 +488,14 @@ def _stage_count(model: ModelConfig, cost: PhaseCost, worst_layers: range, worst
                 per_layer[op.layer] = float(len(inside.intersection(_members(cost, op))))
             out[i] = per_layer[op.layer]
     return out
+
+
+def _kind_rows(model: ModelConfig, cost: PhaseCost, moe: bool) -> np.ndarray:
+    """Rows of a compact graph's ops that make one decoder layer of the kind (its representative layer)."""
+    layer = next((op.layer for op in cost.op_list if isinstance(op.layer, int) and op.layer < model.num_hidden_layers
+                  and model.is_moe_layer(op.layer) == moe), None)
+    return np.array([op.layer == layer and layer is not None and op.name.startswith("layers.")
+                     for op in cost.op_list], dtype=bool)
 
 
 def _members(cost: PhaseCost, op) -> tuple[int, ...]:
