@@ -23,9 +23,10 @@ def report_of(resolved: Resolved, overrides: dict | None = None) -> Report:
     needs = lambda: what_fits(resolved, dict(overrides or {}))  # noqa: E731 - only called when needed
 
     def capacity(par, context: int, act: float) -> tuple[int, int]:
-        return (max_batch(wl.model, dep.hardware, par, dep.precision, context=context, activation_bytes_per_seq=act),
-                max_context(wl.model, dep.hardware, par, dep.precision, batch=main.batch,
-                            activation_bytes_per_seq=act))
+        # the pool's activation peak (one chunk forward, or the decode step) held whatever the batch: decode
+        # activations grow with the batch, but are far smaller than the KV cache that bounds it
+        return (max_batch(wl.model, dep.hardware, par, dep.precision, context=context, activation_bytes=act),
+                max_context(wl.model, dep.hardware, par, dep.precision, batch=main.batch, activation_bytes=act))
     summary = dict(workload=wl.name, model=model_summary(wl.name, wl.model, dep, sc.mtp),
                    scenario=ScenarioSummary(prompt_len=sc.prompt_len, output_len=sc.output_len, batch=main.batch,
                                             weights=sc.weights, kv_cache=sc.kv_cache, activations=sc.activations),
@@ -75,8 +76,7 @@ def memory_summary(pool: LayoutPlan, dep: Deployment, needs: Callable[[], str] |
     not fit) says what it would take."""
     mem, par = pool.memory, pool.parallelism
     context = dep.context if pool.role != "prefill" else dep.prompt_len
-    seqs = -(-pool.batch // par.dp)
-    biggest, longest = capacity(par, context, mem.activations_bytes / seqs)
+    biggest, longest = capacity(par, context, mem.activations_bytes)
     return MemorySummary(per_device_bytes=mem.total_bytes, capacity_bytes=mem.capacity_bytes,
                          weights_bytes=mem.weights_bytes, kv_cache_bytes=mem.kv_cache_bytes,
                          activations_bytes=mem.activations_bytes, fits=mem.fits,
