@@ -198,7 +198,7 @@ def test_same_input_same_result(s, chip_name):
 def test_bigger_batch_never_faster_per_op_wave_quantisation_counterexample():
     # Found by HYPOTHESIS_PROFILE=dev: DeepSeek-V3 decode, TP8, BF16 weights, batch 179 -> 257 on H100.
     # layers.0.self_attn.o_absorb (16 groups of m x 128 x 512) used to get 3.10e9 time-equivalent FLOPs at
-    # m=179 and 2.22e9 at m=257: the old rules (fewest waves in archsim/cost/efficiency.py, and the busiest
+    # m=179 and 2.22e9 at m=257: the old rules (fewest waves in the former cost/efficiency.py, and the busiest
     # expert's useful work over the SMs its tiles use) were not monotone in m. Both now take the least
     # padded work over the tile menu, which is monotone, so every op is at least as slow at 257.
     s = {"model": "deepseek_v3", "phase": "decode", "batch": 179, "length": 1, "shard": Shard(tp=8, ep=1),

@@ -94,7 +94,7 @@ def _shape(args: argparse.Namespace) -> tuple[str, dict]:
         return "gemm", dict(m=args.m, n=args.n, k=args.k, dtype=args.dtype)
     if kind == "grouped-gemm":
         return "grouped_gemm", dict(groups=args.groups, m=args.m, n=args.n, k=args.k, dtype=args.dtype,
-                                    layout=args.layout)
+                                    row_layout=args.layout)
     if kind == "moe":
         return "moe", dict(tokens=args.tokens, hidden=args.hidden, inter=args.inter, topk=args.topk,
                            experts=args.experts, ep=args.ep, dtype=args.dtype, n_group=args.n_group,

@@ -1,8 +1,9 @@
 """Kernel-efficiency fields of a chip (the optional ``kernel:`` section of a hardware YAML): clocks,
 the tile shapes its GEMM library chooses from, attention's MMA fraction and the per-kernel ramp time.
 
-Each field is a physical quantity with a source in the YAML; ``archsim/cost/efficiency.py`` holds the
-models that use them and docs/fidelity.md their derivation.
+Each field is a physical quantity with a source in the YAML; ``archsim/cost/geometry.py`` (the tile menu) and
+``archsim/cost/rates.py`` (clocks, feeds, ramp) read them, ``archsim/cost/gemm.py`` prices GEMMs with them, and
+docs/fidelity.md derives them.
 """
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
-"""Kernel-level pricing: the time of one GEMM, grouped GEMM, MoE layer, attention call or collective
-on one chip, with the bound, achieved FLOP/s and bytes/s (the unit of validation, docs/fidelity.md).
+"""Kernel shape x Hardware -> KernelEstimate: one GEMM, grouped GEMM, MoE layer, attention call, elementwise kernel
+or collective on one chip, with its bound, parts and achieved rates (the unit of validation, docs/fidelity.md).
 
-``kernel_time(kernel, hw, **shape)`` dispatches to ``gemm_time``, ``grouped_gemm_time``, ``moe_time``,
-``attention_time`` and ``collective_time`` (``stream_time`` prices elementwise work). ``hw`` is a
-``Hardware`` record or a hardware name/path.
-The efficiency effects (clock under load, wave quantisation, ramp, epilogue) come from
-``archsim/cost/efficiency.py`` and the hardware's optional ``kernel`` fields; without them the
-prediction is the plain roofline with the engines' and memories' achievable fractions.
-Rates follow the graph path's rules (``cost/opcost.py``), so one GEMM is priced alike by both: engine peaks
-and on-chip levels (L2, the GEMM operand feed ``traffic.gemm_operand_rate``) run at the chip's thermal
-``compute_clock_fraction``, and every memory level's rate is capped by its ``power_limit`` (``traffic.level_rate``).
+``kernel_time(kernel, hw, **shape)`` dispatches to the ``*_time`` functions; ``hw`` is a record or a hardware
+name/path. GEMMs are ``cost/gemm.py``'s (the graph's own function), rates ``cost/rates.py``'s.
 """
 from __future__ import annotations
 
@@ -19,12 +12,14 @@ from typing import Mapping
 
 from archsim.config.hardware import Hardware, resolve_hardware
 from archsim.cost.attention_traffic import flash_hbm_bytes
-from archsim.cost.gemm import GemmRates, GemmShape, gemm_time as price_gemm, tile_candidates, untiled_candidates
+from archsim.cost import bound as bounds
+from archsim.cost.gemm import (GemmRates, GemmShape, bound_labels as gemm_bound_labels, gemm_time as price_gemm,
+                               operand_level, tile_candidates, untiled_candidates)
 from archsim.cost.geometry import Geometry
 from archsim.cost.rates import ChipRates
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
-from archsim.graph.op import expert_layout, row_layout
+from archsim.graph.op import expert_layout, row_layout as expert_row_layout
 
 KINDS = ("gemm", "grouped_gemm", "moe", "attention", "collective")
 
@@ -74,7 +69,7 @@ def _positive_int(value: object, path: str) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class KernelTime:
-    """A kernel's time split into its named parts; ``bound`` names the part that set it."""
+    """A kernel's time split into its named parts; ``bound`` names the resource that set it (cost/bound.py)."""
 
     time_s: float
     bound: str
@@ -84,19 +79,19 @@ class KernelTime:
     operand_s: float = 0.0
 
 
-def overlapped_kernel_time(*, compute_s: float, bytes_moved: float, bandwidth_bytes_per_s: float,
-                           ramp_s: float, l2_bytes: float = 0.0,
-                           l2_bandwidth_bytes_per_s: float = float("inf")) -> KernelTime:
+def overlapped_kernel_time(rates: ChipRates, *, compute_s: float, bytes_moved: float,
+                           l2_bytes: float = 0.0) -> KernelTime:
     """Time of a kernel that overlaps all its traffic with its compute (attention, elementwise):
-    ``ramp + max(compute, bytes / bw, l2_bytes / l2_bw)`` (``l2_bytes``: re-reads served by L2)."""
-    if bandwidth_bytes_per_s <= 0 or l2_bandwidth_bytes_per_s <= 0:
-        raise ConfigError(None, "memory.bandwidth", "positive bandwidths",
-                          (bandwidth_bytes_per_s, l2_bandwidth_bytes_per_s))
-    memory_s = bytes_moved / bandwidth_bytes_per_s
-    l2_s = l2_bytes / l2_bandwidth_bytes_per_s
-    bound, main = max((("compute", compute_s), ("memory", memory_s), ("l2", l2_s)), key=lambda c: c[1])
-    return KernelTime(time_s=ramp_s + main, bound=bound, ramp_s=ramp_s, compute_s=compute_s, memory_s=memory_s,
-                      operand_s=l2_s)
+    ``ramp + max(compute, bytes / main rate, l2_bytes / L2 rate)`` (``l2_bytes``: re-reads served by L2)."""
+    main, l2 = rates.main_bytes_per_s, rates.l2_bytes_per_s
+    if main <= 0 or l2 <= 0:
+        raise ConfigError(None, "memory.bandwidth", "positive bandwidths", (main, l2))
+    memory_s = bytes_moved / main
+    l2_s = l2_bytes / l2
+    bound, longest = max(((bounds.COMPUTE, compute_s), (bounds.memory(rates.main), memory_s),
+                          (bounds.memory("l2"), l2_s)), key=lambda c: c[1])
+    return KernelTime(time_s=rates.ramp_s + longest, bound=bound, ramp_s=rates.ramp_s, compute_s=compute_s,
+                      memory_s=memory_s, operand_s=l2_s)
 
 
 def main_memory_bandwidth(hw: Hardware) -> float:
@@ -104,15 +99,12 @@ def main_memory_bandwidth(hw: Hardware) -> float:
     return ChipRates.of(hw).main_bytes_per_s
 
 
-TILED_BOUNDS = ("compute", "memory", "l2")  # gemm.MAIN_LOOP_TERMS as the kernel API names them
-
-
 def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int, dtype: str | DType = "fp8",
-                      out_dtype: str | DType = "bf16", layout: str = "contiguous") -> KernelEstimate:
+                      out_dtype: str | DType = "bf16", row_layout: str = "contiguous") -> KernelEstimate:
     """``groups`` independent GEMMs C_g[m,n] = A_g[m,k] B_g[k,n] in one kernel (MoE experts, each
     with m tokens), priced by ``gemm.gemm_time`` as a benchmark runs them (every operand read once).
 
-    ``layout`` is how the groups' rows are laid out (an ExpertRowLayout, docs/fidelity.md): ``contiguous``
+    ``row_layout`` is how the groups' rows are laid out (an ExpertRowLayout, docs/fidelity.md): ``contiguous``
     (prefill/training: the groups' rows concatenated, each group a whole number of tiles; the kernel's config
     sees one GEMM of groups*m rows) or ``masked`` (decode: a [groups, m, k] buffer, m valid rows per group; the
     config sees ``groups`` GEMMs of m rows, so with several groups the kernel runs without TMA multicast). With
@@ -120,21 +112,22 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     """
     hw = resolve_hardware(hw)
     groups, m, n, k = (_positive_int(v, p) for v, p in ((groups, "groups"), (m, "m"), (n, "n"), (k, "k")))
-    layout_kind = row_layout(layout, "layout")
+    layout = expert_row_layout(row_layout, "row_layout")
     dt, out = _dtype(dtype, "dtype"), _dtype(out_dtype, "out_dtype")
     rates = ChipRates.of(hw)
     mma_rate = rates.matrix_flop_per_s(dt.name)
-    shape = GemmShape.benchmark(groups=groups, m=m, n=n, k=k, dtype=dt, out_dtype=out, row_layout=layout_kind)
+    shape = GemmShape.benchmark(groups=groups, m=m, n=n, k=k, dtype=dt, out_dtype=out, row_layout=layout)
     cands = tile_candidates(shape, Geometry.of(hw)) or untiled_candidates(shape)
     t = price_gemm(cands, GemmRates.of(rates, mma_rate))
-    detail: dict[str, object] = {"layout": layout_kind.value}
+    labels = gemm_bound_labels(rates.main, operand_level(tuple(hw.memory)))
+    detail: dict[str, object] = {"row_layout": layout.value}
     if cands.configs:
         tile = cands.configs[int(t.pick)]
         detail.update({"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
                        "multicast": tile.multicast,
                        "quantisation_efficiency": groups * m * n / (tile.padded_elements_per_sm * hw.sm_count)})
     return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=float(t.time_s),
-                          bound=TILED_BOUNDS[int(t.bound)], flops=shape.flops,
+                          bound=labels[int(t.bound)], flops=shape.flops,
                           bytes=float(cands.hbm_read_bytes + cands.hbm_write_bytes),
                           parts={"ramp_s": float(t.ramp_s), "compute_s": float(t.mma_s), "memory_s": float(t.hbm_s),
                                  "l2_operand_s": float(t.l2_operand_s), "panel_stream_s": float(t.panel_stream_s),
@@ -229,8 +222,7 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
                                       None if mma_peak_fraction is None else float(mma_peak_fraction))
     vector = rates.vector_flop_per_s()
     compute_s = max(executed_mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
-    t = overlapped_kernel_time(compute_s=compute_s, bytes_moved=total_bytes, bandwidth_bytes_per_s=rates.main_bytes_per_s,
-                               ramp_s=rates.ramp_s, l2_bytes=l2_bytes, l2_bandwidth_bytes_per_s=rates.l2_bytes_per_s)
+    t = overlapped_kernel_time(rates, compute_s=compute_s, bytes_moved=total_bytes, l2_bytes=l2_bytes)
     return KernelEstimate(kind="attention", hardware=hw.name, time_s=t.time_s, bound=t.bound,
                           flops=mma_flops + softmax_flops, bytes=total_bytes,
                           parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
@@ -266,20 +258,20 @@ def _attention_l2_capture(hw: Hardware, *, flash_bytes: float, batch: int, q: in
     return compulsory, flash_bytes
 
 
-def stream_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0, dtype: str | DType = "fp32") -> KernelEstimate:
-    """A streaming (elementwise) kernel touching ``nbytes`` once and doing ``flops`` on the vector engine:
+def elementwise_time(hw: Hardware | str, *, nbytes: float, flops: float = 0.0,
+                     dtype: str | DType = "fp32") -> KernelEstimate:
+    """An elementwise kernel touching ``nbytes`` once and doing ``flops`` on the vector engine:
     ``ramp + max(flops / vector rate, bytes / bandwidth)``."""
     hw = resolve_hardware(hw)
     if not nbytes >= 0 or not flops >= 0:
-        raise ConfigError(None, "stream", "bytes and FLOPs >= 0", (nbytes, flops))
+        raise ConfigError(None, "elementwise", "bytes and FLOPs >= 0", (nbytes, flops))
     dt = _dtype(dtype, "dtype")
     rates = ChipRates.of(hw)
     rate = rates.vector_flop_per_s(dt.name)
     if flops > 0 and rate <= 0:
         raise ConfigError(hw.source_file, "compute", "a vector engine for elementwise FLOPs", None)
-    t = overlapped_kernel_time(compute_s=flops / rate if flops > 0 else 0.0, bytes_moved=nbytes,
-                               bandwidth_bytes_per_s=rates.main_bytes_per_s, ramp_s=rates.ramp_s)
-    return KernelEstimate(kind="stream", hardware=hw.name, time_s=t.time_s, bound=t.bound, flops=float(flops),
+    t = overlapped_kernel_time(rates, compute_s=flops / rate if flops > 0 else 0.0, bytes_moved=nbytes)
+    return KernelEstimate(kind="elementwise", hardware=hw.name, time_s=t.time_s, bound=t.bound, flops=float(flops),
                           bytes=float(nbytes), parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s,
                                                       "memory_s": t.memory_s})
 
@@ -328,8 +320,8 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
                                  dispatch_dtype=dt, combine_dtype=comb, n_group=n_group, topk_group=topk_group,
                                  mode=mode)
     layout = expert_layout(mode)
-    up = grouped_gemm_time(hw, groups=local, m=per_expert, n=2 * inter, k=hidden, dtype=dt, layout=layout)
-    down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt, layout=layout)
+    up = grouped_gemm_time(hw, groups=local, m=per_expert, n=2 * inter, k=hidden, dtype=dt, row_layout=layout)
+    down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt, row_layout=layout)
     act_elems = local * per_expert * inter
     swiglu_bytes = local * per_expert * 2 * inter * BF16.bytes + act_elems * dt.bytes
     rates = ChipRates.of(hw)
@@ -337,15 +329,16 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     if vector <= 0:
         raise ConfigError(hw.source_file, "compute", "a vector engine for the SwiGLU between the expert GEMMs", None)
     # docs/counting.md: SwiGLU is 5 FLOPs per element
-    swiglu = overlapped_kernel_time(compute_s=5.0 * act_elems / vector, bytes_moved=swiglu_bytes,
-                                    bandwidth_bytes_per_s=rates.main_bytes_per_s, ramp_s=rates.ramp_s)
+    swiglu = overlapped_kernel_time(rates, compute_s=5.0 * act_elems / vector, bytes_moved=swiglu_bytes)
     parts = {"dispatch_s": exchange.dispatch.time_s, "up_s": up.time_s, "swiglu_s": swiglu.time_s,
              "down_s": down.time_s, "combine_s": exchange.combine.time_s}
-    bound = max(parts, key=parts.get).removesuffix("_s")
+    dominant = max(parts, key=parts.get).removesuffix("_s")
+    bound = {"dispatch": bounds.NETWORK, "combine": bounds.NETWORK, "up": up.bound, "down": down.bound,
+             "swiglu": swiglu.bound}[dominant]
     return KernelEstimate(kind="moe", hardware=hw.name, time_s=sum(parts.values()), bound=bound,
                           flops=up.flops + down.flops + 5.0 * act_elems,
                           bytes=up.bytes + down.bytes + swiglu_bytes, parts=parts,
-                          detail={"local_experts": local, "tokens_per_expert": per_expert,
+                          detail={"dominant_part": dominant, "local_experts": local, "tokens_per_expert": per_expert,
                                   "dispatch_bytes": exchange.dispatch.bytes, "combine_bytes": exchange.combine.bytes})
 
 

@@ -182,14 +182,14 @@ def _check_raw(raw: object, keys: tuple[str, ...]) -> None:
 
 def predict_loop(hw, rows: list[dict]) -> dict:
     """Predict each held-out tiny-model kernel on the calibrated ``hw``; per-row error and the median."""
-    from archsim.cost.kernel_model import gemm_time, stream_time
+    from archsim.cost.kernel_model import elementwise_time, gemm_time
 
     out = []
     for r in rows:
         if r["kernel"] == "gemm":
             est = gemm_time(hw, m=r["m"], n=r["n"], k=r["k"], dtype="fp64", out_dtype="fp64")
         else:
-            est = stream_time(hw, nbytes=r["bytes"], flops=r["flops"], dtype="fp64")
+            est = elementwise_time(hw, nbytes=r["bytes"], flops=r["flops"], dtype="fp64")
         out.append({**r, "predicted_s": est.time_s, "error": est.time_s / r["time_s"] - 1.0})
     errors = [abs(r["error"]) for r in out]
     return {"rows": out, "median_abs_error": statistics.median(errors), "max_abs_error": max(errors)}

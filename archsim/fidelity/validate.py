@@ -71,7 +71,7 @@ def _gemm(case: Case, hw: Hardware) -> tuple[float, dict]:
     s = case.shape
     _require(case, s, "m", "n", "k")
     est = grouped_gemm_time(hw, groups=int(s.get("groups", 1)), m=int(s["m"]), n=int(s["n"]), k=int(s["k"]),
-                            dtype=case.dtype, layout=str(s.get("layout", "contiguous")))
+                            dtype=case.dtype, row_layout=str(s.get("layout", "contiguous")))
     value = {"tflops": est.achieved_flop_per_s, "gb_per_s": est.achieved_bytes_per_s, "time_us": est.time_s}
     return value[case.metric], {"bound": est.bound, **est.detail, **est.parts}
 

@@ -1,7 +1,7 @@
 """Output-stationary tiled GEMM that counts the bytes it moves: L2 -> shared memory per tile, and
 HBM reads under a banded raster (a band of one operand's panels held in L2 while the other streams).
 
-It executes the schedule that archsim/cost/gemm_traffic.py prices: T x T output tiles, k-slabs of
+It executes the schedule that archsim/cost/gemm.py (banded_traffic) prices: T x T output tiles, k-slabs of
 depth bk staged through shared memory, row panels of A (or column panels of B) banded in L2,
 ``G = max(1, floor((L2 - one streamed panel) / one banded panel))`` panels per band (mean panel
 sizes), the streamed operand read once per band unless it fits L2 whole; ``raster="auto"`` plans

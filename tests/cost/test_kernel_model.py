@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archsim.config.hardware import load_hardware
+from archsim.cost.rates import ChipRates
 from archsim.cost.kernel_model import (attention_time, gemm_time, grouped_gemm_time, kernel_time, moe_time,
-                                       overlapped_kernel_time, stream_time)
+                                       elementwise_time, overlapped_kernel_time)
 from archsim.errors import ConfigError
 from archsim.kernel_api import kernel_time as api_kernel_time
 
@@ -40,18 +41,19 @@ def test_without_kernel_fields_gemm_is_the_roofline_plus_epilogue(h800) -> None:
     expected = max(2 * m * n * k / (tensor.peak_flop_per_s["fp8"] * tensor.achievable_fraction),
                    (m * k + k * n) / bw) + m * n * 2 / bw
     assert est.time_s == pytest.approx(expected)
-    assert est.detail == {"layout": "contiguous"}
+    assert est.detail == {"row_layout": "contiguous"}
 
 
-def test_overlapped_kernel_time_is_ramp_plus_the_slowest_stream() -> None:
-    # compute 1 us, 5e6 B at 1e12 B/s = 5 us, ramp 1 us -> 6 us, memory-bound; L2 re-reads of 2e7 B at 2e12 = 10 us
-    t = overlapped_kernel_time(compute_s=1e-6, bytes_moved=5e6, bandwidth_bytes_per_s=1e12, ramp_s=1e-6)
-    assert (t.time_s, t.bound) == (pytest.approx(6e-6), "memory")
-    t = overlapped_kernel_time(compute_s=1e-6, bytes_moved=5e6, bandwidth_bytes_per_s=1e12, ramp_s=1e-6,
-                               l2_bytes=2e7, l2_bandwidth_bytes_per_s=2e12)
-    assert (t.time_s, t.bound, t.operand_s) == (pytest.approx(11e-6), "l2", pytest.approx(10e-6))
-    with pytest.raises(ConfigError):
-        overlapped_kernel_time(compute_s=0.0, bytes_moved=1.0, bandwidth_bytes_per_s=0.0, ramp_s=0.0)
+def test_overlapped_kernel_time_is_ramp_plus_the_slowest_stream(h800) -> None:
+    rates = ChipRates.of(h800)
+    main, l2, ramp = rates.main_bytes_per_s, rates.l2_bytes_per_s, rates.ramp_s
+    # compute 1 us and 2e7 B from HBM: ramp + the HBM stream, memory-bound; then L2 re-reads 20x longer bind
+    t = overlapped_kernel_time(rates, compute_s=1e-6, bytes_moved=2e7)
+    assert (t.time_s, t.bound) == (pytest.approx(ramp + 2e7 / main), "memory:hbm")
+    t = overlapped_kernel_time(rates, compute_s=1e-6, bytes_moved=2e7, l2_bytes=20 * 2e7 * l2 / main)
+    assert (t.time_s, t.bound, t.operand_s) == (pytest.approx(ramp + 20 * 2e7 / main), "memory:l2",
+                                                pytest.approx(20 * 2e7 / main))
+    assert overlapped_kernel_time(rates, compute_s=1.0, bytes_moved=2e7).bound == "compute"
 
 
 def test_grouped_equals_dense_when_one_group(h800) -> None:
@@ -81,16 +83,16 @@ def test_attention_rate_uses_throttled_clock_and_fraction(h800) -> None:
 
 
 def test_stream_and_moe_and_dispatch(h800) -> None:
-    s = stream_time(h800, nbytes=3e9, flops=1e9)
+    s = elementwise_time(h800, nbytes=3e9, flops=1e9)
     bw = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
-    assert s.bound == "memory" and s.time_s == pytest.approx(h800.kernel.ramp_s + 3e9 / bw)
+    assert s.bound == "memory:hbm" and s.time_s == pytest.approx(h800.kernel.ramp_s + 3e9 / bw)
     moe = moe_time(h800, tokens=256, hidden=7168, inter=2048, topk=8, experts=256, ep=32)
     assert moe.time_s == pytest.approx(sum(moe.parts.values()))
     # 256 tokens x 32 chips x 8 copies over 256 experts = 256 tokens per expert, 8 local experts
     assert moe.detail["tokens_per_expert"] == 256 and moe.detail["local_experts"] == 8
     # low-latency (decode) dispatch feeds the masked grouped GEMM: up and down priced in that layout
     ll = moe_time(h800, tokens=256, hidden=7168, inter=2048, topk=8, experts=256, ep=32, mode="low_latency")
-    masked_up = grouped_gemm_time(h800, groups=8, m=256, n=2 * 2048, k=7168, layout="masked")
+    masked_up = grouped_gemm_time(h800, groups=8, m=256, n=2 * 2048, k=7168, row_layout="masked")
     assert ll.parts["up_s"] == pytest.approx(masked_up.time_s)
     assert moe.parts["up_s"] == pytest.approx(grouped_gemm_time(h800, groups=8, m=256, n=4096, k=7168).time_s)
     assert api_kernel_time("gemm", h800, m=64, n=64, k=64).time_s == kernel_time("gemm", h800, m=64, n=64, k=64).time_s
@@ -106,8 +108,8 @@ def test_stream_and_moe_and_dispatch(h800) -> None:
     (lambda hw: attention_time(hw, kind="gqa", phase="prefill", heads=6, batch=1, context=4, heads_kv=4,
                                head_dim=8), "heads_kv"),
     (lambda hw: moe_time(hw, tokens=1, hidden=8, inter=8, topk=2, experts=10, ep=4), "ep"),
-    (lambda hw: stream_time(hw, nbytes=-1.0), "stream"),
-    (lambda hw: grouped_gemm_time(hw, groups=2, m=8, n=8, k=8, layout="ragged"), "layout"),
+    (lambda hw: elementwise_time(hw, nbytes=-1.0), "elementwise"),
+    (lambda hw: grouped_gemm_time(hw, groups=2, m=8, n=8, k=8, row_layout="ragged"), "row_layout"),
 ])
 def test_bad_input_is_a_config_error(h800, call, field: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -124,7 +126,7 @@ def test_more_hbm_bandwidth_never_slower(h800, m: int, n: int, k: int, factor: f
     assert slow.time_s > 0 and slow.achieved_flop_per_s <= h800.engine_for("matrix").peak_flop_per_s["fp8"]
 
 
-@pytest.mark.parametrize("heads, q_len, bound", [(16, 1, "memory"), (64, 1, "memory"), (32, 2, "memory"),
+@pytest.mark.parametrize("heads, q_len, bound", [(16, 1, "memory:hbm"), (64, 1, "memory:hbm"), (32, 2, "memory:hbm"),
                                                  (128, 1, "compute"), (64, 2, "compute"), (128, 2, "compute")])
 def test_mla_decode_turns_compute_bound_near_128_query_rows(h800, heads: int, q_len: int, bound: str) -> None:
     """FlashMLA deep dive (published.md 2.4): decode is compute-bound once h_q * s_q >= ~128. The model's
@@ -157,8 +159,8 @@ def test_more_rows_never_take_less_time(h800, m: int, extra: int, n: int, k: int
     # the tile is the menu's least modelled main loop, max(padded MMA, L2 operand feed); both grow with m
     # for every tile, as do the compulsory input/output bytes, so the kernel time is monotone in m
     for layout in ("contiguous", "masked"):
-        small = grouped_gemm_time(h800, groups=groups, m=m, n=n, k=k, layout=layout)
-        big = grouped_gemm_time(h800, groups=groups, m=m + extra, n=n, k=k, layout=layout)
+        small = grouped_gemm_time(h800, groups=groups, m=m, n=n, k=k, row_layout=layout)
+        big = grouped_gemm_time(h800, groups=groups, m=m + extra, n=n, k=k, row_layout=layout)
         assert big.time_s >= small.time_s * (1 - 1e-12)
 
 
@@ -173,20 +175,20 @@ def test_masked_layout_of_several_groups_runs_without_multicast(h800) -> None:
     """DeepGEMM's masked kernel computes its config for `groups` GEMMs, which rules out TMA multicast; the
     contiguous kernel's config sees one GEMM of all rows and multicasts the A panel when n allows it."""
     shape = dict(groups=4, m=256, n=4096, k=7168)
-    masked = grouped_gemm_time(h800, layout="masked", **shape)
-    contiguous = grouped_gemm_time(h800, layout="contiguous", **shape)
+    masked = grouped_gemm_time(h800, row_layout="masked", **shape)
+    contiguous = grouped_gemm_time(h800, row_layout="contiguous", **shape)
     assert masked.detail["multicast"] == 1 and contiguous.detail["multicast"] == 2
-    assert masked.detail["layout"] == "masked"
+    assert masked.detail["row_layout"] == "masked"
     assert masked.time_s >= contiguous.time_s
     assert masked.flops == contiguous.flops and masked.bytes == contiguous.bytes
     # the masked 4 x 256 rows are bound by the operand feed: the A + B panels every tile reads from L2
     tiles, bm, bn = masked.detail["tiles"], masked.detail["block_m"], masked.detail["block_n"]
-    assert masked.bound == "l2"
+    assert masked.bound == "memory:l2"
     assert masked.parts["l2_operand_s"] == pytest.approx(
         tiles * (bm + bn) * 7168 / h800.kernel.gemm_operand_bandwidth_bytes_per_s)
     # one group: both layouts are the dense GEMM
     one = dict(groups=1, m=1024, n=4096, k=7168)
-    assert grouped_gemm_time(h800, layout="masked", **one).time_s == gemm_time(h800, m=1024, n=4096, k=7168).time_s
+    assert grouped_gemm_time(h800, row_layout="masked", **one).time_s == gemm_time(h800, m=1024, n=4096, k=7168).time_s
 
 
 def test_without_multicast_field_no_tile_shares_a_panel(h800) -> None:
@@ -216,7 +218,7 @@ def test_few_tile_gemm_streams_its_weight_panels_at_the_per_sm_rate(h200) -> Non
     rate = h200.kernel.sm_stream_bandwidth_bytes_per_s
     est = gemm_time(h200, m=1, n=2112, k=7168, dtype="bf16")
     bn, waves = est.detail["block_n"], est.detail["waves"]
-    assert est.bound == "memory"
+    assert est.bound == "memory:hbm"
     assert est.parts["panel_stream_s"] == pytest.approx(waves * min(bn, 2112) * 7168 * 2 / rate)
     chip = h200.main_memory.bandwidth_bytes_per_s * h200.main_memory.achievable_fraction
     assert est.parts["memory_s"] == est.parts["panel_stream_s"] > (2112 * 7168 + 7168) * 2 / chip
@@ -245,8 +247,8 @@ def test_h200_gemm_time_is_monotone_with_the_per_sm_stream(h200, m, n, k, dm, dn
     # bytes over min(tiles, SMs) x rate would drop when a partial tile adds a CTA; the per-tile weight panel
     # does not, so a bigger GEMM never takes less time
     for layout in ("contiguous", "masked"):
-        small = grouped_gemm_time(h200, groups=groups, m=m, n=n, k=k, dtype=dtype, layout=layout)
-        big = grouped_gemm_time(h200, groups=groups, m=m + dm, n=n + dn, k=k + dk, dtype=dtype, layout=layout)
+        small = grouped_gemm_time(h200, groups=groups, m=m, n=n, k=k, dtype=dtype, row_layout=layout)
+        big = grouped_gemm_time(h200, groups=groups, m=m + dm, n=n + dn, k=k + dk, dtype=dtype, row_layout=layout)
         assert big.time_s >= small.time_s * (1 - 1e-12)
 
 

@@ -33,7 +33,7 @@ def test_kernel_json_has_time(capsys, argv: list[str]) -> None:
 def test_kernel_text_names_bound_and_rates(capsys) -> None:
     assert main(["kernel", "gemm", "--m", "64", "--n", "7168", "--k", "16384"]) == 0
     text = capsys.readouterr().out
-    assert "memory-bound" in text and "FLOP/s" in text and "B/s" in text
+    assert "memory:hbm-bound" in text and "FLOP/s" in text and "B/s" in text
 
 
 @pytest.mark.parametrize("argv, field", [

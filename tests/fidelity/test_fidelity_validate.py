@@ -80,7 +80,7 @@ def test_small_m_gemm_is_bandwidth_bound(h800k) -> None:
     # M=64: the FP8 weights (N*K bytes) dominate; time ~ ramp + (A + B) / bw + C / bw
     est = gemm_time(h800k, m=64, n=7168, k=16384, dtype="fp8")
     bw = h800k.main_memory.bandwidth_bytes_per_s * h800k.main_memory.achievable_fraction
-    assert est.bound == "memory"
+    assert est.bound == "memory:hbm"
     expected = h800k.kernel.ramp_s + (64 * 16384 + 7168 * 16384) / bw + 64 * 7168 * 2 / bw
     assert est.time_s == pytest.approx(expected)
 

@@ -1,6 +1,6 @@
 """The phase's EP mode decides the routed experts' GEMM layout: decode's low-latency exchange hands DeepGEMM's
 masked kernel its [local experts, max tokens, hidden] buffer, so a decode projection prices the expert GEMMs
-as kernel_model.grouped_gemm_time(layout="masked") does; prefill (throughput exchange) stays contiguous."""
+as kernel_model.grouped_gemm_time(row_layout="masked") does; prefill (throughput exchange) stays contiguous."""
 
 import pytest
 
@@ -50,7 +50,7 @@ def _kernel(hw, op, layout):
     groups, m = round(a["distinct_experts"]), a["tokens_total"] / a["distinct_experts"]
     assert m == round(m)  # a whole number of rows per expert: the kernel model's shape is the op's
     return grouped_gemm_time(hw, groups=groups, m=round(m), n=a["n"], k=a["k"], dtype=op.compute_dtype,
-                             layout=layout).time_s
+                             row_layout=layout).time_s
 
 
 def test_decode_graph_prices_experts_as_the_masked_kernel(dsv3, h800):
