@@ -359,6 +359,7 @@ def test_subcommand_table_covers_the_cli():
 
 
 SERVE_GAP = "archsim/cli/serve.py / archsim/serving"
+DEPLOYMENTS = REPO / "deployments"
 BAD_SERVE_FLAGS = [
     (["--rate", "-1"], "--rate: expected a positive number", None),
     (["--rate", "nan"], "--rate: expected a positive number", None),
@@ -370,7 +371,16 @@ BAD_SERVE_FLAGS = [
     (["--devices", "0"], "--devices: expected a positive integer or 'auto'", None),
     (["--duration", "5", "--tp", "3"], "shard.tp: expected a divisor of num_attention_heads=128", None),
     (["--tp", "3"], "shard.tp: expected a divisor of num_attention_heads=128", None),  # before any arrival
-    (["--ep", "7"], "shard.ep: expected a divisor of n_routed_experts=256", None),
+    (["--ep", "7"], "moe_ep: expected a divisor of the expert slots n_routed_experts + redundant_experts = "
+                    "256 + 0 = 256 (moe_ep, alias ep", None),
+    (["--moe-ep", "7", "--redundant-experts", "1"], "redundant_experts = 256 + 1 = 257", None),
+    (["--phase", "decode"], "--phase: expected both for serve", None),
+    (["--scheduler", "chunked", "--deployment", str(DEPLOYMENTS / "deepseek_v3_h800_1p3d.yaml")],
+     "--scheduler: expected disagg (or no --scheduler) for a disaggregated deployment", None),
+    (["--scheduler", "disagg", "--replicas", "2"],
+     "--replicas: expected --prefill-replicas and --decode-replicas with --scheduler disagg", None),
+    (["--expert-load", "zipf"], "expert_load: expected 'uniform' or 'zipf:S' with a number S", None),
+    (["--deployment", str(BAD / "no_such_deployment.yaml")], "no_such_deployment.yaml", None),
     (["--trace-file", str(BAD / "trace" / "truncated.jsonl")], "line 2: expected one JSON object per line", None),
     (["--trace-file", str(BAD / "trace" / "binary_garbage.csv")], "expected a UTF-8 text trace file", None),
     (["--kv-memory-fraction", "1.5"], "--kv-memory-fraction: expected a fraction of HBM in (0, 1], got 1.5", None),

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from archsim.cli._common import progress_bar
+from archsim.cli._common import add_deployment_args, deployment_overrides, progress_bar
 from archsim.errors import ConfigError
 from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
@@ -28,10 +28,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="simulate serving a request stream (TTFT, TPOT, throughput, goodput, cost)")
     p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/deepseek_v3.yaml")
     p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
-    p.add_argument("--devices", default="auto", help="devices per replica, or 'auto' (smallest that fits)")
-    for flag in ("tp", "ep", "pp", "dp"):
-        p.add_argument(f"--{flag}", type=_positive(int), help=f"{flag} degree inside a replica (default auto)")
-    p.add_argument("--replicas", type=_positive(int), default=1, help="replicas behind the router")
+    # the deployment, as archsim run takes it: --devices (per replica; auto: the smallest that leaves room for the
+    # longest request's KV), layout degrees, EPLB slots, prefill chunk, CUDA graphs, a --deployment file of pools
+    add_deployment_args(p)
+    p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S (default: the "
+                                         "workload's expert_load)")
+    p.add_argument("--replicas", type=_positive(int), help="replicas behind the router (default: the pool's "
+                                                           "instances, 1)")
     p.add_argument("--router", choices=("round_robin", "least_loaded"), default="least_loaded")
     p.add_argument("--rate", type=_positive(float), help="mean arrival rate, requests/s (open loop)")
     p.add_argument("--duration", type=_positive(float), default=60.0, help="arrival window, s (default 60)")
@@ -44,7 +47,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--output-len", help="output tokens, same forms (default: the workload's output_len)")
     p.add_argument("--prefix-hit-rate", type=float, default=0.0, help="fraction of prompt tokens in the prefix cache")
     p.add_argument("--trace-file", help="CSV or JSONL trace (arrival_s, prompt_tokens, output_tokens[, cached_tokens])")
-    p.add_argument("--scheduler", choices=("static", "dynamic", "continuous", "chunked", "disagg"), default="continuous")
+    p.add_argument("--scheduler", choices=("static", "dynamic", "continuous", "chunked", "disagg"),
+                   help="batching policy (default continuous; disagg for a deployment with prefill and decode pools, "
+                        "which implies it)")
     p.add_argument("--max-seqs", type=_positive(int), default=DEFAULT_MAX_SEQS,
                    help="sequences per iteration (vLLM max_num_seqs)")
     p.add_argument("--token-budget", type=_positive(int), default=DEFAULT_TOKEN_BUDGET,
@@ -59,8 +64,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         f"default {DEFAULT_KV_MEMORY_FRACTION})")
     p.add_argument("--kv-tokens", type=_positive(int), help="override the KV capacity per replica, tokens")
     p.add_argument("--speculative", help="K:P: K draft (MTP) tokens per step, each accepted with probability P")
-    p.add_argument("--prefill-replicas", type=_positive(int), default=1, help="disagg: prefill pool size")
-    p.add_argument("--decode-replicas", type=_positive(int), default=1, help="disagg: decode pool size")
+    p.add_argument("--prefill-replicas", type=_positive(int),
+                   help="disagg: prefill replicas (default: the prefill pool's instances, 1)")
+    p.add_argument("--decode-replicas", type=_positive(int),
+                   help="disagg: decode replicas (default: the decode pool's instances, 1)")
     p.add_argument("--slo-ttft", type=_positive(float), default=float("inf"), help="goodput SLO on TTFT, s")
     p.add_argument("--slo-tpot", type=_positive(float), default=float("inf"), help="goodput SLO on TPOT, s")
     p.add_argument("--seed", type=int, default=0)
@@ -75,9 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from archsim.serving.metrics import request_table
     from archsim.sim.serve_deploy import options_from, run_deployment
 
+    overrides = deployment_overrides(args)
+    if overrides.pop("phase", "both") != "both":
+        raise ConfigError(None, "--phase", "both for serve (it simulates prefill and decode; a decode-only or "
+                          "prefill-only pool is a --deployment file's prefill or decode pool)", args.phase)
     bar = progress_bar("simulating", "s")
     progress = (lambda now: bar(round(min(now, args.duration), 1), args.duration)) if bar else None
-    result, meta = run_deployment(options_from(args), progress=progress)
+    result, meta = run_deployment(options_from(args, overrides), progress=progress)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     data = {**result.summary, "deployment": meta}
@@ -151,8 +162,9 @@ def _num(value: float, spec: str) -> str:
 
 def _table(d: dict) -> str:
     dep = d["deployment"]
-    lines = [f"{dep['model']} on {dep['hardware']}: {d['replicas']} replica(s) x {dep['devices_per_replica']} devices "
-             f"({dep['layout']}), scheduler {dep['scheduler']}, KV {dep['kv_capacity_tokens']} tokens/replica",
+    pools = [f"{p['replicas']} {'' if p['role'] == 'both' else p['role'] + ' '}replica(s) x {p['devices_per_replica']} "
+             f"devices ({p['layout']}), KV {p['kv_capacity_tokens']} tokens/replica" for p in dep["pools"]]
+    lines = [f"{dep['model']} on {dep['hardware']}: " + "; ".join(pools) + f", scheduler {dep['scheduler']}",
              f"requests   completed {d['requests']['completed']}  rejected {d['requests']['rejected']}  "
              f"preempted {d['requests']['preemptions_recompute'] + d['requests']['preemptions_swap']}",
              f"{'':10} {'mean':>10} {'p50':>10} {'p90':>10} {'p99':>10}"]

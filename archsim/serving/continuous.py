@@ -117,8 +117,10 @@ class ContinuousScheduler:
 
     # -- queue ------------------------------------------------------------------------------------
     def fits(self, seq: Seq) -> bool:
-        """Whether the request could ever run here: its whole context fits in the cache."""
-        return self.kv.blocks_for(seq.req.prompt_tokens + seq.req.output_tokens) <= self.kv.num_blocks
+        """Whether the request could ever run here: its whole context fits in the cache (its prompt, in a
+        disaggregated prefill pool, which hands the sequence on after its first token)."""
+        tokens = seq.req.prompt_tokens + (0 if self.role == "prefill" else seq.req.output_tokens)
+        return self.kv.blocks_for(tokens) <= self.kv.num_blocks
 
     def add(self, seq: Seq, now: float) -> bool:
         """Queue a sequence; False (rejected) if it can never fit in this replica's KV cache."""

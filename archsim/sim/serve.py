@@ -68,13 +68,16 @@ class _Replica:
 def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: IterationModel, duration_s: float,
              seed: int = 0, requests: list[Request] | None = None, closed_loop: ClosedLoop | None = None,
              lengths: LengthSampler | None = None, replicas: int = 1, router: str = "least_loaded",
-             disagg: DisaggSpec | None = None, decode_model: IterationModel | None = None, slo: Slo = Slo(),
-             progress: Callable[[float], None] | None = None) -> ServeResult:
+             disagg: DisaggSpec | None = None, decode_model: IterationModel | None = None,
+             decode_replica: ReplicaSpec | None = None, decode_scheduler: SchedulerSpec | None = None,
+             slo: Slo = Slo(), progress: Callable[[float], None] | None = None) -> ServeResult:
     """Run one serving simulation to completion (every accepted request finishes).
 
     Open loop: pass ``requests``. Closed loop: pass ``closed_loop`` and ``lengths``; users stop sending
-    at ``duration_s``. With ``disagg``, ``disagg.prefill_replicas`` replicas prefill (priced by ``model``)
-    and hand each sequence's KV over the link to one of ``disagg.decode_replicas`` (``decode_model``).
+    at ``duration_s``. With ``disagg``, ``disagg.prefill_replicas`` replicas (``replica``, ``scheduler``, priced
+    by ``model``) prefill and hand each sequence's KV over the link to one of ``disagg.decode_replicas``
+    (``decode_replica``, ``decode_scheduler``, ``decode_model``; each defaults to the prefill pool's). Both pools
+    run continuous batching.
     """
     if router not in ROUTERS:
         raise ConfigError(None, "router", f"one of {', '.join(ROUTERS)}", router)
@@ -107,12 +110,15 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
             env.process(_transfer(env, src, seq, transfer_links, disagg, replica.kv_bytes_per_token, back, rec))
 
         prefill = SchedulerSpec(**{**scheduler.__dict__, "kind": "continuous"})
+        decode = SchedulerSpec(**{**(decode_scheduler or scheduler).__dict__, "kind": "continuous"})
+        back_replica = decode_replica or replica
         front = [_Replica(env, i, make_scheduler(prefill, replica, spec_rngs[i % 64], role="prefill"), model, rec,
                           finish, handoff) for i in range(disagg.prefill_replicas)]
-        back = [_Replica(env, 1000 + i, make_scheduler(prefill, replica, spec_rngs[(i + 32) % 64], role="decode"),
+        back = [_Replica(env, 1000 + i, make_scheduler(decode, back_replica, spec_rngs[(i + 32) % 64],
+                                                       role="decode"),
                          decode_model or model, rec, finish) for i in range(disagg.decode_replicas)]
         transfer_links.update({r.index: simpy.Resource(env, capacity=1) for r in front})
-        specs = [replica] * (disagg.prefill_replicas + disagg.decode_replicas)
+        specs = [replica] * disagg.prefill_replicas + [back_replica] * disagg.decode_replicas
 
     rr = itertools.count()
 

@@ -1,4 +1,5 @@
-"""From files and options to a serving simulation: workload + hardware -> cost-model replica -> requests -> simulate."""
+"""From files and options to a serving simulation: workload + hardware + deployment flags -> the Deployment (resolved
+once, as ``archsim run`` resolves it) -> one cost-model replica per pool -> requests -> simulate."""
 from __future__ import annotations
 
 import math
@@ -8,12 +9,11 @@ from typing import Callable
 from archsim.config.hardware import load_hardware
 from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
-from archsim.graph.precision import scenario_precision
 from archsim.serving.arrivals import ClosedLoop, make_arrival
 from archsim.serving.config import (DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS,
                                     DEFAULT_TOKEN_BUDGET, DisaggSpec, ReplicaSpec, SchedulerSpec, Slo)
-from archsim.serving.cost_model import for_deployment
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
+from archsim.serving.replicas import Longest, ServedDeployment, ServingPool, served_deployment
 from archsim.serving.lengths import Fixed, parse_length
 from archsim.serving.iteration import IterationBatch
 from archsim.serving.requests import MAX_REQUESTS, LengthSampler, check_request_count, check_seed, generate
@@ -21,19 +21,37 @@ from archsim.serving.sequence import Speculative
 from archsim.serving.trace import load_trace
 from archsim.sim.serve import ServeResult, simulate
 
+# the deployment flags (cli/_common.add_deployment_args) and --expert-load, under estimate()'s override names
+DEPLOYMENT_FIELDS = ("devices", "tp", "attn_dp", "dp", "moe_tp", "moe_ep", "ep", "pp", "micro_batches",
+                     "redundant_experts", "prefill_chunk", "cuda_graphs", "deployment", "expert_load")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ServeOptions:
-    """Everything ``archsim serve`` takes (names as the CLI flags)."""
+    """Everything ``archsim serve`` takes (names as the CLI flags; the deployment's as estimate()'s overrides,
+    None: the workload's own, see mapping/resolve.py).
+
+    ``scheduler`` None: "disagg" for a disaggregated deployment (a prefill and a decode pool), else "continuous".
+    ``replicas`` / ``prefill_replicas`` / ``decode_replicas`` None: the pools' instance counts (1 unless the
+    deployment says)."""
 
     workload: str
     hw: str
-    devices: int | str = "auto"
-    tp: int | None = None
-    ep: int | None = None
-    pp: int | None = None
-    dp: int | None = None
-    replicas: int = 1
+    devices: int | str | None = None
+    tp: int | str | None = None
+    attn_dp: int | str | None = None
+    dp: int | str | None = None          # alias of attn_dp
+    moe_tp: int | str | None = None
+    moe_ep: int | str | None = None
+    ep: int | str | None = None          # alias of moe_ep
+    pp: int | str | None = None
+    micro_batches: int | str | None = None
+    redundant_experts: int | None = None
+    prefill_chunk: int | None = None
+    cuda_graphs: bool | None = None
+    deployment: str | None = None
+    expert_load: str | None = None
+    replicas: int | None = None
     router: str = "least_loaded"
     rate: float | None = None
     duration: float = 60.0
@@ -45,7 +63,7 @@ class ServeOptions:
     output_len: str | None = None
     prefix_hit_rate: float = 0.0
     trace_file: str | None = None
-    scheduler: str = "continuous"
+    scheduler: str | None = None
     max_seqs: int = DEFAULT_MAX_SEQS
     token_budget: int = DEFAULT_TOKEN_BUDGET
     timeout: float = DEFAULT_BATCH_TIMEOUT_S
@@ -54,29 +72,32 @@ class ServeOptions:
     kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION
     kv_tokens: int | None = None
     speculative: str | None = None
-    prefill_replicas: int = 1
-    decode_replicas: int = 1
+    prefill_replicas: int | None = None
+    decode_replicas: int | None = None
     slo_ttft: float = float("inf")
     slo_tpot: float = float("inf")
     seed: int = 0
 
 
-def options_from(namespace) -> ServeOptions:
-    """ServeOptions from an argparse namespace (extra attributes ignored)."""
+def options_from(namespace, deployment: dict | None = None) -> ServeOptions:
+    """ServeOptions from an argparse namespace (extra attributes ignored); ``deployment``: the deployment flags as
+    estimate()'s overrides (cli/_common.deployment_overrides), which replace the namespace's own."""
     names = ServeOptions.__dataclass_fields__
-    return ServeOptions(**{k: v for k, v in vars(namespace).items() if k in names})
+    fields = {k: v for k, v in vars(namespace).items() if k in names and k not in DEPLOYMENT_FIELDS}
+    fields.update({k: v for k, v in (deployment or {}).items() if k in DEPLOYMENT_FIELDS})
+    if getattr(namespace, "expert_load", None) is not None:
+        fields["expert_load"] = namespace.expert_load
+    return ServeOptions(**fields)
 
 
-def _devices(text) -> int | str:
-    if text == "auto" or isinstance(text, int):
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(None, "--devices", "a positive integer or 'auto'", text) from None
-    if value < 1:
-        raise ConfigError(None, "--devices", "a positive integer or 'auto'", text)
-    return value
+def deployment_overrides(opts: ServeOptions, model) -> dict:
+    """estimate()'s overrides for the options' deployment fields (those given), plus ``mtp`` when the speculative
+    drafts are the model's MTP modules (their weights then count in memory)."""
+    out = {k: getattr(opts, k) for k in DEPLOYMENT_FIELDS if getattr(opts, k) is not None}
+    spec = _speculative(opts.speculative)
+    if spec is not None and model.num_nextn_predict_layers and spec.draft_tokens == model.num_nextn_predict_layers:
+        out["mtp"] = True
+    return out
 
 
 def _speculative(text: str | None) -> Speculative | None:
@@ -124,6 +145,38 @@ def _check_closed_loop(opts: ServeOptions, loop, model, output, speculative) -> 
 
 def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None = None) -> tuple[ServeResult, dict]:
     """Run the simulation the options describe; returns the result and a description of the deployment."""
+    _check_options(opts)
+    workload = load_workload(opts.workload)
+    hw = load_hardware(opts.hw)
+    sc = workload.scenario
+    prompt = parse_length(opts.prompt_len, field="--prompt-len") if opts.prompt_len else Fixed(tokens=sc.prompt_len)
+    output = parse_length(opts.output_len, field="--output-len") if opts.output_len else Fixed(tokens=sc.output_len)
+    lengths = LengthSampler(prompt=prompt, output=output, prefix_hit_rate=opts.prefix_hit_rate)
+    requests, loop = _workload_requests(opts, lengths)
+    longest = _longest(requests, prompt, output)
+    served = served_deployment(workload, hw, longest=longest, output_len=longest.context - longest.prompt,
+                               max_seqs=opts.max_seqs, block_tokens=opts.block_size,
+                               kv_memory_fraction=opts.kv_memory_fraction,
+                               overrides=deployment_overrides(opts, workload.model))
+    kind = _scheduler_kind(opts, served)
+    front, back = served.pool("prefill"), served.pool("decode")  # one pool twice when aggregated
+    speculative = _speculative(opts.speculative)
+    chunk = served.deployment.prefill_chunk
+    front_sched, back_sched = (_scheduler(opts, kind, p, chunk, speculative) for p in (front, back))
+    front_replica, back_replica = (_replica(opts, p) for p in (front, back))
+    if loop is not None:
+        _check_closed_loop(opts, loop, back.model, output, speculative)
+    disagg = _disagg(opts, served, front_replica, hw) if kind == "disagg" else None
+    result = simulate(scheduler=front_sched, replica=front_replica, model=front.model, duration_s=opts.duration,
+                      seed=opts.seed, requests=requests, closed_loop=loop, lengths=lengths,
+                      replicas=opts.replicas or front.instances, router=opts.router, disagg=disagg,
+                      decode_scheduler=back_sched, decode_replica=back_replica, decode_model=back.model,
+                      slo=Slo(ttft_s=opts.slo_ttft, tpot_s=opts.slo_tpot), progress=progress)
+    return result, _meta(opts, workload.name, hw, served, kind, disagg, (front_replica, back_replica))
+
+
+def _check_options(opts: ServeOptions) -> None:
+    """The options checked before any file is read."""
     if not 0 <= opts.prefix_hit_rate < 1:
         raise ConfigError(None, "--prefix-hit-rate", "a fraction in [0, 1)", opts.prefix_hit_rate)
     for flag, value in (("--timeout", opts.timeout), ("--think-time", opts.think_time)):
@@ -133,48 +186,89 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
     check_kv_memory_fraction(opts.kv_memory_fraction, "--kv-memory-fraction")
     if opts.rate is not None and not opts.trace_file and opts.arrival != "closed":
         check_request_count(opts.rate, opts.duration, "--rate x --duration")
-    workload = load_workload(opts.workload)
-    hw = load_hardware(opts.hw)
-    sc = workload.scenario
-    precision = scenario_precision(sc)
-    prompt = parse_length(opts.prompt_len, field="--prompt-len") if opts.prompt_len else Fixed(tokens=sc.prompt_len)
-    output = parse_length(opts.output_len, field="--output-len") if opts.output_len else Fixed(tokens=sc.output_len)
-    lengths = LengthSampler(prompt=prompt, output=output, prefix_hit_rate=opts.prefix_hit_rate)
-    requests, loop = _workload_requests(opts, lengths)
-    max_context = (max(r.prompt_tokens + r.output_tokens for r in requests) if requests
-                   else _max_tokens(prompt) + _max_tokens(output))
-    degrees = {k: getattr(opts, k) for k in ("tp", "ep", "pp", "dp") if getattr(opts, k) is not None}
-    model, replica = for_deployment(workload.model, hw, precision, devices=_devices(opts.devices),
-                                    max_seqs=opts.max_seqs, max_context=max_context,
-                                    kv_memory_fraction=opts.kv_memory_fraction, min_kv_tokens=max_context,
-                                    block_tokens=opts.block_size, degrees=degrees)
+    if opts.scheduler == "disagg" and opts.replicas is not None:
+        raise ConfigError(None, "--replicas", "--prefill-replicas and --decode-replicas with --scheduler disagg",
+                          opts.replicas)
+
+
+def _longest(requests, prompt, output) -> Longest:
+    """The longest prompt and the longest whole context the run can see: of the requests drawn (or read), else
+    of the length distributions (closed loop)."""
+    if requests:
+        return Longest(prompt=max(r.prompt_tokens for r in requests),
+                       context=max(r.prompt_tokens + r.output_tokens for r in requests))
+    return Longest(prompt=_max_tokens(prompt), context=_max_tokens(prompt) + _max_tokens(output))
+
+
+def _scheduler_kind(opts: ServeOptions, served: ServedDeployment) -> str:
+    """The scheduler: a disaggregated deployment (a prefill and a decode pool) implies disagg, and another
+    --scheduler with it is a ConfigError; else --scheduler (default continuous)."""
+    if served.deployment.disaggregated:
+        if opts.scheduler not in (None, "disagg"):
+            raise ConfigError(None, "--scheduler", "disagg (or no --scheduler) for a disaggregated deployment (its "
+                              "prefill and decode pools)", opts.scheduler)
+        return "disagg"
+    return opts.scheduler or "continuous"
+
+
+def _scheduler(opts: ServeOptions, kind: str, pool: ServingPool, prefill_chunk: int | None,
+               speculative: Speculative | None) -> SchedulerSpec:
+    """A pool's scheduler. --max-seqs and --token-budget are per attention-DP rank, as in engines that run one
+    scheduler per DP rank (vLLM / SGLang data-parallel attention); the replica's one scheduler holds dp times as
+    much. A sequence's prefill chunk never exceeds one rank's budget nor the deployment's prefill_chunk."""
+    dp = pool.model.par.dp
+    chunk = min(opts.token_budget, prefill_chunk) if prefill_chunk else opts.token_budget
+    return SchedulerSpec(kind=kind, max_seqs=opts.max_seqs * dp, token_budget=opts.token_budget * dp,
+                         chunk_limit=chunk, timeout_s=opts.timeout, block_tokens=opts.block_size,
+                         preemption=opts.preemption, speculative=speculative)
+
+
+def _replica(opts: ServeOptions, pool: ServingPool) -> ReplicaSpec:
+    """A pool's replica, with --kv-tokens replacing its KV capacity when given."""
     if opts.kv_tokens:
-        replica = ReplicaSpec(**{**replica.__dict__, "kv_capacity_tokens": opts.kv_tokens})
-    # --max-seqs and --token-budget are per attention-DP rank, as in engines that run one scheduler per DP rank
-    # (vLLM / SGLang data-parallel attention); the replica's one scheduler holds dp times as much.
-    dp = model.par.dp
-    scheduler = SchedulerSpec(kind=opts.scheduler, max_seqs=opts.max_seqs * dp, token_budget=opts.token_budget * dp,
-                              chunk_limit=opts.token_budget,
-                              timeout_s=opts.timeout, block_tokens=opts.block_size, preemption=opts.preemption,
-                              speculative=_speculative(opts.speculative))
-    if loop is not None:
-        _check_closed_loop(opts, loop, model, output, scheduler.speculative)
-    disagg = None
-    if opts.scheduler == "disagg":
-        link = hw.node.scale_out  # KV moves between pools over the scale-out network, one NIC per device
-        disagg = DisaggSpec(prefill_replicas=opts.prefill_replicas, decode_replicas=opts.decode_replicas,
-                            link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s * link.achievable_fraction
-                            * replica.devices, link_latency_s=link.latency_s)
-    result = simulate(scheduler=scheduler, replica=replica, model=model, duration_s=opts.duration, seed=opts.seed,
-                      requests=requests, closed_loop=loop, lengths=lengths, replicas=opts.replicas,
-                      router=opts.router, disagg=disagg, slo=Slo(ttft_s=opts.slo_ttft, tpot_s=opts.slo_tpot),
-                      progress=progress)
-    meta = {"model": workload.name, "hardware": hw.name, "layout": model.par.label(),
-            "devices_per_replica": replica.devices, "kv_capacity_tokens": replica.kv_capacity_tokens,
-            "kv_bytes_per_token": replica.kv_bytes_per_token, "scheduler": opts.scheduler, "seed": opts.seed,
-            "price_usd_per_hour_per_replica": replica.price_usd_per_hour,
-            "decode_grid_points": model.grid_points[0], "prefill_grid_points": model.grid_points[1]}
-    return result, meta
+        return ReplicaSpec(**{**pool.replica.__dict__, "kv_capacity_tokens": opts.kv_tokens})
+    return pool.replica
+
+
+def _disagg(opts: ServeOptions, served: ServedDeployment, prefill: ReplicaSpec, hw) -> DisaggSpec:
+    """Pool sizes (the flags, else a disaggregated deployment's instance counts, else 1 each) and the KV link:
+    the scale-out network, one NIC per device of the sending (prefill) replica."""
+    two = served.deployment.disaggregated
+    link = hw.node.scale_out
+    return DisaggSpec(prefill_replicas=opts.prefill_replicas or (served.pool("prefill").instances if two else 1),
+                      decode_replicas=opts.decode_replicas or (served.pool("decode").instances if two else 1),
+                      link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s * link.achievable_fraction
+                      * prefill.devices, link_latency_s=link.latency_s)
+
+
+def _meta(opts: ServeOptions, name: str, hw, served: ServedDeployment, kind: str, disagg: DisaggSpec | None,
+          replicas: tuple[ReplicaSpec, ReplicaSpec]) -> dict:
+    """The deployment section of the serve JSON: the decode pool's replica at the top (as before pools), each
+    pool's replicas, layout and grid, and the deployment's options."""
+    dep = served.deployment
+    front, back = served.pool("prefill"), served.pool("decode")
+    counts = ((disagg.prefill_replicas, disagg.decode_replicas) if disagg
+              else (opts.replicas or front.instances,) * 2)
+    pools = []
+    for role, pool, replica, count in (("prefill", front, replicas[0], counts[0]),
+                                       ("decode", back, replicas[1], counts[1])):
+        if disagg is None and role == "decode":
+            break
+        pools.append({"role": role if disagg else "both", "replicas": count, "layout": pool.model.par.label(),
+                      "devices_per_replica": replica.devices, "kv_capacity_tokens": replica.kv_capacity_tokens,
+                      "price_usd_per_hour_per_replica": replica.price_usd_per_hour,
+                      "decode_grid_points": pool.model.grid_points[0],
+                      "prefill_grid_points": pool.model.grid_points[1]})
+    load = dep.expert_load
+    return {"model": name, "hardware": hw.name, "layout": back.model.par.label(),
+            "devices_per_replica": replicas[1].devices, "kv_capacity_tokens": replicas[1].kv_capacity_tokens,
+            "kv_bytes_per_token": replicas[1].kv_bytes_per_token, "scheduler": kind, "seed": opts.seed,
+            "price_usd_per_hour_per_replica": replicas[1].price_usd_per_hour,
+            "decode_grid_points": back.model.grid_points[0], "prefill_grid_points": front.model.grid_points[1],
+            "disaggregated": dep.disaggregated, "pools": pools,
+            "kv_link_bytes_per_s": disagg.link_bandwidth_bytes_per_s if disagg else None,
+            "expert_load": {"kind": load.kind, "max_over_mean": load.imbalance()} if load is not None else None,
+            "prefill_chunk": dep.prefill_chunk, "cuda_graphs": dep.cuda_graphs, "ep_mode": dep.ep_mode}
 
 
 def _workload_requests(opts: ServeOptions, lengths: LengthSampler):

@@ -109,8 +109,43 @@ def test_serve_other_modes(capsys, flags):
 
 
 def test_serve_layout_errors_name_the_field(capsys):
+    # tp 3 cannot split 128 heads: said before the layout on 16 devices is tried
     assert main(["serve", DSV3, "--hw", H100, "--rate", "1", "--devices", "16", "--tp", "3"]) == 2
-    assert "parallelism.tp" in capsys.readouterr().err
+    assert "shard.tp: expected a divisor of num_attention_heads=128" in capsys.readouterr().err
+    # 32 EP ranks (moe_tp 1) do not divide a 16-device stage
+    assert main(["serve", DSV3, "--hw", H100, "--rate", "1", "--devices", "16", "--moe-ep", "32"]) == 2
+    assert "parallelism.moe_tp*ep" in capsys.readouterr().err
     # 671B FP8 parameters do not fit 8 x 80 GB with room for KV
     assert main(["serve", DSV3, "--hw", H100, "--rate", "1", "--devices", "8"]) == 2
     assert "memory.hbm.capacity" in capsys.readouterr().err
+
+
+def _serve_json(capsys, workload, *flags):
+    assert main(["serve", workload, "--hw", str(ROOT / "hardware/h800.yaml"), "--devices", "16", *SMALL,
+                 "--format", "json", *flags]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_serve_honours_the_workloads_expert_load(capsys, tmp_path):
+    # the workload's expert_load (as archsim run reads it) and --expert-load give the same skewed routing, whose
+    # busiest EP rank makes decode steps slower than the uniform load's
+    text = Path(DSV3).read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("  expert_load:"))
+    skewed_workload = tmp_path / "dsv3_zipf.yaml"
+    skewed_workload.write_text(text.replace(line, "  expert_load: {zipf: 1.2}"))
+    uniform = _serve_json(capsys, DSV3)
+    skewed = _serve_json(capsys, str(skewed_workload))
+    flagged = _serve_json(capsys, DSV3, "--expert-load", "zipf:1.2")
+    assert uniform["deployment"]["expert_load"] == {"kind": "uniform", "max_over_mean": 1.0}
+    assert skewed["deployment"]["expert_load"]["kind"] == "zipf"
+    assert skewed["deployment"]["expert_load"]["max_over_mean"] > 2
+    assert skewed["tpot_s"] == flagged["tpot_s"]
+    assert skewed["tpot_s"]["mean"] > uniform["tpot_s"]["mean"]
+
+
+def test_serve_takes_run_deployment_flags(capsys):
+    data = _serve_json(capsys, DSV3, "--attn-dp", "16", "--moe-ep", "16", "--redundant-experts", "16",
+                       "--prefill-chunk", "128", "--no-cuda-graphs")
+    dep = data["deployment"]
+    assert dep["layout"] == "TP1 EP16 PP1 DP16 R16 MBauto"
+    assert (dep["prefill_chunk"], dep["cuda_graphs"]) == (128, False)

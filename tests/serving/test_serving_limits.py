@@ -11,6 +11,7 @@ from archsim.errors import ConfigError
 from archsim.graph.precision import precision_from_names
 from archsim.serving.arrivals import FixedRate, Poisson
 from archsim.serving.cost_model import for_deployment
+from archsim.serving.replicas import Longest, served_deployment
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 from archsim.serving.lengths import Fixed
 from archsim.serving.requests import (MAX_REQUESTS, LengthSampler, check_request_count, check_seed, generate,
@@ -57,18 +58,43 @@ def test_kv_memory_fraction_default_is_one_constant():
     assert check_kv_memory_fraction(1) == 1.0  # the whole HBM is allowed
 
 
-def test_fixed_tp_that_cannot_split_the_heads_fails_before_any_pricing():
+def _serve(wl, hw, overrides: dict, fraction: float = DEFAULT_KV_MEMORY_FRACTION):
+    return served_deployment(wl, hw, longest=Longest(prompt=512, context=1024), output_len=512, max_seqs=8,
+                             block_tokens=16, kv_memory_fraction=fraction, overrides=overrides)
+
+
+def test_fixed_degrees_that_cannot_split_the_model_fail_before_any_search():
     wl = load_workload(REPO / "workloads/deepseek_v3.yaml")
     hw = load_hardware(REPO / "hardware/h100.yaml")
-    fp8 = precision_from_names("fp8")
     # 3 does not divide DeepSeek-V3's 128 heads: the error names the shard, for auto and explicit devices
     for devices in ("auto", 3):
         with pytest.raises(ConfigError, match="shard.tp: expected a divisor of num_attention_heads=128, got 3"):
-            for_deployment(wl.model, hw, fp8, devices=devices, max_seqs=8, max_context=1024,
-                           kv_memory_fraction=DEFAULT_KV_MEMORY_FRACTION, min_kv_tokens=1024, degrees={"tp": 3})
+            _serve(wl, hw, {"devices": devices, "tp": 3})
+    # 7 EP ranks cannot hold 256 + 0 expert slots evenly; 256 + 24 = 280 = 7 x 40 can
+    with pytest.raises(ConfigError, match=r"moe_ep: expected a divisor of the expert slots n_routed_experts \+ "
+                                          r"redundant_experts = 256 \+ 0 = 256 \(moe_ep, alias ep"):
+        _serve(wl, hw, {"ep": 7})
+    with pytest.raises(ConfigError, match="moe_ep: expected a divisor of the expert slots"):
+        _serve(wl, hw, {"moe_ep": 7, "redundant_experts": 1})
     with pytest.raises(ConfigError, match="kv_memory_fraction: expected a fraction of HBM"):
-        for_deployment(wl.model, hw, fp8, devices=8, max_seqs=8, max_context=1024, kv_memory_fraction=1.5,
-                       min_kv_tokens=1024)
+        _serve(wl, hw, {"devices": 16}, fraction=1.5)
+    # the layout-only path (archsim compare) checks the shard alike
+    fp8 = precision_from_names("fp8")
+    with pytest.raises(ConfigError, match="shard.tp: expected a divisor of num_attention_heads=128, got 3"):
+        for_deployment(wl.model, hw, fp8, devices="auto", max_seqs=8, max_context=1024,
+                       kv_memory_fraction=DEFAULT_KV_MEMORY_FRACTION, min_kv_tokens=1024, degrees={"tp": 3})
+
+
+def test_redundant_experts_make_seven_ep_ranks_valid():
+    # 256 + 24 = 280 slots over EP7 (40 per rank): the degree check passes. The search needs a count whose
+    # pipeline stage holds whole EP7 groups (7 divides tp*dp) among 1, 2, 4, 8, 16, ... (whole 8-GPU nodes): 56 is
+    # the first. One stage of 56 puts 40 of 256 experts' slots on a device (121 GB of weights > 80 GB), so the
+    # auto pipeline depth is 2 (28 devices a stage, 62 GB each)
+    wl = load_workload(REPO / "workloads/deepseek_v3.yaml")
+    hw = load_hardware(REPO / "hardware/h100.yaml")
+    served = _serve(wl, hw, {"ep": 7, "redundant_experts": 24})
+    par = served.pool("decode").model.par
+    assert (par.ep, par.redundant_experts, par.devices, par.pp, par.dp) == (7, 24, 56, 2, 28)
 
 
 def test_closed_loop_stops_at_the_request_limit(monkeypatch):

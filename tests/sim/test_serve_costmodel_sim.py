@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 
 from archsim.config.workload import load_workload
-from archsim.graph.precision import precision_from_names
 from archsim.serving.arrivals import Poisson
 from archsim.serving.config import SchedulerSpec
-from archsim.serving.cost_model import for_deployment
+from archsim.serving.replicas import Longest, served_deployment
 from archsim.serving.lengths import Uniform
 from archsim.serving.requests import LengthSampler, generate
 from archsim.sim.serve import simulate
@@ -19,10 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def deployment(h100):
-    w = load_workload(ROOT / "workloads/deepseek_v3.yaml")
-    precision = precision_from_names(w.scenario.weights, w.scenario.activations, w.scenario.kv_cache)
-    return for_deployment(w.model, h100, precision, devices=16, max_seqs=256, max_context=16384,
-                          kv_memory_fraction=0.9, min_kv_tokens=16384)
+    # the deployment `archsim serve --devices 16` resolves (TP1 EP16 DP16, micro-batches by price, CUDA graphs)
+    pool = served_deployment(load_workload(ROOT / "workloads/deepseek_v3.yaml"), h100,
+                             longest=Longest(prompt=16000, context=16384), output_len=384, max_seqs=256,
+                             block_tokens=16, kv_memory_fraction=0.9, overrides={"devices": 16}).pool("decode")
+    return pool.model, pool.replica
 
 
 def _run(deployment, reqs, kind, duration, per_rank_budget=2048, per_rank_seqs=16, timeout_s=0.1):
