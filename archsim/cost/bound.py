@@ -13,7 +13,7 @@ class Bound(StrEnum):
     LAUNCH = "launch"
 
 
-COMPUTE, NETWORK, LAUNCH = Bound.COMPUTE, Bound.NETWORK, Bound.LAUNCH
+COMPUTE, NETWORK, LAUNCH = Bound.COMPUTE.value, Bound.NETWORK.value, Bound.LAUNCH.value  # as plain str labels
 MEMORY_PREFIX = "memory:"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from archsim.cost import bound
 from archsim.cost.geometry import Geometry
 from archsim.cost.rates import ChipRates, engine_dtype_name
-from archsim.dtypes import FP32, DType
+from archsim.dtypes import BITS_PER_BYTE, FP32, DType
 from archsim.errors import ConfigError
 from archsim.graph.op import ExpertRowLayout, Op
 
@@ -37,8 +37,8 @@ class GemmShape:
     k: int
     row_layout: ExpertRowLayout
     mma_dtype: DType             # the format the MMA runs in (the op's compute dtype)
-    a_elem_bytes: float          # bytes per A element staged on chip
-    b_elem_bytes: float          # bytes per B element staged on chip
+    a_elem_bytes: float          # bytes per A element staged on chip (the MMA's format)
+    b_elem_bytes: float          # bytes per B element staged on chip (``b_elem_bytes``: weight-only formats packed)
     a_bytes: float               # main-memory bytes of A (activations), B (the touched groups' weights) and C
     b_bytes: float
     c_bytes: float
@@ -60,13 +60,15 @@ class GemmShape:
     @staticmethod
     def of(op: Op) -> "GemmShape":
         """The shape of a ``gemm`` or ``grouped_gemm`` op: its typed attrs and operand bytes (weights and KV-cache
-        reads are the B operand, other reads A, writes C); on chip both operands are in the compute dtype."""
+        reads are the B operand, other reads A, writes C). On chip A is in the compute dtype (an FP8 GEMM's
+        activations are quantised to it); so is B, unless its weight is stored narrower (``b_elem_bytes``)."""
         a = op.attrs
         b_bytes = sum(o.nbytes for o in op.reads if o.role in ("weight", "cache"))
         a_bytes = sum(o.nbytes for o in op.reads if o.role not in ("weight", "cache"))
-        elem = op.compute_dtype.bytes
-        common = dict(n=a.n, k=a.k, mma_dtype=op.compute_dtype, a_elem_bytes=elem, b_elem_bytes=elem,
-                      a_bytes=a_bytes, b_bytes=b_bytes, c_bytes=op.bytes_written, flops=float(op.flops))
+        weight = next((o.dtype for o in op.reads if o.role == "weight"), op.compute_dtype)
+        common = dict(n=a.n, k=a.k, mma_dtype=op.compute_dtype, a_elem_bytes=op.compute_dtype.bytes,
+                      b_elem_bytes=b_elem_bytes(weight, op.compute_dtype), a_bytes=a_bytes, b_bytes=b_bytes,
+                      c_bytes=op.bytes_written, flops=float(op.flops))
         if op.kind == "gemm":
             return GemmShape(rows_total=float(a.m), groups_touched=1.0, busiest_group_rows=0.0,
                              row_layout=ExpertRowLayout.CONTIGUOUS, **common)
@@ -83,6 +85,17 @@ class GemmShape:
                          b_elem_bytes=dtype.bytes, a_bytes=groups * dtype.storage_bytes((m, k)),
                          b_bytes=groups * dtype.storage_bytes((k, n)), c_bytes=groups * out_dtype.storage_bytes((m, n)),
                          flops=2.0 * groups * m * n * k, l2_banding=False)
+
+
+def b_elem_bytes(weight: DType, compute: DType) -> float:
+    """Bytes per B (weight) element staged on chip. A weight-only format, stored narrower than the MMA's (INT4 with
+    group scales under a BF16 MMA: Marlin, Machete, TRT-LLM W4A16), streams its packed elements and their scales
+    through shared memory and dequantises in registers: its storage bytes per element, scales included. Otherwise
+    B is staged in the MMA's format (an FP8 GEMM's 128 x 128 block scales are a separate, negligible stream)."""
+    if weight.bits >= compute.bits:
+        return compute.bytes
+    scales = weight.scale_bits / BITS_PER_BYTE / math.prod(weight.block) if weight.block and weight.scale_bits else 0.0
+    return weight.bytes + scales
 
 
 # -- main-memory traffic: the SRAM tile and L2 banding --------------------------------------------------------
