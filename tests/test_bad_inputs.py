@@ -380,6 +380,8 @@ BAD_SERVE_FLAGS = [
     (["--scheduler", "disagg", "--replicas", "2"],
      "--replicas: expected --prefill-replicas and --decode-replicas with --scheduler disagg", None),
     (["--expert-load", "zipf"], "expert_load: expected 'uniform' or 'zipf:S' with a number S", None),
+    (["--prompt-len", "170000"], "--prompt-len + --output-len: expected requests of at most "
+                                 "max_position_embeddings=163840 tokens", None),
     (["--deployment", str(BAD / "no_such_deployment.yaml")], "no_such_deployment.yaml", None),
     (["--trace-file", str(BAD / "trace" / "truncated.jsonl")], "line 2: expected one JSON object per line", None),
     (["--trace-file", str(BAD / "trace" / "binary_garbage.csv")], "expected a UTF-8 text trace file", None),

@@ -154,6 +154,10 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
     lengths = LengthSampler(prompt=prompt, output=output, prefix_hit_rate=opts.prefix_hit_rate)
     requests, loop = _workload_requests(opts, lengths)
     longest = _longest(requests, prompt, output)
+    limit = workload.model.max_position_embeddings
+    if limit and longest.context > limit:
+        raise ConfigError(None, "--prompt-len + --output-len", f"requests of at most max_position_embeddings={limit} "
+                          "tokens (prompt plus output)", f"{longest.context} tokens")
     served = served_deployment(workload, hw, longest=longest, output_len=longest.context - longest.prompt,
                                max_seqs=opts.max_seqs, block_tokens=opts.block_size,
                                kv_memory_fraction=opts.kv_memory_fraction,
