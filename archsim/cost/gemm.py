@@ -86,6 +86,18 @@ class GemmShape:
                          b_bytes=groups * dtype.storage_bytes((k, n)), c_bytes=groups * out_dtype.storage_bytes((m, n)),
                          flops=2.0 * groups * m * n * k, l2_banding=False)
 
+    @staticmethod
+    def routed(*, rows_total: float, groups_touched: float, n: int, k: int, dtype: DType, out_dtype: DType,
+               row_layout: ExpertRowLayout) -> "GemmShape":
+        """Routed experts' grouped GEMM as the kernel API prices it: ``rows_total`` routed rows (an expectation)
+        spread evenly over ``groups_touched`` experts (the expected experts with rows, whose weights it reads),
+        inputs in ``dtype``, output in ``out_dtype``, every operand read once."""
+        rows = rows_total / groups_touched if groups_touched > 0 else 0.0
+        return GemmShape(rows_total=rows_total, groups_touched=groups_touched, busiest_group_rows=rows, n=n, k=k,
+                         row_layout=row_layout, mma_dtype=dtype, a_elem_bytes=dtype.bytes, b_elem_bytes=dtype.bytes,
+                         a_bytes=rows_total * k * dtype.bytes, b_bytes=groups_touched * dtype.storage_bytes((k, n)),
+                         c_bytes=rows_total * n * out_dtype.bytes, flops=2.0 * rows_total * n * k, l2_banding=False)
+
 
 def b_elem_bytes(weight: DType, compute: DType) -> float:
     """Bytes per B (weight) element staged on chip. A weight-only format, stored narrower than the MMA's (INT4 with

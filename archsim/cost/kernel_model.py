@@ -7,6 +7,7 @@ name/path. GEMMs are ``cost/gemm.py``'s (the graph's own function), rates ``cost
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -19,6 +20,7 @@ from archsim.cost.geometry import Geometry
 from archsim.cost.rates import ChipRates
 from archsim.dtypes import BF16, BY_NAME, DType
 from archsim.errors import ConfigError
+from archsim.graph.expert_load import uniform_load
 from archsim.graph.op import expert_layout, row_layout as expert_row_layout
 
 KINDS = ("gemm", "grouped_gemm", "moe", "attention", "collective")
@@ -114,21 +116,27 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
     groups, m, n, k = (_positive_int(v, p) for v, p in ((groups, "groups"), (m, "m"), (n, "n"), (k, "k")))
     layout = expert_row_layout(row_layout, "row_layout")
     dt, out = _dtype(dtype, "dtype"), _dtype(out_dtype, "out_dtype")
-    rates = ChipRates.of(hw)
-    mma_rate = rates.matrix_flop_per_s(dt.name)
     shape = GemmShape.benchmark(groups=groups, m=m, n=n, k=k, dtype=dt, out_dtype=out, row_layout=layout)
+    return _gemm_estimate(hw, shape, kind="grouped_gemm" if groups > 1 else "gemm")
+
+
+def _gemm_estimate(hw: Hardware, shape: GemmShape, *, kind: str) -> KernelEstimate:
+    """``gemm.gemm_time`` of ``shape`` on ``hw`` (its tile candidates, or its FLOPs and compulsory bytes on a chip
+    without a tile menu), with the picked tile in ``detail``."""
+    rates = ChipRates.of(hw)
+    mma_rate = rates.matrix_flop_per_s(shape.mma_dtype.name)
     cands = tile_candidates(shape, Geometry.of(hw)) or untiled_candidates(shape)
     t = price_gemm(cands, GemmRates.of(rates, mma_rate))
     labels = gemm_bound_labels(rates.main, operand_level(tuple(hw.memory)))
-    detail: dict[str, object] = {"row_layout": layout.value}
+    detail: dict[str, object] = {"row_layout": shape.row_layout.value}
     if cands.configs:
         tile = cands.configs[int(t.pick)]
+        useful = shape.rows_total * shape.n  # output elements
         detail.update({"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
                        "multicast": tile.multicast,
-                       "quantisation_efficiency": groups * m * n / (tile.padded_elements_per_sm * hw.sm_count)})
-    return KernelEstimate(kind="grouped_gemm" if groups > 1 else "gemm", hardware=hw.name, time_s=float(t.time_s),
-                          bound=labels[int(t.bound)], flops=shape.flops,
-                          bytes=float(cands.hbm_read_bytes + cands.hbm_write_bytes),
+                       "quantisation_efficiency": useful / (tile.padded_elements_per_sm * hw.sm_count)})
+    return KernelEstimate(kind=kind, hardware=hw.name, time_s=float(t.time_s), bound=labels[int(t.bound)],
+                          flops=shape.flops, bytes=float(cands.hbm_read_bytes + cands.hbm_write_bytes),
                           parts={"ramp_s": float(t.ramp_s), "compute_s": float(t.mma_s), "memory_s": float(t.hbm_s),
                                  "l2_operand_s": float(t.l2_operand_s), "panel_stream_s": float(t.panel_stream_s),
                                  "epilogue_s": float(t.epilogue_s)}, detail=detail)
@@ -298,8 +306,10 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     """One MoE layer's routed experts on one chip of an EP group: dispatch, grouped up-projection
     (gate and up, n = 2*inter), SwiGLU, grouped down-projection, combine, run one after another.
 
-    The chip holds ``tokens`` tokens; the group's tokens*ep*topk copies spread evenly over ``experts``
-    experts, ``experts / ep`` of them local, so each local expert sees tokens*ep*topk/experts tokens.
+    Each chip holds ``tokens`` tokens, so the group routes tokens*ep tokens, each to ``topk`` of ``experts``
+    experts (uniform routing: the graph path's rule, ``expert_load.uniform_load``). This chip's experts/ep experts
+    receive tokens*topk routed rows in expectation, spread over the local experts that get any: the expected
+    number ``distinct_experts``, whose weights alone the GEMMs read (few tokens touch few experts).
     In ``low_latency`` mode the expert GEMMs use the masked layout (DeepEP's low-latency dispatch writes a
     [local experts, max tokens, hidden] buffer that DeepGEMM's masked kernel reads, DeepGEMM README), else
     the contiguous one.
@@ -313,17 +323,23 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     n_group, topk_group = _positive_int(n_group, "n_group"), _positive_int(topk_group, "topk_group")
     if experts % ep:
         raise ConfigError(None, "ep", f"a divisor of experts ({experts})", ep)
+    if topk > experts:
+        raise ConfigError(None, "topk", f"at most experts ({experts})", topk)
     dt, comb = _dtype(dtype, "dtype"), _dtype(combine_dtype, "combine_dtype")
-    local = experts // ep
-    per_expert = max(1, round(tokens * ep * topk / experts))
+    local = range(experts // ep)  # this chip's experts
+    load = uniform_load(experts, topk)
+    routed = tokens * ep  # the EP group's tokens
+    distinct = load.distinct_experts(routed, local)
+    rows = math.fsum(load.tokens_per_expert(routed, local))  # routed rows landing on this chip: tokens * topk
     exchange = price_ep_exchange(tokens=tokens, hidden=hidden, topk=topk, n_experts=experts, ep=ep, hw=hw,
                                  dispatch_dtype=dt, combine_dtype=comb, n_group=n_group, topk_group=topk_group,
                                  mode=mode)
     layout = expert_layout(mode)
-    up = grouped_gemm_time(hw, groups=local, m=per_expert, n=2 * inter, k=hidden, dtype=dt, row_layout=layout)
-    down = grouped_gemm_time(hw, groups=local, m=per_expert, n=hidden, k=inter, dtype=dt, row_layout=layout)
-    act_elems = local * per_expert * inter
-    swiglu_bytes = local * per_expert * 2 * inter * BF16.bytes + act_elems * dt.bytes
+    shape = dict(rows_total=rows, groups_touched=distinct, dtype=dt, out_dtype=BF16, row_layout=layout)
+    up = _gemm_estimate(hw, GemmShape.routed(n=2 * inter, k=hidden, **shape), kind="grouped_gemm")
+    down = _gemm_estimate(hw, GemmShape.routed(n=hidden, k=inter, **shape), kind="grouped_gemm")
+    act_elems = rows * inter
+    swiglu_bytes = rows * 2 * inter * BF16.bytes + act_elems * dt.bytes
     rates = ChipRates.of(hw)
     vector = rates.vector_flop_per_s()
     if vector <= 0:
@@ -338,7 +354,8 @@ def moe_time(hw: Hardware | str, *, tokens: int, hidden: int, inter: int, topk: 
     return KernelEstimate(kind="moe", hardware=hw.name, time_s=sum(parts.values()), bound=bound,
                           flops=up.flops + down.flops + 5.0 * act_elems,
                           bytes=up.bytes + down.bytes + swiglu_bytes, parts=parts,
-                          detail={"dominant_part": dominant, "local_experts": local, "tokens_per_expert": per_expert,
+                          detail={"dominant_part": dominant, "local_experts": len(local), "distinct_experts": distinct,
+                                  "tokens_per_expert": rows / distinct, "routed_rows": rows,
                                   "dispatch_bytes": exchange.dispatch.bytes, "combine_bytes": exchange.combine.bytes})
 
 

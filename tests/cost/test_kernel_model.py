@@ -260,3 +260,26 @@ def test_attention_kv_tile_without_q_tile_is_a_config_error(h800) -> None:
     # with q_tile it is the tiled kernel's MMA work (decode pads the packed heads to whole tiles)
     tiled = attention_time(h800, q_tile=64, kv_tile=128, **shape)
     assert tiled.detail["executed_mma_flops"] > attention_time(h800, **shape).detail["executed_mma_flops"]
+
+
+def test_moe_with_few_tokens_prices_only_the_experts_they_can_touch() -> None:
+    """1 token per chip on EP8, 256 experts, top-8: the group routes 8 tokens, each expert with probability
+    8/256 per token, so of the 32 local experts 32 (1 - (1 - 8/256)^8) = 7.18 are expected to get a row; only
+    their weights are read, and the 8 routed rows (1 token x top-8, in expectation) are spread over them."""
+    est = moe_time("h100", tokens=1, hidden=7168, inter=2048, topk=8, experts=256, ep=8, dtype="fp8")
+    distinct = 32 * (1 - (1 - 8 / 256) ** 8)
+    assert est.detail["local_experts"] == 32
+    assert est.detail["distinct_experts"] == pytest.approx(distinct, rel=1e-12)
+    assert est.detail["routed_rows"] == pytest.approx(8.0, rel=1e-12)
+    assert est.detail["tokens_per_expert"] == pytest.approx(8.0 / distinct, rel=1e-12)
+    # bytes: the touched experts' FP8 weights (up 7168 x 4096, down 2048 x 7168), the 8 rows in (FP8) and out (BF16)
+    # of both GEMMs, and the SwiGLU's BF16 gate/up reads and FP8 write
+    weights = distinct * (7168 * 4096 + 2048 * 7168)
+    rows = 8 * (7168 + 4096 * 2) + 8 * (2048 + 7168 * 2) + 8 * (2 * 2048 * 2 + 2048)
+    assert est.bytes == pytest.approx(weights + rows, rel=1e-12)
+    assert est.bytes < 0.25 * 32 * (7168 * 4096 + 2048 * 7168)  # not all 32 local experts (1.41 GB)
+    # many tokens touch every local expert: 4096 tokens x 8 chips -> all 32, 1024 rows each, as before
+    many = moe_time("h100", tokens=4096, hidden=7168, inter=2048, topk=8, experts=256, ep=8, dtype="fp8")
+    assert many.detail["distinct_experts"] == 32 and many.detail["tokens_per_expert"] == 1024
+    up = grouped_gemm_time("h100", groups=32, m=1024, n=4096, k=7168, dtype="fp8")
+    assert many.parts["up_s"] == pytest.approx(up.time_s, rel=1e-12)
