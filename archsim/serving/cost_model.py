@@ -46,6 +46,8 @@ from archsim.serving.iteration import IterationBatch, IterationCost
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 
 
+# steps per octave of the prefill token grid: four (not doubling) keep one-prompt prefill times within ~1 % on
+# average where the routed experts' tile steps make time a staircase in tokens (docs/serving.md)
 TOKEN_STEPS = 4
 
 
@@ -106,6 +108,17 @@ def layout_deployment(model: ModelConfig, hw: Hardware, precision: Precision, pa
     return Deployment(model=model, hardware=hw, precision=precision, pools=(Pool(role="both", layout=parallelism),),
                       batch=1, prompt_len=1, output_len=1, mtp=mtp, expert_load=expert_load, attention=attention,
                       ep_mode=ep_mode, cuda_graphs=cuda_graphs, overlap=overlap)
+
+
+def gemm_peak_flop_per_s(hw: Hardware, precision: Precision) -> float:
+    """The matrix engine's peak for the GEMM compute format (the MFU denominator); a ConfigError when the hardware
+    has none, checked before any device search (it holds for every layout)."""
+    engine = hw.engine_for("matrix")
+    dtype = precision.gemm_compute.name
+    if dtype not in engine.peak_flop_per_s:
+        raise ConfigError(hw.source_file, f"compute.{engine.name}.peak.{dtype}", "a peak for the GEMM dtype",
+                          "missing")
+    return engine.peak_flop_per_s[dtype]
 
 
 def _causal_tokens(pairs: float) -> float:
@@ -300,14 +313,10 @@ class CostModelIteration:
             raise ConfigError(self.hw.source_file, "memory.hbm.capacity",
                               f"room for the weights ({weights / 1e9:.1f} GB per device over "
                               f"{self.devices} devices) plus KV cache", f"{hbm.capacity_bytes / 1e9:.1f} GB")
-        engine = self.hw.engine_for("matrix")
-        dtype = self.precision.gemm_compute.name
-        if dtype not in engine.peak_flop_per_s:
-            raise ConfigError(self.hw.source_file, f"compute.{engine.name}.peak.{dtype}", "a peak for the GEMM dtype",
-                              "missing")
+        peak = gemm_peak_flop_per_s(self.hw, self.precision)
         return ReplicaSpec(devices=self.devices, kv_capacity_tokens=self.kv_capacity_tokens(kv_memory_fraction),
                            kv_bytes_per_token=self.kv_bytes_per_token,
-                           peak_flop_per_s=engine.peak_flop_per_s[dtype] * self.devices,
+                           peak_flop_per_s=peak * self.devices,
                            peak_bytes_per_s=hbm.bandwidth_bytes_per_s * self.devices,
                            idle_w=self.hw.static_power_w * self.devices,
                            price_usd_per_hour=self.hw.price_usd_per_hour * self.devices)
@@ -346,6 +355,7 @@ def for_deployment(model: ModelConfig, hw: Hardware, precision: Precision, *, de
     degrees as ``archsim run`` chooses them) leaves room for ``min_kv_tokens`` of KV; uniform expert load and the
     Deployment's default options."""
     kv_memory_fraction = check_kv_memory_fraction(kv_memory_fraction)
+    gemm_peak_flop_per_s(hw, precision)
     degrees = degrees or {}
     if degrees.get("tp") or degrees.get("moe_tp"):
         # a fixed degree that cannot split the model fails every count: say so, not the last count's layout error

@@ -23,7 +23,7 @@ from archsim.mapping.deployment import Deployment, Pool
 from archsim.mapping.parallel import candidate_device_counts, smallest_fitting
 from archsim.mapping.resolve import Resolved, resolve_deployment
 from archsim.serving.config import ReplicaSpec
-from archsim.serving.cost_model import CostModelIteration, KvFit, kv_fit
+from archsim.serving.cost_model import CostModelIteration, KvFit, gemm_peak_flop_per_s, kv_fit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +110,7 @@ def served_deployment(wl: Workload, hw: Hardware, *, longest: Longest, output_le
     base = {**overrides, "prompt_len": longest.prompt, "output_len": output_len}
     _check_fixed_degrees(wl.model, base, _spec(wl, base))
     resolved = resolve_deployment(wl, hw, **base)  # every name and value checked before any search
+    gemm_peak_flop_per_s(hw, resolved.deployment.precision)  # the same for every layout: said once, not skipped
     sizes = _Sizing(longest=longest, max_seqs=max_seqs, block_tokens=block_tokens,
                     kv_memory_fraction=kv_memory_fraction, cache={})
     if resolved.auto and not resolved.deployment.disaggregated:
@@ -144,9 +145,10 @@ def _search(hw: Hardware, resolve_with: Callable[[int], Resolved], index: int, s
                           "whose layout is valid for the given degrees", "none") from None
     if not found.fits:
         fit = found.fit
+        role = "" if fit.model.pool.role == "both" else fit.model.pool.role + " "
         raise ConfigError(hw.source_file, "devices", f"a device count (up to {candidate_device_counts(hw)[-1]}) "
-                          f"whose {fit.model.pool.role} replica leaves room for the longest request's {fit.need} "
-                          "KV tokens", f"{fit.replica.kv_capacity_tokens if fit.replica else 0} tokens on "
+                          f"whose {role}replica leaves room for the longest request's {fit.need} KV tokens",
+                          f"{fit.replica.kv_capacity_tokens if fit.replica else 0} tokens on "
                           f"{fit.model.devices} devices")
     return found
 
@@ -157,8 +159,9 @@ def _serving_pool(dep: Deployment, pool: Pool, sizes: _Sizing) -> ServingPool:
     if fit.replica is None:
         fit.model.replica(kv_memory_fraction=sizes.kv_memory_fraction)  # raises: the weights leave no room
     if not fit.fits:
+        role = "" if pool.role == "both" else pool.role + " "
         raise ConfigError(dep.hardware.source_file, "devices", f"room for {fit.need} KV tokens (the longest "
-                          f"request) in one {pool.role} replica",
+                          f"request) in one {role}replica",
                           f"{fit.replica.kv_capacity_tokens} on {fit.model.devices} devices")
     return ServingPool(pool=pool, model=fit.model, replica=fit.replica)
 

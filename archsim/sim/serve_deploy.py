@@ -21,9 +21,11 @@ from archsim.serving.sequence import Speculative
 from archsim.serving.trace import load_trace
 from archsim.sim.serve import ServeResult, simulate
 
-# the deployment flags (cli/_common.add_deployment_args) and --expert-load, under estimate()'s override names
-DEPLOYMENT_FIELDS = ("devices", "tp", "attn_dp", "dp", "moe_tp", "moe_ep", "ep", "pp", "micro_batches",
-                     "redundant_experts", "prefill_chunk", "cuda_graphs", "deployment", "expert_load")
+# the deployment flags (cli/_common.add_deployment_args, --phase aside) under estimate()'s override names, and
+# --expert-load
+LAYOUT_FIELDS = ("devices", "tp", "attn_dp", "dp", "moe_tp", "moe_ep", "ep", "pp", "micro_batches",
+                 "redundant_experts", "prefill_chunk", "cuda_graphs", "deployment")
+DEPLOYMENT_FIELDS = LAYOUT_FIELDS + ("expert_load",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,10 +85,8 @@ def options_from(namespace, deployment: dict | None = None) -> ServeOptions:
     """ServeOptions from an argparse namespace (extra attributes ignored); ``deployment``: the deployment flags as
     estimate()'s overrides (cli/_common.deployment_overrides), which replace the namespace's own."""
     names = ServeOptions.__dataclass_fields__
-    fields = {k: v for k, v in vars(namespace).items() if k in names and k not in DEPLOYMENT_FIELDS}
-    fields.update({k: v for k, v in (deployment or {}).items() if k in DEPLOYMENT_FIELDS})
-    if getattr(namespace, "expert_load", None) is not None:
-        fields["expert_load"] = namespace.expert_load
+    fields = {k: v for k, v in vars(namespace).items() if k in names and k not in LAYOUT_FIELDS}
+    fields.update({k: v for k, v in (deployment or {}).items() if k in LAYOUT_FIELDS})
     return ServeOptions(**fields)
 
 
@@ -247,22 +247,15 @@ def _disagg(opts: ServeOptions, served: ServedDeployment, prefill: ReplicaSpec, 
 
 def _meta(opts: ServeOptions, name: str, hw, served: ServedDeployment, kind: str, disagg: DisaggSpec | None,
           replicas: tuple[ReplicaSpec, ReplicaSpec]) -> dict:
-    """The deployment section of the serve JSON: the decode pool's replica at the top (as before pools), each
-    pool's replicas, layout and grid, and the deployment's options."""
+    """The deployment section of the serve JSON: the decode pool's replica at the top (the keys of one-pool runs),
+    each pool's replicas, layout, KV and grid, and the deployment's options."""
     dep = served.deployment
     front, back = served.pool("prefill"), served.pool("decode")
-    counts = ((disagg.prefill_replicas, disagg.decode_replicas) if disagg
-              else (opts.replicas or front.instances,) * 2)
-    pools = []
-    for role, pool, replica, count in (("prefill", front, replicas[0], counts[0]),
-                                       ("decode", back, replicas[1], counts[1])):
-        if disagg is None and role == "decode":
-            break
-        pools.append({"role": role if disagg else "both", "replicas": count, "layout": pool.model.par.label(),
-                      "devices_per_replica": replica.devices, "kv_capacity_tokens": replica.kv_capacity_tokens,
-                      "price_usd_per_hour_per_replica": replica.price_usd_per_hour,
-                      "decode_grid_points": pool.model.grid_points[0],
-                      "prefill_grid_points": pool.model.grid_points[1]})
+    if disagg is None:
+        pools = [_pool_meta("both", front, replicas[0], opts.replicas or front.instances)]
+    else:
+        pools = [_pool_meta("prefill", front, replicas[0], disagg.prefill_replicas),
+                 _pool_meta("decode", back, replicas[1], disagg.decode_replicas)]
     load = dep.expert_load
     return {"model": name, "hardware": hw.name, "layout": back.model.par.label(),
             "devices_per_replica": replicas[1].devices, "kv_capacity_tokens": replicas[1].kv_capacity_tokens,
@@ -273,6 +266,13 @@ def _meta(opts: ServeOptions, name: str, hw, served: ServedDeployment, kind: str
             "kv_link_bytes_per_s": disagg.link_bandwidth_bytes_per_s if disagg else None,
             "expert_load": {"kind": load.kind, "max_over_mean": load.imbalance()} if load is not None else None,
             "prefill_chunk": dep.prefill_chunk, "cuda_graphs": dep.cuda_graphs, "ep_mode": dep.ep_mode}
+
+
+def _pool_meta(role: str, pool: ServingPool, replica: ReplicaSpec, count: int) -> dict:
+    return {"role": role, "replicas": count, "layout": pool.model.par.label(),
+            "devices_per_replica": replica.devices, "kv_capacity_tokens": replica.kv_capacity_tokens,
+            "price_usd_per_hour_per_replica": replica.price_usd_per_hour,
+            "decode_grid_points": pool.model.grid_points[0], "prefill_grid_points": pool.model.grid_points[1]}
 
 
 def _workload_requests(opts: ServeOptions, lengths: LengthSampler):

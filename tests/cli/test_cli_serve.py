@@ -118,6 +118,9 @@ def test_serve_layout_errors_name_the_field(capsys):
     # 671B FP8 parameters do not fit 8 x 80 GB with room for KV
     assert main(["serve", DSV3, "--hw", H100, "--rate", "1", "--devices", "8"]) == 2
     assert "memory.hbm.capacity" in capsys.readouterr().err
+    # an A100 has no FP8 peak: said once for the auto search, not hidden behind "no device count fits"
+    assert main(["serve", DSV3, "--hw", str(ROOT / "hardware/a100.yaml"), "--rate", "1"]) == 2
+    assert "compute.tensor.peak.fp8: expected a peak for the GEMM dtype" in capsys.readouterr().err
 
 
 def _serve_json(capsys, workload, *flags):
