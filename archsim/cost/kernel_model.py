@@ -96,11 +96,6 @@ def overlapped_kernel_time(rates: ChipRates, *, compute_s: float, bytes_moved: f
                       memory_s=memory_s, operand_s=l2_s)
 
 
-def main_memory_bandwidth(hw: Hardware) -> float:
-    """Sustained main-memory bytes/s (``ChipRates.main_bytes_per_s``)."""
-    return ChipRates.of(hw).main_bytes_per_s
-
-
 def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int, dtype: str | DType = "fp8",
                       out_dtype: str | DType = "bf16", row_layout: str = "contiguous") -> KernelEstimate:
     """``groups`` independent GEMMs C_g[m,n] = A_g[m,k] B_g[k,n] in one kernel (MoE experts, each

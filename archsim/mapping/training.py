@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.collectives import price_collective
-from archsim.cost.kernel_model import main_memory_bandwidth
+from archsim.cost.rates import ChipRates
 from archsim.cost.phase import price_graph
 from archsim.dtypes import FP8
 from archsim.errors import ConfigError
@@ -443,7 +443,7 @@ def _dp_and_optimizer(hw, par, setup, trained_params: float) -> tuple[float, flo
         sync = price_collective("reduce_scatter", grad_bytes, replicas, hw).time_s \
             + price_collective("all_gather", trained_params * tb.weights, replicas, hw).time_s
     shard = trained_params / (replicas if par.zero_stage >= 1 else 1)
-    opt = 2 * shard * (tb.optimizer + tb.gradients + tb.weights) / main_memory_bandwidth(hw)
+    opt = 2 * shard * (tb.optimizer + tb.gradients + tb.weights) / ChipRates.of(hw).main_bytes_per_s
     return sync, opt
 
 

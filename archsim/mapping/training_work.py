@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from archsim.config.hardware import Hardware
-from archsim.cost.kernel_model import grouped_gemm_time, main_memory_bandwidth
+from archsim.cost.kernel_model import grouped_gemm_time
+from archsim.cost.rates import ChipRates
 from archsim.cost.phase import PhaseCost
 from archsim.dtypes import BF16, BITS_PER_BYTE, FP8
 from archsim.errors import ConfigError
@@ -93,7 +94,7 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     _check_projections(graph, recompute_projections)
     kernel = hw.kernel
     attention_rate = kernel.attention_backward_fraction if kernel and kernel.attention_backward_fraction else 1.0
-    hbm_rate = main_memory_bandwidth(hw)
+    hbm_rate = ChipRates.of(hw).main_bytes_per_s
     t = dict.fromkeys((f.name for f in fields(MicroBatchWork)), 0.0)
     for name in graph.nodes:
         op = graph.nodes[name]["op"]

@@ -4,10 +4,9 @@ import dataclasses
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.cost.fixtures import price_op
 from archsim.dtypes import BITS_PER_BYTE, BF16, FP32
 from archsim.errors import ConfigError
-from tests.cost.fixtures import attention_op, gemm_op, grouped_op, h100_like, norm_op
+from tests.cost.fixtures import attention_op, gemm_op, grouped_op, h100_like, norm_op, price_op
 
 
 def test_compute_bound_gemm_time_is_flops_over_rate():

@@ -3,7 +3,7 @@
 On a chip with a GEMM tile menu the time charges the picked tile's L2 operand panels (gemm.TileCandidates,
 TMA multicast sharing the A reads); the L2 level's bytes (and so its energy) are those panels plus the output, the
 shared-memory level's every CTA's panels plus the output. The tile is picked at pricing time, so a sweep of rates
-re-tiles and re-prices the energy point by point, identically in the scalar path (opcost.price_op) and the array
+re-tiles and re-prices the energy point by point, identically in the scalar path (opcost.price_work_item) and the array
 path (work.price_work). Chips without a tile menu keep gemm.sram_tile_traffic's bytes.
 """
 from __future__ import annotations

@@ -5,12 +5,11 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from tests.cost.fixtures import price_op
 from archsim.cost.phase import price_graph
 from archsim.cost.work import extract_work, hardware_arrays, price_work, stack_hardware
 from archsim.graph.op import Op, Operand
 from archsim.dtypes import BF16
-from tests.cost.fixtures import attention_op, gemm_op, grouped_op, h100_like, norm_op
+from tests.cost.fixtures import attention_op, gemm_op, grouped_op, h100_like, norm_op, price_op
 
 
 def _ops():
