@@ -374,7 +374,7 @@ BAD_SERVE_FLAGS = [
     (["--ep", "7"], "moe_ep: expected a divisor of the expert slots n_routed_experts + redundant_experts = "
                     "256 + 0 = 256 (moe_ep, alias ep", None),
     (["--moe-ep", "7", "--redundant-experts", "1"], "redundant_experts = 256 + 1 = 257", None),
-    (["--phase", "decode"], "--phase: expected both for serve", None),
+    (["--phase", "decode"], "unrecognized arguments: --phase decode", None),  # serve simulates both phases
     (["--scheduler", "chunked", "--deployment", str(DEPLOYMENTS / "deepseek_v3_h800_1p3d.yaml")],
      "--scheduler: expected disagg (or no --scheduler) for a disaggregated deployment", None),
     (["--scheduler", "disagg", "--replicas", "2"],

@@ -109,3 +109,14 @@ def test_sweep_agrees_with_estimate_in_a_pipeline(hw):
     for key in ("decode.tpot_s", "energy.joules_per_token", "energy.tops_per_watt", "prefill.latency_s"):
         assert got[key][0] == pytest.approx(report.get(key), rel=1e-9), key
     assert got["decode.energy_j"][0] == pytest.approx(report.decode.energy_j, rel=1e-9)
+
+
+def test_a_cached_prefix_is_attended_not_recomputed(model, hw):
+    """price_phase(past=N): each prompt's new tokens attend N cached ones; the step's FLOPs are the one-device
+    graph's with that prefix (its expanded K/V re-materialised, no prefix tokens through the layers)."""
+    par = Parallelism(ep=8, dp=8, micro_batches=1)
+    b = price_phase(model, hw, par, FP8, phase="prefill", batch=8, length=1024, past=4096, prefill_chunk=None)
+    g = build_prefill(model, batch=8, prompt_len=1024, past_len=4096, precision=FP8, compact=True)
+    assert b.deployment_flops == pytest.approx(price_graph(g, hw).flops, rel=REL)
+    fresh = price_phase(model, hw, par, FP8, phase="prefill", batch=8, length=1024, prefill_chunk=None)
+    assert b.time_s > fresh.time_s

@@ -50,8 +50,9 @@ LAYOUT_FLAGS = (("tp", "attention tensor-parallel size"),
                 ("micro-batches", "micro-batches per step (default auto: chosen per phase by price)"))
 
 
-def add_deployment_args(p: argparse.ArgumentParser, *, devices: bool = True) -> None:
-    """The deployment flags: devices, layout degrees, EPLB slots, prefill chunk, phase, CUDA graphs, a pools file."""
+def add_deployment_args(p: argparse.ArgumentParser, *, devices: bool = True, phase: bool = True) -> None:
+    """The deployment flags: devices, layout degrees, EPLB slots, prefill chunk, phase (unless ``phase`` is
+    False), CUDA graphs, a pools file."""
     if devices:
         p.add_argument("--devices", type=positive_int_or_auto, help="devices of one instance, or 'auto' (smallest "
                                                                      "that fits)")
@@ -64,8 +65,9 @@ def add_deployment_args(p: argparse.ArgumentParser, *, devices: bool = True) -> 
     p.add_argument("--prefill-chunk", type=non_negative_int,
                    help="tokens per prefill forward of one attention replica (default 8192, the SGLang and vLLM "
                         "default; 0: the whole prefill in one forward)")
-    p.add_argument("--phase", choices=("prefill", "decode", "both"),
-                   help="what to price (default both; decode: a decode-only pool, no prefill activations)")
+    if phase:
+        p.add_argument("--phase", choices=("prefill", "decode", "both"),
+                       help="what to price (default both; decode: a decode-only pool, no prefill activations)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                    help="launch every decode kernel from the CPU (default: decode steps replayed from CUDA graphs)")
     p.add_argument("--deployment", help="YAML file with a 'deployment:' section: pools and layouts, e.g. a "

@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
     # the deployment, as archsim run takes it: --devices (per replica; auto: the smallest that leaves room for the
     # longest request's KV), layout degrees, EPLB slots, prefill chunk, CUDA graphs, a --deployment file of pools
-    add_deployment_args(p)
+    add_deployment_args(p, phase=False)  # serve simulates both phases; one-phase pools come from --deployment
     p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S (default: the "
                                          "workload's expert_load)")
     p.add_argument("--replicas", type=_positive(int), help="replicas behind the router (default: the pool's "
@@ -83,9 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from archsim.sim.serve_deploy import options_from, run_deployment
 
     overrides = deployment_overrides(args)
-    if overrides.pop("phase", "both") != "both":
-        raise ConfigError(None, "--phase", "both for serve (it simulates prefill and decode; a decode-only or "
-                          "prefill-only pool is a --deployment file's prefill or decode pool)", args.phase)
     bar = progress_bar("simulating", "s")
     progress = (lambda now: bar(round(min(now, args.duration), 1), args.duration)) if bar else None
     result, meta = run_deployment(options_from(args, overrides), progress=progress)

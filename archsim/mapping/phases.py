@@ -13,7 +13,7 @@ replicas their own sequences, idle ones none, each EP rank its mean routed work.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import ceil, fsum
 from typing import Callable, Mapping
 
@@ -103,15 +103,20 @@ def replica_sequences(batch: int, dp: int) -> tuple[tuple[int, int], ...]:
     return tuple((s, n) for s, n in ((low + 1, extra), (low, dp - extra)) if n > 0)
 
 
-def phase_forwards(phase: str, seqs: int, length: int, q_len: int, chunk: int | None) -> list[tuple[Forward, float]]:
+def phase_forwards(phase: str, seqs: int, length: int, q_len: int, chunk: int | None,
+                   past: int = 0) -> list[tuple[Forward, float]]:
     """(forward, count) of one replica's step over ``seqs`` sequences.
 
     Decode: one forward of ``q_len`` new tokens at a ``length``-token context. Prefill of ``length``-token prompts
     with a ``chunk`` token budget per forward (None: one forward): prompts packed whole, ``chunk // length`` per
     forward; a longer prompt in ``chunk``-token pieces, each after the pieces before it (cached prefix). A piece's
     cost is linear in its prefix (attention FLOPs and K/V bytes are; nothing else depends on it), so the pieces of
-    one prompt are priced as the first and last full piece, half the count each, plus the tail.
+    one prompt are priced as the first and last full piece, half the count each, plus the tail. ``past``: tokens
+    every prompt already has in the cache before it (a cached prefix, or earlier chunks), which it attends.
     """
+    if past:
+        return [(replace(fwd, past=fwd.past + past), n) for fwd, n in phase_forwards(phase, seqs, length, q_len,
+                                                                                      chunk)]
     if phase == "decode":
         return [(Forward(decode=True, seqs=seqs, new_tokens=q_len, past=length - q_len), 1.0)]
     if chunk is None or seqs * length <= chunk:
@@ -308,10 +313,11 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                 batch: int, length: int, mtp: bool = False, overlap: bool = True,
                 ep_mode: str | None = None, cache: dict | None = None,
                 expert_load: ExpertLoad | None = None, attention: str = "flash",
-                prefill_chunk: int | None = None, cuda_graph: bool = False) -> PhaseBreakdown:
+                prefill_chunk: int | None = None, cuda_graph: bool = False, past: int = 0) -> PhaseBreakdown:
     """Price one ``phase`` step for ``batch`` sequences on one instance of ``par`` (module docstring).
 
-    ``length`` is the prompt length (prefill) or the context (decode). ``prefill_chunk``: tokens per prefill
+    ``length`` is the prompt length (prefill: new tokens, after ``past`` cached ones each) or the context
+    (decode). ``prefill_chunk``: tokens per prefill
     forward of one attention replica (None: the whole prefill in one forward). ``cuda_graph``: decode steps are
     replayed from a CUDA graph (per-kernel launch floor ``hw.graph_launch_s``). With ``overlap`` and two or more
     micro-batches the communication of one micro-batch hides behind the compute of another (DeepSeek's
@@ -337,7 +343,9 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                    attention=attention, cuda_graph=cuda_graph and phase == "decode", cache=cache)
     q_len = 1 + (model.num_nextn_predict_layers if mtp else 0) if phase == "decode" else length
     busiest = ctx.seqs[0][0]
-    forwards = phase_forwards(phase, busiest, length, q_len, prefill_chunk if phase == "prefill" else None)
+    if isinstance(past, bool) or not isinstance(past, int) or past < 0 or (past and phase != "prefill"):
+        raise ConfigError(None, "past", "a cached-token count >= 0 (prefill only)", past)
+    forwards = phase_forwards(phase, busiest, length, q_len, prefill_chunk if phase == "prefill" else None, past)
     options = []
     for mb in _micro_batch_options(par, busiest):
         priced = [(_price_forward(ctx, fwd, mb, count), count) for fwd, count in forwards]

@@ -39,10 +39,11 @@ class Resolved:
     auto: bool
 
 
-def resolve_deployment(wl: Workload, hw: Hardware, **overrides) -> Resolved:
+def resolve_deployment(wl: Workload, hw: Hardware, *, cache: dict | None = None, **overrides) -> Resolved:
     """The workload's deployment on ``hw`` with ``overrides`` applied (names: ``SCENARIO_OVERRIDES``,
     ``LAYOUT_OVERRIDES``, ``OPTION_OVERRIDES``), auto degrees and device counts resolved, every pool priced.
-    Unknown names and bad values raise ConfigError."""
+    ``cache`` (for one workload, chip and formats) keeps priced graphs and weight bytes across calls, e.g. a
+    search resolving many device counts. Unknown names and bad values raise ConfigError."""
     _check_names(overrides)
     scenario = _scenario(wl, overrides)
     spec = _spec(wl, overrides)
@@ -53,7 +54,7 @@ def resolve_deployment(wl: Workload, hw: Hardware, **overrides) -> Resolved:
                       expert_load=_expert_load(wl.model, scenario, overrides.get("expert_load")),
                       attention=_attention(overrides), ep_mode=overrides.get("ep_mode", spec.ep_mode),
                       cuda_graphs=_cuda_graphs(overrides, spec))
-    cache: dict = {}
+    cache = {} if cache is None else cache
     pools, plans, auto = [], [], False
     for pool_spec in spec.pools:
         plan = _pool_plan(base, pool_spec, cache)
@@ -142,16 +143,21 @@ def _layout_overrides(overrides: dict) -> dict:
     return out
 
 
-def _spec(wl: Workload, overrides: dict) -> DeploymentSpec:
-    """The deployment spec: the override's file (or spec), else the workload's section, else one pool from the
-    scenario's devices and parallelism; layout flags then apply to a one-pool spec."""
+def written_spec(wl: Workload, overrides: dict) -> DeploymentSpec | None:
+    """The deployment as written: the ``deployment`` override's file (or spec), else the workload's
+    ``deployment:`` section; None when the scenario alone describes it (layout flags not applied)."""
     given = overrides.get("deployment")
     if isinstance(given, (str, os.PathLike)):
-        spec = load_deployment(given)
-    elif isinstance(given, DeploymentSpec) or given is None:
-        spec = given or wl.deployment
-    else:
-        raise ConfigError(None, "deployment", "a deployment YAML path or a DeploymentSpec", type(given).__name__)
+        return load_deployment(given)
+    if isinstance(given, DeploymentSpec) or given is None:
+        return given or wl.deployment
+    raise ConfigError(None, "deployment", "a deployment YAML path or a DeploymentSpec", type(given).__name__)
+
+
+def _spec(wl: Workload, overrides: dict) -> DeploymentSpec:
+    """The deployment spec: as written (``written_spec``), else one pool from the scenario's devices and
+    parallelism; layout flags then apply to a one-pool spec."""
+    spec = written_spec(wl, overrides)
     layout = _layout_overrides(overrides)
     if spec is None:
         sc = wl.scenario

@@ -8,11 +8,10 @@ memory share, for the longest request: its whole context in a pool that decodes,
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from archsim.config.deployment import DeploymentSpec, load_deployment
+from archsim.config.deployment import DeploymentSpec
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.config.workload import Workload
@@ -21,7 +20,7 @@ from archsim.graph.build import check_shard
 from archsim.graph.precision import Shard
 from archsim.mapping.deployment import Deployment, Pool
 from archsim.mapping.parallel import candidate_device_counts, smallest_fitting
-from archsim.mapping.resolve import Resolved, resolve_deployment
+from archsim.mapping.resolve import Resolved, resolve_deployment, written_spec
 from archsim.serving.config import ReplicaSpec
 from archsim.serving.cost_model import CostModelIteration, KvFit, gemm_peak_flop_per_s, kv_fit
 
@@ -167,12 +166,8 @@ def _serving_pool(dep: Deployment, pool: Pool, sizes: _Sizing) -> ServingPool:
 
 
 def _spec(wl: Workload, overrides: dict) -> DeploymentSpec | None:
-    """The deployment spec as written (the override's file or spec, else the workload's section), before the
-    layout flags; None when the scenario alone describes the deployment."""
-    given = overrides.get("deployment")
-    if isinstance(given, (str, os.PathLike)):
-        return load_deployment(given)
-    return given if isinstance(given, DeploymentSpec) else wl.deployment
+    """The deployment spec as written (``mapping.resolve.written_spec``), before the layout flags."""
+    return written_spec(wl, overrides)
 
 
 def _check_fixed_degrees(model: ModelConfig, overrides: dict, spec: DeploymentSpec | None) -> None:
