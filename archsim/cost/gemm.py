@@ -70,10 +70,10 @@ class GemmShape:
                       b_elem_bytes=b_elem_bytes(weight, op.compute_dtype), a_bytes=a_bytes, b_bytes=b_bytes,
                       c_bytes=op.bytes_written, flops=float(op.flops))
         if op.kind == "gemm":
-            return GemmShape(rows_total=float(a.m), groups_touched=1.0, busiest_group_rows=0.0,
+            return GemmShape(rows_total=a.m, groups_touched=1.0, busiest_group_rows=0.0,
                              row_layout=ExpertRowLayout.CONTIGUOUS, **common)
-        return GemmShape(rows_total=float(a.tokens_total), groups_touched=float(a.distinct_experts),
-                         busiest_group_rows=float(a.tokens_max), row_layout=a.row_layout, **common)
+        return GemmShape(rows_total=a.tokens_total, groups_touched=a.distinct_experts,
+                         busiest_group_rows=a.tokens_max, row_layout=a.row_layout, **common)
 
     @staticmethod
     def benchmark(*, groups: int, m: int, n: int, k: int, dtype: DType, out_dtype: DType,
