@@ -25,10 +25,9 @@ def main() -> None:
 
     from archsim.config.hardware import load_hardware
     from archsim.config.workload import load_workload
-    from archsim.graph.precision import precision_from_names
     from archsim.serving.arrivals import Poisson
     from archsim.serving.config import SchedulerSpec
-    from archsim.serving.cost_model import for_deployment
+    from archsim.serving.replicas import Longest, served_deployment
     from archsim.serving.iteration import RooflineIteration
     from archsim.serving.lengths import LogNormal
     from archsim.serving.requests import LengthSampler, generate
@@ -36,14 +35,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     w, hw = load_workload(args.workload), load_hardware(args.hw)
-    precision = precision_from_names(w.scenario.weights, w.scenario.activations, w.scenario.kv_cache)
     # lengths: a scenario choice (median 1,000-token prompts, 250-token outputs, heavy right tail)
     lengths = LengthSampler(prompt=LogNormal(median_tokens=1000, sigma=0.8, max_tokens=8192),
                             output=LogNormal(median_tokens=250, sigma=0.8, max_tokens=2048))
     duration = args.requests / args.rate
     requests = generate(arrival=Poisson(rate_per_s=args.rate), lengths=lengths, duration_s=duration, seed=0)
-    it, replica = for_deployment(w.model, hw, precision, devices="auto", max_seqs=256, max_context=8192 + 2048,
-                                 kv_memory_fraction=0.9, min_kv_tokens=8192 + 2048)
+    served = served_deployment(w, hw, longest=Longest(prompt=8192, context=8192 + 2048), output_len=2048,
+                               max_seqs=256, block_tokens=16, kv_memory_fraction=0.9, overrides={})
+    it, replica = served.pool("decode").model, served.pool("decode").replica
     model = it
     if args.model == "roofline":
         engine = hw.engine_for("matrix")

@@ -50,7 +50,8 @@ def _describe(path: str, hw, args) -> dict:
     from archsim.config.workload import load_workload
     from archsim.graph.params import count_params, kv_bytes_per_token
     from archsim.graph.precision import scenario_precision
-    from archsim.serving.cost_model import for_deployment
+    from archsim.serving.config import DEFAULT_BLOCK_TOKENS
+    from archsim.serving.replicas import Longest, served_deployment
     from archsim.serving.finetune import finetune_memory
     from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
     from archsim.serving.metrics import SECONDS_PER_HOUR, TOKENS_PER_MILLION
@@ -62,8 +63,11 @@ def _describe(path: str, hw, args) -> dict:
     prompt = args.prompt_len or sc.prompt_len
     output = args.output_len or sc.output_len
     counts = count_params(m)
-    it, replica = for_deployment(m, hw, precision, devices=args.devices, max_seqs=args.max_seqs,
-                                 max_context=prompt + output, kv_memory_fraction=DEFAULT_KV_MEMORY_FRACTION, min_kv_tokens=prompt + output)
+    # the replica serve would run: the workload's deployment (layout, expert load, options) resolved once
+    served = served_deployment(w, hw, longest=Longest(prompt=prompt, context=prompt + output), output_len=output,
+                               max_seqs=args.max_seqs, block_tokens=DEFAULT_BLOCK_TOKENS,
+                               kv_memory_fraction=DEFAULT_KV_MEMORY_FRACTION, overrides={"devices": args.devices})
+    it, replica = served.pool("decode").model, served.pool("decode").replica
     slo = throughput_at_slo(it, replica, prompt=prompt, output=output, tpot_slo_s=args.slo_tpot,
                             max_seqs=args.max_seqs)
     usd_per_s = replica.price_usd_per_hour / SECONDS_PER_HOUR
