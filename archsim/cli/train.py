@@ -32,8 +32,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=positive_int, default=4096, help="sequence length (default 4096)")
     p.add_argument("--global-batch", type=positive_int, default=None,
                    help="sequences per step across the deployment (default: 4 per device)")
-    for flag in ("tp", "ep", "pp", "dp", "micro-batches"):
-        p.add_argument(f"--{flag}", type=positive_int, help=f"{flag} degree (default: chosen)")
+    # the deployment vocabulary of run/serve/plan/sweep (docs/deployments.md); training runs MoE-TP 1
+    for flag, text in (("tp", "attention tensor parallel"), ("moe-ep", "expert parallel (alias --ep)"),
+                       ("pp", "pipeline stages"), ("attn-dp", "data-parallel replicas (alias --dp)"),
+                       ("micro-batches", "micro-batches per step")):
+        p.add_argument(f"--{flag}", type=positive_int, help=f"{text} (default: chosen)")
+    p.add_argument("--ep", dest="ep_alias", type=positive_int, help="alias of --moe-ep")
+    p.add_argument("--dp", dest="dp_alias", type=positive_int, help="alias of --attn-dp")
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage (default 1)")
     p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16")
     p.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
@@ -68,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
                           lora_rank=args.lora_rank, comm_sms=args.comm_sms, mtp=args.mtp,
                           fp8_activation_cache=args.fp8_activation_cache,
                           recompute_projections=tuple(p for p in args.recompute_projections.split(",") if p))
-    par = smallest_training_layout(workload.model, hw, setup, args.devices, tp=args.tp, ep=args.ep, pp=args.pp,
-                                   dp=args.dp, micro_batches=args.micro_batches, zero_stage=args.zero)
+    ep, dp = _alias(args.moe_ep, args.ep_alias, "--moe-ep", "--ep"), _alias(args.attn_dp, args.dp_alias,
+                                                                             "--attn-dp", "--dp")
+    par = smallest_training_layout(workload.model, hw, setup, args.devices, tp=args.tp, ep=ep, pp=args.pp,
+                                   dp=dp, micro_batches=args.micro_batches, zero_stage=args.zero)
     est = estimate_training(workload.model, hw, par, setup)
     out = {"workload": workload.name, "hardware": hw.name, **est.to_dict(tokens=args.tokens)}
     if args.trace:
@@ -93,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"  GPU-hours / 1T   {out['gpu_hours_per_trillion_tokens']:.4g}")
     print(f"  budget {args.tokens:.3g} tokens: {out['gpu_hours']:.4g} GPU-hours, ${out['cost_usd']:.4g}")
     return 0
+
+
+def _alias(value, alias, name: str, alias_name: str):
+    """A flag given under its name or its alias (equal if both)."""
+    if value is not None and alias is not None and value != alias:
+        raise ConfigError(None, alias_name, f"equal to {name} ({value}) when both are given", alias)
+    return value if value is not None else alias
 
 
 def _pipeline_trace(est, setup) -> dict:
