@@ -82,12 +82,16 @@ class Power:
 @dataclass(frozen=True, kw_only=True)
 class Node:
     """Chips per node and their links. ``ep_low_latency_call_s`` (optional YAML ``ep_low_latency_call``) is
-    the fixed cost of one low-latency EP dispatch or combine call (DeepEP's decode kernels); 0 by default."""
+    the fixed cost of one low-latency EP dispatch or combine call (DeepEP's decode kernels); 0 by default.
+    ``ep_throughput_sms`` (optional YAML) is the SMs the throughput-mode EP kernels hold while they run (DeepEP's
+    normal kernels move data with SMs; its low-latency kernels hold none), which compute overlapped with them
+    loses; 0 by default."""
 
     chips_per_node: int
     scale_up: Link
     scale_out: Link
     ep_low_latency_call_s: float = 0.0
+    ep_throughput_sms: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -308,6 +312,7 @@ def _node(sec: Section) -> Node:
         scale_up=_link(sec.section("scale_up")),
         scale_out=_link(sec.section("scale_out")),
         ep_low_latency_call_s=sec.quantity("ep_low_latency_call", "time_s", default=0.0),
+        ep_throughput_sms=sec.int("ep_throughput_sms", minimum=0, default=0),
     )
 
 

@@ -37,6 +37,9 @@ class LayerComm:
     ep_dispatch_s: float = 0.0
     ep_combine_s: float = 0.0
     cp_kv_exchange_s: float = 0.0
+    # share of the chip's SMs the EP kernels hold while they run (DeepEP's throughput kernels); compute overlapped
+    # with them runs on the rest
+    ep_sm_fraction: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -88,12 +91,14 @@ def layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Pr
     # a chip sends its share of its replica's tokens (tp chips hold them); it also receives the copies its
     # experts take, so the busiest rank moves max(own tokens, received copies / k) tokens' worth
     own = tokens / par.tp / par.cp
+    mode = ep_exchange_mode(model, par, phase, ep_mode)
     x = price_ep_exchange(tokens=max(own, busiest_copies / k), hidden=model.hidden_size, topk=k * par.moe_tp,
                           n_experts=model.n_routed_experts * par.moe_tp, ep=par.moe_group, hw=hw,
                           dispatch_dtype=dispatch_dtype(precision), combine_dtype=act, n_group=model.n_group,
-                          topk_group=model.topk_group, mode=ep_exchange_mode(model, par, phase, ep_mode))
+                          topk_group=model.topk_group, mode=mode)
+    sms = hw.node.ep_throughput_sms if mode == "throughput" else 0  # low-latency kernels hold no SM
     return LayerComm(tp_all_reduce_s=tp_ar, ep_dispatch_s=x.dispatch.time_s, ep_combine_s=x.combine.time_s,
-                     cp_kv_exchange_s=cp_kv)
+                     cp_kv_exchange_s=cp_kv, ep_sm_fraction=min(1.0, sms / hw.sm_count))
 
 
 def _cp_kv_exchange(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, tokens: int) -> float:

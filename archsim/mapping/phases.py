@@ -195,6 +195,7 @@ class LayerKind:
     rows: np.ndarray
     layers: int
     comm_s: float
+    sm_fraction: float = 0.0  # SMs the layer's exchange holds: overlapped compute runs on the rest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,15 +283,17 @@ class PhaseModel:
 
 def _exposed(fwd: ForwardModel, first_times, compute):
     """Communication left exposed by two-micro-batch overlap, layer by layer: a layer's collectives hide behind
-    the other micro-batch's compute of the same layer, max(0, comm - compute) per layer and micro-batch (a dense
-    layer's spare compute cannot hide a MoE layer's exchange); the pipeline send hides behind what compute is left."""
+    the other micro-batch's compute of the same layer (a dense layer's spare compute cannot hide a MoE layer's
+    exchange); while an exchange holds a share f of the SMs the compute beside it runs on the rest, so a layer
+    takes max(comm, compute + f x comm) and exposes max(comm - compute, f x comm) per micro-batch. The pipeline
+    send hides behind what compute is left."""
     times, scale = first_times
     exposed = 0.0
     layer_compute = 0.0
     for kind in fwd.kinds:
         per_layer = times[..., kind.rows].sum(axis=-1) * scale
         layer_compute = layer_compute + kind.layers * per_layer
-        exposed = exposed + kind.layers * fwd.mb * np.maximum(0.0, kind.comm_s - per_layer)
+        exposed = exposed + kind.layers * fwd.mb * np.maximum(kind.comm_s - per_layer, kind.sm_fraction * kind.comm_s)
     rest = compute - layer_compute  # embedding, head: nothing of a layer's to hide
     return exposed + fwd.mb * np.maximum(0.0, fwd.pp_send_s - rest)
 
@@ -434,7 +437,7 @@ def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int, count: float) ->
     terms = _terms(ctx, fwd, mb, graph, work, groups, placement, stages[worst], worst)
     kinds = tuple(LayerKind(rows=_kind_rows(model, graph.cost, kind),
                             layers=sum(1 for layer in stages[worst] if model.is_moe_layer(layer) == kind),
-                            comm_s=comm.total_s) for kind, comm in by_kind.items())
+                            comm_s=comm.total_s, sm_fraction=comm.ep_sm_fraction) for kind, comm in by_kind.items())
     fm = ForwardModel(count=count, mb=mb, terms=terms, comm_mb_s=comm_mb, pp_send_s=pp_send, pp=par.pp,
                       overlapped=ctx.overlap and mb >= 2, kinds=kinds)
     return _ForwardCost(model=fm, tokens_mb=one.tokens, comm_by_kind=comm_kinds, stage_s=stage_s, worst=worst,

@@ -132,7 +132,10 @@ def test_ep_exchange_inserted_and_overlapped(dsv3, h800):
     # 58 MoE layers x 2 micro-batches, each one dispatch and one combine
     assert r.comm_by_kind["ep_dispatch"] == pytest.approx(2 * 58 * x.dispatch.time_s)
     assert r.comm_by_kind["ep_combine"] == pytest.approx(2 * 58 * x.combine.time_s)
-    assert r.exposed_s == pytest.approx(max(0.0, r.communication_s - r.compute_s))
+    # every layer's compute outlasts its exchange, but DeepEP's throughput kernels hold 20 of the H800's 132 SMs
+    # while they run (hardware/h800.yaml node.ep_throughput_sms), so the compute beside them runs on 112: each layer
+    # exposes 20/132 of its exchange (max(comm - compute, f x comm) with comm < compute)
+    assert r.exposed_s == pytest.approx(20 / 132 * r.communication_s)
     serial = price_phase(dsv3, h800, Parallelism(ep=32, dp=32, micro_batches=2), FP8, phase="prefill", batch=64,
                          length=4096, overlap=False)
     assert serial.time_s >= r.time_s
