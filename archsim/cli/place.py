@@ -18,16 +18,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from archsim.cli._common import scenario_phase_graph
-    from archsim.cost.phase import price_graph
     from archsim.whatif.placement import place_graph
 
     w, hw, batch, graph = scenario_phase_graph(args)
     placed = place_graph(graph, hw, objective=args.objective)
-    default = price_graph(graph, hw)
     moved = [p for p in placed.placements.values() if p.reason.split()[0] != "default"]
     summary = {"workload": w.name, "hardware": hw.name, "phase": args.phase, "batch": batch,
-               "objective": args.objective, "time_s": placed.time_s, "default_time_s": default.time_s,
-               "energy_j": placed.energy_j, "default_energy_j": default.energy_j,
+               "objective": args.objective, "time_s": placed.time_s, "default_time_s": placed.default_time_s,
+               "energy_j": placed.energy_j, "default_energy_j": placed.default_energy_j,
                "time_s_by_engine": placed.time_s_by_engine,
                "ops": [{"op": p.op, "engine": p.engine, "time_s": p.time_s, "energy_j": p.energy_j, "bound": p.bound,
                         "reason": p.reason} for p in placed.placements.values()]}
@@ -35,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
         return 0
     print(f"{w.name} {args.phase} batch {batch} on {hw.name}, placed by {args.objective}")
-    print(f"  step {placed.time_s * 1e3:.3f} ms (default engines {default.time_s * 1e3:.3f} ms), "
-          f"energy {placed.energy_j:.4g} J (default {default.energy_j:.4g} J)")
+    print(f"  step {placed.time_s * 1e3:.3f} ms (default engines {placed.default_time_s * 1e3:.3f} ms), "
+          f"energy {placed.energy_j:.4g} J (default {placed.default_energy_j:.4g} J)")
     print("  time by engine: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in placed.time_s_by_engine.items()))
     print(f"  {len(moved)} of {len(placed.placements)} ops moved off their default engine")
     for p in moved[:15]:

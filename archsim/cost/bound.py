@@ -1,5 +1,7 @@
 """The one vocabulary of what bound a time, for ops, phases and kernels: ``compute``, ``memory:<level>`` (a memory
-level by its hardware name, e.g. ``memory:hbm``, ``memory:l2``), ``network`` and ``launch``."""
+level by its hardware name, e.g. ``memory:hbm``, ``memory:l2``), ``network`` and ``launch``; an op placed on a chip's
+processing-in-memory units (cost/engines.py) may also be bound by ``pim:compute`` or ``pim:internal`` (its units'
+MACs, or the banks' internal bandwidth)."""
 from __future__ import annotations
 
 from enum import StrEnum
@@ -15,6 +17,7 @@ class Bound(StrEnum):
 
 COMPUTE, NETWORK, LAUNCH = Bound.COMPUTE.value, Bound.NETWORK.value, Bound.LAUNCH.value  # as plain str labels
 MEMORY_PREFIX = "memory:"
+PIM_COMPUTE, PIM_INTERNAL = "pim:compute", "pim:internal"  # bounds of an op run on PIM units
 
 
 def memory(level: str) -> str:

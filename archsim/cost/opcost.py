@@ -4,6 +4,11 @@ Each resource's time is its work over its rate (``cost/rates.py``); a memory lev
 touches it; the op takes the longest (``bound`` names it, ``cost/bound.py``). A tiled GEMM takes
 ``gemm.gemm_time`` instead (or its launch, if longer). Dynamic energy = FLOPs x energy per FLOP + bytes per level
 x energy per bit (+ network); idle power is a phase's (``cost/phase.py``). ``cost/work.py`` is the array form.
+
+Placement: an op runs on the engine with the least time among its default engine and the chip's alternatives
+(``cost/engines.py``: another matrix or photonic engine, the PIM units); ties keep the default engine, then the
+earlier candidate. ``price_candidates`` prices every candidate, ``fastest`` picks, ``price_work_item`` returns the
+pick; ``cost/work.py`` applies the same rule per op row and per sweep point.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Mapping
 
 from archsim.config.hardware import ComputeEngine, Hardware
 from archsim.cost import bound as bounds
-from archsim.cost import gemm
+from archsim.cost import engines, gemm
 from archsim.cost.collectives import price_collective
 from archsim.cost.rates import ChipRates, engine_dtype_name
 from archsim.cost.traffic import OpWork
@@ -95,11 +100,44 @@ def collective_cost(op: Op, hw: Hardware) -> tuple[float, float]:
 
 def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] | None = None,
                     rates: ChipRates | None = None) -> OpCost:
-    """Price an op whose work on ``hw``'s geometry is already known; ``key`` (engine, dtype) overrides the engine
-    that runs its FLOPs (placement on a second engine). A tiled GEMM's candidates describe the kernel on its default
-    engine, so an op moved to another engine is priced by that engine's roofline (with ``work.bytes_by_level``,
-    the SRAM-tile bytes). An attention op's FLOPs run at attention's MMA rate (``ChipRates.attention_rate_ratio``
-    of the engine's rate)."""
+    """Price an op whose work on ``hw``'s geometry is already known, on the engine the placement rule picks: the
+    fastest of its candidates (``price_candidates``, ``fastest``). ``key`` (engine, dtype) prices it on that engine
+    instead (``price_on_engine``)."""
+    rates = rates or ChipRates.of(hw)
+    if key is not None:
+        return price_on_engine(op, work, hw, key=key, rates=rates)
+    if not engines.has_alternatives(hw):
+        return price_on_engine(op, work, hw, rates=rates)
+    return fastest(price_candidates(op, work, hw, rates=rates))
+
+
+def price_candidates(op: Op, work: OpWork, hw: Hardware, *, rates: ChipRates | None = None) -> dict[str, OpCost]:
+    """The op priced on every engine that can run it, keyed by engine name: its default engine first, then the
+    chip's other matrix or photonic engines that accept it (``engines.other_engine_keys``), then the PIM units
+    (``price_on_pim``), in that order (the tie-break order of ``fastest``)."""
+    rates = rates or ChipRates.of(hw)
+    default = price_on_engine(op, work, hw, rates=rates)
+    out = {default.engine: default}
+    for key in engines.other_engine_keys(op, hw, rate_key(hw, op)):
+        if key[0] not in out:
+            out[key[0]] = price_on_engine(op, work, hw, key=key, rates=rates)
+    pim = price_on_pim(op, work, hw, rates=rates)
+    if pim is not None:
+        out[pim.engine] = pim
+    return out
+
+
+def fastest(costs: Mapping[str, OpCost]) -> OpCost:
+    """The candidate with the least time; ties keep the earliest (the default engine comes first)."""
+    return min(costs.values(), key=lambda c: c.time_s)
+
+
+def price_on_engine(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] | None = None,
+                    rates: ChipRates | None = None) -> OpCost:
+    """Price an op on one compute engine: its default one, or ``key`` (engine, dtype) when given (placement on a
+    second engine). A tiled GEMM's candidates describe the kernel on its default engine, so an op moved to another
+    engine is priced by that engine's roofline (with ``work.bytes_by_level``, the SRAM-tile bytes). An attention
+    op's FLOPs run at attention's MMA rate (``ChipRates.attention_rate_ratio`` of the engine's rate)."""
     rates = rates or ChipRates.of(hw)
     default_key = rate_key(hw, op)
     key = key if key is not None and op.flops > 0 else default_key
@@ -150,3 +188,44 @@ def price_work_item(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
         achieved_flop_per_s=op.flops / time_s if time_s > 0 else 0.0,
         bandwidth_utilisation=main_bytes / time_s / hw.main_memory.bandwidth_bytes_per_s if time_s > 0 else 0.0,
     )
+
+
+def price_on_pim(op: Op, work: OpWork, hw: Hardware, *, rates: ChipRates | None = None) -> OpCost | None:
+    """Price ``op`` on the chip's PIM units, or None if they cannot run it (``engines.pim_dtype``).
+
+    Weights and KV-cache operands are read in place at the internal bandwidth (energy: internal pJ/bit); the other
+    operands (activations in, results out) cross the memory's external interface at its sustained rate and energy
+    (``engines.pim_operand_bytes``). Time is the largest of compute (``pim:compute``: FLOPs at the PIM peak x
+    fraction x thermal clock), in-place reads (``pim:internal``), the interface (``memory:<level>``) and launch,
+    the first on ties. Bytes per level: the interface's bytes at the PIM's level, none elsewhere; the in-place
+    reads' energy is charged to that level (``memory:<level>``) with the interface's."""
+    dtype = engines.pim_dtype(op, hw)
+    if dtype is None:
+        return None
+    rates = rates or ChipRates.of(hw)
+    pim = hw.pim
+    level = hw.memory[pim.level]
+    inside, outside = engines.pim_operand_bytes(op)
+    compute_s = op.flops / rates.pim_flop_per_s(dtype)
+    internal_s = inside / rates.pim_internal_bytes_per_s + level.latency_s if inside > 0 else 0.0
+    external_s = outside / rates.level_bytes_per_s[level.name] + level.latency_s if outside > 0 else 0.0
+    launch_s = work.launches * rates.launch_s
+    candidates = [(bounds.PIM_COMPUTE, compute_s), (bounds.PIM_INTERNAL, internal_s),
+                  (bounds.memory(level.name), external_s), (bounds.LAUNCH, launch_s)]
+    bound, time_s = max(candidates, key=lambda c: c[1])  # first maximum wins ties
+    level_bytes = dict.fromkeys(hw.memory, 0.0)
+    level_bytes[level.name] = outside
+    memory_s = dict.fromkeys(hw.memory, 0.0)
+    memory_s[level.name] = external_s
+    energy = {bounds.COMPUTE: op.flops * pim.energy_j_per_flop[dtype]}
+    energy.update({bounds.memory(name): 0.0 for name in hw.memory})
+    energy[bounds.memory(level.name)] = (inside * BITS_PER_BYTE * pim.internal_energy_j_per_bit
+                                         + outside * BITS_PER_BYTE * level.energy_j_per_bit)
+    energy[bounds.NETWORK] = 0.0
+    return OpCost(
+        name=op.name, kind=op.kind, engine=engines.PIM_ENGINE, flops=float(op.flops), compute_s=compute_s,
+        bytes_by_level=level_bytes, memory_s_by_level=memory_s, network_bytes=work.network_bytes, network_s=0.0,
+        launch_s=launch_s, time_s=time_s, bound=bound, energy_j=sum(energy.values()), energy_j_by=energy,
+        achieved_flop_per_s=op.flops / time_s if time_s > 0 else 0.0,
+        bandwidth_utilisation=(level_bytes[rates.main] / time_s / hw.main_memory.bandwidth_bytes_per_s
+                               if time_s > 0 else 0.0))

@@ -6,7 +6,9 @@ weights it by the layers it stands for. Totals are correctly rounded sums (``mat
 instance, so they do not depend on order and a compact graph's totals equal the full graph's bit for bit.
 Energy adds static power (idle, plus photonic lasers and tuning) over the phase time to the ops'
 dynamic energy. The work is priced through
-the array path (``cost/work.py``), so a phase and a 10,000-point sweep share one implementation.
+the array path (``cost/work.py``), so a phase and a 10,000-point sweep share one implementation, including the
+placement rule: on a heterogeneous chip each op runs on its fastest engine (``cost/engines.py``) and
+``OpCost.engine`` names it.
 """
 from __future__ import annotations
 
@@ -141,7 +143,7 @@ class OpCosts(Mapping[str, OpCost]):
                      "network": float(cost.network_j[i])}
         main_bytes = nbytes[levels.index(hw.main_memory.name)]
         return OpCost(
-            name=name, kind=op.kind, engine=work.rate_keys[work.rate_index[i]][0] if op.flops > 0 else op.engine,
+            name=name, kind=op.kind, engine=_engine(op, work, cost, i),
             flops=float(op.flops), compute_s=float(cost.compute_s[i]), bytes_by_level=dict(zip(levels, nbytes)),
             memory_s_by_level=dict(zip(levels, cost.memory_s[i].tolist())),
             network_bytes=float(work.network_bytes[i]), network_s=float(cost.network_s[i]),
@@ -149,6 +151,14 @@ class OpCosts(Mapping[str, OpCost]):
             energy_j=float(cost.energy_j[i]), energy_j_by=energy_by,
             achieved_flop_per_s=op.flops / t if t > 0 else 0.0,
             bandwidth_utilisation=main_bytes / t / hw.main_memory.bandwidth_bytes_per_s if t > 0 else 0.0)
+
+
+def _engine(op: Op, work: GraphWork, cost: WorkCost, i: int) -> str:
+    """The engine row ``i`` runs on: the one placement chose (``WorkCost.engine_choice``), else its default
+    engine (its rate key's), or the op's own engine label for an op without FLOPs."""
+    if cost.engine_choice is not None and cost.engine_choice[i] > 0:
+        return cost.engine_labels[cost.engine_choice[i]]
+    return work.rate_keys[work.rate_index[i]][0] if op.flops > 0 else op.engine
 
 
 def _fsum(values: np.ndarray, count: np.ndarray) -> float:

@@ -2,10 +2,13 @@
 
 FLOP/s per (engine, dtype) = peak x achievable fraction x thermal clock; attention's MMA rate; bytes/s per
 memory level = bandwidth x achievable fraction (x thermal clock on chip), capped by its power limit; the tiled
-GEMM's L2 operand feed and per-SM panel stream; kernel ramp and launch. Sizes live in ``cost/geometry.py``.
+GEMM's L2 operand feed and per-SM panel stream; kernel ramp and launch; the rates of a memory level's
+processing-in-memory units (``pim:``: peak x achievable fraction x thermal clock, internal bandwidth x achievable
+fraction). Sizes live in ``cost/geometry.py``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -53,6 +56,11 @@ class ChipRates:
     ramp_s: float                     # kernel.ramp, 0 without kernel fields
     launch_s: float                   # kernel_launch
     source_file: str
+    # processing in memory (hardware ``pim:``); empty / 0 / None on a chip without PIM units
+    pim_peak_flop_per_s: Mapping[str, float] = dataclasses.field(default_factory=dict)  # dtype -> quoted peak
+    pim_fraction: float = 0.0                    # pim.achievable_fraction (compute and internal reads)
+    pim_internal_bandwidth_bytes_per_s: float = 0.0  # pim.internal_bandwidth, as quoted
+    pim_level: str | None = None                 # the memory level the units sit in
 
     @staticmethod
     def of(hw: Hardware) -> "ChipRates":
@@ -79,7 +87,7 @@ class ChipRates:
             main=main.name, gemm_operand_field=operand,
             sm_stream_bytes_per_s=np.inf if stream is None else stream,
             ramp_s=fields.ramp_s if fields is not None else 0.0, launch_s=hw.kernel_launch_s,
-            source_file=hw.source_file)
+            source_file=hw.source_file, **_pim_fields(hw))
 
     def compute_derate(self, engine: str) -> float:
         """The fraction of ``engine``'s quoted peak that pricing uses: achievable fraction x thermal clock."""
@@ -123,6 +131,20 @@ class ChipRates:
         return peak * self.compute_derate(self.vector_engine)
 
     @property
+    def pim_compute_derate(self) -> float:
+        """The fraction of the PIM units' quoted peak that pricing uses: achievable fraction x thermal clock."""
+        return self.pim_fraction * self.clock_fraction
+
+    def pim_flop_per_s(self, dtype: str) -> float:
+        """Sustained FLOP/s of the PIM units in ``dtype`` (peak x achievable fraction x clock fraction)."""
+        return self.pim_peak_flop_per_s[dtype] * self.pim_compute_derate
+
+    @property
+    def pim_internal_bytes_per_s(self) -> float:
+        """Sustained in-place reads of the PIM units (internal bandwidth x achievable fraction)."""
+        return self.pim_internal_bandwidth_bytes_per_s * self.pim_fraction
+
+    @property
     def main_bytes_per_s(self) -> float:
         """Sustained main-memory bytes/s (off chip: not scaled by the core clock)."""
         return self.level_bytes_per_s[self.main]
@@ -156,6 +178,15 @@ def engine_dtype_name(peaks: Mapping[str, float] | tuple[str, ...], dtype: DType
         return dtype.name
     wider = [d for d in peaks if d in BY_NAME and BY_NAME[d].bits >= dtype.bits]
     return min(wider, key=lambda d: BY_NAME[d].bits) if wider else None
+
+
+def _pim_fields(hw: Hardware) -> dict:
+    """``ChipRates``' PIM fields of ``hw`` (none without a ``pim:`` section)."""
+    pim = hw.pim
+    if pim is None:
+        return {}
+    return dict(pim_peak_flop_per_s=dict(pim.peak_flop_per_s), pim_fraction=pim.achievable_fraction,
+                pim_internal_bandwidth_bytes_per_s=pim.internal_bandwidth_bytes_per_s, pim_level=pim.level)
 
 
 def _engine(hw: Hardware, kind: str) -> str | None:

@@ -3,6 +3,13 @@ leading sweep axis (``hardware_arrays``, ``price_work``), 10,000 hardware points
 
 The maths is ``cost/opcost.py``'s, element-wise; a tiled GEMM's time is ``gemm.gemm_time`` at each point (each
 point picks its own tile). Collectives are priced once at extraction (``cost/collectives.py``).
+
+Placement (``cost/engines.py``): on a chip with alternatives to an op's default engine (PIM units, a second matrix or
+photonic engine) ``extract_work`` records, per op row, which of them can run it (``Alternatives``), and
+``price_work`` prices each row on each of them and keeps, per row and per sweep point, the one with the least time
+(ties keep the default engine, then the earlier candidate), with that engine's energy and bytes per level: the rule
+of ``opcost.price_work_item``. A swept rate can therefore move an op between engines from one point to the next. A
+chip without alternatives carries none and pays nothing for the rule.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import numpy as np
 
 from archsim.config.hardware import Hardware
 from archsim.cost import bound as bounds
-from archsim.cost import gemm
+from archsim.cost import engines, gemm
 from archsim.cost.geometry import Geometry
 from archsim.cost.opcost import collective_cost, energy_per_flop, rate_key
 from archsim.cost.rates import ChipRates, sustained_bytes_per_s
@@ -28,6 +35,35 @@ _GEMM_ARRAYS = ("mma_flops", "l2_operand_bytes", "smem_bytes", "panel_stream_byt
 
 def _no_gemms() -> gemm.TileCandidates:
     return gemm.stack_candidates([])[1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alternatives:
+    """Per op row, the engines besides its default one that can run it (``cost/engines.py``): E other compute
+    engines (slots in the chip's engine order) and the PIM units."""
+
+    engines: tuple[str, ...]  # (E,) names of the other engines some row can run on
+    engine_key: np.ndarray    # (n, E) index into GraphWork.rate_keys of row i on engine e; -1: it cannot run there
+    pim_dtypes: tuple[str, ...]  # dtypes of the PIM peaks the rows use
+    pim_index: np.ndarray     # (n,) index into pim_dtypes; -1: the PIM units cannot run the row
+    pim_inside: np.ndarray    # (n,) bytes read in place (weights, KV cache)
+    pim_outside: np.ndarray   # (n,) bytes over the memory's external interface (activations in, results out)
+    pim_level: int = -1       # index of the PIM's memory level in GraphWork.level_names; -1: no PIM
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Engine names by ``WorkCost.engine_choice`` code: 1..E the other engines, E + 1 the PIM units (0, the
+        default engine, is the row's own and is named by its rate key)."""
+        return ("", *self.engines, engines.PIM_ENGINE)
+
+    def columns(self) -> np.ndarray:
+        """The per-row arrays side by side (n, E + 3), for ``GraphWork.compress``."""
+        return np.column_stack([self.engine_key, self.pim_index, self.pim_inside, self.pim_outside])
+
+    def take(self, rows) -> "Alternatives":
+        """The alternatives of the rows at ``rows``."""
+        return dataclasses.replace(self, engine_key=self.engine_key[rows], pim_index=self.pim_index[rows],
+                                   pim_inside=self.pim_inside[rows], pim_outside=self.pim_outside[rows])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,13 +87,15 @@ class GraphWork:
     attention: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n,) at its MMA rate
     tiled: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n,) has GEMM candidates
     gemm: gemm.TileCandidates = dataclasses.field(default_factory=_no_gemms)  # (n, C), inf-padded; see gemm.py
+    alternatives: Alternatives | None = None  # engines besides the default per row; None: every row has none
 
     def compress(self) -> "GraphWork":
         """Merge rows with identical work into one row with a count (totals are unchanged)."""
         cands = [getattr(self.gemm, name) for name in _GEMM_ARRAYS]
+        alt = [] if self.alternatives is None else [self.alternatives.columns()]
         table = np.column_stack([self.flops, self.time_flops, self.rate_index, self.bytes,
                                  self.network_bytes, self.network_s, self.network_j, self.launches,
-                                 self.attention, self.tiled, *cands])
+                                 self.attention, self.tiled, *cands, *alt])
         _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
         count = np.bincount(inverse.ravel(), weights=self.count)
         pick = lambda a: a[first]
@@ -67,7 +105,8 @@ class GraphWork:
             bytes=pick(self.bytes), network_bytes=pick(self.network_bytes), network_s=pick(self.network_s),
             network_j=pick(self.network_j), launches=pick(self.launches),
             count=count, attention=pick(self.attention), tiled=pick(self.tiled),
-            gemm=gemm.take_rows(self.gemm, first))
+            gemm=gemm.take_rows(self.gemm, first),
+            alternatives=None if self.alternatives is None else self.alternatives.take(first))
 
 
 def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -> GraphWork:
@@ -95,6 +134,7 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
         cands.append(work.gemm)
     n = len(ops)
     tiled, stacked = gemm.stack_candidates(cands)
+    alternatives = _alternatives(ops, hw, keys, levels) if engines.has_alternatives(hw) else None
     return GraphWork(names=tuple(op.name for op in ops), kinds=tuple(op.kind for op in ops),
                      flops=np.array([op.flops for op in ops], dtype=float), time_flops=np.array(time_flops, float),
                      rate_index=np.array(rate_index, dtype=np.int64), rate_keys=tuple(keys), level_names=levels,
@@ -102,7 +142,29 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
                      network_bytes=np.array(network, float), network_s=np.array(net_s, float),
                      network_j=np.array(net_j, float), launches=np.array(launches, float), count=np.ones(n),
                      attention=np.array([op.kind == "attention" for op in ops], dtype=bool), tiled=tiled,
-                     gemm=stacked)
+                     gemm=stacked, alternatives=alternatives)
+
+
+def _alternatives(ops: list[Op], hw: Hardware, keys: dict[tuple[str, str], int],
+                  levels: tuple[str, ...]) -> Alternatives | None:
+    """Each op's engines besides its default (``cost/engines.py``); their rate keys are appended to ``keys`` after
+    the default engines' (so the defaults keep their indices). None when no op has one."""
+    other = [engines.other_engine_keys(op, hw, rate_key(hw, op)) for op in ops]
+    pim = [engines.pim_dtype(op, hw) for op in ops]
+    names = tuple(e.name for e in hw.compute.values() if any(k[0] == e.name for row in other for k in row))
+    pim_dtypes = tuple(dict.fromkeys(d for d in pim if d is not None))
+    if not names and not pim_dtypes:
+        return None
+    engine_key = np.full((len(ops), len(names)), -1, dtype=np.int64)
+    for i, row in enumerate(other):
+        for key in row:
+            engine_key[i, names.index(key[0])] = keys.setdefault(key, len(keys))
+    in_out = np.array([engines.pim_operand_bytes(op) if d is not None else (0.0, 0.0) for op, d in zip(ops, pim)],
+                      dtype=float).reshape(len(ops), 2)
+    return Alternatives(engines=names, engine_key=engine_key, pim_dtypes=pim_dtypes,
+                        pim_index=np.array([-1 if d is None else pim_dtypes.index(d) for d in pim], dtype=np.int64),
+                        pim_inside=in_out[:, 0], pim_outside=in_out[:, 1],
+                        pim_level=levels.index(hw.pim.level) if pim_dtypes else -1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +190,13 @@ class HardwareArrays:
     sm_stream_bytes_per_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(np.inf))
     # (...) attention's MMA rate over the GEMM rate of its dtype (ChipRates.attention_rate_ratio)
     attention_rate_ratio: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(1.0))
+    # the PIM units (hardware ``pim:``), for work whose rows can run on them (Alternatives.pim_dtypes: P dtypes)
+    pim_peak_flop_per_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))     # (..., P)
+    pim_energy_j_per_flop: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))   # (..., P)
+    pim_compute_fraction: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...) x clock
+    pim_internal_fraction: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...)
+    pim_internal_bytes_per_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...)
+    pim_internal_energy_j_per_bit: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...)
 
 
 def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
@@ -148,7 +217,21 @@ def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
         ramp_s=arr(rates.ramp_s, float),
         operand_bytes_per_s=arr(np.nan if rates.gemm_operand_field is None else rates.gemm_operand_field, float),
         sm_stream_bytes_per_s=arr(rates.sm_stream_bytes_per_s, float),
-        attention_rate_ratio=arr(rates.attention_rate_ratio, float))
+        attention_rate_ratio=arr(rates.attention_rate_ratio, float), **_pim_arrays(hw, rates, work))
+
+
+def _pim_arrays(hw: Hardware, rates: ChipRates, work: GraphWork) -> dict:
+    """``HardwareArrays``' PIM fields for the PIM dtypes ``work`` uses (none when its rows cannot run on PIM)."""
+    alt = work.alternatives
+    if alt is None or not alt.pim_dtypes:
+        return {}
+    arr = np.asarray
+    return dict(pim_peak_flop_per_s=arr([rates.pim_peak_flop_per_s[d] for d in alt.pim_dtypes], float),
+                pim_energy_j_per_flop=arr([hw.pim.energy_j_per_flop[d] for d in alt.pim_dtypes], float),
+                pim_compute_fraction=arr(rates.pim_compute_derate, float),
+                pim_internal_fraction=arr(rates.pim_fraction, float),
+                pim_internal_bytes_per_s=arr(rates.pim_internal_bandwidth_bytes_per_s, float),
+                pim_internal_energy_j_per_bit=arr(hw.pim.internal_energy_j_per_bit, float))
 
 
 def stack_hardware(arrays: Sequence[HardwareArrays]) -> HardwareArrays:
@@ -175,6 +258,10 @@ class WorkCost:
     network_j: np.ndarray
     total_time_s: np.ndarray   # serial sum of op times
     total_energy_j: np.ndarray  # dynamic energy + idle power * total time
+    # sweep + (n,) engine each op runs on, a code into engine_labels (0: its default engine; Alternatives.labels);
+    # None when the work has no alternatives (every op on its default engine)
+    engine_choice: np.ndarray | None = None
+    engine_labels: tuple[str, ...] = ()
 
 
 def bound_labels(level_names: Sequence[str]) -> tuple[str, ...]:
@@ -249,15 +336,145 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
     time_s = np.max(stacked, axis=-1)
     # (sweep..., n, L) always: a read-only view of the extracted bytes, replaced where a tile is picked
     level_bytes = np.broadcast_to(work.bytes, shape + work.bytes.shape[-1:])
+    roofline_memory_s = memory_s  # what an op moved to another engine pays (opcost.price_on_engine)
     if work.tiled.any():
         compute_s, time_s, bound_index, memory_s, level_bytes = _tiled(work, hwa, rate, compute_s, launch_s,
                                                                        level_rate[..., 0, :], time_s, bound_index,
                                                                        memory_s)
     memory_j = level_bytes * BITS_PER_BYTE * hwa.energy_j_per_bit[..., None, :]
+    labels, choice = bound_labels(work.level_names), None
+    if work.alternatives is not None:
+        labels = placed_bound_labels(work)
+        default = _Prices(compute_s=compute_s, time_s=time_s, bound_index=bound_index, memory_s=memory_s,
+                          bytes=level_bytes, compute_j=compute_j, memory_j=memory_j)
+        best, choice = _place(work, hwa, default, roofline_memory_s, level_rate[..., 0, :], launch_s, labels)
+        compute_s, time_s, bound_index, memory_s = best.compute_s, best.time_s, best.bound_index, best.memory_s
+        level_bytes, compute_j, memory_j = best.bytes, best.compute_j, best.memory_j
     energy_j = compute_j + memory_j.sum(axis=-1) + network_j
     total_time_s = (time_s * work.count).sum(axis=-1)
     total_energy_j = (energy_j * work.count).sum(axis=-1) + hwa.idle_w * total_time_s
-    return WorkCost(bound_labels=bound_labels(work.level_names), compute_s=compute_s, memory_s=memory_s,
+    return WorkCost(bound_labels=labels, compute_s=compute_s, memory_s=memory_s,
                     network_s=network_s, launch_s=launch_s, time_s=time_s, bound_index=bound_index,
                     bytes=level_bytes, energy_j=energy_j, compute_j=compute_j, memory_j=memory_j, network_j=network_j,
-                    total_time_s=total_time_s, total_energy_j=total_energy_j)
+                    total_time_s=total_time_s, total_energy_j=total_energy_j, engine_choice=choice,
+                    engine_labels=() if choice is None else work.alternatives.labels)
+
+
+def placed_bound_labels(work: GraphWork) -> tuple[str, ...]:
+    """``bound_labels`` of ``work``'s levels, with the PIM units' two bounds after them when rows can run there."""
+    labels = bound_labels(work.level_names)
+    alt = work.alternatives
+    if alt is not None and alt.pim_dtypes:
+        labels += (bounds.PIM_COMPUTE, bounds.PIM_INTERNAL)
+    return labels
+
+
+_PRICE_FIELDS = ("compute_s", "time_s", "bound_index", "memory_s", "bytes", "compute_j", "memory_j")
+_PER_LEVEL = ("memory_s", "bytes", "memory_j")  # fields with a trailing level axis
+
+
+@dataclass(kw_only=True)
+class _Prices:
+    """Per-op prices of rows on one engine: sweep + (rows,), and sweep + (rows, L) for the per-level fields."""
+
+    compute_s: np.ndarray
+    time_s: np.ndarray
+    bound_index: np.ndarray
+    memory_s: np.ndarray
+    bytes: np.ndarray
+    compute_j: np.ndarray
+    memory_j: np.ndarray
+
+
+def _place(work: GraphWork, hwa: HardwareArrays, default: _Prices, roofline_memory_s, level_rate, launch_s,
+           labels: tuple[str, ...]) -> tuple[_Prices, np.ndarray]:
+    """Each row's prices on its fastest engine at each sweep point, and the engine's code (``Alternatives.labels``):
+    the default engine's prices replaced wherever a candidate is strictly faster, candidates in order (the other
+    engines in the chip's order, then the PIM units), so ties keep the default engine, then the earlier one."""
+    alt = work.alternatives
+    candidates = []
+    for e in range(len(alt.engines)):
+        rows = np.flatnonzero(alt.engine_key[:, e] >= 0)
+        if rows.size:
+            candidates.append((rows, 1 + e, _on_engine(work, hwa, rows, alt.engine_key[rows, e], roofline_memory_s,
+                                                       launch_s)))
+    rows = np.flatnonzero(alt.pim_index >= 0)
+    if rows.size:
+        candidates.append((rows, 1 + len(alt.engines), _on_pim(work, hwa, rows, level_rate, launch_s, labels)))
+    n, levels = len(work.flops), len(work.level_names)
+    sweep = np.broadcast_shapes(*(_sweep_shape(p) for p in (default, *(c for _, _, c in candidates))))
+    best = _Prices(**{f: np.array(np.broadcast_to(getattr(default, f), sweep + ((n, levels) if f in _PER_LEVEL
+                                                                                else (n,))))
+                      for f in _PRICE_FIELDS})
+    choice = np.zeros(sweep + (n,), dtype=np.int64)
+    for rows, code, cand in candidates:
+        faster = cand.time_s < best.time_s[..., rows]
+        for f in _PRICE_FIELDS:
+            target = getattr(best, f)
+            if f in _PER_LEVEL:
+                target[..., rows, :] = np.where(faster[..., None], getattr(cand, f), target[..., rows, :])
+            else:
+                target[..., rows] = np.where(faster, getattr(cand, f), target[..., rows])
+        choice[..., rows] = np.where(faster, code, choice[..., rows])
+    return best, choice
+
+
+def _sweep_shape(prices: _Prices) -> tuple[int, ...]:
+    """The sweep shape that all of ``prices``' fields broadcast to (their leading axes)."""
+    return np.broadcast_shapes(*(np.shape(getattr(prices, f))[:-2 if f in _PER_LEVEL else -1]
+                                 for f in _PRICE_FIELDS))
+
+
+def _on_engine(work: GraphWork, hwa: HardwareArrays, rows: np.ndarray, keys: np.ndarray, roofline_memory_s,
+               launch_s) -> _Prices:
+    """``rows`` priced on another compute engine (rate keys ``keys``): its roofline, as ``opcost.price_on_engine``
+    prices an op moved off its default engine (the op's own FLOPs-equivalent at the engine's rate, attention at its
+    MMA ratio; the extracted bytes per level, no tile pick)."""
+    rate = hwa.peak_flop_per_s[..., keys] * hwa.compute_fraction[..., keys]
+    attention = np.where(work.attention[rows], hwa.attention_rate_ratio[..., None], 1.0)
+    compute_s = work.time_flops[rows] / attention / rate
+    memory_s = roofline_memory_s[..., rows, :]
+    launch = launch_s[..., rows]
+    shape = np.broadcast_shapes(np.shape(compute_s), memory_s.shape[:-1], np.shape(launch))
+    stacked = np.stack([np.broadcast_to(compute_s, shape),
+                        *(np.broadcast_to(memory_s[..., j], shape) for j in reversed(range(memory_s.shape[-1]))),
+                        np.broadcast_to(work.network_s[rows], shape), np.broadcast_to(launch, shape)], axis=-1)
+    nbytes = work.bytes[rows]
+    return _Prices(compute_s=compute_s, time_s=np.max(stacked, axis=-1), bound_index=np.argmax(stacked, axis=-1),
+                   memory_s=memory_s, bytes=nbytes, compute_j=work.flops[rows] * hwa.energy_j_per_flop[..., keys],
+                   memory_j=nbytes * BITS_PER_BYTE * hwa.energy_j_per_bit[..., None, :])
+
+
+def _on_pim(work: GraphWork, hwa: HardwareArrays, rows: np.ndarray, level_rate, launch_s,
+            labels: tuple[str, ...]) -> _Prices:
+    """``rows`` priced on the PIM units, as ``opcost.price_on_pim``: time = max(compute, in-place reads, external
+    interface, launch), the first on ties; bytes and energy at the PIM's level only."""
+    alt = work.alternatives
+    level = alt.pim_level
+    dtype = alt.pim_index[rows]
+    inside, outside = alt.pim_inside[rows], alt.pim_outside[rows]
+    latency = hwa.latency_s[..., level, None]
+    compute_s = work.flops[rows] / (hwa.pim_peak_flop_per_s[..., dtype] * hwa.pim_compute_fraction[..., None])
+    internal_rate = (hwa.pim_internal_bytes_per_s * hwa.pim_internal_fraction)[..., None]
+    internal_s = np.where(inside > 0, inside / internal_rate + latency, 0.0)
+    external_s = np.where(outside > 0, outside / level_rate[..., level, None] + latency, 0.0)
+    launch = launch_s[..., rows]
+    terms = np.stack(np.broadcast_arrays(compute_s, internal_s, external_s, launch), axis=-1)
+    to_label = np.array([labels.index(label) for label in
+                         (bounds.PIM_COMPUTE, bounds.PIM_INTERNAL, bounds.memory(work.level_names[level]),
+                          bounds.LAUNCH)])
+    level_j = (inside * BITS_PER_BYTE * hwa.pim_internal_energy_j_per_bit[..., None]
+               + outside * BITS_PER_BYTE * hwa.energy_j_per_bit[..., level, None])
+    memory_s, nbytes, memory_j = (_at_level(values, level, len(work.level_names))
+                                  for values in (terms[..., 2], outside, level_j))
+    return _Prices(compute_s=compute_s, time_s=np.max(terms, axis=-1), bound_index=to_label[np.argmax(terms, axis=-1)],
+                   memory_s=memory_s, bytes=nbytes, compute_j=work.flops[rows] * hwa.pim_energy_j_per_flop[..., dtype],
+                   memory_j=memory_j)
+
+
+def _at_level(values: np.ndarray, level: int, levels: int) -> np.ndarray:
+    """Per-level array (values.shape + (levels,)) holding ``values`` at ``level`` and zeros elsewhere."""
+    values = np.asarray(values, dtype=float)
+    out = np.zeros(values.shape + (levels,))
+    out[..., level] = values
+    return out

@@ -1,18 +1,13 @@
 """Place each op of a phase on the engine that runs it best (by time or by energy) on a heterogeneous
 chip: electronic tensor/vector engines, photonic engines, processing-in-memory units.
 
-Candidates for an op:
-- the default engine of the cost model (``cost/opcost.rate_key``);
-- every other engine of the chip that can run it: matrix-kind ops (gemm, grouped_gemm, attention) on
-  another matrix engine, or on a photonic engine whose ``kinds`` and ``accepts`` include the op's kind
-  and compute dtype (priced like any engine: its derived peak, fraction and energy per FLOP, same
-  memory traffic, since a photonic core is fed from the same SRAM/HBM);
-- the chip's PIM units if the op's kind and compute dtype are supported (``pim_cost``).
-Data movement between engines: every op reads its inputs from and writes its outputs to memory in
-this model, so an op that runs on another engine pays exactly those transfers on the path that engine
-has to memory: a PIM op reads its weights/KV inside the memory at the internal bandwidth and moves its
-activations over the external interface; a photonic op moves its operands like the tensor cores do,
-and pays its DAC/ADC conversions in its energy per FLOP.
+The candidates and their prices are the cost model's (``cost/engines.py``, ``cost/opcost.py``
+``price_candidates``): the default engine, every other matrix or photonic engine that accepts the op, and the PIM
+units (weights/KV read in place at the internal bandwidth, activations over the memory's external interface).
+By time, the choice is the cost model's own rule (``opcost.fastest``): the one every command prices with
+(``cost/phase.price_graph``), so ``place --objective time`` and ``estimate()`` agree op by op. By energy, an op
+goes to the candidate with the least dynamic energy plus the static power burnt while it runs (a slow low-power
+engine pays for its time); ties keep the default engine.
 """
 from __future__ import annotations
 
@@ -20,16 +15,14 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping
 
 from archsim.config.hardware import Hardware
-from archsim.cost.opcost import OpCost, price_work_item, rate_key
+from archsim.cost.opcost import OpCost, fastest, price_candidates, price_on_pim
 from archsim.cost.phase import graph_ops
-from archsim.cost.rates import level_bytes_per_s
+from archsim.cost.rates import ChipRates
 from archsim.cost.traffic import Geometry, op_work
-from archsim.dtypes import BITS_PER_BYTE
 from archsim.graph.op import Op
 from archsim.sim.executor import SERIAL_RESOURCE, Slot, resource_of, schedule
 
 Objective = Literal["time", "energy"]
-MATRIX_KINDS = ("gemm", "grouped_gemm", "attention")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,76 +58,34 @@ class PlacedPhase:
     energy_j: float
     time_s_by_engine: Mapping[str, float]
     objective: str
+    default_time_s: float = 0.0    # every op on its default engine (no placement): serial time
+    default_energy_j: float = 0.0  # and energy, static power included
 
 
 def pim_cost(op: Op, hw: Hardware) -> Choice | None:
-    """Price ``op`` on the chip's PIM units, or None if they cannot run it.
-
-    Weights and KV-cache operands are read in place at the internal bandwidth (energy: internal pJ/bit);
-    the other operands (activations in, results out) cross the memory's external interface at its
-    sustained rate and energy. Time is the largest of compute, internal, external and launch.
-    """
-    pim = hw.pim
-    dtype = op.compute_dtype.name
-    if pim is None or op.kind not in pim.kinds or dtype not in pim.peak_flop_per_s:
-        return None
-    level = hw.memory[pim.level]
-    inside = sum(o.nbytes for o in op.reads if o.role in ("weight", "cache"))
-    outside = op.bytes - inside
-    candidates = {
-        "pim:compute": op.flops / (pim.peak_flop_per_s[dtype] * pim.achievable_fraction * hw.compute_clock_fraction),
-        "pim:internal": inside / (pim.internal_bandwidth_bytes_per_s * pim.achievable_fraction)
-        + (level.latency_s if inside > 0 else 0.0),
-        f"memory:{level.name}": outside / level_bytes_per_s(level) + (level.latency_s if outside > 0 else 0.0),
-        "launch": hw.kernel_launch_s,
-    }
-    bound = max(candidates, key=candidates.get)
-    energy = (op.flops * pim.energy_j_per_flop[dtype] + inside * BITS_PER_BYTE * pim.internal_energy_j_per_bit
-              + outside * BITS_PER_BYTE * level.energy_j_per_bit)
-    return Choice(engine="pim", time_s=candidates[bound], energy_j=energy, bound=bound)
+    """Price ``op`` on the chip's PIM units (``opcost.price_on_pim``), or None if they cannot run it."""
+    cost = price_on_pim(op, op_work(op, Geometry.of(hw)), hw)
+    return None if cost is None else _as_choice(cost)
 
 
-def _engine_keys(op: Op, hw: Hardware) -> list[tuple[str, str]]:
-    """(engine, dtype) pairs of the chip's engines that can run ``op`` besides its default one."""
-    if op.flops <= 0 or op.kind not in MATRIX_KINDS:
-        return []
-    keys = []
-    for engine in hw.compute.values():
-        if engine.kind == "matrix":
-            wider = [d for d in engine.peak_flop_per_s if d == op.compute_dtype.name]
-            if wider:
-                keys.append((engine.name, wider[0]))
-        elif engine.kind == "photonic" and engine.photonic is not None:
-            spec = engine.photonic
-            if op.kind in spec.kinds and op.compute_dtype.name in spec.accepts:
-                keys.append((engine.name, op.compute_dtype.name))
-    return keys
-
-
-def _as_choice(cost: OpCost, engine: str) -> Choice:
-    return Choice(engine=engine, time_s=cost.time_s, energy_j=cost.energy_j, bound=cost.bound)
+def _as_choice(cost: OpCost) -> Choice:
+    return Choice(engine=cost.engine, time_s=cost.time_s, energy_j=cost.energy_j, bound=cost.bound)
 
 
 def place_op(op: Op, hw: Hardware, *, objective: Objective = "time", attention: str = "flash",
-             geometry: Geometry | None = None) -> Placement:
-    """Choose the engine for one op; the default engine wins ties."""
+             geometry: Geometry | None = None, rates: ChipRates | None = None) -> Placement:
+    """Choose the engine for one op (module docstring); the default engine wins ties."""
     geom = geometry or Geometry.of(hw)
-    work = op_work(op, geom, attention=attention)
-    default = price_work_item(op, work, hw)
-    default_key = rate_key(hw, op)
-    choices = {default.engine: _as_choice(default, default.engine)}
-    for key in _engine_keys(op, hw):
-        if key != default_key and key[0] not in choices:
-            choices[key[0]] = _as_choice(price_work_item(op, work, hw, key=key), key[0])
-    pim = pim_cost(op, hw)
-    if pim is not None:
-        choices["pim"] = pim
-    # energy counts the static power burnt while the op runs, so a slow low-power engine pays for its time
-    static_w = hw.static_power_w
-    metric = (lambda c: c.time_s) if objective == "time" else (lambda c: c.energy_j + static_w * c.time_s)
-    best = min(choices.values(), key=metric)  # dict order: the default engine first, so it wins ties
+    costs = price_candidates(op, op_work(op, geom, attention=attention), hw, rates=rates)
+    choices = {name: _as_choice(cost) for name, cost in costs.items()}
+    default = next(iter(choices.values()))
+    if objective == "time":
+        best = choices[fastest(costs).engine]
+    else:
+        static_w = hw.static_power_w
+        best = min(choices.values(), key=lambda c: c.energy_j + static_w * c.time_s)  # the default first: wins ties
     return Placement(op=op.name, engine=best.engine, time_s=best.time_s, energy_j=best.energy_j, bound=best.bound,
-                     reason=_reason(best, choices[default.engine], objective), alternatives=choices)
+                     reason=_reason(best, default, objective), alternatives=choices)
 
 
 def _reason(best: Choice, default: Choice, objective: str) -> str:
@@ -151,16 +102,20 @@ def _reason(best: Choice, default: Choice, objective: str) -> str:
 def place_graph(graph, hw: Hardware, *, objective: Objective = "time", attention: str = "flash") -> PlacedPhase:
     """Place every op of a phase graph (or iterable of ops) and total the phase."""
     ops: Iterable[Op] = graph_ops(graph)
-    geom = Geometry.of(hw)
-    placements = {op.name: place_op(op, hw, objective=objective, attention=attention, geometry=geom) for op in ops}
+    geom, rates = Geometry.of(hw), ChipRates.of(hw)
+    placements = {op.name: place_op(op, hw, objective=objective, attention=attention, geometry=geom, rates=rates)
+                  for op in ops}
     time_s = sum(p.time_s for p in placements.values())
     dynamic = sum(p.energy_j for p in placements.values())
     by_engine: dict[str, float] = {}
     for p in placements.values():
         by_engine[p.engine] = by_engine.get(p.engine, 0.0) + p.time_s
+    defaults = [next(iter(p.alternatives.values())) for p in placements.values()]
+    default_time = sum(c.time_s for c in defaults)
     return PlacedPhase(placements=placements, time_s=time_s, dynamic_energy_j=dynamic,
                        energy_j=dynamic + hw.static_power_w * time_s, time_s_by_engine=by_engine,
-                       objective=objective)
+                       objective=objective, default_time_s=default_time,
+                       default_energy_j=sum(c.energy_j for c in defaults) + hw.static_power_w * default_time)
 
 
 def placement_slots(graph, hw: Hardware, placed: PlacedPhase, *, overlap: bool = True) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from archsim.config.hardware import load_hardware
-from archsim.cost.opcost import price_work_item, rate_key
+from archsim.cost.opcost import price_on_engine, price_work_item, rate_key
 from tests.cost.fixtures import price_op
 from archsim.cost.rates import level_bytes_per_s
 from archsim.cost.traffic import Geometry, op_work
@@ -59,9 +59,13 @@ def test_op_moved_to_the_photonic_engine_is_priced_by_its_roofline(two_engine_ch
     assert cost.time_s == max(parts)  # the plain roofline: no kernel ramp, no operand-feed term
     assert cost.engine == "photonic"
     # the default engine keeps the kernel model's tiled price, as on the H100 itself
-    default = price_work_item(op, work, hw)
+    default = price_on_engine(op, work, hw)
     assert default.engine == "tensor"
     assert default.time_s == pytest.approx(price_op(op, load_hardware(HW / "h100.yaml")).time_s, rel=1e-12)
     # placement offers the photonic roofline price as the alternative
     placed = place_op(op, hw)
     assert placed.alternatives["photonic"].time_s == pytest.approx(cost.time_s, rel=1e-12)
+    # and the cost model runs the op on the faster of the two (ties: the default engine)
+    picked = price_work_item(op, work, hw)
+    assert picked == (cost if cost.time_s < default.time_s else default)
+    assert placed.engine == picked.engine
