@@ -4,7 +4,7 @@ of the tensors that cross the links. No number here comes from a second implemen
 
 Hardware fields used (hardware/h200.yaml, the same on h100.yaml): NVLink 4 450 GB/s per direction x 0.79,
 3.33 us per message; ConnectX-7 NDR400 400 Gb/s = 50 GB/s x 0.86, 2.8 us; DeepEP low-latency call 26 us;
-8 chips per node. ``test_link_fields_are_the_ones_derived_with`` pins them, so a YAML change fails there first
+8 chips per node; DeepEP's throughput kernels hold 20 of the 132 SMs. ``test_link_fields_are_the_ones_derived_with`` pins them, so a YAML change fails there first
 and names the field.
 """
 from __future__ import annotations
@@ -63,6 +63,7 @@ def test_link_fields_are_the_ones_derived_with(h200, h100):
         assert (out.bandwidth_bytes_per_s, out.achievable_fraction, out.latency_s, out.half_bandwidth_bytes) == (
             50e9, 0.86, 2.8e-6, 0.0)
         assert hw.node.chips_per_node == 8 and hw.node.ep_low_latency_call_s == 26e-6
+        assert hw.node.ep_throughput_sms == 20 and hw.sm_count == 132
 
 
 def test_all_reduce_ring_and_tree_over_nvlink_in_numbers(h200):
@@ -242,6 +243,11 @@ def test_deepep_throughput_prefill_across_nodes(dsv3, h200):
         up = hockney(h200.node.scale_up, tokens * per_copy * chips * (1 - 1 / 8))
         assert got == pytest.approx(max(out, up), rel=REL)
     assert ep_exchange_mode(dsv3, par, "prefill") == "throughput"
+    # DeepEP's throughput kernels hold 20 of the 132 SMs while they run; the low-latency ones none
+    assert c.ep_sm_fraction == 20 / 132
+    d = layer_comm(dsv3, h200, par, FP8, 10, tokens=8, group_tokens=128, busiest_copies=64.0, phase="decode",
+                   ep_mode=None)
+    assert d.ep_sm_fraction == 0.0
 
 
 def test_moe_tp_times_ep_sends_each_copy_to_the_moe_tp_chips(dsv3, h200):

@@ -173,15 +173,23 @@ def _small_moe(dsv3):
 
 def test_overlap_exposes_each_layers_excess_per_micro_batch(dsv3, h200):
     """Prefill of 32 prompts x 2048 tokens on DP16 x EP16 (2 nodes), 2 overlapped micro-batches (one prompt each a
-    replica): a layer's collectives hide behind the other micro-batch's compute of the same layer, so each layer
-    exposes max(0, comm - compute) per micro-batch. The 3 dense layers have nothing to hide, and their spare compute
-    does not hide a MoE layer's exchange (the whole step's max(0, comm - compute) would be 0)."""
+    replica): a layer's collectives hide behind the other micro-batch's compute of the same layer. DeepEP's
+    throughput kernels hold 20 of the 132 SMs (hardware/h200.yaml node.ep_throughput_sms; DSV3-TR 3.2.2), so the
+    compute beside them runs on the rest: a MoE layer exposes max(comm - compute, 20/132 x comm) per micro-batch.
+    The 3 dense layers have nothing to hide, and their spare compute does not hide a MoE layer's exchange (the
+    whole step's max(0, comm - compute) would be 0)."""
+    assert (h200.node.ep_throughput_sms, h200.sm_count) == (20, 132)
+    f = 20 / 132
     model = _small_moe(dsv3)
     par = Parallelism(dp=16, ep=16, micro_batches=2)
     b = price_phase(model, h200, par, FP8, phase="prefill", batch=32, length=2048)
     assert b.micro_batches == 2 and len(b.layer_compute_s) == len(b.layer_comm) == 6
-    excess = [max(0.0, c.total_s - t) for c, t in zip(b.layer_comm, b.layer_compute_s)]
+    assert [c.ep_sm_fraction for c in b.layer_comm] == [0.0] * 3 + [f] * 3
+    excess = [max(0.0, c.total_s - t, f * c.total_s) if c.ep_dispatch_s else max(0.0, c.total_s - t)
+              for c, t in zip(b.layer_comm, b.layer_compute_s)]
     assert [e > 0 for e in excess] == [False] * 3 + [True] * 3
+    # here the exchange outlasts the compute: comm - compute is the larger
+    assert all(c.total_s - t > f * c.total_s for c, t in zip(b.layer_comm[3:], b.layer_compute_s[3:]))
     embed, head = _embed_head(model, b)
     assert fsum(b.layer_compute_s) + embed + head == pytest.approx(b.compute_s / 2, rel=REL)
     assert b.exposed_s == pytest.approx(2 * fsum(excess), rel=1e-9)
@@ -194,6 +202,24 @@ def test_overlap_exposes_each_layers_excess_per_micro_batch(dsv3, h200):
     # one micro-batch: nothing to overlap with
     one = price_phase(model, h200, replace(par, micro_batches=1), FP8, phase="prefill", batch=32, length=2048)
     assert one.exposed_s == pytest.approx(one.communication_s, rel=REL)
+
+
+def test_overlap_of_a_compute_bound_exchange_exposes_the_sm_share(dsv3, h200):
+    """The full DeepSeek-V3 on the same layout: a MoE layer's compute outlasts its exchange, yet the 20 SMs the
+    throughput kernels hold slow the compute beside them: each MoE layer exposes 20/132 x comm per micro-batch. A
+    low-latency exchange (decode kernels) holds no SM: a decode step whose layers outlast their exchange exposes
+    nothing."""
+    f = 20 / 132
+    b = price_phase(dsv3, h200, Parallelism(dp=16, ep=16, micro_batches=2), FP8, phase="prefill", batch=32,
+                    length=2048)
+    moe = [(c, t) for c, t in zip(b.layer_comm, b.layer_compute_s) if c.ep_dispatch_s]
+    assert len(moe) == 58 and all(t > c.total_s for c, t in moe)
+    assert b.exposed_s == pytest.approx(2 * fsum(f * c.total_s for c, _ in moe), rel=1e-9)
+    d = price_phase(dsv3, h200, Parallelism(dp=8, ep=8, micro_batches=2), FP8, phase="decode", batch=64,
+                    length=2048)
+    assert all(c.ep_sm_fraction == 0.0 for c in d.layer_comm)
+    assert all(t > c.total_s for c, t in zip(d.layer_comm, d.layer_compute_s))
+    assert d.exposed_s == 0.0 and d.communication_s > 0
 
 
 def test_overlap_exposes_the_pipeline_send_past_the_embedding(dsv3, h200):
