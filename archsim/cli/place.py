@@ -11,6 +11,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("place", help="place each op on the chip engine (tensor, photonic, PIM...) that runs it best")
     add_phase_graph_args(p, "hardware YAML (e.g. hardware/h100_hbm_pim.yaml)")
     p.add_argument("--objective", choices=("time", "energy"), default="time")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="launch decode kernels one by one (default: a decode step is replayed from a CUDA graph, "
+                        "as run prices it)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=run)
     return p
@@ -21,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from archsim.whatif.placement import place_graph
 
     w, hw, batch, graph = scenario_phase_graph(args)
-    placed = place_graph(graph, hw, objective=args.objective)
+    placed = place_graph(graph, hw, objective=args.objective, cuda_graph=args.cuda_graphs and args.phase == "decode")
     moved = [p for p in placed.placements.values() if p.reason.split()[0] != "default"]
     summary = {"workload": w.name, "hardware": hw.name, "phase": args.phase, "batch": batch,
                "objective": args.objective, "time_s": placed.time_s, "default_time_s": placed.default_time_s,

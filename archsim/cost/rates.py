@@ -63,8 +63,9 @@ class ChipRates:
     pim_level: str | None = None                 # the memory level the units sit in
 
     @staticmethod
-    def of(hw: Hardware) -> "ChipRates":
-        """The rates of ``hw``."""
+    def of(hw: Hardware, *, cuda_graph: bool = False) -> "ChipRates":
+        """The rates of ``hw``; ``cuda_graph``: kernels replayed from a CUDA graph, whose launch floor is
+        ``hw.graph_launch_s`` (``kernel_launch_graph``) instead of ``kernel_launch``."""
         clock = hw.compute_clock_fraction
         main = hw.main_memory
         fields = hw.kernel
@@ -86,7 +87,8 @@ class ChipRates:
                           for name, lv in hw.memory.items()},
             main=main.name, gemm_operand_field=operand,
             sm_stream_bytes_per_s=np.inf if stream is None else stream,
-            ramp_s=fields.ramp_s if fields is not None else 0.0, launch_s=hw.kernel_launch_s,
+            ramp_s=fields.ramp_s if fields is not None else 0.0,
+            launch_s=hw.graph_launch_s if cuda_graph else hw.kernel_launch_s,
             source_file=hw.source_file, **_pim_fields(hw))
 
     def compute_derate(self, engine: str) -> float:

@@ -99,10 +99,12 @@ def _reason(best: Choice, default: Choice, objective: str) -> str:
     return f"{best.engine} uses {gain:.2f}x less energy than {default.engine} ({best.energy_j:.3g} J vs {default.energy_j:.3g} J)"
 
 
-def place_graph(graph, hw: Hardware, *, objective: Objective = "time", attention: str = "flash") -> PlacedPhase:
-    """Place every op of a phase graph (or iterable of ops) and total the phase."""
+def place_graph(graph, hw: Hardware, *, objective: Objective = "time", attention: str = "flash",
+                cuda_graph: bool = False) -> PlacedPhase:
+    """Place every op of a phase graph (or iterable of ops) and total the phase. ``cuda_graph``: the step is
+    replayed from a CUDA graph (each kernel's launch floor ``hw.graph_launch_s``, as ``price_graph`` takes it)."""
     ops: Iterable[Op] = graph_ops(graph)
-    geom, rates = Geometry.of(hw), ChipRates.of(hw)
+    geom, rates = Geometry.of(hw), ChipRates.of(hw, cuda_graph=cuda_graph)
     placements = {op.name: place_op(op, hw, objective=objective, attention=attention, geometry=geom, rates=rates)
                   for op in ops}
     time_s = sum(p.time_s for p in placements.values())
@@ -140,7 +142,7 @@ def placement_slots(graph, hw: Hardware, placed: PlacedPhase, *, overlap: bool =
 
 
 def simulate_placement(graph, hw: Hardware, *, objective: Objective = "time", overlap: bool = True,
-                       attention: str = "flash"):
+                       attention: str = "flash", cuda_graph: bool = False):
     """Place a phase graph and execute it in the discrete-event simulator (``sim.executor.schedule``)."""
-    placed = place_graph(graph, hw, objective=objective, attention=attention)
+    placed = place_graph(graph, hw, objective=objective, attention=attention, cuda_graph=cuda_graph)
     return placed, schedule(graph, placement_slots(graph, hw, placed, overlap=overlap))

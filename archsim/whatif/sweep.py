@@ -12,7 +12,8 @@ energy.joules_per_token = (every device's dynamic energy + static power x device
 energy.tops_per_watt = FLOPs / energy over both phases, cost.usd_per_million_tokens = price x decode-instance
 devices / 3600 / decode tokens/s x 1e6.
 Fields that change geometry or topology (SRAM sizes, SM count, links) are not array fields; sweeping them
-is refused with a ConfigError naming the supported paths. Communication, micro-batches and the bottleneck stage
+is refused with a ConfigError naming the supported paths. Each point places each op on its fastest engine
+(``cost/work.price_work``), so a swept PIM or engine rate can move ops between engines from point to point. Communication, micro-batches and the bottleneck stage
 are fixed at the base point.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ METRICS = ("decode.tokens_per_s", "decode.tpot_s", "decode.energy_j", "prefill.l
            "energy.joules_per_token", "energy.tops_per_watt", "cost.usd_per_million_tokens", "memory.fits")
 SUPPORTED_PATHS = ("memory.<level>.{bandwidth,achievable_fraction,latency,energy_per_bit,power_limit,capacity}",
                    "compute.<engine>.{peak.<dtype>,achievable_fraction,energy_per_flop.<dtype>}",
+                   "pim.{peak.<dtype>,achievable_fraction,energy_per_flop.<dtype>,internal_bandwidth,"
+                   "internal_energy_per_bit}",
                    "kernel_launch", "kernel_launch_graph", "power.idle", "price", "thermal.compute_clock_fraction")
 
 
@@ -118,6 +121,7 @@ def apply_paths(hw: Hardware, work: GraphWork, columns: Mapping[str, np.ndarray]
         clock = columns["thermal.compute_clock_fraction"]
     ratio = clock / hw.compute_clock_fraction
     arrays["compute_fraction"] *= ratio[:, None]
+    arrays["pim_compute_fraction"] *= ratio  # the PIM units' MACs run at the thermal clock too (cost/rates.py)
     inner = [i for i, name in enumerate(levels) if name != main]
     arrays["memory_fraction"][:, inner] *= ratio[:, None]
     # the tiled GEMMs' L2 operand feed (kernel.gemm_operand_bandwidth x clock) runs at the core clock too;
@@ -163,7 +167,29 @@ def _apply(path: str, col: np.ndarray, hw: Hardware, work: GraphWork, arrays: di
                 if key == (engine, parts[3]):
                     arrays[field][:, k] = col
             return
+    if parts[0] == "pim" and hw.pim is not None and _apply_pim(parts[1:], col, work, arrays, clock):
+        return
     raise ConfigError(None, f"--set {path}", f"a sweepable hardware path: {'; '.join(SUPPORTED_PATHS)}", path)
+
+
+def _apply_pim(parts: list[str], col: np.ndarray, work: GraphWork, arrays: dict, clock: np.ndarray) -> bool:
+    """Set a ``pim.*`` field (its path after ``pim.``) in ``arrays``; False for a path that names no PIM field. A
+    dtype the work's rows never run on the PIM units (``Alternatives.pim_dtypes``) has no column: nothing to set."""
+    dtypes = () if work.alternatives is None else work.alternatives.pim_dtypes
+    if parts == ["achievable_fraction"]:
+        arrays["pim_compute_fraction"] = col * clock  # compute at the thermal clock, in-place reads not
+        arrays["pim_internal_fraction"] = col
+        return True
+    if len(parts) == 1 and parts[0] in ("internal_bandwidth", "internal_energy_per_bit"):
+        field = "pim_internal_bytes_per_s" if parts[0] == "internal_bandwidth" else "pim_internal_energy_j_per_bit"
+        arrays[field] = col
+        return True
+    if len(parts) == 2 and parts[0] in ("peak", "energy_per_flop"):
+        field = "pim_peak_flop_per_s" if parts[0] == "peak" else "pim_energy_j_per_flop"
+        if parts[1] in dtypes:
+            arrays[field][:, dtypes.index(parts[1])] = col
+        return True
+    return False
 
 
 def pareto_front(objectives: Mapping[str, np.ndarray], senses: Mapping[str, str]) -> np.ndarray:

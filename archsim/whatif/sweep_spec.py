@@ -26,7 +26,8 @@ MAX_POINTS = 10**6
 # last path component (or the component before a dtype) -> unit dimension
 FIELD_DIMENSIONS = {
     "bandwidth": "bytes_per_s", "internal_bandwidth": "bytes_per_s", "capacity": "bytes", "latency": "time_s",
-    "energy_per_bit": "energy_j_per_bit", "power_limit": "power_w", "achievable_fraction": "fraction",
+    "energy_per_bit": "energy_j_per_bit", "internal_energy_per_bit": "energy_j_per_bit", "power_limit": "power_w",
+    "achievable_fraction": "fraction",
     "peak": "flop_per_s", "energy_per_flop": "energy_j_per_flop", "kernel_launch": "time_s", "kernel_launch_graph": "time_s", "idle": "power_w",
     "tdp": "power_w", "price": "usd_per_hour", "compute_clock_fraction": "fraction",
 }
