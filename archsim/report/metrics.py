@@ -112,7 +112,8 @@ def phase_summary(cls, b: PhaseBreakdown, hw: Hardware, **fields):
     peak = hw.engine_for("matrix").peak_flop_per_s.get(cost.mfu_dtype, 0.0)
     heaviest = tuple(
         OpSummary(name=n, kind=cost.ops[n].kind, time_s=cost.ops[n].time_s, share=cost.ops[n].time_s / cost.time_s,
-                  bound=cost.ops[n].bound, flops=cost.ops[n].flops, hbm_bytes=cost.ops[n].bytes_by_level[main])
+                  bound=cost.ops[n].bound, flops=cost.ops[n].flops, hbm_bytes=cost.ops[n].bytes_by_level[main],
+                  engine=cost.ops[n].engine)
         for n in cost.heaviest)
     flops, hbm = b.flops_per_device, b.main_memory_bytes_per_device
     return cls(time_s=time_s, flops=flops, hbm_bytes=hbm, bound=binding_resource(b, cost),

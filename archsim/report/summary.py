@@ -70,7 +70,7 @@ class MemorySummary:
 
 @dataclass(frozen=True, kw_only=True)
 class OpSummary:
-    """One of a phase's heaviest ops: its time, share of the phase, bound, FLOPs and main-memory bytes."""
+    """One of a phase's heaviest ops: its time, share of the phase, bound, FLOPs, main-memory bytes and engine."""
 
     name: str
     kind: str
@@ -79,6 +79,7 @@ class OpSummary:
     bound: str
     flops: float
     hbm_bytes: float
+    engine: str = ""  # the engine it ran on (placement's choice: tensor cores, a photonic engine, the PIM units)
 
 
 @dataclass(frozen=True, kw_only=True)
