@@ -498,3 +498,20 @@ def test_worst_stage_is_the_last_when_the_head_dominates(llama, h200):
     ar = all_reduce_in_node(h200, 4 * 16384 * 2, 8)
     assert len(b.layer_comm) == 15
     assert b.comm_by_kind["tp_all_reduce"] == pytest.approx(15 * 2 * ar, rel=REL)
+
+
+# --- known bug (reported to the lead; xfail until fixed) -------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="mapping/layer_comm.py _cp_kv_exchange prices the CP group as cp consecutive "
+                   "chips (NVLink), but with TP8 x CP2 on 8-chip nodes a chip's CP peer is 8 ranks away, on the "
+                   "other node: the K/V exchange crosses InfiniBand (TP groups are priced as consecutive chips, so "
+                   "CP must be strided by tp)")
+def test_cp_exchange_across_nodes_when_tp_fills_the_node(llama, h200):
+    """Llama prefill of one 8192-token prompt on TP8 x CP2 = 16 chips. The TP all-reduce is priced on the 8
+    consecutive chips of a node, so the two CP ranks of a chip sit on different nodes: the ring passes 8192 tokens x
+    (2 x 8 x 128 x 2 B) / 8 = 4 MiB of K/V per layer, one step of half of it over InfiniBand: 2.8 us + 2 MiB /
+    (50e9 x 0.86) = 51.6 us (on NVLink it would be 9.2 us)."""
+    c = layer_comm(llama, h200, Parallelism(tp=8, cp=2), BF16, 0, tokens=8192, group_tokens=8192,
+                   busiest_copies=0.0, phase="prefill", ep_mode=None)
+    assert c.cp_kv_exchange_s == pytest.approx(ring_all_gather(h200.node.scale_out, 8192 * 512, 2), rel=REL)
