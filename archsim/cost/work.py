@@ -199,8 +199,30 @@ class HardwareArrays:
     pim_internal_energy_j_per_bit: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...)
 
 
+# (id(hw), work layout) -> (hw, arrays): one projection prices several graphs of the same layout on one chip; the
+# entry holds ``hw`` so its id cannot be reused while cached, and the arrays are read-only
+_ARRAYS_CACHE: dict = {}
+_ARRAYS_CACHE_SIZE = 256
+
+
 def hardware_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
-    """The rates of one chip (``ChipRates.of``), laid out for ``work``'s rate keys and levels (no sweep axis)."""
+    """The rates of one chip (``ChipRates.of``), laid out for ``work``'s rate keys and levels (no sweep axis).
+    The arrays are read-only (shared between the graphs of one layout)."""
+    alt = work.alternatives
+    key = (id(hw), work.rate_keys, work.level_names, None if alt is None else tuple(alt.pim_dtypes))
+    hit = _ARRAYS_CACHE.get(key)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    arrays = _chip_arrays(hw, work)
+    for f in dataclasses.fields(HardwareArrays):
+        getattr(arrays, f.name).flags.writeable = False
+    if len(_ARRAYS_CACHE) >= _ARRAYS_CACHE_SIZE:
+        _ARRAYS_CACHE.clear()
+    _ARRAYS_CACHE[key] = (hw, arrays)
+    return arrays
+
+
+def _chip_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
     rates = ChipRates.of(hw)
     levels = [hw.memory[name] for name in work.level_names]
     arr = np.asarray

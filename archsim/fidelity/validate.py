@@ -27,10 +27,10 @@ MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.10, "at
                                    "gemm_h200_training": 0.10,
                                    # end-to-end serving measurements (validation/deployment_public.yaml): the
                                    # issue's targets are 15% (throughput, TPOT) and 25% (TTFT); NOT met. These guard
-                                   # today's medians (93%, 55%, 92%): small-batch runs of 2025 stacks are 2-5x
+                                   # today's medians (79%, 55%, 90%): small-batch runs of 2025 stacks are 2-5x
                                    # slower than the kernels archsim prices (host and MoE-kernel costs, the
                                    # software-stack issue), bursts and overloads are queueing (docs/deployments.md)
-                                   "deployment_throughput": 0.95, "deployment_tpot": 0.60, "deployment_ttft": 0.95}
+                                   "deployment_throughput": 0.82, "deployment_tpot": 0.60, "deployment_ttft": 0.95}
 
 
 @dataclass(frozen=True, kw_only=True)
