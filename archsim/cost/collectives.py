@@ -87,8 +87,11 @@ def _flat(op: str, algorithm: str, nbytes: float, p: int, link: Link) -> tuple[f
 
 
 def price_collective(op: CollectiveOp, nbytes: float, group: int, hw: Hardware, *,
-                     algorithm: Algorithm = "auto", topology: Topology | None = None) -> CollectiveCost:
-    """Cost of collective ``op`` on ``nbytes`` per chip over ``group`` consecutive chips of ``hw``.
+                     algorithm: Algorithm = "auto", topology: Topology | None = None,
+                     stride: int = 1) -> CollectiveCost:
+    """Cost of collective ``op`` on ``nbytes`` per chip over ``group`` chips of ``hw``, ``stride`` ranks apart
+    (1: consecutive; a context- or data-parallel group sits ``tp`` ranks apart, since tensor parallelism takes
+    the consecutive chips of a node).
 
     ``algorithm``: ``ring`` / ``tree`` / ``direct`` run flat over the slowest link the group spans;
     ``hierarchical`` runs the intra-node phase on the scale-up fabric and the inter-node phase on
@@ -103,8 +106,10 @@ def price_collective(op: CollectiveOp, nbytes: float, group: int, hw: Hardware, 
         raise ConfigError(None, "collective.bytes", "a finite byte count >= 0", nbytes)
     if not isinstance(group, int) or isinstance(group, bool) or group < 1:
         raise ConfigError(None, "collective.group", "a positive whole number of chips", group)
-    topo = topology or topology_for(hw, group)
-    span = topo.span(group)
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise ConfigError(None, "collective.stride", "a positive whole number of ranks", stride)
+    topo = topology or topology_for(hw, (group - 1) * stride + 1)
+    span = topo.span(group, stride)
     if op == "p2p":
         link = topo.scale_out if span.crosses_nodes else topo.scale_up
         return _make(op, "direct", nbytes, group, *_flat(op, "direct", nbytes, 2, link), link is topo.scale_out, topo)
@@ -112,7 +117,8 @@ def price_collective(op: CollectiveOp, nbytes: float, group: int, hw: Hardware, 
         candidates = ["ring", "tree"] if op == "all_reduce" else ["ring"]
         if span.crosses_nodes and span.per_node > 1:
             candidates.append("hierarchical")
-        costs = [price_collective(op, nbytes, group, hw, algorithm=a, topology=topo) for a in candidates]
+        costs = [price_collective(op, nbytes, group, hw, algorithm=a, topology=topo, stride=stride)
+                 for a in candidates]
         return min(costs, key=lambda c: c.time_s)
     if algorithm == "hierarchical" and span.crosses_nodes:
         return _hierarchical(op, nbytes, span.per_node, span.nodes, topo)

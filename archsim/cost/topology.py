@@ -66,11 +66,16 @@ class Topology:
         self._check_rank(rank)
         return rank % self.chips_per_node
 
-    def span(self, group: int) -> GroupSpan:
-        """How a group of ``group`` consecutive ranks spreads over nodes."""
-        if not isinstance(group, int) or group < 1 or group > self.chips:
-            raise ConfigError(None, "group", f"a group size between 1 and {self.chips} chips", group)
-        per_node = min(group, self.chips_per_node)
+    def span(self, group: int, stride: int = 1) -> GroupSpan:
+        """How a group of ``group`` ranks ``stride`` apart (1: consecutive) spreads over nodes. A stride of a node
+        or more puts every member on its own node; a smaller one (a divisor of the node, as tp is) puts
+        node // stride members on each node."""
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+            raise ConfigError(None, "stride", "a positive whole number of ranks", stride)
+        if not isinstance(group, int) or group < 1 or (group - 1) * stride + 1 > self.chips:
+            raise ConfigError(None, "group", f"a group whose members ({stride} apart) lie within {self.chips} chips",
+                              group)
+        per_node = min(group, max(1, self.chips_per_node // stride))
         return GroupSpan(size=group, per_node=per_node, nodes=ceil(group / per_node))
 
     def scale_up_hops(self, a: int, b: int) -> int:

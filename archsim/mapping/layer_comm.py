@@ -103,11 +103,12 @@ def layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Pr
 
 def _cp_kv_exchange(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, tokens: int) -> float:
     """Ring attention: every chip's K/V (MLA: the latent + rope key) visits the other cp - 1 chips, the bytes of
-    an all-gather of the layer's whole K/V over the cp group."""
+    an all-gather of the layer's whole K/V over the cp group, whose members sit tp ranks apart (tp takes the
+    consecutive chips of a node)."""
     per_token = kv_elements_per_token_per_layer(model) * precision.kv_cache.bytes
     if model.attention_kind != "mla":
         per_token /= par.tp
-    return price_collective("all_gather", tokens * per_token, par.cp, hw).time_s
+    return price_collective("all_gather", tokens * per_token, par.cp, hw, stride=par.tp).time_s
 
 
 def dispatch_dtype(precision: Precision):

@@ -434,14 +434,15 @@ def _lora_params(model: ModelConfig, par: Parallelism, setup: TrainingSetup) -> 
 
 def _dp_and_optimizer(hw, par, setup, trained_params: float) -> tuple[float, float]:
     """ZeRO-1/2: reduce-scatter the gradients and all-gather the updated weights over the DP replicas;
-    then the optimizer reads and writes its shard of master weights, moments and gradients (HBM-bound)."""
+    then the optimizer reads and writes its shard of master weights, moments and gradients (HBM-bound). A chip's
+    replicas sit tp ranks apart (tp takes the consecutive chips of a node)."""
     tb = training_bytes(setup)
     replicas = par.dp * par.cp
     sync = 0.0
     if replicas > 1:
         grad_bytes = trained_params * tb.gradients
-        sync = price_collective("reduce_scatter", grad_bytes, replicas, hw).time_s \
-            + price_collective("all_gather", trained_params * tb.weights, replicas, hw).time_s
+        sync = price_collective("reduce_scatter", grad_bytes, replicas, hw, stride=par.tp).time_s \
+            + price_collective("all_gather", trained_params * tb.weights, replicas, hw, stride=par.tp).time_s
     shard = trained_params / (replicas if par.zero_stage >= 1 else 1)
     opt = 2 * shard * (tb.optimizer + tb.gradients + tb.weights) / ChipRates.of(hw).main_bytes_per_s
     return sync, opt

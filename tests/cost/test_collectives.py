@@ -146,6 +146,19 @@ def test_expected_nodes_hit_without_group_limit():
         expected_nodes_hit(topk=8, n_experts=256, nodes=8)
 
 
+def test_strided_group_crosses_nodes():
+    """Two chips 8 ranks apart on 8-chip nodes are on two nodes: a ring all-gather of 1 MiB per chip crosses the
+    scale-out link (one step of 1 MiB), where two consecutive chips stay on NVLink."""
+    hw = make_hw()
+    far = price_collective("all_gather", 2 ** 21, 2, hw, stride=8)
+    near = price_collective("all_gather", 2 ** 21, 2, hw)
+    assert far.scale_out_bytes == 2 ** 20 and far.scale_up_bytes == 0
+    assert near.scale_up_bytes == 2 ** 20 and near.scale_out_bytes == 0
+    assert far.time_s > near.time_s
+    with pytest.raises(ConfigError):
+        price_collective("all_gather", 1.0, 2, hw, stride=0)
+
+
 def test_groups_spanning_several_nodes_two_nodes_per_group():
     # 4 groups over 8 nodes, top-2 groups: node hit iff its group is selected (1/2) and one of its 32
     # experts is among the 8 drawn from 2*64 = 128

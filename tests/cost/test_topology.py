@@ -15,6 +15,21 @@ def test_counts_and_spans():
     assert topo.node_of(17) == 2 and topo.rail_of(17) == 1
 
 
+def test_strided_groups():
+    """A group of ranks ``stride`` apart (CP / DP beside TP): 8-chip nodes; stride 8 puts every member on its own
+    node, stride 2 puts 4 members on each node, stride 1 is the consecutive group."""
+    topo = build_topology(make_hw(), nodes=4)
+    assert (topo.span(2, stride=8).per_node, topo.span(2, stride=8).nodes) == (1, 2)
+    assert (topo.span(4, stride=8).per_node, topo.span(4, stride=8).nodes) == (1, 4)
+    assert (topo.span(8, stride=2).per_node, topo.span(8, stride=2).nodes) == (4, 2)
+    assert not topo.span(4, stride=2).crosses_nodes
+    assert topo.span(8, stride=1) == topo.span(8)
+    with pytest.raises(ConfigError):
+        topo.span(5, stride=8)  # ranks 0..32 do not lie within 32 chips
+    with pytest.raises(ConfigError):
+        topo.span(2, stride=0)
+
+
 def test_paths_are_rail_aligned():
     hw = make_hw()
     topo = build_topology(hw, nodes=2)

@@ -500,13 +500,9 @@ def test_worst_stage_is_the_last_when_the_head_dominates(llama, h200):
     assert b.comm_by_kind["tp_all_reduce"] == pytest.approx(15 * 2 * ar, rel=REL)
 
 
-# --- known bug (reported to the lead; xfail until fixed) -------------------------------------------------------
+# --- groups strided by tp cross nodes (found by these tests; fixed with price_collective(stride=)) -----------
 
 
-@pytest.mark.xfail(strict=True, reason="mapping/layer_comm.py _cp_kv_exchange prices the CP group as cp consecutive "
-                   "chips (NVLink), but with TP8 x CP2 on 8-chip nodes a chip's CP peer is 8 ranks away, on the "
-                   "other node: the K/V exchange crosses InfiniBand (TP groups are priced as consecutive chips, so "
-                   "CP must be strided by tp)")
 def test_cp_exchange_across_nodes_when_tp_fills_the_node(llama, h200):
     """Llama prefill of one 8192-token prompt on TP8 x CP2 = 16 chips. The TP all-reduce is priced on the 8
     consecutive chips of a node, so the two CP ranks of a chip sit on different nodes: the ring passes 8192 tokens x

@@ -319,13 +319,9 @@ def test_in_flight_micro_batches():
     assert in_flight_micro_batches(s, 1, 64) == 1
 
 
-# --- known bug (reported to the lead; xfail until fixed) -------------------------------------------------------
+# --- groups strided by tp cross nodes (found by these tests; fixed with price_collective(stride=)) -----------
 
 
-@pytest.mark.xfail(strict=True, reason="mapping/training.py _dp_and_optimizer prices the ZeRO reduce-scatter and "
-                   "all-gather over dp x cp consecutive chips, but DP replicas are tp x cp ranks apart: with TP8 x DP2 "
-                   "on 8-chip nodes the two replicas sit on different nodes and the sync crosses InfiniBand, not "
-                   "NVLink")
 def test_dp_sync_crosses_nodes_when_tp_fills_the_node(llama, h200):
     """A 4-layer Llama on TP8 x DP2 (16 chips): each rank holds n / 8 of the tensor-split parameters (norms whole);
     its 2-replica reduce-scatter of 2 B gradients and all-gather of 2 B weights are one step of half the buffer
