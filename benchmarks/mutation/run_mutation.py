@@ -364,6 +364,9 @@ def main(argv=None) -> int:
     ap.add_argument("--equivalent", default=str(HERE / "equivalent.txt"))
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--only", nargs="*", default=[], help="run only mutants whose key contains one of these")
+    ap.add_argument("--rerun-survivors", default=None, metavar="REPORT.json",
+                    help="re-run only the survivors of an earlier report (same sample); the new report keeps its "
+                         "killed mutants and their outcomes")
     args = ap.parse_args(argv)
 
     files = []
@@ -386,6 +389,15 @@ def main(argv=None) -> int:
     if args.max_mutants and len(chosen) > args.max_mutants:
         chosen = sorted(sorted(chosen, key=lambda x: _sample_rank(x[0], args.seed, occurrence))[:args.max_mutants],
                         key=lambda x: (x[0].path, x[0].line, x[0].col))
+    previous = {}
+    if args.rerun_survivors:
+        previous = {r["key"]: r for r in json.loads(Path(args.rerun_survivors).read_text())["mutants"]}
+        again = {k for k, r in previous.items() if r["outcome"] in ("survived", "uncovered")}
+        chosen = [x for x in all_mutants if x[0].key in again]
+        missing = again - {x[0].key for x in chosen}
+        if missing:
+            print(f"{len(missing)} survivors of the earlier report no longer exist as such (code changed): "
+                  f"counted as they were", file=sys.stderr)
     before = _digest(files)
 
     scratch = Path(tempfile.mkdtemp(prefix="archsim-mutation-"))
@@ -480,6 +492,11 @@ def main(argv=None) -> int:
 
     equivalent = _read_equivalent(Path(args.equivalent))
     rows = []
+    for key, r in previous.items():  # the earlier report's mutants not re-run keep their outcome
+        if key not in outcomes:
+            meta.setdefault(key, Mutant(**{f: r[f] for f in ("path", "line", "col", "end_line", "operator",
+                                                             "original", "replacement")}))
+            outcomes[key] = (r["outcome"], r["seconds"], r["tests"])
     for key, (outcome, secs, n) in outcomes.items():
         m = meta[key]
         status = outcome
@@ -492,7 +509,8 @@ def main(argv=None) -> int:
     equiv = sum(1 for r in rows if r["status"] == "equivalent")
     survived = tried - killed - equiv
     rate = killed / (tried - equiv) if tried > equiv else 1.0
-    summary = {"mutants_total": len(all_mutants), "sampled": len(chosen), "tried": tried, "killed": killed,
+    sampled = len(previous) if previous else len(chosen)
+    summary = {"mutants_total": len(all_mutants), "sampled": sampled, "tried": tried, "killed": killed,
                "survived": survived, "equivalent": equiv, "kill_rate": rate,
                "kill_rate_without_equivalents_excluded": killed / tried if tried else 1.0,
                "tests": args.tests, "exclude_tests": args.exclude_tests, "seed": args.seed,
@@ -501,7 +519,8 @@ def main(argv=None) -> int:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".json").write_text(json.dumps({"summary": summary, "mutants": rows}, indent=1))
     lines = [f"# Mutation run over {', '.join(args.paths)}", "",
-             f"- mutants in the code: {len(all_mutants)}; sampled {len(chosen)} (seed {args.seed}); tried {tried}",
+             f"- mutants in the code: {len(all_mutants)}; sampled {sampled} (seed {args.seed}); tried {tried}"
+             + (f" (survivors of {args.rerun_survivors} re-run: {len(chosen)})" if previous else ""),
              f"- killed {killed}, survived {survived}, equivalent {equiv}",
              f"- kill rate (killed / (tried - equivalent)): {rate:.1%}",
              f"- tests: {' '.join(args.tests)}" + (f" (excluding ids containing {args.exclude_tests})"
