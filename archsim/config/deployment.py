@@ -88,18 +88,14 @@ def deployment_from_section(s: Section) -> DeploymentSpec:
 
 def _pool(s: Section, role: str) -> PoolSpec:
     degrees = {name: _int_or_auto(s, name) for name in DEGREES}
-    ep_alias = _int_or_auto(s, "ep")
-    if ep_alias is not None:
-        if degrees["moe_ep"] is not None and degrees["moe_ep"] != ep_alias:
-            raise ConfigError(s.file, s.child_path("ep"), f"equal to moe_ep ({degrees['moe_ep']}) when both are "
-                              "given (ep is its alias)", ep_alias)
-        degrees["moe_ep"] = ep_alias
-    dp_alias = _int_or_auto(s, "dp")
-    if dp_alias is not None:
-        if degrees["attn_dp"] is not None and degrees["attn_dp"] != dp_alias:
-            raise ConfigError(s.file, s.child_path("dp"), f"equal to attn_dp ({degrees['attn_dp']}) when both are "
-                              "given (dp is its alias)", dp_alias)
-        degrees["attn_dp"] = dp_alias
+    for alias, name in (("ep", "moe_ep"), ("dp", "attn_dp")):
+        value = _int_or_auto(s, alias)
+        if value is None:
+            continue
+        if degrees[name] is not None and degrees[name] != value:
+            raise ConfigError(s.file, s.child_path(alias), f"equal to {name} ({degrees[name]}) when both are "
+                              f"given ({alias} is its alias)", value)
+        degrees[name] = value
     spec = PoolSpec(role=role, devices=_int_or_auto(s, "devices"), **degrees,
                     redundant_experts=s.int("redundant_experts", minimum=0, default=0),
                     instances=s.int("instances", minimum=1, default=1), batch=s.int("batch", minimum=1, default=None))

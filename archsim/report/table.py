@@ -12,6 +12,11 @@ def _count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _plural(n: int, word: str, ending: str) -> str:
+    """``n word`` with the plural ending when n > 1."""
+    return f"{n} {word}{ending if n > 1 else ''}"
+
+
 def _rows(title: str, rows: list[tuple[str, str]]) -> list[str]:
     width = max(len(k) for k, _ in rows)
     return [title] + [f"  {k.ljust(width)}  {v}" for k, v in rows] + [""]
@@ -73,14 +78,14 @@ def format_report(r: Report) -> str:
         return "\n".join(out) + "\n"
     p, dec, e = r.prefill, r.decode, r.energy
     if p is not None:
-        out += _rows(f"Prefill ({p.forwards} forward{'s' if p.forwards > 1 else ''}, {p.micro_batches} "
-                     f"micro-batch{'es' if p.micro_batches > 1 else ''})", [
+        out += _rows(f"Prefill ({_plural(p.forwards, 'forward', 's')}, "
+                     f"{_plural(p.micro_batches, 'micro-batch', 'es')})", [
             ("latency", format_quantity(p.latency_s, "time_s")),
             ("tokens/s (instance / device)", f"{p.tokens_per_s:,.0f} / {p.tokens_per_s_per_device:,.0f}"),
         ] + _phase_rows(p))
     if dec is not None:
-        out += _rows(f"Decode (step at context {dec.context:,}, {dec.micro_batches} "
-                     f"micro-batch{'es' if dec.micro_batches > 1 else ''})", [
+        out += _rows(f"Decode (step at context {dec.context:,}, "
+                     f"{_plural(dec.micro_batches, 'micro-batch', 'es')})", [
             ("time per output token", format_quantity(dec.tpot_s, "time_s")),
             ("tokens/s (instance / device)", f"{dec.tokens_per_s:,.1f} / {dec.tokens_per_s_per_device:,.1f}"),
         ] + _phase_rows(dec))
