@@ -173,3 +173,158 @@ def test_layout_flags_need_a_one_pool_deployment(h800):
     wl = load_workload(REPO / "workloads/deepseek_v3.yaml")
     with pytest.raises(ConfigError, match="one-pool"):
         resolve_deployment(wl, h800, deployment=REPO / "deployments/deepseek_v3_h800_1p3d.yaml", tp=2)
+
+
+def test_busiest_rank_with_zero_load_slots():
+    """Expert 0 takes every token (p = 1), the others none: rank 0 (experts 0 and 1) always receives all 4 tokens,
+    so E[max] = 4 exactly and the hottest slot holds them; no token, no work (one entry per slot)."""
+    from archsim.graph.expert_load import ExpertLoad
+    from archsim.mapping.experts import busiest_rank_work, place_experts
+    load = ExpertLoad(kind="measured", probs=(1.0, 0.0, 0.0, 0.0), k=1)
+    p = place_experts(load, 2)
+    w = busiest_rank_work(load, p, 4)
+    assert w.tokens == pytest.approx(4.0, rel=1e-12) and w.tokens_per_slot == pytest.approx((4.0, 0.0))
+    assert busiest_rank_work(load, p, 0).tokens_per_slot == (0.0, 0.0)
+
+
+def test_expected_max_of_a_point_mass_on_the_grid():
+    """A normal law of variance 0 is its mean, also where the integration grid hits the mean exactly (3.0 on
+    linspace(0, 4, 4001))."""
+    from archsim.mapping.experts import expected_max
+    assert expected_max([("normal", 3.0, 0.0)]) == pytest.approx(3.0, rel=1e-3)
+
+
+def test_zero_length_cycle_is_a_config_error():
+    with pytest.raises(ConfigError):
+        list_schedule([Task("A", "comm", 0.0, ("B",)), Task("B", "comm", 0.0, ("A",)), Task("C", "compute", 1.0)])
+
+
+def test_bad_degrees_and_batches_are_config_errors(llama, h200):
+    for bad in (0, True, -1, 1.5):
+        with pytest.raises(ConfigError):
+            plan_layout(llama, h200, devices=8, batch=1, prompt_len=8, output_len=1, precision=BF16, tp=bad)
+        with pytest.raises(ConfigError):
+            plan_layout(llama, h200, devices=8, batch=bad, prompt_len=8, output_len=1, precision=BF16)
+        with pytest.raises(ConfigError):
+            price_phase(llama, h200, Parallelism(tp=8), BF16, phase="prefill", batch=1, length=8, prefill_chunk=bad)
+
+
+def test_schedule_validation():
+    from archsim.mapping.pipeline import dualpipe, interleaved_1f1b
+    with pytest.raises(ConfigError):
+        interleaved_1f1b(4, 6, 2)       # micro-batches not a multiple of pp
+    with pytest.raises(ConfigError):
+        interleaved_1f1b(4, 8, 0)
+    with pytest.raises(ConfigError):
+        dualpipe(4, 6)                  # fewer than 2 pp micro-batches
+    with pytest.raises(ConfigError):
+        dualpipe(3, 12)                 # odd pp
+
+
+def test_interleaved_schedule_by_hand():
+    """PP2, 4 micro-batches, 2 chunks: forwards visit chunks in groups of pp = 2 (chunk (k // 2) % 2), backwards in
+    reverse chunk order; rank r warms up with (pp - r - 1) x 2 + (chunks - 1) x pp forwards (4 and 2)."""
+    from archsim.mapping.pipeline import interleaved_1f1b
+
+    def text(ops):
+        return " ".join(f"{o.kind}{o.chunk}" for o in ops)
+
+    r0, r1 = interleaved_1f1b(2, 4, 2)
+    assert text(r0) == "F0 F0 F1 F1 F0 B1 F0 B1 F1 B0 F1 B0 B1 B1 B0 B0"
+    assert text(r1) == "F0 F0 F1 B1 F1 B1 F0 B0 F0 B0 F1 B1 F1 B1 B0 B0"
+
+
+def test_dualpipe_splits_on_deeper_ranks():
+    """PP6, 12 micro-batches: every rank runs 12 forwards and 12 backwards, and each split backward's weight
+    gradient runs as a W (ranks 2 and 3 have h = 2: their first cooldown pair stays whole)."""
+    from archsim.mapping.pipeline import dualpipe
+    for r, ops in enumerate(dualpipe(6, 12)):
+        kinds = [o.kind for o in ops]
+        assert kinds.count("F") + kinds.count("FB") == 12 and kinds.count("B") + kinds.count("FB") == 12
+        assert kinds.count("W") == sum(1 for o in ops if o.kind == "B" and o.split)
+    r2 = dualpipe(6, 12)[2]
+    cooldown = [o for o in r2 if o.kind == "B"][-6:]
+    assert [o.split for o in cooldown] == [False, False, False, True, True, True]
+
+
+def test_tp_must_divide_the_heads_even_with_shared_experts(dsv3, h200):
+    """A MoE model with 12 heads: TP8 does not divide them, whatever the shared expert's width allows."""
+    model = replace(dsv3, num_attention_heads=12)
+    assert {p.tp for p in enumerate_layouts(model, h200, 8)} == {1, 2, 4}
+
+
+def test_long_prompt_layouts_keep_the_device_count(llama, h200):
+    layouts = list(enumerate_layouts(llama, h200, 16, long_prompt=True))
+    assert all(p.devices == 16 for p in layouts) and {p.cp for p in layouts} == {1, 2, 4, 8}
+
+
+def test_plan_progress_is_reported(llama, h200):
+    model = replace(llama, num_hidden_layers=4)
+    seen = []
+    res = search_inference(model, h200, devices=2, prompt_len=64, output_len=8, precision=BF16, batches=[2],
+                           progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(i + 1, res.searched) for i in range(res.searched)]
+
+
+def test_training_search_by_latency(llama, h200):
+    from archsim.mapping.plan import search_training
+    model = replace(llama, num_hidden_layers=4)
+    res = search_training(model, h200, devices=8, seq_len=512, global_batch=8, objective="latency",
+                          progress=lambda i, n: None)
+    steps = [p.metrics["step_time_s"] for p in res.plans]
+    assert res.plans and steps == sorted(steps)
+
+
+def test_pipeline_send_of_a_two_sequence_micro_batch(llama, h200):
+    """1F1B on TP4 x PP2 with 2 sequences a micro-batch: each crossing sends 2 x 1024 x 16384 x 2 B over NVLink."""
+    model = replace(llama, num_hidden_layers=4)
+    est = estimate_training(model, h200, Parallelism(tp=4, pp=2, micro_batches=2),
+                            TrainingSetup(seq_len=1024, global_batch=4))
+    b = est.breakdown
+    comm = b["forward_communication_per_micro_batch"]
+    f = b["forward_compute_per_micro_batch"] + comm
+    bwd = b["backward_compute_per_micro_batch"] + comm
+    up = h200.node.scale_up
+    p2p = up.latency_s + 2 * 1024 * 16384 * 2 / (up.bandwidth_bytes_per_s * up.achievable_fraction)
+    assert b["bubble"] == pytest.approx((f + bwd) + 2 * p2p, rel=1e-9)
+
+
+def test_dualpipe_rank_communication_is_the_mean_of_its_two_stages(llama, h200):
+    """DualPipe on TP2 x PP4 over 4 layers + head: the bottleneck rank holds stage 0 (layer 0) and stage 3 (layer 3
+    and the head), one decoder layer each: (2 + 2) / 2 all-reduces of 512 x 16384 x 2 B over TP2 per micro-batch."""
+    from math import ceil, log2
+    model = replace(llama, num_hidden_layers=4)
+    est = estimate_training(model, h200, Parallelism(tp=2, pp=4, micro_batches=8),
+                            TrainingSetup(seq_len=512, global_batch=8, schedule="dualpipe"))
+    assert est.breakdown["stage_layers"] == "layer 0..layer 0 + layer 3..head"
+    up = h200.node.scale_up
+    m, p = 512 * 16384 * 2, 2
+    steps = 2 * ceil(log2(p))
+    ar = steps * (up.latency_s + 2 * (p - 1) / p * m / steps / (up.bandwidth_bytes_per_s * up.achievable_fraction))
+    assert est.breakdown["forward_communication_per_micro_batch"] == pytest.approx((2 * ar + 2 * ar) / 2, rel=1e-9)
+
+
+def test_tied_embeddings_count_once(llama):
+    from archsim.mapping.weights import model_elements
+    tied = replace(llama, tie_word_embeddings=True)
+    assert model_elements(llama) - model_elements(tied) == 128256 * 16384
+
+
+def test_dsv3_attention_and_norm_bytes_in_fp8(dsv3):
+    """One DeepSeek-V3 layer's attention on TP1 in FP8: each matrix [out, in] stores out x in bytes plus a float32
+    scale per 128 x 128 block (ceil on both sides); the q_a and kv_a norms (1536 and 512 values) stay BF16. The norms
+    of a stage: 2 x 7168 a layer, plus the final norm on the last stage, BF16."""
+    from math import ceil
+    from archsim.mapping.weights import layer_weight_bytes, stage_weight_bytes
+
+    def fp8(out, inp):
+        return out * inp + ceil(out / 128) * ceil(inp / 128) * 4
+
+    h = 7168
+    attention = (fp8(1536, h) + fp8(128 * 192, 1536) + fp8(576, h) + fp8(128 * 256, 512) + fp8(h, 128 * 128)
+                 + (1536 + 512) * 2)
+    got = layer_weight_bytes(dsv3, 5, FP8)
+    assert got["attention"] == attention
+    assert got["norms"] == 2 * h * 2
+    last = stage_weight_bytes(dsv3, FP8, tp=1, ep=1, layers=range(59, 61), first=False, last=True)
+    assert last["norms"] == (2 * 2 * h + h) * 2
