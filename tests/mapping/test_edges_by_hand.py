@@ -273,6 +273,8 @@ def test_training_search_by_latency(llama, h200):
                           progress=lambda i, n: None)
     steps = [p.metrics["step_time_s"] for p in res.plans]
     assert res.plans and steps == sorted(steps)
+    # DualPipe needs an even pipeline, pp = 2 included (with at least 2 pp micro-batches)
+    assert any(p.extra["schedule"] == "dualpipe" and p.parallelism.pp == 2 for p in res.plans)
 
 
 def test_pipeline_send_of_a_two_sequence_micro_batch(llama, h200):
