@@ -77,6 +77,10 @@ def test_deployment_flops_count_every_busy_replica(small, h200):
     assert b.flops_per_device == pytest.approx(two.flops_per_device, rel=1e-12)
     assert b.deployment_flops == pytest.approx(2 * two.deployment_flops + 2 * one.deployment_flops, rel=1e-12)
     assert b.busy_replicas == 4
+    assert b.deployment_main_bytes == pytest.approx(2 * two.deployment_main_bytes + 2 * one.deployment_main_bytes,
+                                                    rel=1e-12)
+    assert b.deployment_dynamic_energy_j == pytest.approx(
+        2 * two.deployment_dynamic_energy_j + 2 * one.deployment_dynamic_energy_j, rel=1e-12)
     b3 = price_phase(small, h200, Parallelism(dp=4, micro_batches=1), BF16, batch=3, **kw)
     assert b3.deployment_flops == pytest.approx(3 * one.deployment_flops, rel=1e-12) and b3.busy_replicas == 3
     # with TP1 the deployment's FLOPs on one replica are the device's

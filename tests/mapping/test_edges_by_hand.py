@@ -143,6 +143,8 @@ def test_smallest_training_layout(llama, h200):
     assert (fixed.dp, fixed.pp, fixed.micro_batches) == (2, 1, 4)
     with pytest.raises(ConfigError):
         smallest_training_layout(model, h200, setup, 16, dp=3)
+    with pytest.raises(ConfigError):  # tp x cp = 8 does not divide 12 devices
+        smallest_training_layout(model, h200, setup, 12, tp=4, cp=2)
 
 
 def test_min_max_partition_against_brute_force():
@@ -253,9 +255,12 @@ def test_tp_must_divide_the_heads_even_with_shared_experts(dsv3, h200):
     assert {p.tp for p in enumerate_layouts(model, h200, 8)} == {1, 2, 4}
 
 
-def test_long_prompt_layouts_keep_the_device_count(llama, h200):
+def test_long_prompt_layouts_keep_the_device_count(llama, dsv3, h200):
     layouts = list(enumerate_layouts(llama, h200, 16, long_prompt=True))
     assert all(p.devices == 16 for p in layouts) and {p.cp for p in layouts} == {1, 2, 4, 8}
+    # a MoE group may span the CP ranks of a stage: CP2 x DP8 on 16 chips with EP16
+    moe = list(enumerate_layouts(dsv3, h200, 16, long_prompt=True))
+    assert any((p.cp, p.dp, p.ep, p.pp) == (2, 8, 16, 1) for p in moe)
 
 
 def test_plan_progress_is_reported(llama, h200):
@@ -269,8 +274,10 @@ def test_plan_progress_is_reported(llama, h200):
 def test_training_search_by_latency(llama, h200):
     from archsim.mapping.plan import search_training
     model = replace(llama, num_hidden_layers=4)
+    seen = []
     res = search_training(model, h200, devices=8, seq_len=512, global_batch=8, objective="latency",
-                          progress=lambda i, n: None)
+                          progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(i + 1, res.searched) for i in range(res.searched)]
     steps = [p.metrics["step_time_s"] for p in res.plans]
     assert res.plans and steps == sorted(steps)
     # DualPipe needs an even pipeline, pp = 2 included (with at least 2 pp micro-batches)
