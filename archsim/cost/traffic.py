@@ -89,11 +89,9 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
         return TiledTraffic(hbm=op.bytes, l2=max(tiled, op.bytes), shared=tiled)
     tiled = flash_hbm_bytes(**kwargs)
     kv_per_head = kv_len * (d_qk + d_v) * elem
-    hbm = tiled
-    if kv_per_head <= geom.l2_bytes:
-        group = heads_q // heads_kv
-        hbm = batch * heads_kv * (q_len * group + kv_len) * (d_qk + d_v) * elem
-    return TiledTraffic(hbm=max(hbm, op.bytes), l2=tiled, shared=tiled)
+    # K and V of one head in L2: HBM sees Q, K, V and O once, the op's operand bytes
+    hbm = op.bytes if kv_per_head <= geom.l2_bytes else max(tiled, op.bytes)
+    return TiledTraffic(hbm=hbm, l2=tiled, shared=tiled)
 
 
 def op_work(op: Op, geom: Geometry, *, attention: str = "flash") -> OpWork:
