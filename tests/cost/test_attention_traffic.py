@@ -1,5 +1,12 @@
 """Attention traffic models against hand counts (docs/counting.md "Attention traffic model")."""
+from pathlib import Path
+
+from archsim.config.workload import load_workload
 from archsim.cost.attention_traffic import flash_hbm_bytes, flash_tiles, naive_hbm_bytes
+from archsim.cost.geometry import Geometry
+from archsim.cost.traffic import attention_traffic
+from archsim.graph.build import build_prefill
+from archsim.graph.precision import precision_from_names
 
 
 def test_flash_tiles_follow_algorithm_1():
@@ -63,3 +70,29 @@ def test_shared_kv_reads_each_key_row_once_by_hand():
     assert flash_hbm_bytes(**args, causal=False, shared_kv=True) == 16 + 8 + 32
     assert flash_hbm_bytes(**args, causal=False) == 16 + 8 + 32 + 16
     assert flash_tiles(32, 2, 1, 2, shared_kv=True) == (2, 2)
+
+
+def _gqa_prefill_attention(prompt: int):
+    """Layer 0's attention of a one-sequence Llama-3.1-405B prefill (128 query heads over 8 KV heads of 128)."""
+    model = load_workload(Path(__file__).resolve().parents[2] / "workloads/llama3_405b.yaml").model
+    graph = build_prefill(model, batch=1, prompt_len=prompt, precision=precision_from_names("bf16"))
+    return next(graph.nodes[n]["op"] for n in graph.nodes if graph.nodes[n]["op"].kind == "attention")
+
+
+def test_flash_kv_in_l2_moves_compulsory_bytes_else_every_reread(h100):
+    """One KV head's K and V: kv_len x (128 + 128) x 2 B. At 4,096 tokens (2 MiB) they stay in the H100's 50 MB
+    L2, so HBM sees Q, K, V and O once (the op's operand bytes); at 131,072 tokens (64 MiB) they do not, and HBM
+    sees every query tile's re-read (flash_hbm_bytes)."""
+    geom = Geometry.of(h100)
+    short, long_ = _gqa_prefill_attention(4096), _gqa_prefill_attention(131072)
+    a = short.attrs
+    assert a["kv_len"] * (a["d_qk"] + a["d_v"]) * 2 <= geom.l2_bytes
+    assert attention_traffic(short, geom, "flash").hbm == short.bytes
+    # Q, K, V and O once: 4096 x (128 x 128 + 2 x 8 x 128 + 128 x 128) x 2 B
+    assert short.bytes == 4096 * (128 * 128 + 2 * 8 * 128 + 128 * 128) * 2
+    a = long_.attrs
+    assert a["kv_len"] * (a["d_qk"] + a["d_v"]) * 2 > geom.l2_bytes
+    rereads = flash_hbm_bytes(batch=1, q_len=131072, kv_len=131072, heads_q=128, heads_kv=8, d_qk=128, d_v=128,
+                              elem_bytes=2, sram_bytes=geom.sram_per_sm_bytes, causal=True)
+    assert attention_traffic(long_, geom, "flash").hbm == rereads
+    assert rereads > 10 * long_.bytes

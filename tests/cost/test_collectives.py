@@ -99,6 +99,27 @@ def test_hierarchical_all_reduce_phases():
     assert price_collective("all_reduce", m, 32, hw).algorithm == "hierarchical"
 
 
+def test_hierarchical_all_gather_and_all_to_all_by_hand():
+    """32 chips as 4 nodes x 8, m = 64 MB per chip, with link latencies (NVLink 3.33 us at 160 GB/s achieved, IB
+    3.7 us at 42.5 GB/s). All-gather: 7 ring steps of m/8 in the node, then 3 steps of m/32 on each rail (the
+    rails carry m/8 each). All-to-all: the 3/4 of the buffer bound for other nodes goes out on the rails (3 steps of
+    3m/16) while the 1/4 for the own node crosses NVLink (7 steps of m/32); the slower side sets each term."""
+    hw = make_hw()
+    m, per_node, nodes = 64e6, 8, 4
+    a_up, b_up = 3.33e-6, 200 * GB * 0.8
+    a_out, b_out = 3.7e-6, 50 * GB * 0.85
+    ag = price_collective("all_gather", m, per_node * nodes, hw, algorithm="hierarchical")
+    assert ag.time_s == pytest.approx(7 * (a_up + m / 8 / b_up) + 3 * (a_out + m / 32 / b_out), rel=1e-12)
+    assert ag.scale_up_bytes == pytest.approx(7 * m / 8) and ag.scale_out_bytes == pytest.approx(3 * m / 32)
+    assert ag.steps == 10
+    a2a = price_collective("all_to_all", m, per_node * nodes, hw, algorithm="hierarchical")
+    latency = max(3 * a_out, 7 * a_up)
+    transfer = max(3 * (3 * m / 16) / b_out, 7 * (m / 32) / b_up)
+    assert a2a.time_s == pytest.approx(latency + transfer, rel=1e-12)
+    assert a2a.scale_out_bytes == pytest.approx(9 * m / 16) and a2a.scale_up_bytes == pytest.approx(7 * m / 32)
+    assert a2a.steps == 7
+
+
 def test_message_size_efficiency_is_hockney():
     hw = make_hw(n_half=1e6)
     link = hw.node.scale_out

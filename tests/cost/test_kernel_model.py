@@ -283,3 +283,16 @@ def test_moe_with_few_tokens_prices_only_the_experts_they_can_touch() -> None:
     assert many.detail["distinct_experts"] == 32 and many.detail["tokens_per_expert"] == 1024
     up = grouped_gemm_time("h100", groups=32, m=1024, n=4096, k=7168, dtype="fp8")
     assert many.parts["up_s"] == pytest.approx(up.time_s, rel=1e-12)
+
+
+def test_kernel_flops_by_hand(h800) -> None:
+    """FLOPs the kernel API reports: a grouped GEMM 2 x groups x m x n x k; one MoE layer on one chip of EP8
+    (64 tokens a chip, top-8 of 256 experts): its 64 x 8 = 512 routed rows through the up-projection (n = 2 x 2048,
+    k = 7168), SwiGLU (5 FLOPs per element of 512 x 2048) and the down-projection (n = 7168, k = 2048)."""
+    g = grouped_gemm_time(h800, groups=4, m=256, n=4096, k=7168, dtype="fp8")
+    assert g.flops == 2.0 * 4 * 256 * 4096 * 7168
+    moe = moe_time(h800, tokens=64, hidden=7168, inter=2048, topk=8, experts=256, ep=8, dtype="fp8")
+    rows = 64 * 8
+    assert moe.detail["routed_rows"] == pytest.approx(rows, rel=1e-12)
+    expected = 2.0 * rows * (2 * 2048) * 7168 + 5.0 * rows * 2048 + 2.0 * rows * 7168 * 2048
+    assert moe.flops == pytest.approx(expected, rel=1e-12)
