@@ -4,7 +4,9 @@ Optional parts of ``archsim/config/hardware.py``. Derived rates of a photonic en
 computed here, in tested Python, from its physical fields (no derived numbers in YAML):
 - peak = 2 FLOP/MAC x crossbar_rows x crossbar_cols x wavelengths x cores x modulation_rate: a
   DOTA-style crossbar of rows x cols dot-product units, each summing ``wavelengths`` products per
-  cycle (Zhu et al., HPCA 2024; /work/shared/reference/whatif.md sec.1.2);
+  cycle (Zhu et al., "Lightening-Transformer: A Dynamically-operated Optically-interconnected Photonic
+  Transformer Accelerator", HPCA 2024, arXiv 2305.19533; DOTA-L core counts in the authors' simulator,
+  github.com/zhuhanqing/Lightening-Transformer hardware_simulator/params/device_params/Dota_L_8bit.yaml);
 - conversions per cycle and core: both operands are modulated every cycle, one DAC conversion per
   operand element, ``(rows + cols) x wavelengths``, and one ADC conversion per dot-product output,
   ``rows x cols``; dynamic energy per FLOP = conversion energy per cycle / FLOPs per cycle;
