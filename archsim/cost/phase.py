@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-import networkx as nx
 import numpy as np
 
 from archsim.config.hardware import Hardware
 from archsim.cost.opcost import OpCost
 from archsim.cost.work import GraphWork, WorkCost, extract_work, hardware_arrays, price_work
 from archsim.graph.op import Op
+
+if TYPE_CHECKING:
+    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
 
 TERA = 1e12  # SI prefix: TOPS/W = 1e12 FLOP/s per W
 
@@ -61,6 +63,7 @@ class PhaseCost:
 
 def graph_ops(graph: nx.DiGraph | Iterable[Op]) -> list[Op]:
     """Ops of a phase graph in topological order (or of a plain iterable of ops, as given)."""
+    import networkx as nx
     if isinstance(graph, nx.DiGraph):
         if graph.graph.get("build_order"):  # GraphBuilder: node order is already topological
             return [data["op"] for data in graph.nodes.values()]
@@ -73,6 +76,7 @@ def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: st
     """Price every op of ``graph`` on ``hw`` and sum the phase (see the module docstring). ``cuda_graph``: the
     step is replayed from a CUDA graph, so each kernel's launch floor is ``hw.graph_launch_s`` instead of
     ``kernel_launch``."""
+    import networkx as nx
     ops = graph_ops(graph)
     repeats = graph.graph.get("repeats") if isinstance(graph, nx.DiGraph) else None
     work = extract_work(ops, hw, attention=attention)

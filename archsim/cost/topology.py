@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
-from typing import Literal
-
-import networkx as nx
+from typing import TYPE_CHECKING, Literal
 
 from archsim.config.hardware import Hardware, Link
 from archsim.errors import ConfigError
+
+if TYPE_CHECKING:
+    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
 
 ScaleUp = Literal["switch", "ring", "torus"]
 
@@ -147,6 +148,7 @@ def to_networkx(topo: Topology, *, max_chips: int = 4096) -> nx.Graph:
     """Draw the topology. Up to ``max_chips`` chips: every chip, switch and rail. Larger systems:
     node 0 in full and one summary vertex per remaining node (attribute ``chips``), so the graph stays
     small. Edges carry ``bandwidth_bytes_per_s``, ``latency_s``, ``energy_j_per_bit`` and ``link``."""
+    import networkx as nx
     g = nx.Graph(nodes=topo.nodes, chips_per_node=topo.chips_per_node, summarised=topo.chips > max_chips)
     spine = "spine"
     if topo.nodes > 1:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Mapping
-
-import networkx as nx
+from typing import TYPE_CHECKING, Mapping
 
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
@@ -35,6 +33,9 @@ from archsim.graph.expert_load import ExpertLoad, RankWork, uniform_load
 from archsim.graph.op import EXPERT_LAYOUTS
 from archsim.graph.ops import GraphBuilder, operand
 from archsim.graph.precision import Precision, Shard
+
+if TYPE_CHECKING:
+    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
 
 
 @dataclass(kw_only=True)
