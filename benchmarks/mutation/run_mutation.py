@@ -520,7 +520,7 @@ def main(argv=None) -> int:
     report.with_suffix(".json").write_text(json.dumps({"summary": summary, "mutants": rows}, indent=1))
     lines = [f"# Mutation run over {', '.join(args.paths)}", "",
              f"- mutants in the code: {len(all_mutants)}; sampled {sampled} (seed {args.seed}); tried {tried}"
-             + (f" (survivors of {args.rerun_survivors} re-run: {len(chosen)})" if previous else ""),
+             + (f" (survivors of an earlier report, {Path(args.rerun_survivors).name}, re-run: {len(chosen)})" if previous else ""),
              f"- killed {killed}, survived {survived}, equivalent {equiv}",
              f"- kill rate (killed / (tried - equivalent)): {rate:.1%}",
              f"- tests: {' '.join(args.tests)}" + (f" (excluding ids containing {args.exclude_tests})"
