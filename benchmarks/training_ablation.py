@@ -26,16 +26,17 @@ from archsim.mapping.training import TrainingSetup, estimate_training, moe_chunk
 
 REPO = Path(__file__).resolve().parent.parent
 # the published run, as validation/deepseek_v3_system.yaml (dsv3_pretraining_tokens_per_gpu_s) states it
-# (DSV3-TR §3.2-3.3, published.md §2.1): PP16 x DP128, EP64, no TP, ZeRO-1, 120 micro-batches of one 4K
-# sequence, 20 communication SMs, MTP D=1, FP8 activation cache, MLA up-projections recomputed
+# (DeepSeek-V3 Technical Report, arXiv 2412.19437, §3.2-3.3 [V]): PP16 x DP128, EP64, no TP, ZeRO-1,
+# 120 micro-batches of one 4K sequence, 20 communication SMs, MTP D=1, FP8 activation cache, MLA
+# up-projections recomputed
 LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw", recompute="selective",
                       schedule="dualpipe", comm_sms=20, mtp=True, fp8_activation_cache=True,
                       recompute_projections=("q_b_proj", "kv_b_proj"))
 PUBLISHED_GPU_HOURS_PER_T = 180e3  # DSV3-TR: 180K H800 GPU-hours per trillion tokens [V]
 PUBLISHED_TOKENS_PER_GPU_S = 1543  # 1e12 / (180e3 GPU-h x 3600 s), DSV3-TR [D] (validation yaml)
-# profile-data train.json, one DualPipe F&B chunk pair of 4 MoE layers (published.md §2.3 [D]): stream busy
-# times, and the midpoints of the DeepEP internode call ranges (dispatch 3.1-4.6 ms, combine 5.8-6.5 ms)
+# deepseek-ai/profile-data train.json, one DualPipe F&B chunk pair of 4 MoE layers (trace parsed [D]): stream
+# busy times, and the midpoints of the DeepEP internode call ranges (dispatch 3.1-4.6 ms, combine 5.8-6.5 ms)
 PROFILE_COMPUTE_BUSY_S = 118.2e-3
 PROFILE_COMM_BUSY_S = 114.5e-3
 PROFILE_DISPATCH_S = (3.1e-3 + 4.6e-3) / 2

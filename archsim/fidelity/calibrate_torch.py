@@ -9,8 +9,8 @@ from pathlib import Path
 from archsim.errors import ConfigError
 from archsim.fidelity.calibrate import CalibratedField, Calibration, fit_ramp_and_bandwidth, write_outputs
 
-# copies from 64 MiB up exceed the L2 (50 MB on H100, ref published.md sec.4 [S]; 60 MiB on the H200, its
-# cudaDeviceProp.l2CacheSize [M], hardware/h200.yaml): HBM-bound
+# copies from 64 MiB up exceed the L2 (50 MB on H100, NVIDIA Hopper whitepaper / "NVIDIA Hopper Architecture
+# In-Depth" blog [S]; 60 MiB on the H200, its cudaDeviceProp.l2CacheSize [M], hardware/h200.yaml): HBM-bound
 LARGE_COPY_BYTES = 64 * 2 ** 20
 # the SM clock settles at the power cap within the first second of back-to-back GEMMs (the 28 Nov 2026 H200
 # samples: 1980 MHz at 0.02 s, 1440-1545 MHz from 0.25 s on; validation/h200_torch_clock_20261128.json [M]);

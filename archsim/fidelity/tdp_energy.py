@@ -1,9 +1,10 @@
 """Energy per FLOP of a matrix engine derived from its power cap: the [D] ``energy_per_flop`` figures of
 hardware/*.yaml, and what ``archsim calibrate --backend torch`` re-derives at the calibrated rates.
 
-Under dense tensor work the GPU sits at its power cap (FlashMLA deep dive: H800 throttles to ~1600 MHz under
-load, ref published.md sec.2.4 [V]; an H200 measured here holds 1440-1545 MHz at its 700 W cap,
-validation/h200_torch_clock_20261128.json [M]), so a large compute-bound GEMM draws TDP and
+Under dense tensor work the GPU sits at its power cap (FlashMLA deep dive, deepseek-ai/FlashMLA
+docs/20250422-new-kernel-deep-dive.md: H800 throttles to ~1600 MHz under load [V]; an H200 measured here
+holds 1440-1545 MHz at its 700 W cap, validation/h200_torch_clock_20261128.json [M]), so a large
+compute-bound GEMM draws TDP and
 
     e = (TDP - static power - P_move) / R
 

@@ -23,7 +23,7 @@ WEIGHT_FORMATS: dict[str, DType] = {
 }
 # Activation / KV-cache formats. An fp8 KV cache is plain e4m3 bytes: FlashMLA's FP8 layout adds four
 # float32 scales and keeps the 64 rope dims in BF16 (656 B per token per layer instead of 576;
-# FlashMLA README, published.md 1.3), which is not modelled here.
+# deepseek-ai/FlashMLA README.md [V]), which is not modelled here.
 PLAIN_FORMATS: dict[str, DType] = {"bf16": BF16, "fp16": FP16, "fp32": FP32, "fp8": FP8}
 # Formats whose GEMMs run on the low-precision tensor path (weights and activations both
 # quantized, DeepSeek-V3 TR 3.3 FP8 training/inference); int4 is weight-only (dequantized to

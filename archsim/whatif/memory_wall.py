@@ -161,7 +161,7 @@ def is_projection(hw: Hardware) -> bool:
 
 
 def history_point(hw: Hardware) -> HistoryPoint:
-    """Headline rates of one chip (BF16 matrix peak, following ref hardware_history.csv's convention)."""
+    """Headline rates of one chip (dense BF16 matrix peak, else FP16, else the largest)."""
     engine = hw.engine_for("matrix")
     peak = engine.peak_flop_per_s.get("bf16", engine.peak_flop_per_s.get("fp16", max(engine.peak_flop_per_s.values())))
     return HistoryPoint(name=hw.name, year=hw.year, peak_flop_per_s=peak,

@@ -77,7 +77,8 @@ def test_compare_json(capsys):
     data = json.loads(capsys.readouterr().out)
     a, b = data["models"]
     assert a["total_params"] > b["total_params"] and a["active_params"] < b["active_params"]
-    # MLA latent (61 x 576 x 2 B) vs GQA K and V (126 x 2 x 8 x 128 x 2 B), ISCA25 Table 1 via published.md
+    # MLA latent (61 x 576 x 2 B) vs GQA K and V (126 x 2 x 8 x 128 x 2 B), ISCA25 Table 1 (Zhao et al.,
+    # ISCA 2025, arXiv 2505.09343, via bzhng-development/summary-of-some-paper-in-cuda [S])
     assert a["kv_bytes_per_token"] == 70_272 and b["kv_bytes_per_token"] == 516_096
     for row in (a, b):
         assert row["serving"]["output_tokens_per_s"] > 0 and row["serving"]["usd_per_million_output_tokens"] > 0

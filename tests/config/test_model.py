@@ -6,8 +6,8 @@ import pytest
 from archsim.config.model import load_model_config, model_from_dict
 from archsim.errors import ConfigError
 
-# The HF deepseek-ai/DeepSeek-V3 config.json keys and values (published.md 1.1 [V]), including the
-# keys that do not affect performance (auto_map, ids, dtype, aux loss ...).
+# The HF deepseek-ai/DeepSeek-V3 config.json keys and values (huggingface.co/deepseek-ai/DeepSeek-V3 [V]),
+# including the keys that do not affect performance (auto_map, ids, dtype, aux loss ...).
 DSV3_HF = {
     "architectures": ["DeepseekV3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
     "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config"}, "aux_loss_alpha": 0.001,

@@ -1,11 +1,11 @@
 """H100-like Hardware record and small Op builders for the cost-model tests.
 
-Peak rates, capacities and HBM bandwidth are H100 SXM5 datasheet figures from
-/work/shared/reference/published.md section 4 (glennklockwood.com quoting the Hopper whitepaper [S]).
-Achievable fractions are the reference's measurements (DeepGEMM 1550 of 1979 TFLOPS and FlashMLA
-3000 of 3350 GB/s on H800, published.md section 2). Figures the reference does not give (L2 and SMEM
-bandwidth, latencies, energies, idle power) are FIXTURE PARAMETERS chosen for the tests, not hardware
-claims: the tests derive every expected value from the record's fields, never from these literals.
+Peak rates, capacities and HBM bandwidth are H100 SXM5 datasheet figures: the NVIDIA H100 Tensor Core GPU
+Architecture whitepaper as quoted by glennklockwood.com/garden/processors/h100 [S]. Achievable fractions are
+DeepSeek's H800 measurements (deepseek-ai/DeepGEMM README news 2025-04-18: "up to 1550 TFLOPS" of the 1979 FP8
+peak; deepseek-ai/FlashMLA README.md: "up to 3000 GB/s" of 3350 GB/s [V]). Figures those sources do not give
+(L2 and SMEM bandwidth, latencies, energies, idle power) are FIXTURE PARAMETERS chosen for the tests, not
+hardware claims: the tests derive every expected value from the record's fields, never from these literals.
 """
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from archsim.dtypes import BF16, FP8, FP32, DType
 from archsim.graph.op import ExpertRowLayout, Op, Operand
 
 KIB = 2 ** 10
-SMS = 132  # published.md s4 H100 SMs [S]
+SMS = 132  # H100 SXM5 SMs: Hopper whitepaper via glennklockwood.com/garden/processors/h100 [S]
 
 
 def h100_like(*, hbm_bandwidth: float = 3.35e12, fp8_peak: float = 1978.9e12, sm_count: int = SMS) -> Hardware:
     tensor = ComputeEngine(
         name="tensor", kind="matrix",
-        peak_flop_per_s={"fp8": fp8_peak, "bf16": 989.4e12, "tf32": 494.7e12},  # published.md s4 [S]
-        achievable_fraction=1550 / 1979,  # DeepGEMM on H800, published.md s2 [V]
+        peak_flop_per_s={"fp8": fp8_peak, "bf16": 989.4e12, "tf32": 494.7e12},  # whitepaper, as above [S]
+        achievable_fraction=1550 / 1979,  # DeepGEMM README news 2025-04-18, H800 [V]
         energy_j_per_flop={"fp8": 0.3e-12, "bf16": 0.6e-12, "tf32": 1.2e-12})  # fixture parameters
-    vector = ComputeEngine(name="cuda", kind="vector", peak_flop_per_s={"fp32": 66.9e12},  # published.md s4
+    vector = ComputeEngine(name="cuda", kind="vector", peak_flop_per_s={"fp32": 66.9e12},  # whitepaper [S]
                            achievable_fraction=0.5, energy_j_per_flop={"fp32": 2e-12})  # fixture parameters
     memory = {
         "registers": MemoryLevel(name="registers", capacity_bytes=256 * KIB * sm_count, bandwidth_bytes_per_s=1e15,
@@ -35,14 +35,14 @@ def h100_like(*, hbm_bandwidth: float = 3.35e12, fp8_peak: float = 1978.9e12, sm
                                  per_unit_bytes=256 * KIB, units=sm_count),
         "shared": MemoryLevel(name="shared", capacity_bytes=228 * KIB * sm_count, bandwidth_bytes_per_s=3.3e13,
                               latency_s=3e-8, energy_j_per_bit=0.1e-12, achievable_fraction=0.9,
-                              per_unit_bytes=228 * KIB, units=sm_count),  # 228 KB/SM: published.md s4
+                              per_unit_bytes=228 * KIB, units=sm_count),  # 228 KB/SM: H800 trace, profile-data [V]
         "l2": MemoryLevel(name="l2", capacity_bytes=50e6, bandwidth_bytes_per_s=1.2e13, latency_s=3e-7,
-                          energy_j_per_bit=0.5e-12, achievable_fraction=0.8),  # 50 MB: published.md s4
+                          energy_j_per_bit=0.5e-12, achievable_fraction=0.8),  # 50 MB: Hopper whitepaper [S]
         "hbm": MemoryLevel(name="hbm", capacity_bytes=80e9, bandwidth_bytes_per_s=hbm_bandwidth, latency_s=6e-7,
-                           energy_j_per_bit=3.9e-12, achievable_fraction=3000 / 3350),  # 80 GB, 3.35 TB/s s4
+                           energy_j_per_bit=3.9e-12, achievable_fraction=3000 / 3350),  # 80 GB, 3.35 TB/s [S]
     }
     link = Link(name="nvlink", bandwidth_bytes_per_s=450e9, latency_s=2e-6, energy_j_per_bit=1.3e-12,
-                achievable_fraction=0.8)  # 900 GB/s bidirectional, 1.3 pJ/bit: published.md s4-5
+                achievable_fraction=0.8)  # 900 GB/s bidirectional [S]; 1.3 pJ/bit: NVIDIA "What is NVLink" blog [S]
     return Hardware(name="h100-like", year=2022, compute={"tensor": tensor, "cuda": vector}, memory=memory,
                     sm_count=sm_count, kernel_launch_s=2.5e-6, power=Power(tdp_w=700.0, idle_w=100.0),
                     price_usd_per_hour=2.0, node=Node(chips_per_node=8, scale_up=link, scale_out=link))

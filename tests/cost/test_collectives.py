@@ -18,9 +18,11 @@ def make_hw(*, chips_per_node=8, up_bw=200 * GB, up_frac=0.8, up_lat=3.33e-6, ou
             out_lat=3.7e-6, n_half=0.0, ll_call_s=26e-6) -> Hardware:
     """An H800-like record built directly (no YAML needed).
 
-    Sources (/work/shared/reference/published.md): NVLink 400 GB/s bidirectional = 200 GB/s per direction
-    with ~160 GB/s achieved (DSV3-TR §3: "NVLink ... 160 GB/s", so fraction 0.8); IB CX7 400 Gb/s = 50 GB/s;
-    latencies ISCA25 Table 5 (NVLink 3.33 us, IB cross-leaf 3.7 us).
+    Sources: NVLink 400 GB/s bidirectional = 200 GB/s per direction (ISCA25 = Zhao et al., ISCA 2025, arXiv
+    2505.09343, via the bzhng-development/summary-of-some-paper-in-cuda summary [S]) with ~160 GB/s achieved
+    (DeepSeek-V3 Technical Report, arXiv 2412.19437, §3.2.2: "NVLink ... 160 GB/s", so fraction 0.8 [V]);
+    IB CX7 400 Gb/s = 50 GB/s (same TR section [V]); latencies ISCA25 Table 5 (NVLink 3.33 us, IB cross-leaf
+    3.7 us) [S].
     out_frac 0.85 and ll_call_s 26 us are FITTED here to the DeepEP low-latency table (test below checks
     the fit); they are calibration values, not datasheet figures.
     """
@@ -190,9 +192,10 @@ def test_groups_spanning_several_nodes_two_nodes_per_group():
 # ---- EP exchange vs published measurements -----------------------------------------------------------
 
 def test_isca25_decode_bound():
-    """ISCA25 §2.3.2 (published.md §2.2): (1 B + 2 B) x 32 tokens x 9 experts x 7000 / 50 GB/s = 120.96 us;
-    x 2 micro-batches x 61 layers = 14.757 ms TPOT. Set up the same way: one chip per node (every expert
-    on another node), pure 50 GB/s network, no latency, fraction 1, hidden 7K = 7000, plain FP8/BF16."""
+    """ISCA25 §2.3.2 (arXiv 2505.09343, via bzhng-development/summary-of-some-paper-in-cuda [S]): (1 B + 2 B) x 32
+    tokens x 9 experts x 7000 / 50 GB/s = 120.96 us; x 2 micro-batches x 61 layers = 14.757 ms TPOT. Set up the
+    same way: one chip per node (every expert on another node), pure 50 GB/s network, no latency, fraction 1,
+    hidden 7K = 7000, plain FP8/BF16."""
     hw = ideal_hw(chips_per_node=1)
     x = price_ep_exchange(tokens=32, hidden=7000, topk=9, n_experts=320, ep=320, hw=hw, dispatch_dtype=FP8,
                           combine_dtype=BF16, remote_nodes_per_token=9)
@@ -205,7 +208,7 @@ def test_isca25_decode_bound():
     assert fast.time_s == pytest.approx(6.72e-6, rel=1e-9)
 
 
-# DeepEP legacy.md low-latency table (published.md §2.4): EP -> (dispatch us, combine us);
+# deepseek-ai/DeepEP docs/legacy.md low-latency table (H800) [V]: EP -> (dispatch us, combine us);
 # 128 tokens, hidden 7168, top-8, FP8 dispatch (with 1x128 scales), BF16 combine.
 DEEPEP_LL = {8: (77, 114), 16: (118, 195), 32: (155, 273), 64: (173, 314), 128: (192, 369), 256: (194, 360)}
 

@@ -129,10 +129,10 @@ def test_more_hbm_bandwidth_never_slower(h800, m: int, n: int, k: int, factor: f
 @pytest.mark.parametrize("heads, q_len, bound", [(16, 1, "memory:hbm"), (64, 1, "memory:hbm"), (32, 2, "memory:hbm"),
                                                  (128, 1, "compute"), (64, 2, "compute"), (128, 2, "compute")])
 def test_mla_decode_turns_compute_bound_near_128_query_rows(h800, heads: int, q_len: int, bound: str) -> None:
-    """FlashMLA deep dive (published.md 2.4): decode is compute-bound once h_q * s_q >= ~128. The model's
-    ridge: per cached token it reads 576 * 2 B and does 2 * h_q * s_q * (576 + 512) MMA FLOPs, i.e.
-    1.89 * h_q * s_q FLOP/B, against 989.4 TFLOPS * 1600/1830 * 0.80 / (3.35 TB/s * 0.896) = 230 FLOP/B:
-    compute-bound from h_q * s_q = 122."""
+    """FlashMLA deep dive (deepseek-ai/FlashMLA docs/20250422-new-kernel-deep-dive.md [V]): decode is
+    compute-bound once h_q * s_q >= ~128. The model's ridge: per cached token it reads 576 * 2 B and does
+    2 * h_q * s_q * (576 + 512) MMA FLOPs, i.e. 1.89 * h_q * s_q FLOP/B, against
+    989.4 TFLOPS * 1600/1830 * 0.80 / (3.35 TB/s * 0.896) = 230 FLOP/B: compute-bound from h_q * s_q = 122."""
     est = attention_time(h800, kind="mla", phase="decode", heads=heads, batch=128, context=8192, q_len=q_len,
                          kv_lora_rank=512, rope_dim=64)
     assert est.bound == bound

@@ -1,11 +1,11 @@
 """Energy per FLOP calibrated to the power cap (hardware/*.yaml energy_per_flop, [D] comments).
 
-Under dense tensor work the GPU sits at its power cap (FlashMLA deep dive: H800 throttles to ~1600 MHz,
-ref published.md sec.2.4), so each YAML derives e = (TDP - idle - P_move) / R at large compute-bound GEMMs, R
-and P_move being the cost model's own achieved FLOP rate and traffic power for the GEMM, taking the least e
-over the four SHAPES (so none exceeds TDP) rounded down to 0.01 pJ. The derivation lives in
-archsim/fidelity/tdp_energy.py (``archsim calibrate --backend torch`` re-derives the calibrated file's figures with
-it); these tests check the YAML figures against it and the resulting average power.
+Under dense tensor work the GPU sits at its power cap (FlashMLA deep dive, deepseek-ai/FlashMLA
+docs/20250422-new-kernel-deep-dive.md: H800 throttles to ~1600 MHz [V]), so each YAML derives
+e = (TDP - idle - P_move) / R at large compute-bound GEMMs, R and P_move being the cost model's own achieved FLOP rate and traffic
+power for the GEMM, taking the least e over the four SHAPES (so none exceeds TDP) rounded down to 0.01 pJ. The
+derivation lives in archsim/fidelity/tdp_energy.py (``archsim calibrate --backend torch`` re-derives the
+calibrated file's figures with it); these tests check the YAML figures against it and the resulting average power.
 """
 from __future__ import annotations
 

@@ -12,30 +12,30 @@ def test_deepseek_v3_parameter_count_by_component():
     # MLA per layer: q_a [1536,h] + q_a_norm 1536 + q_b [128*192, 1536] + kv_a [576, h]
     # + kv_a_norm 512 + kv_b [128*(128+128), 512] + o [h, 128*128]
     attn = h * 1536 + 1536 + 1536 * H * 192 + h * 576 + 512 + 512 * H * 256 + H * 128 * h
-    assert attn == 187_107_328                                 # published.md 1.3: 187.1M
+    assert attn == 187_107_328                                 # [D] from the HF config: 187.1M
     norms = 2 * h                                              # input + post-attention RMSNorm
     dense = 3 * h * 18432                                      # gate, up, down
-    expert = 3 * h * 2048                                      # 44,040,192 (published.md: 44.04M)
+    expert = 3 * h * 2048                                      # 44,040,192 (44.04M) [D]
     router = 256 * h + 256                                     # gate weight + e_score_correction_bias
     moe_total = router + 1 * expert + 256 * expert
     moe_active = router + 1 * expert + 8 * expert
     total = embedding + lm_head + h + 3 * (attn + norms + dense) + 58 * (attn + norms + moe_total)
     active = embedding + lm_head + h + 3 * (attn + norms + dense) + 58 * (attn + norms + moe_active)
     c = count_params(model("deepseek_v3"))
-    assert c.total == total == 671_026_419_200                 # reference: 671.03B (without MTP)
-    assert c.active == active == 37_552_297_472                # reference: 37.55B incl. embedding
+    assert c.total == total == 671_026_419_200                 # [D] 671.03B (without MTP); TR: 671B
+    assert c.active == active == 37_552_297_472                # [D] 37.55B incl. embedding; TR: 37B
     assert c.active - c.embedding == 36_625_618_432            # README_WEIGHTS' 36.7B ~ count w/o input embedding
     assert (c.embedding, c.lm_head, c.attention_per_layer, c.routed_expert) == (embedding, lm_head, attn, expert)
     # MTP unique: enorm + hnorm + shared_head.norm (3h) + eh_proj [h, 2h] + one MoE decoder layer
     mtp = 3 * h + 2 * h * h + attn + norms + moe_total
-    assert c.mtp == mtp == 11_610_068_224                      # reference 11.61B (README_WEIGHTS: 11.5B)
+    assert c.mtp == mtp == 11_610_068_224                      # [D] 11.61B (README_WEIGHTS: 11.5B)
     assert count_params(model("deepseek_v3"), mtp=True).total == total + mtp
 
 
 def test_kimi_k2_parameter_count_by_component():
     h, V, H = 7168, 163840, 64
     attn = h * 1536 + 1536 + 1536 * H * 192 + h * 576 + 512 + 512 * H * 256 + H * 128 * h
-    assert attn == 101_124_096                                 # published.md 1.3: 101.1M
+    assert attn == 101_124_096                                 # [D] from the K2 config: 101.1M
     expert = 3 * h * 2048
     router = 384 * h + 384
     dense = 3 * h * 18432
@@ -43,8 +43,8 @@ def test_kimi_k2_parameter_count_by_component():
     total = base + 1 * (attn + 2 * h + dense) + 60 * (attn + 2 * h + router + expert + 384 * expert)
     active = base + 1 * (attn + 2 * h + dense) + 60 * (attn + 2 * h + router + expert + 8 * expert)
     c = count_params(model("kimi_k2"))
-    assert c.total == total and round(total / 1e9, 1) == 1026.4   # published.md 1.3: 1026.4B
-    assert c.active == active and round(active / 1e9, 2) == 32.86  # published.md 1.3: 32.86B
+    assert c.total == total and round(total / 1e9, 1) == 1026.4   # [D] 1026.4B; K2-TR: 1.04T
+    assert c.active == active and round(active / 1e9, 2) == 32.86  # [D] 32.86B; K2-TR: 32.6B
     assert c.mtp == 0
 
 

@@ -11,7 +11,8 @@ from archsim.kernels.rope import (apply_rope, decayed_positions, inv_freq_lambda
                                   inv_freq_standard, inv_freq_yarn, rope_inv_freq, rope_tables, softmax_scale,
                                   yarn_correction_range, yarn_mscale)
 
-# rope_scaling blocks as in the published configs (/work/shared/reference/published.yaml)
+# rope_scaling blocks as in the published configs: HF deepseek-ai/DeepSeek-V3 config.json [V]; Kimi-K2-Instruct
+# (July 2025) from a derived copy of HF moonshotai/Kimi-K2-Instruct config.json [S], 4096 x 32 = 131072
 DSV3 = dict(type="yarn", factor=40, beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=1.0,
             original_max_position_embeddings=4096)
 K2 = dict(type="yarn", factor=32.0, beta_fast=1.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0,

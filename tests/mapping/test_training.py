@@ -12,9 +12,10 @@ from archsim.mapping.training import TrainingSetup, estimate_training, training_
 
 REPO = Path(__file__).resolve().parents[2]
 
-# DeepSeek-V3 pre-training (published.md §2.1 / §2.2): 2048 H800, PP16 DualPipe, EP64 over 8 nodes,
-# ZeRO-1, no TP, FP8, 4K sequences, 15360-sequence batch; 20 of 132 SMs for communication; MTP D=1;
-# FP8 caching of activations and recomputation of RMSNorm and the MLA up-projections (DSV3-TR §3.3.3).
+# DeepSeek-V3 pre-training (DSV3-TR = DeepSeek-V3 Technical Report, arXiv 2412.19437, §3.1-3.3 and §4.2 [V]):
+# 2048 H800, PP16 DualPipe, EP64 over 8 nodes, ZeRO-1, no TP, FP8, 4K sequences, 15360-sequence batch; 20 of
+# 132 SMs for communication; MTP D=1; FP8 caching of activations and recomputation of RMSNorm and the MLA
+# up-projections (DSV3-TR §3.3.3).
 DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw",
                            recompute="selective", schedule="dualpipe", comm_sms=20, mtp=True,

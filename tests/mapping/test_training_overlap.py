@@ -1,7 +1,7 @@
 """DualPipe's F&B block as two-stream fixed-order schedules (archsim/mapping/overlap.py): hand-computed
 schedules, validity of every candidate order's schedule (stream exclusivity, dependencies), bounds,
 monotonicity (more time on any task never shortens the span), context-parallel K/V exchange before the
-attention, and the check against DeepSeek's measured chunk pair (profile-data train.json, published.md §2.3)."""
+attention, and the check against DeepSeek's measured chunk pair (deepseek-ai/profile-data train.json)."""
 import random
 from dataclasses import replace
 
@@ -19,7 +19,7 @@ DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_st
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw",
                            recompute="selective", schedule="dualpipe", comm_sms=20, mtp=True,
                            fp8_activation_cache=True, recompute_projections=("q_b_proj", "kv_b_proj"))
-# profile-data train.json, one F&B pair of 4 MoE layers (published.md §2.3, parsed there [D])
+# deepseek-ai/profile-data train.json, one F&B pair of 4 MoE layers (trace parsed [D])
 MEASURED_SPAN_S, MEASURED_COMPUTE_S, MEASURED_COMM_S = 128.5e-3, 118.2e-3, 114.5e-3
 
 

@@ -145,11 +145,11 @@ def test_dsv3_stages_and_terms(dsv3, h800):
 
 
 def test_chunk_pair_against_deepseek_profile(dsv3, h800):
-    """profile-data train.json (published.md §2.3): a DualPipe forward+backward chunk pair of 4 MoE layers
-    (EP64, 4K sequence) spans 128.5 ms with the compute stream busy 118.2 ms; DeepEP internode dispatch
-    takes 3.1-4.6 ms and combine 5.8-6.5 ms per call. The model's pair: compute 91 ms (23% below the
-    measured busy time), EP calls 2.2 ms / 4.3 ms (below the measured ranges). Documented bounds: compute
-    between 0.72x and 0.82x the measured busy time; each EP call below its measured range."""
+    """deepseek-ai/profile-data train.json (trace parsed [D]): a DualPipe forward+backward chunk pair of 4 MoE layers
+    (EP64, 4K sequence) spans 128.5 ms with the compute stream busy 118.2 ms; DeepEP internode dispatch takes
+    3.1-4.6 ms and combine 5.8-6.5 ms per call. The model's pair: compute 91 ms (23% below the measured busy time),
+    EP calls 2.2 ms / 4.3 ms (below the measured ranges). Documented bounds: compute between 0.72x and 0.82x the
+    measured busy time; each EP call below its measured range."""
     pair = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=4)
     assert 0.72 <= pair["compute_s"] / 118.2e-3 <= 0.82, pair
     assert pair["dispatch_s"] < 3.1e-3 and pair["combine_s"] < 5.8e-3

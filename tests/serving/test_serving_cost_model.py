@@ -111,7 +111,8 @@ def test_kv_capacity_from_hbm_minus_weights(model_16, dsv3, h100):
                                 capacity_bytes=h100.main_memory.capacity_bytes).weights_bytes
     assert replica.kv_capacity_tokens == model_16.kv_capacity_tokens(0.9)
     # MLA caches the latent (512) + rope key (64) per layer, 61 layers, BF16, replicated over TP ranks:
-    # 61 * 576 * 2 = 70,272 B per token per device (ISCA25 Table 1, /work/shared/reference/published.md)
+    # 61 * 576 * 2 = 70,272 B per token per device (ISCA25 Table 1: Zhao et al., ISCA 2025, arXiv 2505.09343,
+    # via bzhng-development/summary-of-some-paper-in-cuda [S])
     assert replica.kv_bytes_per_token == 70_272
     assert replica.kv_capacity_tokens == math.floor((0.9 * 80e9 - weights) / 70_272)
     assert replica.devices == 16 and replica.price_usd_per_hour == pytest.approx(16 * h100.price_usd_per_hour)

@@ -64,7 +64,7 @@ def test_interleaved_bubble_shrinks_by_chunks(v):
 @pytest.mark.parametrize("pp, m, w, fb", [(4, 8, 0.5, 3.0), (8, 16, 0.5, 3.0), (8, 20, 0.7, 2.5),
                                          (16, 32, 0.7, 2.5), (4, 8, 0.0, 3.0)])
 def test_dualpipe_bubble_matches_formula(pp, m, w, fb):
-    """DSV3-TR Table 2 (published.md §2.1): DualPipe bubble (PP/2 - 1)(F&B + B - 3W). The simulated
+    """DSV3-TR (arXiv 2412.19437) §3.2.1 Table 2: DualPipe bubble (PP/2 - 1)(F&B + B - 3W). The simulated
     schedule's largest per-rank idle time (the middle ranks) equals it exactly."""
     t = ChunkTimes(f_s=1.0, b_s=2.0, w_s=w, fb_s=fb)
     r = simulate_pipeline(dualpipe(pp, m), t, kind="dualpipe")
