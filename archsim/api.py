@@ -34,7 +34,8 @@ def estimate(workload: str | os.PathLike | Workload, hardware: str | os.PathLike
     price), redundant_experts; options attention ("flash" or "naive"), expert_load ("uniform", "zipf:S" or an
     ExpertLoad, e.g. ``small_run.projected_expert_load(run_small(...))``), phase ("both", "prefill" or "decode"),
     prefill_chunk (tokens per prefill forward, 0: none), cuda_graphs (bool), ep_mode ("throughput" /
-    "low_latency"), deployment (a YAML file with a ``deployment:`` section of pools, e.g. a disaggregated xPyD).
+    "low_latency"), deployment (a YAML file with a ``deployment:`` section of pools, e.g. a disaggregated xPyD),
+    stack (a serving stack: "sglang", "vllm", "trtllm", "deepseek", a stack YAML or a Stack; docs/stacks.md).
     Unknown names and bad values raise ConfigError.
     """
     return report_of(plan(workload, hardware, **overrides), overrides)

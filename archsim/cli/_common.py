@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable
 
+from archsim.errors import ConfigError
+
 BAR_WIDTH = 30
+# a plain decimal number (no unit, no "inf"/"nan"): a time written this way is in seconds
+_BARE_NUMBER = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+TIME_EXPECTED = "a time like '2s', '200ms', '200 ms' or a bare number of seconds"
 
 
 def _int_at_least(text: str, minimum: int, expected: str) -> int:
@@ -33,6 +39,34 @@ def positive_int_or_auto(text: str) -> int | str:
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _int_at_least(text, 0, "an integer >= 0")
+
+
+def parse_time(text: object, *, flag: str, positive: bool = False) -> float:
+    """Seconds from one time syntax shared by every command: "2s", "200ms", "200 ms", "1.5 us" (units.py's
+    quantity parser) or a bare number meaning seconds ("2"). Negative, infinite or unitless-but-not-numeric
+    text, another dimension ("2 GB"), and 0 when ``positive``, are a ConfigError naming ``flag``."""
+    from archsim.units import parse_quantity
+
+    kind = "a positive" if positive else "a non-negative"
+    value = str(text)
+    quantity = f"{value.strip()} s" if _BARE_NUMBER.match(value) else value
+    try:
+        seconds = parse_quantity(quantity, "time_s", path=flag)
+    except ConfigError:
+        raise ConfigError(None, flag, f"{kind} finite {TIME_EXPECTED[2:]}", text) from None
+    if positive and seconds == 0:
+        raise ConfigError(None, flag, f"{kind} {TIME_EXPECTED[2:]}", text)
+    return seconds
+
+
+def time_arg(flag: str, *, positive: bool = False) -> Callable[[str], float]:
+    """argparse type for a time-valued flag (see ``parse_time``); a bad value is argparse's one-line error."""
+    def parse(text: str) -> float:
+        try:
+            return parse_time(text, flag=flag, positive=positive)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(f"expected {err.expected}, got {text!r}") from None
+    return parse
 
 
 # The deployment vocabulary, one set of flags for run, serve, plan and sweep (docs/deployments.md has the SGLang,
@@ -67,6 +101,9 @@ def add_deployment_args(p: argparse.ArgumentParser, *, devices: bool = True, pha
                    help="launch every decode kernel from the CPU (default: decode steps replayed from CUDA graphs)")
     p.add_argument("--deployment", help="YAML file with a 'deployment:' section: pools and layouts, e.g. a "
                                         "disaggregated prefill + decode deployment")
+    p.add_argument("--stack", help="serving stack: a name under stacks/ (sglang, vllm, trtllm, deepseek) or a stack "
+                                   "YAML: its kernel libraries, CUDA-graph sizes, host time and defaults (default: "
+                                   "archsim's reference kernels, no host time; docs/stacks.md)")
 
 
 def deployment_overrides(args: argparse.Namespace) -> dict:
@@ -75,7 +112,7 @@ def deployment_overrides(args: argparse.Namespace) -> dict:
     names = {"tp": "tp", "attn_dp": "attn_dp", "moe_tp": "moe_tp", "moe_ep": "moe_ep", "pp": "pp",
              "micro_batches": "micro_batches", "ep_alias": "ep", "dp_alias": "dp",
              "redundant_experts": "redundant_experts", "prefill_chunk": "prefill_chunk", "phase": "phase",
-             "cuda_graphs": "cuda_graphs", "deployment": "deployment", "devices": "devices"}
+             "cuda_graphs": "cuda_graphs", "deployment": "deployment", "devices": "devices", "stack": "stack"}
     for attr, key in names.items():
         value = getattr(args, attr, None)
         if value is not None:

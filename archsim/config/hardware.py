@@ -114,6 +114,8 @@ class Hardware:
     compute_clock_fraction: float = 1.0  # thermal derate of all compute clocks (3D stacking); optional
     # per-kernel cost when a step is replayed from a CUDA graph (no CPU launch per kernel); None: kernel_launch
     kernel_launch_graph_s: float | None = None
+    # the chip family a software stack keys its kernel choices by (stacks/*.yaml ``kernels:``); optional
+    family: str | None = None
 
     @property
     def graph_launch_s(self) -> float:
@@ -183,6 +185,7 @@ def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
         price_usd_per_hour=root.quantity("price", "usd_per_hour"),
         node=_node(root.section("node")),
         kernel=_kernel(root),
+        family=root.str("family", default=None),
         source_file=file,
         **_whatif(root),
     )

@@ -7,10 +7,30 @@ docs/fidelity.md derives them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from archsim.config.yaml_io import Section
 from archsim.errors import ConfigError
+
+
+# a library may beat the reference kernel the tile model describes, but not by more than half again: a larger
+# ratio means the reference fields are wrong, not that the library is fast
+LIBRARY_FRACTION_MAX = 1.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelLibrary:
+    """One kernel library on one chip, relative to the reference kernel archsim's tile and attention models
+    describe for that chip (GEMMs: DeepGEMM-class tiles; MLA decode: FlashMLA; docs/stacks.md).
+
+    ``mma_fraction``: its sustained matrix rate over the reference's on the same compute-bound shapes;
+    ``bandwidth_fraction``: its achieved main-memory bandwidth over the reference's on memory-bound shapes.
+    """
+
+    name: str
+    mma_fraction: float = 1.0
+    bandwidth_fraction: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +49,9 @@ class KernelFields:
     each streaming a weight panel, cannot reach the chip's bandwidth; None = no per-SM cap). ``ramp_s``: fixed
     time per kernel (first loads before the first MMA plus the final store's drain; on a CPU, the call overhead).
     ``attention_backward_fraction``: FLOP rate of the attention backward kernel over the forward's
-    (training only; None = the same rate).
+    (training only; None = the same rate). ``libraries``: the kernel libraries a software stack can name for an
+    op kind on this chip (``stacks/*.yaml``), each with its efficiency relative to the kernel the fields above
+    describe (``KernelLibrary``).
     """
 
     ramp_s: float = 0.0
@@ -43,6 +65,7 @@ class KernelFields:
     gemm_operand_bandwidth_bytes_per_s: float | None = None
     sm_stream_bandwidth_bytes_per_s: float | None = None
     attention_backward_fraction: float | None = None
+    libraries: Mapping[str, "KernelLibrary"] = field(default_factory=dict)
 
     @property
     def clock_ratio(self) -> float:
@@ -86,6 +109,7 @@ def parse_kernel_fields(section: Section) -> KernelFields:
         sm_stream_bandwidth_bytes_per_s=section.quantity("sm_stream_bandwidth", "bytes_per_s", default=None),
         attention_backward_fraction=section.number("attention_backward_fraction", minimum=0.0, maximum=1.0,
                                                    default=None),
+        libraries=_libraries(section),
     )
     path = section.child_path
     if (fields.clock_boost_hz is None) != (fields.clock_under_load_hz is None):
@@ -114,3 +138,22 @@ def parse_kernel_fields(section: Section) -> KernelFields:
                           fields.gemm_max_tile_elements)
     section.finish()
     return fields
+
+
+def _libraries(section: Section) -> dict[str, KernelLibrary]:
+    """The optional ``libraries:`` mapping: name -> {mma_fraction, bandwidth_fraction}, each in (0, 1.5]."""
+    libs = section.optional_section("libraries")
+    if libs is None:
+        return {}
+    out = {}
+    for name in libs.keys():
+        entry = libs.section(name)
+        fractions = {}
+        for key in ("mma_fraction", "bandwidth_fraction"):
+            value = entry.number(key, minimum=0.0, maximum=LIBRARY_FRACTION_MAX, default=1.0)
+            if not value > 0:
+                raise ConfigError(entry.file, entry.child_path(key), f"a ratio in (0, {LIBRARY_FRACTION_MAX}]", value)
+            fractions[key] = value
+        entry.finish()
+        out[name] = KernelLibrary(name=name, **fractions)
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from archsim.config.hardware import Hardware
 from archsim.cost.opcost import OpCost
-from archsim.cost.work import GraphWork, WorkCost, extract_work, hardware_arrays, price_work
+from archsim.cost.work import GraphWork, Libraries, WorkCost, extract_work, hardware_arrays, price_work
 from archsim.graph.op import Op
 
 if TYPE_CHECKING:
@@ -72,14 +72,14 @@ def graph_ops(graph: nx.DiGraph | Iterable[Op]) -> list[Op]:
 
 
 def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: str = "flash",
-                heaviest: int = 10, cuda_graph: bool = False) -> PhaseCost:
+                heaviest: int = 10, cuda_graph: bool = False, libraries: Libraries = ()) -> PhaseCost:
     """Price every op of ``graph`` on ``hw`` and sum the phase (see the module docstring). ``cuda_graph``: the
     step is replayed from a CUDA graph, so each kernel's launch floor is ``hw.graph_launch_s`` instead of
-    ``kernel_launch``."""
+    ``kernel_launch``. ``libraries``: the kernel library factors per op kind (``cost.work.extract_work``)."""
     import networkx as nx
     ops = graph_ops(graph)
     repeats = graph.graph.get("repeats") if isinstance(graph, nx.DiGraph) else None
-    work = extract_work(ops, hw, attention=attention)
+    work = extract_work(ops, hw, attention=attention, libraries=libraries)
     if repeats is not None:
         work = replace(work, count=np.array([repeats.count(op.layer) for op in ops], dtype=float))
     cost = price_work(work, graph_arrays(hw, work, cuda_graph=cuda_graph))
@@ -96,10 +96,11 @@ class PricedOps:
     repeats: object = None
 
 
-def price_ops(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash", cuda_graph: bool = False) -> PricedOps:
+def price_ops(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash", cuda_graph: bool = False,
+              libraries: Libraries = ()) -> PricedOps:
     """The per-op arrays ``price_graph`` builds its totals from, for callers that weight ops themselves."""
     ops = graph_ops(ops)
-    work = extract_work(ops, hw, attention=attention)
+    work = extract_work(ops, hw, attention=attention, libraries=libraries)
     return PricedOps(op_list=tuple(ops), work=work, work_cost=price_work(work, graph_arrays(hw, work,
                                                                                            cuda_graph=cuda_graph)))
 

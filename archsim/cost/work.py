@@ -29,6 +29,9 @@ from archsim.cost.traffic import op_work
 from archsim.dtypes import BITS_PER_BYTE
 from archsim.graph.op import Op
 
+# (op kind, MMA factor, bandwidth factor) per op kind a kernel library runs (config/stack.py picks them)
+Libraries = tuple[tuple[str, float, float], ...]
+
 _GEMM_ARRAYS = ("mma_flops", "l2_operand_bytes", "smem_bytes", "panel_stream_bytes", "hbm_read_bytes",
                 "hbm_write_bytes", "floor_flops")
 
@@ -88,14 +91,19 @@ class GraphWork:
     tiled: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n,) has GEMM candidates
     gemm: gemm.TileCandidates = dataclasses.field(default_factory=_no_gemms)  # (n, C), inf-padded; see gemm.py
     alternatives: Alternatives | None = None  # engines besides the default per row; None: every row has none
+    # the kernel library of each row against the chip's reference kernel (config.kernel_fields.KernelLibrary):
+    # (n,) factors on its MMA rate and its main-memory rate; None: every row runs the reference kernel
+    mma_scale: np.ndarray | None = None
+    bandwidth_scale: np.ndarray | None = None
 
     def compress(self) -> "GraphWork":
         """Merge rows with identical work into one row with a count (totals are unchanged)."""
         cands = [getattr(self.gemm, name) for name in _GEMM_ARRAYS]
         alt = [] if self.alternatives is None else [self.alternatives.columns()]
+        libs = [a for a in (self.mma_scale, self.bandwidth_scale) if a is not None]
         table = np.column_stack([self.flops, self.time_flops, self.rate_index, self.bytes,
                                  self.network_bytes, self.network_s, self.network_j, self.launches,
-                                 self.attention, self.tiled, *cands, *alt])
+                                 self.attention, self.tiled, *cands, *alt, *libs])
         _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
         count = np.bincount(inverse.ravel(), weights=self.count)
         pick = lambda a: a[first]
@@ -106,11 +114,15 @@ class GraphWork:
             network_j=pick(self.network_j), launches=pick(self.launches),
             count=count, attention=pick(self.attention), tiled=pick(self.tiled),
             gemm=gemm.take_rows(self.gemm, first),
-            alternatives=None if self.alternatives is None else self.alternatives.take(first))
+            alternatives=None if self.alternatives is None else self.alternatives.take(first),
+            mma_scale=None if self.mma_scale is None else pick(self.mma_scale),
+            bandwidth_scale=None if self.bandwidth_scale is None else pick(self.bandwidth_scale))
 
 
-def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -> GraphWork:
-    """Work arrays of ``ops`` on ``hw``'s geometry (order preserved)."""
+def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash",
+                 libraries: Libraries = ()) -> GraphWork:
+    """Work arrays of ``ops`` on ``hw``'s geometry (order preserved). ``libraries``: (op kind, MMA factor,
+    bandwidth factor) of the kernel library a stack runs ops of that kind with (``library_factors``)."""
     geom = Geometry.of(hw)
     ops = list(ops)
     keys: dict[tuple[str, str], int] = {}
@@ -142,7 +154,17 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash") -
                      network_bytes=np.array(network, float), network_s=np.array(net_s, float),
                      network_j=np.array(net_j, float), launches=np.array(launches, float), count=np.ones(n),
                      attention=np.array([op.kind == "attention" for op in ops], dtype=bool), tiled=tiled,
-                     gemm=stacked, alternatives=alternatives)
+                     gemm=stacked, alternatives=alternatives, **_library_scales(ops, libraries))
+
+
+def _library_scales(ops: list[Op], libraries: Libraries) -> dict:
+    """The per-row library factors (GraphWork.mma_scale / bandwidth_scale); none when no row's kind has a
+    library other than the reference."""
+    by_kind = {kind: (mma, bw) for kind, mma, bw in libraries if (mma, bw) != (1.0, 1.0)}
+    if not by_kind:
+        return {}
+    factors = np.array([by_kind.get(op.kind, (1.0, 1.0)) for op in ops], dtype=float).reshape(len(ops), 2)
+    return {"mma_scale": factors[:, 0], "bandwidth_scale": factors[:, 1]}
 
 
 def _alternatives(ops: list[Op], hw: Hardware, keys: dict[tuple[str, str], int],
@@ -303,10 +325,11 @@ def _tiled(work: GraphWork, hwa: HardwareArrays, rate, compute_s, launch_s, leve
     operand_rate = np.where(np.isnan(hwa.operand_bytes_per_s), level_rate[..., operand_index] if operand_index != main
                             else np.inf, hwa.operand_bytes_per_s)
     cands = gemm.take_rows(work.gemm, rows)
+    bw = 1.0 if work.bandwidth_scale is None else work.bandwidth_scale[rows]  # the library's share of the stream
     t = gemm.gemm_time(cands, gemm.GemmRates(
-        mma_flop_per_s=rate[..., rows], main_bytes_per_s=level_rate[..., main, None],
-        operand_bytes_per_s=operand_rate[..., None], panel_stream_bytes_per_s=hwa.sm_stream_bytes_per_s[..., None],
-        ramp_s=hwa.ramp_s[..., None]))
+        mma_flop_per_s=rate[..., rows], main_bytes_per_s=level_rate[..., main, None] * bw,
+        operand_bytes_per_s=operand_rate[..., None],
+        panel_stream_bytes_per_s=hwa.sm_stream_bytes_per_s[..., None] * bw, ramp_s=hwa.ramp_s[..., None]))
     labels = bound_labels(levels)
     to_label = np.array([labels.index(label) for label in gemm.bound_labels(levels[main], levels[operand_index])])
     launch_t = np.broadcast_to(launch_s, np.broadcast_shapes(np.shape(launch_s), np.shape(time_s)))[..., rows]
@@ -338,6 +361,8 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
     idx = work.rate_index
     if work.rate_keys:
         rate = hwa.peak_flop_per_s[..., idx] * hwa.compute_fraction[..., idx]
+        if work.mma_scale is not None:
+            rate = rate * work.mma_scale
         attention = np.where(work.attention, hwa.attention_rate_ratio[..., None], 1.0)
         compute_s = work.time_flops / attention / rate
         compute_j = work.flops * hwa.energy_j_per_flop[..., idx]
@@ -346,7 +371,8 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
     level_rate = sustained_bytes_per_s(hwa.bandwidth_bytes_per_s, hwa.memory_fraction, hwa.power_limit_w,
                                        hwa.energy_j_per_bit)[..., None, :]
     touched = work.bytes > 0
-    memory_s = work.bytes / level_rate + np.where(touched, hwa.latency_s[..., None, :], 0.0)
+    row_rate = level_rate if work.bandwidth_scale is None else level_rate * _main_scale(work)
+    memory_s = work.bytes / row_rate + np.where(touched, hwa.latency_s[..., None, :], 0.0)
     network_s, network_j = work.network_s, work.network_j  # fixed at extraction (cost/collectives.py)
     launch_s = work.launches * hwa.kernel_launch_s[..., None]
     shape = np.broadcast_shapes(np.shape(compute_s), memory_s.shape[:-1], np.shape(network_s),
@@ -380,6 +406,14 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
                     bytes=level_bytes, energy_j=energy_j, compute_j=compute_j, memory_j=memory_j, network_j=network_j,
                     total_time_s=total_time_s, total_energy_j=total_energy_j, engine_choice=choice,
                     engine_labels=() if choice is None else work.alternatives.labels)
+
+
+def _main_scale(work: GraphWork) -> np.ndarray:
+    """(n, L) factors on each row's level rates: its library's bandwidth factor on the main memory (the outermost
+    level), 1 elsewhere."""
+    scale = np.ones(work.bytes.shape)
+    scale[:, -1] = work.bandwidth_scale
+    return scale
 
 
 def placed_bound_labels(work: GraphWork) -> tuple[str, ...]:

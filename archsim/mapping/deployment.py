@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
+from archsim.config.stack import Stack
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad
 from archsim.graph.precision import Precision
@@ -63,7 +64,9 @@ class Deployment:
     ``phase`` what is priced ("decode": a decode-only pool, no prefill activations; KV for ``batch`` sequences at
     prompt + output context); ``prefill_chunk`` the tokens of one prefill forward per attention replica (None: one
     forward); ``cuda_graphs``: decode steps replayed from CUDA graphs; ``ep_mode``: the DeepEP kernels (None:
-    throughput for prefill, low_latency for decode); ``expert_load``: the routing distribution (None: uniform).
+    throughput for prefill, low_latency for decode); ``expert_load``: the routing distribution (None: uniform);
+    ``stack``: the serving stack whose kernels, CUDA-graph sizes and host time price the steps (None: archsim's
+    reference kernels, no host time; config/stack.py).
     """
 
     model: ModelConfig
@@ -81,6 +84,7 @@ class Deployment:
     ep_mode: str | None = None
     cuda_graphs: bool = True
     overlap: bool = True
+    stack: Stack | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -223,7 +227,8 @@ def price_pool(dep: Deployment, pool: Pool, cache: dict | None = None) -> Layout
                 model, hw, par, dep.precision, phase=phase, batch=batch,
                 length=dep.prompt_len if phase == "prefill" else dep.context, mtp=dep.mtp and phase == "decode",
                 overlap=dep.overlap, ep_mode=dep.ep_mode, cache=cache, expert_load=dep.expert_load,
-                attention=dep.attention, prefill_chunk=dep.prefill_chunk, cuda_graph=dep.cuda_graphs)
+                attention=dep.attention, prefill_chunk=dep.prefill_chunk, cuda_graph=dep.cuda_graphs,
+                stack=dep.stack)
         act = max((b.activation_peak_bytes for b in priced.values() if b is not None), default=0.0)
         mem = pool_memory(dep, par, batch=batch, context=context, activations=act, cache=cache)
         if not mem.fits:

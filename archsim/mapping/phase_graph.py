@@ -9,6 +9,7 @@ from typing import Mapping
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.phase import PhaseCost, PricedOps, price_graph, price_ops
+from archsim.cost.work import Libraries
 from archsim.graph.build import build_decode, build_prefill, routed_expert_ops
 from archsim.graph.expert_load import ExpertLoad, RankWork
 from archsim.graph.op import expert_layout
@@ -79,11 +80,11 @@ class PricedGraph:
 
 def priced_graph(model: ModelConfig, hw: Hardware, fwd: Forward, precision: Precision, shard: Shard, *,
                  mtp: bool, rank_work: RankWork | None, row_layout: str, attention: str, cuda_graph: bool,
-                 cache: dict | None) -> PricedGraph:
+                 cache: dict | None, libraries: Libraries = ()) -> PricedGraph:
     """The compact device graph of forward ``fwd`` priced on ``hw``: per-layer times and totals equal the full
     graph's bit for bit (tests/cost/test_fast_path.py). ``cache`` (owned by the caller, e.g. one plan search)
     avoids pricing the same shape twice."""
-    key = ("graph", fwd, shard, mtp, rank_work, row_layout, attention, cuda_graph)
+    key = ("graph", fwd, shard, mtp, rank_work, row_layout, attention, cuda_graph, libraries)
     if cache is not None and key in cache:
         return cache[key]
     if fwd.decode:
@@ -92,7 +93,7 @@ def priced_graph(model: ModelConfig, hw: Hardware, fwd: Forward, precision: Prec
     else:
         graph = build_prefill(model, batch=fwd.seqs, prompt_len=fwd.new_tokens, precision=precision, shard=shard,
                               past_len=fwd.past, compact=True, expert_layout=row_layout, rank_work=rank_work)
-    cost = price_graph(graph, hw, attention=attention, cuda_graph=cuda_graph)
+    cost = price_graph(graph, hw, attention=attention, cuda_graph=cuda_graph, libraries=libraries)
     peak = max((sum(o.nbytes for o in (*op.reads, *op.writes) if o.role in ("activation", "output"))
                 for op in (graph.nodes[n]["op"] for n in graph.nodes)), default=0.0)
     out = PricedGraph(layer_s=by_layer_key(model, cost.time_s_by_layer), flops=cost.flops,
@@ -103,13 +104,14 @@ def priced_graph(model: ModelConfig, hw: Hardware, fwd: Forward, precision: Prec
 
 
 def routed_cost(model: ModelConfig, hw: Hardware, precision: Precision, shard: Shard, work: RankWork, *,
-                row_layout: str, attention: str, cache: dict | None) -> PricedOps:
+                row_layout: str, attention: str, cache: dict | None, libraries: Libraries = ()) -> PricedOps:
     """The routed-expert ops of one MoE layer for a device doing ``work``, priced (the work of EP ranks other than
     the graph's device enters the deployment totals through it)."""
-    key = ("routed", shard, work, row_layout, attention)
+    key = ("routed", shard, work, row_layout, attention, libraries)
     if cache is not None and key in cache:
         return cache[key]
-    cost = price_ops(routed_expert_ops(model, precision, shard, work, row_layout), hw, attention=attention)
+    cost = price_ops(routed_expert_ops(model, precision, shard, work, row_layout), hw, attention=attention,
+                     libraries=libraries)
     if cache is not None:
         cache[key] = cost
     return cost

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from archsim.config.stack import HostOverhead
 from archsim.cost.work import price_work
 
 
@@ -79,10 +80,11 @@ class PhaseTotals:
     deployment_flops: object
     deployment_main_bytes: object
     deployment_dynamic_energy_j: object
+    host_s: object = 0.0  # host time per step the GPU waits for (PhaseModel.host)
 
     @property
     def time_s(self):
-        return self.compute_s + self.exposed_s + self.bubble_s
+        return self.compute_s + self.exposed_s + self.bubble_s + self.host_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +95,9 @@ class PhaseModel:
 
     forwards: tuple[ForwardModel, ...]
     main_level: int
+    # the stack's host time per iteration: every forward is one scheduler iteration, which takes GPU + host, or
+    # max(GPU, host) when the stack overlaps the two (config/stack.py); None: no host time
+    host: HostOverhead | None = None
 
     def evaluate(self, arrays_for: Callable[[GraphTerm], object] | None = None) -> PhaseTotals:
         """The step's totals; ``arrays_for(term)`` gives the HardwareArrays to price a term's work with (None: the
@@ -125,8 +130,10 @@ class PhaseModel:
             else:
                 bubble = (fwd.pp - 1) * (compute + fwd.comm_mb_s + fwd.pp_send_s)
             n, mb = fwd.count, fwd.mb
+            gpu = compute * mb + exposed + bubble
+            host = 0.0 * gpu if self.host is None else self.host.step_s(gpu) - gpu
             for key, value in (("compute_s", compute * mb), ("communication_s", comm), ("exposed_s", exposed),
-                               ("bubble_s", bubble), ("device_flops", flops * mb), ("device_main_bytes", nbytes * mb),
+                               ("bubble_s", bubble), ("host_s", host), ("device_flops", flops * mb), ("device_main_bytes", nbytes * mb),
                                ("device_dynamic_energy_j", energy * mb), ("deployment_flops", t_flops),
                                ("deployment_main_bytes", t_bytes), ("deployment_dynamic_energy_j", t_energy)):
                 parts[key] = parts[key] + n * value

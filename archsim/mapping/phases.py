@@ -20,8 +20,10 @@ import numpy as np
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
+from archsim.config.stack import Stack
 from archsim.cost.collectives import price_collective
 from archsim.cost.phase import PhaseCost
+from archsim.cost.work import Libraries
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, RankWork, uniform_load
 from archsim.graph.op import expert_layout
@@ -46,7 +48,7 @@ class PhaseBreakdown:
 
     ``compute_s`` and ``communication_s`` are the step's totals over its forwards and micro-batches; ``exposed_s``
     is the communication not hidden behind compute; ``bubble_s`` the pipeline fill/drain idle time.
-    ``time_s = compute_s + exposed_s + bubble_s``. ``stage_compute_s`` lists each stage's compute for one
+    ``time_s = compute_s + exposed_s + bubble_s + host_s``. ``stage_compute_s`` lists each stage's compute for one
     micro-batch of the first forward (the simulator uses it); ``layer_compute_s`` / ``layer_comm`` are per layer
     of the bottleneck stage, one micro-batch of the first forward.
     """
@@ -74,6 +76,7 @@ class PhaseBreakdown:
     dynamic_energy_j_per_device: float = 0.0
     worst_stage: int = 0
     stage_dynamic_energy_j: tuple[float, ...] = ()   # one device of each stage, per step
+    host_s: float = 0.0  # host time the GPU waits for (the stack's per-iteration overhead not hidden, PhaseModel)
     # the step's totals over every device of the instance: busy replicas' own work and every EP rank's mean
     # routed work
     deployment_flops: float = 0.0
@@ -86,11 +89,11 @@ class PhaseBreakdown:
 
     @property
     def time_s(self) -> float:
-        return self.compute_s + self.exposed_s + self.bubble_s
+        return self.compute_s + self.exposed_s + self.bubble_s + self.host_s
 
     def to_dict(self) -> dict:
         return {"time_s": self.time_s, "compute_s": self.compute_s, "communication_s": self.communication_s,
-                "exposed_communication_s": self.exposed_s, "bubble_s": self.bubble_s,
+                "exposed_communication_s": self.exposed_s, "bubble_s": self.bubble_s, "host_s": self.host_s,
                 "micro_batches": self.micro_batches, "tokens_per_micro_batch": self.tokens_per_micro_batch,
                 "forwards": self.forwards, "busy_replicas": self.busy_replicas,
                 "communication_by_kind_s": dict(self.comm_by_kind)}
@@ -152,6 +155,7 @@ class _Context:
     attention: str
     cuda_graph: bool
     cache: dict | None
+    libraries: Libraries = ()
 
     @property
     def shard(self) -> Shard:
@@ -181,7 +185,8 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                 batch: int, length: int, mtp: bool = False, overlap: bool = True,
                 ep_mode: str | None = None, cache: dict | None = None,
                 expert_load: ExpertLoad | None = None, attention: str = "flash",
-                prefill_chunk: int | None = None, cuda_graph: bool = False, past: int = 0) -> PhaseBreakdown:
+                prefill_chunk: int | None = None, cuda_graph: bool = False, past: int = 0,
+                stack: Stack | None = None) -> PhaseBreakdown:
     """Price one ``phase`` step for ``batch`` sequences on one instance of ``par`` (module docstring).
 
     ``length`` is the prompt length (prefill: new tokens, after ``past`` cached ones each) or the context
@@ -191,7 +196,10 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     micro-batches the communication of one micro-batch hides behind the compute of another (DeepSeek's
     two-micro-batch overlap), layer by layer: exposed = sum over layers of max(0, comm - compute) per micro-batch.
     EP mode: throughput kernels for prefill,
-    low-latency kernels for decode unless ``ep_mode`` says (``ep_exchange_mode``).
+    low-latency kernels for decode unless ``ep_mode`` (else the stack) says (``ep_exchange_mode``).
+    ``stack``: the serving stack (config/stack.py): its kernel library per op kind, its DeepEP mode per phase, the
+    largest decode batch it replays as a CUDA graph (a replica holding more runs eagerly) and its host time per
+    iteration (PhaseModel); None: the reference kernels, no host time.
     """
     if phase not in ("prefill", "decode"):
         raise ConfigError(None, "phase", "prefill or decode", phase)
@@ -206,9 +214,14 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     if model.is_moe:
         check_expert_slots(par, model.n_routed_experts)
         load = expert_load or uniform_load(model.n_routed_experts, model.num_experts_per_tok)
+    seqs = replica_sequences(batch, par.dp)
+    if stack is not None:
+        ep_mode = ep_mode or stack.ep_mode(hw, phase)
+        cuda_graph = cuda_graph and seqs[0][0] <= stack.cuda_graph_max_batch
     ctx = _Context(model=model, hw=hw, par=par, precision=precision, phase=phase,
-                   seqs=replica_sequences(batch, par.dp), mtp=mtp, overlap=overlap, ep_mode=ep_mode, load=load,
-                   attention=attention, cuda_graph=cuda_graph and phase == "decode", cache=cache)
+                   seqs=seqs, mtp=mtp, overlap=overlap, ep_mode=ep_mode, load=load,
+                   attention=attention, cuda_graph=cuda_graph and phase == "decode", cache=cache,
+                   libraries=stack_libraries(stack, hw, phase))
     q_len = 1 + (model.num_nextn_predict_layers if mtp else 0) if phase == "decode" else length
     busiest = ctx.seqs[0][0]
     if isinstance(past, bool) or not isinstance(past, int) or past < 0 or (past and phase != "prefill"):
@@ -218,10 +231,21 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     for mb in _micro_batch_options(par, busiest):
         priced = [(_price_forward(ctx, fwd, mb, count), count) for fwd, count in forwards]
         model = PhaseModel(forwards=tuple(c.model for c, _ in priced),
-                           main_level=priced[0][0].graph.cost.work.level_names.index(hw.main_memory.name))
+                           main_level=priced[0][0].graph.cost.work.level_names.index(hw.main_memory.name),
+                           host=stack.host if stack is not None else None)
         options.append((model.evaluate(), model, priced))
     totals, model, priced = min(options, key=lambda o: float(o[0].time_s))
     return _breakdown(ctx, totals, model, priced)
+
+
+def stack_libraries(stack: Stack | None, hw: Hardware, phase: str) -> Libraries:
+    """(op kind, MMA factor, bandwidth factor) of the libraries ``stack`` runs a ``phase`` step's GEMMs, grouped
+    GEMMs and attention with on ``hw`` (cost.work.extract_work); () without a stack."""
+    if stack is None:
+        return ()
+    eff = stack.library_efficiency(hw)
+    kinds = (("gemm", "dense_gemm"), ("grouped_gemm", "moe_gemm"), ("attention", f"attention_{phase}"))
+    return tuple((op_kind, *eff[kind]) for op_kind, kind in kinds if kind in eff)
 
 
 def _micro_batch_options(par: Parallelism, seqs: int) -> list[int]:
@@ -312,7 +336,7 @@ def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int, count: float) ->
 def _graph(ctx: _Context, fwd: Forward, mtp: bool, work: RankWork | None) -> PricedGraph:
     return priced_graph(ctx.model, ctx.hw, fwd, ctx.precision, ctx.shard, mtp=mtp, rank_work=work,
                         row_layout=ctx.row_layout, attention=ctx.attention, cuda_graph=ctx.cuda_graph,
-                        cache=ctx.cache)
+                        cache=ctx.cache, libraries=ctx.libraries)
 
 
 def _terms(ctx: _Context, fwd: Forward, mb: int, graph: PricedGraph, work: RankWork | None,
@@ -339,7 +363,8 @@ def _terms(ctx: _Context, fwd: Forward, mb: int, graph: PricedGraph, work: RankW
             if tokens <= 0:
                 continue
             cost = routed_cost(model, ctx.hw, ctx.precision, ctx.shard, mean_rank_work(ctx.load, placement, tokens),
-                               row_layout=ctx.row_layout, attention=ctx.attention, cache=ctx.cache)
+                               row_layout=ctx.row_layout, attention=ctx.attention, cache=ctx.cache,
+                               libraries=ctx.libraries)
             ones = np.ones(len(cost.op_list))
             terms.append(GraphTerm(cost=cost, time_count=0 * ones, time_scale=0.0, total_count=ones,
                                    total_scale=float(count * par.moe_group * moe_layers * mb),
@@ -410,7 +435,8 @@ def _breakdown(ctx: _Context, totals: PhaseTotals, model: PhaseModel,
     return PhaseBreakdown(
         phase=ctx.phase, micro_batches=first.model.mb, tokens_per_micro_batch=first.tokens_mb,
         compute_s=float(totals.compute_s), communication_s=float(totals.communication_s),
-        exposed_s=float(totals.exposed_s), bubble_s=float(totals.bubble_s), comm_by_kind=kinds,
+        exposed_s=float(totals.exposed_s), bubble_s=float(totals.bubble_s), host_s=float(totals.host_s),
+        comm_by_kind=kinds,
         stage_compute_s=tuple(first.stage_s),
         layer_compute_s=tuple(first.graph.layer_s.get(layer, 0.0) / par.cp for layer in worst_layers),
         layer_comm=first.layer_comms, pp_send_s=first.model.pp_send_s,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from archsim.config.deployment import DeploymentSpec, PoolSpec, load_deployment
 from archsim.config.hardware import Hardware
+from archsim.config.stack import Stack, resolve_stack
 from archsim.config.workload import AUTO, ExpertLoadSpec, Scenario, Workload, check_scenario
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, load_from_spec
@@ -25,7 +26,9 @@ LAYOUT_OVERRIDES = ("tp", "attn_dp", "dp", "moe_tp", "moe_ep", "ep", "pp", "cp",
                     "redundant_experts")
 # expert_load: "uniform", "zipf:S", or an archsim.graph.expert_load.ExpertLoad (e.g. measured at small scale);
 # deployment: a YAML file with a top-level ``deployment:`` (config/deployment.py) or a DeploymentSpec
-OPTION_OVERRIDES = ("attention", "expert_load", "phase", "prefill_chunk", "cuda_graphs", "ep_mode", "deployment")
+# stack: a name under stacks/ (``sglang``), a stack YAML path or an archsim.config.stack.Stack
+OPTION_OVERRIDES = ("attention", "expert_load", "phase", "prefill_chunk", "cuda_graphs", "ep_mode", "deployment",
+                    "stack")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,13 +50,16 @@ def resolve_deployment(wl: Workload, hw: Hardware, *, cache: dict | None = None,
     _check_names(overrides)
     scenario = _scenario(wl, overrides)
     spec = _spec(wl, overrides)
+    stack = resolve_stack(overrides.get("stack"))
+    if stack is not None:
+        stack.on(hw)  # the chip's family and libraries checked before any pricing
     base = Deployment(model=wl.model, hardware=hw, precision=scenario_precision(scenario),
                       pools=tuple(Pool(role=p.role, layout=_placeholder()) for p in spec.pools),
                       batch=scenario.batch, prompt_len=scenario.prompt_len, output_len=scenario.output_len,
-                      mtp=scenario.mtp, phase=_phase(overrides), prefill_chunk=_chunk(overrides, spec),
+                      mtp=scenario.mtp, phase=_phase(overrides), prefill_chunk=_chunk(overrides, spec, stack),
                       expert_load=_expert_load(wl.model, scenario, overrides.get("expert_load")),
                       attention=_attention(overrides), ep_mode=overrides.get("ep_mode", spec.ep_mode),
-                      cuda_graphs=_cuda_graphs(overrides, spec))
+                      cuda_graphs=_cuda_graphs(overrides, spec), stack=stack)
     cache = {} if cache is None else cache
     pools, plans, auto = [], [], False
     for pool_spec in spec.pools:
@@ -185,11 +191,12 @@ def _phase(overrides: dict) -> str:
     return phase
 
 
-def _chunk(overrides: dict, spec: DeploymentSpec) -> int | None:
-    """Tokens per prefill forward: the override, else the spec's, else the default; 0 means no chunking."""
+def _chunk(overrides: dict, spec: DeploymentSpec, stack: Stack | None) -> int | None:
+    """Tokens per prefill forward: the override, else the spec's, else the stack's default, else archsim's; 0
+    means no chunking."""
     value = overrides.get("prefill_chunk", spec.prefill_chunk)
     if value is None:
-        return DEFAULT_PREFILL_CHUNK
+        return stack.chunked_prefill if stack is not None else DEFAULT_PREFILL_CHUNK
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(None, "prefill_chunk", "a number of tokens >= 0 (0: one forward)", value)
     return value or None

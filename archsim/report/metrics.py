@@ -67,7 +67,20 @@ def deployment_summary(dep: Deployment, plan: DeploymentPlan, *, auto: bool) -> 
     return DeploymentSummary(devices=dep.devices, hardware=dep.hardware.name, auto=auto,
                              layout={**par.to_dict(), "label": par.label()}, pools=pools,
                              disaggregated=dep.disaggregated, phase=dep.phase,
-                             prefill_chunk=dep.prefill_chunk, cuda_graphs=dep.cuda_graphs)
+                             prefill_chunk=dep.prefill_chunk, cuda_graphs=dep.cuda_graphs,
+                             stack=_stack_summary(dep))
+
+
+def _stack_summary(dep: Deployment) -> dict | None:
+    """The stack's name, version, kernel libraries on the deployment's chip, DeepEP modes and host time."""
+    stack = dep.stack
+    if stack is None:
+        return None
+    chosen = stack.on(dep.hardware)
+    return {"name": stack.name, "version": stack.version, "family": dep.hardware.family,
+            "libraries": dict(chosen.libraries), "all_to_all": dict(chosen.all_to_all),
+            "cuda_graph_max_batch": stack.cuda_graph_max_batch, "host_iteration_s": stack.host.iteration_s,
+            "host_overlapped": stack.host.overlapped, "request_overhead_s": stack.host.request_s}
 
 
 def memory_summary(pool: LayoutPlan, dep: Deployment, needs: Callable[[], str] | None,

@@ -51,6 +51,9 @@ class DeploymentSummary:
     phase: str = "both"
     prefill_chunk: int | None = None
     cuda_graphs: bool = True
+    # the serving stack (config/stack.py): name, version, and the kernel library per op kind on this chip; None:
+    # archsim's reference kernels and no host time
+    stack: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
