@@ -36,10 +36,11 @@ def setup():
     return wl.model, chip(LIBS), scenario_precision(wl.scenario)
 
 
-def decode(setup, batch=8, **kw):
+def decode(setup, batch=8, cuda_graph=True, **kw):
     model, hw, precision = setup
     par = Parallelism(tp=8, moe_tp=8)
-    return price_phase(model, hw, par, precision, phase="decode", batch=batch, length=2048, cuda_graph=True, **kw)
+    return price_phase(model, hw, par, precision, phase="decode", batch=batch, length=2048, cuda_graph=cuda_graph,
+                       **kw)
 
 
 def test_host_time_adds_to_a_serial_stack_and_hides_in_an_overlapped_one(setup):
