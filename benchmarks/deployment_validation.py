@@ -3,7 +3,8 @@
 Regimes (a rule on the case's load, not on its error): "burst / overloaded" when every request arrives at once
 (num_prompts <= concurrency) or an open-loop rate overloads the server; "small batch" when at most 32 sequences
 run in an instance of attention TP >= 4 (host, launch and small-M kernel costs of the serving stack dominate:
-issue 13's stack model); "large batch" otherwise. Run: python benchmarks/deployment_validation.py
+issue 13's stack model); "large batch" otherwise. A second table groups the same errors by the serving stack the
+case measured (its ``stack:``, priced with stacks/<stack>.yaml). Run: python benchmarks/deployment_validation.py
 """
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ def main() -> None:
                     and (reg == "all" or g == reg)]
             if errs:
                 print(f"| {category} | {reg} | {len(errs)} | {statistics.median(errs):.1%} |")
+    print()
+    print("| category | stack | n | median abs error |")
+    print("|---|---|---|---|")
+    stacks = sorted({str(c.shape.get("stack", "unstated")) for c, _, _ in rows})
+    for category in ("deployment_throughput", "deployment_tpot", "deployment_ttft"):
+        for stack in stacks:
+            errs = [abs(r.error) for c, r, _ in rows if c.category == category and r.error is not None
+                    and str(c.shape.get("stack", "unstated")) == stack]
+            if errs:
+                print(f"| {category} | {stack} | {len(errs)} | {statistics.median(errs):.1%} |")
 
 
 if __name__ == "__main__":

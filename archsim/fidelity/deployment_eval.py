@@ -68,12 +68,28 @@ def _overrides(shape: Mapping, dtype: str) -> dict:
     if experts:
         out["expert_weights"] = str(experts)
     out["kv_cache"] = str(shape.get("kv_cache", "bf16"))
+    if shape.get("stack"):
+        out["stack"] = _stack(str(shape["stack"]))
     chunk = _chunk(shape)
     if chunk:
         out["prefill_chunk"] = chunk
     if "cuda_graph" in shape:
         out["cuda_graphs"] = bool(shape["cuda_graph"])
     return out
+
+
+def _stack(name: str):
+    """The shipped stack the case's benchmark ran (stacks/<name>.yaml); NotModelled when archsim has none."""
+    from archsim.config.stack import resolve_stack, stack_names
+
+    if name not in stack_names():
+        raise NotModelled(f"no stack description for {name!r} (stacks/)")
+    return resolve_stack(name)
+
+
+def _request_overhead_s(shape: Mapping) -> float:
+    """The stack's fixed time per request before it is scheduled (HTTP, tokenisation), part of TTFT."""
+    return _stack(str(shape["stack"])).host.request_s if shape.get("stack") else 0.0
 
 
 def _chunk(shape: Mapping) -> int:
@@ -116,10 +132,15 @@ def _running(shape: Mapping, measured: Mapping) -> tuple[int, str]:
 
 
 def _cap(shape: Mapping, batch: int) -> int:
-    """The engine's cap on running sequences (``max_batch_per_rank`` x attention replicas), when stated."""
+    """The engine's cap on running sequences: ``max_batch_per_rank`` x attention replicas when stated, else the
+    stack's default running-request cap, if it has one."""
     per_rank = int(shape.get("max_batch_per_rank", 0))
     replicas = int(shape.get("attn_dp", 1))
-    return min(batch, per_rank * replicas) if per_rank else batch
+    batch = min(batch, per_rank * replicas) if per_rank else batch
+    stack = _stack(str(shape["stack"])) if shape.get("stack") else None
+    if not per_rank and stack is not None and stack.max_running_requests:  # the stack's default cap
+        batch = min(batch, stack.max_running_requests)
+    return batch
 
 
 def _decode_pool(shape, measured, hardware, dtype):
@@ -185,10 +206,11 @@ def _benchmark(shape, measured, hardware, dtype):
     # the EP group's barrier makes every replica wait for the one that prefills
     stall = max(wave_s / output, min(1.0, arriving) * alone.prefill.latency_s)
     iteration = steady.decode.tpot_s + stall
-    joining = iteration / 2 + alone.prefill.latency_s       # a request joining a running batch
+    overhead = _request_overhead_s(shape)                   # HTTP and tokenisation before the scheduler sees it
+    joining = iteration / 2 + alone.prefill.latency_s + overhead  # a request joining a running batch
     total = int(shape.get("num_prompts", 0))
     first = min(batch, total) if total else 0               # a closed loop starts with a wave of requests at once
-    first_wave = wave_s * (first + 1) / (2 * batch) if first else 0.0  # mean over the j-th of them: j / B of it
+    first_wave = wave_s * (first + 1) / (2 * batch) + overhead if first else 0.0  # mean over the j-th: j / B of it
     ttft = joining if not total else (first * first_wave + max(0, total - batch) * joining) / total
     request_s = joining + (output - 1) * iteration
     per_gpu = batch * instances / request_s / (devices * instances)

@@ -133,13 +133,16 @@ def phase_summary(cls, b: PhaseBreakdown, hw: Hardware, **fields):
                time_s_by_bound=dict(cost.time_s_by_bound), mfu=flops / (time_s * peak) if peak else 0.0,
                hbm_bandwidth_utilisation=hbm / (time_s * hw.main_memory.bandwidth_bytes_per_s),
                energy_j=energy, tops_per_watt=flops / energy / TERA if energy else 0.0, heaviest_ops=heaviest,
-               communication_s=b.communication_s, exposed_communication_s=b.exposed_s,
+               communication_s=b.communication_s, exposed_communication_s=b.exposed_s, host_s=b.host_s,
                micro_batches=b.micro_batches, forwards=b.forwards, busy_replicas=b.busy_replicas, **fields)
 
 
 def binding_resource(b: PhaseBreakdown, cost: PhaseCost) -> str:
-    """The phase's binding resource: communication when exposed communication outweighs every compute bound of
-    the step, else the bound that accounts for most op time."""
+    """The phase's binding resource: the host when the stack's host time the GPU waits for outweighs the rest of the
+    step; communication when exposed communication outweighs every compute bound of the step; else the bound that
+    accounts for most op time."""
+    if b.host_s > b.time_s - b.host_s:
+        return "host"
     if b.exposed_s > max(cost.time_s_by_bound.values(), default=0.0) * b.micro_batches * b.forwards:
         return "communication"
     return cost.bound

@@ -102,6 +102,7 @@ class PhaseSummary:
     heaviest_ops: tuple[OpSummary, ...]
     communication_s: float = 0.0
     exposed_communication_s: float = 0.0
+    host_s: float = 0.0          # the stack's host time per step the GPU waits for (config/stack.py)
     micro_batches: int = 1       # chosen per phase by price unless the layout fixes them
     forwards: int = 1            # forward passes of the step (prefill chunks)
     busy_replicas: int = 1       # attention-DP replicas holding sequences

@@ -30,6 +30,8 @@ def _phase_rows(p: PhaseSummary) -> list[tuple[str, str]]:
         ("energy per device", format_quantity(p.energy_j, "energy_j")),
         ("TOPS/W", f"{p.tops_per_watt:.3f}"),
     ]
+    if p.host_s:
+        rows.append(("host time (stack)", format_quantity(p.host_s, "time_s")))
     if p.communication_s:
         rows.append(("communication (exposed)", f"{format_quantity(p.communication_s, 'time_s')} "
                                                 f"({format_quantity(p.exposed_communication_s, 'time_s')})"))
@@ -58,6 +60,12 @@ def format_report(r: Report) -> str:
                                                         f"devices, batch {pool['batch']}: {pool['layout']['label']}"))
     deployment_rows.append(("prefill chunk, CUDA graphs",
                             f"{d.prefill_chunk or 'none'} tokens, {'on' if d.cuda_graphs else 'off'} (decode)"))
+    if d.stack is not None:
+        st = d.stack
+        libs = ", ".join(f"{kind} {lib}" for kind, lib in st["libraries"].items())
+        deployment_rows.append(("stack", f"{st['name']} {st['version']} on {st['family']}: {libs}; host "
+                                         f"{format_quantity(st['host_iteration_s'], 'time_s')} per iteration"
+                                         f"{' (overlapped)' if st['host_overlapped'] else ''}"))
     out += _rows(f"Scenario: batch {s.batch}, prompt {s.prompt_len:,}, output {s.output_len:,}, "
                  f"weights {s.weights}", deployment_rows)
     mem_rows = [
