@@ -39,7 +39,7 @@ KERNELS = ("gemm", "grouped_gemm", "attention", "ep_exchange", "training_through
 @dataclass(frozen=True, kw_only=True)
 class Case:
     """One published measurement: what ran (kernel, shape, dtype, hardware), what was measured (SI), where
-    it comes from. ``calibrates`` names the hardware field this figure sets, if any (not held out)."""
+    it comes from. ``calibrates`` names the hardware (or stack) field this figure sets, if any (not held out)."""
 
     id: str
     file: str
