@@ -1,6 +1,7 @@
 """Records describing a serving deployment (replicas, scheduler, disaggregation, SLOs) and the scheduler factory."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,9 +58,10 @@ class SchedulerSpec:
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULERS:
             raise ConfigError(None, "scheduler", f"one of {', '.join(SCHEDULERS)}", self.kind)
-        if self.speculative and not (0 <= self.speculative.acceptance_rate <= 1 and self.speculative.draft_tokens >= 1):
-            raise ConfigError(None, "scheduler.speculative", "draft_tokens >= 1 and 0 <= acceptance_rate <= 1",
-                              self.speculative)
+        # Speculative checks its own draft count and rates when it is built
+        if self.speculative is not None and not isinstance(self.speculative, Speculative):
+            raise ConfigError(None, "scheduler.speculative", "a Speculative(draft_tokens=K, acceptance_rate=P or "
+                              "(P1, ..., PK)) record", self.speculative)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +72,22 @@ class DisaggSpec:
     decode_replicas: int
     link_bandwidth_bytes_per_s: float
     link_latency_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("prefill_replicas", "decode_replicas"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(None, f"disagg.{name}", "an integer >= 1", value)
+        bandwidth, latency = self.link_bandwidth_bytes_per_s, self.link_latency_s
+        if not (_is_number(bandwidth) and 0 < bandwidth <= math.inf):  # nan fails the comparison
+            raise ConfigError(None, "disagg.link_bandwidth_bytes_per_s", "a bandwidth > 0 B/s", bandwidth)
+        if not (_is_number(latency) and 0 <= latency < math.inf):
+            raise ConfigError(None, "disagg.link_latency_s", "a finite time >= 0 s", latency)
+
+
+def _is_number(value) -> bool:
+    """A real number (a bool is not one)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -114,6 +114,7 @@ class ContinuousScheduler:
         self.recomputed_tokens = 0
         self._pending_swap_out = 0.0
         self._order = 0
+        self._now = 0.0  # the time of the iteration being formed (stamps admissions)
 
     # -- queue ------------------------------------------------------------------------------------
     def fits(self, seq: Seq) -> bool:
@@ -126,6 +127,8 @@ class ContinuousScheduler:
         """Queue a sequence; False (rejected) if it can never fit in this replica's KV cache."""
         if not self.fits(seq):
             return False
+        if seq.enqueued_s is None:
+            seq.enqueued_s = now
         self.waiting.append(seq)
         return True
 
@@ -146,6 +149,7 @@ class ContinuousScheduler:
 
     # -- forming an iteration ---------------------------------------------------------------------
     def next_plan(self, now: float) -> Plan | None:
+        self._now = now
         swap_bytes = self._swap_in()
         if self.chunked:
             decode = self._decodes()
@@ -205,12 +209,28 @@ class ContinuousScheduler:
             self.waiting.popleft()
             self.kv.allocate(need)
             seq.blocks = need
+            if resident and seq.first_token_s is None:
+                self._first_token_on_decode(seq)
             self._admitted(seq)
             if not resident:
+                if seq.admitted_s is None:
+                    seq.admitted_s = self._now
                 take = min(todo, budget, self.chunk_limit) if self.chunked else todo
                 chunks.append((seq, take))
                 budget -= take
         return chunks
+
+    def _first_token_on_decode(self, seq: Seq) -> None:
+        """A disaggregated request's first token reaches the user when the decode replica admits it into its
+        running batch. In SGLang's PD disaggregation the client streams from the decode server; the token sampled
+        by prefill travels with the KV (metadata buffer), and the decode scheduler streams it when it moves the
+        transferred request from its waiting queue into the running batch, just before that batch's next decode
+        forward (sgl-project/sglang python/sglang/srt/disaggregation/decode.py,
+        get_next_disagg_decode_batch_to_run -> process_batch_result_prebuilt -> stream_output, in
+        python/sglang/srt/managers/scheduler_output_processor_mixin.py). So the wait for a decode slot and KV
+        blocks counts in TTFT, and the first decode iteration's tokens are the first inter-token gap."""
+        seq.first_token_s = self._now
+        seq.last_token_s = self._now
 
     def _decodes(self) -> int:
         """Give every decoding sequence room for its next step, preempting the most recently admitted
@@ -284,13 +304,19 @@ class ContinuousScheduler:
             seq.computed_tokens += chunk
             if seq.kv_tokens >= seq.target:
                 del self.prefilling[id(seq)]
+                if seq.prefilled_s is None:
+                    seq.prefilled_s = now
+                if self.role == "prefill" and seq.req.output_tokens - seq.generated > 1:
+                    # the first token is sampled here but shown to the user by the decode pool (_first_token_on_decode)
+                    seq.generated += 1
+                    seq.last_token_s = now
+                    self.handoff.append(seq)
+                    continue
                 emit(seq, 1, now, self.gaps)
                 if seq.finish_s is not None:
                     finished.append(seq)
                     self.kv.release(seq.blocks)
                     seq.blocks = 0
-                elif self.role == "prefill":
-                    self.handoff.append(seq)
                 else:
                     self.decoding.add(seq)
         return finished
@@ -299,14 +325,15 @@ class ContinuousScheduler:
         """The first ``n`` rows (those planned: rows only join at the end) each emit 1 (+ accepted drafts) tokens."""
         d = self.decoding
         c = d.cols
-        left = c["out"][:n] - c["gen"][:n] if self.spec is not None else None
+        if len(self._ones) < n:
+            self._ones = np.ones(min(self.max_seqs, max(n, 2 * len(self._ones))), dtype=np.int64)
+        ones = self._ones[:n]
         if self.spec is None:
-            if len(self._ones) < n:
-                self._ones = np.ones(min(self.max_seqs, max(n, 2 * len(self._ones))), dtype=np.int64)
-            tokens = self._ones[:n]  # every row has >= 1 token left (finished rows leave at once)
+            tokens = ones  # every row has >= 1 token left (finished rows leave at once)
         else:
-            tokens = np.minimum(1 + self.spec.accepted(self.rng, n), left)
-        self.gap_chunks.append(((now - d.last[:n]) / tokens, tokens))
+            tokens = np.minimum(1 + self.spec.accepted(self.rng, n), c["out"][:n] - c["gen"][:n])
+        # one streamed chunk per sequence per step, however many tokens it carries (see sequence.emit)
+        self.gap_chunks.append((now - d.last[:n], ones))
         c["kv"][:n] += tokens
         c["gen"][:n] += tokens
         d.last[:n] = now

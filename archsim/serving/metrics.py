@@ -8,7 +8,7 @@ import numpy as np
 
 from archsim.serving.config import ReplicaSpec, Slo
 from archsim.serving.iteration import IterationCost
-from archsim.serving.sequence import Plan, Seq
+from archsim.serving.sequence import TTFT_PARTS, Plan, Seq
 from archsim.units import SECONDS_PER_HOUR
 
 TOKENS_PER_MILLION = 1e6
@@ -131,6 +131,7 @@ def summary(rec: Recorder, *, replicas: list[ReplicaSpec], schedulers: list, win
                      "swap_bytes": sum(s.swap_bytes_total for s in schedulers),
                      "kv_transfers": rec.transfers, "kv_transfer_bytes": rec.transfer_bytes},
         "ttft_s": _stats(ttft), "tpot_s": tpot_stats, "e2e_s": _stats(e2e),
+        "ttft_breakdown_s": ttft_breakdown(rec.requests),
         "itl_s": _hist_percentiles(rec.gap_hist),
         "latency_consistency": tpot_stats["p99"] / tpot_stats["p50"] if tpot_stats["p50"] > 0 else float("nan"),
         "throughput": {
@@ -158,6 +159,15 @@ def summary(rec: Recorder, *, replicas: list[ReplicaSpec], schedulers: list, win
         "little": little(t, window_s),
         "devices": devices, "replicas": len(replicas), "iterations": rec.iterations, "duration_s": end_s,
     }
+
+
+def ttft_breakdown(done: list[Seq]) -> dict[str, float]:
+    """Mean over completed requests of each part of the TTFT (Seq.ttft_parts: overhead, queue, prefill, link_wait,
+    transfer, slot_wait); the means add up to the mean TTFT."""
+    if not done:
+        return {name: float("nan") for name in TTFT_PARTS}
+    means = np.array([s.ttft_parts() for s in done]).mean(axis=0)
+    return {name: float(v) for name, v in zip(TTFT_PARTS, means)}
 
 
 def _idle_overlap(rec: Recorder, replicas: list[ReplicaSpec], end_s: float) -> float:

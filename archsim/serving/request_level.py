@@ -57,10 +57,16 @@ class RequestLevelScheduler:
     def _context(self, seq: Seq) -> int:
         return seq.req.prompt_tokens + seq.req.output_tokens
 
+    def fits(self, seq: Seq) -> bool:
+        """Whether the request could ever run here: its full context fits in the KV cache."""
+        return self.kv.blocks_for(self._context(seq)) <= self.kv.num_blocks
+
     def add(self, seq: Seq, now: float) -> bool:
         """Queue a request; False (rejected) if its full context can never fit in the KV cache."""
-        if self.kv.blocks_for(self._context(seq)) > self.kv.num_blocks:
+        if not self.fits(seq):
             return False
+        if seq.enqueued_s is None:
+            seq.enqueued_s = now
         self.waiting.append(seq)
         return True
 
@@ -112,8 +118,9 @@ class RequestLevelScheduler:
             blocks = new_blocks
         if not chosen:  # cannot happen while add() rejects what never fits; kept as a guard
             return False
-        for _ in chosen:
+        for seq in chosen:
             self.waiting.popleft()
+            seq.admitted_s = now
         self.kv.allocate(blocks)
         self.batch = chosen
         self.reserved = blocks

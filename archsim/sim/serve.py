@@ -70,14 +70,21 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
              lengths: LengthSampler | None = None, replicas: int = 1, router: str = "least_loaded",
              disagg: DisaggSpec | None = None, decode_model: IterationModel | None = None,
              decode_replica: ReplicaSpec | None = None, decode_scheduler: SchedulerSpec | None = None,
-             slo: Slo = Slo(), progress: Callable[[float], None] | None = None) -> ServeResult:
+             slo: Slo = Slo(), progress: Callable[[float], None] | None = None,
+             request_overhead_s: float = 0.0) -> ServeResult:
     """Run one serving simulation to completion (every accepted request finishes).
 
     Open loop: pass ``requests``. Closed loop: pass ``closed_loop`` and ``lengths``; users stop sending
     at ``duration_s``. With ``disagg``, ``disagg.prefill_replicas`` replicas (``replica``, ``scheduler``, priced
     by ``model``) prefill and hand each sequence's KV over the link to one of ``disagg.decode_replicas``
     (``decode_replica``, ``decode_scheduler``, ``decode_model``; each defaults to the prefill pool's). Both pools
-    run continuous batching.
+    run continuous batching; a request's first token reaches the user from the decode pool (see
+    ContinuousScheduler._first_token_on_decode), so its TTFT holds prefill queueing, prefill, the wait for the link,
+    the KV transfer and the wait for a decode slot.
+
+    ``request_overhead_s``: fixed host time per request before it reaches a scheduler (HTTP handling,
+    tokenisation); the request enters the scheduler that much after its arrival, and TTFT still counts from the
+    arrival.
     """
     if router not in ROUTERS:
         raise ConfigError(None, "router", f"one of {', '.join(ROUTERS)}", router)
@@ -85,6 +92,7 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
         raise ConfigError(None, "workload", "either a request list or a closed loop", None)
     if replicas < 1 or duration_s <= 0:
         raise ConfigError(None, "replicas/duration", "replicas >= 1 and duration > 0", (replicas, duration_s))
+    _check_overhead(request_overhead_s)
     env = simpy.Environment()
     rec = Recorder()
     spec_rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([check_seed(seed), 1]).spawn(64)]
@@ -122,14 +130,25 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
 
     rr = itertools.count()
 
-    def submit(req: Request) -> simpy.Event | None:
+    def enter(seq: Seq) -> None:
+        """Hand a request to a front replica's scheduler (its fit was checked on arrival)."""
         target = front[next(rr) % len(front)] if router == "round_robin" else _least_loaded(front)
-        seq = Seq(req)
         seq.replica = target.index
-        if not target.scheduler.add(seq, env.now):
+        target.scheduler.add(seq, env.now)
+        target.poke()
+
+    def submit(req: Request) -> Seq | None:
+        """Accept a request on arrival (or reject one that can never fit a front replica, which all share one spec)
+        and let it reach a scheduler after the fixed request overhead; routing happens then, so the router sees
+        the load of that moment."""
+        seq = Seq(req)
+        if not front[0].scheduler.fits(seq):
             rec.rejected.append(seq)
             return None
-        target.poke()
+        if request_overhead_s > 0:
+            env.timeout(request_overhead_s).callbacks.append(lambda _event: enter(seq))
+        else:
+            enter(seq)
         return seq
 
     if requests is not None:
@@ -187,11 +206,21 @@ def _closed_loop(env, loop: ClosedLoop, lengths: LengthSampler, duration_s, seed
 
 def _transfer(env, src: _Replica, seq: Seq, links: dict, disagg: DisaggSpec, kv_bytes_per_token: float,
               pool: list[_Replica], rec: Recorder):
-    """Move one sequence's KV cache from a prefill replica to the least-loaded decode replica over the link."""
+    """Move one sequence's KV cache from a prefill replica to the least-loaded decode replica over the link.
+
+    The prefill replica's link carries one transfer at a time (later ones queue: ``seq.link_start_s`` minus
+    ``seq.prefilled_s`` is that wait); a transfer takes the link latency plus the prompt's KV bytes over its
+    bandwidth. The prefill replica keeps the KV blocks until the copy is done. Simplifications: the transfer starts
+    after the whole prompt is prefilled (SGLang can send chunk by chunk), and the decode replica's KV blocks are
+    taken when it admits the request, not reserved before the transfer as SGLang's DecodePreallocQueue does
+    (sgl-project/sglang python/sglang/srt/disaggregation/decode.py); both matter only under KV-capacity pressure.
+    """
     nbytes = seq.kv_tokens * kv_bytes_per_token
     with links[src.index].request() as slot:
         yield slot
+        seq.link_start_s = env.now
         yield env.timeout(disagg.link_latency_s + nbytes / disagg.link_bandwidth_bytes_per_s)
+    seq.kv_arrived_s = env.now
     rec.transfers += 1
     rec.transfer_bytes += nbytes
     src.scheduler.release(seq)
@@ -202,3 +231,10 @@ def _transfer(env, src: _Replica, seq: Seq, links: dict, disagg: DisaggSpec, kv_
         rec.rejected.append(seq)
         return
     target.poke()
+
+
+def _check_overhead(value) -> float:
+    """``value`` if it is a finite time >= 0 s, else a ConfigError naming request_overhead_s."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(None, "request_overhead_s", "a finite time >= 0 s", value)
+    return float(value)

@@ -101,16 +101,22 @@ def deployment_overrides(opts: ServeOptions, model) -> dict:
 
 
 def _speculative(text: str | None) -> Speculative | None:
+    """``--speculative K:P`` (K drafts, each accepted with probability P after the ones before it) or
+    ``K:P1,...,PK`` (one conditional acceptance rate per draft position); None when not given."""
     if not text:
         return None
     try:
-        k, p = text.split(":")
-        spec = Speculative(draft_tokens=int(k), acceptance_rate=float(p))
+        k_text, p_text = text.split(":")
+        k = int(k_text)
+        rates = tuple(float(p) for p in p_text.split(","))
     except ValueError:
-        raise ConfigError(None, "--speculative", "K:P, e.g. 1:0.85", text) from None
-    if spec.draft_tokens < 1 or not 0 <= spec.acceptance_rate <= 1:
+        raise ConfigError(None, "--speculative", "K:P or K:P1,...,PK, e.g. 1:0.85 or 3:0.9,0.8,0.7", text) from None
+    if k < 1 or not all(0 <= p <= 1 for p in rates):  # nan fails the comparison
         raise ConfigError(None, "--speculative", "K >= 1 and 0 <= P <= 1", text)
-    return spec
+    if len(rates) not in (1, k):
+        raise ConfigError(None, "--speculative", f"one rate P or K={k} rates P1,...,P{k} (one per draft position)",
+                          text)
+    return Speculative(draft_tokens=k, acceptance_rate=rates[0] if len(rates) == 1 else rates)
 
 
 def _max_tokens(dist) -> int:
