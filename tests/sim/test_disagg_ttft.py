@@ -135,3 +135,29 @@ def test_single_output_token_requests_finish_on_the_prefill_pool():
     assert seq.first_token_s == seq.finish_s == pytest.approx(PREFILL_S, rel=1e-12)
     assert sim.summary["requests"]["kv_transfers"] == 0
     assert np.isnan(sim.summary["tpot_s"]["mean"])
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic", "continuous", "chunked", "disagg"])
+def test_the_parts_of_every_ttft_are_non_negative_and_add_up(kind):
+    # a loaded Poisson trace with a small KV cache (preemptions happen in the continuous kinds): whatever the policy,
+    # each request's parts are waits or work (>= 0) and telescope to its TTFT
+    from archsim.serving.arrivals import Poisson
+    from archsim.serving.lengths import Uniform
+    from archsim.serving.requests import LengthSampler, generate
+
+    reqs = generate(arrival=Poisson(rate_per_s=2.0), duration_s=30.0, seed=5,
+                    lengths=LengthSampler(prompt=Uniform(low=100, high=900), output=Uniform(low=1, high=60)))
+    small = ReplicaSpec(**{**REPLICA.__dict__, "kv_capacity_tokens": 6_000})
+    sched = SchedulerSpec(kind=kind, max_seqs=16, token_budget=2048)
+    sim = simulate(scheduler=sched, replica=small, model=PREFILL, decode_model=DECODE if kind == "disagg" else None,
+                   duration_s=30.0, requests=reqs, request_overhead_s=0.02,
+                   disagg=LINK if kind == "disagg" else None)
+    done = sim.recorder.requests
+    assert len(done) == len(reqs) > 40
+    if kind in ("continuous", "chunked"):
+        assert sim.summary["requests"]["preemptions_recompute"] > 0
+    parts = np.array([s.ttft_parts() for s in done])
+    ttft = np.array([s.first_token_s - s.req.arrival_s for s in done])
+    assert (parts >= -1e-12).all()
+    np.testing.assert_allclose(parts.sum(axis=1), ttft, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(parts[:, 0], 0.02, atol=1e-12)
