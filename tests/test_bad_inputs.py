@@ -393,7 +393,7 @@ BAD_SERVE_FLAGS = [
     # 4 users x 10^12 s / (at least 19 s per 1,024-token request) >> 10^6 requests
     (["--arrival", "closed", "--users", "4", "--duration", "1e12"],
      "--users x --duration: expected a closed loop of at most 1,000,000 requests", None),
-    (["--timeout", "nan"], "--timeout: expected a finite time >= 0 s, got nan", None),
+    (["--timeout", "nan"], "--timeout: expected a number of seconds >= 0 or a time with its unit", None),
 ]
 
 
@@ -456,6 +456,7 @@ FUZZ_BASE["sweep"] = SWEEP
 FUZZ_ACCEPTED = {
     ("serve", "--think-time", "0"): "legitimate", ("serve", "--timeout", "0"): "legitimate",
     ("serve", "--seed", "0"): "legitimate", ("serve", "--prefix-hit-rate", "0"): "legitimate",
+    ("serve", "--warmup-requests", "0"): "legitimate", ("serve", "--random-range-ratio", "0"): "legitimate",
     ("sweep", "--seed", "0"): "legitimate", ("train", "--comm-sms", "0"): "legitimate",
     # no redundant expert slots; 0 tokens per prefill chunk means one forward for the whole prefill
     **{(command, flag, "0"): "legitimate" for command in ("run", "serve", "plan", "sweep")

@@ -11,7 +11,7 @@ from archsim.errors import ConfigError
 BAR_WIDTH = 30
 # a plain decimal number (no unit, no "inf"/"nan"): a time written this way is in seconds
 _BARE_NUMBER = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
-TIME_EXPECTED = "a time like '2s', '200ms', '200 ms' or a bare number of seconds"
+TIME_UNITS = "a time with its unit (2s, 200ms, 200 ms)"
 
 
 def _int_at_least(text: str, minimum: int, expected: str) -> int:
@@ -47,15 +47,16 @@ def parse_time(text: object, *, flag: str, positive: bool = False) -> float:
     text, another dimension ("2 GB"), and 0 when ``positive``, are a ConfigError naming ``flag``."""
     from archsim.units import parse_quantity
 
-    kind = "a positive" if positive else "a non-negative"
+    expected = (f"a positive number of seconds or {TIME_UNITS}" if positive
+                else f"a number of seconds >= 0 or {TIME_UNITS}")
     value = str(text)
     quantity = f"{value.strip()} s" if _BARE_NUMBER.match(value) else value
     try:
         seconds = parse_quantity(quantity, "time_s", path=flag)
     except ConfigError:
-        raise ConfigError(None, flag, f"{kind} finite {TIME_EXPECTED[2:]}", text) from None
+        raise ConfigError(None, flag, expected, text) from None
     if positive and seconds == 0:
-        raise ConfigError(None, flag, f"{kind} {TIME_EXPECTED[2:]}", text)
+        raise ConfigError(None, flag, expected, text)
     return seconds
 
 

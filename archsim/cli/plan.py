@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from archsim.cli._common import non_negative_int, positive_int, progress_bar
+from archsim.cli._common import non_negative_int, positive_int, progress_bar, time_arg
 from archsim.errors import ConfigError
 
 
@@ -16,8 +16,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--devices", type=positive_int, required=True, help="number of devices")
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--objective", choices=("throughput", "latency", "cost"), default="throughput")
-    p.add_argument("--slo-tpot", help="inference: time per output token limit, e.g. 50ms")
-    p.add_argument("--slo-ttft", help="inference: time to first token limit, e.g. 2s")
+    p.add_argument("--slo-tpot", type=time_arg("--slo-tpot", positive=True),
+                   help="inference: time per output token limit, e.g. 50ms (a bare number is seconds)")
+    p.add_argument("--slo-ttft", type=time_arg("--slo-ttft", positive=True),
+                   help="inference: time to first token limit, e.g. 2s, 2 or 2000ms")
     p.add_argument("--prompt-len", type=positive_int, help="inference prompt tokens (default: the workload's)")
     p.add_argument("--output-len", type=positive_int, help="inference output tokens (default: the workload's)")
     p.add_argument("--batch", type=positive_int, action="append",
@@ -44,21 +46,19 @@ def run(args: argparse.Namespace) -> int:
     from archsim.config.deployment import DeploymentSpec, PoolSpec
     from archsim.mapping.plan import search_inference, search_training
     from archsim.mapping.resolve import resolve_deployment
-    from archsim.units import parse_quantity
 
     workload = load_workload(args.workload)
     hw = load_hardware(args.hw)
     sc = workload.scenario
     progress = progress_bar("searching", "layouts", not args.no_progress and sys.stderr.isatty())
     if args.mode == "train":
-        if args.slo_tpot or args.slo_ttft:
+        if args.slo_tpot is not None or args.slo_ttft is not None:
             raise ConfigError(None, "--slo-tpot/--slo-ttft", "SLOs only with --mode inference", "train")
         result = search_training(workload.model, hw, devices=args.devices, seq_len=args.seq_len,
                                  global_batch=args.global_batch or 4 * args.devices, precision=args.precision,
                                  objective=args.objective, progress=progress)
     else:
-        tpot = parse_quantity(args.slo_tpot, "time_s", path="--slo-tpot") if args.slo_tpot else None
-        ttft = parse_quantity(args.slo_ttft, "time_s", path="--slo-ttft") if args.slo_ttft else None
+        tpot, ttft = args.slo_tpot, args.slo_ttft  # seconds (cli/_common.time_arg), None when not given
         # the deployment every candidate keeps (formats, lengths, expert load, chunk, CUDA graphs): the one
         # estimate() resolves for this workload, each candidate then replacing its layout and batch
         options = {k: v for k, v in (("weights", args.weights), ("expert_weights", args.expert_weights),

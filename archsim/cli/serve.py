@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from archsim.cli._common import add_deployment_args, deployment_overrides, progress_bar
+from archsim.cli._common import add_deployment_args, deployment_overrides, progress_bar, time_arg
 from archsim.errors import ConfigError
 from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
@@ -24,6 +24,67 @@ def _positive(kind):
     return parse
 
 
+def _positive_or_inf(text: str) -> float:
+    """argparse type: a number > 0, or inf (vLLM's --request-rate and --burstiness take inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or inf, got {text!r}") from None
+    if not value > 0:  # nan fails too
+        raise argparse.ArgumentTypeError(f"expected a positive number or inf, got {text!r}")
+    return value
+
+
+def _fraction_below_one(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    """The load: an open loop by --rate and --duration, a closed loop of --users, a trace, or a benchmark client
+    (--num-prompts) shaped as vllm bench serve / sglang.bench_serving shape theirs."""
+    p.add_argument("--rate", type=_positive_or_inf, help="mean arrival rate, requests/s (open loop; with "
+                                                         "--num-prompts inf, the default, sends all at once)")
+    p.add_argument("--duration", type=time_arg("--duration", positive=True),
+                   help="arrival window of --rate and --arrival closed runs, e.g. 60, 60s or 90000ms (default 60 s)")
+    p.add_argument("--arrival", choices=("poisson", "gamma", "fixed", "closed"), help="default poisson")
+    p.add_argument("--cv", type=_positive(float), help="gamma arrivals: coefficient of variation (default 2)")
+    p.add_argument("--users", type=_positive(int), default=0, help="closed loop: concurrent users")
+    p.add_argument("--think-time", type=time_arg("--think-time"), default=0.0,
+                   help="closed loop: pause between requests (e.g. 0.5, 500ms)")
+    p.add_argument("--num-prompts", type=_positive(int),
+                   help="benchmark client: send this many prompts, then stop (vllm bench serve --num-prompts)")
+    p.add_argument("--max-concurrency", type=_positive(int),
+                   help="at most this many requests in flight; the next goes when one completes")
+    p.add_argument("--burstiness", type=_positive_or_inf,
+                   help="with --num-prompts: gamma shape of the gaps, mean 1/rate (1: Poisson, the default; < 1 "
+                        "burstier; inf: constant gaps)")
+    p.add_argument("--ramp-up-strategy", choices=("linear", "exponential"),
+                   help="with --num-prompts: raise the rate from --ramp-up-start-rps to --ramp-up-end-rps")
+    p.add_argument("--ramp-up-start-rps", type=_positive(float), help="ramp-up: first rate, requests/s")
+    p.add_argument("--ramp-up-end-rps", type=_positive(float), help="ramp-up: last rate, requests/s")
+    p.add_argument("--random-range-ratio", type=_fraction_below_one, default=0.0,
+                   help="spread fixed lengths N uniformly over [N(1-r), N(1+r)] (vLLM's random dataset)")
+    p.add_argument("--warmup-requests", type=_non_negative_int, default=0,
+                   help="leave the first N requests out of the latency statistics")
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="simulate serving a request stream (TTFT, TPOT, throughput, goodput, cost)")
     p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/deepseek_v3.yaml")
@@ -36,12 +97,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=_positive(int), help="replicas behind the router (default: the pool's "
                                                            "instances, 1)")
     p.add_argument("--router", choices=("round_robin", "least_loaded"), default="least_loaded")
-    p.add_argument("--rate", type=_positive(float), help="mean arrival rate, requests/s (open loop)")
-    p.add_argument("--duration", type=_positive(float), default=60.0, help="arrival window, s (default 60)")
-    p.add_argument("--arrival", choices=("poisson", "gamma", "fixed", "closed"), default="poisson")
-    p.add_argument("--cv", type=_positive(float), default=2.0, help="gamma arrivals: coefficient of variation")
-    p.add_argument("--users", type=_positive(int), default=0, help="closed loop: concurrent users")
-    p.add_argument("--think-time", type=float, default=0.0, help="closed loop: pause between requests, s")
+    _add_load_args(p)
     p.add_argument("--prompt-len", help="prompt tokens: N | uniform:LO:HI | lognormal:MEDIAN:SIGMA:MAX | file:PATH "
                                         "(default: the workload's prompt_len)")
     p.add_argument("--output-len", help="output tokens, same forms (default: the workload's output_len)")
@@ -54,8 +110,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="sequences per iteration (vLLM max_num_seqs)")
     p.add_argument("--token-budget", type=_positive(int), default=DEFAULT_TOKEN_BUDGET,
                    help="tokens per iteration (vLLM max_num_batched_tokens; chunked: the Sarathi budget)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_BATCH_TIMEOUT_S,
-                   help=f"static batching: longest wait to fill a batch, s (default {DEFAULT_BATCH_TIMEOUT_S})")
+    p.add_argument("--timeout", type=time_arg("--timeout"), default=DEFAULT_BATCH_TIMEOUT_S,
+                   help=f"static batching: longest wait to fill a batch (default {DEFAULT_BATCH_TIMEOUT_S} s)")
     p.add_argument("--block-size", type=_positive(int), default=DEFAULT_BLOCK_TOKENS,
                    help=f"KV-cache block, tokens (vLLM default {DEFAULT_BLOCK_TOKENS})")
     p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")
@@ -68,8 +124,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="disagg: prefill replicas (default: the prefill pool's instances, 1)")
     p.add_argument("--decode-replicas", type=_positive(int),
                    help="disagg: decode replicas (default: the decode pool's instances, 1)")
-    p.add_argument("--slo-ttft", type=_positive(float), default=float("inf"), help="goodput SLO on TTFT, s")
-    p.add_argument("--slo-tpot", type=_positive(float), default=float("inf"), help="goodput SLO on TPOT, s")
+    p.add_argument("--slo-ttft", type=time_arg("--slo-ttft", positive=True), default=float("inf"),
+                   help="goodput SLO on TTFT, e.g. 2s, 200ms or 2 (s); none by default")
+    p.add_argument("--slo-tpot", type=time_arg("--slo-tpot", positive=True), default=float("inf"),
+                   help="goodput SLO on TPOT, e.g. 50ms; none by default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--requests-csv", help="write one row per completed request to this CSV")
@@ -80,11 +138,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from archsim.serving.metrics import request_table
-    from archsim.sim.serve_deploy import options_from, run_deployment
+    from archsim.sim.serve_deploy import DEFAULT_DURATION_S, options_from, run_deployment
 
     overrides = deployment_overrides(args)
-    bar = progress_bar("simulating", "s")
-    progress = (lambda now: bar(round(min(now, args.duration), 1), args.duration)) if bar else None
+    bar = progress_bar("simulating", "s") if args.num_prompts is None else None  # no known end time otherwise
+    window = DEFAULT_DURATION_S if args.duration is None else args.duration
+    progress = (lambda now: bar(round(min(now, window), 1), window)) if bar else None
     result, meta = run_deployment(options_from(args, overrides), progress=progress)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
@@ -168,12 +227,43 @@ def _table(d: dict) -> str:
     for key in ("ttft_s", "tpot_s", "e2e_s"):
         s = d[key]
         lines.append(f"{key:10} " + " ".join(f"{_num(s[q], '10.4g')}" for q in ("mean", "p50", "p90", "p99")))
+    b = d["benchmark"]
+    lines.append(f"{'itl_s':10} " + " ".join(_num(b[f"{q}_itl_ms"] / 1e3, "10.4g")
+                                             for q in ("mean", "median", "p90", "p99")))
     t = d["throughput"]
     lines += [f"throughput {t['output_tokens_per_s']:.1f} out tok/s ({t['output_tokens_per_s_per_device']:.1f} per device),"
-              f" {t['input_tokens_per_s']:.1f} in tok/s",
-              f"goodput    {d['goodput']['requests_per_s']:.3f} req/s within SLOs",
-              f"cost       ${_num(d['cost']['usd_per_million_output_tokens'], '.3f')} per 1M output tokens; "
+              f" {t['input_tokens_per_s']:.1f} in tok/s over the whole run",
+              _benchmark_line(b)]
+    if b["request_goodput"] is not None:  # goodput only means something against a target
+        g = d["goodput"]
+        slos = ", ".join(f"{name} <= {g[key]:g} s" for name, key in (("TTFT", "ttft_slo_s"), ("TPOT", "tpot_slo_s"))
+                         if math.isfinite(g[key]))
+        lines.append(f"goodput    {b['request_goodput']:.3f} req/s meeting {slos}")
+    lines += [f"cost       ${_num(d['cost']['usd_per_million_output_tokens'], '.3f')} per 1M output tokens; "
               f"{_num(d['energy']['j_per_output_token'], '.3g')} J per output token",
-              f"little     L = {_num(d['little']['mean_in_system'], '.3f')}, "
-              f"lambda x W = {_num(d['little']['rate_times_latency'], '.3f')}"]
+              *_little_lines(d["little"], d["measurement"])]
     return "\n".join(lines) + "\n"
+
+
+def _benchmark_line(b: dict) -> str:
+    """The measured requests as the benchmark tools summarise them."""
+    cap = f", at most {b['max_concurrency']} in flight" if b["max_concurrency"] else ""
+    return (f"benchmark  {b['completed']} completed, {b['failed']} failed in {_num(b['duration'], '.4g')} s: "
+            f"{_num(b['request_throughput'], '.3f')} req/s, {_num(b['output_throughput'], '.1f')} out tok/s, "
+            f"peak {b['max_concurrent_requests']} concurrent{cap}")
+
+
+def _little_lines(law: dict, m: dict) -> list[str]:
+    """Little's law with its window and the steady-state verdict, in words."""
+    warm = (f"; the first {m['warmup_requests']} (warm-up) requests are left out of the statistics"
+            if m["warmup_requests"] else "")
+    if not law["window_s"] > law["window_start_s"]:
+        first = "little     no send window (every measured request sent at one instant): Little's law not checked"
+    else:
+        first = (f"little     L = {_num(law['mean_in_system'], '.3f')} requests in system on average over the send "
+                 f"window [{law['window_start_s']:.4g} s, {law['window_s']:.4g} s), lambda x W = "
+                 f"{_num(law['rate_times_latency'], '.3f')} (arrival rate x mean time in system); equal in steady "
+                 "state")
+    return [first,
+            f"measured   {m['measured_requests']} requests{warm}; steady state: "
+            f"{'yes' if m['steady_state'] else 'no'} ({m['steady_state_reason']})"]

@@ -104,3 +104,19 @@ def _check(dist: LengthDist, *, field: str, file: str) -> None:
     }[type(dist)](dist)
     if not ok:
         raise ConfigError(file, field, "positive token counts (low <= high, sigma >= 0)", dist)
+
+
+def with_range_ratio(dist: LengthDist, ratio: float, *, field: str, file: str = "<cli>") -> LengthDist:
+    """vLLM's random dataset around a fixed length n: integers uniform on [floor(n(1 - r)), ceil(n(1 + r))],
+    at least 1 (vllm-project/vllm, vllm/benchmarks/datasets/random.py, ``get_sampling_params``; r in [0, 1)).
+    ``ratio`` 0 leaves ``dist`` as it is; another distribution than a fixed length is a ConfigError."""
+    if not 0 <= ratio < 1:
+        raise ConfigError(file, "--random-range-ratio", "a ratio in [0, 1)", ratio)
+    if ratio == 0:
+        return dist
+    if not isinstance(dist, Fixed):
+        raise ConfigError(file, field, "a fixed length N with --random-range-ratio (it spreads N into a range)",
+                          dist)
+    low = max(1, math.floor(dist.tokens * (1 - ratio)))
+    high = max(1, math.ceil(dist.tokens * (1 + ratio)))
+    return Uniform(low=low, high=high)

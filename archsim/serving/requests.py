@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from archsim.errors import ConfigError
-from archsim.serving.arrivals import Arrival
+from archsim.serving.arrivals import Arrival, RampUp, send_times
 from archsim.serving.lengths import LengthDist
 
 # Most requests one open-loop run may generate (a policy, see docs/limits.md): 10x the largest measured run
@@ -74,5 +74,38 @@ def generate(*, arrival: Arrival, lengths: LengthSampler, duration_s: float, see
         check_request_count(rate, duration_s)
     times = arrival.times(rngs["arrival"], duration_s)
     prompt, output, cached = lengths.draw(rngs["lengths"], len(times))
+    return [Request(id=i, arrival_s=float(t), prompt_tokens=int(p), output_tokens=int(o), cached_tokens=int(c))
+            for i, (t, p, o, c) in enumerate(zip(times, prompt, output, cached))]
+
+
+def check_prompt_count(num_prompts, field: str = "--num-prompts") -> int:
+    """``num_prompts`` if it is an integer in 1..MAX_REQUESTS, else a ConfigError naming ``field``."""
+    if isinstance(num_prompts, bool) or not isinstance(num_prompts, (int, np.integer)) \
+            or not 1 <= num_prompts <= MAX_REQUESTS:
+        raise ConfigError(None, field, f"an integer number of prompts in 1..{MAX_REQUESTS:,} (archsim's serving "
+                          "limit, see docs/limits.md)", num_prompts)
+    return int(num_prompts)
+
+
+def generate_prompts(*, num_prompts: int, lengths: LengthSampler | None = None, rate_per_s: float = float("inf"),
+                     burstiness: float = 1.0, ramp: RampUp | None = None, seed: int = 0,
+                     dataset: list[Request] | None = None) -> list[Request]:
+    """A benchmark client's ``num_prompts`` requests (vllm bench serve --num-prompts), each ``arrival_s`` the
+    time the client means to send it (arrivals.send_times); a concurrency limit may send it later. Lengths are
+    drawn from ``lengths`` or taken from the first rows of ``dataset`` (a trace: its lengths, not its times)."""
+    n = check_prompt_count(num_prompts)
+    rngs = streams(seed)
+    times = send_times(rngs["arrival"], n, rate_per_s=rate_per_s, burstiness=burstiness, ramp=ramp)
+    if dataset is not None:
+        if len(dataset) < n:
+            raise ConfigError(None, "--num-prompts", f"at most the trace's {len(dataset)} rows", n)
+        rows = dataset[:n]
+        prompt = np.array([r.prompt_tokens for r in rows])
+        output = np.array([r.output_tokens for r in rows])
+        cached = np.array([r.cached_tokens for r in rows])
+    elif lengths is not None:
+        prompt, output, cached = lengths.draw(rngs["lengths"], n)
+    else:
+        raise ConfigError(None, "dataset", "length distributions or a trace", None)
     return [Request(id=i, arrival_s=float(t), prompt_tokens=int(p), output_tokens=int(o), cached_tokens=int(c))
             for i, (t, p, o, c) in enumerate(zip(times, prompt, output, cached))]

@@ -15,6 +15,7 @@ from archsim.serving.iteration import IterationModel
 from archsim.serving.metrics import Recorder, summary
 from archsim.serving.requests import MAX_REQUESTS, LengthSampler, Request, check_seed, streams
 from archsim.serving.sequence import Seq
+from archsim.sim.client import BenchmarkClient
 
 ROUTERS = ("round_robin", "least_loaded")
 
@@ -65,19 +66,27 @@ class _Replica:
                 sched.handoff.clear()
 
 
-def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: IterationModel, duration_s: float,
-             seed: int = 0, requests: list[Request] | None = None, closed_loop: ClosedLoop | None = None,
+def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: IterationModel,
+             duration_s: float | None = None, seed: int = 0, requests: list[Request] | None = None,
+             closed_loop: ClosedLoop | None = None,
              lengths: LengthSampler | None = None, replicas: int = 1, router: str = "least_loaded",
              disagg: DisaggSpec | None = None, decode_model: IterationModel | None = None,
              decode_replica: ReplicaSpec | None = None, decode_scheduler: SchedulerSpec | None = None,
              slo: Slo = Slo(), progress: Callable[[float], None] | None = None,
-             request_overhead_s: float = 0.0) -> ServeResult:
+             request_overhead_s: float = 0.0, max_concurrency: int | None = None,
+             warmup_requests: int = 0) -> ServeResult:
     """Run one serving simulation to completion (every accepted request finishes).
 
-    Open loop: pass ``requests``. Closed loop: pass ``closed_loop`` and ``lengths``; users stop sending
-    at ``duration_s``. With ``disagg``, ``disagg.prefill_replicas`` replicas (``replica``, ``scheduler``, priced
-    by ``model``) prefill and hand each sequence's KV over the link to one of ``disagg.decode_replicas``
-    (``decode_replica``, ``decode_scheduler``, ``decode_model``; each defaults to the prefill pool's). Both pools
+    Open loop: pass ``requests`` (each sent at its ``arrival_s``); with ``max_concurrency`` a benchmark client
+    (sim/client.py) sends them, at most that many in flight. Closed loop: pass ``closed_loop`` and ``lengths``;
+    users stop sending at ``duration_s``. ``duration_s`` is the arrival window of the rates and Little's law; None
+    (request lists only): the window over which the measured requests were sent. The first ``warmup_requests``
+    requests (by id, the send order) are left out of the latency statistics and the ``benchmark`` section, and the
+    inter-token gaps count from the moment the first measured request is sent (metrics.summary).
+
+    With ``disagg``, ``disagg.prefill_replicas`` replicas (``replica``, ``scheduler``, priced by ``model``) prefill
+    and hand each sequence's KV over the link to one of ``disagg.decode_replicas`` (``decode_replica``,
+    ``decode_scheduler``, ``decode_model``; each defaults to the prefill pool's). Both pools
     run continuous batching; a request's first token reaches the user from the decode pool (see
     ContinuousScheduler._first_token_on_decode), so its TTFT holds prefill queueing, prefill, the wait for the link,
     the KV transfer and the wait for a decode slot.
@@ -90,8 +99,12 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
         raise ConfigError(None, "router", f"one of {', '.join(ROUTERS)}", router)
     if (requests is None) == (closed_loop is None):
         raise ConfigError(None, "workload", "either a request list or a closed loop", None)
-    if replicas < 1 or duration_s <= 0:
-        raise ConfigError(None, "replicas/duration", "replicas >= 1 and duration > 0", (replicas, duration_s))
+    if replicas < 1 or (duration_s is None and closed_loop is not None) or (duration_s is not None
+                                                                           and not duration_s > 0):
+        raise ConfigError(None, "replicas/duration", "replicas >= 1 and duration > 0 (a closed loop needs one)",
+                          (replicas, duration_s))
+    if isinstance(warmup_requests, bool) or not isinstance(warmup_requests, int) or warmup_requests < 0:
+        raise ConfigError(None, "warmup_requests", "an integer >= 0", warmup_requests)
     _check_overhead(request_overhead_s)
     env = simpy.Environment()
     rec = Recorder()
@@ -151,18 +164,39 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
             enter(seq)
         return seq
 
-    if requests is not None:
-        env.process(_open_loop(env, requests, submit, progress))
+    send = _measuring(submit, warmup_requests, lambda: rec.start_measuring([r.scheduler for r in front + back],
+                                                                            env.now))
+    client = None
+    if requests is not None and max_concurrency is not None:
+        client = BenchmarkClient(env, requests, max_concurrency=max_concurrency, submit=send,
+                                 done_events=done_events, progress=progress)
+        env.process(client.run())
+    elif requests is not None:
+        env.process(_open_loop(env, requests, send, progress))
     else:
-        env.process(_closed_loop(env, closed_loop, lengths, duration_s, seed, submit, done_events, progress))
+        env.process(_closed_loop(env, closed_loop, lengths, duration_s, seed, send, done_events, progress))
     env.run()
     schedulers = [r.scheduler for r in front + back]
-    result = summary(rec, replicas=specs, schedulers=schedulers, window_s=duration_s, slo=slo, end_s=env.now)
+    result = summary(rec, replicas=specs, schedulers=schedulers, window_s=duration_s, slo=slo, end_s=env.now,
+                     warmup_requests=warmup_requests, max_concurrency=max_concurrency,
+                     unsent=len(requests) - client.sent if client is not None else 0)
     return ServeResult(summary=result, recorder=rec, schedulers=tuple(schedulers))
 
 
 def _least_loaded(pool: list[_Replica]) -> _Replica:
     return min(pool, key=lambda r: r.scheduler.load)
+
+
+def _measuring(submit: Callable[[Request], Seq | None], warmup_requests: int, start: Callable[[], None]):
+    """``submit``, calling ``start`` just before request id ``warmup_requests`` (the first measured one) is sent."""
+    if warmup_requests <= 0:
+        return submit
+
+    def send(req: Request) -> Seq | None:
+        if req.id == warmup_requests:
+            start()
+        return submit(req)
+    return send
 
 
 def _open_loop(env, requests, submit, progress):

@@ -9,14 +9,15 @@ from typing import Callable
 from archsim.config.hardware import load_hardware
 from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
-from archsim.serving.arrivals import ClosedLoop, make_arrival
+from archsim.serving.arrivals import ClosedLoop, RampUp, make_arrival
 from archsim.serving.config import (DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS,
                                     DEFAULT_TOKEN_BUDGET, DisaggSpec, ReplicaSpec, SchedulerSpec, Slo)
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
 from archsim.serving.replicas import Longest, ServedDeployment, ServingPool, served_deployment
-from archsim.serving.lengths import Fixed, parse_length
+from archsim.serving.lengths import Fixed, parse_length, with_range_ratio
 from archsim.serving.iteration import IterationBatch
-from archsim.serving.requests import MAX_REQUESTS, LengthSampler, check_request_count, check_seed, generate
+from archsim.serving.requests import (MAX_REQUESTS, LengthSampler, check_prompt_count, check_request_count, check_seed,
+                                     generate, generate_prompts)
 from archsim.serving.sequence import Speculative
 from archsim.serving.trace import load_trace
 from archsim.sim.serve import ServeResult, simulate
@@ -24,7 +25,7 @@ from archsim.sim.serve import ServeResult, simulate
 # the deployment flags (cli/_common.add_deployment_args, --phase aside) under estimate()'s override names, and
 # --expert-load
 LAYOUT_FIELDS = ("devices", "tp", "attn_dp", "dp", "moe_tp", "moe_ep", "ep", "pp", "micro_batches",
-                 "redundant_experts", "prefill_chunk", "cuda_graphs", "deployment")
+                 "redundant_experts", "prefill_chunk", "cuda_graphs", "deployment", "stack")
 DEPLOYMENT_FIELDS = LAYOUT_FIELDS + ("expert_load",)
 
 
@@ -52,13 +53,22 @@ class ServeOptions:
     prefill_chunk: int | None = None
     cuda_graphs: bool | None = None
     deployment: str | None = None
+    stack: str | None = None
     expert_load: str | None = None
     replicas: int | None = None
     router: str = "least_loaded"
     rate: float | None = None
-    duration: float = 60.0
-    arrival: str = "poisson"
-    cv: float = 2.0
+    duration: float | None = None        # None: DEFAULT_DURATION_S (runs by duration only)
+    arrival: str | None = None           # None: poisson
+    cv: float | None = None              # None: DEFAULT_CV
+    num_prompts: int | None = None       # a benchmark client's prompts (vllm bench serve --num-prompts)
+    max_concurrency: int | None = None
+    burstiness: float | None = None      # None: 1 (Poisson)
+    ramp_up_strategy: str | None = None
+    ramp_up_start_rps: float | None = None
+    ramp_up_end_rps: float | None = None
+    random_range_ratio: float = 0.0
+    warmup_requests: int = 0
     users: int = 0
     think_time: float = 0.0
     prompt_len: str | None = None
@@ -79,6 +89,10 @@ class ServeOptions:
     slo_ttft: float = float("inf")
     slo_tpot: float = float("inf")
     seed: int = 0
+
+
+DEFAULT_DURATION_S = 60.0  # the arrival window of --rate / --arrival closed runs when --duration is not given
+DEFAULT_CV = 2.0           # gamma arrivals' coefficient of variation when --cv is not given
 
 
 def options_from(namespace, deployment: dict | None = None) -> ServeOptions:
@@ -142,7 +156,7 @@ def _check_closed_loop(opts: ServeOptions, loop, model, output, speculative) -> 
     step_s = model.iteration(IterationBatch(decode_seqs=1, decode_tokens=1, decode_context_tokens=1)).time_s
     per_step = 1 + (speculative.draft_tokens if speculative else 0)
     shortest_s = math.ceil(_min_tokens(output) / per_step) * step_s + opts.think_time
-    bound = loop.users * (opts.duration / shortest_s + 1)
+    bound = loop.users * (_duration(opts) / shortest_s + 1)
     if not bound <= MAX_REQUESTS:
         raise ConfigError(None, "--users x --duration", f"a closed loop of at most {MAX_REQUESTS:,} requests "
                           f"(users x duration / shortest request of {shortest_s:.3g} s; archsim's serving limit, "
@@ -157,6 +171,8 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
     sc = workload.scenario
     prompt = parse_length(opts.prompt_len, field="--prompt-len") if opts.prompt_len else Fixed(tokens=sc.prompt_len)
     output = parse_length(opts.output_len, field="--output-len") if opts.output_len else Fixed(tokens=sc.output_len)
+    prompt = with_range_ratio(prompt, opts.random_range_ratio, field="--prompt-len")
+    output = with_range_ratio(output, opts.random_range_ratio, field="--output-len")
     lengths = LengthSampler(prompt=prompt, output=output, prefix_hit_rate=opts.prefix_hit_rate)
     requests, loop = _workload_requests(opts, lengths)
     longest = _longest(requests, prompt, output)
@@ -177,7 +193,10 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
     if loop is not None:
         _check_closed_loop(opts, loop, back.model, output, speculative)
     disagg = _disagg(opts, served, front_replica, hw) if kind == "disagg" else None
-    result = simulate(scheduler=front_sched, replica=front_replica, model=front.model, duration_s=opts.duration,
+    _check_warmup(opts, requests)
+    result = simulate(scheduler=front_sched, replica=front_replica, model=front.model,
+                      duration_s=None if opts.num_prompts else _duration(opts),
+                      max_concurrency=opts.max_concurrency, warmup_requests=opts.warmup_requests,
                       seed=opts.seed, requests=requests, closed_loop=loop, lengths=lengths,
                       replicas=opts.replicas or front.instances, router=opts.router, disagg=disagg,
                       decode_scheduler=back_sched, decode_replica=back_replica, decode_model=back.model,
@@ -194,8 +213,12 @@ def _check_options(opts: ServeOptions) -> None:
             raise ConfigError(None, flag, "a finite time >= 0 s", value)
     check_seed(opts.seed, "--seed")
     check_kv_memory_fraction(opts.kv_memory_fraction, "--kv-memory-fraction")
-    if opts.rate is not None and not opts.trace_file and opts.arrival != "closed":
-        check_request_count(opts.rate, opts.duration, "--rate x --duration")
+    _check_benchmark_options(opts)
+    if opts.rate is not None and not opts.trace_file and opts.arrival != "closed" and not opts.num_prompts:
+        if math.isinf(opts.rate):
+            raise ConfigError(None, "--rate", "a finite rate with --duration (inf: all at once, with --num-prompts)",
+                              opts.rate)
+        check_request_count(opts.rate, _duration(opts), "--rate x --duration")
     if opts.scheduler == "disagg" and opts.replicas is not None:
         raise ConfigError(None, "--replicas", "--prefill-replicas and --decode-replicas with --scheduler disagg",
                           opts.replicas)
@@ -281,7 +304,70 @@ def _pool_meta(role: str, pool: ServingPool, replica: ReplicaSpec, count: int) -
             "decode_grid_points": pool.model.grid_points[0], "prefill_grid_points": pool.model.grid_points[1]}
 
 
+def _duration(opts: ServeOptions) -> float:
+    """The arrival window of a run by duration: --duration, else DEFAULT_DURATION_S."""
+    return DEFAULT_DURATION_S if opts.duration is None else opts.duration
+
+
+def _check_benchmark_options(opts: ServeOptions) -> None:
+    """The benchmark client's options (vllm bench serve's names) and the run modes they belong to: burstiness and
+    ramp-up need --num-prompts, which replaces --duration and --arrival; ramp-up replaces --rate (vLLM refuses
+    both, vllm-project/vllm, vllm/benchmarks/serve.py, ``main_async``); --max-concurrency caps any open loop."""
+    if opts.num_prompts is not None:
+        check_prompt_count(opts.num_prompts)
+        for flag, value in (("--duration", opts.duration), ("--arrival", opts.arrival), ("--cv", opts.cv),
+                            ("--users", opts.users or None)):
+            if value is not None:
+                raise ConfigError(None, flag, "no " + flag + " with --num-prompts (the client sends that many prompts "
+                                  "at --rate with --burstiness; the run ends when they complete)", value)
+    else:
+        for flag, value in (("--burstiness", opts.burstiness), ("--ramp-up-strategy", opts.ramp_up_strategy)):
+            if value is not None:
+                raise ConfigError(None, flag, f"{flag} only with --num-prompts (a benchmark client's prompts)", value)
+    if opts.ramp_up_strategy is not None:
+        if opts.rate is not None:
+            raise ConfigError(None, "--rate", "no --rate with --ramp-up-strategy (the ramp sets the rate)", opts.rate)
+        RampUp(strategy=opts.ramp_up_strategy, start_rps=_given(opts.ramp_up_start_rps, "--ramp-up-start-rps"),
+               end_rps=_given(opts.ramp_up_end_rps, "--ramp-up-end-rps"))
+    elif (opts.ramp_up_start_rps, opts.ramp_up_end_rps) != (None, None):
+        raise ConfigError(None, "--ramp-up-start-rps/--ramp-up-end-rps", "them only with --ramp-up-strategy",
+                          (opts.ramp_up_start_rps, opts.ramp_up_end_rps))
+    if opts.max_concurrency is not None and (opts.arrival == "closed" or opts.users):
+        raise ConfigError(None, "--max-concurrency", "an open loop or --num-prompts (a closed loop's --users already "
+                          "caps the requests in flight)", opts.max_concurrency)
+    if isinstance(opts.warmup_requests, bool) or not isinstance(opts.warmup_requests, int) \
+            or opts.warmup_requests < 0:
+        raise ConfigError(None, "--warmup-requests", "an integer >= 0", opts.warmup_requests)
+
+
+def _given(value, flag: str):
+    """``value``, or a ConfigError saying ``flag`` is needed."""
+    if value is None:
+        raise ConfigError(None, flag, "a value with --ramp-up-strategy", None)
+    return value
+
+
+def _check_warmup(opts: ServeOptions, requests: list | None) -> None:
+    """Warm-up requests must leave some to measure (a closed loop's count is known only at the end)."""
+    count = opts.num_prompts or (len(requests) if requests is not None else None)
+    if count is not None and 0 < count <= opts.warmup_requests:
+        raise ConfigError(None, "--warmup-requests", f"fewer than the run's {count} requests", opts.warmup_requests)
+
+
+def _benchmark_requests(opts: ServeOptions, lengths: LengthSampler):
+    """--num-prompts: the client's prompts, lengths from the distributions or the trace's rows."""
+    ramp = None
+    if opts.ramp_up_strategy is not None:
+        ramp = RampUp(strategy=opts.ramp_up_strategy, start_rps=opts.ramp_up_start_rps, end_rps=opts.ramp_up_end_rps)
+    dataset = load_trace(opts.trace_file) if opts.trace_file else None
+    return generate_prompts(num_prompts=opts.num_prompts, lengths=lengths, seed=opts.seed, dataset=dataset,
+                            rate_per_s=math.inf if opts.rate is None else opts.rate, ramp=ramp,
+                            burstiness=1.0 if opts.burstiness is None else opts.burstiness)
+
+
 def _workload_requests(opts: ServeOptions, lengths: LengthSampler):
+    if opts.num_prompts:
+        return _benchmark_requests(opts, lengths), None
     if opts.trace_file:
         return load_trace(opts.trace_file), None
     if opts.arrival == "closed":
@@ -290,5 +376,6 @@ def _workload_requests(opts: ServeOptions, lengths: LengthSampler):
         return None, arrival
     if opts.rate is None:
         raise ConfigError(None, "--rate", "an arrival rate (or --trace-file, or --arrival closed --users N)", None)
-    arrival = make_arrival(opts.arrival, rate_per_s=opts.rate, cv=opts.cv)
-    return generate(arrival=arrival, lengths=lengths, duration_s=opts.duration, seed=opts.seed), None
+    cv = DEFAULT_CV if opts.cv is None else opts.cv
+    arrival = make_arrival(opts.arrival or "poisson", rate_per_s=opts.rate, cv=cv)
+    return generate(arrival=arrival, lengths=lengths, duration_s=_duration(opts), seed=opts.seed), None
