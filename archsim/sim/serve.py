@@ -117,6 +117,14 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
         if event is not None:
             event.succeed()
 
+    def reject_late(seq: Seq) -> None:
+        """A request refused after it was accepted (no decode replica can hold it): its client slot or closed-loop
+        user is freed, as when it completes."""
+        rec.rejected.append(seq)
+        event = done_events.pop(seq.req.id, None)
+        if event is not None:
+            event.succeed()
+
     front: list[_Replica]
     back: list[_Replica] = []
     specs: list[ReplicaSpec] = []
@@ -128,7 +136,8 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
         transfer_links = {}
 
         def handoff(src: _Replica, seq: Seq) -> None:
-            env.process(_transfer(env, src, seq, transfer_links, disagg, replica.kv_bytes_per_token, back, rec))
+            env.process(_transfer(env, src, seq, transfer_links, disagg, replica.kv_bytes_per_token, back, rec,
+                                  reject_late))
 
         prefill = SchedulerSpec(**{**scheduler.__dict__, "kind": "continuous"})
         decode = SchedulerSpec(**{**(decode_scheduler or scheduler).__dict__, "kind": "continuous"})
@@ -239,7 +248,7 @@ def _closed_loop(env, loop: ClosedLoop, lengths: LengthSampler, duration_s, seed
 
 
 def _transfer(env, src: _Replica, seq: Seq, links: dict, disagg: DisaggSpec, kv_bytes_per_token: float,
-              pool: list[_Replica], rec: Recorder):
+              pool: list[_Replica], rec: Recorder, reject: Callable[[Seq], None]):
     """Move one sequence's KV cache from a prefill replica to the least-loaded decode replica over the link.
 
     The prefill replica's link carries one transfer at a time (later ones queue: ``seq.link_start_s`` minus
@@ -262,7 +271,7 @@ def _transfer(env, src: _Replica, seq: Seq, links: dict, disagg: DisaggSpec, kv_
     target = _least_loaded(pool)
     seq.replica = target.index
     if not target.scheduler.add(seq, env.now):
-        rec.rejected.append(seq)
+        reject(seq)
         return
     target.poke()
 

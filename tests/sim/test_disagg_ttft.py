@@ -161,3 +161,16 @@ def test_the_parts_of_every_ttft_are_non_negative_and_add_up(kind):
     assert (parts >= -1e-12).all()
     np.testing.assert_allclose(parts.sum(axis=1), ttft, rtol=0, atol=1e-9)
     np.testing.assert_allclose(parts[:, 0], 0.02, atol=1e-12)
+
+
+def test_a_request_the_decode_pool_refuses_frees_its_client_slot():
+    # the decode replica holds 500 tokens of KV, less than one 1000-token prompt: every handed-off request is refused
+    # there; with a client cap of 1, the second prompt is sent only if the first one's refusal frees the slot
+    small = ReplicaSpec(**{**REPLICA.__dict__, "kv_capacity_tokens": 500})
+    sim = simulate(scheduler=SchedulerSpec(), replica=REPLICA, model=PREFILL, decode_replica=small,
+                   decode_model=DECODE, duration_s=10.0, requests=[_req(0), _req(1)], disagg=LINK,
+                   max_concurrency=1)
+    assert len(sim.recorder.rejected) == 2 and not sim.recorder.requests
+    # the second prompt went out when the first was refused: after its prefill (1.0 s) and transfer (0.11 s)
+    second = max(sim.recorder.rejected, key=lambda s: s.req.id)
+    assert second.req.arrival_s == pytest.approx(PREFILL_S + TRANSFER_S, rel=1e-12)
