@@ -65,8 +65,9 @@ class Deployment:
     prompt + output context); ``prefill_chunk`` the tokens of one prefill forward per attention replica (None: one
     forward); ``cuda_graphs``: decode steps replayed from CUDA graphs; ``ep_mode``: the DeepEP kernels (None:
     throughput for prefill, low_latency for decode); ``expert_load``: the routing distribution (None: uniform);
-    ``stack``: the serving stack whose kernels, CUDA-graph sizes and host time price the steps (None: archsim's
-    reference kernels, no host time; config/stack.py).
+    ``stack``: the serving stack whose kernels, DeepEP modes and host time price the steps (None: archsim's
+    reference kernels, no host time; config/stack.py); ``cuda_graph_max_batch``: the largest decode batch per
+    replica captured as a CUDA graph (None: every batch; the stack's default unless the deployment sets graphs).
     """
 
     model: ModelConfig
@@ -85,6 +86,7 @@ class Deployment:
     cuda_graphs: bool = True
     overlap: bool = True
     stack: Stack | None = None
+    cuda_graph_max_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -228,7 +230,7 @@ def price_pool(dep: Deployment, pool: Pool, cache: dict | None = None) -> Layout
                 length=dep.prompt_len if phase == "prefill" else dep.context, mtp=dep.mtp and phase == "decode",
                 overlap=dep.overlap, ep_mode=dep.ep_mode, cache=cache, expert_load=dep.expert_load,
                 attention=dep.attention, prefill_chunk=dep.prefill_chunk, cuda_graph=dep.cuda_graphs,
-                stack=dep.stack)
+                stack=dep.stack, graph_max_batch=dep.cuda_graph_max_batch)
         act = max((b.activation_peak_bytes for b in priced.values() if b is not None), default=0.0)
         mem = pool_memory(dep, par, batch=batch, context=context, activations=act, cache=cache)
         if not mem.fits:

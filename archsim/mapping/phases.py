@@ -186,7 +186,7 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
                 ep_mode: str | None = None, cache: dict | None = None,
                 expert_load: ExpertLoad | None = None, attention: str = "flash",
                 prefill_chunk: int | None = None, cuda_graph: bool = False, past: int = 0,
-                stack: Stack | None = None) -> PhaseBreakdown:
+                stack: Stack | None = None, graph_max_batch: int | None = None) -> PhaseBreakdown:
     """Price one ``phase`` step for ``batch`` sequences on one instance of ``par`` (module docstring).
 
     ``length`` is the prompt length (prefill: new tokens, after ``past`` cached ones each) or the context
@@ -197,9 +197,9 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     two-micro-batch overlap), layer by layer: exposed = sum over layers of max(0, comm - compute) per micro-batch.
     EP mode: throughput kernels for prefill,
     low-latency kernels for decode unless ``ep_mode`` (else the stack) says (``ep_exchange_mode``).
-    ``stack``: the serving stack (config/stack.py): its kernel library per op kind, its DeepEP mode per phase, the
-    largest decode batch it replays as a CUDA graph (a replica holding more runs eagerly) and its host time per
-    iteration (PhaseModel); None: the reference kernels, no host time.
+    ``graph_max_batch``: the largest decode batch per replica replayed as a CUDA graph (a replica holding more runs
+    eagerly; None: any). ``stack``: the serving stack (config/stack.py): its kernel library per op kind, its DeepEP
+    mode per phase and its host time per iteration (PhaseModel); None: the reference kernels, no host time.
     """
     if phase not in ("prefill", "decode"):
         raise ConfigError(None, "phase", "prefill or decode", phase)
@@ -217,7 +217,8 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     seqs = replica_sequences(batch, par.dp)
     if stack is not None:
         ep_mode = ep_mode or stack.ep_mode(hw, phase)
-        cuda_graph = cuda_graph and seqs[0][0] <= stack.cuda_graph_max_batch
+    if graph_max_batch is not None:  # a replica holding more than the captured sizes launches kernel by kernel
+        cuda_graph = cuda_graph and seqs[0][0] <= graph_max_batch
     ctx = _Context(model=model, hw=hw, par=par, precision=precision, phase=phase,
                    seqs=seqs, mtp=mtp, overlap=overlap, ep_mode=ep_mode, load=load,
                    attention=attention, cuda_graph=cuda_graph and phase == "decode", cache=cache,

@@ -59,7 +59,8 @@ def resolve_deployment(wl: Workload, hw: Hardware, *, cache: dict | None = None,
                       mtp=scenario.mtp, phase=_phase(overrides), prefill_chunk=_chunk(overrides, spec, stack),
                       expert_load=_expert_load(wl.model, scenario, overrides.get("expert_load")),
                       attention=_attention(overrides), ep_mode=overrides.get("ep_mode", spec.ep_mode),
-                      cuda_graphs=_cuda_graphs(overrides, spec), stack=stack)
+                      cuda_graphs=_cuda_graphs(overrides, spec), stack=stack,
+                      cuda_graph_max_batch=_graph_max_batch(overrides, spec, stack))
     cache = {} if cache is None else cache
     pools, plans, auto = [], [], False
     for pool_spec in spec.pools:
@@ -209,6 +210,14 @@ def _cuda_graphs(overrides: dict, spec: DeploymentSpec) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(None, "cuda_graphs", "true or false", value)
     return value
+
+
+def _graph_max_batch(overrides: dict, spec: DeploymentSpec, stack: Stack | None) -> int | None:
+    """The largest decode batch per replica replayed as a CUDA graph: the stack's default capture sizes, unless the
+    deployment sets CUDA graphs itself (a recipe that turns graphs on captures its own batch sizes)."""
+    if stack is None or overrides.get("cuda_graphs", spec.cuda_graphs) is not None:
+        return None
+    return stack.cuda_graph_max_batch
 
 
 def _attention(overrides: dict) -> str:

@@ -62,3 +62,15 @@ def test_a_stack_on_a_chip_it_does_not_run_on_is_one_line(files, capsys):
     assert main(["run", "workloads/deepseek_v3.yaml", "--hw", "hardware/mi300x.yaml", "--stack", stack]) == 2
     err = capsys.readouterr().err
     assert "family" in err and "mi300x" in err and "Traceback" not in err
+
+
+def test_the_stacks_capture_limit_applies_unless_the_deployment_sets_graphs(files):
+    hw, stack = files
+    kw = dict(devices=8, tp=8, batch=128, stack=stack)  # the test stack captures decode batches up to 64
+    default = estimate("workloads/deepseek_v3.yaml", hw, **kw)
+    eager = estimate("workloads/deepseek_v3.yaml", hw, cuda_graphs=False, **kw)
+    captured = estimate("workloads/deepseek_v3.yaml", hw, cuda_graphs=True, **kw)
+    # batch 128 > 64: the stack's default launches kernel by kernel, as with graphs off; a deployment that turns
+    # graphs on captures its own batch
+    assert default.decode.tpot_s == eager.decode.tpot_s
+    assert captured.decode.tpot_s < default.decode.tpot_s

@@ -55,12 +55,12 @@ def test_host_time_adds_to_a_serial_stack_and_hides_in_an_overlapped_one(setup):
     assert longer.time_s == pytest.approx(1.0, rel=1e-12)  # max(GPU, host): the host's 1 s
 
 
-def test_cuda_graphs_stop_at_the_stacks_largest_captured_batch(setup):
+def test_cuda_graphs_stop_at_the_largest_captured_batch(setup):
     model, hw, _ = setup
-    inside = decode(setup, batch=8, stack=stack(cuda_graphs__max_batch=8))
-    outside = decode(setup, batch=8, stack=stack(cuda_graphs__max_batch=4))
+    inside = decode(setup, batch=8, graph_max_batch=8)
+    outside = decode(setup, batch=8, graph_max_batch=4)
     # batch 8 on one replica: captured when the limit is 8, launched kernel by kernel when it is 4
-    eager = decode(setup, batch=8, cuda_graph=False, stack=stack(cuda_graphs__max_batch=8))
+    eager = decode(setup, batch=8, cuda_graph=False)
     assert hw.kernel_launch_s > hw.graph_launch_s
     assert outside.time_s > inside.time_s
     assert outside.time_s == eager.time_s
