@@ -104,20 +104,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--prefix-hit-rate", type=float, default=0.0, help="fraction of prompt tokens in the prefix cache")
     p.add_argument("--trace-file", help="CSV or JSONL trace (arrival_s, prompt_tokens, output_tokens[, cached_tokens])")
     p.add_argument("--scheduler", choices=("static", "dynamic", "continuous", "chunked", "disagg"),
-                   help="batching policy (default continuous; disagg for a deployment with prefill and decode pools, "
-                        "which implies it)")
-    p.add_argument("--max-seqs", type=_positive(int), default=DEFAULT_MAX_SEQS,
-                   help="sequences per iteration (vLLM max_num_seqs)")
-    p.add_argument("--token-budget", type=_positive(int), default=DEFAULT_TOKEN_BUDGET,
-                   help="tokens per iteration (vLLM max_num_batched_tokens; chunked: the Sarathi budget)")
+                   help="batching policy (default: chunked with a --stack, else continuous; disagg for a deployment "
+                        "with prefill and decode pools, which implies it)")
+    p.add_argument("--max-seqs", type=_positive(int),
+                   help=f"sequences per iteration (vLLM max_num_seqs; default: the --stack's, else {DEFAULT_MAX_SEQS})")
+    p.add_argument("--token-budget", type=_positive(int),
+                   help="tokens per iteration (vLLM max_num_batched_tokens; chunked: the Sarathi budget; default: the "
+                        f"--stack's chunked-prefill size, else {DEFAULT_TOKEN_BUDGET})")
     p.add_argument("--timeout", type=time_arg("--timeout"), default=DEFAULT_BATCH_TIMEOUT_S,
                    help=f"static batching: longest wait to fill a batch (default {DEFAULT_BATCH_TIMEOUT_S} s)")
-    p.add_argument("--block-size", type=_positive(int), default=DEFAULT_BLOCK_TOKENS,
-                   help=f"KV-cache block, tokens (vLLM default {DEFAULT_BLOCK_TOKENS})")
+    p.add_argument("--block-size", type=_positive(int),
+                   help=f"KV-cache block, tokens (default: the --stack's page size, else {DEFAULT_BLOCK_TOKENS})")
     p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")
-    p.add_argument("--kv-memory-fraction", type=_positive(float), default=DEFAULT_KV_MEMORY_FRACTION,
-                   help="share of HBM for weights + KV cache, in (0, 1] (vLLM gpu_memory_utilization, "
-                        f"default {DEFAULT_KV_MEMORY_FRACTION})")
+    p.add_argument("--kv-memory-fraction", type=_positive(float),
+                   help="share of HBM for weights + KV cache, in (0, 1] (vLLM gpu_memory_utilization; default: the "
+                        f"--stack's, else {DEFAULT_KV_MEMORY_FRACTION})")
     p.add_argument("--kv-tokens", type=_positive(int), help="override the KV capacity per replica, tokens")
     p.add_argument("--speculative", help="K:P: K draft (MTP) tokens per step, each accepted with probability P")
     p.add_argument("--prefill-replicas", type=_positive(int),

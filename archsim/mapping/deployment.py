@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
-from archsim.config.stack import Stack
+from archsim.config.stack import HostOverhead, Stack
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad
 from archsim.graph.precision import Precision
@@ -119,6 +119,17 @@ class Deployment:
     def pool(self, phase: str) -> Pool | None:
         """The pool that runs ``phase``, if any."""
         return next((p for p in self.pools if p.runs(phase)), None)
+
+    def step_options(self, phase: str, *, host: bool = True) -> dict:
+        """``price_phase`` keywords of a ``phase`` step under this deployment's options: the one place
+        ``price_pool`` and the serving cost model (serving/cost_model.py) take them from. ``host`` False: the
+        stack's host time is left out (a caller that adds it per iteration itself)."""
+        stack = self.stack
+        if stack is not None and not host:
+            stack = replace(stack, host=HostOverhead())
+        return dict(mtp=self.mtp and phase == "decode", overlap=self.overlap, ep_mode=self.ep_mode,
+                    expert_load=self.expert_load, attention=self.attention, cuda_graph=self.cuda_graphs, stack=stack,
+                    graph_max_batch=self.cuda_graph_max_batch)
 
     def with_layout(self, layout: Parallelism, role: str | None = None) -> "Deployment":
         """The same deployment with one pool's layout replaced (the only pool, or the one of ``role``): how plan
@@ -227,10 +238,8 @@ def price_pool(dep: Deployment, pool: Pool, cache: dict | None = None) -> Layout
         for phase in runs:
             priced[phase] = price_phase(
                 model, hw, par, dep.precision, phase=phase, batch=batch,
-                length=dep.prompt_len if phase == "prefill" else dep.context, mtp=dep.mtp and phase == "decode",
-                overlap=dep.overlap, ep_mode=dep.ep_mode, cache=cache, expert_load=dep.expert_load,
-                attention=dep.attention, prefill_chunk=dep.prefill_chunk, cuda_graph=dep.cuda_graphs,
-                stack=dep.stack, graph_max_batch=dep.cuda_graph_max_batch)
+                length=dep.prompt_len if phase == "prefill" else dep.context, cache=cache,
+                prefill_chunk=dep.prefill_chunk, **dep.step_options(phase))
         act = max((b.activation_peak_bytes for b in priced.values() if b is not None), default=0.0)
         mem = pool_memory(dep, par, batch=batch, context=context, activations=act, cache=cache)
         if not mem.fits:

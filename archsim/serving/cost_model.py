@@ -164,10 +164,10 @@ class CostModelIteration:
         """One step of ``phase`` priced as estimate() prices it, with the deployment's options; one forward (the
         scheduler already chunked the work into iterations)."""
         d = self.deployment
+        # the stack's host time is added once per iteration (``iteration``), not per part of a mixed iteration
+        options = {**d.step_options(phase, host=False), "mtp": mtp}
         return price_phase(d.model, d.hardware, self.par, d.precision, phase=phase, batch=batch, length=length,
-                           mtp=mtp, overlap=d.overlap, ep_mode=d.ep_mode, cache=self._phase_cache,
-                           expert_load=d.expert_load, attention=d.attention, prefill_chunk=None,
-                           cuda_graph=d.cuda_graphs)
+                           cache=self._phase_cache, prefill_chunk=None, **options)
 
     @staticmethod
     def _totals(phase: PhaseBreakdown) -> _Point:
@@ -267,9 +267,15 @@ class CostModelIteration:
             q_len = batch.decode_tokens // batch.decode_seqs
             mean_context = batch.decode_context_tokens / batch.decode_seqs + q_len
             total = total.plus(self._decode_cost(batch.decode_seqs, mean_context, q_len))
-        time_s = total.time_s + batch.swap_bytes / self.swap_bytes_per_s
+        time_s = self._with_host(total.time_s) + batch.swap_bytes / self.swap_bytes_per_s
         return IterationCost(time_s=time_s, energy_j=total.energy_j + self.static_energy_j(time_s), flops=total.flops,
                              hbm_bytes=total.hbm_bytes)
+
+    def _with_host(self, gpu_s: float) -> float:
+        """An iteration's wall time: its GPU time with the stack's host time per iteration (GPU + host, or the
+        longer of the two when the stack overlaps them; config/stack.py)."""
+        stack = self.deployment.stack
+        return gpu_s if stack is None else float(stack.host.step_s(gpu_s))
 
     def direct(self, batch: IterationBatch) -> IterationCost:
         """Price the batch exactly as the grid would at its own coordinates (for measuring interpolation error):
@@ -286,7 +292,8 @@ class CostModelIteration:
             q_len = batch.decode_tokens // batch.decode_seqs
             ctx = round(batch.decode_context_tokens / batch.decode_seqs) + q_len
             total = total.plus(self.decode_point(batch.decode_seqs, ctx, q_len))
-        return IterationCost(time_s=total.time_s, energy_j=total.energy_j + self.static_energy_j(total.time_s),
+        time_s = self._with_host(total.time_s)
+        return IterationCost(time_s=time_s, energy_j=total.energy_j + self.static_energy_j(time_s),
                              flops=total.flops, hbm_bytes=total.hbm_bytes)
 
     # -- the replica ------------------------------------------------------------------------------

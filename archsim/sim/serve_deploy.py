@@ -3,10 +3,11 @@ once, as ``archsim run`` resolves it) -> one cost-model replica per pool -> requ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from archsim.config.hardware import load_hardware
+from archsim.config.stack import Stack, resolve_stack
 from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
 from archsim.serving.arrivals import ClosedLoop, RampUp, make_arrival
@@ -76,12 +77,13 @@ class ServeOptions:
     prefix_hit_rate: float = 0.0
     trace_file: str | None = None
     scheduler: str | None = None
-    max_seqs: int = DEFAULT_MAX_SEQS
-    token_budget: int = DEFAULT_TOKEN_BUDGET
+    # None: the stack's default (stacks/*.yaml ``serving:``), else archsim's (serving/config.py)
+    max_seqs: int | None = None
+    token_budget: int | None = None
     timeout: float = DEFAULT_BATCH_TIMEOUT_S
-    block_size: int = DEFAULT_BLOCK_TOKENS
+    block_size: int | None = None
     preemption: str = "recompute"
-    kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION
+    kv_memory_fraction: float | None = None
     kv_tokens: int | None = None
     speculative: str | None = None
     prefill_replicas: int | None = None
@@ -163,8 +165,22 @@ def _check_closed_loop(opts: ServeOptions, loop, model, output, speculative) -> 
                           "see docs/limits.md)", f"up to {bound:.3g} requests")
 
 
+def with_stack_defaults(opts: ServeOptions, stack: Stack | None) -> ServeOptions:
+    """The options with every scheduler setting left unset taken from the stack's defaults (its iteration token
+    budget, KV page, memory share and running-request cap; a stack chunks prefill, so the default scheduler is
+    ``chunked``), else archsim's (serving/config.py)."""
+    serving = {"max_seqs": (stack.max_running_requests if stack else None) or DEFAULT_MAX_SEQS,
+               "token_budget": stack.chunked_prefill if stack else DEFAULT_TOKEN_BUDGET,
+               "block_size": stack.block_tokens if stack else DEFAULT_BLOCK_TOKENS,
+               "kv_memory_fraction": stack.kv_memory_fraction if stack else DEFAULT_KV_MEMORY_FRACTION}
+    fields = {k: v for k, v in serving.items() if getattr(opts, k) is None}
+    return replace(opts, **fields)
+
+
 def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None = None) -> tuple[ServeResult, dict]:
     """Run the simulation the options describe; returns the result and a description of the deployment."""
+    stack = resolve_stack(opts.stack)
+    opts = with_stack_defaults(opts, stack)
     _check_options(opts)
     workload = load_workload(opts.workload)
     hw = load_hardware(opts.hw)
@@ -184,7 +200,7 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
                                max_seqs=opts.max_seqs, block_tokens=opts.block_size,
                                kv_memory_fraction=opts.kv_memory_fraction,
                                overrides=deployment_overrides(opts, workload.model))
-    kind = _scheduler_kind(opts, served)
+    kind = _scheduler_kind(opts, served, stack)
     front, back = served.pool("prefill"), served.pool("decode")  # one pool twice when aggregated
     speculative = _speculative(opts.speculative)
     chunk = served.deployment.prefill_chunk
@@ -200,8 +216,14 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
                       seed=opts.seed, requests=requests, closed_loop=loop, lengths=lengths,
                       replicas=opts.replicas or front.instances, router=opts.router, disagg=disagg,
                       decode_scheduler=back_sched, decode_replica=back_replica, decode_model=back.model,
-                      slo=Slo(ttft_s=opts.slo_ttft, tpot_s=opts.slo_tpot), progress=progress)
-    return result, _meta(opts, workload.name, hw, served, kind, disagg, (front_replica, back_replica))
+                      slo=Slo(ttft_s=opts.slo_ttft, tpot_s=opts.slo_tpot), progress=progress,
+                      request_overhead_s=stack.host.request_s if stack else 0.0)
+    meta = _meta(opts, workload.name, hw, served, kind, disagg, (front_replica, back_replica))
+    meta["stack"] = None if stack is None else {"name": stack.name, "version": stack.version,
+                                                "request_overhead_s": stack.host.request_s,
+                                                "host_iteration_s": stack.host.iteration_s,
+                                                "host_overlapped": stack.host.overlapped}
+    return result, meta
 
 
 def _check_options(opts: ServeOptions) -> None:
@@ -233,15 +255,16 @@ def _longest(requests, prompt, output) -> Longest:
     return Longest(prompt=_max_tokens(prompt), context=_max_tokens(prompt) + _max_tokens(output))
 
 
-def _scheduler_kind(opts: ServeOptions, served: ServedDeployment) -> str:
+def _scheduler_kind(opts: ServeOptions, served: ServedDeployment, stack: Stack | None = None) -> str:
     """The scheduler: a disaggregated deployment (a prefill and a decode pool) implies disagg, and another
-    --scheduler with it is a ConfigError; else --scheduler (default continuous)."""
+    --scheduler with it is a ConfigError; else --scheduler (default: chunked with a stack, whose engines chunk
+    prefill by default, else continuous)."""
     if served.deployment.disaggregated:
         if opts.scheduler not in (None, "disagg"):
             raise ConfigError(None, "--scheduler", "disagg (or no --scheduler) for a disaggregated deployment (its "
                               "prefill and decode pools)", opts.scheduler)
         return "disagg"
-    return opts.scheduler or "continuous"
+    return opts.scheduler or ("chunked" if stack is not None else "continuous")
 
 
 def _scheduler(opts: ServeOptions, kind: str, pool: ServingPool, prefill_chunk: int | None,

@@ -12,7 +12,9 @@ from archsim.serving.config import ReplicaSpec, SchedulerSpec, make_scheduler
 from archsim.serving.request_level import RequestLevelScheduler
 from archsim.serving.requests import Request
 from archsim.serving.sequence import Seq
-from archsim.sim.serve_deploy import ServeOptions
+from archsim.config.stack import resolve_stack
+from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
+from archsim.sim.serve_deploy import ServeOptions, with_stack_defaults
 
 
 def _cli_defaults() -> dict:
@@ -21,12 +23,26 @@ def _cli_defaults() -> dict:
 
 
 def test_every_front_door_has_the_same_scheduler_defaults():
-    spec, opts, cli = SchedulerSpec(), ServeOptions(workload="w.yaml", hw="h.yaml"), _cli_defaults()
+    spec, cli = SchedulerSpec(), _cli_defaults()
+    # unset (None) until a stack fills them; without one, archsim's defaults
+    raw = ServeOptions(workload="w.yaml", hw="h.yaml")
+    assert raw.max_seqs is raw.token_budget is raw.block_size is raw.kv_memory_fraction is None
+    assert cli["max_seqs"] is cli["token_budget"] is cli["block_size"] is cli["kv_memory_fraction"] is None
+    opts = with_stack_defaults(raw, None)
     sched_default = inspect.signature(RequestLevelScheduler).parameters["timeout_s"].default
     assert spec.timeout_s == opts.timeout == cli["timeout"] == sched_default == config.DEFAULT_BATCH_TIMEOUT_S > 0
-    assert spec.max_seqs == opts.max_seqs == cli["max_seqs"] == config.DEFAULT_MAX_SEQS
-    assert spec.token_budget == opts.token_budget == cli["token_budget"] == config.DEFAULT_TOKEN_BUDGET
-    assert spec.block_tokens == opts.block_size == cli["block_size"] == config.DEFAULT_BLOCK_TOKENS
+    assert spec.max_seqs == opts.max_seqs == config.DEFAULT_MAX_SEQS
+    assert spec.token_budget == opts.token_budget == config.DEFAULT_TOKEN_BUDGET
+    assert spec.block_tokens == opts.block_size == config.DEFAULT_BLOCK_TOKENS
+    assert opts.kv_memory_fraction == DEFAULT_KV_MEMORY_FRACTION
+
+
+def test_a_stack_fills_only_what_was_not_given():
+    stack = resolve_stack("vllm")
+    opts = with_stack_defaults(ServeOptions(workload="w.yaml", hw="h.yaml", block_size=32), stack)
+    assert opts.block_size == 32  # given
+    assert (opts.max_seqs, opts.token_budget, opts.kv_memory_fraction) == (
+        stack.max_running_requests, stack.chunked_prefill, stack.kv_memory_fraction)
 
 
 def test_default_static_batch_waits_for_the_timeout_to_fill():

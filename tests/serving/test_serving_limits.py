@@ -50,11 +50,13 @@ def test_kv_memory_fraction_outside_0_1_rejected(fraction):
 
 def test_kv_memory_fraction_default_is_one_constant():
     import archsim.cli.serve as cli_serve
-    from archsim.sim.serve_deploy import ServeOptions
+    from archsim.sim.serve_deploy import ServeOptions, with_stack_defaults
 
     assert DEFAULT_KV_MEMORY_FRACTION == 0.9  # vLLM EngineArgs gpu_memory_utilization default
     assert cli_serve.DEFAULT_KV_MEMORY_FRACTION is DEFAULT_KV_MEMORY_FRACTION
-    assert ServeOptions(workload="w", hw="h").kv_memory_fraction == DEFAULT_KV_MEMORY_FRACTION
+    # unset until a stack (or, without one, archsim's default) fills it
+    assert with_stack_defaults(ServeOptions(workload="w", hw="h"), None).kv_memory_fraction == \
+        DEFAULT_KV_MEMORY_FRACTION
     assert check_kv_memory_fraction(1) == 1.0  # the whole HBM is allowed
 
 
