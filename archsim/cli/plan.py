@@ -30,6 +30,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="inference: tokens per prefill forward of one attention replica (default 8192; 0: one)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                    help="inference: launch decode kernels from the CPU (default: CUDA graphs)")
+    p.add_argument("--stack", help="inference: serving stack (sglang, vllm, trtllm, deepseek or a stack YAML): its "
+                                   "kernels, host time and defaults price every candidate (docs/stacks.md)")
     p.add_argument("--seq-len", type=positive_int, default=4096, help="train: sequence length")
     p.add_argument("--global-batch", type=positive_int, help="train: sequences per step (default 4 per device)")
     p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16", help="train: precision recipe")
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         # estimate() resolves for this workload, each candidate then replacing its layout and batch
         options = {k: v for k, v in (("weights", args.weights), ("expert_weights", args.expert_weights),
                                      ("prompt_len", args.prompt_len), ("output_len", args.output_len),
-                                     ("prefill_chunk", args.prefill_chunk), ("cuda_graphs", args.cuda_graphs))
+                                     ("prefill_chunk", args.prefill_chunk), ("cuda_graphs", args.cuda_graphs),
+                                     ("stack", args.stack))
                    if v is not None}
         base = resolve_deployment(workload, hw, deployment=DeploymentSpec(pools=(PoolSpec(role="both"),)),
                                   **options).deployment

@@ -145,6 +145,7 @@ class LayoutPlan:
     ``prefill`` prices one prefill step of ``batch`` prompts (in chunk forwards); ``decode`` one step at the
     end-of-generation context (prompt + output), i.e. the TPOT of the slowest step. A phase the pool does not run
     (or the deployment does not price) is None. A pool that does not fit has ``fits = False`` and no phases.
+    ``request_overhead_s``: the stack's fixed time per request before it is scheduled (part of TTFT).
     """
 
     parallelism: Parallelism
@@ -156,6 +157,7 @@ class LayoutPlan:
     output_len: int
     role: str = "both"
     instances: int = 1
+    request_overhead_s: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -163,7 +165,8 @@ class LayoutPlan:
 
     @property
     def ttft_s(self) -> float | None:
-        return self.prefill.time_s if self.prefill else None
+        """The request overhead plus the prefill step of the pool's batch (every prompt starts together)."""
+        return self.request_overhead_s + self.prefill.time_s if self.prefill else None
 
     @property
     def tpot_s(self) -> float | None:
@@ -245,7 +248,8 @@ def price_pool(dep: Deployment, pool: Pool, cache: dict | None = None) -> Layout
         if not mem.fits:
             priced = {"prefill": None, "decode": None}
     return LayoutPlan(parallelism=par, memory=mem, prefill=priced["prefill"], decode=priced["decode"], batch=batch,
-                      prompt_len=dep.prompt_len, output_len=dep.output_len, role=pool.role, instances=pool.instances)
+                      prompt_len=dep.prompt_len, output_len=dep.output_len, role=pool.role, instances=pool.instances,
+                      request_overhead_s=dep.stack.host.request_s if dep.stack is not None else 0.0)
 
 
 def pool_memory(dep: Deployment, par: Parallelism, *, batch: int, context: int, activations: float = 0.0,
