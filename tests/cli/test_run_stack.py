@@ -74,3 +74,16 @@ def test_the_stacks_capture_limit_applies_unless_the_deployment_sets_graphs(file
     # graphs on captures its own batch
     assert default.decode.tpot_s == eager.decode.tpot_s
     assert captured.decode.tpot_s < default.decode.tpot_s
+
+
+def test_plan_prices_candidates_with_the_stack(files, capsys):
+    hw, stack = files
+    args = ["plan", "workloads/deepseek_v3.yaml", "--hw", hw, "--devices", "8", "--batch", "8", "--top", "1",
+            "--no-progress", "--format", "json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)["best"]
+    assert main(args + ["--stack", stack]) == 0
+    with_stack = json.loads(capsys.readouterr().out)["best"]
+    # the test stack: 10 ms per request before scheduling, 2 ms of host time per decode step (not overlapped)
+    assert with_stack["tpot_s"] > plain["tpot_s"] + 2e-3
+    assert with_stack["ttft_s"] > plain["ttft_s"] + 10e-3
