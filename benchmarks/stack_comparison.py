@@ -2,7 +2,9 @@
 time, and what ``archsim run`` projects for it (the table in docs/serving.md, "Stacks").
 
 DeepSeek-V3 (FP8) on one 8 x H200 node, attention TP8 with MoE TP8 (the dstack / vLLM / SGLang single-node
-recipe), 3200-token prompts, 800-token outputs, at batch 4 and 64. Run: python benchmarks/stack_comparison.py
+recipe), 3200-token prompts, 800-token outputs, at batch 4 and 64; then ``archsim serve`` of the same deployment
+under a benchmark client (64 prompts, at most 16 in flight, all sent at once), its metrics named as
+``vllm bench serve`` names them. Run: python benchmarks/stack_comparison.py
 """
 from __future__ import annotations
 
@@ -55,5 +57,31 @@ def main() -> None:
               f"{row['tpot_ms']:.2f} ms | {row['prefill_ms']:.0f} ms | {row['tok_s_gpu']:.1f} |")
 
 
+def serve_rows() -> list[dict]:
+    """``archsim serve`` of the deployment under each stack that runs on the chip."""
+    from archsim.sim.serve_deploy import ServeOptions, run_deployment
+
+    out = []
+    for name in [None, *stack_names()]:
+        opts = ServeOptions(workload="workloads/deepseek_v3.yaml", hw=f"hardware/{HARDWARE}.yaml", devices=8, tp=8,
+                            moe_tp=8, stack=name, num_prompts=64, max_concurrency=16, rate=float("inf"),
+                            prompt_len=str(LAYOUT["prompt_len"]), output_len=str(LAYOUT["output_len"]))
+        result, meta = run_deployment(opts)
+        b = result.summary["benchmark"]
+        out.append({"stack": name or "(reference kernels)", "scheduler": meta["scheduler"], **b})
+    return out
+
+
+def main_serve() -> None:
+    print()
+    print("| stack | scheduler | mean TTFT | median TTFT | p99 TTFT | median TPOT | median ITL | output tok/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in serve_rows():
+        print(f"| {r['stack']} | {r['scheduler']} | {r['mean_ttft_ms']:.0f} ms | {r['median_ttft_ms']:.0f} ms | "
+              f"{r['p99_ttft_ms']:.0f} ms | {r['median_tpot_ms']:.2f} ms | {r['median_itl_ms']:.2f} ms | "
+              f"{r['output_throughput']:.0f} |")
+
+
 if __name__ == "__main__":
     main()
+    main_serve()

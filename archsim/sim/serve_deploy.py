@@ -167,8 +167,7 @@ def _check_closed_loop(opts: ServeOptions, loop, model, output, speculative) -> 
 
 def with_stack_defaults(opts: ServeOptions, stack: Stack | None) -> ServeOptions:
     """The options with every scheduler setting left unset taken from the stack's defaults (its iteration token
-    budget, KV page, memory share and running-request cap; a stack chunks prefill, so the default scheduler is
-    ``chunked``), else archsim's (serving/config.py)."""
+    budget, KV page, memory share and running-request cap), else archsim's (serving/config.py)."""
     serving = {"max_seqs": (stack.max_running_requests if stack else None) or DEFAULT_MAX_SEQS,
                "token_budget": stack.chunked_prefill if stack else DEFAULT_TOKEN_BUDGET,
                "block_size": stack.block_tokens if stack else DEFAULT_BLOCK_TOKENS,
@@ -257,14 +256,14 @@ def _longest(requests, prompt, output) -> Longest:
 
 def _scheduler_kind(opts: ServeOptions, served: ServedDeployment, stack: Stack | None = None) -> str:
     """The scheduler: a disaggregated deployment (a prefill and a decode pool) implies disagg, and another
-    --scheduler with it is a ConfigError; else --scheduler (default: chunked with a stack, whose engines chunk
-    prefill by default, else continuous)."""
+    --scheduler with it is a ConfigError; else --scheduler (default: chunked with a stack that chunks prefill by
+    default, else continuous)."""
     if served.deployment.disaggregated:
         if opts.scheduler not in (None, "disagg"):
             raise ConfigError(None, "--scheduler", "disagg (or no --scheduler) for a disaggregated deployment (its "
                               "prefill and decode pools)", opts.scheduler)
         return "disagg"
-    return opts.scheduler or ("chunked" if stack is not None else "continuous")
+    return opts.scheduler or ("chunked" if stack is not None and stack.chunked else "continuous")
 
 
 def _scheduler(opts: ServeOptions, kind: str, pool: ServingPool, prefill_chunk: int | None,
