@@ -94,6 +94,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_deployment_args(p, phase=False)  # serve simulates both phases; one-phase pools come from --deployment
     p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S (default: the "
                                          "workload's expert_load)")
+    p.add_argument("--weights", help="weight format: fp8 | bf16 | fp16 | fp4 | int4 (default: the workload's)")
+    p.add_argument("--expert-weights", help="routed experts' format (default: as --weights)")
+    p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16 (default: the workload's)")
     p.add_argument("--replicas", type=_positive(int), help="replicas behind the router (default: the pool's "
                                                            "instances, 1)")
     p.add_argument("--router", choices=("round_robin", "least_loaded"), default="least_loaded")

@@ -57,9 +57,8 @@ class FamilyKernels:
 
 @dataclass(frozen=True, kw_only=True)
 class Stack:
-    """A serving stack (module docstring). ``chunked_prefill``: the tokens of one iteration (the prefill chunk when
-    ``chunked``, else the cap on a batch of whole prompts); ``max_running_requests`` None: the stack sizes it from
-    memory."""
+    """A serving stack (module docstring). ``chunked_prefill``: the prefill tokens of one iteration;
+    ``max_running_requests`` None: the stack sizes it from memory."""
 
     name: str
     version: str
@@ -71,7 +70,9 @@ class Stack:
     host: HostOverhead
     kernels: Mapping[str, FamilyKernels]
     max_running_requests: int | None = None
-    chunked: bool = True  # prompts longer than the iteration budget are split (Sarathi-style chunked prefill)
+    # an iteration carries decode steps and prefill chunks together (Sarathi-style); False: prefill first, decode
+    # only when no prefill is waiting
+    mixed_batches: bool = True
     source_file: str = "<memory>"
 
     def on(self, hw: "Hardware") -> "FamilyKernels":
@@ -139,7 +140,7 @@ def stack_from_dict(data: Mapping, file: str = "<memory>") -> Stack:
         block_tokens=serving.int("block_tokens", minimum=1),
         kv_memory_fraction=serving.number("kv_memory_fraction", minimum=0.0, maximum=1.0),
         max_running_requests=serving.int("max_running_requests", minimum=1, default=None),
-        chunked=serving.bool("chunked", default=True),
+        mixed_batches=serving.bool("mixed_batches", default=True),
         cuda_graph_max_batch=graphs.int("max_batch", minimum=0),
         host=HostOverhead(iteration_s=host.quantity("iteration", "time_s"), overlapped=host.bool("overlapped"),
                           request_s=host.quantity("request", "time_s")),

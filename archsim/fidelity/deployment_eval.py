@@ -7,7 +7,12 @@ derived from the priced steps by a steady-state model of the benchmark (docs/fid
   tokens/s per GPU = B / TPOT / devices.
 - prefill pool (``phase: prefill``): every attention replica runs full chunk forwards (``prefill_chunk // prompt``
   whole prompts each); input tokens/s per GPU = prompts x prompt tokens / prefill time / devices.
-- a whole benchmark (``phase: both``): B = the concurrency per instance (capped by the running-sequence limit and
+- a whole benchmark (``phase: both``) of at most SIMULATED_MAX_PROMPTS prompts: run through ``archsim serve``
+  (sim/serve_deploy.py) as the benchmark client runs it: its prompts, at most ``concurrency`` in flight, sent at
+  ``request_rate`` (0: all at once), fixed lengths, the case's layout, formats and stack (scheduler defaults,
+  request and host time); the figures are the client's means (TTFT, TPOT, ITL, end-to-end latency, throughput per
+  GPU). Queueing behind earlier requests (bursts, waves of a closed loop) is then simulated, not approximated.
+- a longer benchmark (``phase: both``, trtllm-bench max-throughput runs): B = the concurrency per instance (capped by the running-sequence limit and
   the KV capacity; a max-throughput run without a stated concurrency runs as many sequences as fit). Each
   iteration decodes B sequences and prefills the prompts that replace finished ones (B x prompt / output tokens),
   so TPOT = decode step + the prefill an iteration carries: the arriving prompts' share of each replica at the
@@ -16,7 +21,8 @@ derived from the priced steps by a steady-state model of the benchmark (docs/fid
   iteration and prefills alone; the first wave of a closed loop (min(B, requests) at once) prefills together,
   the j-th after j/B of the wave's prefill. Throughput = requests in flight / request time; tokens/s per user =
   output / request time (what trtllm-bench reports "with context").
-Cases the model cannot represent say why (speculative decoding, decode context parallelism, an unstated load).
+Every case is priced with the serving stack it measured (``stack:``, stacks/<stack>.yaml). Cases the model cannot
+represent say why (speculative decoding, decode context parallelism, an unstated load).
 """
 from __future__ import annotations
 
@@ -179,11 +185,18 @@ def _prefill_pool(shape, measured, hardware, dtype):
              "micro_batches": r.prefill.micro_batches, "layout": r.deployment.layout["label"]})
 
 
+# a benchmark of at most this many prompts is run through archsim serve (the request-level simulation); a longer one
+# (trtllm-bench max-throughput runs of 10^3-10^5 prompts) through the steady-state model below
+SIMULATED_MAX_PROMPTS = 2000
+
+
 def _benchmark(shape, measured, hardware, dtype):
     prompt = int(shape.get("prompt_len", 0)) - int(shape.get("cached_prompt_len", 0))
     output = int(shape.get("output_len", 0))
     if prompt < 1 or output < 1:
         raise NotModelled("prompt or output length not stated")
+    if 0 < int(shape.get("num_prompts", 0)) <= SIMULATED_MAX_PROMPTS:
+        return _simulated(shape, hardware, dtype)
     devices, instances = int(shape["devices"]), int(shape.get("instances", 1))
     try:
         batch, origin = _running(shape, measured)
@@ -221,3 +234,45 @@ def _benchmark(shape, measured, hardware, dtype):
             {"batch": batch, "batch_from": origin, "decode_step_s": steady.decode.tpot_s, "wave_prefill_s": wave_s,
              "prefill_per_iteration_s": stall,
              "prefill_alone_s": alone.prefill.latency_s, "layout": steady.deployment.layout["label"]})
+
+
+def _simulated(shape: Mapping, hardware: str, dtype: str):
+    """The benchmark run through ``archsim serve``: its prompts, its client (at most ``concurrency`` requests in
+    flight, sent at ``request_rate``, all at once when 0), fixed lengths (a cached prefix as the prefix-hit rate),
+    the case's layout, formats and stack (whose scheduler defaults, request time and host time apply); the figures
+    are the benchmark client's means."""
+    from archsim.sim.serve_deploy import ServeOptions, run_deployment
+
+    over = _overrides(shape, dtype)
+    prompt, cached = int(shape["prompt_len"]), int(shape.get("cached_prompt_len", 0))
+    devices, instances = int(shape["devices"]), int(shape.get("instances", 1))
+    prompts = int(shape["num_prompts"])
+    rate = float(shape.get("request_rate", 0)) or float("inf")
+    per_rank = int(shape.get("max_batch_per_rank", 0))
+    layout = {k: over[k] for k in ("devices", "tp", "attn_dp", "moe_tp", "moe_ep", "redundant_experts", "pp",
+                                   "prefill_chunk", "cuda_graphs", "stack") if k in over}
+    opts = ServeOptions(workload=str(data_dir("workloads") / f"{shape['model']}.yaml"),
+                        hw=str(data_dir("hardware") / f"{hardware}.yaml"), **layout,
+                        weights=over["weights"], expert_weights=over.get("expert_weights"), kv_cache=over["kv_cache"],
+                        replicas=instances if instances > 1 else None, num_prompts=prompts,
+                        max_concurrency=int(shape.get("concurrency", 0)) or prompts, rate=rate,
+                        prompt_len=str(prompt), output_len=str(shape["output_len"]),
+                        prefix_hit_rate=cached / prompt, max_seqs=per_rank or None)
+    try:
+        result, meta = run_deployment(opts)
+    except ConfigError as err:
+        raise NotModelled(f"the deployment does not serve: {err}") from None
+    b = result.summary["benchmark"]
+    if not b["completed"]:
+        raise NotModelled("no request completed")
+    gpus = devices * instances
+    ms = 1e-3  # the client's figures are in ms; the cases' metrics in SI
+    return ({"ttft_ms": b["mean_ttft_ms"] * ms, "tpot_ms": b["mean_tpot_ms"] * ms, "itl_ms": b["mean_itl_ms"] * ms,
+             "e2e_latency_ms": b["mean_e2el_ms"] * ms,
+             "tokens_per_s_per_user": float(shape["output_len"]) / (b["mean_e2el_ms"] * ms),
+             "output_tokens_per_s_per_gpu": b["output_throughput"] / gpus,
+             "input_tokens_per_s_per_gpu": (b["total_token_throughput"] - b["output_throughput"]) / gpus,
+             "total_tokens_per_s_per_gpu": b["total_token_throughput"] / gpus},
+            {"simulated": True, "prompts": prompts, "completed": b["completed"], "failed": b["failed"],
+             "batch": int(shape.get("concurrency", 0)) or prompts, "scheduler": meta["scheduler"],
+             "layout": meta["layout"], "kv_capacity_tokens": meta["kv_capacity_tokens"]})

@@ -27,7 +27,9 @@ from archsim.sim.serve import ServeResult, simulate
 # --expert-load
 LAYOUT_FIELDS = ("devices", "tp", "attn_dp", "dp", "moe_tp", "moe_ep", "ep", "pp", "micro_batches",
                  "redundant_experts", "prefill_chunk", "cuda_graphs", "deployment", "stack")
-DEPLOYMENT_FIELDS = LAYOUT_FIELDS + ("expert_load",)
+# the formats (estimate()'s names): the workload's unless given
+FORMAT_FIELDS = ("weights", "expert_weights", "kv_cache")
+DEPLOYMENT_FIELDS = LAYOUT_FIELDS + ("expert_load",) + FORMAT_FIELDS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,8 +56,11 @@ class ServeOptions:
     prefill_chunk: int | None = None
     cuda_graphs: bool | None = None
     deployment: str | None = None
-    stack: str | None = None
+    stack: "str | Stack | None" = None
     expert_load: str | None = None
+    weights: str | None = None
+    expert_weights: str | None = None
+    kv_cache: str | None = None
     replicas: int | None = None
     router: str = "least_loaded"
     rate: float | None = None
@@ -256,14 +261,17 @@ def _longest(requests, prompt, output) -> Longest:
 
 def _scheduler_kind(opts: ServeOptions, served: ServedDeployment, stack: Stack | None = None) -> str:
     """The scheduler: a disaggregated deployment (a prefill and a decode pool) implies disagg, and another
-    --scheduler with it is a ConfigError; else --scheduler (default: chunked with a stack that chunks prefill by
-    default, else continuous)."""
+    --scheduler with it is a ConfigError; else --scheduler; by default, with a stack: chunked when it mixes decode
+    steps and prefill chunks in one iteration, continuous (prefill first) when it does not; without one,
+    continuous."""
     if served.deployment.disaggregated:
         if opts.scheduler not in (None, "disagg"):
             raise ConfigError(None, "--scheduler", "disagg (or no --scheduler) for a disaggregated deployment (its "
                               "prefill and decode pools)", opts.scheduler)
         return "disagg"
-    return opts.scheduler or ("chunked" if stack is not None and stack.chunked else "continuous")
+    if opts.scheduler or stack is None:
+        return opts.scheduler or "continuous"
+    return "chunked" if stack.mixed_batches else "continuous"
 
 
 def _scheduler(opts: ServeOptions, kind: str, pool: ServingPool, prefill_chunk: int | None,

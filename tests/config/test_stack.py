@@ -39,7 +39,7 @@ def test_loads_the_fields():
     s = stack_from_dict(STACK)
     assert (s.chunked_prefill, s.block_tokens, s.kv_memory_fraction, s.cuda_graph_max_batch) == (4096, 16, 0.9, 64)
     assert s.host == HostOverhead(iteration_s=2e-3, overlapped=False, request_s=10e-3)
-    assert s.max_running_requests is None and s.chunked  # chunked prefill unless the stack says otherwise
+    assert s.max_running_requests is None and s.mixed_batches  # mixed unless the stack says otherwise
     assert s.ep_mode(chip(LIBS), "decode") == "low_latency" and s.ep_mode(chip(LIBS), "prefill") is None
     assert s.library_efficiency(chip(LIBS)) == {"dense_gemm": (1.0, 1.0), "moe_gemm": (0.5, 0.8)}
 
