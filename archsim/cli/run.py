@@ -23,6 +23,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16")
     p.add_argument("--attention", choices=("flash", "naive"), help="attention kernel traffic model (default flash)")
     p.add_argument("--mtp", action="store_true", default=None, help="include the MTP module (DeepSeek-V3)")
+    p.add_argument("--mtp-acceptance", type=_rates,
+                   help="P1[,P2...]: acceptance rate of each MTP draft position (implies --mtp): a decode step then "
+                        "emits 1 + P1 + P1 P2 + ... tokens (DeepSeek-V3 report 5.4.3: 85-90%% for the second token)")
     p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S | measured "
                                          "(the tiny model's measured routing carried to full scale; implies --small)")
     p.add_argument("--small", action="store_true", help="also run the tiny variant on the real numpy kernels")
@@ -33,7 +36,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 OVERRIDE_FLAGS = ("batch", "prompt_len", "output_len", "weights", "expert_weights", "kv_cache", "attention", "mtp",
-                  "expert_load")
+                  "mtp_acceptance", "expert_load")
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated fractions in [0, 1]."""
+    try:
+        rates = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.85 or 0.9,0.7, got {text!r}") from None
+    if not all(0 <= p <= 1 for p in rates):
+        raise argparse.ArgumentTypeError(f"expected fractions in [0, 1], got {text!r}")
+    return rates
 
 
 def run(args: argparse.Namespace) -> int:

@@ -52,7 +52,37 @@ class Scenario:
     devices: int | str = AUTO
     parallelism: Parallelism = Parallelism()
     mtp: bool = False
+    # with mtp: the conditional acceptance rate of each draft position (draft i is kept only if drafts 1..i-1 were),
+    # so a decode step emits 1 + p1 + p1 p2 + ... tokens on average; () counts one token per step
+    mtp_acceptance: tuple[float, ...] = ()
     expert_load: ExpertLoadSpec = ExpertLoadSpec()
+
+    @property
+    def tokens_per_decode_step(self) -> float:
+        """Mean tokens a decode step emits: 1 without MTP drafts or a stated acceptance."""
+        return tokens_per_step(self.mtp_acceptance) if self.mtp else 1.0
+
+
+def tokens_per_step(acceptance: tuple[float, ...]) -> float:
+    """1 + p1 + p1 p2 + ...: the mean tokens a speculative step emits with conditional acceptance rates per draft
+    position (the verified token always counts)."""
+    total, kept = 1.0, 1.0
+    for p in acceptance:
+        kept *= p
+        total += kept
+    return total
+
+
+def check_acceptance(value, model: ModelConfig, file: str | None, path: str) -> tuple[float, ...]:
+    """``mtp_acceptance`` as a tuple of rates in [0, 1], one per draft position, at most the model's MTP modules
+    (a number is one position); ConfigError otherwise."""
+    rates = (value,) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    ok = isinstance(rates, (list, tuple)) and all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1 for p in rates)
+    if not ok or len(rates) > model.num_nextn_predict_layers:
+        raise ConfigError(file, path, f"acceptance rates in [0, 1], at most one per MTP module "
+                          f"(num_nextn_predict_layers = {model.num_nextn_predict_layers})", value)
+    return tuple(float(p) for p in rates)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,8 +130,12 @@ def scenario_from_section(s: Section, model: ModelConfig) -> Scenario:
         devices=_int_or_auto(s, "devices"),
         parallelism=_parallelism(s),
         mtp=s.bool("mtp", default=False),
+        mtp_acceptance=check_acceptance(s.raw("mtp_acceptance"), model, s.file, s.child_path("mtp_acceptance"))
+        if s.has("mtp_acceptance") else (),
         expert_load=_expert_load(s),
     )
+    if scenario.mtp_acceptance and not scenario.mtp:
+        raise ConfigError(s.file, s.child_path("mtp"), "true with mtp_acceptance (the drafts it rates)", False)
     check_scenario(scenario, model, s.file, s.path)
     return scenario
 

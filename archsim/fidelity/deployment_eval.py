@@ -51,7 +51,8 @@ def predict(case: Case) -> tuple[dict[str, float], dict]:
 def _predict(file, base_id, hardware, dtype, shape_items, measured_items):
     shape, measured = dict(shape_items), dict(measured_items)
     if int(shape.get("mtp", 0)):
-        raise NotModelled("speculative decoding (MTP drafts) is not modelled in serving benchmarks")
+        raise NotModelled(f"{shape['mtp']} MTP drafts per step from one MTP module run {shape['mtp']} times: the graph "
+                          "has one draft per MTP module (num_nextn_predict_layers)")
     if int(shape.get("dcp", 1)) > 1:
         raise NotModelled("decode context parallelism (DCP) is not modelled")
     model = str(shape["model"])

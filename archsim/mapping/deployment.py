@@ -78,6 +78,7 @@ class Deployment:
     prompt_len: int
     output_len: int
     mtp: bool = False
+    tokens_per_step: float = 1.0  # mean tokens a decode step emits (MTP drafts accepted; config.workload.Scenario)
     phase: str = "both"
     prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK
     expert_load: ExpertLoad | None = None
@@ -145,7 +146,8 @@ class LayoutPlan:
     ``prefill`` prices one prefill step of ``batch`` prompts (in chunk forwards); ``decode`` one step at the
     end-of-generation context (prompt + output), i.e. the TPOT of the slowest step. A phase the pool does not run
     (or the deployment does not price) is None. A pool that does not fit has ``fits = False`` and no phases.
-    ``request_overhead_s``: the stack's fixed time per request before it is scheduled (part of TTFT).
+    ``request_overhead_s``: the stack's fixed time per request before it is scheduled (part of TTFT);
+    ``tokens_per_step``: mean tokens a decode step emits per sequence (speculative MTP drafts accepted).
     """
 
     parallelism: Parallelism
@@ -158,6 +160,7 @@ class LayoutPlan:
     role: str = "both"
     instances: int = 1
     request_overhead_s: float = 0.0
+    tokens_per_step: float = 1.0
 
     @property
     def fits(self) -> bool:
@@ -170,12 +173,13 @@ class LayoutPlan:
 
     @property
     def tpot_s(self) -> float | None:
-        return self.decode.time_s if self.decode else None
+        """Time per output token: the decode step over the tokens it emits per sequence."""
+        return self.decode.time_s / self.tokens_per_step if self.decode else None
 
     @property
     def decode_tokens_per_s(self) -> float | None:
-        """Generated tokens per second of one instance (one per sequence per step)."""
-        return self.batch / self.decode.time_s if self.decode else None
+        """Generated tokens per second of one instance (``tokens_per_step`` per sequence per step)."""
+        return self.batch * self.tokens_per_step / self.decode.time_s if self.decode else None
 
     def to_dict(self) -> dict:
         out = {"role": self.role, "instances": self.instances,
@@ -249,7 +253,8 @@ def price_pool(dep: Deployment, pool: Pool, cache: dict | None = None) -> Layout
             priced = {"prefill": None, "decode": None}
     return LayoutPlan(parallelism=par, memory=mem, prefill=priced["prefill"], decode=priced["decode"], batch=batch,
                       prompt_len=dep.prompt_len, output_len=dep.output_len, role=pool.role, instances=pool.instances,
-                      request_overhead_s=dep.stack.host.request_s if dep.stack is not None else 0.0)
+                      request_overhead_s=dep.stack.host.request_s if dep.stack is not None else 0.0,
+                      tokens_per_step=dep.tokens_per_step if dep.mtp else 1.0)
 
 
 def pool_memory(dep: Deployment, par: Parallelism, *, batch: int, context: int, activations: float = 0.0,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from archsim.config.deployment import DeploymentSpec, PoolSpec, load_deployment
 from archsim.config.hardware import Hardware
 from archsim.config.stack import Stack, resolve_stack
-from archsim.config.workload import AUTO, ExpertLoadSpec, Scenario, Workload, check_scenario
+from archsim.config.workload import AUTO, ExpertLoadSpec, Scenario, Workload, check_acceptance, check_scenario
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, load_from_spec
 from archsim.graph.precision import scenario_precision
@@ -20,7 +20,7 @@ from archsim.mapping.parallel import resolve_parallelism, smallest_fitting
 from archsim.mapping.parallelism import Parallelism
 
 SCENARIO_OVERRIDES = ("devices", "batch", "prompt_len", "output_len", "weights", "expert_weights", "kv_cache",
-                      "activations", "mtp")
+                      "activations", "mtp", "mtp_acceptance")
 # attention TP / DP / CP, MoE TP x EP (``ep`` is ``moe_ep``'s alias, ``dp`` ``attn_dp``'s), PP, EPLB slots
 LAYOUT_OVERRIDES = ("tp", "attn_dp", "dp", "moe_tp", "moe_ep", "ep", "pp", "cp", "micro_batches",
                     "redundant_experts")
@@ -56,7 +56,7 @@ def resolve_deployment(wl: Workload, hw: Hardware, *, cache: dict | None = None,
     base = Deployment(model=wl.model, hardware=hw, precision=scenario_precision(scenario),
                       pools=tuple(Pool(role=p.role, layout=_placeholder()) for p in spec.pools),
                       batch=scenario.batch, prompt_len=scenario.prompt_len, output_len=scenario.output_len,
-                      mtp=scenario.mtp, phase=_phase(overrides), prefill_chunk=_chunk(overrides, spec, stack),
+                      mtp=scenario.mtp, tokens_per_step=scenario.tokens_per_decode_step, phase=_phase(overrides), prefill_chunk=_chunk(overrides, spec, stack),
                       expert_load=_expert_load(wl.model, scenario, overrides.get("expert_load")),
                       attention=_attention(overrides), ep_mode=overrides.get("ep_mode", spec.ep_mode),
                       cuda_graphs=_cuda_graphs(overrides, spec), stack=stack,
@@ -124,6 +124,9 @@ def _scenario(wl: Workload, overrides: dict) -> Scenario:
         raise ConfigError(None, "devices", "a positive integer or 'auto'", fields["devices"])
     if "mtp" in fields and not isinstance(fields["mtp"], bool):
         raise ConfigError(None, "mtp", "true or false", fields["mtp"])
+    if "mtp_acceptance" in fields:
+        fields["mtp_acceptance"] = check_acceptance(fields["mtp_acceptance"], wl.model, None, "mtp_acceptance")
+        fields.setdefault("mtp", True)  # stating the drafts' acceptance turns them on
     scenario = replace(wl.scenario, **fields)
     check_scenario(scenario, wl.model, None, "")
     scenario_precision(scenario)  # formats checked now, with their field names

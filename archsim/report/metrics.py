@@ -110,9 +110,10 @@ def decode_summary(pool: LayoutPlan, hw: Hardware) -> DecodeSummary:
     """One instance's decode step at the end-of-generation context."""
     b = pool.decode
     devices = pool.parallelism.devices
-    return phase_summary(DecodeSummary, b, hw, tpot_s=b.time_s, tokens_per_s=pool.batch / b.time_s,
-                         tokens_per_s_per_device=pool.batch / b.time_s / devices,
-                         context=pool.prompt_len + pool.output_len)
+    tokens = pool.batch * pool.tokens_per_step  # MTP: the accepted drafts' tokens too
+    return phase_summary(DecodeSummary, b, hw, tpot_s=pool.tpot_s, tokens_per_s=tokens / b.time_s,
+                         tokens_per_s_per_device=tokens / b.time_s / devices,
+                         context=pool.prompt_len + pool.output_len, tokens_per_step=pool.tokens_per_step)
 
 
 def phase_summary(cls, b: PhaseBreakdown, hw: Hardware, **fields):
@@ -177,7 +178,7 @@ def system_summary(plan: DeploymentPlan, dep: Deployment) -> SystemSummary | Non
     pre_pool, dec_pool = plan.pool("prefill"), plan.pool("decode")
     if not (pre_pool and dec_pool and pre_pool.prefill and dec_pool.decode):
         return None
-    decode_s = dep.output_len * dec_pool.decode.time_s
+    decode_s = dep.output_len * dec_pool.tpot_s
     if not dep.disaggregated:
         rate = dec_pool.instances * dec_pool.batch / (pre_pool.prefill.time_s + decode_s)
         bound = "prefill+decode"

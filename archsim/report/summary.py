@@ -119,12 +119,14 @@ class PrefillSummary(PhaseSummary):
 
 @dataclass(frozen=True, kw_only=True)
 class DecodeSummary(PhaseSummary):
-    """One decode step at the end-of-generation context."""
+    """One decode step at the end-of-generation context; ``tpot_s`` is the step over ``tokens_per_step`` (the mean
+    tokens a step emits per sequence: 1, or more with accepted MTP drafts)."""
 
     tpot_s: float
     tokens_per_s: float
     tokens_per_s_per_device: float
     context: int
+    tokens_per_step: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -94,7 +94,8 @@ def format_report(r: Report) -> str:
     if dec is not None:
         out += _rows(f"Decode (step at context {dec.context:,}, "
                      f"{_plural(dec.micro_batches, 'micro-batch', 'es')})", [
-            ("time per output token", format_quantity(dec.tpot_s, "time_s")),
+            ("time per output token", format_quantity(dec.tpot_s, "time_s")
+             + (f" (step / {dec.tokens_per_step:.3g} tokens: MTP drafts accepted)" if dec.tokens_per_step != 1 else "")),
             ("tokens/s (instance / device)", f"{dec.tokens_per_s:,.1f} / {dec.tokens_per_s_per_device:,.1f}"),
         ] + _phase_rows(dec))
     energy_rows = [(label, format_quantity(value, "energy_j")) for label, value in

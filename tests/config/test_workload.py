@@ -92,3 +92,21 @@ def test_unknown_model_key_names_file_and_path(tmp_path):
     path = write(tmp_path, TINY_MODEL + "  hiden_size: 3\n")
     with pytest.raises(ConfigError, match=r"model\.hiden_size"):
         load_workload(path)
+
+
+def test_mtp_acceptance_needs_mtp(tmp_path):
+    import yaml
+
+    from archsim.config.yaml_io import load_yaml
+    from archsim.paths import data_dir
+
+    data = load_yaml(data_dir("workloads") / "deepseek_v3.yaml")
+    data.setdefault("scenario", {})["mtp_acceptance"] = [0.85]
+    data["scenario"]["mtp"] = False
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match="scenario.mtp"):
+        load_workload(path)
+    data["scenario"]["mtp"] = True
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_workload(path).scenario.tokens_per_decode_step == pytest.approx(1.85)
