@@ -458,6 +458,8 @@ FUZZ_ACCEPTED = {
     ("serve", "--seed", "0"): "legitimate", ("serve", "--prefix-hit-rate", "0"): "legitimate",
     ("serve", "--warmup-requests", "0"): "legitimate", ("serve", "--random-range-ratio", "0"): "legitimate",
     ("sweep", "--seed", "0"): "legitimate", ("train", "--comm-sms", "0"): "legitimate",
+    # every MTP draft rejected: one token per step, the drafts still priced
+    ("run", "--mtp-acceptance", "0"): "legitimate",
     # no redundant expert slots; 0 tokens per prefill chunk means one forward for the whole prefill
     **{(command, flag, "0"): "legitimate" for command in ("run", "serve", "plan", "sweep")
        for flag in ("--redundant-experts", "--prefill-chunk")},

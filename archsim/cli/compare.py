@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from archsim.cli._common import positive_int_or_auto
+from archsim.cli._common import positive_int_or_auto, time_arg
 from archsim.errors import ConfigError
 
 GIGA = 1e9
@@ -19,8 +19,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--devices", type=positive_int_or_auto, default="auto", help="devices per serving replica, or 'auto' (default)")
     p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: each workload's)")
     p.add_argument("--output-len", type=int, default=None, help="output tokens (default: each workload's)")
-    p.add_argument("--slo-tpot", type=float, default=0.05,
-                   help="TPOT target for 'throughput at SLO', s (default 0.05, i.e. 20 tokens/s per user: a choice)")
+    p.add_argument("--slo-tpot", type=time_arg("--slo-tpot", positive=True), default=0.05,
+                   help="TPOT target for 'throughput at SLO', e.g. 50ms or 0.05 (s) (default 50 ms, i.e. 20 tokens/s "
+                        "per user: a choice)")
     p.add_argument("--max-seqs", type=int, default=256, help="largest batch considered")
     p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank for the fine-tuning memory row")
     p.add_argument("--train-devices", type=int, default=64, help="devices for the fine-tuning memory row")
