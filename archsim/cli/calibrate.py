@@ -12,11 +12,18 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     p.add_argument("--out", default="calibration", help="output directory (default: calibration/)")
     p.add_argument("--raw", default=None, help="re-fit from a saved raw JSON instead of measuring")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--library", help="fit this kernel library's kernel.libraries fields on --hw from --measurements "
+                                     "instead of measuring (docs/stacks.md)")
+    p.add_argument("--hw", help="with --library: the hardware YAML whose reference kernel the library is compared to")
+    p.add_argument("--measurements", help="with --library: CSV of timed kernels (kind,groups,m,n,k,dtype,time_s)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from archsim.errors import ConfigError
+
+    if args.library or args.measurements:
+        return _library(args)
 
     raw = None
     if args.raw:
@@ -50,4 +57,24 @@ def run(args: argparse.Namespace) -> int:
     if result.loop:
         print(f"held-out kernels: median |error| {result.loop['median_abs_error']:.1%}, "
               f"max {result.loop['max_abs_error']:.1%} over {len(result.loop['rows'])} kernels")
+    return 0
+
+
+def _library(args: argparse.Namespace) -> int:
+    """``--library NAME --hw HW --measurements CSV``: the library's fitted fields and the YAML entry to paste."""
+    from archsim.config.hardware import resolve_hardware
+    from archsim.errors import ConfigError
+    from archsim.fidelity.library_fit import fit_library, read_measurements
+
+    for flag, value in (("--library", args.library), ("--hw", args.hw), ("--measurements", args.measurements)):
+        if not value:
+            raise ConfigError(None, flag, "--library, --hw and --measurements together", None)
+    fit = fit_library(resolve_hardware(args.hw), read_measurements(args.measurements))
+    if args.format == "json":
+        print(json.dumps({"library": args.library, "mma_fraction": fit.mma_fraction,
+                          "bandwidth_fraction": fit.bandwidth_fraction, "mma_samples": list(fit.mma_samples),
+                          "bandwidth_samples": list(fit.bandwidth_samples)}))
+        return 0
+    print(f"kernel.libraries entry for {args.hw} (paste under kernel: libraries:):")
+    print("  " + fit.yaml(args.library))
     return 0
