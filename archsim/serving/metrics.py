@@ -275,7 +275,8 @@ def _ms_stats(name: str, values_s: np.ndarray) -> dict[str, float]:
 
 def _itl_ms(rec: Recorder) -> dict[str, float]:
     """Inter-token latency in ms: mean and std exact (running sums), median/p90/p99 from the log histogram
-    (within 1.2 %). Gaps are per token, so a speculative step's k tokens count as k gaps of a k-th of the step."""
+    (within 1.2 %). Gaps are per streamed chunk, as the benchmark clients record them (serving/sequence.emit): a
+    speculative step's k tokens arrive together and count as one gap, the whole step."""
     n = rec.gap_count
     if n == 0:
         return {f"{k}_itl_ms": float("nan") for k in ("mean", "median", "std", "p90", "p99")}
