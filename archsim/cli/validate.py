@@ -36,6 +36,15 @@ def summary_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def stack_markdown(report: dict) -> str:
+    """The end-to-end categories by the serving stack each case measured."""
+    lines = ["| category | stack | cases | median abs error |", "|---|---|---|---|"]
+    for cat, stacks in report.get("by_stack", {}).items():
+        for stack, c in stacks.items():
+            lines.append(f"| {cat} | {stack} | {c['n']} | {c['median_abs_error']:.1%} |")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from archsim.fidelity.cases import VALIDATION_DIR
     from archsim.fidelity.validate import run_validation
@@ -56,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     print("(* the case sets a hardware field: a consistency check, not held out)")
     print()
     print(summary_markdown(report))
+    print()
+    print(stack_markdown(report))
     skipped = [c for c in report["cases"] if c["skipped"]]
     for c in skipped:
         print(f"skipped {c['id']}: {c['skipped']}")

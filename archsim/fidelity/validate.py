@@ -271,4 +271,17 @@ def run_validation(*, directory: str | Path = VALIDATION_DIR,
         if case.hardware not in cache:
             cache[case.hardware] = resolve_hardware(case.hardware)
         results.append(evaluate(case, cache[case.hardware]))
-    return {"categories": summarise(results), "cases": [r.to_dict() for r in results]}
+    return {"categories": summarise(results), "by_stack": by_stack(results), "cases": [r.to_dict() for r in results]}
+
+
+def by_stack(results: list[CaseResult]) -> dict[str, dict[str, dict]]:
+    """The deployment categories split by the serving stack each case measured (its ``stack:``): per category and
+    stack, n and the median absolute error."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in results:
+        stack = r.case.shape.get("stack")
+        if stack is None or r.error is None:
+            continue
+        out.setdefault(r.case.category, {}).setdefault(str(stack), []).append(abs(r.error))
+    return {cat: {stack: {"n": len(errs), "median_abs_error": statistics.median(errs)}
+                  for stack, errs in sorted(stacks.items())} for cat, stacks in sorted(out.items())}

@@ -90,3 +90,17 @@ def test_errors_are_signed_ratios(report: dict) -> None:
         if c["predicted"] is not None:
             assert c["error"] == pytest.approx(c["predicted"] / c["measured"] - 1)
             assert math.isfinite(c["error"])
+
+
+def test_deployment_errors_are_reported_per_stack(report: dict) -> None:
+    import statistics
+
+    by_stack = report["by_stack"]
+    for category in ("deployment_throughput", "deployment_tpot", "deployment_ttft"):
+        rows = [c for c in report["cases"] if c["category"] == category and c["error"] is not None]
+        # every priced end-to-end case names the stack it measured, so the per-stack counts add up to the category
+        assert sum(s["n"] for s in by_stack[category].values()) == len(rows)
+        assert {"sglang", "vllm", "trtllm"} <= set(by_stack[category])
+    vllm_tpot = [abs(c["error"]) for c in report["cases"] if c["category"] == "deployment_tpot"
+                 and c["error"] is not None and "vllm" in c["id"]]
+    assert by_stack["deployment_tpot"]["vllm"]["median_abs_error"] == pytest.approx(statistics.median(vllm_tpot))
