@@ -2,6 +2,7 @@
 names file and dotted field path in every error and rejects keys nobody read."""
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import os
@@ -56,9 +57,33 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# parsed files by (real path, modification time, size): a planning tool that calls estimate() with paths in a loop
+# parses each file once (parsing is ~10 ms per hardware YAML, building its record well under 1 ms); a copy is
+# returned, so a caller that edits the mapping (sweep overrides) never changes the cached one
+_PARSED: dict[tuple[str, int, int], dict] = {}
+_PARSED_MAX = 256
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML file whose top level is a mapping; every problem is a ConfigError naming the file."""
+    """Read a YAML file whose top level is a mapping; every problem is a ConfigError naming the file. A file
+    already parsed and unchanged since (same modification time and size) is not parsed again."""
     file = os.fspath(path)
+    try:
+        st = os.stat(file)
+        key = (os.path.realpath(file), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None  # read_capped_bytes reports the problem
+    if key is not None and key in _PARSED:
+        return copy.deepcopy(_PARSED[key])
+    parsed = _load_yaml_uncached(file)
+    if key is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = copy.deepcopy(parsed)
+    return parsed
+
+
+def _load_yaml_uncached(file: str) -> dict:
     data = read_capped_bytes(file)
     if b"\x00" in data:
         raise ConfigError(file, None, "a UTF-8 YAML text file", "binary data (NUL bytes)")

@@ -190,3 +190,21 @@ def test_non_mapping_and_non_text_keys():
         Section([1, 2], "f.yaml", "a.b")
     with pytest.raises(ConfigError, match="expected a text key"):
         Section({1: "x"}, "f.yaml")
+
+
+def test_a_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
+    import os
+
+    from archsim.config import yaml_io
+
+    path = tmp_path / "a.yaml"
+    path.write_text("x: 1\n")
+    calls = []
+    real = yaml_io._load_yaml_uncached
+    monkeypatch.setattr(yaml_io, "_load_yaml_uncached", lambda f: calls.append(f) or real(f))
+    first = yaml_io.load_yaml(path)
+    first["x"] = 99  # a caller editing its copy does not change the cached mapping
+    assert yaml_io.load_yaml(path) == {"x": 1} and len(calls) == 1
+    path.write_text("x: 22\n")  # a different size, and a later modification time
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    assert yaml_io.load_yaml(path) == {"x": 22} and len(calls) == 2
