@@ -185,12 +185,25 @@ def in_trend(hw: Hardware) -> bool:
     return not is_projection(hw) and len(hw.memory) > 1
 
 
+def _one_per_product(points: Iterable[HistoryPoint]) -> list[HistoryPoint]:
+    """The points with the same year and the same four headline rates counted once: two files of one product
+    (hardware/h200.yaml and its calibrated copy h200.calibrated.yaml) are one chip of the history, not two."""
+    seen, out = set(), []
+    for p in points:
+        key = (p.year, p.peak_flop_per_s, p.memory_bandwidth_bytes_per_s, p.memory_capacity_bytes,
+               p.interconnect_bytes_per_s)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
 def history(chips: Iterable[Hardware]) -> tuple[list[HistoryPoint], dict[str, float]]:
     """History points of the non-projection chips (sorted by year) and the growth per two years of each
-    rate, fitted over the ``in_trend`` chips."""
+    rate, fitted over the ``in_trend`` chips, one point per product (``_one_per_product``)."""
     chips = [hw for hw in chips if not is_projection(hw)]
     points = sorted((history_point(hw) for hw in chips), key=lambda p: (p.year, p.name))
-    fitted = [history_point(hw) for hw in chips if in_trend(hw)]
+    fitted = _one_per_product(history_point(hw) for hw in chips if in_trend(hw))
     years = [p.year for p in fitted]
     growth = {
         "peak_flop_per_s": growth_per_two_years(years, [p.peak_flop_per_s for p in fitted]),

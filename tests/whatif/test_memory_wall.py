@@ -56,3 +56,20 @@ def test_history_of_shipped_files_shows_compute_outgrowing_memory():
     # the memory wall: peak compute grows faster than memory bandwidth and capacity across the shipped GPUs
     assert growth["peak_flop_per_s"] > growth["memory_bandwidth_bytes_per_s"]
     assert growth["peak_flop_per_s"] > growth["memory_capacity_bytes"]
+
+
+def test_documented_growth_is_what_the_shipped_chips_give():
+    """docs/whatif.md and examples/whatif_numerics_and_wall.md print the growth line of the example script; it is
+    recomputed here from hardware/*.yaml, so a new or changed chip that moves the fit fails until the docs are
+    regenerated (python examples/whatif_numerics_and_wall.py). A calibrated copy of a chip is the same product."""
+    from pathlib import Path
+
+    from archsim.config.hardware import load_hardware
+    from archsim.whatif.memory_wall import history
+
+    root = Path(__file__).resolve().parents[2]
+    _, growth = history([load_hardware(p) for p in sorted((root / "hardware").glob("*.yaml"))])
+    line = ("growth per two years (log-linear fit over the HBM chips): "
+            + ", ".join(f"{k} x{v:.2f}" for k, v in growth.items()))
+    for doc in ("docs/whatif.md", "examples/whatif_numerics_and_wall.md"):
+        assert line in (root / doc).read_text(encoding="utf-8"), doc
