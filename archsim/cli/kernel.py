@@ -10,7 +10,8 @@ DEFAULT_HW = "h800"
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware name under hardware/ or a YAML path (default {DEFAULT_HW})")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("table", "json", "text"), default="table",
+                   help="table (default; 'text' is its old name) or json: one object with time_s")
 
 
 def _size(text: str) -> float:
@@ -44,46 +45,51 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     kinds = p.add_subparsers(dest="kernel_kind", required=True)
 
     g = kinds.add_parser("gemm", help="C[m,n] = A[m,k] B[k,n]")
-    for flag in ("--m", "--n", "--k"):
-        g.add_argument(flag, type=int, required=True)
-    g.add_argument("--dtype", default="fp8", help="input dtype (fp8, bf16, ...)")
+    for flag, text in (("--m", "rows of A and C (tokens)"), ("--n", "columns of B and C (output features)"),
+                       ("--k", "the reduction dimension (input features)")):
+        g.add_argument(flag, type=int, required=True, help=text)
+    g.add_argument("--dtype", default="fp8", help="input dtype (fp8, bf16, ...; default fp8)")
     _common(g)
 
     gg = kinds.add_parser("grouped-gemm", help="G independent GEMMs of m rows each (MoE experts)")
-    for flag in ("--groups", "--m", "--n", "--k"):
-        gg.add_argument(flag, type=int, required=True)
-    gg.add_argument("--dtype", default="fp8")
+    for flag, text in (("--groups", "independent GEMMs (experts)"), ("--m", "rows of each group (tokens per expert)"),
+                       ("--n", "columns of each B and C"), ("--k", "the reduction dimension")):
+        gg.add_argument(flag, type=int, required=True, help=text)
+    gg.add_argument("--dtype", default="fp8", help="input dtype (default fp8)")
     gg.add_argument("--layout", choices=("contiguous", "masked"), default="contiguous",
                     help="contiguous (prefill/training rows concatenated) or masked (decode [groups, m, k] buffer)")
     _common(gg)
 
     m = kinds.add_parser("moe", help="one MoE layer's routed experts on one chip of an EP group")
-    for flag in ("--tokens", "--hidden", "--inter", "--topk", "--experts", "--ep"):
-        m.add_argument(flag, type=int, required=True)
+    for flag, text in (("--tokens", "tokens on this chip"), ("--hidden", "model width (hidden_size)"),
+                       ("--inter", "expert FFN width (moe_intermediate_size)"), ("--topk", "experts per token"),
+                       ("--experts", "routed experts in all"), ("--ep", "chips of the EP group")):
+        m.add_argument(flag, type=int, required=True, help=text)
     m.add_argument("--dtype", default="fp8", help="expert and dispatch dtype")
     m.add_argument("--n-group", type=int, default=1, help="expert groups for node-limited routing (DeepSeek-V3: 8)")
     m.add_argument("--topk-group", type=int, default=1, help="groups a token may use (DeepSeek-V3: 4)")
-    m.add_argument("--mode", choices=("throughput", "low_latency"), default="throughput")
+    m.add_argument("--mode", choices=("throughput", "low_latency"), default="throughput",
+                   help="DeepEP kernels: throughput (normal, default) or low_latency")
     _common(m)
 
     a = kinds.add_parser("attention", help="one attention call (MLA absorbed, GQA or MHA; flash traffic)")
     a.add_argument("--kind", choices=("mla", "gqa", "mha"), required=True)
     a.add_argument("--phase", choices=("prefill", "decode"), required=True)
-    for flag in ("--heads", "--batch", "--context"):
-        a.add_argument(flag, type=int, required=True)
+    for flag, text in (("--heads", "query heads"), ("--batch", "sequences"), ("--context", "tokens attended")):
+        a.add_argument(flag, type=int, required=True, help=text)
     a.add_argument("--q-len", type=int, default=None, help="new tokens per sequence in decode (default 1; MTP: 2)")
-    a.add_argument("--kv-dtype", default="bf16")
+    a.add_argument("--kv-dtype", default="bf16", help="KV-cache dtype (default bf16)")
     a.add_argument("--heads-kv", type=int, default=None, help="KV heads (GQA)")
     a.add_argument("--head-dim", type=int, default=None, help="head dimension (GQA/MHA)")
     # DeepSeek-V3 / Kimi K2 MLA widths (HF config.json kv_lora_rank, qk_rope_head_dim)
-    a.add_argument("--kv-lora-rank", type=int, default=512)
-    a.add_argument("--rope-dim", type=int, default=64)
+    a.add_argument("--kv-lora-rank", type=int, default=512, help="MLA latent width (default 512)")
+    a.add_argument("--rope-dim", type=int, default=64, help="MLA rope key width (default 64)")
     _common(a)
 
     c = kinds.add_parser("collective", help="a collective over D chips (cost/collectives.py)")
     c.add_argument("--op", choices=("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "p2p"), required=True)
     c.add_argument("--bytes", required=True, help="bytes per chip, e.g. 67108864 or '64 MiB'")
-    c.add_argument("--devices", type=int, required=True)
+    c.add_argument("--devices", type=int, required=True, help="chips in the group")
     _common(c)
     p.set_defaults(handler=run)
 
@@ -134,10 +140,23 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(est.to_dict()))
         return 0
     print(f"{kind} on {est.hardware}: {_time(est.time_s)} ({est.bound}-bound)")
-    print(f"  achieved {_si(est.achieved_flop_per_s, 'FLOP/s')}, {_si(est.achieved_bytes_per_s, 'B/s')} "
-          f"({_si(est.flops, 'FLOP')}, {_si(est.bytes, 'B')})")
+    rates = [f"{_si(est.achieved_flop_per_s, 'FLOP/s')}"] if est.flops else []  # a collective does no FLOPs
+    amounts = [f"{_si(est.flops, 'FLOP')}"] if est.flops else []
+    print(f"  achieved {', '.join(rates + [_si(est.achieved_bytes_per_s, 'B/s')])} "
+          f"({', '.join(amounts + [_si(est.bytes, 'B')])})")
     for name, value in est.parts.items():
         print(f"  {name.removesuffix('_s'):>12}: {_time(value) if value > 0 else '0'}")
     for name, value in est.detail.items():
-        print(f"  {name:>12}: {value:.4g}" if isinstance(value, float) else f"  {name:>12}: {value}")
+        print(f"  {name:>12}: {_detail(name, value)}")
     return 0
+
+
+def _detail(name: str, value) -> str:
+    """A detail value with its unit when its name carries one (``_bytes``, ``_s``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if name.endswith("_bytes"):
+        return _si(value, "B")
+    if name.endswith("_s"):
+        return _time(value) if value > 0 else "0"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -95,11 +95,27 @@ def _write(path: str, rows: list[dict], header: list[str]) -> None:
         raise ConfigError(None, "--out", "a writable file path", f"{path} ({err.strerror})") from None
 
 
+# the table's metric columns and the unit each is printed in (units.format_quantity dimensions)
+TABLE_METRICS = {"decode.tokens_per_s": None, "energy.joules_per_token": "energy_j", "prefill.latency_s": "time_s"}
+
+
+def _cell(value, dimension: str | None) -> str:
+    """A table cell: a swept field or metric with its unit, as it would be written ("2 TB/s", "120 ms")."""
+    from archsim.units import format_quantity
+
+    if not isinstance(value, float) or value != value:
+        return "-" if value is None or value != value else str(value)
+    return format_quantity(value, dimension) if dimension else f"{value:.4g}"
+
+
 def _table(rows: list[dict], paths: list[str], limit: int = 20) -> None:
-    cols = [*paths, "decode.tokens_per_s", "energy.joules_per_token", "prefill.latency_s", "pareto"]
+    from archsim.whatif.sweep_spec import dimension_of
+
+    units = {**{p: dimension_of(p) for p in paths}, **TABLE_METRICS}
+    cols = [*paths, *TABLE_METRICS, "pareto"]
     print("  ".join(f"{c:>24s}" for c in cols))
     for row in rows[:limit]:
-        print("  ".join(f"{row[c]:>24.4g}" if isinstance(row[c], float) else f"{str(row[c]):>24s}" for c in cols))
+        print("  ".join(f"{_cell(row[c], units.get(c)):>24s}" for c in cols))
     if len(rows) > limit:
         print(f"... {len(rows) - limit} more points (use --out to keep them all)")
     front = sum(r["pareto"] for r in rows)

@@ -21,6 +21,7 @@ from archsim.cost.rates import ChipRates
 from archsim.cost.traffic import Geometry, op_work
 from archsim.graph.op import Op
 from archsim.sim.executor import SERIAL_RESOURCE, Slot, resource_of, schedule
+from archsim.units import format_quantity
 
 Objective = Literal["time", "energy"]
 
@@ -93,10 +94,11 @@ def _reason(best: Choice, default: Choice, objective: str) -> str:
         return f"default engine {best.engine} is best by {objective} ({best.bound})"
     if objective == "time":
         gain = default.time_s / best.time_s if best.time_s > 0 else float("inf")
-        return (f"{best.engine} {gain:.2f}x faster than {default.engine} "
-                f"({best.bound} {best.time_s:.3g} s vs {default.bound} {default.time_s:.3g} s)")
+        return (f"{best.engine} {gain:.2f}x faster than {default.engine} ({best.bound} "
+                f"{format_quantity(best.time_s, 'time_s')} vs {default.bound} {format_quantity(default.time_s, 'time_s')})")
     gain = default.energy_j / best.energy_j if best.energy_j > 0 else float("inf")
-    return f"{best.engine} uses {gain:.2f}x less energy than {default.engine} ({best.energy_j:.3g} J vs {default.energy_j:.3g} J)"
+    return (f"{best.engine} uses {gain:.2f}x less energy than {default.engine} "
+            f"({format_quantity(best.energy_j, 'energy_j')} vs {format_quantity(default.energy_j, 'energy_j')})")
 
 
 def place_graph(graph, hw: Hardware, *, objective: Objective = "time", attention: str = "flash",
