@@ -1,6 +1,8 @@
 """Human-readable text rendering of a Report (what ``archsim run`` prints by default)."""
 from __future__ import annotations
 
+import re
+
 from archsim.report.summary import PhaseSummary, Report
 from archsim.units import format_quantity
 
@@ -38,10 +40,39 @@ def _phase_rows(p: PhaseSummary) -> list[tuple[str, str]]:
     return rows
 
 
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+def group_layers(ops) -> list[tuple[str, object, int]]:
+    """(name, first op, count) with the same op of consecutive layers at the same time and bound merged into one
+    row named by the layer range: ``layers.3..7.mlp.experts.gate_up`` stands for five identical rows."""
+    groups: list[list] = []  # [stem, first layer, last layer, first op, count]
+    for op in ops:
+        m = _LAYER.match(op.name)
+        if m is None:
+            groups.append([op.name, None, None, op, 1])
+            continue
+        layer, stem = int(m.group(1)), op.name[m.end():]
+        last = groups[-1] if groups else None
+        if (last and last[1] is not None and last[0] == stem and last[2] + 1 == layer
+                and last[3].time_s == op.time_s and last[3].bound == op.bound):
+            last[2], last[4] = layer, last[4] + 1
+        else:
+            groups.append([stem, layer, layer, op, 1])
+    out = []
+    for stem, first, last, op, count in groups:
+        name = stem if first is None else (f"layers.{first}.{stem}" if first == last else
+                                           f"layers.{first}..{last}.{stem}")
+        out.append((name, op, count))
+    return out
+
+
 def _heaviest(p: PhaseSummary, label: str, limit: int = 5) -> list[str]:
+    """The heaviest ops, the same op of consecutive layers on one row (its time and share are per layer)."""
     lines = [f"Heaviest {label} ops"]
-    for op in p.heaviest_ops[:limit]:
-        lines.append(f"  {op.share:6.1%}  {format_quantity(op.time_s, 'time_s'):>10}  {op.bound:<11} {op.name}")
+    for name, op, count in group_layers(p.heaviest_ops)[:limit]:
+        lines.append(f"  {op.share:6.1%}  {format_quantity(op.time_s, 'time_s'):>10}  {op.bound:<11} {name}"
+                     f"{f' ({count} layers; time and share per layer)' if count > 1 else ''}")
     return lines + [""]
 
 
