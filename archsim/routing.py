@@ -45,23 +45,28 @@ def group_rule(topk_method: str | None, n_group: int) -> str | None:
     return "top2_sum" if topk_method == "noaux_tc" else "max"
 
 
-def weight_rule(topk_method: str | None, top_k: int, norm_topk_prob: bool) -> tuple[bool, bool]:
+def weight_rule(topk_method: str | None, top_k: int, norm_topk_prob: bool, *,
+                scaled: bool = True) -> tuple[bool, bool]:
     """(normalise, scale): whether the chosen weights are divided by their sum and whether they are
     multiplied by routed_scaling_factor. The V2 MoEGate (greedy, group_limited_greedy) scales only
     when it does not normalise; the V3 one (noaux_tc) and inference/model.py (undeclared) always scale.
-    No normalisation at k = 1 (both MoEGates: ``top_k > 1 and norm_topk_prob``)."""
+    No normalisation at k = 1 (both MoEGates: ``top_k > 1 and norm_topk_prob``).
+    ``scaled=False`` (a model whose routed_scaling_factor is None) is the softmax-top-k router of transformers'
+    MixtralSparseMoeBlock / Qwen3MoeSparseMoeBlock: normalised whenever norm_topk_prob is set, never scaled."""
+    if not scaled:
+        return bool(norm_topk_prob), False
     normalise = top_k > 1 and bool(norm_topk_prob)
     scale = topk_method in ("noaux_tc", None) or not normalise
     return normalise, scale
 
 
 def router_flops(*, tokens: int, experts: int, top_k: int, topk_method: str | None, scoring_func: str,
-                 n_group: int, norm_topk_prob: bool, bias: bool) -> int:
+                 n_group: int, norm_topk_prob: bool, bias: bool, scaled: bool = True) -> int:
     """docs/counting.md: sigmoid 3 or softmax 5 per score, + 1 per score for the correction bias,
     + 1 per group for a top-2 sum (a max is comparisons only), + 2k per token to normalise (sum with
     its epsilon, divide), + k per token to scale."""
     t, e = tokens, experts
-    normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob)
+    normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob, scaled=scaled)
     return ((3 if scoring_func == "sigmoid" else 5) * t * e + (t * e if bias else 0)
             + (t * n_group if group_rule(topk_method, n_group) == "top2_sum" else 0)
             + (2 * top_k * t if normalise else 0) + (top_k * t if scale else 0))

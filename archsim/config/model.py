@@ -34,10 +34,15 @@ class RopeScaling:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """A decoder-only transformer: dense GQA (Llama) or the DeepSeek-V3 family (MLA + MoE).
+    """A decoder-only transformer: GQA attention (Llama, Qwen2.5, Qwen3, Mixtral) or MLA (the DeepSeek-V3
+    family), with a dense SwiGLU FFN or an MoE (routed experts, optional shared experts) per layer.
 
     Field names are the Hugging Face config.json keys. Optional fields are ``None`` when the
-    architecture does not use them (e.g. ``kv_lora_rank`` for a GQA model).
+    architecture does not use them (e.g. ``kv_lora_rank`` for a GQA model). Families whose config.json
+    spells a field differently (Mixtral ``num_local_experts``, Qwen3-MoE ``num_experts``) are translated
+    by archsim.config.hf, which also sets the fields their modeling code implies without a config key
+    (``qkv_bias`` for Qwen2, ``use_qk_norm`` for Qwen3, ``routed_scaling_factor = None`` for the
+    softmax-top-k routers).
     """
 
     hidden_size: int
@@ -65,7 +70,18 @@ class ModelConfig:
     topk_method: str | None = None
     scoring_func: str = "softmax"
     norm_topk_prob: bool = False
-    routed_scaling_factor: float = 1.0
+    # None: the router has no scaling step and normalises whenever norm_topk_prob is set, at any k (transformers
+    # MixtralSparseMoeBlock, Qwen3MoeSparseMoeBlock: softmax, top-k, ``if norm_topk_prob: w /= w.sum()``);
+    # a number: DeepSeek's MoEGate rules (archsim.routing.weight_rule). Only archsim.config.hf sets None.
+    routed_scaling_factor: float | None = 1.0
+    # Qwen3-MoE layer pattern (transformers modeling_qwen3_moe.py Qwen3MoeDecoderLayer): a layer is MoE iff
+    # it is not in mlp_only_layers and (layer + 1) % decoder_sparse_step == 0
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
+    # attention variants
+    attention_bias: bool = False   # q, k, v and o_proj carry biases (transformers Llama/Qwen3 ``attention_bias``)
+    qkv_bias: bool = False         # q, k, v carry biases, o_proj none (Qwen2Attention: bias=True on q/k/v only)
+    use_qk_norm: bool = False      # RMSNorm over head_dim on each q and k head before RoPE (Qwen3Attention q_norm/k_norm)
     # positions, norms, misc
     max_position_embeddings: int | None = None
     rope_theta: float | None = None
@@ -107,16 +123,29 @@ class ModelConfig:
         return (self.qk_nope_head_dim or 0) + (self.qk_rope_head_dim or 0)
 
     def is_moe_layer(self, layer: int) -> bool:
-        """HF DeepseekV3DecoderLayer rule: MoE iff layer >= first_k_dense_replace and layer % moe_layer_freq == 0."""
-        return (self.is_moe and layer >= self.first_k_dense_replace
-                and layer % self.moe_layer_freq == 0)
+        """MoE iff layer >= first_k_dense_replace and layer % moe_layer_freq == 0 (HF DeepseekV3DecoderLayer),
+        (layer + 1) % decoder_sparse_step == 0 and layer not in mlp_only_layers (HF Qwen3MoeDecoderLayer); the
+        defaults of the fields a family lacks make its own rule the only one that acts."""
+        return (self.is_moe and layer >= self.first_k_dense_replace and self._periodic_moe(layer)
+                and layer not in self.mlp_only_layers)
+
+    def _periodic_moe(self, layer: int) -> bool:
+        return layer % self.moe_layer_freq == 0 and (layer + 1) % self.decoder_sparse_step == 0
 
     def moe_layers_in(self, start: int, stop: int) -> int:
-        """How many of layers ``start .. stop-1`` are MoE, counted in O(1) (no loop over the layers)."""
+        """How many of layers ``start .. stop-1`` are MoE, counted without a loop over the layers (one pass over
+        the period lcm(moe_layer_freq, decoder_sparse_step) and over mlp_only_layers)."""
         lo = max(start, self.first_k_dense_replace)
         if not self.is_moe or lo >= stop:
             return 0
-        return (stop - 1) // self.moe_layer_freq - (lo - 1) // self.moe_layer_freq
+        period = math.lcm(self.moe_layer_freq, self.decoder_sparse_step)
+        hits = [r for r in range(period) if self._periodic_moe(r)]
+
+        def below(n: int) -> int:  # periodic MoE layers in [0, n)
+            whole, rest = divmod(n, period)
+            return whole * len(hits) + sum(r < rest for r in hits)
+        excluded = sum(1 for i in set(self.mlp_only_layers) if lo <= i < stop and self._periodic_moe(i))
+        return below(stop) - below(lo) - excluded
 
     @property
     def moe_layers(self) -> int:
@@ -146,16 +175,22 @@ IGNORED_HF_KEYS = frozenset({
     "aux_loss_alpha", "seq_aux", "attention_dropout", "tokenizer_class", "output_router_logits",
     "router_aux_loss_coef", "use_sliding_window", "sliding_window",
 })
-# Keys accepted only with the value that archsim models (a bias would add parameters).
-FIXED_HF_KEYS = {"attention_bias": False, "mlp_bias": False}
+# Keys accepted only with the value that archsim models (an MLP bias would add parameters).
+FIXED_HF_KEYS = {"mlp_bias": False}
+# Other families' config.json spellings: a workload YAML takes archsim's field names, archsim.config.hf
+# translates a whole config.json (the hint replaces a misleading did-you-mean).
+FAMILY_KEYS = {
+    "num_local_experts": "Mixtral's n_routed_experts", "num_experts": "Qwen-MoE's n_routed_experts",
+    "max_window_layers": "a Qwen2/Qwen3 sliding-window field",
+}
 
 _INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
         "num_key_value_heads", "head_dim", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
         "qk_rope_head_dim", "v_head_dim", "moe_intermediate_size", "n_routed_experts",
         "n_shared_experts", "num_experts_per_tok", "first_k_dense_replace", "moe_layer_freq",
-        "n_group", "topk_group", "max_position_embeddings", "num_nextn_predict_layers")
+        "n_group", "topk_group", "max_position_embeddings", "num_nextn_predict_layers", "decoder_sparse_step")
 _FLOAT = ("routed_scaling_factor", "rope_theta", "rms_norm_eps")
-_BOOL = ("norm_topk_prob", "tie_word_embeddings")
+_BOOL = ("norm_topk_prob", "tie_word_embeddings", "attention_bias", "qkv_bias", "use_qk_norm")
 _STR = ("topk_method", "scoring_func", "hidden_act", "model_type")
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size")
 _ROPE_INT = ("original_max_position_embeddings",)
@@ -163,6 +198,9 @@ _ROPE_STR = ("type", "rope_type")
 
 
 def _unknown(file: str | None, path: str, key: str, known: set[str]) -> ConfigError:
+    if key in FAMILY_KEYS:
+        return ConfigError(file, f"{path}{key}", f"archsim's field names ({key} is {FAMILY_KEYS[key]}: pass the "
+                           "config.json itself as the workload, archsim.config.hf translates it)", key)
     close = difflib.get_close_matches(key, sorted(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(file, f"{path}{key}", f"a known key{hint}", key)
@@ -234,6 +272,10 @@ def model_from_dict(data: Mapping[str, Any], file: str | None = None, path: str 
             values[key] = _check_type(file, prefix, key, value, str)
         elif key == "rope_scaling":
             values[key] = _rope_scaling(value, file, prefix + key + ".")
+        elif key == "mlp_only_layers":
+            if not isinstance(value, list) or not all(type(v) is int and v >= 0 for v in value):
+                raise ConfigError(file, prefix + key, "a list of layer indices", value)
+            values[key] = tuple(value)
         elif key == "architectures":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(file, prefix + key, "a list of strings", value)
@@ -296,7 +338,18 @@ def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> N
              f"null or one of {', '.join(TOPK_METHODS)}", m.topk_method)
         need(m.topk_method != "greedy" or m.n_group == 1, "topk_method",
              f"group_limited_greedy or noaux_tc with n_group={m.n_group} (greedy ignores groups)", m.topk_method)
+        need(m.decoder_sparse_step >= 1, "decoder_sparse_step", "a positive integer", m.decoder_sparse_step)
+        need(all(i < m.num_hidden_layers for i in m.mlp_only_layers), "mlp_only_layers",
+             f"layer indices below num_hidden_layers={m.num_hidden_layers}", list(m.mlp_only_layers))
+        if m.routed_scaling_factor is None:  # the softmax-top-k router (Mixtral, Qwen-MoE) has no groups or bias
+            need(m.topk_method is None and m.n_group == 1 and m.scoring_func == "softmax", "routed_scaling_factor",
+                 "a number unless the router is plain softmax top-k (topk_method null, n_group 1)", None)
     need(m.hidden_act in ("silu", "swiglu"), "hidden_act", "silu (SwiGLU FFN)", m.hidden_act)
+    need(not (m.attention_bias and m.qkv_bias), "qkv_bias", "false with attention_bias (which already biases "
+         "q, k and v)", m.qkv_bias)
+    if m.attention_kind == "mla":  # biases and QK-norm are modelled on the GQA projections only
+        for key in ("attention_bias", "qkv_bias", "use_qk_norm"):
+            need(not getattr(m, key), key, "false with MLA attention (modelled for GQA attention only)", True)
 
 
 def load_model_config(path: str) -> ModelConfig:

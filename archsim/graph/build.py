@@ -316,12 +316,18 @@ def _mla(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
 
 
 def _gqa(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str) -> str:
-    """Grouped-query attention (Llama): q/k/v/o projections, RoPE on the full head, KV cache per kv head."""
+    """Grouped-query attention (Llama, Qwen2.5, Qwen3, Mixtral): q/k/v/o projections (q/k/v biased with
+    ``qkv_bias`` or ``attention_bias``, o_proj too with ``attention_bias``), Qwen3's per-head q_norm/k_norm
+    RMSNorms before RoPE (``use_qk_norm``), RoPE on the full head, KV cache per kv head."""
     T, h, tp, d = st.tokens, m.hidden_size, st.shard.tp, m.gqa_head_dim
     H, KV = m.num_attention_heads // tp, m.kv_heads // tp
-    q = b.gemm(p + "q_proj", m=T, n=H * d, k=h, layer=layer, deps=[x], split="tp")
-    k = b.gemm(p + "k_proj", m=T, n=KV * d, k=h, layer=layer, deps=[x], split="tp")
-    v = b.gemm(p + "v_proj", m=T, n=KV * d, k=h, layer=layer, deps=[x], split="tp")
+    qkv_bias = m.qkv_bias or m.attention_bias
+    q = b.gemm(p + "q_proj", m=T, n=H * d, k=h, layer=layer, deps=[x], split="tp", bias=qkv_bias)
+    k = b.gemm(p + "k_proj", m=T, n=KV * d, k=h, layer=layer, deps=[x], split="tp", bias=qkv_bias)
+    v = b.gemm(p + "v_proj", m=T, n=KV * d, k=h, layer=layer, deps=[x], split="tp", bias=qkv_bias)
+    if m.use_qk_norm:  # one weight of head_dim shared by all heads (Qwen3RMSNorm(head_dim)), replicated per TP rank
+        q = b.norm(p + "q_norm", rows=T * H, width=d, layer=layer, deps=[q])
+        k = b.norm(p + "k_norm", rows=T * KV, width=d, layer=layer, deps=[k])
     qr = b.rope(p + "rope_q", vectors=T * H, rot_dims=d, layer=layer, deps=[q], split="tp")
     kr = b.rope(p + "rope_k", vectors=T * KV, rot_dims=d, layer=layer, deps=[k], split="tp")
     cache = b.cache_write(p + "kv_cache_update", rows=T, width=2 * KV * d, layer=layer, deps=[kr, v], split="tp")
@@ -331,7 +337,8 @@ def _gqa(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
                        heads_kv=KV, d_qk=d, d_v=d, form="gqa", cached=st.kv_len if decode else st.past,
                        layer=layer, deps=[qr, cache] if decode else [qr, kr, v], split="tp")
-    return b.gemm(p + "o_proj", m=T, n=h, k=H * d, layer=layer, deps=[attn], split="tp")
+    # row-parallel o_proj: every TP rank holds its bias [h]; the graph is rank 0's, which adds it
+    return b.gemm(p + "o_proj", m=T, n=h, k=H * d, layer=layer, deps=[attn], split="tp", bias=m.attention_bias)
 
 
 def _swiglu_mlp(b: GraphBuilder, T: int, h: int, width: int, p: str, layer: int, x: str) -> str:
@@ -353,7 +360,7 @@ def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     gate = b.gemm(p + "gate", m=T, n=E, k=h, layer=layer, deps=[x], split="replicated", quantized=False)
     router = b.router(p + "router", tokens=T, experts=E, k=k, n_group=m.n_group, norm_topk=m.norm_topk_prob,
                       scoring=m.scoring_func, bias=m.has_correction_bias, layer=layer, deps=[gate],
-                      topk_method=m.topk_method)
+                      topk_method=m.topk_method, scaled=m.routed_scaling_factor is not None)
     deps = [router]
     if m.n_shared_experts:
         width = mi * m.n_shared_experts // st.shard.tp

@@ -71,8 +71,10 @@ class GraphBuilder:
 
     # -- op kinds ------------------------------------------------------------------------------
     def gemm(self, name: str, *, m: int, n: int, k: int, layer: int | None, deps, split: str,
-             quantized: bool = True, shared_weight: bool = False, cached_rows: int = 0) -> str:
-        """``y[m,n] = x[m,k] @ W[n,k]^T``: 2*m*n*k FLOPs, weight stored [out, in] as in the checkpoint.
+             quantized: bool = True, shared_weight: bool = False, cached_rows: int = 0, bias: bool = False) -> str:
+        """``y[m,n] = x[m,k] @ W[n,k]^T (+ b[n])``: 2*m*n*k FLOPs (+ m*n for the bias add), weight stored
+        [out, in] as in the checkpoint; a bias vector stays in the activation dtype (unquantized, as the
+        checkpoints' ``*.bias`` tensors).
 
         The last ``cached_rows`` rows of x are read from the KV cache (KV dtype), e.g. the cached
         latent that kv_b_proj expands again in a prefill chunk with a prefix."""
@@ -80,9 +82,13 @@ class GraphBuilder:
         x = (self.act("x", (m - cached_rows, k)),)
         if cached_rows:
             x += (operand("kv_cache", (cached_rows, k), self.p.kv_cache, "cache"),)
-        op = Op(name=name, kind="gemm", engine="matrix", compute_dtype=compute, flops=2 * m * n * k,
-                reads=x + (self.weight((n, k), quantized),),
-                writes=(self.act("y", (m, n), "output"),), params=0 if shared_weight else n * k, layer=layer,
+        w = (self.weight((n, k), quantized),)
+        if bias:
+            w += (operand("bias", (n,), self.p.activations, "weight"),)
+        params = 0 if shared_weight else n * k + (n if bias else 0)
+        op = Op(name=name, kind="gemm", engine="matrix", compute_dtype=compute,
+                flops=2 * m * n * k + (m * n if bias else 0), reads=x + w,
+                writes=(self.act("y", (m, n), "output"),), params=params, layer=layer,
                 attrs=GemmAttrs(m=m, n=n, k=k, split=split))
         return self.add(op, deps)
 
@@ -212,12 +218,13 @@ class GraphBuilder:
         return self.add(op, deps)
 
     def router(self, name: str, *, tokens: int, experts: int, k: int, n_group: int, norm_topk: bool,
-               scoring: str, bias: bool, layer: int, deps, topk_method: str | None) -> str:
+               scoring: str, bias: bool, layer: int, deps, topk_method: str | None, scaled: bool = True) -> str:
         """Scores, correction bias, group-limited top-k, normalise and scale per topk_method: FLOPs from
         archsim.routing.router_flops (docs/counting.md), the rule the executed router records too, which
         the executed tiny model checks node by node."""
         flops = router_flops(tokens=tokens, experts=experts, top_k=k, topk_method=topk_method,
-                             scoring_func=scoring, n_group=n_group, norm_topk_prob=norm_topk, bias=bias)
+                             scoring_func=scoring, n_group=n_group, norm_topk_prob=norm_topk, bias=bias,
+                             scaled=scaled)
         reads = [self.act("logits", (tokens, experts))]
         if bias:
             reads.append(operand("e_score_correction_bias", (experts,), FP32, "weight"))

@@ -29,11 +29,16 @@ class ParamCounts:
 
 
 def attention_params(m: ModelConfig) -> int:
-    """Attention projections + their internal norms of one layer (no biases)."""
+    """Attention projections + their internal norms and biases of one layer.
+
+    GQA: q [H*d, h], k and v [KV*d, h], o [h, H*d]; q/k/v biases (H*d + 2*KV*d) with ``qkv_bias`` (Qwen2) or
+    ``attention_bias`` (which adds the o_proj bias h too); Qwen3's q_norm and k_norm weights, d each."""
     h, H = m.hidden_size, m.num_attention_heads
     if m.attention_kind == "gqa":
-        d = m.gqa_head_dim
-        return h * H * d + 2 * h * m.kv_heads * d + H * d * h
+        d, kv = m.gqa_head_dim, m.kv_heads
+        weights = h * H * d + 2 * h * kv * d + H * d * h
+        biases = (H * d + 2 * kv * d if m.qkv_bias or m.attention_bias else 0) + (h if m.attention_bias else 0)
+        return weights + biases + (2 * d if m.use_qk_norm else 0)
     qk = m.qk_nope_head_dim + m.qk_rope_head_dim
     if m.q_lora_rank:
         q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * H * qk

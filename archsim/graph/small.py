@@ -32,8 +32,9 @@ def small_variant(model: ModelConfig) -> ModelConfig:
       kv_lora_rank 16, nope/rope/v head dims 8/4/8); GQA keeps its kind: MHA stays MHA, MQA stays
       MQA, other GQA gets 8 query heads over 2 kv heads, head_dim 8;
     - depth: dense first layers become 1 if the full model has any (else 0), followed by
-      enough layers for 2 MoE layers under the same moe_layer_freq, at most 4 layers in all;
-      a dense model gets 2 layers; MTP depth is min(full, 1);
+      enough layers for 2 MoE layers under the same moe_layer_freq and decoder_sparse_step, at most 4
+      layers in all; mlp_only_layers (Qwen3-MoE) become the one layer after the dense first ones if the
+      full model has any; a dense model gets 2 layers; MTP depth is min(full, 1);
     - experts: n_routed_experts = full / 16 clamped to [8, 32] (DeepSeek-V3 16, Kimi K2 24),
       num_experts_per_tok = max(1, full / 4); shared experts kept; group-limited routing kept when
       the full model has it: n_group = full / 2 (8 -> 4), topk_group = full / 2 (4 -> 2), so the
@@ -71,9 +72,11 @@ def _depth_and_experts(m: ModelConfig) -> dict:
     if not m.is_moe:
         return {"num_hidden_layers": 2}
     dense = min(m.first_k_dense_replace, 1)
+    mlp_only = (dense,) if m.mlp_only_layers else ()
     layers, moe = dense, 0
     while moe < MOE_LAYERS and layers < MAX_LAYERS:
-        moe += layers >= dense and layers % m.moe_layer_freq == 0
+        moe += (layers % m.moe_layer_freq == 0 and (layers + 1) % m.decoder_sparse_step == 0
+                and layers not in mlp_only)
         layers += 1
     n_group = max(1, m.n_group // 2)
     topk_group = max(1, m.topk_group // 2) if m.n_group > 1 else 1
@@ -81,6 +84,7 @@ def _depth_and_experts(m: ModelConfig) -> dict:
     experts -= experts % n_group                     # whole groups
     k = max(1, m.num_experts_per_tok // TOPK_DIVISOR)
     k = min(k, topk_group * (experts // n_group))    # reachable within the eligible groups
-    return {"num_hidden_layers": layers, "first_k_dense_replace": dense, "n_routed_experts": experts,
+    return {"num_hidden_layers": layers, "first_k_dense_replace": dense, "mlp_only_layers": mlp_only,
+            "n_routed_experts": experts,
             "num_experts_per_tok": k, "n_group": n_group, "topk_group": topk_group,
             "moe_intermediate_size": EXPERT_WIDTH}

@@ -6,20 +6,24 @@ import numpy as np
 from archsim.kernels.counting import Site
 
 
-def linear(x: np.ndarray, w: np.ndarray, *, cached_rows: int = 0, site: Site | None = None) -> np.ndarray:
-    """y = x @ w.T with ``w`` in checkpoint layout [out_features, in_features]; x is [..., k].
+def linear(x: np.ndarray, w: np.ndarray, *, bias: np.ndarray | None = None, cached_rows: int = 0,
+           site: Site | None = None) -> np.ndarray:
+    """y = x @ w.T (+ bias) with ``w`` in checkpoint layout [out_features, in_features]; x is [..., k].
 
-    ``cached_rows`` of x's rows were read from the KV cache (e.g. cached latents that kv_b_proj
-    expands again in a prefill chunk); they are reported as a ``kv_cache`` operand.
+    2*m*n*k FLOPs, plus m*n for the bias add. ``cached_rows`` of x's rows were read from the KV cache (e.g.
+    cached latents that kv_b_proj expands again in a prefill chunk); they are reported as a ``kv_cache`` operand.
     """
     n, k = w.shape
     m = x.size // k
     y = x @ w.T                                                   # [..., n]
+    if bias is not None:
+        y = y + bias                                              # [..., n]
     if site is not None:
         xs = [("x", (m - cached_rows, k), "activation")]
         if cached_rows:
             xs.append(("kv_cache", (cached_rows, k), "cache"))
-        site.record(kind="gemm", flops=2 * m * n * k, reads=xs + [("weight", w.shape, "weight")],
+        ws = [("weight", w.shape, "weight")] + ([("bias", bias.shape, "weight")] if bias is not None else [])
+        site.record(kind="gemm", flops=2 * m * n * k + (m * n if bias is not None else 0), reads=xs + ws,
                     writes=[("y", (m, n), "activation")], m=m, n=n, k=k)
     return y
 

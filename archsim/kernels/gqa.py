@@ -14,6 +14,7 @@ import numpy as np
 from archsim.kernels.attention import SequenceCache, cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
+from archsim.kernels.norm import rmsnorm
 from archsim.kernels.rope import apply_rope
 
 
@@ -27,12 +28,22 @@ class KVCache(SequenceCache):
 
 def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int, head_dim: int,
         cos: np.ndarray, sin: np.ndarray, scale: float, cache: KVCache | None = None,
-        attend: Callable = naive_attention, site: Site | None = None) -> tuple[np.ndarray, KVCache]:
-    """Attention block over x [b, s, hidden]; with ``cache`` the queries also attend the cached prefix."""
+        attend: Callable = naive_attention, eps: float | None = None,
+        site: Site | None = None) -> tuple[np.ndarray, KVCache]:
+    """Attention block over x [b, s, hidden]; with ``cache`` the queries also attend the cached prefix.
+
+    Optional entries of ``w``: ``{q,k,v,o}_proj.bias`` (Qwen2 biases q/k/v, ``attention_bias`` all four) and
+    ``q_norm`` / ``k_norm`` [d] (Qwen3: RMSNorm of each head before RoPE, with ``eps``)."""
     b, s, _ = x.shape
-    q = linear(x, w["q_proj"], site=sub_site(site, "q_proj")).reshape(b, s, heads, head_dim)        # [b, s, H, d]
-    k = linear(x, w["k_proj"], site=sub_site(site, "k_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
-    v = linear(x, w["v_proj"], site=sub_site(site, "v_proj")).reshape(b, s, kv_heads, head_dim)     # [b, s, H_kv, d]
+    q = linear(x, w["q_proj"], bias=w.get("q_proj.bias"),
+               site=sub_site(site, "q_proj")).reshape(b, s, heads, head_dim)                       # [b, s, H, d]
+    k = linear(x, w["k_proj"], bias=w.get("k_proj.bias"),
+               site=sub_site(site, "k_proj")).reshape(b, s, kv_heads, head_dim)                    # [b, s, H_kv, d]
+    v = linear(x, w["v_proj"], bias=w.get("v_proj.bias"),
+               site=sub_site(site, "v_proj")).reshape(b, s, kv_heads, head_dim)                    # [b, s, H_kv, d]
+    if "q_norm" in w:
+        q = rmsnorm(q, w["q_norm"], eps, site=sub_site(site, "q_norm"))                             # [b, s, H, d]
+        k = rmsnorm(k, w["k_norm"], eps, site=sub_site(site, "k_norm"))                             # [b, s, H_kv, d]
     q = apply_rope(q, cos[:, None, :], sin[:, None, :], site=sub_site(site, "rope_q"))              # [b, s, H, d]
     k = apply_rope(k, cos[:, None, :], sin[:, None, :], site=sub_site(site, "rope_k"))              # [b, s, H_kv, d]
     record_cache_write(sub_site(site, "kv_cache_update"), b * s, 2 * kv_heads * head_dim)
@@ -42,5 +53,6 @@ def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int
     operands = cache_operand((b, n_kv, kv_heads, 2 * head_dim)) if from_cache else None
     o = attend(q, cache.k, cache.v, scale=scale, causal=True, kv_operands=operands,
                site=sub_site(site, "attn_core"))                                                  # [b, s, H, d]
-    out = linear(o.reshape(b, s, heads * head_dim), w["o_proj"], site=sub_site(site, "o_proj"))     # [b, s, hidden]
+    out = linear(o.reshape(b, s, heads * head_dim), w["o_proj"], bias=w.get("o_proj.bias"),
+                 site=sub_site(site, "o_proj"))                                                      # [b, s, hidden]
     return out, cache

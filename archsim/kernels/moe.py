@@ -132,7 +132,7 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
         logits, bias, top_k=cfg.num_experts_per_tok, topk_method=getattr(cfg, "topk_method", None),
         scoring_func=getattr(cfg, "scoring_func", None) or "sigmoid", n_group=getattr(cfg, "n_group", 1) or 1,
         topk_group=getattr(cfg, "topk_group", 1) or 1, norm_topk_prob=bool(cfg.norm_topk_prob),
-        routed_scaling_factor=float(cfg.routed_scaling_factor), site=sub_site(site, "router"))  # [T, k] x2
+        routed_scaling_factor=_scaling(cfg), site=sub_site(site, "router"))  # [T, k] x2
     if w.get("shared_experts") is not None:
         base = mlp(xt, w["shared_experts"], site=sub_site(site, "shared_experts"))  # [T, h]
     else:
@@ -140,3 +140,9 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
     y, counts = routed_experts(xt, idx, weights, w["experts"], base, site=sub_site(site, "experts"),
                                combine_site=sub_site(site, "combine"))                         # [T, h]
     return y.reshape(shape), counts
+
+
+def _scaling(cfg: object) -> float | None:
+    """The config's routed_scaling_factor as a float; None (the softmax-top-k router, no scaling) stays None."""
+    factor = getattr(cfg, "routed_scaling_factor", 1.0)
+    return None if factor is None else float(factor)

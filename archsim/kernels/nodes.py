@@ -158,8 +158,9 @@ class NodeRunner:
             return moe[key]
         raise KeyError(f"no kernel for graph node 'layers.{layer}.{key}'")
 
-    _GQA = frozenset({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.rope_q",
-                      "self_attn.rope_k", "self_attn.kv_cache_update", "self_attn.attn_core"})
+    _GQA = frozenset({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.q_norm",
+                      "self_attn.k_norm", "self_attn.rope_q", "self_attn.rope_k", "self_attn.kv_cache_update",
+                      "self_attn.attn_core"})
 
     # -- GQA (dense Llama family) ------------------------------------------------------------------
     def _gqa_node(self, i: int, p: str, key: str):
@@ -168,8 +169,13 @@ class NodeRunner:
             heads = m.cfg.num_attention_heads if key == "q_proj" else m.kv_heads
             y = self._lin(p + "self_attn." + key, self.env[p + "input_layernorm"])              # [b, s, heads*d]
             return y.reshape(self.b, self.s, heads, m.head_dim)                                  # [b, s, heads, d]
+        if key in ("q_norm", "k_norm"):  # Qwen3: RMSNorm of each head, before RoPE
+            x = self.env[p + ("self_attn.q_proj" if key == "q_norm" else "self_attn.k_proj")]       # [b, s, heads, d]
+            return self._norm(p + "self_attn." + key, x, p + "self_attn." + key)
         if key in ("rope_q", "rope_k"):
-            x = self.env[p + ("self_attn.q_proj" if key == "rope_q" else "self_attn.k_proj")]
+            src = ("q_norm" if key == "rope_q" else "k_norm") if m.cfg.use_qk_norm else \
+                ("q_proj" if key == "rope_q" else "k_proj")
+            x = self.env[p + "self_attn." + src]                                                 # [b, s, heads, d]
             return apply_rope(x, self.cos[:, None, :], self.sin[:, None, :], site=self._site(p + "self_attn." + key))
         if key == "kv_cache_update":
             k, v = self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"]
@@ -205,7 +211,14 @@ class NodeRunner:
         return rmsnorm(x, self._w(weight_key), self.m.eps, site=self._site(name))
 
     def _lin(self, name: str, x: np.ndarray) -> np.ndarray:
-        return linear(x, self._w(name + ".weight"), site=self._site(name))
+        bias = self._w(name + ".bias") if self._has(name + ".bias") else None
+        return linear(x, self._w(name + ".weight"), bias=bias, site=self._site(name))
+
+    def _has(self, key: str) -> bool:
+        if key.startswith("mtp."):
+            depth, rest = key[len("mtp."):].split(".", 1)
+            key = f"layers.{self.layers + int(depth)}.{rest}"
+        return key in self.m.weights
 
     def _q(self, name: str, x: np.ndarray) -> np.ndarray:
         d = self.m.dims
@@ -306,7 +319,8 @@ class NodeRunner:
             self.env[p + "mlp.gate"], self.m.bias[i], top_k=c.num_experts_per_tok, topk_method=c.topk_method,
             scoring_func=c.scoring_func or "sigmoid", n_group=c.n_group or 1,
             topk_group=c.topk_group or 1, norm_topk_prob=bool(c.norm_topk_prob),
-            routed_scaling_factor=float(c.routed_scaling_factor), site=self._site(p + "mlp.router"))
+            routed_scaling_factor=None if c.routed_scaling_factor is None else float(c.routed_scaling_factor),
+            site=self._site(p + "mlp.router"))
         d = dispatch(idx, c.n_routed_experts)
         self.expert_counts[i] = d.counts
         return weights, d

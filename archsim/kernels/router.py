@@ -50,12 +50,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def moe_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, topk_method: str | None,
                scoring_func: str = "sigmoid", n_group: int = 1, topk_group: int = 1,
-               norm_topk_prob: bool = True, routed_scaling_factor: float = 1.0,
+               norm_topk_prob: bool = True, routed_scaling_factor: float | None = 1.0,
                site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(weights [T, k], expert indices [T, k]) from router logits [T, E], per ``topk_method`` (module doc).
 
     ``bias`` (e_score_correction_bias [E]) exists only under noaux_tc; it steers selection, not weights.
+    ``routed_scaling_factor`` None is the Mixtral / Qwen3-MoE router (transformers MixtralSparseMoeBlock,
+    Qwen3MoeSparseMoeBlock): softmax, top-k, divided by their sum when norm_topk_prob (at any k), no scaling.
     """
+    scaled = routed_scaling_factor is not None
     if scoring_func not in ("sigmoid", "softmax"):
         raise ValueError(f"scoring_func must be sigmoid or softmax, got {scoring_func!r}")
     rule = group_rule(topk_method, n_group)
@@ -76,15 +79,16 @@ def moe_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, topk_
         choice = np.where(np.repeat(mask, e // n_group, axis=1), choice, -np.inf)  # [T, E]
     idx = topk_indices(choice, top_k)                                         # [T, k]
     weights = np.take_along_axis(scores, idx, axis=1)                        # [T, k]
-    normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob)
+    normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob, scaled=scaled)
     if normalise:
-        weights = weights / (weights.sum(axis=1, keepdims=True) + NORM_EPS)  # [T, k]
+        eps = NORM_EPS if scaled else 0.0  # the Mixtral / Qwen3-MoE blocks divide by the plain sum
+        weights = weights / (weights.sum(axis=1, keepdims=True) + eps)      # [T, k]
     if scale:
         weights = weights * routed_scaling_factor                             # [T, k]
     if site is not None:
         flops = router_flops(tokens=t, experts=e, top_k=top_k, topk_method=topk_method,
                              scoring_func=scoring_func, n_group=n_group, norm_topk_prob=norm_topk_prob,
-                             bias=bias is not None)
+                             bias=bias is not None, scaled=scaled)
         reads = [("logits", logits.shape, "activation")]
         if bias is not None:
             reads.append(("e_score_correction_bias", bias.shape, "weight"))

@@ -44,9 +44,12 @@ class _Cfg:
 
 
 def is_moe_layer(cfg: object, i: int) -> bool:
-    """DeepSeek-V3 rule: layer i is MoE iff i >= first_k_dense_replace and i % moe_layer_freq == 0."""
+    """Layer i is MoE iff i >= first_k_dense_replace and i % moe_layer_freq == 0 (DeepSeek-V3), and
+    (i + 1) % decoder_sparse_step == 0 and i not in mlp_only_layers (Qwen3-MoE): ModelConfig.is_moe_layer's rule
+    for any object with those field names (absent fields take their no-op defaults)."""
     c = _Cfg(cfg)
-    return bool(c.n_routed_experts) and i >= (c.first_k_dense_replace or 0) and i % (c.moe_layer_freq or 1) == 0
+    return (bool(c.n_routed_experts) and i >= (c.first_k_dense_replace or 0) and i % (c.moe_layer_freq or 1) == 0
+            and (i + 1) % (c.decoder_sparse_step or 1) == 0 and i not in (c.mlp_only_layers or ()))
 
 
 @dataclass(kw_only=True)
@@ -141,7 +144,7 @@ class TinyDeepSeek:
         else:
             a, cache = gqa(x, _prefixed(w, f"{p}.self_attn."), heads=self.cfg.num_attention_heads,
                            kv_heads=self.kv_heads, head_dim=self.head_dim, cos=cos, sin=sin, scale=self.scale,
-                           cache=cache, attend=attend, site=site(f"{p}.self_attn"))             # [b, s, hidden]
+                           cache=cache, attend=attend, eps=self.eps, site=site(f"{p}.self_attn"))  # [b, s, hidden]
         h = residual_add(h, a, site=site(f"{p}.residual_attn"))                                # [b, s, hidden]
         x = rmsnorm(h, w[f"{p}.post_attention_layernorm"], self.eps,
                     site=site(f"{p}.post_attention_layernorm"))                                # [b, s, hidden]
@@ -240,6 +243,12 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
             mat(f"{a}.k_proj.weight", kvh * hd, hid)
             mat(f"{a}.v_proj.weight", kvh * hd, hid)
             mat(f"{a}.o_proj.weight", hid, h * hd)
+            biased = ("q_proj", "k_proj", "v_proj") if cfg.qkv_bias or cfg.attention_bias else ()
+            for proj in biased + (("o_proj",) if cfg.attention_bias else ()):
+                w[f"{a}.{proj}.bias"] = (0.1 * rng.standard_normal(w[f"{a}.{proj}.weight"].shape[0])).astype(dtype)
+            if cfg.use_qk_norm:  # Qwen3: one RMSNorm weight of head_dim for q, one for k
+                norm(f"{a}.q_norm", hd)
+                norm(f"{a}.k_norm", hd)
         elif cfg.q_lora_rank:
             mat(f"{a}.q_a_proj.weight", cfg.q_lora_rank, hid)
             norm(f"{a}.q_a_layernorm", cfg.q_lora_rank)
@@ -274,5 +283,8 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
             mat(f"{p}.eh_proj.weight", hid, 2 * hid)
             norm(f"{p}.shared_head.norm", hid)
     norm("norm", hid)
-    mat("lm_head", cfg.vocab_size, hid)
+    if cfg.tie_word_embeddings:  # the head is the embedding matrix (one tensor in the checkpoint)
+        w["lm_head"] = w["embed_tokens"]
+    else:
+        mat("lm_head", cfg.vocab_size, hid)
     return w
