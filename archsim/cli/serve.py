@@ -136,6 +136,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--requests-csv", help="write one row per completed request to this CSV")
     p.add_argument("--plot", help="write a time-series plot (batch, queue, KV occupancy) to this PNG")
+    p.add_argument("--html", help="write the results as one self-contained HTML page (metrics, time series)")
     p.set_defaults(handler=run)
     return p
 
@@ -156,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
         _write_csv(args.requests_csv, request_table(result.recorder))
     if args.plot:
         _plot(args.plot, result.recorder)
+    if args.html:
+        from archsim.cli.report import write_html
+        from archsim.report.html import serve_page
+        write_html(args.html, serve_page(data, result.recorder, f"{meta['model']} served on {meta['hardware']}"))
     if args.format == "json":
         json.dump(_finite(data), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")

@@ -25,6 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=5000, help="points per task")
     p.add_argument("--cluster", metavar="ADDRESS", help="run on a Dask distributed scheduler (optional extra)")
     p.add_argument("--plot", help="write a Pareto chart (PNG, needs matplotlib)")
+    p.add_argument("--html", help="write the sweep as one self-contained HTML page (each metric against each swept "
+                                  "field, the Pareto front, the points)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
     return p
@@ -61,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from archsim.report.plots import pareto_chart
         pareto_chart(rows, args.plot)
+    if args.html:
+        from archsim.cli.report import write_html
+        from archsim.report.html import sweep_page
+        from archsim.whatif.sweep_spec import dimension_of
+        write_html(args.html, sweep_page(rows, {p: dimension_of(p) for p in paths}, list(TABLE_METRICS),
+                                         f"sweep of {args.workload} on {args.hw}"))
     if args.format == "json":
         print(json.dumps({"workload": args.workload, "hardware": args.hw, "sets": args.sets, "sample": args.sample,
                           "points": rows}))
