@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from archsim.config.hf import UnmodelledFieldsWarning, workload_from_hf_config
+from archsim.config.hf import FAMILIES, UnmodelledFieldsWarning, workload_from_hf_config
 from archsim.config.model import model_from_dict
 from archsim.config.workload import DEFAULT_OUTPUT_LEN, DEFAULT_PROMPT_LEN, load_workload
 from archsim.errors import ConfigError
@@ -266,3 +266,43 @@ def test_estimate_projects_a_config_json(name):
     d = report.to_dict()
     assert d["model"]["total_params"] == count_params(w.model).total
     assert d["decode"]["time_s"] > 0 and d["prefill"]["time_s"] > 0
+
+
+def test_docs_models_table_is_the_count():
+    """docs/models.md quotes the exact counts: each row equals count_params of the shipped config."""
+    folders = {"Qwen2.5-7B": "Qwen2.5-7B", "Qwen3-8B": "Qwen3-8B", "Qwen3-30B-A3B": "Qwen3-30B-A3B",
+               "Qwen3-235B-A22B": "Qwen3-235B-A22B", "Mixtral-8x7B": "Mixtral-8x7B-v0.1", "DeepSeek-V3": "DeepSeek-V3"}
+    with open(os.path.join(ROOT, "docs", "models.md")) as f:
+        rows = [line.split("|")[1:-1] for line in f if line.startswith("| ") and line.split("|")[1].strip() in folders]
+    assert len(rows) == len(folders)
+    for name, total, active, _ in rows:
+        c = count_params(load(folders[name.strip()]).model)
+        assert int(total.split("(")[0].strip().replace(",", "")) == c.total
+        assert active.strip() == "same" and c.active == c.total or int(active.strip().replace(",", "")) == c.active
+
+
+def test_deepseek_v2_lite_and_kimi_k2_go_through_the_deepseek_builder(tmp_path):
+    # deepseek-ai/DeepSeek-V2-Lite config.json fields (MLA without q_lora_rank; greedy softmax routing);
+    # DeepSeek-V2 paper (arXiv 2405.04434) appendix B: 15.7B total, 2.4B activated
+    lite = {"model_type": "deepseek_v2", "hidden_size": 2048, "num_hidden_layers": 27, "num_attention_heads": 16,
+            "num_key_value_heads": 16, "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+            "qk_rope_head_dim": 64, "v_head_dim": 128, "intermediate_size": 10944, "moe_intermediate_size": 1408,
+            "n_routed_experts": 64, "n_shared_experts": 2, "num_experts_per_tok": 6, "first_k_dense_replace": 1,
+            "moe_layer_freq": 1, "topk_method": "greedy", "n_group": 1, "topk_group": 1, "vocab_size": 102400,
+            "scoring_func": "softmax", "norm_topk_prob": False, "routed_scaling_factor": 1.0,
+            "max_position_embeddings": 163840, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+            "aux_loss_alpha": 0.001, "seq_aux": True}
+    h, H, V = 2048, 16, 102400
+    attn = h * H * 192 + h * (512 + 64) + 512 + 512 * H * (128 + 128) + H * 128 * h   # q, kv_a, kv_a_layernorm, kv_b, o
+    expert, router = 3 * h * 1408, 64 * h
+    total = 2 * V * h + h + 27 * (attn + 2 * h) + 3 * h * 10944 + 26 * (router + 2 * expert + 64 * expert)
+    active = 2 * V * h + h + 27 * (attn + 2 * h) + 3 * h * 10944 + 26 * (router + 2 * expert + 6 * expert)
+    c = count_params(workload_from_hf_config(write(tmp_path, lite)).model)
+    assert (c.total, c.active) == (total, active)
+    assert quoted(c.total, 15.7, 1) and quoted(c.active - V * h, 2.4, 1)   # the paper's 2.4B leaves out the embedding
+    # Kimi K2: model_type kimi_k2 with DeepSeek-V3's field names; the workload YAML's model as a config.json
+    yaml = load_workload(os.path.join(ROOT, "workloads", "kimi_k2.yaml")).model
+    fields = {k: v for k, v in json.loads(json.dumps(yaml.__dict__, default=lambda o: o.__dict__)).items()
+              if v is not None and k in set(FAMILIES["kimi_k2"].fields) | {"model_type", "architectures"}}
+    k2 = workload_from_hf_config(write(tmp_path, dict(fields, torch_dtype="bfloat16"))).model
+    assert count_params(k2) == count_params(yaml)
