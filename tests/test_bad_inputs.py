@@ -4,6 +4,7 @@ through the CLI (`archsim.cli.main`): exit status 2, one line on stderr, no trac
 Absurd sizes run the CLI in a subprocess with a hang guard; known gaps in other packages are marked xfail
 with the owning file named, so they show up in every run until fixed.
 """
+import os
 import resource
 import subprocess
 import sys
@@ -199,7 +200,7 @@ BAD_FLAGS = [
     (["--colour", "red"], "unrecognized arguments: --colour red"),
     (["--weights", "fp9"], "scenario.weights: expected one of"),
     (["--kv-cache", "int3"], "expected one of"),
-    (["--trace", "out.json"], "--trace: expected --trace together with --small"),
+    (["--trace", str(REPO / "hardware")], "--trace: expected a writable file path"),  # a directory
 ]
 
 
@@ -320,6 +321,7 @@ SUBCOMMANDS = {  # argv with {hw} / {wl} placeholders; the other arguments are v
     "graph": ["graph", "{wl}"],
     "place": ["place", "{wl}", "--hw", "{hw}"],
     "plan": ["plan", "{wl}", "--hw", "{hw}", "--devices", "8"],
+    "report": ["report", "{wl}", "--hw", "{hw}", "--out", os.devnull],
     "roofline": ["roofline", "{wl}", "--hw", "{hw}"],
     "serve": ["serve", "{wl}", "--hw", "{hw}", "--rate", "1", "--duration", "1"],
     "sweep": ["sweep", "{wl}", "--hw", "{hw}"],
@@ -354,8 +356,8 @@ def test_subcommand_table_covers_the_cli():
     from archsim.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    # kernel, calibrate and validate read no hardware/workload file from the user
-    assert set(sub.choices) - {"kernel", "calibrate", "validate"} == set(SUBCOMMANDS)
+    # kernel, calibrate, validate and list read no hardware/workload file from the user
+    assert set(sub.choices) - {"kernel", "calibrate", "validate", "list"} == set(SUBCOMMANDS)
 
 
 SERVE_GAP = "archsim/cli/serve.py / archsim/serving"
@@ -447,7 +449,7 @@ def test_sweep_bad_flags(capsys, flags, fragment):
 
 # -- every numeric flag of every subcommand, fed nonsense ----------------------------------------------
 FUZZ_VALUES = ["0", "-1", "nan", "inf", "x", "1e400", "-0.5"]
-FUZZ_SKIP = {"--hw", "--out", "--plot", "--trace", "--raw", "--requests-csv", "--cluster", "--dir", "--set",
+FUZZ_SKIP = {"--hw", "--out", "--plot", "--html", "--trace", "--raw", "--requests-csv", "--cluster", "--dir", "--set",
              "--trace-file", "--backend"}  # file paths and specs, covered above
 FUZZ_BASE = {name: _fill(argv) for name, argv in SUBCOMMANDS.items()}
 FUZZ_BASE["serve"] = FUZZ_BASE["serve"][:-2] + ["--duration", "5"]
@@ -461,7 +463,7 @@ FUZZ_ACCEPTED = {
     # every MTP draft rejected: one token per step, the drafts still priced
     ("run", "--mtp-acceptance", "0"): "legitimate",
     # no redundant expert slots; 0 tokens per prefill chunk means one forward for the whole prefill
-    **{(command, flag, "0"): "legitimate" for command in ("run", "serve", "plan", "sweep")
+    **{(command, flag, "0"): "legitimate" for command in ("run", "serve", "plan", "sweep", "report")
        for flag in ("--redundant-experts", "--prefill-chunk")},
 }
 

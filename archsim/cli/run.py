@@ -6,7 +6,6 @@ import json
 import sys
 
 from archsim.cli._common import add_deployment_args, deployment_overrides, positive_int
-from archsim.errors import ConfigError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -29,7 +28,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S | measured "
                                          "(the tiny model's measured routing carried to full scale; implies --small)")
     p.add_argument("--small", action="store_true", help="also run the tiny variant on the real numpy kernels")
-    p.add_argument("--trace", help="with --small: write the timeline as Chrome trace JSON to this file")
+    p.add_argument("--trace", help="write the projected prefill and decode steps (per pool, per stream) as Chrome "
+                                   "trace JSON to this file (with --small: the tiny model's executed timeline)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=run)
     return p
@@ -55,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from archsim.report.table import format_report
 
     measured = args.expert_load == "measured"
-    if args.trace and not (args.small or measured):
-        raise ConfigError(None, "--trace", "--trace together with --small", args.trace)
     overrides = {k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None}
     overrides.update(deployment_overrides(args))
     small = None
@@ -67,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         if measured:
             overrides["expert_load"] = projected_expert_load(small) or "uniform"
     report = estimate(args.workload, args.hw, **overrides)
+    if args.trace and small is None:
+        from archsim.api import plan
+        from archsim.report.trace import write_trace
+        from archsim.report.trace_step import deployment_trace
+        write_trace(deployment_trace(plan(args.workload, args.hw, **overrides)), args.trace)
     data = report.to_dict()
     if small is not None:
         data["small"] = small

@@ -137,6 +137,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--requests-csv", help="write one row per completed request to this CSV")
     p.add_argument("--plot", help="write a time-series plot (batch, queue, KV occupancy) to this PNG")
     p.add_argument("--html", help="write the results as one self-contained HTML page (metrics, time series)")
+    p.add_argument("--trace", help="write every iteration of every replica (batch size, tokens) as Chrome trace JSON "
+                                   "to this file")
     p.set_defaults(handler=run)
     return p
 
@@ -161,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
         from archsim.cli.report import write_html
         from archsim.report.html import serve_page
         write_html(args.html, serve_page(data, result.recorder, f"{meta['model']} served on {meta['hardware']}"))
+    if args.trace:
+        from archsim.report.trace import serve_trace, write_trace
+        write_trace(serve_trace(result.recorder), args.trace)
     if args.format == "json":
         json.dump(_finite(data), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")

@@ -80,12 +80,8 @@ def run(args: argparse.Namespace) -> int:
     est = estimate_training(workload.model, hw, par, setup)
     out = {"workload": workload.name, "hardware": hw.name, **est.to_dict(tokens=args.tokens)}
     if args.trace:
-        trace = _pipeline_trace(est, setup)
-        try:
-            with open(args.trace, "w", encoding="utf-8") as fh:
-                json.dump(trace, fh)
-        except OSError as err:
-            raise ConfigError(None, "--trace", "a writable file path", f"{args.trace} ({err.strerror})") from None
+        from archsim.report.trace import write_trace
+        write_trace(_pipeline_trace(est, setup), args.trace)
     if args.format == "json":
         print(json.dumps(out))
         return 0
@@ -112,12 +108,14 @@ def _alias(value, alias, name: str, alias_name: str):
 def _pipeline_trace(est, setup) -> dict:
     """Run the estimate's pipeline schedule as events: one track per rank (empty without a pipeline)."""
     from archsim.mapping.pipeline import dualpipe, interleaved_1f1b, one_f_one_b
+    from archsim.report.trace import pipeline_trace
     from archsim.sim.step import simulate_pipeline
 
     if est.pipeline is None:
-        return {"traceEvents": []}
+        return pipeline_trace([])
     kind, chunk, chunks = est.pipeline
     pp, m = est.parallelism.pp, est.parallelism.micro_batches
     schedule = {"dualpipe": lambda: dualpipe(pp, m), "interleaved": lambda: interleaved_1f1b(pp, m, chunks),
                 "1f1b": lambda: one_f_one_b(pp, m)}[kind]()
-    return simulate_pipeline(schedule, chunk, kind=kind, chunks=chunks).chrome_trace()
+    result = simulate_pipeline(schedule, chunk, kind=kind, chunks=chunks)
+    return pipeline_trace(result.events, time_s=result.time_s)

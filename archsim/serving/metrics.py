@@ -34,6 +34,10 @@ class Recorder:
     series_queue: list[int] = field(default_factory=list)
     series_kv: list[float] = field(default_factory=list)
     series_replica: list[int] = field(default_factory=list)
+    # each iteration's duration and tokens (series_t holds its end), for the serve trace (report/trace.py)
+    series_iteration_s: list[float] = field(default_factory=list)
+    series_prefill_tokens: list[int] = field(default_factory=list)
+    series_decode_tokens: list[int] = field(default_factory=list)
     busy_s: float = 0.0
     energy_j: float = 0.0
     flops: float = 0.0
@@ -60,6 +64,9 @@ class Recorder:
         self.series_queue.append(scheduler.queued)
         self.series_kv.append(scheduler.kv.occupancy)
         self.series_replica.append(replica)
+        self.series_iteration_s.append(cost.time_s)
+        self.series_prefill_tokens.append(plan.work.prefill_tokens)
+        self.series_decode_tokens.append(plan.work.decode_tokens)
         chunks = getattr(scheduler, "gap_chunks", ())
         if len(scheduler.gaps) > 65536 or len(chunks) > 256:
             self.flush_gaps(scheduler)
