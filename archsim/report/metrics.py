@@ -51,7 +51,7 @@ def model_summary(name: str, model, dep: Deployment, mtp: bool) -> ModelSummary:
 def architecture(model) -> str:
     attention = "MLA" if model.attention_kind == "mla" else "GQA"
     if model.is_moe:
-        return (f"{attention} + MoE ({model.n_routed_experts} routed, {model.n_shared_experts} shared, "
+        return (f"{attention} + MoE ({model.n_routed_experts} routed, {model.n_shared_experts or 0} shared, "
                 f"top-{model.num_experts_per_tok})")
     return f"{attention} + dense SwiGLU"
 
