@@ -134,11 +134,13 @@ def serve_trace(rec: "Recorder", *, name: str = "serve") -> dict:
     batch size and tokens as args). ``Recorder.series_t`` holds each iteration's end; its duration is
     ``series_iteration_s``."""
     spans = []
+    disaggregated = any(r >= DECODE_REPLICA_BASE for r in rec.series_replica)
     for i, (end, replica) in enumerate(zip(rec.series_t, rec.series_replica)):
         dur = rec.series_iteration_s[i]
         prefill, decode = rec.series_prefill_tokens[i], rec.series_decode_tokens[i]
         label = "prefill + decode" if prefill and decode else "prefill" if prefill else "decode"
-        pool = "decode replica" if replica >= DECODE_REPLICA_BASE else "replica"
+        pool = ("decode replica" if replica >= DECODE_REPLICA_BASE else
+                "prefill replica" if disaggregated else "replica")
         index = replica - DECODE_REPLICA_BASE if replica >= DECODE_REPLICA_BASE else replica
         spans.append(Span(process=f"{name} {pool} {index}", thread="iterations", name=label, cat="iteration",
                           start_s=end - dur, dur_s=dur,

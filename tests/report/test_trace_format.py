@@ -136,3 +136,16 @@ def test_serve_trace_has_one_event_per_iteration(tmp_path, capsys):
     assert len({pid for pid, _ in threads}) == 2
     assert all(e["args"]["tokens"] == e["args"]["prefill_tokens"] + e["args"]["decode_tokens"] > 0
                and e["args"]["batch"] >= 1 for e in events)
+
+
+def test_disaggregated_serve_trace_names_each_pool(tmp_path, capsys):
+    path = tmp_path / "pd.json"
+    assert main(["serve", str(REPO / "workloads/deepseek_v3.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+                 "--deployment", str(REPO / "deployments/deepseek_v3_h800_1p3d.yaml"), "--rate", "4",
+                 "--duration", "3", "--trace", str(path), "--format", "json"]) == 0
+    capsys.readouterr()
+    doc = json.loads(path.read_text())
+    check_trace(doc)
+    processes = [e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"]
+    # the deployment's one prefill instance and three decode instances (deployments/deepseek_v3_h800_1p3d.yaml)
+    assert processes == ["serve prefill replica 0"] + [f"serve decode replica {i}" for i in range(3)]
