@@ -16,8 +16,15 @@ What the layout takes from the priced step (a PhaseBreakdown and its PhaseModel)
 - **host stream**: the stack's host time per iteration (each forward is one iteration): beside the GPU work when
   the stack overlaps the two (the forward then lasts max(GPU, host)), after it otherwise.
 A forward shape that runs n times is drawn once in full, then as one event lasting the other n - 1 (a fractional
-weight below one, from the chunked-prefill pricing, as one event of that weight). So each step's span, end minus
-start, equals ``PhaseBreakdown.time_s`` (tests/report/test_trace_step.py).
+weight below one, from the chunked-prefill pricing, as one event of that weight). A ``step`` thread holds one event
+lasting the priced step, ``PhaseBreakdown.time_s``; the compute and host streams end exactly there.
+
+The communication stream keeps its dependencies (a collective starts after the compute it carries), so when the
+collectives outweigh the compute beside them (communication-bound overlap) the last micro-batch's collectives of
+the last layer have no compute left to hide behind, and the stream runs past the priced end by at most one
+micro-batch's layer compute: the model hides every micro-batch's collectives, this tail included.
+``otherData.steps[].communication_overhang_s`` reports it; without it the span, end minus start, equals
+``time_s`` (tests/report/test_trace_step.py tests both).
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ if TYPE_CHECKING:
     from archsim.mapping.phases import PhaseBreakdown
     from archsim.mapping.resolve import Resolved
 
-STREAMS = ("compute", "communication", "host")
+STREAMS = ("step", "compute", "communication", "host")
 # LayerComm fields in the order the layer meets them: the K/V exchange before attention, the attention TP
 # all-reduce, the MoE dispatch before the experts and the combine after them
 COMM_FIELDS = ("cp_kv_exchange_s", "tp_all_reduce_s", "ep_dispatch_s", "ep_combine_s")
@@ -53,11 +60,16 @@ def deployment_trace(resolved: "Resolved") -> dict:
                 continue
             process = (f"{pool.role} pool, {phase} step: {par.devices} x {dep.hardware.name} {par.label()} "
                        f"(bottleneck device: stage {bd.worst_stage}, busiest replica and EP rank)")
-            spans.extend(step_spans(bd, dep.model, process=process))
-            steps.append({"pid": len(steps) + 1, "process": process, "phase": phase, "time_s": bd.time_s,
-                          "compute_s": bd.compute_s, "exposed_communication_s": bd.exposed_s,
-                          "bubble_s": bd.bubble_s, "host_s": bd.host_s, "forwards": bd.forwards,
-                          "micro_batches": bd.micro_batches})
+            drawn = step_spans(bd, dep.model, process=process)
+            priced_parts = {"time_s": bd.time_s, "compute_s": bd.compute_s, "exposed_communication_s": bd.exposed_s,
+                            "bubble_s": bd.bubble_s, "host_s": bd.host_s, "forwards": bd.forwards,
+                            "micro_batches": bd.micro_batches}
+            spans.append(Span(process=process, thread="step", name=f"{phase} step", cat="step", start_s=0.0,
+                              dur_s=bd.time_s, args=priced_parts))
+            spans.extend(drawn)
+            overhang = max(0.0, max(s.end_s for s in drawn) - bd.time_s)
+            steps.append({"pid": len(steps) + 1, "process": process, "phase": phase, **priced_parts,
+                          "communication_overhang_s": overhang})
     return trace_document(spans, thread_order=STREAMS,
                           other={"workload": resolved.workload.name, "hardware": dep.hardware.name, "steps": steps})
 

@@ -1,6 +1,7 @@
 """The projected step's trace (report/trace_step.py) against the priced step it draws: each process spans exactly
-``PhaseBreakdown.time_s``, its op events add up to the compute, its collectives to the communication, and the idle
-time on the compute stream is the exposed communication plus the host time the GPU waits for."""
+``PhaseBreakdown.time_s`` (communication-bound overlap: plus the reported overhang of the last collectives, at most
+one micro-batch's layer compute), its op events add up to the compute, its collectives to the communication, and
+the idle time on the compute stream is the exposed communication plus the host time the GPU waits for."""
 from math import fsum
 
 import pytest
@@ -28,6 +29,8 @@ CASES = {
     # one long prompt in chunks: pieces priced with weights 1.5 and 0.5 (mapping/phases.phase_forwards)
     "chunks_1.5": ("kimi_k2", "h100", dict(batch=1, prompt_len=25000)),
     "chunks_0.5": ("kimi_k2", "h100", dict(batch=1, prompt_len=10000)),
+    # two micro-batches of a small prefill: the EP exchanges outweigh the compute beside them
+    "comm_bound": ("deepseek_v3", "h800", dict(batch=32, micro_batches=2)),
 }
 
 
@@ -40,34 +43,57 @@ def _traced(case):
     return doc, threads, priced
 
 
+def _by_thread(doc, threads, pid):
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"}
+    return {names[key]: es for key, es in threads.items() if key[0] == pid}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_step_spans_its_priced_time(case):
     doc, threads, priced = _traced(case)
     steps = doc["otherData"]["steps"]
     assert len(steps) == len(priced) >= 1
     for step, bd in zip(steps, priced):
-        events = [e for (pid, _), es in threads.items() if pid == step["pid"] for e in es]
+        by = _by_thread(doc, threads, step["pid"])
+        events = sum(by.values(), [])
         assert min(e["ts"] for e in events) == 0.0
-        assert span_us(events) / US == pytest.approx(bd.time_s, rel=1e-9)
+        (whole,) = by["step"]
+        assert whole["dur"] / US == pytest.approx(bd.time_s, rel=1e-15) and step["time_s"] == bd.time_s
+        for stream in ("compute", "host"):  # the streams the priced time is made of end exactly there
+            if stream in by:
+                assert max(e["ts"] + e["dur"] for e in by[stream]) / US <= bd.time_s * (1 + 1e-9)
+        assert max(e["ts"] + e["dur"] for e in by["compute"] + by.get("host", [])) / US == pytest.approx(
+            bd.time_s, rel=1e-9)
+        overhang = step["communication_overhang_s"]
+        assert span_us(events) / US == pytest.approx(bd.time_s + overhang, rel=1e-9)
+        if case != "comm_bound":
+            assert overhang <= 1e-9 * bd.time_s
+        elif bd.phase == "prefill":
+            # at most one micro-batch's compute of one layer (what the model hides behind nothing)
+            per_layer: dict = {}
+            for e in by["compute"]:
+                if e["cat"] not in ("idle", "repeat") and e["args"]["layer"] is not None:
+                    key = (e["args"]["forward"], e["args"]["layer"], e["args"]["micro_batch"])
+                    per_layer[key] = per_layer.get(key, 0.0) + e["dur"] / US
+            assert 0 < overhang <= max(per_layer.values())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_one_forward_steps_add_up_stream_by_stream(case):
     doc, threads, priced = _traced(case)
-    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"}
     checked = 0
     for step, bd in zip(doc["otherData"]["steps"], priced):
         if bd.model.forwards[0].count != 1 or len(bd.model.forwards) != 1:
             continue  # repeated forwards are drawn once and then as one event: checked by the span alone
         checked += 1
-        by = {names[key]: es for key, es in threads.items() if key[0] == step["pid"]}
+        by = _by_thread(doc, threads, step["pid"])
         ops = [e for e in by["compute"] if e["cat"] not in ("idle", "repeat")]
         bubble = fsum(e["dur"] for e in by["compute"] if e["cat"] == "idle") / US
         assert fsum(e["dur"] for e in ops) / US == pytest.approx(bd.compute_s, rel=1e-9)
         assert bubble == pytest.approx(bd.bubble_s, rel=1e-9, abs=1e-15)
         comm = fsum(e["dur"] for e in by.get("communication", [])) / US
         assert comm == pytest.approx(bd.communication_s, rel=1e-9, abs=1e-15)
-        idle = span_us(sum(by.values(), [])) / US - fsum(e["dur"] for e in by["compute"]) / US
+        idle = bd.time_s - fsum(e["dur"] for e in by["compute"]) / US
         assert idle == pytest.approx(bd.exposed_s + bd.host_s, rel=1e-9, abs=1e-12 * bd.time_s)
         host = bd.model.host
         assert ("host" in by) == (host is not None and host.iteration_s > 0)
@@ -78,7 +104,8 @@ def test_overlapped_communication_runs_beside_the_other_micro_batch():
     doc, threads, priced = _traced("overlap")
     decode = doc["otherData"]["steps"][1]
     assert priced[1].micro_batches == 2 and priced[1].model.forwards[0].overlapped
-    compute, comm = (threads[(decode["pid"], tid)] for tid in (1, 2))
+    by = _by_thread(doc, threads, decode["pid"])
+    compute, comm = by["compute"], by["communication"]
     comm_mb = {e["args"]["micro_batch"] for e in comm}
     assert comm_mb == {0, 1}
     # a dispatch of micro-batch 0 overlaps micro-batch 1's compute in time
