@@ -1,22 +1,29 @@
-"""Where the shipped data folders (hardware/, validation/, workloads/) are found.
+"""Where the shipped data folders (hardware/, workloads/, stacks/, validation/, deployments/) are found.
 
-They live at the repository root, beside the package, not inside it, so a source checkout (editable install or
-``PYTHONPATH``) finds them next to ``archsim/``. A regular ``pip install .`` copies only the package into
-site-packages; the folders are then taken from ``$ARCHSIM_HOME`` or, failing that, the working directory (the
-checkout the README's commands run in). Modules that keep a default folder (fidelity.cases.VALIDATION_DIR,
-config.hardware.HARDWARE_DIR) resolve it once, at import."""
+In the repository they live at the root, beside the package. A built wheel carries a copy of them inside the package
+as ``archsim/_data/<folder>`` (setup.py's build step copies them; an editable install copies nothing and reads the
+checkout). ``data_dir`` is the one lookup: ``$ARCHSIM_HOME/<folder>`` first (a user's own data), then the wheel's
+copy, then the checkout, then the working directory. Modules that keep a default folder
+(fidelity.cases.VALIDATION_DIR, config.hardware.HARDWARE_DIR) resolve it once, at import."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parent
+SOURCE_ROOT = PACKAGE_ROOT.parent
+# the wheel's copy; setup.py writes the same folder names (tests/test_packaging.py keeps the two lists equal)
+PACKAGE_DATA = PACKAGE_ROOT / "_data"
+DATA_FOLDERS = ("deployments", "hardware", "stacks", "validation", "workloads")
 
 
 def data_dir(name: str) -> Path:
-    """The first of ``$ARCHSIM_HOME/<name>``, ``<checkout>/<name>`` and ``./<name>`` that is a directory; the
-    checkout path when none is (callers report a missing folder with a one-line error)."""
-    candidates = [SOURCE_ROOT / name, Path.cwd() / name]
+    """The first of ``$ARCHSIM_HOME/<name>``, ``<package>/_data/<name>``, ``<checkout>/<name>`` and ``./<name>``
+    that is a directory; the checkout path when none is (callers report a missing folder with a one-line error).
+
+    The wheel's copy comes before the folder beside the package because, installed, that folder is
+    ``site-packages/<name>``, where another distribution may have put a package of the same name."""
+    candidates = [PACKAGE_DATA / name, SOURCE_ROOT / name, Path.cwd() / name]
     home = os.environ.get("ARCHSIM_HOME")
     if home:
         candidates.insert(0, Path(home) / name)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from archsim.config.shipped import resolve_file
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.errors import ConfigError
 
@@ -63,8 +64,9 @@ class DeploymentSpec:
 
 
 def load_deployment(path: str | os.PathLike) -> DeploymentSpec:
-    """A YAML file holding one top-level ``deployment:`` mapping."""
-    file = os.fspath(path)
+    """A YAML file holding one top-level ``deployment:`` mapping, given by path or shipped name
+    (``deepseek_v3_h800_decode_unit``: ``deployments/deepseek_v3_h800_decode_unit.yaml``)."""
+    file = resolve_file(path, "deployments", "deployment", "deployment YAML")
     root = Section(load_yaml(file), file)
     spec = deployment_from_section(root.section("deployment"))
     root.finish()

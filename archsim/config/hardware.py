@@ -8,12 +8,12 @@ Loading (strict, unit-checked) lives in ``load_hardware`` below.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from archsim.config.whatif_hardware import PhotonicSpec, PimSpec, photonic_from_section, pim_from_section
 from archsim.config.kernel_fields import KernelFields, parse_kernel_fields
+from archsim.config.shipped import resolve_file, shipped_names
 from archsim.config.yaml_io import Section, did_you_mean, load_yaml
 from archsim.dtypes import BY_NAME
 from archsim.errors import ConfigError
@@ -151,22 +151,20 @@ _LEVEL_FIELDS = "per_unit and units for a per-SM level, or capacity for a chip-w
 
 
 def load_hardware(path: str | os.PathLike) -> Hardware:
-    """Load and validate a hardware YAML file (layout: see ``hardware/h100.yaml``)."""
-    file = os.fspath(path)
+    """Load and validate a hardware YAML file (layout: see ``hardware/h100.yaml``), given by path or by a shipped
+    name (``h100``: ``hardware/h100.yaml``, archsim.config.shipped)."""
+    file = resolve_file(path, "hardware", "hw", "hardware YAML")
     return hardware_from_dict(load_yaml(file), file)
+
+
+def hardware_names() -> list[str]:
+    """The shipped hardware names (``hardware/*.yaml`` stems), e.g. ``h100``, ``h200.calibrated``."""
+    return shipped_names("hardware")
 
 
 def resolve_hardware(hw: "Hardware | str | os.PathLike") -> Hardware:
     """A Hardware record from a record, a YAML path, or a name under hardware/ (e.g. ``h800``)."""
-    if isinstance(hw, Hardware):
-        return hw
-    path = Path(hw)
-    if not path.exists():
-        path = HARDWARE_DIR / f"{hw}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
-        raise ConfigError(None, "hw", f"a hardware YAML path or one of {', '.join(known)}", str(hw))
-    return load_hardware(path)
+    return hw if isinstance(hw, Hardware) else load_hardware(hw)
 
 
 def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+from archsim.config.shipped import resolve_file, shipped_names
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.errors import ConfigError
-from archsim.paths import data_dir
 
 if TYPE_CHECKING:
     from archsim.config.hardware import Hardware
@@ -105,24 +104,20 @@ class Stack:
 
 def stack_names() -> list[str]:
     """Names of the shipped stacks (``stacks/*.yaml``)."""
-    return sorted(p.stem for p in data_dir("stacks").glob("*.yaml"))
+    return shipped_names("stacks")
 
 
 def resolve_stack(stack: "Stack | str | os.PathLike | None") -> Stack | None:
     """A Stack from a record, a YAML path or a shipped name (``sglang``); None stays None."""
     if stack is None or isinstance(stack, Stack):
         return stack
-    path = Path(stack)
-    if not path.exists():
-        path = data_dir("stacks") / f"{stack}.yaml"
-    if not path.exists():
-        raise ConfigError(None, "stack", f"a stack YAML path or one of {', '.join(stack_names())}", str(stack))
-    return load_stack(path)
+    return load_stack(stack)
 
 
 def load_stack(path: str | os.PathLike) -> Stack:
-    """Load and validate a stack YAML (layout: docs/stacks.md); unknown keys are errors."""
-    file = os.fspath(path)
+    """Load and validate a stack YAML (layout: docs/stacks.md), given by path or shipped name; unknown keys are
+    errors."""
+    file = resolve_file(path, "stacks", "stack", "stack YAML")
     return stack_from_dict(load_yaml(file), file)
 
 

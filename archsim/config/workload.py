@@ -1,11 +1,13 @@
 """Workload = model (HF config fields) + scenario (formats, lengths, batch, devices, parallelism)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 
 from archsim.config.deployment import DeploymentSpec, deployment_from_section
 from archsim.config.model import ModelConfig, load_model_config, model_from_dict
+from archsim.config.shipped import resolve_file, shipped_names
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.errors import ConfigError
 
@@ -95,14 +97,19 @@ class Workload:
     scenario: Scenario
     source_file: str
     deployment: DeploymentSpec | None = None
+    description: str = ""  # the YAML's one-line ``description:`` (archsim list workloads prints it)
 
 
 def load_workload(path: str | os.PathLike) -> Workload:
-    """Load a workload YAML (strict: unknown keys are errors with did-you-mean)."""
-    file = os.fspath(path)
+    """Load a workload given as a YAML path, a shipped name (``kimi_k2``: ``workloads/kimi_k2.yaml``) or a Hugging
+    Face ``config.json`` (the file or its directory). YAML is strict: unknown keys are errors with did-you-mean."""
+    hf_config = hf_config_file(path)
+    if hf_config is not None:
+        return _workload_from_hf(hf_config)
+    file = resolve_file(path, "workloads", "workload", "workload YAML")
     root = Section(load_yaml(file), file)
     name = root.str("name", default=os.path.splitext(os.path.basename(file))[0])
-    root.str("description", default="")
+    description = root.str("description", default="")
     if root.has("model") == root.has("model_config"):
         raise ConfigError(file, "model", "exactly one of 'model' (HF fields) or 'model_config' (path to config.json)",
                           "both" if root.has("model") else "neither")
@@ -114,7 +121,47 @@ def load_workload(path: str | os.PathLike) -> Workload:
     scenario = scenario_from_section(root.section("scenario", default={}), model)
     deployment = deployment_from_section(root.section("deployment")) if root.has("deployment") else None
     root.finish()
-    return Workload(name=name, model=model, scenario=scenario, source_file=file, deployment=deployment)
+    return Workload(name=name, model=model, scenario=scenario, source_file=file, deployment=deployment,
+                    description=description)
+
+
+def workload_names() -> list[str]:
+    """The shipped workload names (``workloads/*.yaml`` stems), e.g. ``kimi_k2``."""
+    return shipped_names("workloads")
+
+
+def hf_config_file(arg) -> str | None:  # noqa: ANN001 - any argument; only names and paths qualify
+    """The Hugging Face config file ``arg`` names: a ``.json`` file, or a directory holding ``config.json`` (a
+    downloaded checkpoint); None for anything else (a workload YAML or a shipped name)."""
+    if not isinstance(arg, (str, os.PathLike)):
+        return None
+    text = os.fspath(arg)
+    if os.path.isdir(text) and os.path.isfile(os.path.join(text, "config.json")):
+        return os.path.join(text, "config.json")
+    return text if text.lower().endswith(".json") else None
+
+
+def _workload_from_hf(file: str) -> Workload:
+    """A Workload from a Hugging Face config file: archsim.config.hf when it is installed (it maps the config
+    families and their quantization blocks), else the ``model_config:`` path of a workload YAML (load_model_config)
+    with the default scenario."""
+    from_hf = _hf_loader()
+    if from_hf is not None:
+        return from_hf(file)
+    model = load_model_config(file)
+    scenario = scenario_from_section(Section({}, file, "scenario"), model)
+    folder = os.path.basename(os.path.dirname(os.path.abspath(file)))
+    name = folder if os.path.basename(file) == "config.json" and folder else os.path.splitext(os.path.basename(file))[0]
+    return Workload(name=name, model=model, scenario=scenario, source_file=file)
+
+
+def _hf_loader():  # noqa: ANN202 - a callable or None
+    """``archsim.config.hf.workload_from_hf_config``, or None while that module is absent from the package."""
+    if importlib.util.find_spec("archsim.config.hf") is None:
+        return None
+    from archsim.config.hf import workload_from_hf_config  # lazy: a JSON-only path, and hf imports this module
+
+    return workload_from_hf_config
 
 
 def scenario_from_section(s: Section, model: ModelConfig) -> Scenario:
