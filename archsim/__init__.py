@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-
 _EXPORTS = {"estimate": "archsim.api", "Report": "archsim.report.summary", "ConfigError": "archsim.errors",
             "kernel_time": "archsim.kernel_api"}
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # from the package metadata on first use (archsim.version), not a second literal
+        return importlib.import_module("archsim.version").version()
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'archsim' has no attribute {name!r}")

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("archsim.report", "archsim.small_run"),
     ("archsim.whatif", "archsim.fidelity", "archsim.kernel_api"),
     ("archsim.api",),
-    ("archsim.cli",),
+    ("archsim.cli", "archsim.__main__"),
 ]
 
 # kernels may use only numpy, the op descriptions (design.md, principle 1) and the routing rules they share

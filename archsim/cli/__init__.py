@@ -29,8 +29,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"archsim: error: {message}\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: print ``archsim X.Y.Z`` and exit 0; the version is looked up only when asked (archsim.version)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):  # noqa: ANN001 - argparse API
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse API
+        from archsim.version import version
+
+        print(f"archsim {version()}")  # stdout, as argparse's own version action
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="archsim", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version, help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in _command_modules():
         importlib.import_module(module).add_parser(sub)

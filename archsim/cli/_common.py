@@ -138,9 +138,14 @@ def progress_bar(label: str, unit: str, enabled: bool | None = None) -> Callable
     return show
 
 
-def add_phase_graph_args(p: argparse.ArgumentParser, hw_help: str = "hardware YAML") -> None:
+# what WORKLOAD and --hw accept (the loaders resolve names: archsim.config.shipped)
+WORKLOAD_HELP = "a shipped workload name (archsim list workloads, e.g. kimi_k2) or a workload YAML path"
+HW_HELP = "a shipped hardware name (archsim list hardware, e.g. h100) or a hardware YAML path"
+
+
+def add_phase_graph_args(p: argparse.ArgumentParser, hw_help: str = HW_HELP) -> None:
     """The arguments ``scenario_phase_graph`` reads: workload, --hw, --phase, --batch, --length."""
-    p.add_argument("workload", help="workload YAML")
+    p.add_argument("workload", help=WORKLOAD_HELP)
     p.add_argument("--hw", required=True, help=hw_help)
     p.add_argument("--phase", choices=("prefill", "decode"), default="decode")
     p.add_argument("--batch", type=int, help="sequences (default from the workload)")

@@ -14,7 +14,7 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--library", help="fit this kernel library's kernel.libraries fields on --hw from --measurements "
                                      "instead of measuring (docs/stacks.md)")
-    p.add_argument("--hw", help="with --library: the hardware YAML whose reference kernel the library is compared to")
+    p.add_argument("--hw", help="with --library: the hardware (name or YAML path) whose reference kernel the library is compared to")
     p.add_argument("--measurements", help="with --library: CSV of timed kernels (kind,groups,m,n,k,dtype,time_s)")
     p.set_defaults(handler=run)
 

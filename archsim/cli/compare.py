@@ -14,8 +14,8 @@ GIGA = 1e9
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare two models on one kind of hardware, side by side")
-    p.add_argument("workloads", nargs=2, metavar="WORKLOAD", help="two workload YAMLs")
-    p.add_argument("--hw", required=True, help="hardware YAML")
+    p.add_argument("workloads", nargs=2, metavar="WORKLOAD", help="two workloads: shipped names (archsim list workloads) or YAML paths")
+    p.add_argument("--hw", required=True, help="a shipped hardware name (archsim list hardware) or a YAML path")
     p.add_argument("--devices", type=positive_int_or_auto, default="auto", help="devices per serving replica, or 'auto' (default)")
     p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: each workload's)")
     p.add_argument("--output-len", type=int, default=None, help="output tokens (default: each workload's)")

@@ -11,7 +11,7 @@ from archsim.cli._common import positive_int
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("graph", help="build a workload's prefill or decode operator graph and summarise it")
-    p.add_argument("workload", help="workload YAML, e.g. workloads/deepseek_v3.yaml")
+    p.add_argument("workload", help="a shipped workload name (e.g. deepseek_v3) or a workload YAML path")
     p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
     p.add_argument("--batch", type=positive_int, help="sequences (default: the scenario's batch)")
     p.add_argument("--length", type=positive_int,

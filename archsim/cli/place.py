@@ -9,7 +9,7 @@ from archsim.cli._common import add_phase_graph_args
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("place", help="place each op on the chip engine (tensor, photonic, PIM...) that runs it best")
-    add_phase_graph_args(p, "hardware YAML (e.g. hardware/h100_hbm_pim.yaml)")
+    add_phase_graph_args(p, "a shipped hardware name or YAML path (e.g. h100_hbm_pim)")
     p.add_argument("--objective", choices=("time", "energy"), default="time")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="launch decode kernels one by one (default: a decode step is replayed from a CUDA graph, "

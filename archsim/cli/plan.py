@@ -11,8 +11,8 @@ from archsim.errors import ConfigError
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="search parallel layouts on N devices: best plan and Pareto front")
-    p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/deepseek_v3.yaml")
-    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h800.yaml")
+    p.add_argument("workload", help="a shipped workload name (e.g. deepseek_v3) or a workload YAML path")
+    p.add_argument("--hw", required=True, help="a shipped hardware name (e.g. h800) or a hardware YAML path")
     p.add_argument("--devices", type=positive_int, required=True, help="number of devices")
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--objective", choices=("throughput", "latency", "cost"), default="throughput")
