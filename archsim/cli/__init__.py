@@ -51,7 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+    """A warning as one line (``archsim: warning: ...``), not Python's file-and-source-line form."""
+    print(f"archsim: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.showwarning = _warn
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -177,3 +177,26 @@ def scenario_phase_graph(args: argparse.Namespace):
         graph = build_decode(w.model, batch=batch, context=args.length or sc.prompt_len + sc.output_len,
                              precision=precision)
     return w, hw, batch, graph
+
+
+SET_HELP = ("set any input field, repeatable: a model field by its Hugging Face name (model.n_routed_experts=128), a "
+            "scenario field (scenario.batch=64) or a hardware YAML field (memory.hbm.bandwidth=4TB/s); units and "
+            "checks as in the YAML files")
+
+
+def add_set_arg(p: argparse.ArgumentParser) -> None:
+    """``--set FIELD=VALUE`` (repeatable), applied by ``inputs``."""
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
+
+
+def inputs(workload, hw, settings: list[str]):
+    """The workload and hardware to project: as given (names, paths or loaded records) without ``--set``; loaded,
+    with every setting applied, with it (config/overrides.py)."""
+    if not settings:
+        return workload, hw
+    from archsim.config.hardware import resolve_hardware
+    from archsim.config.overrides import apply_settings, parse_setting
+    from archsim.config.workload import Workload, load_workload
+
+    wl = workload if isinstance(workload, Workload) else load_workload(workload)
+    return apply_settings(wl, resolve_hardware(hw), [parse_setting(t) for t in settings])

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from archsim.cli._common import positive_int_or_auto, time_arg
+from archsim.cli._common import add_set_arg, inputs, positive_int_or_auto, time_arg
 from archsim.errors import ConfigError
 
 GIGA = 1e9
@@ -26,6 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank for the fine-tuning memory row")
     p.add_argument("--train-devices", type=int, default=64, help="devices for the fine-tuning memory row")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_set_arg(p)
     p.set_defaults(handler=run)
     return p
 
@@ -58,7 +59,7 @@ def _describe(path: str, hw, args) -> dict:
     from archsim.serving.metrics import SECONDS_PER_HOUR, TOKENS_PER_MILLION
     from archsim.serving.slo import throughput_at_slo
 
-    w = load_workload(path)
+    w, hw = inputs(load_workload(path), hw, args.settings)  # --set applies to every model compared
     m, sc = w.model, w.scenario
     precision = scenario_precision(sc)
     prompt = args.prompt_len or sc.prompt_len

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from archsim.cli._common import non_negative_int, positive_int, progress_bar, time_arg
+from archsim.cli._common import add_set_arg, inputs, non_negative_int, positive_int, progress_bar, time_arg
 from archsim.errors import ConfigError
 
 
@@ -38,6 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=20, help="plans listed (default 20)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_set_arg(p)
     p.set_defaults(handler=run)
     return p
 
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from archsim.mapping.plan import search_inference, search_training
     from archsim.mapping.resolve import resolve_deployment
 
-    workload = load_workload(args.workload)
-    hw = load_hardware(args.hw)
+    workload, hw = inputs(load_workload(args.workload), load_hardware(args.hw), args.settings)
     sc = workload.scenario
     progress = progress_bar("searching", "layouts", not args.no_progress and sys.stderr.isatty())
     if args.mode == "train":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from archsim.cli._common import add_deployment_args, deployment_overrides, positive_int
+from archsim.cli._common import add_deployment_args, add_set_arg, deployment_overrides, inputs, positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weight format (default: the workload's)")
     p.add_argument("--expert-weights", help="routed experts' format (default: as --weights)")
     p.add_argument("--kv-cache", help="KV-cache format (default: the workload's)")
+    add_set_arg(p)
     p.set_defaults(handler=run)
     return p
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {**deployment_overrides(args), **{k: getattr(args, k) for k in
                                                    ("batch", "prompt_len", "output_len", "weights", "expert_weights",
                                                     "kv_cache") if getattr(args, k) is not None}}
-    resolved = plan(args.workload, args.hw, **overrides)
+    resolved = plan(*inputs(args.workload, args.hw, args.settings), **overrides)
     write_html(args.out, run_page(report_of(resolved, overrides), resolved))
     print(f"wrote {args.out}")
     return 0

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from archsim.cli._common import add_deployment_args, deployment_overrides, positive_int
+from archsim.cli._common import add_deployment_args, add_set_arg, deployment_overrides, inputs, positive_int
+from archsim.errors import ConfigError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--trace", help="write the projected prefill and decode steps (per pool, per stream) as Chrome "
                                    "trace JSON to this file (with --small: the tiny model's executed timeline)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_set_arg(p)
     p.set_defaults(handler=run)
     return p
 
@@ -64,12 +66,15 @@ def run(args: argparse.Namespace) -> int:
         small = run_small(args.workload, args.hw, trace_path=args.trace)
         if measured:
             overrides["expert_load"] = projected_expert_load(small) or "uniform"
-    report = estimate(args.workload, args.hw, **overrides)
+    if args.settings and small is not None:
+        raise ConfigError(None, "--set", "no --set with --small (the tiny model is the workload's own)", args.settings)
+    workload, hw = inputs(args.workload, args.hw, args.settings)
+    report = estimate(workload, hw, **overrides)
     if args.trace and small is None:
         from archsim.api import plan
         from archsim.report.trace import write_trace
         from archsim.report.trace_step import deployment_trace
-        write_trace(deployment_trace(plan(args.workload, args.hw, **overrides)), args.trace)
+        write_trace(deployment_trace(plan(workload, hw, **overrides)), args.trace)
     data = report.to_dict()
     if small is not None:
         data["small"] = small

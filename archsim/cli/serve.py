@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from archsim.cli._common import add_deployment_args, deployment_overrides, progress_bar, time_arg
+from archsim.cli._common import add_deployment_args, add_set_arg, deployment_overrides, progress_bar, time_arg
 from archsim.errors import ConfigError
 from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
@@ -137,6 +137,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--requests-csv", help="write one row per completed request to this CSV")
     p.add_argument("--plot", help="write a time-series plot (batch, queue, KV occupancy) to this PNG")
     p.add_argument("--html", help="write the results as one self-contained HTML page (metrics, time series)")
+    add_set_arg(p)
     p.add_argument("--trace", help="write every iteration of every replica (batch size, tokens) as Chrome trace JSON "
                                    "to this file")
     p.set_defaults(handler=run)

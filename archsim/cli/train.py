@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from archsim.cli._common import positive_int
+from archsim.cli._common import add_set_arg, inputs, positive_int
 from archsim.errors import ConfigError
 
 SI = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
@@ -54,6 +54,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="comma-separated projections recomputed in backward, e.g. q_b_proj,kv_b_proj (DSV3)")
     p.add_argument("--trace", help="write the simulated pipeline step as Chrome trace JSON to this file")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_set_arg(p)
     p.set_defaults(handler=run)
     return p
 
@@ -63,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from archsim.config.workload import load_workload
     from archsim.mapping.training import TrainingSetup, estimate_training, smallest_training_layout
 
-    workload = load_workload(args.workload)
-    hw = load_hardware(args.hw)
+    workload, hw = inputs(load_workload(args.workload), load_hardware(args.hw), args.settings)
     if args.comm_sms < 0 or args.comm_sms >= hw.sm_count:
         raise ConfigError(None, "--comm-sms", f"an integer in [0, {hw.sm_count})", args.comm_sms)
     setup = TrainingSetup(seq_len=args.seq_len, global_batch=args.global_batch or 4 * args.devices,

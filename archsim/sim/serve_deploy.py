@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from archsim.config.hardware import load_hardware
+from archsim.config.overrides import apply_settings, parse_setting
 from archsim.config.stack import Stack, resolve_stack
 from archsim.config.workload import load_workload
 from archsim.errors import ConfigError
@@ -96,6 +97,7 @@ class ServeOptions:
     slo_ttft: float = float("inf")
     slo_tpot: float = float("inf")
     seed: int = 0
+    settings: tuple[str, ...] = ()       # --set FIELD=VALUE (config/overrides.py)
 
 
 DEFAULT_DURATION_S = 60.0  # the arrival window of --rate / --arrival closed runs when --duration is not given
@@ -108,6 +110,8 @@ def options_from(namespace, deployment: dict | None = None) -> ServeOptions:
     names = ServeOptions.__dataclass_fields__
     fields = {k: v for k, v in vars(namespace).items() if k in names and k not in LAYOUT_FIELDS}
     fields.update({k: v for k, v in (deployment or {}).items() if k in LAYOUT_FIELDS})
+    if "settings" in fields:
+        fields["settings"] = tuple(fields["settings"] or ())
     return ServeOptions(**fields)
 
 
@@ -188,6 +192,8 @@ def run_deployment(opts: ServeOptions, progress: Callable[[float], None] | None 
     _check_options(opts)
     workload = load_workload(opts.workload)
     hw = load_hardware(opts.hw)
+    if opts.settings:
+        workload, hw = apply_settings(workload, hw, [parse_setting(t) for t in opts.settings])
     sc = workload.scenario
     prompt = parse_length(opts.prompt_len, field="--prompt-len") if opts.prompt_len else Fixed(tokens=sc.prompt_len)
     output = parse_length(opts.output_len, field="--output-len") if opts.output_len else Fixed(tokens=sc.output_len)
