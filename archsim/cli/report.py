@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from archsim.cli._common import add_deployment_args, add_set_arg, deployment_overrides, inputs, positive_int
+from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_set_arg, deployment_overrides, inputs,
+                                positive_int)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write an HTML page of a projection (opens offline)")
-    p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/kimi_k2.yaml")
-    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
+    p.add_argument("workload", help=WORKLOAD_HELP)
+    p.add_argument("--hw", required=True, help="hardware: a shipped name (e.g. h100) or a YAML path")
     p.add_argument("--out", required=True, help="the HTML file to write")
     add_deployment_args(p)
     p.add_argument("--batch", type=positive_int, help="sequences in one step of one instance")

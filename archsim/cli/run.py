@@ -5,14 +5,15 @@ import argparse
 import json
 import sys
 
-from archsim.cli._common import add_deployment_args, add_set_arg, deployment_overrides, inputs, positive_int
+from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_set_arg, deployment_overrides, inputs,
+                                positive_int)
 from archsim.errors import ConfigError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="project a workload on hardware (prefill, decode, memory, energy)")
-    p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/kimi_k2.yaml")
-    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
+    p.add_argument("workload", help=WORKLOAD_HELP)
+    p.add_argument("--hw", required=True, help="hardware: a shipped name (e.g. h100) or a YAML path")
     add_deployment_args(p)
     p.add_argument("--batch", type=positive_int, help="sequences in one step of one instance")
     p.add_argument("--prompt-len", type=positive_int, help="prompt tokens per sequence")

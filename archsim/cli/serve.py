@@ -6,7 +6,8 @@ import json
 import math
 import sys
 
-from archsim.cli._common import add_deployment_args, add_set_arg, deployment_overrides, progress_bar, time_arg
+from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_set_arg, deployment_overrides, progress_bar,
+                                time_arg)
 from archsim.errors import ConfigError
 from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
@@ -87,8 +88,8 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="simulate serving a request stream (TTFT, TPOT, throughput, goodput, cost)")
-    p.add_argument("workload", help="workload YAML (model + scenario), e.g. workloads/deepseek_v3.yaml")
-    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h100.yaml")
+    p.add_argument("workload", help=WORKLOAD_HELP)
+    p.add_argument("--hw", required=True, help="hardware: a shipped name (e.g. h100) or a YAML path")
     # the deployment, as archsim run takes it: --devices (per replica; auto: the smallest that leaves room for the
     # longest request's KV), layout degrees, EPLB slots, prefill chunk, CUDA graphs, a --deployment file of pools
     add_deployment_args(p, phase=False)  # serve simulates both phases; one-phase pools come from --deployment

@@ -5,13 +5,13 @@ import argparse
 import csv
 import json
 
-from archsim.cli._common import add_deployment_args, deployment_overrides, progress_bar
+from archsim.cli._common import WORKLOAD_HELP, add_deployment_args, deployment_overrides, progress_bar
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="sweep hardware fields (grid, random, Latin hypercube) and tabulate metrics")
-    p.add_argument("workload", help="workload YAML, e.g. workloads/kimi_k2.yaml")
-    p.add_argument("--hw", required=True, help="base hardware YAML, e.g. hardware/h100.yaml")
+    p.add_argument("workload", help=WORKLOAD_HELP)
+    p.add_argument("--hw", required=True, help="base hardware: a shipped name (e.g. h100) or a YAML path")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=SPEC",
                    help="a swept field: a..b:n (grid; a..b:n:log), a..b (range for random/lhs), v1,v2 (list)")
     p.add_argument("--sample", choices=("grid", "random", "lhs"), default="grid")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from archsim.cli._common import add_set_arg, inputs, positive_int
+from archsim.cli._common import WORKLOAD_HELP, add_set_arg, inputs, positive_int
 from archsim.errors import ConfigError
 
 SI = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
@@ -25,8 +25,8 @@ def token_count(text: str) -> float:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="training / fine-tuning: step time, memory, MFU, GPU-hours, cost")
-    p.add_argument("workload", help="workload YAML (model), e.g. workloads/deepseek_v3.yaml")
-    p.add_argument("--hw", required=True, help="hardware YAML, e.g. hardware/h800.yaml")
+    p.add_argument("workload", help=WORKLOAD_HELP)
+    p.add_argument("--hw", required=True, help="hardware: a shipped name (e.g. h800) or a YAML path")
     p.add_argument("--devices", type=positive_int, required=True, help="number of devices")
     p.add_argument("--tokens", type=token_count, default=1e12, help="token budget, e.g. 14.8T (default 1T)")
     p.add_argument("--seq-len", type=positive_int, default=4096, help="sequence length (default 4096)")
