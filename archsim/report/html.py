@@ -68,6 +68,8 @@ def run_page(report, resolved) -> str:
         charts = [_roofline(name, b.graph_cost, resolved.deployment.hardware) for name, b in breakdowns]
         sections.append(("Roofline (one micro-batch of each phase's first forward)",
                          f'<div class="charts">{"".join(charts)}</div>'))
+        sections.append(("Timeline of the projected step (bottleneck device; archsim run --trace writes it for "
+                         "Perfetto)", _timelines(resolved)))
         sections.append(("Heaviest ops", "".join(_heaviest(name, ph) for name, ph in
                                                  (("prefill", report.prefill), ("decode", report.decode)) if ph)))
     else:
@@ -137,6 +139,26 @@ def _roofline(name: str, cost, hw) -> str:
                              title=f"{name}: ops against the roof ({cost.mfu_dtype} peak, main memory)",
                              x_label="arithmetic intensity (FLOP per byte of main memory)",
                              y_label="achieved FLOP/s")
+
+
+def _timelines(resolved) -> str:
+    """One Gantt chart per traced step (report/trace_step.py): its lanes (step, compute, communication, host)."""
+    from archsim.report.trace_step import deployment_trace
+
+    events = deployment_trace(resolved)["traceEvents"]
+    names = {(e["pid"], e.get("tid", 0)): e["args"]["name"] for e in events
+             if e["ph"] == "M" and e["name"] in ("process_name", "thread_name")}
+    lanes: dict[int, dict[int, list]] = {}
+    for e in events:
+        if e["ph"] == "X":
+            lanes.setdefault(e["pid"], {}).setdefault(e["tid"], []).append(
+                (e["ts"] / 1e3, e["dur"] / 1e3, e["name"]))  # the trace's microseconds as ms
+    charts = []
+    for pid, threads in sorted(lanes.items()):
+        title = names.get((pid, 0), f"process {pid}").split(":")[0]
+        charts.append(svg.timeline([(names.get((pid, tid), str(tid)), bars) for tid, bars in sorted(threads.items())],
+                                   title=title))
+    return f'<div class="charts">{"".join(charts)}</div>'
 
 
 def _heaviest(name: str, phase) -> str:

@@ -179,3 +179,30 @@ def stacked_bar(rows: Sequence[tuple[str, Sequence[tuple[str, float]]]], *, titl
     height += 14 * (len(names) // 3)
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
             f'height="{height}" role="img">' + "".join(out) + "</svg>")
+
+
+def timeline(lanes: Sequence[tuple[str, Sequence[tuple[float, float, str]]]], *, title: str, unit: str = "ms") -> str:
+    """A Gantt chart: one lane per (label, [(start, duration, name), ...]) in ``unit``; each bar's name is its
+    tooltip."""
+    end = max([s + d for _, bars in lanes for s, d, _ in bars] + [1e-12])
+    left, right = 110, WIDTH - MARGIN["right"]
+    height = MARGIN["top"] + 26 * len(lanes) + 40
+    x = Axis(label=f"time ({unit})", low=0.0, high=end)
+    out = [f'<text x="{WIDTH / 2}" y="18" text-anchor="middle" class="title">{escape(title)}</text>']
+    for r, (label, bars) in enumerate(lanes):
+        y = MARGIN["top"] + 26 * r
+        out.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{escape(label)}</text>')
+        colour = PALETTE[r % len(PALETTE)]
+        for start, dur, name in bars:
+            x0 = x.position(start, left, right)
+            w = max(x.position(start + dur, left, right) - x0, 0.3)  # a zero-width op still shows
+            out.append(f'<rect x="{x0:.2f}" y="{y}" width="{w:.2f}" height="18" fill="{colour}" fill-opacity="0.85">'
+                       f'<title>{escape(name)}: {dur:.4g} {escape(unit)}</title></rect>')
+    base = MARGIN["top"] + 26 * len(lanes)
+    out.append(f'<line x1="{left}" y1="{base}" x2="{right}" y2="{base}" class="axis"/>')
+    for t in x.ticks():
+        px = x.position(t, left, right)
+        out.append(f'<text x="{px:.1f}" y="{base + 14}" text-anchor="middle">{_tick_text(t)}</text>')
+    out.append(f'<text x="{(left + right) / 2}" y="{base + 32}" text-anchor="middle">{escape(x.label)}</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
+            f'height="{height}" role="img">' + "".join(out) + "</svg>")

@@ -61,7 +61,7 @@ def pages(tmp_path_factory):
     return {"run": run, "serve": serve, "sweep": sweep}
 
 
-@pytest.mark.parametrize("kind, charts", [("run", 4), ("serve", 3), ("sweep", 4)])
+@pytest.mark.parametrize("kind, charts", [("run", 6), ("serve", 3), ("sweep", 4)])
 def test_pages_are_whole_and_offline(pages, capsys, kind, charts):
     capsys.readouterr()
     _check(pages[kind].read_text(encoding="utf-8"), charts)
@@ -69,7 +69,8 @@ def test_pages_are_whole_and_offline(pages, capsys, kind, charts):
 
 def test_run_page_says_what_run_prints(pages):
     text = pages["run"].read_text(encoding="utf-8")
-    for heading in ("Memory per device", "Step time", "Roofline", "Heaviest ops", "time per output token"):
+    for heading in ("Memory per device", "Step time", "Roofline", "Timeline of the projected step", "Heaviest ops",
+                    "time per output token"):
         assert heading in text
 
 
