@@ -22,8 +22,25 @@ def _command_modules() -> list[str]:
     return sorted(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(here) if not m.name.startswith("_"))
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help lines end with the flag's default when it has one and the text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is argparse.SUPPRESS or isinstance(default, bool) or default == []
+                or not action.option_strings or "default" in text.lower()):
+            return text
+        return f"{text} (default: {default})" if text else f"default: {default}"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad flags as one line and exit status 2 (its default), without usage spam."""
+    """argparse that reports bad flags as one line and exit status 2 (its default), without usage spam; help lines
+    show defaults (_HelpFormatter)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
         self.exit(2, f"archsim: error: {message}\n")
@@ -48,7 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in _command_modules():
         importlib.import_module(module).add_parser(sub)
+    _describe_bare_flags(parser)
     return parser
+
+
+def _describe_bare_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag registered without help text still shows its default in --help (argparse prints nothing for it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _describe_bare_flags(child)
+        elif (action.help is None and action.option_strings and action.default not in (None, argparse.SUPPRESS)
+              and not isinstance(action.default, bool) and action.default != []):
+            action.help = f"default: {action.default}"
 
 
 def _warn(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
