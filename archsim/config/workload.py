@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from archsim.config.deployment import DeploymentSpec, deployment_from_section
 from archsim.config.model import ModelConfig, load_model_config, model_from_dict
 from archsim.config.shipped import resolve_file, shipped_names
+from archsim.config.training_recipe import TrainingRecipe, training_from_section
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.errors import ConfigError
 
@@ -98,6 +99,7 @@ class Workload:
     source_file: str
     deployment: DeploymentSpec | None = None
     description: str = ""  # the YAML's one-line ``description:`` (archsim list workloads prints it)
+    training: TrainingRecipe | None = None  # a published training run (``training:``, archsim train --recipe)
 
 
 def load_workload(path: str | os.PathLike) -> Workload:
@@ -120,9 +122,10 @@ def load_workload(path: str | os.PathLike) -> Workload:
         model = load_model_config(os.path.join(os.path.dirname(file), rel))
     scenario = scenario_from_section(root.section("scenario", default={}), model)
     deployment = deployment_from_section(root.section("deployment")) if root.has("deployment") else None
+    training = training_from_section(root.section("training")) if root.has("training") else None
     root.finish()
     return Workload(name=name, model=model, scenario=scenario, source_file=file, deployment=deployment,
-                    description=description)
+                    description=description, training=training)
 
 
 def workload_names() -> list[str]:
