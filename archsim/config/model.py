@@ -190,6 +190,16 @@ _INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
         "n_shared_experts", "num_experts_per_tok", "first_k_dense_replace", "moe_layer_freq",
         "n_group", "topk_group", "max_position_embeddings", "num_nextn_predict_layers", "decoder_sparse_step")
 _FLOAT = ("routed_scaling_factor", "rope_theta", "rms_norm_eps")
+# The float fields' ranges (beyond finite, which _check_type enforces): the RMSNorm epsilon is added to the mean
+# square under a square root (x / sqrt(mean(x^2) + eps), transformers LlamaRMSNorm), so 0 or less can divide by
+# zero or take a negative root; RoPE's base theta is raised to fractional powers (theta ** (-2i/d)), so it must be
+# positive; the routed-expert scale multiplies the MoE output (DeepSeek-V3 MoEGate), and 0 or less would erase or
+# flip it. rope_scaling's factors (YaRN, llama3: transformers modeling_rope_utils.py) scale frequencies and
+# wavelengths, so they are positive; YaRN's mscale weights a log term and may be 0 (no attention-scale change).
+_FLOAT_RANGES = {"rms_norm_eps": "a number > 0", "rope_theta": "a number > 0",
+                 "routed_scaling_factor": "a number > 0 (or null: a plain softmax top-k router)"}
+_ROPE_POSITIVE = ("factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor")
+_ROPE_NON_NEGATIVE = ("mscale", "mscale_all_dim")
 _BOOL = ("norm_topk_prob", "tie_word_embeddings", "attention_bias", "qkv_bias", "use_qk_norm")
 _STR = ("topk_method", "scoring_func", "hidden_act", "model_type")
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size")
@@ -240,6 +250,9 @@ def _rope_scaling(raw: Any, file: str | None, path: str) -> RopeScaling | None:
             raise _unknown(file, path, key, known)
         kind = int if key in _ROPE_INT else str if key in _ROPE_STR else float
         out[key] = _check_type(file, path, key, value, kind)
+        if out[key] is not None and ((key in _ROPE_POSITIVE and out[key] <= 0)
+                                     or (key in _ROPE_NON_NEGATIVE and out[key] < 0)):
+            raise ConfigError(file, path + key, "a number > 0" if key in _ROPE_POSITIVE else "a number >= 0", value)
     return RopeScaling(**out)
 
 
@@ -266,6 +279,8 @@ def model_from_dict(data: Mapping[str, Any], file: str | None = None, path: str 
             values[key] = _check_type(file, prefix, key, value, int)
         elif key in _FLOAT:
             values[key] = _check_type(file, prefix, key, value, float)
+            if values[key] is not None and not values[key] > 0:
+                raise ConfigError(file, prefix + key, _FLOAT_RANGES[key], value)
         elif key in _BOOL:
             values[key] = _check_type(file, prefix, key, value, bool)
         elif key in _STR:

@@ -126,3 +126,37 @@ def test_infinite_float_field_is_an_error(field):
     # kernels' outputs into inf/NaN instead of failing at load.
     with pytest.raises(ConfigError, match=f"model.{field}: expected a number, got inf"):
         model_from_dict(dict(DSV3_HF, **{field: float("inf")}), "cfg.json", "model")
+
+
+@pytest.mark.parametrize("field", ["rms_norm_eps", "rope_theta", "routed_scaling_factor"])
+@pytest.mark.parametrize("value", [-1, 0, -1e-6])
+def test_non_positive_float_field_is_an_error(field, value):
+    # eps sits under a square root beside the mean square, theta is raised to fractional powers, the routed scale
+    # multiplies the MoE output: zero or a negative value is a mistake, reported as one line naming the field
+    with pytest.raises(ConfigError, match=f"model.{field}: expected a number > 0") as err:
+        model_from_dict(dict(DSV3_HF, **{field: value}), "cfg.json", "model")
+    assert "\n" not in str(err.value)
+
+
+def test_nan_float_field_is_an_error():
+    with pytest.raises(ConfigError, match="model.rms_norm_eps: expected a number, got nan"):
+        model_from_dict(dict(DSV3_HF, rms_norm_eps=float("nan")), "cfg.json", "model")
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("factor", 0, "a number > 0"), ("factor", -40, "a number > 0"), ("beta_fast", -32, "a number > 0"),
+    ("beta_slow", 0, "a number > 0"), ("mscale", -1.0, "a number >= 0"), ("mscale_all_dim", -0.5, "a number >= 0"),
+    ("factor", float("nan"), "a number"),
+])
+def test_bad_rope_scaling_number_is_an_error(key, value, expected):
+    bad = dict(DSV3_HF, rope_scaling=dict(DSV3_HF["rope_scaling"], **{key: value}))
+    with pytest.raises(ConfigError, match=f"rope_scaling.{key}: expected {expected}, got"):
+        model_from_dict(bad, "cfg.json", "model")
+
+
+def test_zero_mscale_and_the_published_floats_load():
+    # mscale 0 leaves YaRN's attention scale at 1 (0.1 * 0 * ln(factor) + 1): allowed; DeepSeek-V3's own values load
+    ok = dict(DSV3_HF, rope_scaling=dict(DSV3_HF["rope_scaling"], mscale=0.0))
+    assert model_from_dict(ok).rope_scaling.mscale == 0.0
+    m = model_from_dict(DSV3_HF)
+    assert (m.rms_norm_eps, m.rope_theta, m.routed_scaling_factor) == (1e-6, 10000.0, 2.5)
