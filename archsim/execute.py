@@ -20,6 +20,7 @@ import numpy as np
 from archsim.config.model import ModelConfig
 from archsim.graph.build import build_decode, build_prefill
 from archsim.graph.expert_load import measured_load
+from archsim.graph.dag import topological_order
 from archsim.graph.op import Op
 from archsim.graph.precision import Precision
 from archsim.kernels.attention import naive_attention
@@ -28,7 +29,7 @@ from archsim.kernels.nodes import NodeRunner
 from archsim.kernels.tiny import TinyDeepSeek
 
 if TYPE_CHECKING:
-    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
+    from archsim.graph.dag import OpGraph
 
 Phase = Literal["prefill", "decode"]
 
@@ -63,7 +64,7 @@ class Execution:
     """One counted phase run: graph, measured records, real outputs and routing."""
 
     phase: Phase
-    graph: nx.DiGraph
+    graph: OpGraph
     ops: dict[str, Op]
     counter: Counter
     logits: np.ndarray
@@ -107,7 +108,7 @@ def compare(ops: dict[str, Op], records: list[Measured]) -> tuple[list[NodeCheck
     return checks, extra
 
 
-def executed_in_topological_order(graph: nx.DiGraph, records: list[Measured]) -> bool:
+def executed_in_topological_order(graph: OpGraph, records: list[Measured]) -> bool:
     """True when every executed node ran after all of its graph predecessors."""
     seen: set[str] = set()
     for r in records:
@@ -121,11 +122,11 @@ def _declared(ops: dict[str, Op]) -> dict[str, dict]:
     return {name: {o.name: o.dtype for o in op.reads + op.writes} for name, op in ops.items()}
 
 
-def _graph_ops(graph: nx.DiGraph) -> dict[str, Op]:
+def _graph_ops(graph: OpGraph) -> dict[str, Op]:
     return {n: d["op"] for n, d in graph.nodes(data=True)}
 
 
-def _with_measured_experts(build: Callable[..., nx.DiGraph], model: ModelConfig, counts: dict[int, np.ndarray],
+def _with_measured_experts(build: Callable[..., OpGraph], model: ModelConfig, counts: dict[int, np.ndarray],
                            ops: dict[str, Op]) -> dict[str, Op]:
     """Replace each MoE layer's routed-expert nodes by those of a graph built with its measured load."""
     out = dict(ops)
@@ -144,11 +145,11 @@ class Step:
 
     phase: Phase
     model: ModelConfig
-    graph: nx.DiGraph
+    graph: OpGraph
     runner: NodeRunner
     counter: Counter
     reference: np.ndarray
-    build: Callable[..., nx.DiGraph]
+    build: Callable[..., OpGraph]
     mtp_reference: np.ndarray | None = None
 
 
@@ -202,8 +203,7 @@ def _prefix_state(tiny: TinyDeepSeek, model: ModelConfig, tokens: np.ndarray, ex
     graph = build_prefill(model, batch=batch, prompt_len=start, precision=precision, mtp=True)
     depths = model.num_nextn_predict_layers
     runner = NodeRunner(tiny, tokens[:, :start], phase="prefill", next_tokens=ext[:, 1:start + depths])
-    import networkx as nx
-    for name in nx.topological_sort(graph):
+    for name in topological_order(graph):
         runner.run(name)
     return runner.finish()[1]
 
@@ -224,8 +224,7 @@ def finish(step: Step) -> Execution:
 
 def execute(step: Step) -> Execution:
     """Run every node of the step's graph in topological order, then compare."""
-    import networkx as nx
-    for name in nx.topological_sort(step.graph):
+    for name in topological_order(step.graph):
         step.runner.run(name)
     return finish(step)
 

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from archsim.config.hardware import Hardware
 from archsim.cost.opcost import OpCost
 from archsim.cost.work import GraphWork, Libraries, WorkCost, extract_work, hardware_arrays, price_work
+from archsim.graph.dag import OpGraph, is_graph, topological_order
 from archsim.graph.op import Op
-
-if TYPE_CHECKING:
-    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
 
 TERA = 1e12  # SI prefix: TOPS/W = 1e12 FLOP/s per W
 
@@ -61,24 +59,23 @@ class PhaseCost:
     work_cost: WorkCost | None = field(default=None, compare=False, repr=False)
 
 
-def graph_ops(graph: nx.DiGraph | Iterable[Op]) -> list[Op]:
-    """Ops of a phase graph in topological order (or of a plain iterable of ops, as given)."""
-    import networkx as nx
-    if isinstance(graph, nx.DiGraph):
+def graph_ops(graph: OpGraph | Iterable[Op]) -> list[Op]:
+    """Ops of a phase graph (an OpGraph, or a networkx.DiGraph) in topological order (or of a plain iterable of
+    ops, as given)."""
+    if is_graph(graph):
         if graph.graph.get("build_order"):  # GraphBuilder: node order is already topological
             return [data["op"] for data in graph.nodes.values()]
-        return [graph.nodes[name]["op"] for name in nx.topological_sort(graph)]
+        return [graph.nodes[name]["op"] for name in topological_order(graph)]
     return list(graph)
 
 
-def price_graph(graph: nx.DiGraph | Iterable[Op], hw: Hardware, *, attention: str = "flash",
+def price_graph(graph: OpGraph | Iterable[Op], hw: Hardware, *, attention: str = "flash",
                 heaviest: int = 10, cuda_graph: bool = False, libraries: Libraries = ()) -> PhaseCost:
     """Price every op of ``graph`` on ``hw`` and sum the phase (see the module docstring). ``cuda_graph``: the
     step is replayed from a CUDA graph, so each kernel's launch floor is ``hw.graph_launch_s`` instead of
     ``kernel_launch``. ``libraries``: the kernel library factors per op kind (``cost.work.extract_work``)."""
-    import networkx as nx
     ops = graph_ops(graph)
-    repeats = graph.graph.get("repeats") if isinstance(graph, nx.DiGraph) else None
+    repeats = graph.graph.get("repeats") if is_graph(graph) else None
     work = extract_work(ops, hw, attention=attention, libraries=libraries)
     if repeats is not None:
         work = replace(work, count=np.array([repeats.count(op.layer) for op in ops], dtype=float))

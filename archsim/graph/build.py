@@ -25,17 +25,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
+from archsim.attention_window import first_key
 from archsim.config.model import ModelConfig
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, RankWork, uniform_load
 from archsim.graph.op import EXPERT_LAYOUTS
+from archsim.graph.dag import OpGraph
 from archsim.graph.ops import GraphBuilder, operand
 from archsim.graph.precision import Precision, Shard
-
-if TYPE_CHECKING:
-    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
 
 
 @dataclass(kw_only=True)
@@ -76,7 +75,7 @@ class _Step:
 def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision: Precision,
                   shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
                   routed_tokens: float | None = None, past_len: int = 0, compact: bool = False,
-                  expert_layout: str = "contiguous", rank_work: RankWork | None = None) -> nx.DiGraph:
+                  expert_layout: str = "contiguous", rank_work: RankWork | None = None) -> OpGraph:
     """Graph of one prefill of ``batch`` prompts of ``prompt_len`` tokens on one device's slice
     (``compact``: one layer per kind, see the module docstring).
 
@@ -94,7 +93,7 @@ def build_prefill(model: ModelConfig, *, batch: int, prompt_len: int, precision:
 def build_decode(model: ModelConfig, *, batch: int, context: int, precision: Precision,
                  shard: Shard = Shard(), mtp: bool = False, expert_load: ExpertLoad | None = None,
                  routed_tokens: float | None = None, compact: bool = False,
-                 expert_layout: str = "contiguous", rank_work: RankWork | None = None) -> nx.DiGraph:
+                 expert_layout: str = "contiguous", rank_work: RankWork | None = None) -> OpGraph:
     """Graph of one decode step of ``batch`` sequences at ``context`` tokens (new ones included;
     ``compact``: one layer per kind, see the module docstring)."""
     _positive("batch", batch)
@@ -113,7 +112,7 @@ def _positive(name: str, value: int) -> None:
 
 
 def _build(model, precision, mtp, phase, batch, q_len, kv_len, shard, load, routed_tokens, extra,
-           compact=False, expert_layout="contiguous", rank_work=None) -> nx.DiGraph:
+           compact=False, expert_layout="contiguous", rank_work=None) -> OpGraph:
     check_shard(model, shard)
     if expert_layout not in EXPERT_LAYOUTS:
         raise ConfigError(None, "expert_layout", " or ".join(EXPERT_LAYOUTS), expert_layout)
@@ -213,7 +212,7 @@ class _Layers:
     start: dict[int, int]    # representative -> builder index of its first op
     skipped: int             # ops of the full graph not built
 
-    def repeats(self, g: nx.DiGraph) -> LayerRepeats:
+    def repeats(self, g: OpGraph) -> LayerRepeats:
         first = min(self.start.values(), default=0)
         full_index = {}
         for i, (name, data) in enumerate(g.nodes(data=True)):
@@ -228,11 +227,11 @@ class _Layers:
 
 def _layers(b: GraphBuilder, model: ModelConfig, step: _Step, x: str, compact: bool) -> tuple[str, _Layers]:
     """The decoder layers in order; with ``compact`` only the first layer of each kind is built."""
-    rep_of: dict[bool, int] = {}
+    rep_of: dict[tuple[bool, int | None], int] = {}
     info = _Layers(members={}, base={}, start={}, skipped=0)
     size: dict[int, int] = {}
     for layer in range(model.num_hidden_layers):
-        kind = model.is_moe_layer(layer)  # the only per-layer choice _decoder_layer makes
+        kind = (model.is_moe_layer(layer), model.attention_window(layer))  # the per-layer choices _decoder_layer makes
         info.base[layer] = len(b) + info.skipped
         rep = rep_of.get(kind) if compact else None
         if rep is not None:
@@ -331,12 +330,16 @@ def _gqa(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     qr = b.rope(p + "rope_q", vectors=T * H, rot_dims=d, layer=layer, deps=[q], split="tp")
     kr = b.rope(p + "rope_k", vectors=T * KV, rot_dims=d, layer=layer, deps=[k], split="tp")
     cache = b.cache_write(p + "kv_cache_update", rows=T, width=2 * KV * d, layer=layer, deps=[kr, v], split="tp")
-    # decode reads every key (the new ones included) from the cache; prefill reads the new keys
-    # as activations and only a cached prefix from the cache
-    decode = st.phase == "decode"
+    # decode reads every key it attends (the new ones included) from the cache; prefill reads the new keys
+    # as activations and only a cached prefix from the cache; a sliding-window layer (gpt-oss) reads the
+    # keys of its window only (archsim.attention_window)
+    decode, window = st.phase == "decode", m.attention_window(layer)
+    first = first_key(st.q_len, st.kv_len, window)
     attn = b.attention(p + "attn_core", batch=st.batch, q_len=st.q_len, kv_len=st.kv_len, heads_q=H,
-                       heads_kv=KV, d_qk=d, d_v=d, form="gqa", cached=st.kv_len if decode else st.past,
-                       layer=layer, deps=[qr, cache] if decode else [qr, kr, v], split="tp")
+                       heads_kv=KV, d_qk=d, d_v=d, form="gqa",
+                       cached=st.kv_len - first if decode else max(0, st.past - first),
+                       layer=layer, deps=[qr, cache] if decode else [qr, kr, v], split="tp", window=window,
+                       sinks=m.attention_sinks)
     # row-parallel o_proj: every TP rank holds its bias [h]; the graph is rank 0's, which adds it
     return b.gemm(p + "o_proj", m=T, n=h, k=H * d, layer=layer, deps=[attn], split="tp", bias=m.attention_bias)
 
@@ -357,7 +360,8 @@ def _moe(b: GraphBuilder, m: ModelConfig, st: _Step, p: str, layer: int, x: str)
     routed experts as grouped GEMMs over this device's E/ep experts (in ``st.expert_layout``), and the
     weighted combine."""
     T, h, E, k, mi = st.tokens, m.hidden_size, m.n_routed_experts, m.num_experts_per_tok, m.moe_intermediate_size
-    gate = b.gemm(p + "gate", m=T, n=E, k=h, layer=layer, deps=[x], split="replicated", quantized=False)
+    gate = b.gemm(p + "gate", m=T, n=E, k=h, layer=layer, deps=[x], split="replicated", quantized=False,
+                  bias=m.router_bias)
     router = b.router(p + "router", tokens=T, experts=E, k=k, n_group=m.n_group, norm_topk=m.norm_topk_prob,
                       scoring=m.scoring_func, bias=m.has_correction_bias, layer=layer, deps=[gate],
                       topk_method=m.topk_method, scaled=m.routed_scaling_factor is not None)
@@ -377,14 +381,16 @@ def _routed_experts(b: GraphBuilder, m: ModelConfig, shard: Shard, tokens: tuple
     expert slots, each expert's FFN width split ``moe_tp`` ways (MoE-TP)."""
     h, width = m.hidden_size, m.moe_intermediate_size // shard.moe_tp
     gu = b.grouped_gemm(p + "experts.gate_up", tokens_per_group=tokens, n=2 * width, k=h, distinct=distinct,
-                        layer=layer, deps=deps, split="ep", layout=layout, routed_experts=True)
-    act = b.swiglu(p + "experts.act", rows=sum(tokens), width=width, layer=layer, deps=[gu], split="ep")
+                        layer=layer, deps=deps, split="ep", layout=layout, routed_experts=True, bias=m.expert_bias)
+    act = b.swiglu(p + "experts.act", rows=sum(tokens), width=width, layer=layer, deps=[gu], split="ep",
+                   clamped=m.swiglu_limit is not None)
     return b.grouped_gemm(p + "experts.down", tokens_per_group=tokens, n=h, k=width, distinct=distinct,
-                          layer=layer, deps=[act], split="ep", layout=layout, routed_experts=True)
+                          layer=layer, deps=[act], split="ep", layout=layout, routed_experts=True,
+                          bias=m.expert_bias)
 
 
 def routed_expert_ops(model: ModelConfig, precision: Precision, shard: Shard, work: RankWork,
-                      expert_layout: str = "contiguous") -> nx.DiGraph:
+                      expert_layout: str = "contiguous") -> OpGraph:
     """The routed-expert ops of one MoE layer for a device doing ``work`` (the same ops a phase graph holds for
     it): what the mapping layer prices for EP ranks whose work differs from the graph's device."""
     b = GraphBuilder(precision)

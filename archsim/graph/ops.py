@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING
-
+from archsim.attention_window import SINK_FLOPS_PER_ROW, attended_pairs, keys_read
 from archsim.dtypes import FP32, DType
+from archsim.graph.dag import OpGraph
 from archsim.graph.op import GemmAttrs, GroupedGemmAttrs, Op, Operand, row_layout
 from archsim.graph.precision import Precision
 from archsim.routing import router_flops
-
-if TYPE_CHECKING:
-    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
 
 # Router output indices are 32-bit integers (torch.topk returns int64 in HF; DeepSeek's inference
 # kernels use int32); the bytes matter, the name documents what they are.
@@ -50,14 +47,13 @@ class GraphBuilder:
         self._edges.extend((dep, op.name) for dep in deps)
         return op.name
 
-    def graph(self) -> nx.DiGraph:
-        """The DiGraph of everything added so far (nodes first, so edges never invent a node)."""
-        import networkx as nx
-        g = nx.DiGraph()
+    def graph(self) -> OpGraph:
+        """The OpGraph of everything added so far (nodes first: an edge to an op never added is an error)."""
+        g = OpGraph()
         g.add_nodes_from(self._nodes)
-        g.add_edges_from(self._edges)
         if g.number_of_nodes() != len(self._nodes):
             raise ValueError("duplicate op name in graph builder")
+        g.add_edges_from(self._edges)
         g.graph["build_order"] = True  # every op was added after its deps: node order is topological
         return g
 
@@ -95,7 +91,7 @@ class GraphBuilder:
     def grouped_gemm(self, name: str, *, tokens_per_group: tuple[float, ...], n: int, k: int,
                      distinct: float, layer: int | None, deps, split: str, quantized: bool = True,
                      params: int | None = None, stored: tuple[int, int] | None = None,
-                     layout: str = "contiguous", routed_experts: bool = False) -> str:
+                     layout: str = "contiguous", routed_experts: bool = False, bias: bool = False) -> str:
         """Per-group weights ``W_g[n,k]``; group g multiplies its ``m_g`` rows: sum 2*m_g*n*k FLOPs.
 
         Weight traffic is ``distinct`` groups' weights (the expected number of groups with work).
@@ -103,7 +99,9 @@ class GraphBuilder:
         follow the stored layout). ``layout`` (attr ``row_layout``, an ExpertRowLayout) is how the rows are laid
         out for the kernel: ``contiguous`` (the groups' rows concatenated) or ``masked`` (a [groups, max rows, k]
         buffer with a per-group row count); the cost layer prices each as DeepGEMM's kernel of that name.
-        ``routed_experts``: the groups are routed experts, stored in ``precision.routed_expert_weights``."""
+        ``routed_experts``: the groups are routed experts, stored in ``precision.routed_expert_weights``.
+        ``bias``: each group adds its bias [n] (gpt-oss experts): + n FLOPs per row, the ``distinct`` groups'
+        bias vectors read in the activation dtype (unquantized, as the checkpoint's ``*_bias`` tensors)."""
         groups = len(tokens_per_group)
         total = sum(tokens_per_group)
         if not quantized:
@@ -120,9 +118,13 @@ class GraphBuilder:
                     nbytes=total * k * self.p.activations.bytes)
         y = Operand(name="y", shape=(rows, n), dtype=self.p.activations, role="output",
                     nbytes=total * n * self.p.activations.bytes)
+        reads: tuple[Operand, ...] = (x, w)
+        if bias:
+            reads += (Operand(name="bias", shape=(groups, n), dtype=self.p.activations, role="weight",
+                              nbytes=n * self.p.activations.bytes * distinct),)
         op = Op(name=name, kind="grouped_gemm", engine="matrix", compute_dtype=compute,
-                flops=2 * total * n * k, reads=(x, w), writes=(y,),
-                params=groups * n * k if params is None else params, layer=layer,
+                flops=2 * total * n * k + (total * n if bias else 0), reads=reads, writes=(y,),
+                params=(groups * n * k + (groups * n if bias else 0)) if params is None else params, layer=layer,
                 attrs=GroupedGemmAttrs(n=n, k=k, tokens_per_expert=tuple(tokens_per_group), distinct_experts=distinct,
                                        row_layout=row_layout(layout, f"{name}.layout"), split=split))
         return self.add(op, deps)
@@ -136,17 +138,20 @@ class GraphBuilder:
                 attrs={"rows": rows, "width": width, "split": split})
         return self.add(op, deps)
 
-    def swiglu(self, name: str, *, rows: float, width: int, layer: int | None, deps, split: str) -> str:
-        """``silu(g) * u`` on rows x width elements: 5 FLOPs each."""
+    def swiglu(self, name: str, *, rows: float, width: int, layer: int | None, deps, split: str,
+               clamped: bool = False) -> str:
+        """``silu(g) * u`` on rows x width elements: 5 FLOPs each; ``clamped`` (gpt-oss): clamp g and u (0 FLOPs,
+        comparisons), ``(u + 1) * g * sigmoid(alpha * g)``: 7 FLOPs each (alpha*g, sigmoid 3, *g, u+1, *)."""
         n = rows * width
         b = self.p.activations.bytes
         shape = (_rows(rows), width)
         op = Op(name=name, kind="elementwise", engine="vector", compute_dtype=self.p.activations,
-                flops=5 * n,
+                flops=(7 if clamped else 5) * n,
                 reads=(Operand(name="gate", shape=shape, dtype=self.p.activations, role="activation", nbytes=n * b),
                        Operand(name="up", shape=shape, dtype=self.p.activations, role="activation", nbytes=n * b)),
                 writes=(Operand(name="y", shape=shape, dtype=self.p.activations, role="output", nbytes=n * b),),
-                layer=layer, attrs={"rows": rows, "width": width, "function": "swiglu", "split": split})
+                layer=layer, attrs={"rows": rows, "width": width, "function": "swiglu_clamped" if clamped else "swiglu",
+                                    "split": split})
         return self.add(op, deps)
 
     def residual(self, name: str, *, rows: int, width: int, layer: int | None, deps) -> str:
@@ -177,19 +182,24 @@ class GraphBuilder:
 
     def attention(self, name: str, *, batch: int, q_len: int, kv_len: int, heads_q: int, heads_kv: int,
                   d_qk: int, d_v: int, form: str, cached: int, layer: int | None, deps, split: str,
-                  extra_reads: tuple[Operand, ...] = ()) -> str:
+                  extra_reads: tuple[Operand, ...] = (), window: int | None = None, sinks: bool = False) -> str:
         """Causal attention core; queries sit at positions kv_len-q_len .. kv_len-1.
 
         Attended pairs per (sequence, head) = sum_{p=kv_len-q_len}^{kv_len-1} (p+1)
-        = q_len*kv_len - q_len*(q_len-1)/2; FLOPs per pair 2*d_qk + 5 + 2*d_v.
-        The first ``cached`` keys of each sequence are read from the KV cache (KV dtype), the rest
-        arrive as fresh activations. MLA absorbed form (heads_kv=1, K = V = latent) reads the cached
-        latent+rope once per token; the expanded form reads materialised K/V activations.
+        = q_len*kv_len - q_len*(q_len-1)/2, or sum min(p+1, window) for a sliding-window layer
+        (archsim.attention_window); FLOPs per pair 2*d_qk + 5 + 2*d_v, plus SINK_FLOPS_PER_ROW per (query, head)
+        with ``sinks`` (one learned logit per query head, a parameter read in the activation dtype).
+        Keys read per sequence: kv_len, or the window's keys_read (min(kv_len, window + q_len - 1)). The
+        first ``cached`` of them come from the KV cache (KV dtype), the rest arrive as fresh activations.
+        MLA absorbed form (heads_kv=1, K = V = latent) reads the cached latent+rope once per token; the
+        expanded form reads materialised K/V activations.
         """
-        pairs = q_len * kv_len - q_len * (q_len - 1) // 2
+        pairs = attended_pairs(q_len, kv_len, window)
         flops = batch * heads_q * pairs * (2 * d_qk + 5 + 2 * d_v)
+        if sinks:
+            flops += batch * heads_q * q_len * SINK_FLOPS_PER_ROW
         rows = batch * q_len
-        fresh = kv_len - cached
+        fresh = keys_read(q_len, kv_len, window) - cached
         q = self.act("q", (rows, heads_q, d_qk))
         kv: tuple[Operand, ...] = ()
         if form == "mla_absorbed":
@@ -198,12 +208,15 @@ class GraphBuilder:
             kv = (operand("kv_cache", (batch, cached, heads_kv, d_qk + d_v), self.p.kv_cache, "cache"),)
         if fresh and form != "mla_absorbed":
             kv += (self.act("k", (batch * fresh, heads_kv, d_qk)), self.act("v", (batch * fresh, heads_kv, d_v)))
+        if sinks:
+            extra_reads = tuple(extra_reads) + (self.weight((heads_q,), quantized=False),)
         op = Op(name=name, kind="attention", engine="matrix", compute_dtype=self.p.activations, flops=flops,
                 reads=(q,) + kv + tuple(extra_reads), writes=(self.act("o", (rows, heads_q, d_v), "output"),),
-                layer=layer,
+                layer=layer, params=heads_q if sinks else 0,
                 attrs={"batch": batch, "q_len": q_len, "kv_len": kv_len, "heads_q": heads_q,
                        "heads_kv": heads_kv, "d_qk": d_qk, "d_v": d_v, "causal": True, "form": form,
-                       "pairs_per_head": pairs, "cached_len": cached, "split": split})
+                       "pairs_per_head": pairs, "cached_len": cached, "split": split, "window": window,
+                       "sinks": sinks})
         return self.add(op, deps)
 
     def embedding(self, name: str, *, rows: int, width: int, vocab_local: int, tp: int, deps,

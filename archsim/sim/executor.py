@@ -19,10 +19,11 @@ from archsim.config.hardware import Hardware
 from archsim.cost.opcost import OpCost
 from archsim.cost.phase import PhaseCost, price_graph
 from archsim.errors import ConfigError
+from archsim.graph.dag import topological_order
 from archsim.graph.op import Op
 
 if TYPE_CHECKING:
-    import networkx as nx  # imported where used: it costs ~0.1 s at start-up
+    from archsim.graph.dag import OpGraph
 
 SERIAL_RESOURCE = "chip"
 NETWORK_RESOURCE = "link"
@@ -81,7 +82,7 @@ def resource_of(op: Op, cost: OpCost, hw: Hardware) -> str:
     return hw.main_memory.name
 
 
-def slots_from_costs(graph: nx.DiGraph, costs: PhaseCost, hw: Hardware, *, overlap: bool = True) -> dict[str, Slot]:
+def slots_from_costs(graph: OpGraph, costs: PhaseCost, hw: Hardware, *, overlap: bool = True) -> dict[str, Slot]:
     """Each op's resource and priced time."""
     out = {}
     for name, data in graph.nodes(data=True):
@@ -91,14 +92,14 @@ def slots_from_costs(graph: nx.DiGraph, costs: PhaseCost, hw: Hardware, *, overl
     return out
 
 
-def execute_graph(graph: nx.DiGraph, hw: Hardware, *, costs: PhaseCost | None = None, overlap: bool = True,
+def execute_graph(graph: OpGraph, hw: Hardware, *, costs: PhaseCost | None = None, overlap: bool = True,
                   on_op: OnOp | None = None, attention: str = "flash") -> Timeline:
     """Price ``graph`` on ``hw`` (unless ``costs`` is given) and run it as a discrete-event simulation."""
     costs = costs if costs is not None else price_graph(graph, hw, attention=attention)
     return schedule(graph, slots_from_costs(graph, costs, hw, overlap=overlap), on_op=on_op)
 
 
-def schedule(graph: nx.DiGraph, slots: Mapping[str, Slot], *, on_op: OnOp | None = None) -> Timeline:
+def schedule(graph: OpGraph, slots: Mapping[str, Slot], *, on_op: OnOp | None = None) -> Timeline:
     """Run every op of ``graph`` once its predecessors finished, holding ``slots[name].resource``
     (capacity 1, first come first served) for ``slots[name].time_s``.
 
@@ -132,8 +133,7 @@ def schedule(graph: nx.DiGraph, slots: Mapping[str, Slot], *, on_op: OnOp | None
             on_op(op, start, end)
         done[name].succeed()
 
-    import networkx as nx
-    for name in nx.topological_sort(graph):
+    for name in topological_order(graph):
         env.process(run(name))
     env.run()
     if len(events) != graph.number_of_nodes():
