@@ -38,10 +38,11 @@ KERNEL_RULES: tuple[tuple[str, str], ...] = (
     ("dense_gemm", r"gemm|xmma|cutlass|nvjet|cublas|matmul"),
     # token <-> expert-layout permutation and the weighted un-permute of the experts' outputs
     ("permute", r"expand_to_fused|reduce_fused|permute|scatter|index_select|moe_align"),
+    # an activation fused with the FP8 cast of its output counts as the activation
+    ("activation", r"swiglu|silu|gelu|act_and_mul"),
     ("fp8_cast", r"cast|transpose|quant|fp8"),
     ("norm", r"layer_?norm|rms_?norm|ln_fwd|ln_bwd"),
     ("rope", r"rotary|rope"),
-    ("activation", r"swiglu|silu|gelu|act_and_mul"),
     ("routing", r"topk|expert_count|count_expert|fused_mapping|unique_group|aux_fi|softmax"),
     ("elementwise", r"elementwise|copy|fill|reduce_kernel|distribution|memset|memcpy"),
 )

@@ -20,6 +20,7 @@ from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.overlap import SEGMENTS, BlockTimes, Seg, fb_span
 from archsim.mapping.phases import LayerComm, price_phase, representative_model
 from archsim.mapping.pipeline import ChunkTimes, pipeline_step
+from archsim.mapping.training_ops import block_op_times
 from archsim.mapping.training_work import (HEAD_SUFFIXES, STREAMING_KINDS, MicroBatchWork, micro_batch_work,
                                            min_max_partition, op_block, op_segment)
 from archsim.units import SECONDS_PER_HOUR
@@ -242,7 +243,8 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     """One DualPipe forward-and-backward chunk pair of ``moe_layers`` MoE layers on one device (the unit
     DeepSeek's profile-data ``train.json`` shows): compute and communication seconds, the span of their
     two-stream schedule (``archsim.mapping.overlap.fb_span``), the EP dispatch / combine seconds of one
-    forward call, and ``blocks``: the layers' ``BlockTimes``."""
+    forward call, ``blocks``: the layers' ``BlockTimes``, and ``ops``: seconds by (profiler-trace op, pass) for
+    the whole pair (``archsim.mapping.training_ops``), communication included."""
     if not model.is_moe:
         raise ConfigError(None, "model", "a MoE model", model.name)
     if isinstance(moe_layers, bool) or not isinstance(moe_layers, int) or moe_layers < 1:
@@ -266,8 +268,18 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     blocks = [layer] * moe_layers
     compute = moe_layers * layer.compute_s
     communication = moe_layers * layer.comm_s  # forward and backward each dispatch and combine
+    ops = {k: moe_layers * v for k, v in block_op_times(stats["graph"], stats["cost"], hw, block=key,
+                                                        small_layers=stats["small_layers"], sm_share=sm_share,
+                                                        **kw).items()}
+    # the backward's calls mirror the forward's (a combine's gradient goes out as a dispatch, a dispatch's
+    # comes back as a combine; the model prices them as the forward calls); TP and CP calls ride with them
+    for pass_ in ("forward", "backward"):
+        ops[("dispatch", pass_)] = moe_layers * layer.dispatch_s
+        ops[("combine", pass_)] = moe_layers * layer.combine_s
+        if layer.gather_s:
+            ops[("collective", pass_)] = moe_layers * layer.gather_s
     return {"compute_s": compute, "communication_s": communication, "span_s": fb_span(blocks, blocks),
-            "dispatch_s": comm.ep_dispatch_s, "combine_s": comm.ep_combine_s, "blocks": blocks}
+            "dispatch_s": comm.ep_dispatch_s, "combine_s": comm.ep_combine_s, "blocks": blocks, "ops": ops}
 
 
 def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> list[dict]:

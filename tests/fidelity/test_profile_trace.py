@@ -145,3 +145,33 @@ def test_deepseek_trace_counts(deepseek):
     assert s.op_pass_s[("expert_gemm", "forward")] + s.op_pass_s[("expert_gemm", "backward")] == pytest.approx(
         s.op_s["expert_gemm"])
     assert s.op_count["expert_gemm"] == sum(1 for k in s.kernels if k.op == "expert_gemm" and k.pass_)
+
+
+def test_compare_rows_on_the_small_trace(small_trace):
+    """Rows put measured and modelled seconds side by side; ratio = modelled / measured; an op only the model
+    has is kept with no ratio; the stream rows compare the union of compute / communication streams."""
+    from archsim.fidelity.trace_compare import op_rows, pass_rows, stream_rows
+    s = read_trace(small_trace)
+    modelled = {("expert_gemm", "forward"): 90e-6, ("attention_backward", "backward"): 130e-6,
+                ("norm", "forward"): 5e-6, ("combine", "forward"): 150e-6}
+    rows = {r.name: r for r in op_rows(s, modelled)}
+    assert rows["expert_gemm"].ratio == pytest.approx(0.9) and rows["expert_gemm"].within(0.15)
+    assert rows["attention_backward"].ratio == pytest.approx(1.3) and not rows["attention_backward"].within(0.15)
+    assert rows["norm"].measured_s == 0 and rows["norm"].ratio is None
+    assert rows["notify"].modelled_s == 0 and rows["notify"].ratio == 0
+    passes = {r.name: r for r in pass_rows(s, modelled)}
+    assert passes["expert_gemm (forward)"].measured_s == pytest.approx(100e-6)
+    streams = stream_rows(s, {"compute_s": 210e-6, "communication_s": 150e-6, "span_s": 300e-6})
+    compute, main, comm, span = streams
+    assert compute.measured_s == pytest.approx(210e-6) and compute.ratio == pytest.approx(1.0)
+    assert comm.measured_s == pytest.approx(170e-6)
+    assert span.measured_s == pytest.approx(310e-6)
+
+
+def test_published_recipe_needs_a_training_section(tmp_path):
+    from archsim.config.workload import load_workload
+    from archsim.fidelity.trace_compare import published_recipe
+    par, setup = published_recipe(load_workload("deepseek_v3"))
+    assert (par.ep, par.pp, par.dp, par.micro_batches, setup.comm_sms) == (64, 16, 128, 120, 20)
+    with pytest.raises(ConfigError, match="training: section"):
+        published_recipe(load_workload("kimi_k2"))

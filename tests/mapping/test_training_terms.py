@@ -157,3 +157,22 @@ def test_chunk_pair_against_deepseek_profile(dsv3, h800):
     # (53 ms) hide under its compute except where a dependency waits
     assert max(pair["compute_s"], pair["communication_s"]) - 1e-12 <= pair["span_s"]
     assert pair["span_s"] <= 1.02 * pair["compute_s"]
+
+
+def test_chunk_pair_ops_add_up_to_its_streams(dsv3, h800):
+    """The per-op split of the chunk pair (archsim/mapping/training_ops.py, set beside DeepSeek's trace by
+    docs/training_trace.md) re-divides the same seconds: compute ops sum to the pair's compute, dispatch and
+    combine to its communication; each MoE layer's expert GEMMs are 2 forward + 2 Dgrad grouped GEMMs, and
+    Wgrad appears only in the wgrad pass."""
+    pair = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=4)
+    ops = pair["ops"]
+    comm = sum(v for (op, _), v in ops.items() if op in ("dispatch", "combine", "collective"))
+    assert comm == pytest.approx(pair["communication_s"])
+    assert sum(ops.values()) - comm == pytest.approx(pair["compute_s"])
+    # EP calls: 4 layers x (forward + backward) of one call each
+    assert ops[("dispatch", "forward")] == pytest.approx(4 * pair["dispatch_s"])
+    assert ops[("combine", "backward")] == pytest.approx(4 * pair["combine_s"])
+    assert {p for (op, p) in ops if op == "wgrad_gemm"} == {"wgrad"}
+    assert all(p != "wgrad" for (op, p) in ops if op != "wgrad_gemm")
+    one = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=1)["ops"]
+    assert ops[("expert_gemm", "forward")] == pytest.approx(4 * one[("expert_gemm", "forward")])
