@@ -279,7 +279,7 @@ def model_from_dict(data: Mapping[str, Any], file: str | None = None, path: str 
             values[key] = _check_type(file, prefix, key, value, int)
         elif key in _FLOAT:
             values[key] = _check_type(file, prefix, key, value, float)
-            if values[key] is not None and not values[key] > 0:
+            if key in _FLOAT_RANGES and values[key] is not None and not values[key] > 0:
                 raise ConfigError(file, prefix + key, _FLOAT_RANGES[key], value)
         elif key in _BOOL:
             values[key] = _check_type(file, prefix, key, value, bool)
