@@ -17,8 +17,10 @@ from archsim.units import MAX_COUNT, parse_quantity
 MAX_FILE_BYTES = 2**20  # 1 MiB: hardware/model/scenario files are a few KiB; larger is a mistake or an attack
 MAX_INT = MAX_COUNT  # largest integer a float holds exactly (archsim.units)
 MAX_DEPTH = 64  # nesting levels; real files use fewer than 10, and PyYAML's composer recurses per level
-# The depth pre-check only needs events: libyaml's C parser gives them fast where installed.
-_EVENT_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's C parser where PyYAML was built with it (yaml.CSafeLoader; ~15x faster than the pure-Python one, which
+# is the fallback): the event pre-check and the composer run in C, only the constructors (Python) build values.
+_C_LOADER = getattr(yaml, "CSafeLoader", None)
+_EVENT_LOADER = _C_LOADER or yaml.SafeLoader
 
 
 class _Missing:
@@ -29,15 +31,8 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects anchors/aliases (alias bombs, hidden sharing) and duplicate mapping keys."""
-
-    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML API
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "anchors and aliases (&name / *name) are not allowed", event.start_mark)
-        return super().compose_node(parent, index)
+class _StrictMappings:
+    """Constructor mix-in: a mapping with a duplicate key, a merge key (<<) or an unhashable key is an error."""
 
     def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML API
         seen: dict[Any, int] = {}
@@ -55,6 +50,27 @@ class StrictLoader(yaml.SafeLoader):
                     None, None, f"unhashable key {key!r}", key_node.start_mark) from None
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+
+
+class StrictLoader(_StrictMappings, yaml.SafeLoader):
+    """SafeLoader that rejects anchors/aliases (alias bombs, hidden sharing) and duplicate mapping keys (the
+    pure-Python loader, used where PyYAML has no libyaml; anchors are also refused by ``_check_events``)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML API
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _anchor_error(event)
+        return super().compose_node(parent, index)
+
+
+# libyaml's composer is C code that cannot be overridden: anchors and aliases are refused from the event stream
+# (``_check_events``) before it runs, so the C loader only needs the strict mappings
+_STRICT_LOADER = type("StrictCLoader", (_StrictMappings, _C_LOADER), {}) if _C_LOADER else StrictLoader
+
+
+def _anchor_error(event) -> yaml.constructor.ConstructorError:  # noqa: ANN001 - PyYAML event
+    return yaml.constructor.ConstructorError(
+        None, None, "anchors and aliases (&name / *name) are not allowed", event.start_mark)
 
 
 # parsed files by (real path, modification time, size): a planning tool that calls estimate() with paths in a loop
@@ -97,8 +113,8 @@ def _load_yaml_uncached(file: str) -> dict:
 def parse_yaml_text(text: str, file: str = "<input>") -> dict:
     """Parse YAML ``text`` (already read) strictly; ``file`` is used in messages."""
     try:
-        _check_depth(text, file)
-        loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        _check_events(text, file)
+        loaded = yaml.load(text, Loader=_STRICT_LOADER)  # noqa: S506 - a SafeLoader (C or Python) made stricter
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}" if mark is not None else None
@@ -108,7 +124,7 @@ def parse_yaml_text(text: str, file: str = "<input>") -> dict:
         raise ConfigError(file, where, "valid YAML", problem) from None
     except yaml.YAMLError as err:
         raise ConfigError(file, None, "valid YAML", " ".join(str(err).split())) from None
-    except RecursionError:  # not reached after _check_depth; kept so no RecursionError can escape
+    except RecursionError:  # not reached after _check_events; kept so no RecursionError can escape
         raise ConfigError(file, None, f"YAML nested at most {MAX_DEPTH} levels deep", "deeper nesting") from None
     if loaded is None:
         raise ConfigError(file, None, "a YAML mapping (key: value lines)", "an empty file")
@@ -117,10 +133,13 @@ def parse_yaml_text(text: str, file: str = "<input>") -> dict:
     return loaded
 
 
-def _check_depth(text: str, file: str) -> None:
-    """Reject deep nesting from the (iterative) event stream before the (recursive) composer sees it."""
+def _check_events(text: str, file: str) -> None:
+    """Reject deep nesting, anchors and aliases from the (iterative) event stream before the (recursive) composer
+    sees them (an alias bomb is refused at its first anchor, before anything is expanded)."""
     depth = 0
     for event in yaml.parse(text, Loader=_EVENT_LOADER):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _anchor_error(event)
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:

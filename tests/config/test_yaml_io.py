@@ -208,3 +208,54 @@ def test_a_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
     path.write_text("x: 22\n")  # a different size, and a later modification time
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
     assert yaml_io.load_yaml(path) == {"x": 22} and len(calls) == 2
+
+
+@pytest.fixture
+def pure_python_loader(monkeypatch):
+    """yaml_io as on a PyYAML built without libyaml: the pure-Python strict loader and event parser."""
+    import yaml
+
+    from archsim.config import yaml_io
+
+    monkeypatch.setattr(yaml_io, "_STRICT_LOADER", yaml_io.StrictLoader)
+    monkeypatch.setattr(yaml_io, "_EVENT_LOADER", yaml.SafeLoader)
+
+
+@pytest.mark.parametrize("text,fragment", BAD_FILES)
+def test_bad_files_without_libyaml(tmp_path, pure_python_loader, text, fragment):
+    """The pure-Python fallback refuses the same files with the same messages as the C loader."""
+    test_bad_files(tmp_path, text, fragment)
+
+
+def test_alias_bomb_is_rejected_without_libyaml(tmp_path, pure_python_loader):
+    test_alias_bomb_is_rejected_quickly(tmp_path)
+
+
+def test_the_c_loader_is_used_where_pyyaml_has_libyaml():
+    import yaml
+
+    from archsim.config import yaml_io
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML built without libyaml: the pure-Python loader is the only one")
+    assert issubclass(yaml_io._STRICT_LOADER, yaml.CSafeLoader) and yaml_io._EVENT_LOADER is yaml.CSafeLoader
+
+
+def test_shipped_files_read_the_same_with_both_loaders(monkeypatch):
+    """Every shipped hardware, workload, stack and validation YAML: the C loader's mapping equals the Python one's."""
+    import glob
+    import os
+
+    import yaml
+
+    from archsim.config import yaml_io
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    files = sorted(glob.glob(os.path.join(root, "*", "*.yaml")))
+    files = [f for f in files if os.path.basename(os.path.dirname(f)) in
+             ("hardware", "workloads", "stacks", "validation", "deployments")]
+    assert len(files) >= 20
+    fast = {f: yaml_io._load_yaml_uncached(f) for f in files}
+    monkeypatch.setattr(yaml_io, "_STRICT_LOADER", yaml_io.StrictLoader)
+    monkeypatch.setattr(yaml_io, "_EVENT_LOADER", yaml.SafeLoader)
+    assert {f: yaml_io._load_yaml_uncached(f) for f in files} == fast
