@@ -132,7 +132,8 @@ def _traffic_error(ex: Execution, sram: float, elem: float) -> float:
             a = r.attrs
             expect = flash_hbm_bytes(batch=a["batch"], q_len=a["q_len"], kv_len=a["kv_len"], heads_q=a["heads_q"],
                                      heads_kv=a["heads_kv"], d_qk=a["d_qk"], d_v=a["d_v"], elem_bytes=elem,
-                                     sram_bytes=sram, causal=a["causal"], shared_kv=a.get("shared_kv", False))
+                                     sram_bytes=sram, causal=a["causal"], shared_kv=a.get("shared_kv", False),
+                                     window=a.get("window"))
             worst = max(worst, abs(r.hbm_read_bytes + r.hbm_write_bytes - expect))
     if not compared:
         raise RuntimeError("no flash attention ran: the traffic check would be vacuous")

@@ -13,9 +13,14 @@ Families, by ``model_type`` (the modeling code each mapping follows is transform
   layer MoE; softmax top-k, always renormalised (MixtralSparseMoeBlock ``routing_weights /= sum``), no scaling.
 - ``deepseek_v2``, ``deepseek_v3``, ``kimi_k2`` (DeepSeek-V2/V3/R1, Kimi K2): MLA + DeepSeekMoE, the fields
   are archsim's already.
-Sliding-window attention (Qwen2/3 ``use_sliding_window: true``, a Mixtral ``sliding_window``, ``layer_types``
-with sliding layers) is not modelled: a ConfigError. gpt-oss (attention sinks, alternating sliding-window
-layers, biased experts) is not supported yet: a ConfigError that says so.
+- ``gpt_oss`` (gpt-oss-120b / -20b, GptOssForCausalLM): GQA with q/k/v/o biases (``attention_bias``), one
+  learned sink logit per head (``attention_sinks``), ``layer_types`` alternating sliding-window
+  (``sliding_window`` keys) and full attention; every layer MoE of ``num_local_experts`` experts of width
+  ``intermediate_size`` with gate_up/down biases (``expert_bias``) and the clamped SwiGLU (``swiglu_limit``,
+  alpha 1.702 in GptOssExperts: ``swiglu_alpha``); the router Linear has a bias (``router_bias``) and takes the
+  top-k logits then a softmax over them, which equals softmax, top-k, renormalise (``norm_topk_prob``).
+Sliding-window attention in the other families (Qwen2/3 ``use_sliding_window: true``, a Mixtral
+``sliding_window``, ``layer_types`` with sliding layers) is not mapped: a ConfigError.
 
 Keys that describe the computation but that archsim does not model (dropout, aux-loss coefficients, unused
 sliding-window fields, unknown keys) are listed in ONE ``UnmodelledFieldsWarning``; pure metadata (token ids,
@@ -93,7 +98,20 @@ def _mixtral_window(raw: Mapping[str, Any], file: str) -> tuple[str, ...]:
     return ("sliding_window",)
 
 
+def _gpt_oss_checked(raw: Mapping[str, Any], file: str) -> tuple[str, ...]:
+    """gpt-oss repeats two fields under other names (the original checkpoint's): ``experts_per_token`` must be
+    ``num_experts_per_tok`` and ``initial_context_length`` YaRN's ``original_max_position_embeddings``."""
+    pairs = (("experts_per_token", raw.get("num_experts_per_tok")),
+             ("initial_context_length", (raw.get("rope_scaling") or {}).get("original_max_position_embeddings")))
+    for key, expected in pairs:
+        if key in raw and raw[key] != expected:
+            raise ConfigError(file, key, f"{expected} (the same figure as the transformers field)", raw[key])
+    return tuple(key for key, _ in pairs)
+
+
 _SOFTMAX_TOPK = {"scoring_func": "softmax", "routed_scaling_factor": None, "topk_method": None}
+# transformers GptOssExperts: ``self.alpha = 1.702`` (a constant of the modeling code, no config key)
+GPT_OSS_SWIGLU_ALPHA = 1.702
 QWEN3_MOE_FIELDS = COMMON + ("attention_bias", "moe_intermediate_size", "num_experts_per_tok", "norm_topk_prob",
                              "decoder_sparse_step", "mlp_only_layers")
 FAMILIES: dict[str, Family] = {
@@ -113,15 +131,23 @@ FAMILIES: dict[str, Family] = {
                       renames={"num_local_experts": "n_routed_experts"},
                       implied={"norm_topk_prob": True, **_SOFTMAX_TOPK}, checked=_mixtral_window),
 }
+FAMILIES["gpt_oss"] = Family(
+    label="gpt-oss", fields=COMMON + ("num_experts_per_tok", "attention_bias", "sliding_window", "layer_types",
+                                      "swiglu_limit"),
+    required=GQA_REQUIRED + ("num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok",
+                             "swiglu_limit"),
+    renames={"num_local_experts": "n_routed_experts"},
+    implied={"norm_topk_prob": True, **_SOFTMAX_TOPK, "attention_sinks": True, "router_bias": True,
+             "expert_bias": True, "swiglu_alpha": GPT_OSS_SWIGLU_ALPHA},
+    checked=_gpt_oss_checked)
+# families whose layer_types may hold sliding_attention layers (the others are mapped as full attention only)
+SLIDING_FAMILIES = frozenset({"gpt_oss"})
 for _type in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
     FAMILIES[_type] = Family(label="DeepSeek-V2/V3 (MLA + MoE)", fields=DEEPSEEK_FIELDS,
                              required=GQA_REQUIRED + ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
                                                       "v_head_dim"))
 # Families seen in served checkpoints that archsim does not model yet, and why.
-NOT_MODELLED = {
-    "gpt_oss": "gpt-oss needs attention sinks, alternating sliding-window layers and biased MoE experts, "
-               "which archsim does not model yet",
-}
+NOT_MODELLED: dict[str, str] = {}
 
 
 def workload_from_hf_config(path: str) -> Workload:
@@ -185,7 +211,8 @@ def model_from_hf(raw: Mapping[str, Any], file: str) -> tuple[ModelConfig, dict[
         if raw.get(key) is None:
             raise ConfigError(file, key, f"a value ({family.label} config.json field archsim needs)", None)
     checked = family.checked(raw, file) if family.checked else ()
-    checked += _layer_types(raw, file)
+    if model_type not in SLIDING_FAMILIES:
+        checked += _layer_types(raw, file)
     mapped: dict[str, Any] = {"model_type": model_type}
     if "architectures" in raw:
         mapped["architectures"] = raw["architectures"]
@@ -198,7 +225,7 @@ def model_from_hf(raw: Mapping[str, Any], file: str) -> tuple[ModelConfig, dict[
         mapped[target] = raw[key]
     if "quantization_config" in raw:
         mapped["quantization_config"] = raw["quantization_config"]
-    if model_type == "mixtral":  # every Mixtral layer is MoE; an expert is the FFN of intermediate_size
+    if model_type in ("mixtral", "gpt_oss"):  # every layer MoE; an expert is the FFN of intermediate_size
         mapped["moe_intermediate_size"] = raw["intermediate_size"]
     if raw.get("mlp_bias", False) is not False:  # LlamaMLP(bias=mlp_bias): not modelled
         raise ConfigError(file, "mlp_bias", "false (MLP biases are not modelled)", raw["mlp_bias"])

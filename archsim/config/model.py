@@ -30,6 +30,7 @@ class RopeScaling:
     original_max_position_embeddings: int | None = None
     low_freq_factor: float | None = None
     high_freq_factor: float | None = None
+    truncate: bool | None = None  # gpt-oss YaRN: false keeps the correction range unrounded (frequencies only)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +83,18 @@ class ModelConfig:
     attention_bias: bool = False   # q, k, v and o_proj carry biases (transformers Llama/Qwen3 ``attention_bias``)
     qkv_bias: bool = False         # q, k, v carry biases, o_proj none (Qwen2Attention: bias=True on q/k/v only)
     use_qk_norm: bool = False      # RMSNorm over head_dim on each q and k head before RoPE (Qwen3Attention q_norm/k_norm)
+    # gpt-oss (transformers models/gpt_oss/modeling_gpt_oss.py). A layer whose layer_types entry is
+    # "sliding_attention" attends the last ``sliding_window`` keys (itself included) and caches at most that
+    # many; "full_attention" (and every layer when layer_types is empty) attends all of them.
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] = ()
+    attention_sinks: bool = False  # one learned logit per query head in the softmax denominator (GptOssAttention.sinks)
+    router_bias: bool = False      # the router gate Linear carries a bias [E] (GptOssTopKRouter.bias)
+    expert_bias: bool = False      # routed experts' gate_up [2I] and down [h] biases (GptOssExperts *_bias)
+    # clamped SwiGLU of gpt-oss (GptOssExperts._apply_gate): gate clamped above at swiglu_limit, up to
+    # [-limit, limit], out = (up + 1) * gate * sigmoid(swiglu_alpha * gate); None: plain silu(gate) * up
+    swiglu_limit: float | None = None
+    swiglu_alpha: float | None = None
     # positions, norms, misc
     max_position_embeddings: int | None = None
     rope_theta: float | None = None
@@ -151,6 +164,17 @@ class ModelConfig:
     def moe_layers(self) -> int:
         return self.moe_layers_in(0, self.num_hidden_layers)
 
+    def attention_window(self, layer: int) -> int | None:
+        """Keys a query of ``layer`` attends at most (its own included): ``sliding_window`` on a
+        "sliding_attention" layer, None (all of them) otherwise; MTP layers (past num_hidden_layers) are full."""
+        if layer < len(self.layer_types) and self.layer_types[layer] == SLIDING:
+            return self.sliding_window
+        return None
+
+    def sliding_layers_in(self, start: int, stop: int) -> int:
+        """How many of layers ``start .. stop-1`` attend a sliding window."""
+        return sum(1 for t in self.layer_types[start:stop] if t == SLIDING)
+
 
 # Size limits (a policy, not hardware data). The deepest shipped model is Llama-3.1-405B (126 layers,
 # workloads/llama3_405b.yaml) and the largest vocabulary Kimi K2's 163,840 (workloads/kimi_k2.yaml). The
@@ -158,6 +182,9 @@ class ModelConfig:
 # 10^15-token file gets a clear error at load instead of minutes of per-layer graph building (the graph
 # has one set of ops per layer). Both are tested in tests/test_bad_inputs.py; docs/limits.md lists them.
 MAX_HIDDEN_LAYERS = 2**12
+# layer_types values (transformers >= 4.56 ``layer_types``; gpt-oss alternates them)
+SLIDING, FULL = "sliding_attention", "full_attention"
+LAYER_TYPES = (FULL, SLIDING)
 MAX_VOCAB_SIZE = 2**24
 
 # The routing rules (accepted ``topk_method`` values, which carry e_score_correction_bias, group score,
@@ -173,7 +200,7 @@ IGNORED_HF_KEYS = frozenset({
     "_name_or_path", "auto_map", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype",
     "dtype", "transformers_version", "initializer_range", "use_cache", "ep_size", "pretraining_tp",
     "aux_loss_alpha", "seq_aux", "attention_dropout", "tokenizer_class", "output_router_logits",
-    "router_aux_loss_coef", "use_sliding_window", "sliding_window",
+    "router_aux_loss_coef", "use_sliding_window",
 })
 # Keys accepted only with the value that archsim models (an MLP bias would add parameters).
 FIXED_HF_KEYS = {"mlp_bias": False}
@@ -188,8 +215,9 @@ _INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
         "num_key_value_heads", "head_dim", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
         "qk_rope_head_dim", "v_head_dim", "moe_intermediate_size", "n_routed_experts",
         "n_shared_experts", "num_experts_per_tok", "first_k_dense_replace", "moe_layer_freq",
-        "n_group", "topk_group", "max_position_embeddings", "num_nextn_predict_layers", "decoder_sparse_step")
-_FLOAT = ("routed_scaling_factor", "rope_theta", "rms_norm_eps")
+        "n_group", "topk_group", "max_position_embeddings", "num_nextn_predict_layers", "decoder_sparse_step",
+        "sliding_window")
+_FLOAT = ("routed_scaling_factor", "rope_theta", "rms_norm_eps", "swiglu_limit", "swiglu_alpha")
 # The float fields' ranges (beyond finite, which _check_type enforces): the RMSNorm epsilon is added to the mean
 # square under a square root (x / sqrt(mean(x^2) + eps), transformers LlamaRMSNorm), so 0 or less can divide by
 # zero or take a negative root; RoPE's base theta is raised to fractional powers (theta ** (-2i/d)), so it must be
@@ -200,7 +228,8 @@ _FLOAT_RANGES = {"rms_norm_eps": "a number > 0", "rope_theta": "a number > 0",
                  "routed_scaling_factor": "a number > 0 (or null: a plain softmax top-k router)"}
 _ROPE_POSITIVE = ("factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor")
 _ROPE_NON_NEGATIVE = ("mscale", "mscale_all_dim")
-_BOOL = ("norm_topk_prob", "tie_word_embeddings", "attention_bias", "qkv_bias", "use_qk_norm")
+_BOOL = ("norm_topk_prob", "tie_word_embeddings", "attention_bias", "qkv_bias", "use_qk_norm", "attention_sinks",
+         "router_bias", "expert_bias")
 _STR = ("topk_method", "scoring_func", "hidden_act", "model_type")
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size")
 _ROPE_INT = ("original_max_position_embeddings",)
@@ -248,7 +277,7 @@ def _rope_scaling(raw: Any, file: str | None, path: str) -> RopeScaling | None:
     for key, value in raw.items():
         if key not in known:
             raise _unknown(file, path, key, known)
-        kind = int if key in _ROPE_INT else str if key in _ROPE_STR else float
+        kind = int if key in _ROPE_INT else str if key in _ROPE_STR else bool if key == "truncate" else float
         out[key] = _check_type(file, path, key, value, kind)
         if out[key] is not None and ((key in _ROPE_POSITIVE and out[key] <= 0)
                                      or (key in _ROPE_NON_NEGATIVE and out[key] < 0)):
@@ -290,6 +319,10 @@ def model_from_dict(data: Mapping[str, Any], file: str | None = None, path: str 
         elif key == "mlp_only_layers":
             if not isinstance(value, list) or not all(type(v) is int and v >= 0 for v in value):
                 raise ConfigError(file, prefix + key, "a list of layer indices", value)
+            values[key] = tuple(value)
+        elif key == "layer_types":
+            if not isinstance(value, list) or not all(v in LAYER_TYPES for v in value):
+                raise ConfigError(file, prefix + key, f"a list of {' or '.join(LAYER_TYPES)}, one per layer", value)
             values[key] = tuple(value)
         elif key == "architectures":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -360,10 +393,20 @@ def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> N
             need(m.topk_method is None and m.n_group == 1 and m.scoring_func == "softmax", "routed_scaling_factor",
                  "a number unless the router is plain softmax top-k (topk_method null, n_group 1)", None)
     need(m.hidden_act in ("silu", "swiglu"), "hidden_act", "silu (SwiGLU FFN)", m.hidden_act)
+    need(not m.layer_types or len(m.layer_types) == m.num_hidden_layers, "layer_types",
+         f"one entry per layer ({m.num_hidden_layers})", len(m.layer_types))
+    if SLIDING in m.layer_types:
+        need(bool(m.sliding_window), "sliding_window", "a positive integer (layer_types has sliding_attention "
+             "layers)", m.sliding_window)
+    for key in ("swiglu_limit", "swiglu_alpha"):
+        need(getattr(m, key) is None or getattr(m, key) > 0, key, "a positive number or null", getattr(m, key))
+    need((m.swiglu_limit is None) == (m.swiglu_alpha is None), "swiglu_alpha",
+         "set together with swiglu_limit (gpt-oss's clamped SwiGLU)", m.swiglu_alpha)
+    need(not (m.router_bias or m.expert_bias) or m.is_moe, "router_bias", "false on a dense model", True)
     need(not (m.attention_bias and m.qkv_bias), "qkv_bias", "false with attention_bias (which already biases "
          "q, k and v)", m.qkv_bias)
     if m.attention_kind == "mla":  # biases and QK-norm are modelled on the GQA projections only
-        for key in ("attention_bias", "qkv_bias", "use_qk_norm"):
+        for key in ("attention_bias", "qkv_bias", "use_qk_norm", "attention_sinks"):
             need(not getattr(m, key), key, "false with MLA attention (modelled for GQA attention only)", True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archsim.cost import gemm
+from archsim.attention_window import keys_read
 from archsim.cost.attention_traffic import flash_hbm_bytes, naive_hbm_bytes
 from archsim.cost.geometry import Geometry
 from archsim.errors import ConfigError
@@ -80,7 +81,8 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
     heads_q, heads_kv, d_qk, d_v = int(a["heads_q"]), int(a["heads_kv"]), int(a["d_qk"]), int(a["d_v"])
     elem = _attention_elem_bytes(op)
     kwargs = dict(batch=batch, q_len=q_len, kv_len=kv_len, heads_q=heads_q, heads_kv=heads_kv, d_qk=d_qk,
-                  d_v=d_v, elem_bytes=elem, sram_bytes=geom.sram_per_sm_bytes, causal=bool(a.get("causal", False)))
+                  d_v=d_v, elem_bytes=elem, sram_bytes=geom.sram_per_sm_bytes, causal=bool(a.get("causal", False)),
+                  window=a.get("window"))
     if attention == "naive":
         tiled = naive_hbm_bytes(**kwargs)
         return TiledTraffic(hbm=max(tiled, op.bytes), l2=tiled, shared=tiled)
@@ -88,7 +90,7 @@ def attention_traffic(op: Op, geom: Geometry, attention: str) -> TiledTraffic:
         tiled = flash_hbm_bytes(**kwargs, shared_kv=True)
         return TiledTraffic(hbm=op.bytes, l2=max(tiled, op.bytes), shared=tiled)
     tiled = flash_hbm_bytes(**kwargs)
-    kv_per_head = kv_len * (d_qk + d_v) * elem
+    kv_per_head = keys_read(q_len, kv_len, a.get("window")) * (d_qk + d_v) * elem
     # K and V of one head in L2: HBM sees Q, K, V and O once, the op's operand bytes
     hbm = op.bytes if kv_per_head <= geom.l2_bytes else max(tiled, op.bytes)
     return TiledTraffic(hbm=hbm, l2=tiled, shared=tiled)

@@ -209,7 +209,7 @@ class GraphBuilder:
         if fresh and form != "mla_absorbed":
             kv += (self.act("k", (batch * fresh, heads_kv, d_qk)), self.act("v", (batch * fresh, heads_kv, d_v)))
         if sinks:
-            extra_reads = tuple(extra_reads) + (self.weight((heads_q,), quantized=False),)
+            extra_reads = tuple(extra_reads) + (operand("sinks", (heads_q,), self.p.activations, "weight"),)
         op = Op(name=name, kind="attention", engine="matrix", compute_dtype=self.p.activations, flops=flops,
                 reads=(q,) + kv + tuple(extra_reads), writes=(self.act("o", (rows, heads_q, d_v), "output"),),
                 layer=layer, params=heads_q if sinks else 0,

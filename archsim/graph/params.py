@@ -32,13 +32,14 @@ def attention_params(m: ModelConfig) -> int:
     """Attention projections + their internal norms and biases of one layer.
 
     GQA: q [H*d, h], k and v [KV*d, h], o [h, H*d]; q/k/v biases (H*d + 2*KV*d) with ``qkv_bias`` (Qwen2) or
-    ``attention_bias`` (which adds the o_proj bias h too); Qwen3's q_norm and k_norm weights, d each."""
+    ``attention_bias`` (which adds the o_proj bias h too); Qwen3's q_norm and k_norm weights, d each; gpt-oss's
+    sinks, one logit per query head (GptOssAttention.sinks [H])."""
     h, H = m.hidden_size, m.num_attention_heads
     if m.attention_kind == "gqa":
         d, kv = m.gqa_head_dim, m.kv_heads
         weights = h * H * d + 2 * h * kv * d + H * d * h
         biases = (H * d + 2 * kv * d if m.qkv_bias or m.attention_bias else 0) + (h if m.attention_bias else 0)
-        return weights + biases + (2 * d if m.use_qk_norm else 0)
+        return weights + biases + (2 * d if m.use_qk_norm else 0) + (H if m.attention_sinks else 0)
     qk = m.qk_nope_head_dim + m.qk_rope_head_dim
     if m.q_lora_rank:
         q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * H * qk
@@ -50,8 +51,16 @@ def attention_params(m: ModelConfig) -> int:
 
 
 def _router_params(m: ModelConfig) -> int:
-    """Router gate [E, h] plus the noaux_tc score-correction bias [E] of one MoE layer."""
-    return m.n_routed_experts * m.hidden_size + (m.n_routed_experts if m.has_correction_bias else 0)
+    """Router gate [E, h] plus the noaux_tc score-correction bias [E] or gpt-oss's router bias [E] of one MoE
+    layer."""
+    bias = m.n_routed_experts if m.has_correction_bias or m.router_bias else 0
+    return m.n_routed_experts * m.hidden_size + bias
+
+
+def routed_expert_params(m: ModelConfig) -> int:
+    """One routed expert: gate, up [I, h] and down [h, I], plus gpt-oss's gate_up [2I] and down [h] biases."""
+    mi, h = m.moe_intermediate_size, m.hidden_size
+    return 3 * h * mi + (2 * mi + h if m.expert_bias else 0)
 
 
 def _layer_params(m: ModelConfig, layer: int) -> tuple[int, int]:
@@ -61,8 +70,8 @@ def _layer_params(m: ModelConfig, layer: int) -> tuple[int, int]:
     if not m.is_moe_layer(layer):
         dense = 3 * h * m.intermediate_size
         return base + dense, base + dense
-    expert = 3 * h * m.moe_intermediate_size
-    shared = (m.n_shared_experts or 0) * expert
+    expert = routed_expert_params(m)
+    shared = (m.n_shared_experts or 0) * 3 * h * m.moe_intermediate_size
     router = _router_params(m)
     total = base + router + shared + m.n_routed_experts * expert
     active = base + router + shared + m.num_experts_per_tok * expert
@@ -101,7 +110,7 @@ def _count_params(model: ModelConfig, mtp: bool) -> ParamCounts:
         extra = 3 * h + 2 * h * h  # enorm, hnorm, shared_head.norm; eh_proj [h, 2h]
         mtp_total += extra + t
         mtp_active += extra + a
-    expert = 3 * h * m.moe_intermediate_size if m.is_moe else 0
+    expert = routed_expert_params(m) if m.is_moe else 0
     moe_layer = next((i for i in range(m.num_hidden_layers) if m.is_moe_layer(i)), None)
     dense_layer = next((i for i in range(m.num_hidden_layers) if not m.is_moe_layer(i)), None)
     attn = attention_params(m)
@@ -112,7 +121,7 @@ def _count_params(model: ModelConfig, mtp: bool) -> ParamCounts:
         dense_mlp_per_layer=3 * h * m.intermediate_size if dense_layer is not None else 0,
         moe_per_layer=_layer_params(m, moe_layer)[0] - attn - 2 * h if moe_layer is not None else 0,
         routed_expert=expert,
-        shared_experts_per_layer=(m.n_shared_experts or 0) * expert,
+        shared_experts_per_layer=(m.n_shared_experts or 0) * 3 * h * (m.moe_intermediate_size or 0),
         router_per_layer=_router_params(m) if m.is_moe else 0,
         norms=h + 2 * h * m.num_hidden_layers,
         mtp=mtp_total, mtp_active=mtp_active)

@@ -19,6 +19,7 @@ GQA_HEAD_DIM = 8
 EXPERT_DIVISOR = 16              # DeepSeek-V3 256 -> 16 experts, Kimi K2 384 -> 24
 EXPERTS_MIN, EXPERTS_MAX = 8, 32
 TOPK_DIVISOR = 4                 # 8 active -> 2
+SLIDING_WINDOW = 8               # below the --small prompt (33 tokens), so the window masks and skips tiles
 MOE_LAYERS = 2
 MAX_LAYERS = 4
 
@@ -41,6 +42,8 @@ def small_variant(model: ModelConfig) -> ModelConfig:
       same fraction of groups is eligible; no grouping stays no grouping;
     - routing function (sigmoid/softmax, noaux_tc bias, norm_topk_prob, routed_scaling_factor),
       RoPE (theta, scaling), norm eps, activation and tied embeddings are copied unchanged;
+    - sliding-window layers (gpt-oss): layer_types are the full model's first layers' types, the window
+      min(full, 8) so that the tiny prompt runs past it; sinks and biases are kept;
       the checkpoint quantization_config is dropped (the tiny model runs in float).
     """
     fields: dict = {"hidden_size": HIDDEN, "vocab_size": VOCAB, "intermediate_size": DENSE_WIDTH,
@@ -48,6 +51,11 @@ def small_variant(model: ModelConfig) -> ModelConfig:
                     "model_type": f"{model.model_type or 'model'}_small"}
     fields.update(_attention(model))
     fields.update(_depth_and_experts(model))
+    if model.layer_types:
+        layers = fields.get("num_hidden_layers", model.num_hidden_layers)
+        fields["layer_types"] = model.layer_types[:layers]
+        if model.sliding_window:
+            fields["sliding_window"] = min(model.sliding_window, SLIDING_WINDOW)
     small = replace(model, **fields)
     validate_model(small, None, "small")
     return small

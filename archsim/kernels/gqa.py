@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from archsim.attention_window import keys_read
 from archsim.kernels.attention import SequenceCache, cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
@@ -28,12 +29,14 @@ class KVCache(SequenceCache):
 
 def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int, head_dim: int,
         cos: np.ndarray, sin: np.ndarray, scale: float, cache: KVCache | None = None,
-        attend: Callable = naive_attention, eps: float | None = None,
+        attend: Callable = naive_attention, eps: float | None = None, window: int | None = None,
         site: Site | None = None) -> tuple[np.ndarray, KVCache]:
     """Attention block over x [b, s, hidden]; with ``cache`` the queries also attend the cached prefix.
 
-    Optional entries of ``w``: ``{q,k,v,o}_proj.bias`` (Qwen2 biases q/k/v, ``attention_bias`` all four) and
-    ``q_norm`` / ``k_norm`` [d] (Qwen3: RMSNorm of each head before RoPE, with ``eps``)."""
+    Optional entries of ``w``: ``{q,k,v,o}_proj.bias`` (Qwen2 biases q/k/v, ``attention_bias`` all four),
+    ``q_norm`` / ``k_norm`` [d] (Qwen3: RMSNorm of each head before RoPE, with ``eps``) and ``sinks`` [H]
+    (gpt-oss: one softmax logit per head). ``window``: a sliding-window layer attends the last ``window`` keys;
+    the cache keeps every key (the kernels read only the window's), as the graph counts reads."""
     b, s, _ = x.shape
     q = linear(x, w["q_proj"], bias=w.get("q_proj.bias"),
                site=sub_site(site, "q_proj")).reshape(b, s, heads, head_dim)                       # [b, s, H, d]
@@ -50,9 +53,10 @@ def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int
     from_cache = cache is not None
     cache = KVCache.extend(cache, k, v)
     n_kv = cache.k.shape[1]
-    operands = cache_operand((b, n_kv, kv_heads, 2 * head_dim)) if from_cache else None
+    operands = cache_operand((b, keys_read(s, n_kv, window), kv_heads, 2 * head_dim)) if from_cache else None
+    extra = {} if window is None and "sinks" not in w else {"window": window, "sinks": w.get("sinks")}
     o = attend(q, cache.k, cache.v, scale=scale, causal=True, kv_operands=operands,
-               site=sub_site(site, "attn_core"))                                                  # [b, s, H, d]
+               site=sub_site(site, "attn_core"), **extra)                                        # [b, s, H, d]
     out = linear(o.reshape(b, s, heads * head_dim), w["o_proj"], bias=w.get("o_proj.bias"),
                  site=sub_site(site, "o_proj"))                                                      # [b, s, hidden]
     return out, cache

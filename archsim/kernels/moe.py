@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from archsim.kernels.activations import swiglu
+from archsim.kernels.activations import swiglu, swiglu_clamped
 from archsim.kernels.counting import Site, sub_site
 from archsim.kernels.gemm import linear
 from archsim.kernels.router import expert_counts, moe_router
@@ -25,15 +25,20 @@ def mlp(x: np.ndarray, w: Mapping[str, np.ndarray], *, site: Site | None = None)
     return linear(a, w["down_proj"], site=sub_site(site, "down_proj"))           # [..., h]
 
 
-def _grouped(xs: list[np.ndarray], w: np.ndarray, used: np.ndarray, site: Site | None) -> list[np.ndarray]:
-    """One GEMM per expert with tokens: xs[g] [m_g, k] @ w[g].T -> [m_g, n]; counted as grouped_gemm."""
+def _grouped(xs: list[np.ndarray], w: np.ndarray, used: np.ndarray, site: Site | None,
+             bias: np.ndarray | None = None) -> list[np.ndarray]:
+    """One GEMM per expert with tokens: xs[g] [m_g, k] @ w[g].T (+ bias[g]) -> [m_g, n]; counted as grouped_gemm
+    (a bias [E, n], gpt-oss: + n FLOPs per row, the used experts' bias rows read)."""
     ys = [x @ w[g].T for g, x in zip(used, xs)]                              # [m_g, n] each
+    if bias is not None:
+        ys = [y + bias[g] for g, y in zip(used, ys)]                          # [m_g, n] each
     if site is not None:
         _, n, k = w.shape
         ms = [x.shape[0] for x in xs]
         total = sum(ms)
-        site.record(kind="grouped_gemm", flops=sum(2 * m * n * k for m in ms),
-                    reads=[("x", (total, k), "activation"), ("weight", (len(used), n, k), "weight")],
+        extra = [("bias", (len(used), n), "weight")] if bias is not None else []
+        site.record(kind="grouped_gemm", flops=sum(2 * m * n * k for m in ms) + (total * n if bias is not None else 0),
+                    reads=[("x", (total, k), "activation"), ("weight", (len(used), n, k), "weight")] + extra,
                     writes=[("y", (total, n), "activation")],
                     groups=len(used), n=n, k=k, tokens_total=total, tokens_max=max(ms, default=0))
     return ys
@@ -56,28 +61,34 @@ def dispatch(indices: np.ndarray, n_experts: int) -> Dispatch:
     return Dispatch(counts=counts, used=used, rows=tuple(np.nonzero(indices == g) for g in used))
 
 
-def experts_gate_up(x: np.ndarray, d: Dispatch, w_gate_up: np.ndarray, *,
+def experts_gate_up(x: np.ndarray, d: Dispatch, w_gate_up: np.ndarray, *, bias: np.ndarray | None = None,
                     site: Site | None = None) -> list[np.ndarray]:
-    """Fused gate+up grouped GEMM: per used expert [m_g, h] @ [2I, h].T -> [m_g, 2I]."""
-    return _grouped([x[tok] for tok, _ in d.rows], w_gate_up, d.used, site)
+    """Fused gate+up grouped GEMM: per used expert [m_g, h] @ [2I, h].T (+ bias [2I]) -> [m_g, 2I]."""
+    return _grouped([x[tok] for tok, _ in d.rows], w_gate_up, d.used, site, bias)
 
 
-def experts_act(gate_up: list[np.ndarray], *, site: Site | None = None) -> list[np.ndarray]:
-    """SwiGLU on each expert's [m_g, 2I] (gate half, up half) -> [m_g, I]."""
+def experts_act(gate_up: list[np.ndarray], *, clamp: tuple[float, float] | None = None,
+                site: Site | None = None) -> list[np.ndarray]:
+    """SwiGLU on each expert's [m_g, 2I] (gate half, up half) -> [m_g, I]; ``clamp`` (limit, alpha): gpt-oss's
+    clamped variant (``swiglu_clamped``, 7 FLOPs per element instead of 5)."""
     inter = gate_up[0].shape[1] // 2 if gate_up else 0
-    acts = [swiglu(gu[:, :inter], gu[:, inter:]) for gu in gate_up]           # [m_g, I] each
+    if clamp is None:
+        acts = [swiglu(gu[:, :inter], gu[:, inter:]) for gu in gate_up]       # [m_g, I] each
+    else:
+        acts = [swiglu_clamped(gu[:, :inter], gu[:, inter:], limit=clamp[0], alpha=clamp[1])
+                for gu in gate_up]                                            # [m_g, I] each
     if site is not None:
         routed = sum(a.shape[0] for a in acts)
-        site.record(kind="elementwise", flops=5 * routed * inter,
+        site.record(kind="elementwise", flops=(5 if clamp is None else 7) * routed * inter,
                     reads=[("gate", (routed, inter), "activation"), ("up", (routed, inter), "activation")],
                     writes=[("y", (routed, inter), "activation")], elements=routed * inter)
     return acts
 
 
-def experts_down(acts: list[np.ndarray], d: Dispatch, w_down: np.ndarray, *,
+def experts_down(acts: list[np.ndarray], d: Dispatch, w_down: np.ndarray, *, bias: np.ndarray | None = None,
                  site: Site | None = None) -> list[np.ndarray]:
-    """Down grouped GEMM: per used expert [m_g, I] @ [h, I].T -> [m_g, h]."""
-    return _grouped(acts, w_down, d.used, site)
+    """Down grouped GEMM: per used expert [m_g, I] @ [h, I].T (+ bias [h]) -> [m_g, h]."""
+    return _grouped(acts, w_down, d.used, site, bias)
 
 
 def combine(outs: list[np.ndarray], d: Dispatch, weights: np.ndarray, shared: np.ndarray | None, *,
@@ -100,18 +111,21 @@ def combine(outs: list[np.ndarray], d: Dispatch, weights: np.ndarray, shared: np
 
 
 def routed_experts(x: np.ndarray, indices: np.ndarray, weights: np.ndarray, w: Mapping[str, np.ndarray],
-                   base: np.ndarray | None, *, site: Site | None = None,
-                   combine_site: Site | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   base: np.ndarray | None, *, site: Site | None = None, combine_site: Site | None = None,
+                   clamp: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """base + sum_k weights[t, k] * expert_{indices[t, k]}(x[t]); returns (y [T, h], counts [E]).
 
     x [T, h]; w holds stacked ``gate_up_proj`` [E, 2I, h] (gate rows then up rows, one fused GEMM as
     inference kernels run it) and ``down_proj`` [E, h, I]; ``base`` is the shared-expert output (or
-    None). Only experts that received tokens run, and only their weights count as read.
+    None). Only experts that received tokens run, and only their weights count as read. Optional
+    ``gate_up_proj_bias`` [E, 2I] and ``down_proj_bias`` [E, h] (gpt-oss) and ``clamp`` (its clamped SwiGLU).
     """
     d = dispatch(indices, w["gate_up_proj"].shape[0])
-    gus = experts_gate_up(x, d, w["gate_up_proj"], site=sub_site(site, "gate_up"))   # [m_g, 2I] each
-    acts = experts_act(gus, site=sub_site(site, "act"))                               # [m_g, I] each
-    outs = experts_down(acts, d, w["down_proj"], site=sub_site(site, "down"))        # [m_g, h] each
+    gus = experts_gate_up(x, d, w["gate_up_proj"], bias=w.get("gate_up_proj_bias"),
+                          site=sub_site(site, "gate_up"))                                    # [m_g, 2I] each
+    acts = experts_act(gus, clamp=clamp, site=sub_site(site, "act"))                          # [m_g, I] each
+    outs = experts_down(acts, d, w["down_proj"], bias=w.get("down_proj_bias"),
+                        site=sub_site(site, "down"))                                         # [m_g, h] each
     y = combine(outs, d, weights, base, hidden=x.shape[1], site=combine_site)        # [T, h]
     return y, d.counts
 
@@ -127,7 +141,7 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
     """
     shape = x.shape
     xt = x.reshape(-1, shape[-1])                                            # [T, h]
-    logits = linear(xt, w["gate"], site=sub_site(site, "gate"))                  # [T, E]
+    logits = linear(xt, w["gate"], bias=w.get("gate_bias"), site=sub_site(site, "gate"))  # [T, E]
     weights, idx = moe_router(
         logits, bias, top_k=cfg.num_experts_per_tok, topk_method=getattr(cfg, "topk_method", None),
         scoring_func=getattr(cfg, "scoring_func", None) or "sigmoid", n_group=getattr(cfg, "n_group", 1) or 1,
@@ -138,8 +152,14 @@ def moe(x: np.ndarray, w: Mapping[str, object], cfg: object, *, bias: np.ndarray
     else:
         base = None
     y, counts = routed_experts(xt, idx, weights, w["experts"], base, site=sub_site(site, "experts"),
-                               combine_site=sub_site(site, "combine"))                         # [T, h]
+                               combine_site=sub_site(site, "combine"), clamp=swiglu_clamp(cfg))  # [T, h]
     return y.reshape(shape), counts
+
+
+def swiglu_clamp(cfg: object) -> tuple[float, float] | None:
+    """(swiglu_limit, swiglu_alpha) of a gpt-oss config, None for the plain SwiGLU."""
+    limit = getattr(cfg, "swiglu_limit", None)
+    return None if limit is None else (float(limit), float(getattr(cfg, "swiglu_alpha")))
 
 
 def _scaling(cfg: object) -> float | None:

@@ -17,17 +17,18 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from archsim.attention_window import first_key, keys_read
 from archsim.kernels.activations import residual_add, swiglu
 from archsim.kernels.attention import cache_operand, naive_attention, record_cache_write
 from archsim.kernels.counting import Counter, Site
 from archsim.kernels.gemm import linear, per_head
 from archsim.kernels.gqa import KVCache
 from archsim.kernels.mla import MLACache
-from archsim.kernels.moe import combine, dispatch, experts_act, experts_down, experts_gate_up
+from archsim.kernels.moe import combine, dispatch, experts_act, experts_down, experts_gate_up, swiglu_clamp
 from archsim.kernels.norm import rmsnorm
 from archsim.kernels.rope import apply_rope
 from archsim.kernels.router import moe_router
-from archsim.kernels.tiny import DecodeState, TinyDeepSeek, embedding, is_moe_layer
+from archsim.kernels.tiny import DecodeState, TinyDeepSeek, embedding, is_moe_layer, layer_window
 
 
 class NodeRunner:
@@ -184,6 +185,9 @@ class NodeRunner:
             return cache
         site = self._site(p + "self_attn.attn_core")
         q = self.env[p + "self_attn.rope_q"]                                                     # [b, s, H, d]
+        window = layer_window(m.cfg, i)
+        extra = {} if window is None and not self._has(p + "self_attn.sinks") else \
+            {"window": window, "sinks": self.m.weights.get(p + "self_attn.sinks")}
         if self.phase == "prefill":  # this step's K/V fresh, a cached prefix's from the cache
             k, v = self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"]        # [b, s, H_kv, d]
             operands = None
@@ -191,14 +195,17 @@ class NodeRunner:
                 cache = self.state.caches[i]
                 k = np.concatenate([cache.k[:, :self.past], k], axis=1)                     # [b, L, H_kv, d]
                 v = np.concatenate([cache.v[:, :self.past], v], axis=1)                     # [b, L, H_kv, d]
-                operands = cache_operand((self.b, self.past, m.kv_heads, 2 * m.head_dim)) + [
+                # a sliding window reads only the prefix keys it reaches
+                cached = self.past - first_key(self.s, self.past + self.s, window)
+                operands = cache_operand((self.b, cached, m.kv_heads, 2 * m.head_dim)) + [
                     ("k", (self.b * self.s, m.kv_heads, m.head_dim), "activation"),
                     ("v", (self.b * self.s, m.kv_heads, m.head_dim), "activation")]
-            return self.attend(q, k, v, scale=m.scale, causal=True, site=site, kv_operands=operands)
+            return self.attend(q, k, v, scale=m.scale, causal=True, site=site, kv_operands=operands, **extra)
         cache = self.env[p + "self_attn.kv_cache_update"]
-        n_kv = cache.k.shape[1]
+        n_kv = keys_read(self.s, cache.k.shape[1], window)  # a sliding window reads its last keys only
         return self.attend(q, cache.k, cache.v, scale=m.scale, causal=True, site=site,
-                           kv_operands=cache_operand((self.b, n_kv, m.kv_heads, 2 * m.head_dim)))  # [b, s, H, d]
+                           kv_operands=cache_operand((self.b, n_kv, m.kv_heads, 2 * m.head_dim)),
+                           **extra)                                                              # [b, s, H, d]
 
     # -- node kernels ------------------------------------------------------------------------------
     def _embed_tokens(self) -> np.ndarray:
@@ -329,15 +336,22 @@ class NodeRunner:
         x = self.env[p + "post_attention_layernorm"]
         _, d = self.env[p + "mlp.router"]
         return experts_gate_up(x.reshape(-1, x.shape[-1]), d, self._w(p + "mlp.experts.gate_up_proj"),
+                               bias=self._bias(p + "mlp.experts.gate_up_proj_bias"),
                                site=self._site(p + "mlp.experts.gate_up"))
 
     def _experts_act(self, i: int, p: str) -> list[np.ndarray]:
-        return experts_act(self.env[p + "mlp.experts.gate_up"], site=self._site(p + "mlp.experts.act"))
+        return experts_act(self.env[p + "mlp.experts.gate_up"], clamp=swiglu_clamp(self.m.cfg),
+                           site=self._site(p + "mlp.experts.act"))
 
     def _experts_down(self, i: int, p: str) -> list[np.ndarray]:
         _, d = self.env[p + "mlp.router"]
         return experts_down(self.env[p + "mlp.experts.act"], d, self._w(p + "mlp.experts.down_proj"),
+                            bias=self._bias(p + "mlp.experts.down_proj_bias"),
                             site=self._site(p + "mlp.experts.down"))
+
+    def _bias(self, key: str) -> np.ndarray | None:
+        """An optional bias tensor (gpt-oss experts), None when the model has none."""
+        return self._w(key) if self._has(key) else None
 
     def _combine(self, i: int, p: str) -> np.ndarray:
         weights, d = self.env[p + "mlp.router"]

@@ -52,6 +52,14 @@ def is_moe_layer(cfg: object, i: int) -> bool:
             and (i + 1) % (c.decoder_sparse_step or 1) == 0 and i not in (c.mlp_only_layers or ()))
 
 
+def layer_window(cfg: object, i: int) -> int | None:
+    """The sliding window of layer i (``sliding_window`` where ``layer_types[i]`` is sliding_attention, gpt-oss),
+    None for full attention: ModelConfig.attention_window's rule for any object with those field names."""
+    c = _Cfg(cfg)
+    kinds = c.layer_types or ()
+    return c.sliding_window if i < len(kinds) and kinds[i] == "sliding_attention" else None
+
+
 @dataclass(kw_only=True)
 class DecodeState:
     """KV caches per layer (compressed latent + rope key) and the next position."""
@@ -144,13 +152,15 @@ class TinyDeepSeek:
         else:
             a, cache = gqa(x, _prefixed(w, f"{p}.self_attn."), heads=self.cfg.num_attention_heads,
                            kv_heads=self.kv_heads, head_dim=self.head_dim, cos=cos, sin=sin, scale=self.scale,
-                           cache=cache, attend=attend, eps=self.eps, site=site(f"{p}.self_attn"))  # [b, s, hidden]
+                           cache=cache, attend=attend, eps=self.eps, window=layer_window(self.cfg, i),
+                           site=site(f"{p}.self_attn"))                                          # [b, s, hidden]
         h = residual_add(h, a, site=site(f"{p}.residual_attn"))                                # [b, s, hidden]
         x = rmsnorm(h, w[f"{p}.post_attention_layernorm"], self.eps,
                     site=site(f"{p}.post_attention_layernorm"))                                # [b, s, hidden]
         counts = None
         if is_moe_layer(self.cfg, i):
-            mw = {"gate": w[f"{p}.mlp.gate.weight"], "experts": _prefixed(w, f"{p}.mlp.experts."),
+            mw = {"gate": w[f"{p}.mlp.gate.weight"], "gate_bias": w.get(f"{p}.mlp.gate.bias"),
+                  "experts": _prefixed(w, f"{p}.mlp.experts."),
                   "shared_experts": _prefixed(w, f"{p}.mlp.shared_experts.") or None}
             f, counts = moe(x, mw, self.cfg, bias=self.bias[i], site=site(f"{p}.mlp"))         # [b, s, hidden]
         else:
@@ -249,6 +259,8 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
             if cfg.use_qk_norm:  # Qwen3: one RMSNorm weight of head_dim for q, one for k
                 norm(f"{a}.q_norm", hd)
                 norm(f"{a}.k_norm", hd)
+            if cfg.attention_sinks:  # gpt-oss: one softmax logit per query head
+                w[f"{a}.sinks"] = (0.5 * rng.standard_normal(h)).astype(dtype)
         elif cfg.q_lora_rank:
             mat(f"{a}.q_a_proj.weight", cfg.q_lora_rank, hid)
             norm(f"{a}.q_a_layernorm", cfg.q_lora_rank)
@@ -265,8 +277,13 @@ def init_weights(cfg: _Cfg, rng: np.random.Generator, dtype: type) -> dict[str, 
             mat(f"{p}.mlp.gate.weight", e, hid)
             if uses_correction_bias(cfg.topk_method):  # a parameter only under noaux_tc routing
                 w[f"{p}.mlp.gate.e_score_correction_bias"] = (0.01 * rng.standard_normal(e)).astype(dtype)
+            if cfg.router_bias:  # gpt-oss: the router Linear's bias
+                w[f"{p}.mlp.gate.bias"] = (0.1 * rng.standard_normal(e)).astype(dtype)
             mat(f"{p}.mlp.experts.gate_up_proj", 2 * inter, hid, (e,))  # gate rows, then up rows
             mat(f"{p}.mlp.experts.down_proj", hid, inter, (e,))
+            if cfg.expert_bias:  # gpt-oss: gate_up_proj_bias [E, 2I], down_proj_bias [E, h]
+                w[f"{p}.mlp.experts.gate_up_proj_bias"] = (0.1 * rng.standard_normal((e, 2 * inter))).astype(dtype)
+                w[f"{p}.mlp.experts.down_proj_bias"] = (0.1 * rng.standard_normal((e, hid))).astype(dtype)
             if cfg.n_shared_experts:
                 width = cfg.n_shared_experts * inter
                 for proj, (o, i_) in {"gate_proj": (width, hid), "up_proj": (width, hid),

@@ -8,6 +8,7 @@ from typing import Mapping
 
 from archsim.config.model import ModelConfig
 from archsim.dtypes import BITS_PER_BYTE, DType
+from archsim.attention_window import cached_keys
 from archsim.graph.params import ParamCounts, attention_params, count_params, kv_elements_per_token_per_layer
 from archsim.graph.precision import Precision
 from archsim.mapping.parallelism import Parallelism
@@ -132,11 +133,15 @@ def kv_cache_bytes(model: ModelConfig, par: Parallelism, precision: Precision, *
     """KV cache of one device: its replica's sequences (batch / dp), its share of the context (/ cp),
     its stage's layers. MLA's latent is replicated over TP ranks; GQA's kv heads split ``tp`` ways."""
     seqs = ceil(batch / par.dp)
-    layers = len(stage_range(model, par.pp, stage))
+    layers = stage_range(model, par.pp, stage)
     per_token_layer = kv_elements_per_token_per_layer(model) * precision.kv_cache.bytes
     if model.attention_kind != "mla":
         per_token_layer /= par.tp
-    return seqs * ceil(context / par.cp) * layers * per_token_layer
+    tokens = ceil(context / par.cp)
+    if not model.layer_types:
+        return seqs * tokens * len(layers) * per_token_layer
+    # a sliding-window layer (gpt-oss) caches at most its window's keys (archsim.attention_window.cached_keys)
+    return seqs * per_token_layer * sum(cached_keys(tokens, model.attention_window(i)) for i in layers)
 
 
 def memory_per_device(model: ModelConfig, par: Parallelism, precision: Precision, *, capacity_bytes: float,

@@ -199,7 +199,12 @@ def test_bad_json_is_a_config_error(tmp_path, text, where):
     ("Mixtral-8x7B-v0.1", {"sliding_window": 4096}, "sliding_window"),
     ("Qwen3-8B", {"layer_types": ["sliding_attention"] * 36}, "layer_types"),
     ("Llama-3.1-8B", {"mlp_bias": True}, "mlp_bias"),
-    ("Llama-3.1-8B", {"model_type": "gpt_oss"}, "model_type"),           # listed as left out, with why
+    ("gpt-oss-20b", {"experts_per_token": 2}, "experts_per_token"),      # must repeat num_experts_per_tok
+    ("gpt-oss-20b", {"initial_context_length": 8192}, "initial_context_length"),  # YaRN's original length
+    ("gpt-oss-20b", {"layer_types": ["full_attention"] * 23}, "layer_types"),     # one per layer
+    ("gpt-oss-20b", {"layer_types": ["local"] * 24}, "layer_types"),
+    ("gpt-oss-20b", {"sliding_window": None}, "sliding_window"),         # sliding layers need a window
+    ("gpt-oss-20b", {"swiglu_limit": -1.0}, "swiglu_limit"),
     ("Llama-3.1-8B", {"model_type": "falcon"}, "model_type"),
     ("Qwen3-30B-A3B", {"num_experts": "128"}, "num_experts"),             # the file's name, not archsim's
     ("Qwen3-30B-A3B", {"mlp_only_layers": [48]}, "mlp_only_layers"),
@@ -271,7 +276,8 @@ def test_estimate_projects_a_config_json(name):
 def test_docs_models_table_is_the_count():
     """docs/models.md quotes the exact counts: each row equals count_params of the shipped config."""
     folders = {"Qwen2.5-7B": "Qwen2.5-7B", "Qwen3-8B": "Qwen3-8B", "Qwen3-30B-A3B": "Qwen3-30B-A3B",
-               "Qwen3-235B-A22B": "Qwen3-235B-A22B", "Mixtral-8x7B": "Mixtral-8x7B-v0.1", "DeepSeek-V3": "DeepSeek-V3"}
+               "Qwen3-235B-A22B": "Qwen3-235B-A22B", "Mixtral-8x7B": "Mixtral-8x7B-v0.1", "DeepSeek-V3": "DeepSeek-V3",
+               "gpt-oss-120b": "gpt-oss-120b", "gpt-oss-20b": "gpt-oss-20b"}
     with open(os.path.join(ROOT, "docs", "models.md")) as f:
         rows = [line.split("|")[1:-1] for line in f if line.startswith("| ") and line.split("|")[1].strip() in folders]
     assert len(rows) == len(folders)
