@@ -2,8 +2,9 @@
 
 Each subcommand lives in its own module under ``archsim.cli`` (found automatically; modules whose
 name starts with ``_`` are helpers) and exposes ``add_parser(subparsers)``, which registers the
-subcommand and sets ``handler=run`` where ``run(args) -> int`` does the work. Subcommand modules import
-heavy dependencies inside ``run`` so that ``archsim --help`` stays fast.
+subcommand (named as its module) and sets ``handler=run`` where ``run(args) -> int`` does the work. Subcommand
+modules import heavy dependencies inside ``run`` so that ``archsim --help`` stays fast, and ``main`` registers only
+the subcommand the command line names (``archsim run ...`` imports no other subcommand's module).
 Every ConfigError is printed as one line on stderr with exit status 2; no traceback reaches the user.
 """
 from __future__ import annotations
@@ -59,11 +60,12 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``archsim`` parser with every subcommand, or only the modules in ``commands`` (full module names)."""
     parser = _Parser(prog="archsim", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_Version, help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in _command_modules():
+    for module in _command_modules() if commands is None else commands:
         importlib.import_module(module).add_parser(sub)
     _describe_bare_flags(parser)
     return parser
@@ -85,11 +87,23 @@ def _warn(message, category, filename, lineno, file=None, line=None) -> None:  #
     print(f"archsim: warning: {message}", file=sys.stderr)
 
 
+def _commands_needed(argv: list[str]) -> list[str] | None:
+    """The subcommand modules a command line needs: the one it names first (``run ...``), none for ``--version``
+    (its action exits before a subcommand is asked for), or every one (None) for help, errors and anything else,
+    so those list all subcommands. Cold start: importing every subcommand module costs ~0.1 s."""
+    if not argv:
+        return None
+    if argv[0] == "--version":
+        return []
+    name = f"{__name__}.{argv[0]}"
+    return [name] if not argv[0].startswith(("_", "-")) and name in _command_modules() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.showwarning = _warn
-    parser = build_parser()
+    parser = build_parser(_commands_needed(sys.argv[1:] if argv is None else [*argv]))  # not list(): archsim.cli.list shadows it
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
