@@ -121,6 +121,64 @@ def deployment_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+# --format: one grammar for every command that prints results
+FORMATS = ("table", "json", "csv")
+FORMAT_HELP = ("table: aligned text for people; json: one object; csv: one header row (SI or unit-suffixed column "
+               "names, e.g. tpot_s) and one row per {record}")
+# earlier spellings of the table format (kernel, validate and calibrate printed "text"), still accepted
+_FORMAT_ALIASES = {"text": "table"}
+
+
+def _format_name(text: str) -> str:
+    return _FORMAT_ALIASES.get(text, text)
+
+
+def add_format_arg(p: argparse.ArgumentParser, record: str, extra: tuple[str, ...] = (), note: str = "") -> None:
+    """``--format table|json|csv`` (plus a command's ``extra`` formats); ``record`` names what one CSV row is."""
+    p.add_argument("--format", type=_format_name, choices=FORMATS + extra, default="table",
+                   help=FORMAT_HELP.format(record=record) + note)
+
+
+def finite(value):
+    """``value`` with NaN and infinities replaced by None, in nested dicts and lists (JSON has no NaN or inf)."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def print_json(data, *, indent: int | None = None) -> None:
+    """One JSON document on stdout (NaN or inf, which JSON lacks, are an error: callers pass ``finite(data)``)."""
+    import json
+
+    json.dump(data, sys.stdout, indent=indent, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def _csv_cell(value):
+    """A CSV cell: None and NaN empty (nothing to report), other values as Python writes them (full precision)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return value
+
+
+def write_csv(rows, columns, file=None) -> None:
+    """Rows (mappings) as CSV with one header row of ``columns``, through the csv module (quoting commas, quotes and
+    newlines); keys outside ``columns`` are left out, missing ones are empty cells."""
+    import csv
+
+    writer = csv.DictWriter(file or sys.stdout, fieldnames=list(columns), restval="", extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+
+
 def progress_bar(label: str, unit: str, enabled: bool | None = None) -> Callable[[float, float], None] | None:
     """A ``show(done, total)`` that redraws one stderr line, or None when stderr is not a terminal
     (pipes and CI logs stay clean)."""

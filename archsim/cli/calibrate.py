@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from archsim.cli._common import add_format_arg, write_csv
+
+# calibrate --format csv: one row per field (value in SI units, named by the unit column); --library: one row
+FIELD_COLUMNS = ("role", "path", "value", "unit", "how")
+LIBRARY_COLUMNS = ("library", "mma_fraction", "bandwidth_fraction", "mma_samples", "bandwidth_samples")
+
 
 def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     p = sub.add_parser("calibrate", help="fit efficiency fields from microbenchmarks on this machine")
     p.add_argument("--backend", choices=("numpy", "torch"), default="numpy")
     p.add_argument("--out", default="calibration", help="output directory (default: calibration/)")
     p.add_argument("--raw", default=None, help="re-fit from a saved raw JSON instead of measuring")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(p, "field (calibrated, then derived; --library: one row with the fitted fractions)")
     p.add_argument("--library", help="fit this kernel library's kernel.libraries fields on --hw from --measurements "
                                      "instead of measuring (docs/stacks.md)")
     p.add_argument("--hw", help="with --library: the hardware (name or YAML path) whose reference kernel the library is compared to")
@@ -46,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
                           "derived": [vars(f) for f in result.derived],
                           "loop": {k: v for k, v in result.loop.items() if k != "rows"}}))
         return 0
+    if args.format == "csv":
+        write_csv([{"role": role, **vars(f)} for role, fields in (("calibrated", result.fields),
+                                                                   ("derived", result.derived)) for f in fields],
+                  FIELD_COLUMNS)
+        return 0
     print(f"wrote {result.hardware_yaml} (raw measurements beside it)")
     print("calibrated fields:")
     for f in result.fields:
@@ -74,6 +85,11 @@ def _library(args: argparse.Namespace) -> int:
         print(json.dumps({"library": args.library, "mma_fraction": fit.mma_fraction,
                           "bandwidth_fraction": fit.bandwidth_fraction, "mma_samples": list(fit.mma_samples),
                           "bandwidth_samples": list(fit.bandwidth_samples)}))
+        return 0
+    if args.format == "csv":  # the sample counts behind each fraction
+        write_csv([{"library": args.library, "mma_fraction": fit.mma_fraction,
+                    "bandwidth_fraction": fit.bandwidth_fraction, "mma_samples": len(fit.mma_samples),
+                    "bandwidth_samples": len(fit.bandwidth_samples)}], LIBRARY_COLUMNS)
         return 0
     print(f"kernel.libraries entry for {args.hw} (paste under kernel: libraries:):")
     print("  " + fit.yaml(args.library))

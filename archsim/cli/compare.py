@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
-from archsim.cli._common import add_set_arg, inputs, positive_int_or_auto, time_arg
+from archsim.cli._common import (add_format_arg, add_set_arg, inputs, positive_int_or_auto, print_json, time_arg,
+                                write_csv)
 from archsim.errors import ConfigError
 
 GIGA = 1e9
@@ -25,7 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-seqs", type=int, default=256, help="largest batch considered")
     p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank for the fine-tuning memory row")
     p.add_argument("--train-devices", type=int, default=64, help="devices for the fine-tuning memory row")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "model")
     add_set_arg(p)
     p.set_defaults(handler=run)
     return p
@@ -41,11 +41,29 @@ def run(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hw)
     rows = [_describe(path, hw, args) for path in args.workloads]
     if args.format == "json":
-        json.dump({"hardware": hw.name, "models": rows}, sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        print_json({"hardware": hw.name, "models": rows}, indent=2)
+    elif args.format == "csv":
+        write_csv([csv_row(r, hw.name) for r in rows], CSV_COLUMNS)
     else:
         sys.stdout.write(_table(rows, hw.name))
     return 0
+
+
+# compare --format csv: one row per model, the JSON record flattened (serving and fine-tuning columns prefixed)
+CSV_COLUMNS = ("name", "hardware", "attention", "ffn", "total_params", "active_params", "max_context_tokens",
+               "kv_bytes_per_token", "kv_dtype", "weights", "serving_layout", "serving_devices", "prompt_len",
+               "output_len", "tpot_slo_s", "batch", "tpot_s", "meets_slo", "output_tokens_per_s",
+               "output_tokens_per_s_per_device", "usd_per_million_output_tokens", "finetune_full_total_bytes",
+               "finetune_lora_total_bytes", "lora_params", "lora_rank", "finetune_per_device_bytes", "finetune_fits",
+               "finetune_layout", "lora_per_device_bytes", "lora_fits", "lora_layout")
+
+
+def csv_row(r: dict, hardware: str) -> dict:
+    """One model's record (``_describe``) as a flat CSV row (``CSV_COLUMNS``)."""
+    s, ft = r["serving"], r["finetune"]
+    return {**r, "hardware": hardware, **s, "serving_layout": s["layout"], "serving_devices": s["devices"],
+            "finetune_full_total_bytes": ft["full_total_bytes"], "finetune_lora_total_bytes": ft["lora_total_bytes"],
+            "lora_params": ft["lora_params"], "lora_rank": ft["lora_rank"], **ft["per_device"]}
 
 
 def _describe(path: str, hw, args) -> dict:

@@ -6,7 +6,10 @@ import json
 import sys
 from collections import defaultdict
 
-from archsim.cli._common import positive_int
+from archsim.cli._common import add_format_arg, positive_int, write_csv
+
+# graph --format csv: one row per op of the phase graph
+OP_COLUMNS = ("name", "kind", "flops", "params", "read_bytes", "write_bytes")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -21,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mtp", action="store_true", help="include the MTP module")
     p.add_argument("--small", action="store_true", help="the --small variant of the model (graph/small.py rule)")
     p.add_argument("--top", type=int, default=5, help="list the N ops with the most FLOPs")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "op of the graph (kind, FLOPs, parameters, bytes read and written)")
     p.set_defaults(handler=run)
     return p
 
@@ -49,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         g = build_decode(model, batch=batch, context=args.length or sc.prompt_len + sc.output_len,
                          precision=precision, shard=shard, mtp=mtp, expert_load=load)
+    if args.format == "csv":
+        write_csv(op_rows(g), OP_COLUMNS)
+        return 0
     data = summarise(g, w.name + ("_small" if args.small else ""), args.top)
     counts = count_params(model, mtp=mtp)
     data.update({"model_total_params": counts.total, "model_active_params": counts.active,
@@ -78,6 +84,13 @@ def summarise(g, name: str, top: int) -> dict:
             "flops": sum(flops_by_kind.values()), "flops_by_kind": dict(flops_by_kind),
             "bytes_by_role": dict(bytes_by_role),
             "heaviest": [{"name": op.name, "kind": op.kind, "flops": op.flops} for op in heaviest]}
+
+
+def op_rows(g) -> list[dict]:
+    """Every op of the graph, in graph order, as a CSV record (``OP_COLUMNS``)."""
+    return [{"name": op.name, "kind": op.kind, "flops": op.flops, "params": op.params,
+             "read_bytes": sum(o.nbytes for o in op.reads), "write_bytes": sum(o.nbytes for o in op.writes)}
+            for op in (d["op"] for _, d in g.nodes(data=True))]
 
 
 def _table(d: dict) -> str:

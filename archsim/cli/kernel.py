@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from archsim.cli._common import add_format_arg, write_csv
+
 DEFAULT_HW = "h800"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware name under hardware/ or a YAML path (default {DEFAULT_HW})")
-    p.add_argument("--format", choices=("table", "json", "text"), default="table",
-                   help="table (default; 'text' is its old name) or json: one object with time_s")
+    add_format_arg(p, "kernel (time_s, bound, FLOPs, bytes, achieved rates, the time parts and the kernel's details)")
 
 
 def _size(text: str) -> float:
@@ -139,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(est.to_dict()))
         return 0
+    if args.format == "csv":
+        row = kernel_row(est.to_dict())
+        write_csv([row], list(row))
+        return 0
     print(f"{kind} on {est.hardware}: {_time(est.time_s)} ({est.bound}-bound)")
     rates = [f"{_si(est.achieved_flop_per_s, 'FLOP/s')}"] if est.flops else []  # a collective does no FLOPs
     amounts = [f"{_si(est.flops, 'FLOP')}"] if est.flops else []
@@ -149,6 +154,13 @@ def run(args: argparse.Namespace) -> int:
     for name, value in est.detail.items():
         print(f"  {name:>12}: {_detail(name, value)}")
     return 0
+
+
+def kernel_row(d: dict) -> dict:
+    """The estimate (``KernelEstimate.to_dict``) as one flat CSV row: its scalars, then its time parts (``*_s``),
+    then its details (the kind's own: tile shape and waves for a GEMM, algorithm and steps for a collective)."""
+    head = ("kind", "hardware", "time_s", "bound", "flops", "bytes", "achieved_flop_per_s", "achieved_bytes_per_s")
+    return {**{k: d[k] for k in head}, **d["parts"], **{k: v for k, v in d["detail"].items() if k not in head}}
 
 
 def _detail(name: str, value) -> str:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from archsim.cli._common import add_format_arg, write_csv
+
 KINDS = ("hardware", "workloads", "stacks")
+# list --format csv: the line's three parts, then the kind's figures (SI units; a broken file has them empty)
+CSV_COLUMNS = {"hardware": ("year", "peak_dtype", "peak_flop_per_s", "memory_bytes", "memory_bytes_per_s"),
+               "workloads": ("total_params", "active_params", "layers"),
+               "stacks": ("chunked_prefill", "kv_memory_fraction")}
 
 
 def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     p = sub.add_parser("list", help="list the shipped hardware, workloads or stacks (the names --hw, WORKLOAD and "
                                     "--stack accept)")
     p.add_argument("kind", choices=KINDS, help="what to list: hardware, workloads or stacks")
-    p.add_argument("--format", choices=("table", "json"), default="table",
-                   help="table: one line each (default); json: a list of objects")
+    add_format_arg(p, "name (json: a list of objects)")
     p.set_defaults(handler=run)
 
 
@@ -31,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
             failed = True
     if args.format == "json":
         print(json.dumps(rows, indent=2, allow_nan=False))
+    elif args.format == "csv":
+        write_csv([_flat(r) for r in rows], ("name", "title", "summary", *CSV_COLUMNS[args.kind]))
     elif not rows:
         from archsim.paths import data_dir
 
@@ -40,6 +47,15 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['name']:<{width}}  {r['title']}: {r['summary']}")
     return 2 if failed else 0
+
+
+def _flat(row: dict) -> dict:
+    """A row with its one-entry ``peak_flop_per_s`` mapping (dtype -> FLOP/s) split into two columns."""
+    peak = row.get("peak_flop_per_s")
+    if not isinstance(peak, dict):
+        return row
+    (dtype, value), = peak.items()
+    return {**row, "peak_dtype": dtype, "peak_flop_per_s": value}
 
 
 def _hardware(name: str) -> dict:

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from archsim.cli._common import add_phase_graph_args
+from archsim.cli._common import add_format_arg, add_phase_graph_args, write_csv
+
+# place --format csv: one row per op of the phase graph, with the engine it was placed on and why
+OP_COLUMNS = ("op", "engine", "time_s", "energy_j", "bound", "reason")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -14,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="launch decode kernels one by one (default: a decode step is replayed from a CUDA graph, "
                         "as run prices it)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "op (its engine, time_s, energy_j, bound and the reason)")
     p.set_defaults(handler=run)
     return p
 
@@ -34,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
                         "reason": p.reason} for p in placed.placements.values()]}
     if args.format == "json":
         print(json.dumps(summary))
+        return 0
+    if args.format == "csv":
+        write_csv(summary["ops"], OP_COLUMNS)
         return 0
     print(f"{w.name} {args.phase} batch {batch} on {hw.name}, placed by {args.objective}")
     print(f"  step {placed.time_s * 1e3:.3f} ms (default engines {placed.default_time_s * 1e3:.3f} ms), "

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from archsim.cli._common import add_set_arg, inputs, non_negative_int, positive_int, progress_bar, time_arg
+from archsim.cli._common import (add_format_arg, add_set_arg, inputs, non_negative_int, positive_int, progress_bar,
+                                time_arg, write_csv)
 from archsim.errors import ConfigError
 
 
@@ -37,7 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16", help="train: precision recipe")
     p.add_argument("--top", type=positive_int, default=20, help="plans listed (default 20)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "layout of the top plans (--top), with its rank and whether it is on the Pareto front")
     add_set_arg(p)
     p.set_defaults(handler=run)
     return p
@@ -79,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(out))
         return 0
+    if args.format == "csv":
+        rows = plan_rows(out)
+        write_csv(rows, plan_columns(rows))
+        return 0
     print(f"{workload.name} on {args.devices} x {hw.name}, {args.mode}, objective {args.objective}: "
           f"{result.searched} layouts searched, {len(result.plans)} feasible")
     if result.best is None:
@@ -98,3 +103,31 @@ def _row(d: dict, mode: str) -> str:
                 f"{d['gpu_hours_per_trillion_tokens']:.4g} GPU-h/T")
     return (f"{label} batch {d['batch']:<6} TPOT {d['tpot_s'] * 1e3:8.2f} ms  TTFT {d['ttft_s']:8.3f} s  "
             f"{d['tokens_per_s_per_device']:9.1f} tok/s/dev  ${d['usd_per_million_tokens']:.3g}/Mtok")
+
+
+LAYOUT_COLUMNS = ("tp", "attn_dp", "moe_tp", "moe_ep", "pp", "micro_batches", "redundant_experts", "zero_stage")
+
+
+def plan_rows(out: dict) -> list[dict]:
+    """plan --format csv: one row per listed plan (``out["plans"]``, best first): rank, the layout's label and degrees,
+    then the plan's own scalar fields (inference: batch, ttft_s, tpot_s, tokens/s, $/Mtoken, memory; train: step
+    time, MFU, GPU-hours); ``pareto`` says whether the plan is on the listed Pareto front."""
+    front = out.get("pareto", [])
+    rows = []
+    for rank, p in enumerate(out.get("plans", []), 1):
+        layout = p["layout"]
+        row = {"rank": rank, "workload": out["workload"], "hardware": out["hardware"], "devices": out["devices"],
+               "mode": out["mode"], "layout": layout["label"], **{k: layout.get(k) for k in LAYOUT_COLUMNS}}
+        row.update({k: v for k, v in p.items() if k != "layout" and not isinstance(v, (dict, list))})
+        row["pareto"] = p in front  # the same plan record (layout and batch)
+        rows.append(row)
+    return rows
+
+
+def plan_columns(rows: list[dict]) -> list[str]:
+    """The CSV header: every key of the rows in first-seen order (inference and train plans carry different
+    metrics); with no plan, the identifying columns alone."""
+    cols = ["rank", "workload", "hardware", "devices", "mode", "layout", *LAYOUT_COLUMNS]
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    return cols

@@ -4,14 +4,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from archsim.cli._common import add_phase_graph_args
+from archsim.cli._common import add_format_arg, add_phase_graph_args, write_csv
+
+# roofline --format csv: one row per op of the phase graph, as placed on the chart
+POINT_COLUMNS = ("label", "kind", "intensity_flop_per_byte", "flop_per_s", "time_s", "bound")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("roofline", help="place each op of a phase on the chip's roofline (PNG needs matplotlib)")
     add_phase_graph_args(p)
     p.add_argument("--out", help="PNG path for the chart")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "op (arithmetic intensity, achieved FLOP/s, time, bound)")
     p.set_defaults(handler=run)
     return p
 
@@ -34,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
                "note": wall.note, "ops": points, "chart": args.out}
     if args.format == "json":
         print(json.dumps(summary))
+        return 0
+    if args.format == "csv":
+        write_csv(({**p, "intensity_flop_per_byte": p["intensity"]} for p in points), POINT_COLUMNS)
         return 0
     print(f"{w.name} {args.phase} batch {batch} on {hw.name}")
     print(f"  ridge point {peak / bandwidth:.1f} FLOP/B (achievable), phase intensity "

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_set_arg, deployment_overrides, inputs,
-                                positive_int)
+from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_format_arg, add_set_arg, deployment_overrides,
+                                inputs, positive_int, print_json, write_csv)
 from archsim.errors import ConfigError
 
 
@@ -32,7 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="also run the tiny variant on the real numpy kernels")
     p.add_argument("--trace", help="write the projected prefill and decode steps (per pool, per stream) as Chrome "
                                    "trace JSON to this file (with --small: the tiny model's executed timeline)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "priced phase (prefill, decode); --small's tiny run is in table and json only")
     add_set_arg(p)
     p.set_defaults(handler=run)
     return p
@@ -80,10 +79,39 @@ def run(args: argparse.Namespace) -> int:
     if small is not None:
         data["small"] = small
     if args.format == "json":
-        json.dump(data, sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        print_json(data, indent=2)
+    elif args.format == "csv":
+        write_csv(phase_rows(data), PHASE_COLUMNS)
     else:
         sys.stdout.write(format_report(report))
         if small is not None:
             sys.stdout.write("\n" + format_small(small))
     return 0
+
+
+# run --format csv: one row per priced phase; time_s is the phase's step (prefill latency, decode TPOT)
+PHASE_COLUMNS = ("workload", "hardware", "devices", "layout", "batch", "prompt_len", "output_len", "phase", "fits",
+                 "per_device_bytes", "time_s", "tokens_per_s", "tokens_per_s_per_device", "energy_j_per_token",
+                 "bound", "flops", "hbm_bytes", "mfu", "hbm_bandwidth_utilisation", "energy_j_per_device", "tops_per_watt",
+                 "communication_s", "exposed_communication_s", "host_s", "micro_batches", "forwards")
+
+
+def phase_rows(data: dict) -> list[dict]:
+    """The report's phases as CSV records (``PHASE_COLUMNS``); a deployment that does not fit gives one row per
+    phase it would price, with the memory columns filled and the metrics empty."""
+    dep, sc, mem = data["deployment"], data["scenario"], data["memory"]
+    energy = data.get("energy") or {}
+    per_token = {"prefill": energy.get("prefill_joules_per_token"), "decode": energy.get("joules_per_token")}
+    common = {"workload": data["workload"], "hardware": dep["hardware"], "devices": dep["devices"],
+              "layout": dep["layout"]["label"], "batch": sc["batch"], "prompt_len": sc["prompt_len"],
+              "output_len": sc["output_len"], "fits": mem["fits"], "per_device_bytes": mem["per_device_bytes"]}
+    phases = [p for p in ("prefill", "decode") if data.get(p) is not None]
+    if not phases:  # not priced: the phases the deployment asked for
+        phases = ["prefill", "decode"] if dep["phase"] == "both" else [dep["phase"]]
+        return [{**common, "phase": p} for p in phases]
+    rows = []
+    for p in phases:
+        d = data[p]
+        rows.append({**common, **{k: v for k, v in d.items() if k in PHASE_COLUMNS}, "phase": p,
+                     "energy_j_per_device": d["energy_j"], "energy_j_per_token": per_token[p]})
+    return rows

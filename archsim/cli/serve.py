@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
-from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_set_arg, deployment_overrides, progress_bar,
-                                time_arg)
+from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_format_arg, add_set_arg, deployment_overrides,
+                                finite, print_json, progress_bar, time_arg, write_csv)
 from archsim.errors import ConfigError
 from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
@@ -134,7 +133,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--slo-tpot", type=time_arg("--slo-tpot", positive=True), default=float("inf"),
                    help="goodput SLO on TPOT, e.g. 50ms; none by default")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "run: the summary the table prints, flattened (--requests-csv writes one row per request)")
     p.add_argument("--requests-csv", help="write one row per completed request to this CSV")
     p.add_argument("--plot", help="write a time-series plot (batch, queue, KV occupancy) to this PNG")
     p.add_argument("--html", help="write the results as one self-contained HTML page (metrics, time series)")
@@ -169,22 +168,43 @@ def run(args: argparse.Namespace) -> int:
         from archsim.report.trace import serve_trace, write_trace
         write_trace(serve_trace(result.recorder), args.trace)
     if args.format == "json":
-        json.dump(_finite(data), sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        print_json(finite(data), indent=2)
+    elif args.format == "csv":
+        write_csv([summary_row(data)], SUMMARY_COLUMNS)
     else:
         sys.stdout.write(_table(data))
     return 0
 
 
-def _finite(value):
-    """JSON has no NaN/inf: report them as null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+# serve --format csv: one row for the run. Latency statistics are <metric>_<statistic>_s (mean, p50, p90, p99);
+# an undefined statistic (nothing completed) or SLO (none given) is an empty cell.
+_LATENCY = ("ttft", "tpot", "e2e")
+SUMMARY_COLUMNS = ("workload", "hardware", "scheduler", "devices", "replicas", "requests_completed",
+                   "requests_rejected", "preemptions", *[f"{m}_{q}_s" for m in _LATENCY
+                                                         for q in ("mean", "p50", "p90", "p99")],
+                   "itl_p50_s", "itl_p90_s", "itl_p99_s", "output_tokens_per_s", "output_tokens_per_s_per_device",
+                   "input_tokens_per_s", "requests_per_s", "ttft_slo_s", "tpot_slo_s", "goodput_requests_per_s",
+                   "usd_per_million_output_tokens", "energy_j_per_output_token", "mfu", "kv_occupancy_peak",
+                   "duration_s", "iterations")
+
+
+def summary_row(d: dict) -> dict:
+    """The run's summary (``run``'s data) as one flat CSV row (``SUMMARY_COLUMNS``)."""
+    dep, req, t, g = d["deployment"], d["requests"], d["throughput"], d["goodput"]
+    row = {"workload": dep["model"], "hardware": dep["hardware"], "scheduler": dep["scheduler"],
+           "devices": d["devices"], "replicas": d["replicas"], "requests_completed": req["completed"],
+           "requests_rejected": req["rejected"],
+           "preemptions": req["preemptions_recompute"] + req["preemptions_swap"],
+           **{f"{m}_{q}_s": d[f"{m}_s"][q] for m in _LATENCY for q in ("mean", "p50", "p90", "p99")},
+           **{f"itl_{q}_s": d["itl_s"][q] for q in ("p50", "p90", "p99")},
+           **{k: t[k] for k in ("output_tokens_per_s", "output_tokens_per_s_per_device", "input_tokens_per_s",
+                                "requests_per_s")},
+           "ttft_slo_s": g["ttft_slo_s"], "tpot_slo_s": g["tpot_slo_s"], "goodput_requests_per_s": g["requests_per_s"],
+           "usd_per_million_output_tokens": d["cost"]["usd_per_million_output_tokens"],
+           "energy_j_per_output_token": d["energy"]["j_per_output_token"], "mfu": d["utilisation"]["mfu"],
+           "kv_occupancy_peak": d["kv_occupancy"]["peak"], "duration_s": d["duration_s"],
+           "iterations": d["iterations"]}
+    return finite(row)
 
 
 def _write_csv(path: str, table: dict) -> None:

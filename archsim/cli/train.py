@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from archsim.cli._common import WORKLOAD_HELP, add_set_arg, inputs, positive_int
+from archsim.cli._common import WORKLOAD_HELP, add_format_arg, add_set_arg, inputs, positive_int, write_csv
 from archsim.errors import ConfigError
 
 SI = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
@@ -59,7 +59,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--recompute-projections",
                    help="comma-separated projections recomputed in backward, e.g. q_b_proj,kv_b_proj (DSV3)")
     p.add_argument("--trace", help="write the simulated pipeline step as Chrome trace JSON to this file")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "training run (one row: layout, setup, memory, step time, MFU, GPU-hours, cost)")
     add_set_arg(p)
     p.set_defaults(handler=run)
     return p
@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(out))
         return 0
+    if args.format == "csv":
+        write_csv([training_row(out)], TRAINING_COLUMNS)
+        return 0
     mem = out["memory"]
     print(f"{workload.name} training on {args.devices} x {hw.name}: {out['layout']['label']}, {args.schedule}"
           + (" (the workload's published recipe)" if args.recipe else ""))
@@ -124,6 +127,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"  GPU-hours / 1T   {out['gpu_hours_per_trillion_tokens']:.4g}")
     print(f"  budget {args.tokens:.3g} tokens: {out['gpu_hours']:.4g} GPU-hours, ${out['cost_usd']:.4g}")
     return 0
+
+
+# train --format csv: one row; a layout that does not fit leaves the time, MFU and cost columns empty
+TRAINING_COLUMNS = ("workload", "hardware", "devices", "layout", "tp", "moe_ep", "pp", "attn_dp", "micro_batches",
+                    "zero_stage", "seq_len", "global_batch", "precision", "optimizer", "recompute", "mode", "schedule",
+                    "fits", "per_device_bytes", "capacity_bytes", "tokens_per_step", "step_time_s", "tokens_per_s",
+                    "mfu", "gpu_hours_per_trillion_tokens", "tokens", "gpu_hours", "cost_usd", "pipeline_s", "bubble_s",
+                    "dp_gradient_sync_s", "optimizer_s", "note")
+
+
+def training_row(out: dict) -> dict:
+    """The training estimate (``run``'s ``out``) as one flat CSV row (``TRAINING_COLUMNS``)."""
+    layout, mem, parts = out["layout"], out["memory"], out.get("breakdown_s") or {}
+    return {**out, **layout, **out["setup"], "layout": layout["label"], "per_device_bytes": mem["per_device_bytes"],
+            "capacity_bytes": mem["capacity_bytes"], "note": out.get("chosen_to_fit") or out.get("suggestion"),
+            **{f"{k}_s": parts.get(k) for k in ("pipeline", "bubble", "dp_gradient_sync", "optimizer")}}
 
 
 def _setup(args: argparse.Namespace, recompute: str):

@@ -1,16 +1,22 @@
-"""``archsim validate [--format json]``: every published case through the model; predicted vs measured,
+"""``archsim validate [--format table|json|csv|markdown]``: every published case through the model; predicted vs measured,
 error, and per-category median / max absolute error (fractions in JSON)."""
 from __future__ import annotations
 
 import argparse
 import json
 
+from archsim.cli._common import add_format_arg, write_csv
+
+# validate --format csv: one row per case, values in SI units (the unit column), error = predicted / measured - 1
+CASE_COLUMNS = ("id", "file", "category", "kernel", "metric", "unit", "measured", "predicted", "error", "abs_error",
+                "calibrates", "skipped", "source")
+
 
 def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     p = sub.add_parser("validate", help="compare the model with published measurements (validation/*.yaml)")
     p.add_argument("--dir", default=None, help="directory of validation YAML files (default: validation/)")
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
-                   help="text tables, one JSON object, or the README summary table (markdown)")
+    add_format_arg(p, "case (measured and predicted in SI units, the unit column names them)", extra=("markdown",),
+                   note="; markdown: the README summary table")
     p.set_defaults(handler=run)
 
 
@@ -52,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     report = run_validation(directory=args.dir or VALIDATION_DIR)
     if args.format == "json":
         print(json.dumps(report))
+        return 0
+    if args.format == "csv":
+        write_csv(report["cases"], CASE_COLUMNS)
         return 0
     if args.format == "markdown":
         print(summary_markdown(report))
