@@ -1,26 +1,33 @@
-"""``archsim sweep WORKLOAD --hw HW --set PATH=SPEC ...``: project a workload over many hardware variants."""
+"""``archsim sweep WORKLOAD --hw HW --set PATH=SPEC ...``: project a workload over many hardware variants and model
+or scenario variants (``--set model.n_routed_experts=64..256:4``: each model point rebuilds the graph)."""
 from __future__ import annotations
 
 import argparse
 import csv
 import json
 
-from archsim.cli._common import WORKLOAD_HELP, add_deployment_args, deployment_overrides, progress_bar
+from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_format_arg, deployment_overrides,
+                                progress_bar, write_csv)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("sweep", help="sweep hardware fields (grid, random, Latin hypercube) and tabulate metrics")
+    p = sub.add_parser("sweep", help="sweep hardware fields (grid, random, Latin hypercube) and model or scenario "
+                                     "fields (grid), and tabulate metrics")
     p.add_argument("workload", help=WORKLOAD_HELP)
     p.add_argument("--hw", required=True, help="base hardware: a shipped name (e.g. h100) or a YAML path")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=SPEC",
-                   help="a swept field: a..b:n (grid; a..b:n:log), a..b (range for random/lhs), v1,v2 (list)")
+                   help="a swept field, repeatable: a hardware YAML path (memory.hbm.bandwidth) with a..b:n (grid; "
+                        "a..b:n:log), a..b (range for random/lhs) or v1,v2 (list); or a model field by its Hugging "
+                        "Face name (model.n_routed_experts=64..256:4, model.num_experts_per_tok=2,4,8) or a scenario "
+                        "field (scenario.batch=32,64), swept as a grid, each value rebuilding the graph; a single "
+                        "value fixes the field")
     p.add_argument("--sample", choices=("grid", "random", "lhs"), default="grid")
     p.add_argument("--points", type=int, help="samples for --sample random/lhs")
     p.add_argument("--seed", type=int, default=0)
     add_deployment_args(p)
     p.add_argument("--batch", type=int, help="sequences per step of one instance (default from the workload)")
     p.add_argument("--out", help="write rows to this .csv or .json file")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(p, "point (swept fields in SI units, then the metrics; as --out writes)")
     p.add_argument("--workers", type=int, help="local processes (default: CPU count)")
     p.add_argument("--chunk", type=int, default=5000, help="points per task")
     p.add_argument("--cluster", metavar="ADDRESS", help="run on a Dask distributed scheduler (optional extra)")
@@ -35,46 +42,81 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from archsim.errors import ConfigError
     from archsim.whatif.sweep import METRICS, SweepSpec, run_sweep
-    from archsim.whatif.sweep_spec import parse_set, sample
+    from archsim.whatif.sweep_spec import is_model_path, model_points, parse_model_set, parse_set, sample
 
     _check_flags(args)
-    axes = [parse_set(text) for text in args.sets]
+    model_axes = [parse_model_set(text) for text in args.sets if is_model_path(text)]
+    axes = [parse_set(text) for text in args.sets if not is_model_path(text)]
+    if model_axes and not axes and args.sample != "grid":
+        raise ConfigError(None, "--sample", "grid when only model or scenario fields are swept (they are always a "
+                          "grid; random and lhs sample hardware fields)", args.sample)
     columns = sample(axes, sampler=args.sample, points=args.points, seed=args.seed)
     overrides = sorted((k, str(v) if k == "deployment" else v) for k, v in deployment_overrides(args).items())
     if args.batch is not None:
         if args.batch < 1:
             raise ConfigError(None, "--batch", "a positive integer", args.batch)
         overrides.append(("batch", args.batch))
-    spec = SweepSpec(workload=args.workload, hardware=args.hw, overrides=tuple(overrides))
-    progress = None if args.quiet or args.format == "json" else progress_bar("sweep", "chunks")
-    result = run_sweep(spec, columns, chunk=args.chunk, workers=args.workers, cluster=args.cluster,
+    specs = [SweepSpec(workload=args.workload, hardware=args.hw, overrides=tuple(overrides), settings=settings)
+             for settings in model_points(model_axes)]
+    _check_settings(specs)
+    progress = None if args.quiet or args.format != "table" else progress_bar("sweep", "tasks")
+    result = run_sweep(specs, columns, chunk=args.chunk, workers=args.workers, cluster=args.cluster,
                        progress=progress)
-    paths = [a.path for a in axes]
-    n = len(result["pareto"])
+    paths = [a.path for a in model_axes] + [a.path for a in axes]
+    n = len(next(iter(columns.values()))) if columns else 1
     rows = []
-    for i in range(n):
-        row = {p: float(columns[p][i]) for p in paths}
+    for i in range(len(result["pareto"])):
+        row = dict(zip((a.path for a in model_axes), _model_values(model_axes, specs[i // n])))
+        row.update({a.path: float(columns[a.path][i % n]) for a in axes})
         # a layout that does not fit has no phase metrics: None in JSON (NaN is not JSON), empty in CSV
         row.update({m: (None if result[m][i] != result[m][i] else float(result[m][i])) for m in METRICS})
         row["pareto"] = bool(result["pareto"][i])
         rows.append(row)
+    header = [*paths, *METRICS, "pareto"]
     if args.out:
-        _write(args.out, rows, [*paths, *METRICS, "pareto"])
+        _write(args.out, rows, header)
     if args.plot:
         from archsim.report.plots import pareto_chart
         pareto_chart(rows, args.plot)
     if args.html:
         from archsim.cli.report import write_html
         from archsim.report.html import sweep_page
-        from archsim.whatif.sweep_spec import dimension_of
-        write_html(args.html, sweep_page(rows, {p: dimension_of(p) for p in paths}, list(TABLE_METRICS),
+        write_html(args.html, sweep_page(rows, _chart_dimensions(model_axes, axes), list(TABLE_METRICS),
                                          f"sweep of {args.workload} on {args.hw}"))
     if args.format == "json":
         print(json.dumps({"workload": args.workload, "hardware": args.hw, "sets": args.sets, "sample": args.sample,
                           "points": rows}))
+    elif args.format == "csv":
+        write_csv(rows, header)
     else:
-        _table(rows, paths)
+        _table(rows, paths, {a.path for a in model_axes})
     return 0
+
+
+def _check_settings(specs) -> None:
+    """Apply every model point's settings before pricing (cheap: no graph), so that a bad field or value is one
+    ConfigError with the loaders' did-you-mean hint, raised here rather than inside a worker process."""
+    from archsim.whatif.sweep import spec_inputs
+
+    if specs[0].settings:
+        for spec in specs:
+            spec_inputs(spec)
+
+
+def _model_values(model_axes, spec) -> tuple:
+    """The model point's values as the rows show them (YAML-read: 128, 1e-06, true)."""
+    from archsim.config.overrides import parse_setting
+
+    return tuple(parse_setting(t).value for t in spec.settings)
+
+
+def _chart_dimensions(model_axes, axes) -> dict[str, str]:
+    """Each swept field's unit dimension for the HTML charts' ticks: hardware fields by their path, model and
+    scenario fields as counts when whole numbers (a float or word-valued model field has no chart axis)."""
+    from archsim.whatif.sweep_spec import dimension_of
+
+    dims = {a.path: "count" for a in model_axes if all(type(v) is int for v in a.values)}
+    return {**dims, **{a.path: dimension_of(a.path) for a in axes}}
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -116,10 +158,10 @@ def _cell(value, dimension: str | None) -> str:
     return format_quantity(value, dimension) if dimension else f"{value:.4g}"
 
 
-def _table(rows: list[dict], paths: list[str], limit: int = 20) -> None:
+def _table(rows: list[dict], paths: list[str], model_paths: set[str], limit: int = 20) -> None:
     from archsim.whatif.sweep_spec import dimension_of
 
-    units = {**{p: dimension_of(p) for p in paths}, **TABLE_METRICS}
+    units = {**{p: None if p in model_paths else dimension_of(p) for p in paths}, **TABLE_METRICS}
     cols = [*paths, *TABLE_METRICS, "pareto"]
     print("  ".join(f"{c:>24s}" for c in cols))
     for row in rows[:limit]:

@@ -34,12 +34,18 @@ class Setting:
 
     @property
     def value(self) -> Any:
-        """The value as YAML reads it: ``128`` an int, ``0.5`` a float, ``true`` a bool, ``4TB/s`` a string (the
-        loader parses quantities), ``[1, 2]`` a list."""
+        """The value as YAML reads it: ``128`` an int, ``0.5`` and ``1e-6`` floats, ``true`` a bool, ``4TB/s`` a
+        string (the loader parses quantities), ``[1, 2]`` a list."""
         try:
-            return yaml.safe_load(self.text)
+            value = yaml.safe_load(self.text)
         except yaml.YAMLError:
             return self.text
+        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as text; a number was meant
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        return value
 
 
 def parse_setting(text: str) -> Setting:

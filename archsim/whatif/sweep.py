@@ -22,7 +22,7 @@ import dataclasses
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -219,19 +219,38 @@ PARETO = {"decode.tokens_per_s": "max", "energy.joules_per_token": "min", "cost.
 
 @dataclass(frozen=True, kw_only=True)
 class SweepSpec:
-    """Everything a worker needs to rebuild the model (picklable)."""
+    """Everything a worker needs to rebuild the model (picklable): the workload and base hardware (names or paths),
+    ``estimate()``'s overrides, and the model point's ``settings`` (``model.FIELD=VALUE`` / ``scenario.FIELD=VALUE``,
+    applied by config/overrides.py as ``--set`` applies them on ``archsim run``)."""
 
     workload: str
     hardware: str
     overrides: tuple[tuple[str, object], ...] = ()
+    settings: tuple[str, ...] = ()
 
 
 _MODELS: dict = {}
+# models kept per process: the chunks of one model point run together, so a few suffice; a sweep over thousands of
+# model points must not keep every resolved deployment (graphs and prices) alive
+_CACHED_MODELS = 4
+
+
+def spec_inputs(spec: SweepSpec) -> tuple[Workload, Hardware]:
+    """The model point's workload and hardware: loaded, with ``spec.settings`` applied (the loaders' checks)."""
+    from archsim.config.hardware import resolve_hardware
+    from archsim.config.overrides import apply_settings, parse_setting
+
+    workload, hw = load_workload(spec.workload), resolve_hardware(spec.hardware)
+    if not spec.settings:
+        return workload, hw
+    return apply_settings(workload, hw, [parse_setting(t) for t in spec.settings])
 
 
 def _model_for(spec: SweepSpec) -> SweepModel:
     if spec not in _MODELS:
-        _MODELS[spec] = SweepModel(spec.workload, spec.hardware, **dict(spec.overrides))
+        while len(_MODELS) >= _CACHED_MODELS:
+            _MODELS.pop(next(iter(_MODELS)))  # the oldest
+        _MODELS[spec] = SweepModel(*spec_inputs(spec), **dict(spec.overrides))
     return _MODELS[spec]
 
 
@@ -240,47 +259,53 @@ def evaluate_chunk(spec: SweepSpec, columns: Mapping[str, np.ndarray]) -> dict[s
     return _model_for(spec).evaluate(columns)
 
 
-def run_sweep(spec: SweepSpec, columns: Mapping[str, np.ndarray], *, chunk: int = 5000, workers: int | None = None,
-              cluster: str | object | None = None, progress: Callable[[int, int], None] | None = None
-              ) -> dict[str, np.ndarray]:
+def run_sweep(spec: SweepSpec | Sequence[SweepSpec], columns: Mapping[str, np.ndarray], *, chunk: int = 5000,
+              workers: int | None = None, cluster: str | object | None = None,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """All points' metrics, in point order, plus a ``pareto`` column.
 
-    Chunks run in this process when there is one, on a local process pool otherwise (``workers``, default
-    the CPU count), or on a Dask cluster when ``cluster`` is an address or a ``distributed.Client``.
+    ``spec`` may be several model points (SweepSpecs differing in ``settings``): every hardware point of
+    ``columns`` is then priced at each of them, model point after model point (the rows of model point i are
+    ``i * n .. (i + 1) * n - 1`` for ``n`` hardware points), and the Pareto front is taken over them all.
+    Tasks (a model point's chunk of hardware points) run in this process when there is one, on a local process
+    pool otherwise (``workers``, default the CPU count; each worker rebuilds the graphs of the model points it is
+    given), or on a Dask cluster when ``cluster`` is an address or a ``distributed.Client``.
     """
+    specs = [spec] if isinstance(spec, SweepSpec) else list(spec)
     n = len(next(iter(columns.values()))) if columns else 1
     bounds = [(i, min(n, i + chunk)) for i in range(0, n, chunk)] or [(0, 1)]
-    parts = [{k: np.asarray(v)[a:b] for k, v in columns.items()} for a, b in bounds]
+    chunks = [{k: np.asarray(v)[a:b] for k, v in columns.items()} for a, b in bounds]
+    tasks = [(s, part) for s in specs for part in chunks]
     results: list[dict] = []
     if cluster is not None:
-        results = _run_dask(spec, parts, cluster, progress)
-    elif len(parts) == 1 or (workers or os.cpu_count() or 1) <= 1:
-        for i, part in enumerate(parts):
-            results.append(evaluate_chunk(spec, part))
+        results = _run_dask(tasks, cluster, progress)
+    elif len(tasks) == 1 or (workers or os.cpu_count() or 1) <= 1:
+        for i, (s, part) in enumerate(tasks):
+            results.append(evaluate_chunk(s, part))
             if progress:
-                progress(i + 1, len(parts))
+                progress(i + 1, len(tasks))
     else:
-        with ProcessPoolExecutor(max_workers=min(len(parts), workers or os.cpu_count() or 1)) as pool:
-            for i, res in enumerate(pool.map(evaluate_chunk, [spec] * len(parts), parts)):
+        with ProcessPoolExecutor(max_workers=min(len(tasks), workers or os.cpu_count() or 1)) as pool:
+            for i, res in enumerate(pool.map(evaluate_chunk, *zip(*tasks))):
                 results.append(res)
                 if progress:
-                    progress(i + 1, len(parts))
+                    progress(i + 1, len(tasks))
     out = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
     out["pareto"] = pareto_front({k: out[k] for k in PARETO}, PARETO)
     return out
 
 
-def _run_dask(spec: SweepSpec, parts: list[dict], cluster, progress) -> list[dict]:
+def _run_dask(tasks: list[tuple[SweepSpec, dict]], cluster, progress) -> list[dict]:
     from distributed import Client, as_completed  # optional extra, imported only for --cluster
 
     client = cluster if isinstance(cluster, Client) else Client(cluster)
     try:
-        futures = [client.submit(evaluate_chunk, spec, part, pure=False) for part in parts]
+        futures = [client.submit(evaluate_chunk, spec, part, pure=False) for spec, part in tasks]
         done = 0
         for _ in as_completed(futures):
             done += 1
             if progress:
-                progress(done, len(parts))
+                progress(done, len(tasks))
         return client.gather(futures)
     finally:
         if client is not cluster:

@@ -6,6 +6,14 @@ SPEC forms (values carry units, as in the hardware YAML):
 - ``v1,v2,v3``   a list; ``v`` a single value.
 PATH is a hardware YAML path (``memory.hbm.bandwidth``, ``compute.tensor.peak.fp8``, ``power.idle``...);
 its unit dimension comes from the last path component.
+
+PATH may also be a model field (``model.n_routed_experts``, Hugging Face names) or a scenario field
+(``scenario.batch``), as ``--set`` takes them on the other commands (config/overrides.py). Such a field changes the
+graph, so its values are not array columns: each value (each combination, over several such fields) is a model
+point whose workload is rebuilt by the strict loaders and whose deployment is resolved and priced again
+(``model_points``); the hardware axes are then swept at every model point. Model points are always a grid:
+``a..b:n`` (whole numbers when the ends are: ``64..256:4`` is 64, 128, 192, 256; ``:log`` spaces them
+geometrically) or a list ``2,4,8``.
 """
 from __future__ import annotations
 
@@ -22,6 +30,11 @@ SAMPLERS = ("grid", "random", "lhs")
 # (benchmarks/bench_sweep.py: 1.6 s in one process, docs/whatif.md), so about 3 minutes in one process;
 # a larger sweep is an error up front instead of an hours-long run.
 MAX_POINTS = 10**6
+
+# Most model points (graph rebuilds) one sweep may price (a policy, see docs/limits.md): each rebuilds and re-prices
+# the deployment (tens of ms for DeepSeek-V3 on 16 H100s, measured), so 10,000 take minutes in one process.
+MAX_MODEL_POINTS = 10**4
+MODEL_SECTIONS = ("model", "scenario")
 
 # last path component (or the component before a dtype) -> unit dimension
 FIELD_DIMENSIONS = {
@@ -150,3 +163,92 @@ def sample(axes: list[Axis], *, sampler: str = "grid", points: int | None = None
     else:  # Latin hypercube: one sample per stratum on every axis, strata paired by random permutations
         u = (np.stack([rng.permutation(points) for _ in axes], axis=1) + rng.random((points, len(axes)))) / points
     return {a.path: a.from_unit(u[:, i]) for i, a in enumerate(axes)}
+
+
+def is_model_path(text: str) -> bool:
+    """Whether a ``--set PATH=SPEC`` names a model or scenario field (a model axis) rather than a hardware field."""
+    return text.split("=", 1)[0].strip().split(".", 1)[0] in MODEL_SECTIONS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelAxis:
+    """One swept model or scenario field: its values as ``--set`` text (each one read as YAML, checked by the
+    workload's loaders when applied) and as the numbers or words the output rows show."""
+
+    path: str
+    texts: tuple[str, ...]
+
+    @property
+    def values(self) -> tuple:
+        from archsim.config.overrides import Setting
+        return tuple(Setting(path=self.path, text=t).value for t in self.texts)
+
+
+def parse_model_set(text: str) -> ModelAxis:
+    """Parse one model or scenario ``PATH=SPEC``: ``a..b:n`` (``:log``) or a list ``v1,v2`` (see the module
+    docstring); a range without a point count is an error (model points are not sampled at random)."""
+    from archsim.config.overrides import parse_setting
+
+    setting = parse_setting(text)
+    path, spec = setting.path, setting.text
+    where = f"--set {path}"
+    if ".." not in spec:
+        if spec.startswith("["):  # one list value (scenario.mtp_acceptance=[0.9,0.7]), not a list of values
+            return ModelAxis(path=path, texts=(spec,))
+        items = tuple(s.strip() for s in spec.split(",") if s.strip())
+        if not items:
+            raise ConfigError(None, where, "a value, a list v1,v2 or a grid a..b:n", spec)
+        return ModelAxis(path=path, texts=items)
+    lo_text, rest = spec.split("..", 1)
+    parts = rest.split(":")
+    expected = "a grid a..b:n or a..b:n:log (model and scenario fields rebuild the graph at each value, so they " \
+               "are swept as a grid, not sampled), or a list v1,v2"
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+        raise ConfigError(None, where, expected, spec)
+    try:
+        count = int(parts[1])
+    except ValueError:
+        raise ConfigError(None, where, "a whole number of grid points after ':'", parts[1]) from None
+    if count < 1:
+        raise ConfigError(None, where, "at least one grid point", count)
+    low, high = (_number(t, where) for t in (lo_text, parts[0]))
+    log = len(parts) == 3
+    if log and (low <= 0 or high <= 0):
+        raise ConfigError(None, where, "positive ends for a log grid", spec)
+    points = np.geomspace(low, high, count) if log else np.linspace(low, high, count)
+    if isinstance(low, int) and isinstance(high, int):  # a whole-number field: every point must be whole
+        whole = np.rint(points)
+        if not np.allclose(points, whole, rtol=0, atol=1e-9 * max(1.0, abs(high))):
+            raise ConfigError(None, where, f"a grid of whole numbers ({low}..{high}:{count} gives "
+                              f"{', '.join(f'{v:.4g}' for v in points[:4])}{'...' if count > 4 else ''}); pick a "
+                              "count that divides the range, or a list", spec)
+        texts = tuple(str(int(v)) for v in whole)
+    else:
+        texts = tuple(repr(float(v)) for v in points)
+    return ModelAxis(path=path, texts=texts)
+
+
+def _number(text: str, where: str) -> int | float:
+    """A grid end: an integer when written as one, else a float (ConfigError otherwise)."""
+    text = text.strip()
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise ConfigError(None, where, "numbers at both ends of a..b:n", text)
+
+
+def model_points(axes: list[ModelAxis]) -> list[tuple[str, ...]]:
+    """Every combination of the model axes' values as ``FIELD=VALUE`` settings (the last axis varying fastest);
+    one empty combination without model axes."""
+    import itertools
+
+    total = 1
+    for a in axes:
+        total *= len(a.texts)
+    if total > MAX_MODEL_POINTS:
+        raise ConfigError(None, "--set", f"at most {MAX_MODEL_POINTS:,} model and scenario points (each rebuilds "
+                          "the graph; archsim's sweep limit, see docs/limits.md)", f"{total:,}")
+    return [tuple(f"{a.path}={t}" for a, t in zip(axes, combo))
+            for combo in itertools.product(*(a.texts for a in axes))]

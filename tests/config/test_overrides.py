@@ -51,3 +51,18 @@ def test_scenario_and_hardware_fields(base):
 def test_bad_settings_are_config_errors_with_hints(base, text, hint):
     with pytest.raises(ConfigError, match=hint):
         _apply(base, text)
+
+
+@pytest.mark.parametrize("text, value", [("1e-6", 1e-6), ("1e-06", 1e-6), ("1.0e-6", 1e-6), ("1e4", 1e4),
+                                         ("128", 128), ("0.5", 0.5), ("4TB/s", "4TB/s"), ("fp8", "fp8")])
+def test_values_read_as_yaml_with_exponents_as_numbers(text, value):
+    # YAML 1.1 (PyYAML) reads 1e-6 without a dot as text; --set means the number
+    got = parse_setting(f"model.rms_norm_eps={text}").value
+    assert got == value and type(got) is type(value)
+
+
+def test_a_non_positive_eps_through_set_is_the_loaders_error(base):
+    assert _apply(base, "model.rms_norm_eps=1e-5")[0].model.rms_norm_eps == 1e-5
+    for bad in ("-1", "0"):
+        with pytest.raises(ConfigError, match="rms_norm_eps: expected a number > 0"):
+            _apply(base, f"model.rms_norm_eps={bad}")
