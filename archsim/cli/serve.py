@@ -208,16 +208,16 @@ def summary_row(d: dict) -> dict:
 
 
 def _write_csv(path: str, table: dict) -> None:
+    """--requests-csv: one row per completed request (times in seconds to 9 digits, counts as integers)."""
     import numpy as np
 
     cols = list(table)
+    times = ("arrival_s", "first_token_s", "finish_s")
+    rows = np.column_stack([table[c].astype(float) for c in cols]) if table["id"].size else []
     try:
-        with open(path, "w") as handle:
-            handle.write(",".join(cols) + "\n")
-            rows = np.column_stack([table[c].astype(float) for c in cols]) if table["id"].size else []
-            for row in rows:
-                handle.write(",".join(f"{int(v)}" if c not in ("arrival_s", "first_token_s", "finish_s") else f"{v:.9g}"
-                                      for c, v in zip(cols, row)) + "\n")
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            write_csv(({c: f"{v:.9g}" if c in times else int(v) for c, v in zip(cols, row)} for row in rows), cols,
+                      handle)
     except OSError as err:
         raise ConfigError(path, "--requests-csv", "a writable file", err.strerror) from None
 

@@ -3,7 +3,6 @@ or scenario variants (``--set model.n_routed_experts=64..256:4``: each model poi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 
 from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_format_arg, deployment_overrides,
@@ -138,9 +137,7 @@ def _write(path: str, rows: list[dict], header: list[str]) -> None:
             if path.endswith(".json"):
                 json.dump({"points": rows}, fh)
             else:
-                writer = csv.DictWriter(fh, fieldnames=header)
-                writer.writeheader()
-                writer.writerows(rows)
+                write_csv(rows, header, fh)
     except OSError as err:
         raise ConfigError(None, "--out", "a writable file path", f"{path} ({err.strerror})") from None
 
