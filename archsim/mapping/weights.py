@@ -23,8 +23,17 @@ def _attention_matrices(m: ModelConfig) -> list[Matrix]:
     h, H = m.hidden_size, m.num_attention_heads
     if m.attention_kind == "gqa":
         d, kv = m.gqa_head_dim, m.kv_heads
-        return [("attention", (H * d, h), True, 0), ("attention", (kv * d, h), True, 0),
-                ("attention", (kv * d, h), True, 0), ("attention", (h, H * d), True, 1)]
+        out = [("attention", (H * d, h), True, 0), ("attention", (kv * d, h), True, 0),
+               ("attention", (kv * d, h), True, 0), ("attention", (h, H * d), True, 1)]
+        # unquantized vectors: q/k/v biases (column-parallel), o_proj's bias (on every rank), gpt-oss's sinks
+        if m.qkv_bias or m.attention_bias:
+            out += [("attention", (H * d,), False, 0), ("attention", (kv * d,), False, 0),
+                    ("attention", (kv * d,), False, 0)]
+        if m.attention_bias:
+            out.append(("attention", (h,), False, None))
+        if m.attention_sinks:
+            out.append(("attention", (H,), False, 0))
+        return out
     qk = m.qk_head_dim
     out: list[Matrix] = []
     if m.q_lora_rank:
@@ -46,7 +55,7 @@ def _ffn_matrices(m: ModelConfig, layer: int) -> tuple[list[Matrix], int]:
         width = m.intermediate_size
         return [("dense_mlp", (width, h), True, 0)] * 2 + [("dense_mlp", (h, width), True, 1)], 0
     out: list[Matrix] = [("router", (m.n_routed_experts, h), False, None)]
-    if m.has_correction_bias:
+    if m.has_correction_bias or m.router_bias:
         out.append(("router", (m.n_routed_experts,), False, None))
     width = (m.n_shared_experts or 0) * m.moe_intermediate_size
     if width:
@@ -81,6 +90,8 @@ def layer_weight_bytes(m: ModelConfig, layer: int, precision: Precision, *, tp: 
         fmt = precision.routed_expert_weights
         e = math.ceil(e / moe_tp)
         one = 2 * fmt.storage_bytes((e, h)) + fmt.storage_bytes((h, e))
+        if m.expert_bias:  # gpt-oss: gate_up [2e] and down [h] biases, unquantized (the checkpoint's *_bias)
+            one += _bytes((2 * e,), False, precision) + _bytes((h,), False, precision)
         out["routed_experts"] = math.ceil((experts + redundant_experts) / ep) * one
     return out
 
@@ -92,7 +103,8 @@ def model_elements(m: ModelConfig) -> int:
     for layer in range(m.num_hidden_layers):
         ffn, experts = _ffn_matrices(m, layer)
         total += 2 * m.hidden_size + sum(math.prod(s) for _, s, _, _ in _attention_matrices(m) + ffn)
-        total += experts * 3 * m.hidden_size * (m.moe_intermediate_size or 0)
+        total += experts * (3 * m.hidden_size * (m.moe_intermediate_size or 0)
+                            + (2 * m.moe_intermediate_size + m.hidden_size if m.expert_bias else 0))
     return total
 
 

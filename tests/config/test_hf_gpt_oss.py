@@ -116,6 +116,11 @@ def test_checkpoint_size_is_the_model_card(name):
     expert_weights = L * E * 3 * 2880 * 2880
     size = experts + (c.total - expert_weights) * precision.activations.bytes
     assert round(size / 2**30, 1) == gib
+    # the deployment's weight bytes on one device (archsim.mapping.weights: biases unquantized) are these bytes
+    from archsim.mapping.weights import model_elements, stage_weight_bytes
+    m = w.model
+    held = stage_weight_bytes(m, precision, tp=1, ep=1, layers=range(m.num_hidden_layers), first=True, last=True)
+    assert sum(held.values()) == size and model_elements(m) == c.total
 
 
 @pytest.mark.parametrize("name", sorted(CARD))
