@@ -101,6 +101,12 @@ class TraceSummary:
             return 0.0
         return max(k.end_s for k in self.kernels) - min(k.start_s for k in self.kernels)
 
+    def op_busy_s(self, op: str) -> float:
+        """Seconds at least one kernel of ``op`` runs, on any stream: equal to ``op_s[op]`` unless the op's
+        kernels overlap (two streams sharing the same SMs, as DeepSeek's expert Wgrad GEMMs on streams 7 and
+        23, each slowed by the other: their wall time, not the sum of their durations, is the op's time)."""
+        return _union([(k.start_s, k.end_s) for k in self.kernels if k.op == op])
+
     def busy_s(self, streams) -> float:
         """Seconds at least one kernel of ``streams`` runs (the union over those streams)."""
         return _union([(k.start_s, k.end_s) for k in self.kernels if k.stream in set(streams)])
@@ -117,7 +123,8 @@ class TraceSummary:
 
     def to_dict(self) -> dict:
         return {"span_s": self.span_s,
-                "ops": {op: {"time_s": self.op_s[op], "count": self.op_count[op]} for op in self.op_s},
+                "ops": {op: {"time_s": self.op_s[op], "busy_s": self.op_busy_s(op), "count": self.op_count[op]}
+                        for op in self.op_s},
                 "op_pass_s": {f"{op}/{p or '-'}": v for (op, p), v in self.op_pass_s.items()},
                 "streams": {s: {"count": t.count, "busy_s": t.busy_s, "span_s": t.span_s}
                             for s, t in self.streams.items()},

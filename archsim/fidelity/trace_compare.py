@@ -39,17 +39,20 @@ class Row:
 
 
 def op_rows(summary: TraceSummary, modelled: dict) -> list[Row]:
-    """Per op (the trace's and the model's, in ``OPS`` order), then per (op, pass) where the trace has passes."""
+    """Per op (the trace's and the model's, in ``OPS`` order): the op's busy time in the trace (the union of
+    its kernels' intervals, ``TraceSummary.op_busy_s``) against the model's seconds."""
     ops = [op for op in OPS if op in summary.op_s or any(k[0] == op for k in modelled)]
     rows = []
     for op in ops:
-        rows.append(Row(name=op, measured_s=summary.op_s.get(op, 0.0), count=summary.op_count.get(op, 0),
+        rows.append(Row(name=op, measured_s=summary.op_busy_s(op) if op in summary.op_s else 0.0,
+                        count=summary.op_count.get(op, 0),
                         modelled_s=sum(v for (o, _), v in modelled.items() if o == op)))
     return rows
 
 
 def pass_rows(summary: TraceSummary, modelled: dict) -> list[Row]:
-    """Per (op, pass): the trace's kernels by the pass of the annotation around their launch."""
+    """Per (op, pass): the trace's kernels by the pass of the annotation around their launch (summed
+    durations)."""
     keys = sorted({k for k in summary.op_pass_s if k[1]} | set(modelled),
                   key=lambda k: (OPS.index(k[0]) if k[0] in OPS else len(OPS), PASSES.index(k[1])
                                  if k[1] in PASSES else len(PASSES)))

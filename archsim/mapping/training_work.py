@@ -8,12 +8,14 @@ from archsim.config.hardware import Hardware
 from archsim.cost.kernel_model import grouped_gemm_time
 from archsim.cost.rates import ChipRates
 from archsim.cost.phase import PhaseCost
-from archsim.dtypes import BF16, BITS_PER_BYTE, FP8
+from archsim.dtypes import BF16, BITS_PER_BYTE, FP8, FP32
 from archsim.errors import ConfigError
 
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (Dao 2023, §3.1.2): 2.5x the work.
 ATTENTION_BACKWARD_RATIO = 2.5
 GEMM_KINDS = ("gemm", "grouped_gemm")
+# gradient-buffer bytes per element -> the format a Wgrad GEMM accumulating into it writes
+_GRADIENT_DTYPES = {4.0: "fp32", 2.0: "bf16"}
 # DSV3-TR §3.3.2: activations quantised per 1x128 tile (one float32 scale each) for Fprop/Dgrad; Wgrad
 # needs the transposed operands, i.e. 128x1 tiles along the token dimension (DSV3-TR §3.5.2).
 ACTIVATION_TILE = FP8.with_block((1, 128), scale_bits=32)
@@ -77,17 +79,24 @@ def _check_projections(graph, names: tuple[str, ...]) -> None:
 
 
 def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int, topk: int, hidden: int,
-                     recompute: str, recompute_projections: tuple[str, ...], frozen: bool) -> MicroBatchWork:
+                     recompute: str, recompute_projections: tuple[str, ...], frozen: bool,
+                     gradient_bytes: float = 0.0) -> MicroBatchWork:
     """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``);
     ``count(op)`` says how many times the priced block runs each op (0 leaves it out).
 
     GEMMs (forward, Dgrad with K = N of the forward, Wgrad with K = tokens) are priced by the shape-aware
     kernel model; the heads at every one of the ``tokens`` positions, with the cross-entropy's passes over
     the logits. Attention backward does 2.5x the forward's FLOPs at
-    ``hw.kernel.attention_backward_fraction`` of its rate. Element-wise backward moves 2 x (forward reads)
+    ``hw.kernel.attention_backward_fraction`` of its rate, plus its pre- and post-processing passes
+    (``attention_backward_pass_bytes``) at the HBM rate. Element-wise backward moves 2 x (forward reads)
     + forward writes bytes (saved inputs and dy read, dx written). Each FP8 GEMM casts its activation
     input per 1x128 tile (forward), its output gradient (Dgrad) and both operands transposed (Wgrad); a
     dispatched expert input is cast once per token before dispatch (``topk`` copies share it).
+    Training runs the tensor cores for minutes on end, so a GEMM's matrix and L2-feed terms run at the clock
+    the chip sustains under that load (``kernel.clock_under_load`` over ``kernel.clock_boost``; the GEMM rates
+    come from short benchmarks at the boost clock). ``gradient_bytes`` > 0: each Wgrad GEMM accumulates into
+    the weight's gradient buffer in that format (DeepSeek-V3: FP32, DSV3-TR §3.3; the ``_acc`` kernels of
+    its profile): it writes the gradient in that format and reads the running sum first.
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward.
     """
@@ -105,7 +114,7 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
             continue
         if op.kind in GEMM_KINDS:
             terms = _gemm_terms(op, hw, tokens=tokens, topk=topk, hidden=hidden, hbm_rate=hbm_rate,
-                                frozen=frozen)
+                                frozen=frozen, gradient_bytes=gradient_bytes)
             for key, value in terms.items():
                 t[key] += n * value
             if recompute == "selective" and name.endswith(recompute_projections):
@@ -114,7 +123,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
         fwd = cost.ops[name].time_s
         t["forward_s"] += n * fwd
         if op.kind == "attention":
-            t["attention_backward_s"] += n * ATTENTION_BACKWARD_RATIO * fwd / attention_rate
+            t["attention_backward_s"] += n * (ATTENTION_BACKWARD_RATIO * fwd / attention_rate
+                                              + attention_backward_pass_bytes(op) / hbm_rate)
         else:
             t["elementwise_backward_s"] += n * fwd * _backward_bytes_ratio(op)
         if recompute == "selective" and op.kind in STREAMING_KINDS:
@@ -124,13 +134,39 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     return MicroBatchWork(**t)
 
 
+def attention_backward_pass_bytes(op) -> float:
+    """HBM bytes of the two memory-bound kernels around a FlashAttention backward (Dao-AILab/flash-attention
+    hopper/flash_bwd_preprocess_kernel.h and flash_bwd_postprocess_kernel.h; ``FlashAttnBwdPreprocess`` and
+    ``FlashAttnBwdPostprocessConvertdQ`` in DeepSeek's profile): the preprocess reads O and dO (BF16, d_v per
+    query row and head), reads the log-sum-exp and writes dPsum (FP32 each) and clears the FP32 dQ
+    accumulator (d_qk); the postprocess reads that accumulator and writes dQ in BF16."""
+    a = op.attrs
+    rows = a["batch"] * a["q_len"] * a["heads_q"]
+    bf16, fp32 = BF16.bits / BITS_PER_BYTE, FP32.bits / BITS_PER_BYTE
+    pre = rows * (2 * a["d_v"] * bf16 + 2 * fp32 + a["d_qk"] * fp32)
+    post = rows * a["d_qk"] * (fp32 + bf16)
+    return pre + post
+
+
 def _backward_bytes_ratio(op) -> float:
     reads = sum(o.nbytes for o in op.reads if o.role == "activation")
     writes = sum(o.nbytes for o in op.writes)
     return (2 * reads + writes) / (reads + writes) if reads + writes > 0 else 1.0
 
 
-def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen) -> dict:
+def sustained_gemm_s(estimate, clock_ratio: float) -> float:
+    """A kernel-model GEMM estimate at a sustained clock ``clock_ratio`` (<= 1) of the one it was priced at:
+    the MMA and the L2 -> shared-memory operand feed (core clock domain) slow down, HBM does not; ramp and
+    epilogue are kept (``cost.gemm``: ramp + max(main-loop terms) + epilogue)."""
+    p = estimate.parts
+    if clock_ratio == 1.0 or "compute_s" not in p:
+        return estimate.time_s
+    loop = max(p["compute_s"] / clock_ratio, p.get("l2_operand_s", 0.0) / clock_ratio, p.get("memory_s", 0.0),
+               p.get("panel_stream_s", 0.0))
+    return p.get("ramp_s", 0.0) + loop + p.get("epilogue_s", 0.0)
+
+
+def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen, gradient_bytes=0.0) -> dict:
     """Forward, Dgrad, Wgrad and FP8-cast seconds of one (grouped) GEMM op."""
     a = op.attrs
     dtype = op.compute_dtype if op.compute_dtype.bits == 8 else BF16
@@ -143,11 +179,19 @@ def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen) -> dict:
         rows = float(m)
     n, k = int(a["n"]), int(a["k"])
 
-    def time(mm, nn, kk):
-        return grouped_gemm_time(hw, groups=groups, m=max(1, mm), n=nn, k=kk, dtype=dtype.name).time_s
+    clock = hw.kernel.clock_ratio if hw.kernel is not None else 1.0
 
-    out = {"forward_s": time(m, n, k), "dgrad_s": time(m, k, n),
-           "wgrad_s": 0.0 if frozen else time(n, k, max(1, m))}
+    def time(mm, nn, kk, out_dtype="bf16"):
+        return sustained_gemm_s(grouped_gemm_time(hw, groups=groups, m=max(1, mm), n=nn, k=kk, dtype=dtype.name,
+                                                  out_dtype=out_dtype), clock)
+
+    wgrad = 0.0
+    if not frozen:
+        accumulate = _GRADIENT_DTYPES.get(gradient_bytes)
+        wgrad = time(n, k, max(1, m), accumulate or "bf16")
+        if accumulate:
+            wgrad += groups * n * k * gradient_bytes / hbm_rate  # the running sum read before the write
+    out = {"forward_s": time(m, n, k), "dgrad_s": time(m, k, n), "wgrad_s": wgrad}
     if head:
         last = time(int(a["m"]), n, k)  # what inference prices: the last position only
         # cross-entropy over the logits: the loss reads them once; its backward reads them again and

@@ -175,3 +175,27 @@ def test_published_recipe_needs_a_training_section(tmp_path):
     assert (par.ep, par.pp, par.dp, par.micro_batches, setup.comm_sms) == (64, 16, 128, 120, 20)
     with pytest.raises(ConfigError, match="training: section"):
         published_recipe(load_workload("kimi_k2"))
+
+
+def test_op_busy_time_is_the_union_over_streams(tmp_path):
+    """Two Wgrad GEMMs on two streams overlapping by 60 us (they share the SMs, each slowed by the other):
+    their durations sum to 200 us, the op holds the GPU 140 us."""
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps([_kernel("fp8_dptp128c_acc::GemmKernel", 7, 0, 100, 1),
+                                _kernel("fp8_dptp128c_acc::GemmKernel", 23, 40, 100, 2)]))
+    s = read_trace(path)
+    assert s.op_s["wgrad_gemm"] == pytest.approx(200e-6)
+    assert s.op_busy_s("wgrad_gemm") == pytest.approx(140e-6)
+
+
+def test_deepseek_wgrad_streams_overlap(deepseek):
+    """DeepSeek runs part of the expert Wgrad GEMMs on a second stream (23, 16 kernels, 11.4 ms) beside stream
+    7: the op's busy time is below the sum of its kernels' durations (32.8 ms); every other op runs on one
+    stream, so its busy time equals its summed durations."""
+    s = deepseek
+    assert s.op_s["wgrad_gemm"] == pytest.approx(32.76e-3, abs=0.01e-3)
+    assert s.op_busy_s("wgrad_gemm") < s.op_s["wgrad_gemm"] - 4e-3
+    assert sum(1 for k in s.kernels if k.stream == "23") == 16
+    assert all(k.op == "wgrad_gemm" for k in s.kernels if k.stream == "23")
+    for op in ("expert_gemm", "dense_gemm", "attention_backward", "combine"):
+        assert s.op_busy_s(op) == pytest.approx(s.op_s[op])

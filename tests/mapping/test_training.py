@@ -30,18 +30,19 @@ def dsv3_estimate(dsv3, h800):
 
 
 def test_dsv3_pretraining_against_published(dsv3_estimate):
-    """archsim projects 127.7K GPU-hours per trillion tokens against the published 180K (-29.1%) and 57.4%
-    MFU against 38.94% (1.47x). Every effect priced is physics (docs/parallelism.md, "Training fidelity", has
-    the contribution table and the what-ifs); what is left is kernel time the model does not see (the
-    profile-data chunk pair's compute stream is 1.29x the model's; scaling every rank by it alone would
-    leave +10.5% on tokens/s) and slower DeepEP calls in training. Documented bound:
-    GPU-hours between 0.66x and 0.73x the published figure, MFU between 1.43x and 1.58x; the test fails if
-    a change moves it outside (either way: a fix that closes the gap must update the docs and the bound)."""
+    """archsim projects 147.3K GPU-hours per trillion tokens against the published 180K (-18.2%) and 49.7%
+    MFU against 38.94% (1.28x). Every effect priced is physics (docs/parallelism.md, "Training fidelity", has
+    the contribution table; docs/training_trace.md sets the chunk pair beside DeepSeek's kernel trace op by op:
+    the GEMMs and attention now within 15% of it, the FP8 casts, norms, small element-wise kernels and the
+    DeepEP calls with their notify kernels still below it). The issue-15 target (within 10% of 180K and of
+    38.9% MFU) is NOT met. Documented bound: GPU-hours between 0.79x and 0.85x the published figure, MFU
+    between 1.22x and 1.33x; the test fails if a change moves it outside (either way: a fix that closes the
+    gap must update the docs and the bound)."""
     e = dsv3_estimate
     assert e.fits
     ratio = e.gpu_hours_per_trillion_tokens / PUBLISHED_GPU_HOURS_PER_T
-    assert 0.66 <= ratio <= 0.73, ratio
-    assert 1.43 <= e.mfu / PUBLISHED_MFU <= 1.58, e.mfu
+    assert 0.79 <= ratio <= 0.85, ratio
+    assert 1.22 <= e.mfu / PUBLISHED_MFU <= 1.33, e.mfu
     # the definitions are consistent with each other
     assert e.gpu_hours_per_trillion_tokens == pytest.approx(1e12 / e.tokens_per_s * 2048 / 3600)
     assert e.tokens_per_step == 15360 * 4096
