@@ -191,11 +191,11 @@ def test_op_busy_time_is_the_union_over_streams(tmp_path):
 def test_deepseek_wgrad_streams_overlap(deepseek):
     """DeepSeek runs part of the expert Wgrad GEMMs on a second stream (23, 16 kernels, 11.4 ms) beside stream
     7: the op's busy time is below the sum of its kernels' durations (32.8 ms); every other op runs on one
-    stream, so its busy time equals its summed durations."""
+    stream, so its busy time equals its summed durations (within a microsecond: the trace rounds to it)."""
     s = deepseek
     assert s.op_s["wgrad_gemm"] == pytest.approx(32.76e-3, abs=0.01e-3)
     assert s.op_busy_s("wgrad_gemm") < s.op_s["wgrad_gemm"] - 4e-3
     assert sum(1 for k in s.kernels if k.stream == "23") == 16
     assert all(k.op == "wgrad_gemm" for k in s.kernels if k.stream == "23")
     for op in ("expert_gemm", "dense_gemm", "attention_backward", "combine"):
-        assert s.op_busy_s(op) == pytest.approx(s.op_s[op])
+        assert s.op_busy_s(op) == pytest.approx(s.op_s[op], abs=1e-6)  # back-to-back kernels may touch
