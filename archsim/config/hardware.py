@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from archsim.config.whatif_hardware import PhotonicSpec, PimSpec, photonic_from_section, pim_from_section
+from archsim.config.whatif_hardware import (MeshSpec, PhotonicSpec, PimSpec, mesh_from_section, photonic_from_section,
+                                            pim_from_section)
 from archsim.config.kernel_fields import KernelFields, parse_kernel_fields
 from archsim.config.shipped import resolve_file, shipped_names
 from archsim.config.yaml_io import Section, did_you_mean, load_yaml
@@ -111,6 +112,7 @@ class Hardware:
     clock_hz: float | None = None  # boost clock, for per-cycle derivations; optional
     kernel: KernelFields | None = None  # kernel-efficiency fields (docs/fidelity.md); optional
     pim: PimSpec | None = None  # compute inside a memory level (what-if hardware); optional
+    mesh: MeshSpec | None = None  # a wafer-scale 2D core mesh whose fabric each op crosses (cost/mesh.py); optional
     compute_clock_fraction: float = 1.0  # thermal derate of all compute clocks (3D stacking); optional
     # per-kernel cost when a step is replayed from a CUDA graph (no CPU launch per kernel); None: kernel_launch
     kernel_launch_graph_s: float | None = None
@@ -198,8 +200,11 @@ def _kernel(root: Section) -> KernelFields | None:
 
 
 def _whatif(root: Section) -> dict:
-    """Optional issue-6 sections: ``pim`` and ``thermal.compute_clock_fraction``."""
+    """Optional what-if sections: ``pim``, ``mesh`` and ``thermal.compute_clock_fraction``."""
     out: dict = {}
+    mesh = root.optional_section("mesh")
+    if mesh is not None:
+        out["mesh"] = mesh_from_section(mesh)
     pim = root.optional_section("pim")
     if pim is not None:
         levels = tuple(root.raw("memory")) if isinstance(root.raw("memory"), Mapping) else ()

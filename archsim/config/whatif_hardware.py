@@ -1,4 +1,4 @@
-"""What-if hardware sections of a hardware YAML: photonic engines and processing-in-memory.
+"""What-if hardware sections of a hardware YAML: photonic engines, processing-in-memory and a wafer-scale core mesh.
 
 Optional parts of ``archsim/config/hardware.py``. Derived rates of a photonic engine are
 computed here, in tested Python, from its physical fields (no derived numbers in YAML):
@@ -11,7 +11,10 @@ computed here, in tested Python, from its physical fields (no derived numbers in
   operand element, ``(rows + cols) x wavelengths``, and one ADC conversion per dot-product output,
   ``rows x cols``; dynamic energy per FLOP = conversion energy per cycle / FLOPs per cycle;
 - laser and static (tuning, control) power burn whether the array is busy or not: they add to the
-  chip's static power (``static_power_w``), not to the energy per FLOP.
+  chip's static power (``static_power_w``), not to the energy per FLOP;
+- a wafer-scale chip's 2D mesh of cores (``mesh:``, ``MeshSpec``): its size, per-core SRAM and SIMD width, clock,
+  per-hop latency and link width, and the off-wafer weight-streaming bandwidth; ``archsim/cost/mesh.py`` prices
+  the mesh traffic of each op from them.
 """
 from __future__ import annotations
 
@@ -117,3 +120,45 @@ def pim_from_section(sec: Section, levels: tuple[str, ...], per_dtype) -> PimSpe
         energy_j_per_flop=per_dtype(sec.section("energy_per_flop"), "energy_j_per_flop"),
         internal_bandwidth_bytes_per_s=sec.quantity("internal_bandwidth", "bytes_per_s"),
         internal_energy_j_per_bit=sec.quantity("internal_energy_per_bit", "energy_j_per_bit"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshSpec:
+    """A 2D mesh of small cores, each with its own SRAM and router (a wafer-scale chip). ``op_side``: cores per side
+    of the square sub-mesh one op is spread over; the rates derive in ``archsim/cost/mesh.py``."""
+
+    cores_x: int                       # cores per row of the whole mesh
+    cores_y: int                       # rows of cores
+    op_side: int                       # side of the square sub-mesh one op (one GEMV) is mapped over
+    core_memory_bytes: float           # SRAM per core
+    simd_fp16_macs_per_cycle: int      # FP16 multiply-accumulates one core issues per cycle
+    clock_hz: float
+    hop_cycles: float                  # cycles for a word to cross one router-to-router hop
+    link_bytes_per_cycle: float        # bytes one link carries per cycle and direction
+    hop_energy_j_per_bit: float        # energy to move one bit across one hop
+    weight_stream_bytes_per_s: float   # weights streamed onto the wafer from off-wafer memory (MemoryX)
+
+    @property
+    def cores(self) -> int:
+        return self.cores_x * self.cores_y
+
+
+def mesh_from_section(sec: Section) -> MeshSpec:
+    """Parse the top-level ``mesh:`` section (strict; unknown keys are reported by finish())."""
+    spec = MeshSpec(
+        cores_x=sec.int("cores_x", minimum=1), cores_y=sec.int("cores_y", minimum=1),
+        op_side=sec.int("op_side", minimum=1),
+        core_memory_bytes=sec.quantity("core_memory", "bytes"),
+        simd_fp16_macs_per_cycle=sec.int("simd_fp16_macs_per_cycle", minimum=1),
+        clock_hz=sec.quantity("clock", "frequency_hz"),
+        hop_cycles=sec.number("hop_cycles", minimum=0),
+        link_bytes_per_cycle=sec.number("link_bytes_per_cycle", minimum=0),
+        hop_energy_j_per_bit=sec.quantity("hop_energy_per_bit", "energy_j_per_bit"),
+        weight_stream_bytes_per_s=sec.quantity("weight_stream_bandwidth", "bytes_per_s"))
+    if spec.link_bytes_per_cycle <= 0:
+        raise ConfigError(sec.file, sec.child_path("link_bytes_per_cycle"), "a positive number of bytes per cycle",
+                          spec.link_bytes_per_cycle)
+    if spec.op_side > min(spec.cores_x, spec.cores_y):
+        raise ConfigError(sec.file, sec.child_path("op_side"),
+                          f"at most the mesh's shorter side ({min(spec.cores_x, spec.cores_y)} cores)", spec.op_side)
+    return spec

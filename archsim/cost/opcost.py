@@ -1,7 +1,8 @@
 """Op x OpWork x Hardware -> OpCost: the roofline price of one op (time per resource, the binding one, energy).
 
 Each resource's time is its work over its rate (``cost/rates.py``); a memory level adds its latency when the op
-touches it; the op takes the longest (``bound`` names it, ``cost/bound.py``). A tiled GEMM takes
+touches it; the op takes the longest (``bound`` names it, ``cost/bound.py``); on a wafer-scale chip (hardware
+``mesh:``) an op's all-reduces across the core mesh are its network time (``cost/mesh.py``). A tiled GEMM takes
 ``gemm.gemm_time`` instead (or its launch, if longer). Dynamic energy = FLOPs x energy per FLOP + bytes per level
 x energy per bit (+ network); idle power is a phase's (``cost/phase.py``). ``cost/work.py`` is the array form.
 
@@ -17,7 +18,7 @@ from typing import Mapping
 
 from archsim.config.hardware import ComputeEngine, Hardware
 from archsim.cost import bound as bounds
-from archsim.cost import engines, gemm
+from archsim.cost import engines, gemm, mesh
 from archsim.cost.collectives import price_collective
 from archsim.cost.rates import ChipRates, engine_dtype_name
 from archsim.cost.traffic import OpWork
@@ -153,7 +154,7 @@ def price_on_engine(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     memory_s = {name: (0.0 if work.bytes_by_level[name] <= 0 else
                        work.bytes_by_level[name] / rates.level_bytes_per_s[name] + level.latency_s)
                 for name, level in hw.memory.items()}
-    network_s, network_j = collective_cost(op, hw) if op.kind == "collective" else (0.0, 0.0)
+    network_s, network_j = collective_cost(op, hw) if op.kind == "collective" else mesh.op_mesh_cost(op, hw)
     launch_s = work.launches * rates.launch_s
     candidates = [(bounds.COMPUTE, compute_s)]
     candidates += [(bounds.memory(name), memory_s[name]) for name in reversed(tuple(hw.memory))]

@@ -2,7 +2,8 @@
 leading sweep axis (``hardware_arrays``, ``price_work``), 10,000 hardware points in one call.
 
 The maths is ``cost/opcost.py``'s, element-wise; a tiled GEMM's time is ``gemm.gemm_time`` at each point (each
-point picks its own tile). Collectives are priced once at extraction (``cost/collectives.py``).
+point picks its own tile). Collectives are priced once at extraction (``cost/collectives.py``), and so is an op's
+all-reduce traffic on a wafer-scale chip's core mesh (``cost/mesh.py``), which is its network time.
 
 Placement (``cost/engines.py``): on a chip with alternatives to an op's default engine (PIM units, a second matrix or
 photonic engine) ``extract_work`` records, per op row, which of them can run it (``Alternatives``), and
@@ -21,7 +22,7 @@ import numpy as np
 
 from archsim.config.hardware import Hardware
 from archsim.cost import bound as bounds
-from archsim.cost import engines, gemm
+from archsim.cost import engines, gemm, mesh
 from archsim.cost.geometry import Geometry
 from archsim.cost.opcost import collective_cost, energy_per_flop, rate_key
 from archsim.cost.rates import ChipRates, sustained_bytes_per_s
@@ -129,6 +130,9 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash",
     key_of: dict[tuple[str, str, bool], tuple[str, str] | None] = {}  # rate_key memo by (engine, dtype, has FLOPs)
     levels = geom.level_names
     time_flops, rate_index, rows, network, launches, net_s, net_j, cands = [], [], [], [], [], [], [], []
+    # a wafer-scale chip's on-mesh broadcasts and reductions are the op's network time (cost/mesh.py)
+    mesh_rates = None if hw.mesh is None else mesh.MeshRates.of(hw.mesh)
+    mesh_cost = (lambda op: (0.0, 0.0)) if mesh_rates is None else (lambda op: mesh.op_mesh_cost_at(op, mesh_rates))
     for op in ops:
         work = op_work(op, geom, attention=attention)
         memo = (op.engine, op.compute_dtype.name, op.flops > 0)
@@ -139,7 +143,7 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash",
         time_flops.append(work.time_flops)
         rows.append([work.bytes_by_level[name] for name in levels])
         network.append(work.network_bytes)
-        t, e = collective_cost(op, hw) if op.kind == "collective" else (0.0, 0.0)
+        t, e = collective_cost(op, hw) if op.kind == "collective" else mesh_cost(op)
         net_s.append(t)
         net_j.append(e)
         launches.append(work.launches)

@@ -33,7 +33,8 @@ PRIMARY_ORDER = ("time_us", "tflops", "gb_per_s", "tokens_per_s_per_gpu", "bytes
                  "total_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "tpot_ms", "itl_ms",
                  "tokens_per_s_per_user", "ttft_ms", "e2e_latency_ms")
 KERNELS = ("gemm", "grouped_gemm", "attention", "ep_exchange", "training_throughput", "kv_bytes_per_token",
-           "ep_decode_bound", "deployment")
+           "ep_decode_bound", "deployment",
+           "whatif_decode")  # a what-if chip's published decode tokens/s (fidelity/whatif_eval.py)
 
 
 @dataclass(frozen=True, kw_only=True)

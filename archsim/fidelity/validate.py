@@ -32,7 +32,11 @@ MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.10, "at
                                    # 48%; 78%):
                                    # 2025 stacks on one 8-GPU node run TP8 DeepSeek decode 1.5-4x and prefill ~8x
                                    # slower than the kernels and host times archsim can source (docs/stacks.md)
-                                   "deployment_throughput": 0.52, "deployment_tpot": 0.53, "deployment_ttft": 0.83}
+                                   "deployment_throughput": 0.52, "deployment_tpot": 0.53, "deployment_ttft": 0.83,
+                                   # what-if chips' published system results (validation/whatif_*.yaml): the
+                                   # target is 30%, NOT met by the wafer-scale cases alone; this guards their median
+                                   # today (52%, 2 Cerebras launch figures compared, 5 speculative ones skipped)
+                                   "whatif": 0.55}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,8 +227,19 @@ def _deployment(case: Case, hw: Hardware) -> tuple[float, dict]:
     return values[case.metric], detail
 
 
+def _whatif(case: Case, hw: Hardware) -> tuple[float, dict]:
+    """A what-if chip's published system result reproduced end to end (fidelity/whatif_eval.py)."""
+    from archsim.fidelity.whatif_eval import NotModelled, predict
+
+    try:
+        values, detail = predict(case, hw)
+    except NotModelled as why:
+        raise _Skip(str(why)) from None
+    return values[case.metric], detail
+
+
 EVALUATORS: dict[str, Callable[[Case, Hardware], tuple[float, dict]]] = {
-    "deployment": _deployment,
+    "deployment": _deployment, "whatif_decode": _whatif,
     "gemm": _gemm, "grouped_gemm": _gemm, "attention": _attention, "ep_exchange": _ep_exchange,
     "kv_bytes_per_token": _kv_bytes, "ep_decode_bound": _ep_decode_bound, "training_throughput": _training,
 }
