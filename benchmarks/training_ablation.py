@@ -66,8 +66,8 @@ def _forward_gemm_s(op, hw, tokens: int) -> float:
         groups, m = int(a["groups"]), int(round(a["tokens_max"]))
     else:
         groups, m = 1, (tokens if op.name.endswith(training_work.HEAD_SUFFIXES) else int(a["m"]))
-    return grouped_gemm_time(hw, groups=groups, m=max(1, m), n=int(a["n"]), k=int(a["k"]),
-                             dtype=dtype.name).time_s
+    est = grouped_gemm_time(hw, groups=groups, m=max(1, m), n=int(a["n"]), k=int(a["k"]), dtype=dtype.name)
+    return training_work.sustained_gemm_s(est, hw.kernel.clock_ratio)
 
 
 def gemm_terms_patch(edit):
@@ -128,6 +128,14 @@ def _no_fb_schedule_patch():
     return patched(training, "fb_span", span)
 
 
+def _no_attention_passes():
+    return patched(training_work, "attention_backward_pass_bytes", lambda op: 0.0)
+
+
+def _boost_clock_patch():
+    return patched(training_work, "sustained_gemm_s", lambda estimate, clock_ratio: estimate.time_s)
+
+
 def _hw_attention(hw, fraction):
     return replace(hw, kernel=replace(hw.kernel, attention_backward_fraction=fraction))
 
@@ -160,12 +168,19 @@ def contributions(model, hw):
          under2(patched(training_work, "_backward_bytes_ratio", lambda op: 0.0), gemm_terms_patch(_no_loss_backward))),
         ("recomputation (norms, SwiGLU, RoPE; MLA up-projections)", est(replace(SETUP, recompute="none"))),
         ("of which the MLA up-projections (DSV3-TR §3.3.3)", est(replace(SETUP, recompute_projections=()))),
-        ("attention backward 2.5× FLOPs at 0.85 of the forward rate (FA2 §3.1.2; FA3 H100 figures); "
-         "without: 2× at the forward rate",
-         under(patched(training_work, "ATTENTION_BACKWARD_RATIO", 2.0), hw_=_hw_attention(hw, 1.0))),
+        ("attention backward 2.5× FLOPs at 0.85 of the forward rate (FA2 §3.1.2; FA3 H100 figures), with its "
+         "pre- and post-processing passes; without: 2× at the forward rate, no passes",
+         under2(patched(training_work, "ATTENTION_BACKWARD_RATIO", 2.0), _no_attention_passes(),
+                hw_=_hw_attention(hw, 1.0))),
         ("of which the 0.85 rate", est(hw_=_hw_attention(hw, 1.0))),
-        ("Wgrad GEMMs with K = tokens (kernel model); without: Wgrad = forward GEMM time",
-         under(gemm_terms_patch(_wgrad_as_forward))),
+        ("of which FlashAttention's backward pre-/post-processing passes (O·dO, FP32 dQ accumulator; "
+         "flash-attention hopper/flash_bwd_{pre,post}process_kernel.h)", under(_no_attention_passes())),
+        ("GEMMs at the clock sustained under training load, 1600 of 1830 MHz (kernel.clock_under_load, FlashMLA "
+         "deep dive); without: the boost clock of the GEMM benchmarks", under(_boost_clock_patch())),
+        ("Wgrad GEMMs with K = tokens (kernel model) accumulating into the FP32 gradient; without: Wgrad = "
+         "forward GEMM time", under(gemm_terms_patch(_wgrad_as_forward))),
+        ("of which the FP32 accumulation (write FP32, read the running sum; DSV3-TR §3.3, the trace's _acc "
+         "kernels); without: BF16 output, nothing read", under(patched(training_work, "_GRADIENT_DTYPES", {}))),
         ("F&B two-stream schedule; without: max(compute, communication)", under(_no_fb_schedule_patch())),
     ]
     out = [(label, g, g0 - g) for label, g in rows]

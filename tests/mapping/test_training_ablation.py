@@ -25,9 +25,10 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
     model = load_workload(REPO / "workloads/deepseek_v3.yaml").model
     originals = (training._bottleneck_rank, training.fb_span, training.price_phase, training.micro_batch_work,
                  training_work._gemm_terms, training_work._backward_bytes_ratio,
-                 training_work.ATTENTION_BACKWARD_RATIO)
+                 training_work.ATTENTION_BACKWARD_RATIO, training_work.sustained_gemm_s,
+                 training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES)
     base, rows = ablation.contributions(model, h800)
-    assert len(rows) == 15
+    assert len(rows) == 18
     for label, without, adds in rows:
         assert 0 < without < 2 * base.gpu_hours_per_trillion_tokens, label
         if not label.startswith("Wgrad"):
@@ -36,8 +37,13 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
     by = {label.split(";")[0].split(" (")[0]: adds for label, _, adds in rows}
     assert by["integer stage split"] > 0
     assert by["recomputation"] > by["of which the MLA up-projections"] > 0
+    # the training-trace effects (docs/training_trace.md) each slow the model
+    assert by["GEMMs at the clock sustained under training load, 1600 of 1830 MHz"] > 0
+    assert by["of which the FP32 accumulation"] > 0
+    assert by["of which FlashAttention's backward pre-/post-processing passes"] > 0
     assert (training._bottleneck_rank, training.fb_span, training.price_phase, training.micro_batch_work,
             training_work._gemm_terms, training_work._backward_bytes_ratio,
-            training_work.ATTENTION_BACKWARD_RATIO) == originals
+            training_work.ATTENTION_BACKWARD_RATIO, training_work.sustained_gemm_s,
+            training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES) == originals
     again = estimate_training(model, h800, ablation.LAYOUT, ablation.SETUP)
     assert again.step_time_s == base.step_time_s
