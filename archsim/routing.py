@@ -19,6 +19,11 @@ scores.amax(dim=-1)`` when ``n_groups > 1``) [V]. archsim.kernels.router documen
 from __future__ import annotations
 
 TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
+# scoring_func values: sigmoid or softmax scores over all experts (DeepSeek, Mixtral, Qwen-MoE), or gpt-oss's
+# top-k of the raw logits followed by a softmax over the k chosen ones (transformers GptOssTopKRouter), whose
+# weights equal softmax -> top-k -> renormalise but whose FLOPs scale with k, not E
+TOPK_SOFTMAX = "topk_softmax"
+SCORING_FUNCS = ("sigmoid", "softmax", TOPK_SOFTMAX)
 
 
 def check_topk_method(topk_method: str | None) -> None:
@@ -64,8 +69,11 @@ def router_flops(*, tokens: int, experts: int, top_k: int, topk_method: str | No
                  n_group: int, norm_topk_prob: bool, bias: bool, scaled: bool = True) -> int:
     """docs/counting.md: sigmoid 3 or softmax 5 per score, + 1 per score for the correction bias,
     + 1 per group for a top-2 sum (a max is comparisons only), + 2k per token to normalise (sum with
-    its epsilon, divide), + k per token to scale."""
+    its epsilon, divide), + k per token to scale. ``topk_softmax`` (gpt-oss GptOssTopKRouter: top-k of the
+    logits, then a softmax over those k) scores only the k chosen logits: 5 per chosen logit."""
     t, e = tokens, experts
+    if scoring_func == TOPK_SOFTMAX:  # the softmax over k sums to 1: no normalising, no scaling step
+        return 5 * t * top_k + (t * e if bias else 0)
     normalise, scale = weight_rule(topk_method, top_k, norm_topk_prob, scaled=scaled)
     return ((3 if scoring_func == "sigmoid" else 5) * t * e + (t * e if bias else 0)
             + (t * n_group if group_rule(topk_method, n_group) == "top2_sum" else 0)

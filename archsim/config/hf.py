@@ -18,7 +18,8 @@ Families, by ``model_type`` (the modeling code each mapping follows is transform
   (``sliding_window`` keys) and full attention; every layer MoE of ``num_local_experts`` experts of width
   ``intermediate_size`` with gate_up/down biases (``expert_bias``) and the clamped SwiGLU (``swiglu_limit``,
   alpha 1.702 in GptOssExperts: ``swiglu_alpha``); the router Linear has a bias (``router_bias``) and takes the
-  top-k logits then a softmax over them, which equals softmax, top-k, renormalise (``norm_topk_prob``).
+  top-k logits then a softmax over them (``scoring_func`` topk_softmax: the weights of softmax, top-k,
+  renormalise at 5 FLOPs per chosen logit).
 Sliding-window attention in the other families (Qwen2/3 ``use_sliding_window: true``, a Mixtral
 ``sliding_window``, ``layer_types`` with sliding layers) is not mapped: a ConfigError.
 
@@ -39,6 +40,7 @@ from archsim.config.model import ModelConfig, model_from_dict
 from archsim.config.workload import Workload, scenario_from_section
 from archsim.config.yaml_io import Section, read_capped_bytes
 from archsim.errors import ConfigError
+from archsim.routing import TOPK_SOFTMAX
 
 
 class UnmodelledFieldsWarning(UserWarning):
@@ -137,7 +139,8 @@ FAMILIES["gpt_oss"] = Family(
     required=GQA_REQUIRED + ("num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok",
                              "swiglu_limit"),
     renames={"num_local_experts": "n_routed_experts"},
-    implied={"norm_topk_prob": True, **_SOFTMAX_TOPK, "attention_sinks": True, "router_bias": True,
+    implied={"norm_topk_prob": False, **_SOFTMAX_TOPK, "scoring_func": TOPK_SOFTMAX, "attention_sinks": True,
+             "router_bias": True,
              "expert_bias": True, "swiglu_alpha": GPT_OSS_SWIGLU_ALPHA},
     checked=_gpt_oss_checked)
 # families whose layer_types may hold sliding_attention layers (the others are mapped as full attention only)

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from archsim.config.yaml_io import load_yaml, read_capped_bytes
 from archsim.errors import ConfigError
-from archsim.routing import TOPK_METHODS, uses_correction_bias
+from archsim.routing import SCORING_FUNCS, TOPK_METHODS, TOPK_SOFTMAX, uses_correction_bias
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -381,7 +381,7 @@ def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> N
         need(m.moe_layer_freq >= 1, "moe_layer_freq", "a positive integer", m.moe_layer_freq)
         need(m.first_k_dense_replace <= m.num_hidden_layers, "first_k_dense_replace",
              f"<= num_hidden_layers={m.num_hidden_layers}", m.first_k_dense_replace)
-        need(m.scoring_func in ("sigmoid", "softmax"), "scoring_func", "sigmoid or softmax", m.scoring_func)
+        need(m.scoring_func in SCORING_FUNCS, "scoring_func", " or ".join(SCORING_FUNCS), m.scoring_func)
         need(m.topk_method is None or m.topk_method in TOPK_METHODS, "topk_method",
              f"null or one of {', '.join(TOPK_METHODS)}", m.topk_method)
         need(m.topk_method != "greedy" or m.n_group == 1, "topk_method",
@@ -390,8 +390,13 @@ def validate_model(m: ModelConfig, file: str | None = None, path: str = "") -> N
         need(all(i < m.num_hidden_layers for i in m.mlp_only_layers), "mlp_only_layers",
              f"layer indices below num_hidden_layers={m.num_hidden_layers}", list(m.mlp_only_layers))
         if m.routed_scaling_factor is None:  # the softmax-top-k router (Mixtral, Qwen-MoE) has no groups or bias
-            need(m.topk_method is None and m.n_group == 1 and m.scoring_func == "softmax", "routed_scaling_factor",
+            need(m.topk_method is None and m.n_group == 1 and m.scoring_func in ("softmax", TOPK_SOFTMAX),
+                 "routed_scaling_factor",
                  "a number unless the router is plain softmax top-k (topk_method null, n_group 1)", None)
+        if m.scoring_func == TOPK_SOFTMAX:  # gpt-oss's router: no groups, bias term, renormalising or scaling
+            need(m.routed_scaling_factor in (None, 1.0) and not m.norm_topk_prob and m.topk_method is None
+                 and m.n_group == 1, "scoring_func", "softmax or sigmoid unless the router is plain (topk_method "
+                 "null, n_group 1, norm_topk_prob false, routed_scaling_factor null or 1)", m.scoring_func)
     need(m.hidden_act in ("silu", "swiglu"), "hidden_act", "silu (SwiGLU FFN)", m.hidden_act)
     need(not m.layer_types or len(m.layer_types) == m.num_hidden_layers, "layer_types",
          f"one entry per layer ({m.num_hidden_layers})", len(m.layer_types))

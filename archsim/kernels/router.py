@@ -31,7 +31,8 @@ import numpy as np
 
 from archsim.kernels.activations import sigmoid
 from archsim.kernels.counting import Site
-from archsim.routing import group_rule, router_flops, uses_correction_bias, weight_rule
+from archsim.routing import (SCORING_FUNCS, TOPK_SOFTMAX, group_rule, router_flops, uses_correction_bias,
+                             weight_rule)
 
 # Added to the sum of the chosen weights before dividing (both HF MoEGates: ``+ 1e-20``) [V]
 NORM_EPS = 1e-20
@@ -59,8 +60,10 @@ def moe_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, topk_
     Qwen3MoeSparseMoeBlock): softmax, top-k, divided by their sum when norm_topk_prob (at any k), no scaling.
     """
     scaled = routed_scaling_factor is not None
-    if scoring_func not in ("sigmoid", "softmax"):
-        raise ValueError(f"scoring_func must be sigmoid or softmax, got {scoring_func!r}")
+    if scoring_func not in SCORING_FUNCS:
+        raise ValueError(f"scoring_func must be one of {SCORING_FUNCS}, got {scoring_func!r}")
+    if scoring_func == TOPK_SOFTMAX:
+        return _topk_softmax(logits, top_k=top_k, site=site)
     rule = group_rule(topk_method, n_group)
     if bias is not None and not uses_correction_bias(topk_method):
         raise ValueError(f"e_score_correction_bias is a noaux_tc parameter, topk_method is {topk_method!r}")
@@ -95,6 +98,22 @@ def moe_router(logits: np.ndarray, bias: np.ndarray | None, *, top_k: int, topk_
         site.record(kind="router", flops=flops, reads=reads,
                     writes=[("topk_weight", weights.shape, "output"), ("topk_idx", idx.shape, "output")],
                     tokens=t, experts=e, top_k=top_k, n_group=n_group, topk_group=topk_group)
+    return weights, idx
+
+
+def _topk_softmax(logits: np.ndarray, *, top_k: int, site: Site | None) -> tuple[np.ndarray, np.ndarray]:
+    """gpt-oss (transformers GptOssTopKRouter): the top-k logits, then a softmax over those k (the weights
+    softmax -> top-k -> renormalise gives, at 5 FLOPs per chosen logit instead of per expert)."""
+    t, e = logits.shape
+    idx = topk_indices(logits, top_k)                                         # [T, k]
+    weights = _softmax(np.take_along_axis(logits, idx, axis=1))              # [T, k]
+    if site is not None:
+        site.record(kind="router", flops=router_flops(tokens=t, experts=e, top_k=top_k, topk_method=None,
+                                                      scoring_func=TOPK_SOFTMAX, n_group=1, norm_topk_prob=False,
+                                                      bias=False, scaled=False),
+                    reads=[("logits", logits.shape, "activation")],
+                    writes=[("topk_weight", weights.shape, "output"), ("topk_idx", idx.shape, "output")],
+                    tokens=t, experts=e, top_k=top_k, n_group=1, topk_group=1)
     return weights, idx
 
 

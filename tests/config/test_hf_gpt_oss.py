@@ -53,8 +53,9 @@ def test_fields_are_the_files(name):
     assert m.attention_sinks and m.router_bias and m.expert_bias and not m.use_qk_norm
     assert m.rope_scaling.rope_type == "yarn" and m.rope_scaling.factor == r["rope_scaling"]["factor"]
     assert m.rope_scaling.original_max_position_embeddings == r["initial_context_length"]
-    # the router: softmax over the top-k logits == softmax, top-k, renormalise (no scaling, no groups)
-    assert m.norm_topk_prob and m.routed_scaling_factor is None and m.scoring_func == "softmax" and m.n_group == 1
+    # the router: top-k of the logits, softmax over those k (no renormalising, scaling or groups)
+    assert m.scoring_func == "topk_softmax" and not m.norm_topk_prob and m.routed_scaling_factor is None
+    assert m.n_group == 1 and m.topk_method is None
     # every other layer attends a window: the even layers (layer_types starts with sliding_attention)
     windows = [m.attention_window(i) for i in range(m.num_hidden_layers)]
     assert windows == [r["sliding_window"] if i % 2 == 0 else None for i in range(m.num_hidden_layers)]

@@ -251,3 +251,21 @@ def test_graph_and_executed_router_agree_per_method(method, scoring, norm, k):
                                      n_group=cfg["n_group"], norm_topk_prob=norm, bias=method == "noaux_tc")
     for counts in ex.expert_counts.values():          # all T*k assignments reached the experts
         assert counts.sum() == t * k
+
+
+def test_gpt_oss_topk_softmax_router_weights_and_flops():
+    """gpt-oss (GptOssTopKRouter): top-k of the logits, softmax over those k. Its weights are softmax over all
+    experts, top-k, renormalised (the Mixtral rule); its FLOPs are 5 per chosen logit, not 5 per expert + 2k."""
+    from archsim.kernels.counting import Counter
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((7, 32))
+    counter = Counter()
+    w, idx = moe_router(logits, None, top_k=4, topk_method=None, scoring_func="topk_softmax",
+                        norm_topk_prob=False, routed_scaling_factor=None, site=counter.site("r"))
+    w_mix, idx_mix = moe_router(logits, None, top_k=4, topk_method=None, scoring_func="softmax",
+                                norm_topk_prob=True, routed_scaling_factor=None)
+    assert np.array_equal(idx, idx_mix) and np.abs(w - w_mix).max() < 1e-15
+    chosen = np.take_along_axis(logits, idx, axis=1)
+    by_hand = np.exp(chosen) / np.exp(chosen).sum(axis=1, keepdims=True)
+    assert np.abs(w - by_hand).max() < 1e-15 and np.allclose(w.sum(axis=1), 1)
+    assert counter.records[0].flops == 5 * 7 * 4

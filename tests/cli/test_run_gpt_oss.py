@@ -1,0 +1,30 @@
+"""``archsim run`` on gpt-oss's Hugging Face config.json: the projection prints with the exact parameter count,
+MXFP4 experts, the checkpoint's weight bytes and a KV cache whose sliding layers hold the window only."""
+from __future__ import annotations
+
+import json
+
+from archsim.cli import main
+
+CONFIG = "tests/data/hf_configs/gpt-oss-120b/config.json"
+
+
+def test_run_gpt_oss_120b_on_one_h100(capsys):
+    assert main(["run", CONFIG, "--hw", "h100", "--format", "json"]) == 0
+    out = capsys.readouterr()
+    d = json.loads(out.out)
+    assert d["model"]["total_params"] == 116_829_156_672
+    assert d["deployment"]["devices"] == 1 and d["memory"]["fits"]   # "fits into a single 80GB GPU" (model card)
+    assert d["memory"]["weights_bytes"] == 65_248_815_744             # 60.77 GiB: MXFP4 experts, the rest bf16
+    # default scenario: prompt 4096 + output 1024 -> decode priced at context 5120; 18 full layers hold it all,
+    # 18 sliding layers 128 tokens; K and V of 8 kv heads of 64, bf16
+    assert d["memory"]["kv_cache_bytes"] == (18 * 5120 + 18 * 128) * 2 * 8 * 64 * 2
+    assert d["decode"]["tpot_s"] > 0 and d["prefill"]["latency_s"] > 0
+    # the fields archsim does not model are one warning line, not an error
+    assert out.err.count("warning") == 1 and "router_aux_loss_coef" in out.err
+
+
+def test_run_gpt_oss_table(capsys):
+    assert main(["run", CONFIG, "--hw", "h100"]) == 0
+    text = capsys.readouterr().out
+    assert "116.83B" in text and "top-4" in text and "128 routed" in text
