@@ -4,7 +4,8 @@ Each resource's time is its work over its rate (``cost/rates.py``); a memory lev
 touches it; the op takes the longest (``bound`` names it, ``cost/bound.py``); on a wafer-scale chip (hardware
 ``mesh:``) an op's all-reduces across the core mesh are its network time (``cost/mesh.py``). A tiled GEMM takes
 ``gemm.gemm_time`` instead (or its launch, if longer). Dynamic energy = FLOPs x energy per FLOP + bytes per level
-x energy per bit (+ network); idle power is a phase's (``cost/phase.py``). ``cost/work.py`` is the array form.
+x energy per bit (+ network); idle power is a phase's (``cost/phase.py``). An op that would draw more than TDP
+runs capped: its time stretches until it does not (``cost/power.py``). ``cost/work.py`` is the array form.
 
 Placement: an op runs on the engine with the least time among its default engine and the chip's alternatives
 (``cost/engines.py``: another matrix or photonic engine, the PIM units); ties keep the default engine, then the
@@ -20,6 +21,7 @@ from archsim.config.hardware import ComputeEngine, Hardware
 from archsim.cost import bound as bounds
 from archsim.cost import engines, gemm, mesh
 from archsim.cost.collectives import price_collective
+from archsim.cost.power import capped_time_s
 from archsim.cost.rates import ChipRates, engine_dtype_name
 from archsim.cost.traffic import OpWork
 from archsim.dtypes import BITS_PER_BYTE
@@ -180,6 +182,7 @@ def price_on_engine(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     energy.update({bounds.memory(name): level_bytes[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
                    for name in hw.memory})
     energy[bounds.NETWORK] = network_j
+    time_s = capped_time_s(time_s, sum(energy.values()), hw.power.tdp_w, hw.static_power_w)  # cost/power.py
     main_bytes = level_bytes[main]
     return OpCost(
         name=op.name, kind=op.kind, engine=key[0] if key else op.engine, flops=float(op.flops),
@@ -223,6 +226,7 @@ def price_on_pim(op: Op, work: OpWork, hw: Hardware, *, rates: ChipRates | None 
     energy[bounds.memory(level.name)] = (inside * BITS_PER_BYTE * pim.internal_energy_j_per_bit
                                          + outside * BITS_PER_BYTE * level.energy_j_per_bit)
     energy[bounds.NETWORK] = 0.0
+    time_s = capped_time_s(time_s, sum(energy.values()), hw.power.tdp_w, hw.static_power_w)  # cost/power.py
     return OpCost(
         name=op.name, kind=op.kind, engine=engines.PIM_ENGINE, flops=float(op.flops), compute_s=compute_s,
         bytes_by_level=level_bytes, memory_s_by_level=memory_s, network_bytes=work.network_bytes, network_s=0.0,

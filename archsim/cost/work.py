@@ -25,6 +25,7 @@ from archsim.cost import bound as bounds
 from archsim.cost import engines, gemm, mesh
 from archsim.cost.geometry import Geometry
 from archsim.cost.opcost import collective_cost, energy_per_flop, rate_key
+from archsim.cost.power import capped_time_s
 from archsim.cost.rates import ChipRates, sustained_bytes_per_s
 from archsim.cost.traffic import op_work
 from archsim.dtypes import BITS_PER_BYTE
@@ -208,6 +209,7 @@ class HardwareArrays:
     energy_j_per_bit: np.ndarray      # (..., L)
     kernel_launch_s: np.ndarray       # (...)
     idle_w: np.ndarray                # (...)
+    tdp_w: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(np.inf))  # (...) the power cap
     ramp_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...) kernel.ramp
     # (...) L2 operand feed of tiled GEMMs (kernel.gemm_operand_bandwidth x clock fraction); NaN = the L2
     # level's sustained rate (ChipRates.gemm_operand_bytes_per_s)
@@ -262,6 +264,7 @@ def _chip_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
         latency_s=arr([lv.latency_s for lv in levels], float),
         energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),
         kernel_launch_s=arr(rates.launch_s, float), idle_w=arr(hw.static_power_w, float),
+        tdp_w=arr(hw.power.tdp_w, float),
         ramp_s=arr(rates.ramp_s, float),
         operand_bytes_per_s=arr(np.nan if rates.gemm_operand_field is None else rates.gemm_operand_field, float),
         sm_stream_bytes_per_s=arr(rates.sm_stream_bytes_per_s, float),
@@ -397,12 +400,15 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
     labels, choice = bound_labels(work.level_names), None
     if work.alternatives is not None:
         labels = placed_bound_labels(work)
-        default = _Prices(compute_s=compute_s, time_s=time_s, bound_index=bound_index, memory_s=memory_s,
-                          bytes=level_bytes, compute_j=compute_j, memory_j=memory_j)
+        default = _Prices(compute_s=compute_s, bound_index=bound_index, memory_s=memory_s,
+                          bytes=level_bytes, compute_j=compute_j, memory_j=memory_j,
+                          time_s=capped_time_s(time_s, compute_j + memory_j.sum(axis=-1) + network_j,
+                                               hwa.tdp_w[..., None], hwa.idle_w[..., None]))  # cost/power.py
         best, choice = _place(work, hwa, default, roofline_memory_s, level_rate[..., 0, :], launch_s, labels)
         compute_s, time_s, bound_index, memory_s = best.compute_s, best.time_s, best.bound_index, best.memory_s
         level_bytes, compute_j, memory_j = best.bytes, best.compute_j, best.memory_j
     energy_j = compute_j + memory_j.sum(axis=-1) + network_j
+    time_s = capped_time_s(time_s, energy_j, hwa.tdp_w[..., None], hwa.idle_w[..., None])  # cost/power.py
     total_time_s = (time_s * work.count).sum(axis=-1)
     total_energy_j = (energy_j * work.count).sum(axis=-1) + hwa.idle_w * total_time_s
     return WorkCost(bound_labels=labels, compute_s=compute_s, memory_s=memory_s,
@@ -468,6 +474,10 @@ def _place(work: GraphWork, hwa: HardwareArrays, default: _Prices, roofline_memo
                       for f in _PRICE_FIELDS})
     choice = np.zeros(sweep + (n,), dtype=np.int64)
     for rows, code, cand in candidates:
+        # compared as the board runs them: each engine's time under the power cap (cost/power.py)
+        cand = dataclasses.replace(cand, time_s=capped_time_s(
+            cand.time_s, cand.compute_j + cand.memory_j.sum(axis=-1) + work.network_j[rows],
+            hwa.tdp_w[..., None], hwa.idle_w[..., None]))
         faster = cand.time_s < best.time_s[..., rows]
         for f in _PRICE_FIELDS:
             target = getattr(best, f)

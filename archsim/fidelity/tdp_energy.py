@@ -3,17 +3,19 @@ hardware/*.yaml, and what ``archsim calibrate --backend torch`` re-derives at th
 
 Under dense tensor work the GPU sits at its power cap (FlashMLA deep dive, deepseek-ai/FlashMLA
 docs/20250422-new-kernel-deep-dive.md: H800 throttles to ~1600 MHz under load [V]; an H200 measured here
-holds 1440-1545 MHz at its 700 W cap, validation/h200_torch_clock_20261128.json [M]), so a large
-compute-bound GEMM draws TDP and
+holds 1440-1545 MHz and ~690 W of its 700 W cap on back-to-back 8192^3 BF16 GEMMs,
+validation/h200_torch_clock_20261128.json [M]), so that GEMM draws TDP and
 
     e = (TDP - static power - P_move) / R
 
-with R the FLOP rate the cost model achieves on that GEMM and P_move the traffic power it charges for it (the
-GEMM's modelled power with every energy per FLOP set to zero, less static power). The figure is the least e
-over ``SHAPES`` (so none of them exceeds TDP) rounded down to ``ROUNDING_J_PER_FLOP``. It is derived for the
-GEMM dtypes ``DERIVED_DTYPES``; every other matrix dtype follows the same cap at its own peak: the derived
-dtype with the nearest peak, scaled by that peak over its own (same peak: the same figure; fp4 at twice the
-fp8 rate: half; tf32 at half the bf16 rate: twice).
+with R the FLOP rate the cost model achieves on it and P_move the traffic power it charges for it (the GEMM's
+modelled power with every energy per FLOP set to zero, less static power). The figure is derived on
+``REFERENCE_SHAPE``, the measured one, and rounded down to ``ROUNDING_J_PER_FLOP``. A GEMM that moves more bytes
+per FLOP (``SHAPES`` has a long-k one whose operands overflow the L2) would then draw more than TDP: the power
+cap (cost/power.py) stretches its time so that it draws TDP. It is derived for the GEMM dtypes
+``DERIVED_DTYPES``; every other matrix dtype follows the same cap at its own peak: the derived dtype with the
+nearest peak, scaled by that peak over its own (same peak: the same figure; fp4 at twice the fp8 rate: half;
+tf32 at half the bf16 rate: twice).
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ from dataclasses import dataclass
 from archsim.config.hardware import Hardware
 from archsim.errors import ConfigError
 
-# the large GEMMs of the derivation (m, n, k): square, DeepSeek-V3-like (16384 tokens x 7168 x 18432) and a
-# long-k one whose operands overflow the L2 (it moves the most bytes per FLOP and binds on the H-series)
-SHAPES = ((8192, 8192, 8192), (16384, 16384, 16384), (16384, 7168, 18432), (8192, 8192, 32768))
+# the GEMM measured at the cap (validation/h200_torch_clock_20261128.json): the derivation's shape
+REFERENCE_SHAPE = (8192, 8192, 8192)
+# large GEMMs (m, n, k) the tests check against the cap: square, DeepSeek-V3-like (16384 tokens x 7168 x 18432) and
+# a long-k one whose operands overflow the L2 (it moves the most bytes per FLOP and is capped on the H-series)
+SHAPES = (REFERENCE_SHAPE, (16384, 16384, 16384), (16384, 7168, 18432), (8192, 8192, 32768))
 # the YAML figures are the derivation rounded down to 0.01 pJ (rounding down keeps every shape at or below TDP)
 ROUNDING_J_PER_FLOP = 0.01e-12
 # the dtypes priced directly as graph GEMMs; the others of a matrix engine are scaled from these by peak
@@ -93,9 +97,9 @@ def derivation(hw: Hardware, dtype: str, shape: tuple[int, int, int]) -> TdpDeri
                          tdp_w=hw.power.tdp_w, static_w=hw.static_power_w)
 
 
-def binding_derivation(hw: Hardware, dtype: str, shapes=SHAPES) -> TdpDerivation:
-    """The derivation with the least energy per FLOP over ``shapes`` (the one that would draw most power)."""
-    return min((derivation(hw, dtype, s) for s in shapes), key=lambda d: d.energy_j_per_flop)
+def binding_derivation(hw: Hardware, dtype: str, shape=REFERENCE_SHAPE) -> TdpDerivation:
+    """The derivation on ``shape`` (default: the GEMM measured at the cap)."""
+    return derivation(hw, dtype, shape)
 
 
 def round_down(energy_j_per_flop: float) -> float:
@@ -112,7 +116,7 @@ def derived_energy_per_flop(hw: Hardware) -> dict[str, DerivedEnergy]:
         raise ConfigError(None, "energy_per_flop", f"a matrix engine with a {' or '.join(DERIVED_DTYPES)} peak",
                           sorted(peaks))
     out = {d: DerivedEnergy(dtype=d, energy_j_per_flop=round_down(x.energy_j_per_flop),
-                            how=f"{x.arithmetic()} (TDP rule, least over {len(SHAPES)} large GEMMs)")
+                            how=f"{x.arithmetic()} (TDP rule on the GEMM measured at the cap)")
            for d, x in direct.items()}
     for dtype in engine.energy_j_per_flop:
         if dtype in out:

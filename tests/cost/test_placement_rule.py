@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from archsim.cost.power import capped_time_s
 from archsim.config.hardware import load_hardware
 from archsim.cost.engines import other_engine_keys, pim_dtype, pim_operand_bytes
 from archsim.cost.opcost import fastest, price_candidates, price_on_engine, price_on_pim, price_work_item
@@ -160,26 +161,34 @@ def test_each_sweep_point_chooses_its_own_engine(pim_chip):
 def test_a_swept_engine_peak_moves_the_big_gemm_to_the_photonic_engine(two_engine_chip):
     """The 4096 x 8192 x 8192 BF16 GEMM (550 GFLOP) is compute-bound on the tensor cores: 989.4 x 0.78 TFLOPS,
     ~0.71 ms plus tile padding, against 276.5 x 0.78 photonic, 2.55 ms. At 4 PFLOPS the photonic MACs take 0.18 ms
-    and its roofline is bound by the SRAM-tile rule's L2 bytes (64 x 2 x 33.6 MB / 10 TB/s = 0.43 ms): still faster,
-    so the op moves, with the photonic engine's energy per FLOP."""
+    and its roofline is bound by the SRAM-tile rule's L2 bytes (64 x 2 x 33.6 MB / 10 TB/s = 0.43 ms): without a
+    power cap (swept TDP = inf) still faster, so the op moves, with the photonic engine's energy per FLOP. Under the
+    chip's 700 W cap (cost/power.py) each engine's time is its capped time, and the op takes the least of them."""
     ops = _ops()
     work = extract_work(ops, two_engine_chip)
     k = work.rate_keys.index(("photonic", "bf16"))
     base = hardware_arrays(two_engine_chip, work)
-    peaks = np.array([276.5e12, 4000e12])
+    peaks = np.array([276.5e12, 4000e12, 4000e12])
     peak = np.repeat(base.peak_flop_per_s[None, :], len(peaks), axis=0)
     peak[:, k] = peaks
-    swept = price_work(work, dataclasses.replace(base, peak_flop_per_s=peak))
+    tdp = np.array([700.0, np.inf, 700.0])
+    swept = price_work(work, dataclasses.replace(base, peak_flop_per_s=peak, tdp_w=tdp,
+                                                 idle_w=np.repeat(base.idle_w, 3)))
     big = 3
     assert swept.engine_choice[0, big] == 0 and swept.engine_labels[swept.engine_choice[1, big]] == "photonic"
     engine = two_engine_chip.compute["photonic"]
     assert swept.compute_s[1, big] == pytest.approx(ops[big].flops / (4000e12 * engine.achievable_fraction),
                                                     rel=1e-12)
     assert swept.bound_labels[swept.bound_index[1, big]] == "memory:l2"
-    assert swept.time_s[1, big] == pytest.approx(work.bytes[big, work.level_names.index("l2")] / 10e12 + 109e-9,
-                                                 rel=1e-12)
+    roofline_s = work.bytes[big, work.level_names.index("l2")] / 10e12 + 109e-9
+    assert swept.time_s[1, big] == pytest.approx(roofline_s, rel=1e-12)
     assert swept.time_s[1, big] < swept.time_s[0, big]
     assert swept.compute_j[1, big] == pytest.approx(ops[big].flops * engine.energy_j_per_flop["bf16"], rel=1e-12)
+    # capped at 700 W: the engines are compared at their capped times, and the op takes the least of them
+    photonic_capped_s = capped_time_s(roofline_s, swept.energy_j[1, big], 700.0, two_engine_chip.static_power_w)
+    tensor_s = swept.time_s[0, big]
+    assert swept.time_s[2, big] == pytest.approx(min(photonic_capped_s, tensor_s), rel=1e-12)
+    assert swept.engine_choice[2, big] == (0 if tensor_s <= photonic_capped_s else swept.engine_choice[1, big])
 
 
 def test_compress_keeps_alternatives_and_totals(pim_chip):

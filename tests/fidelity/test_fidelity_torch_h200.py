@@ -160,7 +160,7 @@ def test_documented_command_reproduces_the_sampled_clock_and_stays_within_tdp(tm
     assert tensor.achievable_fraction > base.achievable_fraction
     for dtype in ("bf16", "fp8"):
         watts = [(lambda p: p.energy_j / p.time_s)(price_graph(gemm_graph(dtype, *s), hw)) for s in SHAPES]
-        assert hw.power.tdp_w * 0.97 <= max(watts) <= hw.power.tdp_w, (dtype, watts)
+        assert hw.power.tdp_w * 0.97 <= max(watts) <= hw.power.tdp_w * (1 + 1e-9), (dtype, watts)  # capped at TDP
     assert tensor.energy_j_per_flop["tf32"] == pytest.approx(2 * tensor.energy_j_per_flop["bf16"])
     assert written.read_text(encoding="utf-8").count("[D] at the calibrated rates") == len(tensor.energy_j_per_flop)
 
