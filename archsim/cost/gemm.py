@@ -209,6 +209,15 @@ def tile_configs(*, groups: int, m: int, n: int, sm_count: int, block_m_options:
     """Every tiling of the menu whose accumulator fits (block_m x block_n <= max_tile_elements), in menu order:
     ``groups x ceil(m / block_m) x ceil(n / block_n)`` tiles in waves of ``sm_count``. A partial wave or edge tile
     costs a full tile's time. A menu with none is a ConfigError."""
+    return [TileConfig(block_m=bm, block_n=bn, tiles=tiles, waves=waves, last_wave_tiles=last)
+            for bm, bn, tiles, waves, last in _tilings(groups, m, n, sm_count, block_m_options, block_n_options,
+                                                       max_tile_elements)]
+
+
+def _tilings(groups: int, m: int, n: int, sm_count: int, block_m_options: tuple[int, ...],
+             block_n_options: tuple[int, ...], max_tile_elements: int) -> list[tuple[int, int, int, int, int]]:
+    """``tile_configs`` as plain (block_m, block_n, tiles, waves, last_wave_tiles) tuples: the candidate search
+    builds a TileConfig only for the candidates it keeps (a menu has ~50 tilings, a phase ~30 GEMM shapes)."""
     if m < 1 or n < 1 or groups < 1 or sm_count < 1:
         raise ConfigError(None, "gemm.shape", "m, n, groups and sm_count >= 1", (m, n, groups, sm_count))
     out = []
@@ -218,8 +227,7 @@ def tile_configs(*, groups: int, m: int, n: int, sm_count: int, block_m_options:
                 continue
             tiles = groups * math.ceil(m / bm) * math.ceil(n / bn)
             waves = math.ceil(tiles / sm_count)
-            out.append(TileConfig(block_m=bm, block_n=bn, tiles=tiles, waves=waves,
-                                  last_wave_tiles=tiles - (waves - 1) * sm_count))
+            out.append((bm, bn, tiles, waves, tiles - (waves - 1) * sm_count))
     if not out:
         raise ConfigError(None, "kernel.gemm_block", f"a tile of at most {max_tile_elements} outputs",
                           (block_m_options, block_n_options))
@@ -261,34 +269,32 @@ def _candidates(groups: int, m: int, n: int, k: int, a_elem: float, b_elem: floa
     are in the library's tie-break order (fewest waves, fullest last wave, wider block_n, then menu order), less
     those that can never be the first of least main-loop time at any positive rates: an earlier one no worse on
     MMA work, L2 operand bytes and panel stream bytes, or a later one strictly better on all three."""
-    configs, rows = [], []
-    for tile in tile_configs(groups=groups, m=m, n=n, sm_count=sm_count, block_m_options=block_m,
-                             block_n_options=block_n, max_tile_elements=max_elements):
-        width = tma_multicast(width=multicast, n=n, block_n=tile.block_n, config_groups=config_groups)
-        bm, bn = tile.block_m, tile.block_n
-        mma = float(tile.padded_elements_per_sm) * sm_count * 2 * k
+    tilings, rows = [], []
+    for bm, bn, tiles, waves, last in _tilings(groups, m, n, sm_count, block_m, block_n, max_elements):
+        width = tma_multicast(width=multicast, n=n, block_n=bn, config_groups=config_groups)
+        mma = float(waves * bm * bn) * sm_count * 2 * k  # TileConfig.padded_elements_per_sm x SMs x 2 k
         # a partial m-block counts block_m rows: real memory for a grouped GEMM (contiguous: each group padded to
         # whole tiles; masked: allocated at the largest group), an overstatement for a dense one, whose rows past m
         # TMA zero-fills (docs/fidelity.md "GEMM operand bytes")
-        l2 = float(tile.tiles) * (bm / width * a_elem + bn * b_elem) * k
-        smem = float(tile.tiles) * (bm * a_elem + bn * b_elem) * k
+        l2 = float(tiles) * (bm / width * a_elem + bn * b_elem) * k
+        smem = float(tiles) * (bm * a_elem + bn * b_elem) * k
         # the groups x ceil(n / block_n) distinct weight panels (k x min(block_n, n)) spread over the SMs; the other
         # m-blocks re-read them from L2. Per full panel on the busiest SM, so monotone in n and k, not in m
         panel = math.ceil(groups * math.ceil(n / bn) / sm_count) * min(bn, n) * k * b_elem
-        configs.append(TileConfig(block_m=bm, block_n=bn, tiles=tile.tiles, waves=tile.waves,
-                                  last_wave_tiles=tile.last_wave_tiles, multicast=width))
+        tilings.append((bm, bn, tiles, waves, last, width))
         rows.append((mma, l2, smem, panel))
-    order = sorted(range(len(configs)), key=lambda i: (configs[i].waves, -configs[i].last_wave_tiles,
-                                                       -configs[i].block_n))  # stable: menu order on ties
-    configs = [configs[i] for i in order]
+    # stable: menu order on ties
+    order = sorted(range(len(tilings)), key=lambda i: (tilings[i][3], -tilings[i][4], -tilings[i][1]))
+    tilings = [tilings[i] for i in order]
     terms = np.array([rows[i] for i in order])
     scored = terms[:, [0, 1, 3]]
     no_worse = np.all(scored[:, None, :] <= scored[None, :, :], axis=2)     # [j, i]: j no worse than i
     better = np.all(scored[:, None, :] < scored[None, :, :], axis=2)        # [j, i]: j strictly better than i
-    index = np.arange(len(configs))
+    index = np.arange(len(tilings))
     earlier, later = index[:, None] < index[None, :], index[:, None] > index[None, :]
     keep = ~np.any((no_worse & earlier) | (better & later), axis=0)
-    kept = tuple(c for c, k_ in zip(configs, keep) if k_)
+    kept = tuple(TileConfig(block_m=bm, block_n=bn, tiles=tiles, waves=waves, last_wave_tiles=last, multicast=width)
+                 for (bm, bn, tiles, waves, last, width), k_ in zip(tilings, keep) if k_)
     out = terms[keep]
     out.setflags(write=False)
     return kept, out
