@@ -2,8 +2,12 @@
 
 Target (issue 14 item 8): a cold ``archsim run kimi_k2 --hw h100 --format json`` process at most 0.3 s (median of
 10), printed beside ``python3 -c pass``. Each row is the median (and minimum) wall time of N fresh processes started
-one after another; the interpreter rows say how much of the budget is spent before archsim's first line runs
-(``-S``: no site-packages, so no .pth files; ``-I -S``: also no environment or user site).
+one after another, with the CPU time (user + system) the process used: on a shared machine the wall time swings
+with other load, the CPU time much less. The interpreter rows say how much of the budget is spent before archsim's
+first line runs (``-S``: no site-packages, so no .pth files; ``-I -S``: also no environment or user site).
+Bytecode: where PYTHONDONTWRITEBYTECODE is set and archsim is an editable checkout, no .pyc is ever written and
+every process compiles archsim's ~60 modules again; an installed wheel has its .pyc (pip compiles at install).
+The rows marked "with .pyc" run with a bytecode cache in a temporary folder (PYTHONPYCACHEPREFIX) to show both.
 With ``--imports`` it also prints the slowest imports of one ``run`` process (``python3 -X importtime``).
 
 Run: python benchmarks/bench_cold_start.py [--repeats 10] [--imports]
@@ -12,45 +16,51 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 TARGET_S = 0.3  # issue 14: "a whole archsim run ... --format json process at most 0.3 s"
 RUN = ("run", "kimi_k2", "--hw", "h100", "--format", "json")
 
 
-def _commands() -> list[tuple[str, list[str]]]:
-    """(label, argv) of each row; the ``archsim`` script on PATH is timed too when there is one (a pyenv shim
-    on PATH is a bash script that execs pyenv: its cost is printed as its own row)."""
+def _commands(pyc_env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str] | None]]:
+    """(label, argv, environment or None for this one) of each row; the ``archsim`` script on PATH is timed too
+    when it is not the one beside this interpreter (a pyenv shim is a bash script that execs pyenv)."""
     py = sys.executable
-    rows = [("python3 -I -S -c pass (bare interpreter)", [py, "-I", "-S", "-c", "pass"]),
-            ("python3 -S -c pass (no site-packages)", [py, "-S", "-c", "pass"]),
-            ("python3 -c pass", [py, "-c", "pass"]),
-            ("python3 -c 'import archsim'", [py, "-c", "import archsim"]),
-            ("python3 -m archsim --version", [py, "-m", "archsim", "--version"]),
-            ("python3 -m archsim " + " ".join(RUN), [py, "-m", "archsim", *RUN])]
     script = os.path.join(os.path.dirname(py), "archsim")
-    if os.path.exists(script):  # the console script next to this interpreter (what an installed user runs)
-        rows += [("archsim --version", [script, "--version"]), ("archsim " + " ".join(RUN), [script, *RUN])]
+    run = [script, *RUN] if os.path.exists(script) else [py, "-m", "archsim", *RUN]
+    rows = [("python3 -I -S -c pass (bare interpreter)", [py, "-I", "-S", "-c", "pass"], None),
+            ("python3 -S -c pass (no site-packages, no .pth)", [py, "-S", "-c", "pass"], None),
+            ("python3 -c pass", [py, "-c", "pass"], None),
+            ("python3 -c 'import archsim'", [py, "-c", "import archsim"], None),
+            ("archsim --version", [*run[:-len(RUN)], "--version"], None),
+            ("archsim " + " ".join(RUN), run, None),
+            ("archsim --version (with .pyc)", [*run[:-len(RUN)], "--version"], pyc_env),
+            ("archsim " + " ".join(RUN) + " (with .pyc)", run, pyc_env)]
     on_path = shutil.which("archsim")
     if on_path and os.path.realpath(on_path) != os.path.realpath(script):
-        rows.append((f"{on_path} {' '.join(RUN)} (PATH)", [on_path, *RUN]))
+        rows.append((f"{on_path} {' '.join(RUN)}", [on_path, *RUN], None))
     return rows
 
 
-def _cold(argv: list[str], repeats: int) -> list[float]:
-    """Wall seconds of ``repeats`` fresh processes; a failing command stops the benchmark with its stderr."""
-    times = []
+def _cold(argv: list[str], repeats: int, env: dict[str, str] | None = None) -> tuple[list[float], list[float]]:
+    """(wall seconds, CPU seconds) of ``repeats`` fresh processes; a failing command stops the benchmark."""
+    wall, cpu = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        times.append(time.perf_counter() - start)
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False, env=env)
+        wall.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-500:]}")
-    return times
+    return wall, cpu
 
 
 def _imports(top: int = 15) -> None:
@@ -73,15 +83,20 @@ def main() -> None:
     ap.add_argument("--imports", action="store_true", help="also list the slowest imports of one run process")
     args = ap.parse_args()
     print(f"{args.repeats} cold processes each, {sys.executable} (Python {sys.version.split()[0]}), "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    print(f"{'command':64s} {'median':>8s} {'min':>8s}")
-    for label, argv in _commands():
-        _cold(argv, 1)  # warm the page cache and the .pyc files
-        times = _cold(argv, args.repeats)
-        flag = ""
-        if argv[-len(RUN):] == list(RUN):
-            flag = "  ok" if statistics.median(times) <= TARGET_S else f"  over the {TARGET_S:g} s target"
-        print(f"{label[:64]:64s} {statistics.median(times):7.3f}s {min(times):7.3f}s{flag}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+          f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}")
+    print(f"{'command':70s} {'wall median':>11s} {'wall min':>9s} {'cpu median':>11s}")
+    with tempfile.TemporaryDirectory() as cache:
+        pyc_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        pyc_env["PYTHONPYCACHEPREFIX"] = cache
+        for label, argv, env in _commands(pyc_env):
+            _cold(argv, 1, env)  # warm the page cache (and, with .pyc, write the bytecode cache)
+            wall, cpu = _cold(argv, args.repeats, env)
+            flag = ""
+            if argv[-len(RUN):] == list(RUN):
+                flag = "  ok" if statistics.median(wall) <= TARGET_S else f"  over the {TARGET_S:g} s target"
+            print(f"{label[:70]:70s} {statistics.median(wall):10.3f}s {min(wall):8.3f}s "
+                  f"{statistics.median(cpu):10.3f}s{flag}")
     if args.imports:
         _imports()
 
