@@ -259,7 +259,8 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     key = stats["kind_of"](moe)
     kw = dict(tokens=stats["tokens"], topk=model.num_experts_per_tok, hidden=model.hidden_size,
               recompute=setup.recompute, recompute_projections=setup.recompute_projections,
-              frozen=setup.mode == "lora", gradient_bytes=training_bytes(setup).gradients)
+              frozen=setup.mode == "lora", gradient_bytes=training_bytes(setup).gradients,
+              fp8_activation_cache=setup.fp8_activation_cache)
     segs = {seg: micro_batch_work(stats["graph"], stats["cost"], hw, count=lambda op, seg=seg: 1 if op_block(
         op, stats["small_layers"]) == key and op_segment(op.name) == seg else 0, **kw).scaled(1.0 / sm_share)
         for seg in SEGMENTS}
@@ -292,7 +293,7 @@ def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> l
     kw = dict(tokens=stats["tokens"], topk=model.num_experts_per_tok if model.is_moe else 1,
               hidden=model.hidden_size, recompute=setup.recompute,
               recompute_projections=setup.recompute_projections, frozen=frozen,
-              gradient_bytes=training_bytes(setup).gradients)
+              gradient_bytes=training_bytes(setup).gradients, fp8_activation_cache=setup.fp8_activation_cache)
     keys = {op_block(g.nodes[n]["op"], small_layers) for n in g.nodes}
     parts = {(key, seg): micro_batch_work(
         g, cost, hw, count=lambda op, key=key, seg=seg: 1 if op_block(op, small_layers) == key

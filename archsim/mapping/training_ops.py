@@ -59,4 +59,5 @@ def block_op_times(graph, cost, hw, *, block, small_layers: int, sm_share: float
         else:
             add(kind, "forward", w.forward_s)
             add(kind, "backward", w.elementwise_backward_s + w.recompute_s)
+            add("fp8_cast", "backward", w.fp8_cast_backward_s)  # an FP8-cached input turned back into BF16
     return out

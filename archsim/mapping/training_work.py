@@ -80,7 +80,7 @@ def _check_projections(graph, names: tuple[str, ...]) -> None:
 
 def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int, topk: int, hidden: int,
                      recompute: str, recompute_projections: tuple[str, ...], frozen: bool,
-                     gradient_bytes: float = 0.0) -> MicroBatchWork:
+                     gradient_bytes: float = 0.0, fp8_activation_cache: bool = False) -> MicroBatchWork:
     """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``);
     ``count(op)`` says how many times the priced block runs each op (0 leaves it out).
 
@@ -98,7 +98,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     the weight's gradient buffer in that format (DeepSeek-V3: FP32, DSV3-TR §3.3; the ``_acc`` kernels of
     its profile): it writes the gradient in that format and reads the running sum first.
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
-    ``recompute_projections``; ``full`` the whole forward.
+    ``recompute_projections``; ``full`` the whole forward. ``fp8_activation_cache``: a recomputed SwiGLU
+    first turns its FP8-cached inputs back into BF16 (``_dequantise_bytes``, counted with the FP8 casts).
     """
     _check_projections(graph, recompute_projections)
     kernel = hw.kernel
@@ -129,6 +130,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
             t["elementwise_backward_s"] += n * fwd * _backward_bytes_ratio(op)
         if recompute == "selective" and op.kind in STREAMING_KINDS:
             t["recompute_s"] += n * fwd
+            if fp8_activation_cache and str(op.attrs.get("function", "")).startswith("swiglu"):
+                t["fp8_cast_backward_s"] += n * _dequantise_bytes(op) / hbm_rate
     if recompute == "full":
         t["recompute_s"] = t["forward_s"] + t["fp8_cast_forward_s"]
     return MicroBatchWork(**t)
@@ -146,6 +149,15 @@ def attention_backward_pass_bytes(op) -> float:
     pre = rows * (2 * a["d_v"] * bf16 + 2 * fp32 + a["d_qk"] * fp32)
     post = rows * a["d_qk"] * (fp32 + bf16)
     return pre + post
+
+
+def _dequantise_bytes(op) -> float:
+    """HBM bytes of turning a SwiGLU's FP8-cached inputs (gate and up, one float32 scale per 1x128 tile) back
+    into BF16 before its recomputation: DSV3-TR §3.3.3 caches the SwiGLU inputs in FP8 and recomputes the
+    output in backward (the ``cast_back`` kernels before the SwiGLU backward in DeepSeek's profile)."""
+    elements = sum(o.nbytes for o in op.reads if o.role == "activation") / op.compute_dtype.bytes
+    scales = elements / (ACTIVATION_TILE.block[0] * ACTIVATION_TILE.block[1]) * ACTIVATION_TILE.scale_bits
+    return elements * (FP8.bits + BF16.bits) / BITS_PER_BYTE + scales / BITS_PER_BYTE
 
 
 def _backward_bytes_ratio(op) -> float:

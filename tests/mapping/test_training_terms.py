@@ -208,3 +208,24 @@ def test_chunk_pair_ops_add_up_to_its_streams(dsv3, h800):
     assert all(p != "wgrad" for (op, p) in ops if op != "wgrad_gemm")
     one = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=1)["ops"]
     assert ops[("expert_gemm", "forward")] == pytest.approx(4 * one[("expert_gemm", "forward")])
+
+
+def test_fp8_cached_swiglu_inputs_are_dequantised_before_recompute(moe_graph, h800):
+    """DSV3-TR §3.3.3 caches the MoE SwiGLU inputs in FP8 and recomputes the output in backward: the routed
+    experts' act (32768 routed rows x 2048, gate and up) first reads 2 x 32768 x 2048 FP8 values and their
+    1x128-tile float32 scales and writes them in BF16: 3 B per element + 4 B per 128 elements."""
+    g, cost, n = moe_graph
+    only = {"layers.1.mlp.experts.act"}
+    kw = dict(tokens=TOKENS, topk=8, hidden=7168, recompute="selective", recompute_projections=(), frozen=False)
+    plain = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, **kw)
+    cached = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, fp8_activation_cache=True,
+                              **kw)
+    elements = 2 * 32768 * 2048
+    hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
+    assert cached.fp8_cast_backward_s - plain.fp8_cast_backward_s == pytest.approx(
+        (elements * 3 + elements / 128 * 4) / hbm)
+    assert cached.recompute_s == plain.recompute_s
+    # without recomputation the SwiGLU output is kept: nothing to dequantise
+    kept = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, fp8_activation_cache=True,
+                            **{**kw, "recompute": "none"})
+    assert kept.fp8_cast_backward_s == 0.0
