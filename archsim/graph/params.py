@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from archsim.attention_window import cached_keys
 from archsim.config.model import ModelConfig
 from archsim.dtypes import DType
 
@@ -135,5 +136,15 @@ def kv_elements_per_token_per_layer(model: ModelConfig) -> int:
 
 
 def kv_bytes_per_token(model: ModelConfig, dtype: DType) -> float:
-    """KV-cache bytes one token occupies across all layers of the main model."""
+    """KV-cache bytes one token occupies across all layers of the main model (every layer counted: a
+    sliding-window layer holds at most its window, see ``kv_bytes_per_sequence``)."""
     return model.num_hidden_layers * kv_elements_per_token_per_layer(model) * dtype.bytes
+
+
+def kv_bytes_per_sequence(model: ModelConfig, context: int, dtype: DType) -> float:
+    """KV-cache bytes of one sequence at ``context`` tokens across the main model's layers: a full-attention
+    layer holds every token, a sliding-window layer (gpt-oss) at most its window (archsim.attention_window)."""
+    per_layer = kv_elements_per_token_per_layer(model) * dtype.bytes
+    if not model.layer_types:
+        return model.num_hidden_layers * context * per_layer
+    return per_layer * sum(cached_keys(context, model.attention_window(i)) for i in range(model.num_hidden_layers))

@@ -28,3 +28,10 @@ def test_run_gpt_oss_table(capsys):
     assert main(["run", CONFIG, "--hw", "h100"]) == 0
     text = capsys.readouterr().out
     assert "116.83B" in text and "top-4" in text and "128 routed" in text
+
+
+def test_window_is_a_model_field_for_set(capsys):
+    """--set model.sliding_window=4096: the sliding layers now hold 4096 of the 5120 tokens."""
+    assert main(["run", CONFIG, "--hw", "h100", "--format", "json", "--set", "model.sliding_window=4096"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["memory"]["kv_cache_bytes"] == (18 * 5120 + 18 * 4096) * 2 * 8 * 64 * 2

@@ -11,6 +11,7 @@ import pytest
 from archsim.attention_window import attended_pairs, cached_keys, first_key, keys_read
 from archsim.config.hf import UnmodelledFieldsWarning, workload_from_hf_config
 from archsim.graph.build import build_decode, build_prefill
+from archsim.graph.params import kv_bytes_per_sequence, kv_bytes_per_token
 from archsim.graph.precision import precision_from_names
 from archsim.mapping.device_memory import kv_cache_bytes
 from archsim.mapping.parallelism import Parallelism
@@ -85,3 +86,5 @@ def test_kv_cache_of_sliding_layers_is_the_window(model):
     per_token_layer = 2 * KV * D * 2                                   # K and V of 8 heads, bf16
     assert got == B * per_token_layer * (18 * C + 18 * W)               # 18 full layers, 18 sliding
     assert cached_keys(100, W) == 100 and cached_keys(C, W) == W and cached_keys(C, None) == C
+    assert kv_bytes_per_sequence(model, C, P.kv_cache) * B == got
+    assert kv_bytes_per_sequence(model, 100, P.kv_cache) == 100 * kv_bytes_per_token(model, P.kv_cache)
