@@ -63,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
                        progress=progress)
     paths = [a.path for a in model_axes] + [a.path for a in axes]
     n = len(next(iter(columns.values()))) if columns else 1
+    point_values = [dict(zip((a.path for a in model_axes), _model_values(spec))) for spec in specs]
     rows = []
-    for i in range(len(result["pareto"])):
-        row = dict(zip((a.path for a in model_axes), _model_values(model_axes, specs[i // n])))
+    for i in range(len(result["pareto"])):  # model point i // n, hardware point i % n
+        row = dict(point_values[i // n])
         row.update({a.path: float(columns[a.path][i % n]) for a in axes})
         # a layout that does not fit has no phase metrics: None in JSON (NaN is not JSON), empty in CSV
         row.update({m: (None if result[m][i] != result[m][i] else float(result[m][i])) for m in METRICS})
@@ -93,16 +94,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_settings(specs) -> None:
-    """Apply every model point's settings before pricing (cheap: no graph), so that a bad field or value is one
-    ConfigError with the loaders' did-you-mean hint, raised here rather than inside a worker process."""
+    """Apply every model point's settings to the loaded workload before pricing (cheap: no graph), so that a bad
+    field or value is one ConfigError with the loaders' did-you-mean hint, raised here rather than in a worker."""
+    import dataclasses
+
+    from archsim.config.overrides import apply_settings, parse_setting
     from archsim.whatif.sweep import spec_inputs
 
     if specs[0].settings:
+        workload, hw = spec_inputs(dataclasses.replace(specs[0], settings=()))
         for spec in specs:
-            spec_inputs(spec)
+            apply_settings(workload, hw, [parse_setting(t) for t in spec.settings])
 
 
-def _model_values(model_axes, spec) -> tuple:
+def _model_values(spec) -> tuple:
     """The model point's values as the rows show them (YAML-read: 128, 1e-06, true)."""
     from archsim.config.overrides import parse_setting
 
