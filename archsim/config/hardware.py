@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from archsim.config.whatif_hardware import (MeshSpec, PhotonicSpec, PimSpec, mesh_from_section, photonic_from_section,
-                                            pim_from_section)
+                                            pim_from_section, with_pim_capacity,
+                                            MemoryStack, StackThermal, memory_stack_from_section,
+                                            thermal_from_section, with_thermal_cap)
 from archsim.config.kernel_fields import KernelFields, parse_kernel_fields
 from archsim.config.shipped import resolve_file, shipped_names
 from archsim.config.yaml_io import Section, did_you_mean, load_yaml
@@ -74,7 +76,8 @@ class Link:
 
 @dataclass(frozen=True, kw_only=True)
 class Power:
-    """Board power: thermal design power (the cap) and idle draw."""
+    """Board power: thermal design power (the cap) and idle draw. On a chip whose memory is stacked on the logic die
+    (``thermal:`` model) the cap is the lower power the stack sustains at its junction limit (``with_thermal_cap``)."""
 
     tdp_w: float
     idle_w: float
@@ -113,7 +116,10 @@ class Hardware:
     kernel: KernelFields | None = None  # kernel-efficiency fields (docs/fidelity.md); optional
     pim: PimSpec | None = None  # compute inside a memory level (what-if hardware); optional
     mesh: MeshSpec | None = None  # a wafer-scale 2D core mesh whose fabric each op crosses (cost/mesh.py); optional
-    compute_clock_fraction: float = 1.0  # thermal derate of all compute clocks (3D stacking); optional
+    compute_clock_fraction: float = 1.0  # a fixed thermal derate of all compute clocks; optional
+    # the thermal model of memory stacked on the logic die: the power it sustains caps the chip's (power.tdp_w)
+    thermal: StackThermal | None = None
+    memory_stack: MemoryStack | None = None  # the DRAM stacks the main memory level derives from; optional
     # per-kernel cost when a step is replayed from a CUDA graph (no CPU launch per kernel); None: kernel_launch
     kernel_launch_graph_s: float | None = None
     # the chip family a software stack keys its kernel choices by (stacks/*.yaml ``kernels:``); optional
@@ -172,6 +178,8 @@ def resolve_hardware(hw: "Hardware | str | os.PathLike") -> Hardware:
 def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
     """Build a Hardware from an already-parsed mapping (e.g. after sweep overrides); strict like the loader."""
     root = Section(data, file)
+    stack_sec = root.optional_section("memory_stack")
+    stack = None if stack_sec is None else memory_stack_from_section(stack_sec)
     hardware = Hardware(
         name=root.str("name"),
         year=root.int("year", minimum=1940),
@@ -180,7 +188,8 @@ def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
         kernel_launch_s=root.quantity("kernel_launch", "time_s"),
         kernel_launch_graph_s=root.quantity("kernel_launch_graph", "time_s", default=None),
         compute=_engines(root.section("compute")),
-        memory=_levels(root.section("memory")),
+        memory=_levels(root.section("memory"), None if stack is None else stack.level_fields()),
+        memory_stack=stack,
         power=_power(root.section("power")),
         price_usd_per_hour=root.quantity("price", "usd_per_hour"),
         node=_node(root.section("node")),
@@ -190,7 +199,7 @@ def hardware_from_dict(data: Mapping, file: str = "<memory>") -> Hardware:
         **_whatif(root),
     )
     root.finish()
-    return hardware
+    return with_thermal_cap(with_pim_capacity(hardware))
 
 
 def _kernel(root: Section) -> KernelFields | None:
@@ -207,11 +216,13 @@ def _whatif(root: Section) -> dict:
         out["mesh"] = mesh_from_section(mesh)
     pim = root.optional_section("pim")
     if pim is not None:
-        levels = tuple(root.raw("memory")) if isinstance(root.raw("memory"), Mapping) else ()
-        out["pim"] = pim_from_section(pim, levels, _per_dtype)
+        memory = Section(root.raw("memory"), root.file, "memory")  # read-only view; _levels checks its keys
+        out["pim"] = pim_from_section(pim, memory, _per_dtype)
     thermal = root.optional_section("thermal")
-    if thermal is not None:
+    if thermal is not None and thermal.has("compute_clock_fraction"):
         out["compute_clock_fraction"] = thermal.quantity("compute_clock_fraction", "fraction")
+    elif thermal is not None:  # a stacked die's thermal model: its sustainable power caps the chip's
+        out["thermal"] = thermal_from_section(thermal)
     return out
 
 
@@ -229,9 +240,9 @@ def _engine(sec: Section, name: str) -> ComputeEngine:
     if sec.has("kind") and sec.raw("kind") == "photonic":
         spec = photonic_from_section(sec.section("photonic"))
         return ComputeEngine(name=name, kind=sec.str("kind"), photonic=spec,
-                             peak_flop_per_s=dict.fromkeys(spec.accepts, spec.peak_flop_per_s),
+                             peak_flop_per_s=spec.peak_by_dtype(),
                              achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
-                             energy_j_per_flop=dict.fromkeys(spec.accepts, spec.energy_j_per_flop))
+                             energy_j_per_flop=spec.energy_by_dtype())
     peak = _per_dtype(sec.section("peak"), "flop_per_s")
     if not peak:
         raise ConfigError(sec.file, sec.child_path("peak"), "at least one dtype peak like 'bf16: 989.4 TFLOPS'",
@@ -257,8 +268,11 @@ def _per_dtype(sec: Section, dimension: str) -> dict[str, float]:
     return values
 
 
-def _levels(sec: Section) -> dict[str, MemoryLevel]:
-    levels = {name: _level(sec.section(name), name) for name in sec.keys()}
+def _levels(sec: Section, derived_main: Mapping[str, float] | None = None) -> dict[str, MemoryLevel]:
+    """The memory levels; ``derived_main``: the main (last) level's fields that derive from ``memory_stack:``."""
+    names = sec.keys()
+    main = next((n for n in reversed(names) if isinstance(sec.raw(n), Mapping)), None)
+    levels = {name: _level(sec.section(name), name, derived_main if name == main else None) for name in names}
     if not levels:
         raise ConfigError(sec.file, sec.path, "at least one memory level (innermost first, main memory last)",
                           "an empty mapping")
@@ -275,10 +289,14 @@ def _levels(sec: Section) -> dict[str, MemoryLevel]:
     return levels
 
 
-def _level(sec: Section, name: str) -> MemoryLevel:
+def _level(sec: Section, name: str, from_stack: Mapping[str, float] | None = None) -> MemoryLevel:
+    from_stack = from_stack or {}
+    for key in from_stack:
+        if sec.has(key):
+            raise ConfigError(sec.file, sec.child_path(key), "no value: it derives from memory_stack", sec.raw(key))
     per_unit = sec.quantity("per_unit", "bytes", default=None)
     units = sec.int("units", minimum=1, default=None)
-    capacity = sec.quantity("capacity", "bytes", default=None)
+    capacity = from_stack.get("capacity", sec.quantity("capacity", "bytes", default=None))
     if (per_unit is None) != (units is None):
         raise ConfigError(sec.file, sec.path, _LEVEL_FIELDS, "only one of per_unit and units")
     if per_unit is not None:
@@ -292,9 +310,9 @@ def _level(sec: Section, name: str) -> MemoryLevel:
     return MemoryLevel(
         name=name,
         capacity_bytes=capacity,
-        bandwidth_bytes_per_s=sec.quantity("bandwidth", "bytes_per_s"),
+        bandwidth_bytes_per_s=from_stack.get("bandwidth") or sec.quantity("bandwidth", "bytes_per_s"),
         latency_s=sec.quantity("latency", "time_s"),
-        energy_j_per_bit=sec.quantity("energy_per_bit", "energy_j_per_bit"),
+        energy_j_per_bit=from_stack.get("energy_per_bit") or sec.quantity("energy_per_bit", "energy_j_per_bit"),
         achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
         per_unit_bytes=per_unit,
         units=units,

@@ -1,26 +1,29 @@
 """What-if hardware sections of a hardware YAML: photonic engines, processing-in-memory and a wafer-scale core mesh.
 
-Optional parts of ``archsim/config/hardware.py``. Derived rates of a photonic engine are
-computed here, in tested Python, from its physical fields (no derived numbers in YAML):
-- peak = 2 FLOP/MAC x crossbar_rows x crossbar_cols x wavelengths x cores x modulation_rate: a
-  DOTA-style crossbar of rows x cols dot-product units, each summing ``wavelengths`` products per
-  cycle (Zhu et al., "Lightening-Transformer: A Dynamically-operated Optically-interconnected Photonic
-  Transformer Accelerator", HPCA 2024, arXiv 2305.19533; DOTA-L core counts in the authors' simulator,
-  github.com/zhuhanqing/Lightening-Transformer hardware_simulator/params/device_params/Dota_L_8bit.yaml);
-- conversions per cycle and core: both operands are modulated every cycle, one DAC conversion per
-  operand element, ``(rows + cols) x wavelengths``, and one ADC conversion per dot-product output,
-  ``rows x cols``; dynamic energy per FLOP = conversion energy per cycle / FLOPs per cycle;
-- laser and static (tuning, control) power burn whether the array is busy or not: they add to the
-  chip's static power (``static_power_w``), not to the energy per FLOP;
+Optional parts of ``archsim/config/hardware.py``; derived values are computed in tested Python, never written in
+YAML:
+- a photonic engine (``PhotonicSpec``): peak, laser power from a link budget, converter, modulator, detector and
+  TIA power with DOTA's sharing, bit-sliced passes for formats wider than the converters, effective bits
+  (``config/derive_photonic.py``); lasers, tuning and detector/TIA bias burn whether the array is busy or not and
+  add to the chip's static power (``static_power_w``), not to the energy per FLOP;
+- processing-in-memory units (``PimSpec``): peak from the internal bandwidth and a published design's FLOP per
+  byte, capacity share, op coverage from the units' functions, mode-switch time (``config/derive_pim.py``);
+- DRAM stacks bonded on the logic die (``MemoryStack``, ``StackThermal``): the main memory's capacity, bandwidth
+  and energy per bit from the stacks' interface, and the power the die sustains at the stack's junction limit,
+  which caps the chip's power (``config/derive_dram3d.py``);
 - a wafer-scale chip's 2D mesh of cores (``mesh:``, ``MeshSpec``): its size, per-core SRAM and SIMD width, clock,
   per-hop latency and link width, and the off-wafer weight-streaming bandwidth; ``archsim/cost/mesh.py`` prices
   the mesh traffic of each op from them.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping
 
+from archsim.config import derive_photonic as photonic
+from archsim.config import derive_dram3d as dram3d
+from archsim.config import derive_pim as pim
 from archsim.config.yaml_io import Section
 from archsim.dtypes import BY_NAME
 from archsim.errors import ConfigError
@@ -30,53 +33,80 @@ FLOP_PER_MAC = 2
 
 @dataclass(frozen=True, kw_only=True)
 class PhotonicSpec:
-    """The optical MAC array, converters, lasers and analog quality of a photonic engine."""
+    """The optical MAC array, its devices and its precision (derivations: ``config/derive_photonic.py``)."""
 
-    crossbar_rows: int
-    crossbar_cols: int
-    wavelengths: int
-    cores: int
-    modulation_rate_hz: float
-    dac_energy_j: float          # per conversion
-    adc_energy_j: float          # per conversion
-    laser_power_w: float         # electrical (wall-plug) power of the lasers
-    static_power_w: float        # tuning and control, independent of load
-    effective_bits: float        # analog precision of one MAC result
+    array: photonic.Array
+    optics: photonic.Optics
+    devices: photonic.Devices
+    native_bits: int             # operand bits one pass resolves (the DACs' and ADCs' resolution)
+    adc_enob: float              # effective bits of the ADC at its rate
+    input_sharing: bool          # column operands modulated once and shared by the tiles
+    adc_sharing: bool            # the cores of a tile share one ADC and TIA array
     noise_std: float             # output noise, relative to the output's full scale
-    accepts: tuple[str, ...]     # op compute dtypes it takes (converted to effective_bits by the DACs)
+    accepts: tuple[str, ...]     # op compute dtypes it takes (wider than native_bits: bit-sliced passes)
     kinds: tuple[str, ...]       # op kinds it runs (nonlinear ops stay electronic)
 
     @property
+    def wavelengths(self) -> int:
+        return self.array.wavelengths
+
+    @property
     def macs_per_cycle(self) -> int:
-        return self.crossbar_rows * self.crossbar_cols * self.wavelengths * self.cores
+        return self.array.macs_per_cycle
 
     @property
     def peak_flop_per_s(self) -> float:
-        return FLOP_PER_MAC * self.macs_per_cycle * self.modulation_rate_hz
+        """One-pass (native-width) peak."""
+        return self.array.peak_flop_per_s
+
+    @property
+    def power(self) -> photonic.PowerBreakdown:
+        return photonic.power_breakdown(self.array, self.optics, self.devices, bits=self.native_bits,
+                                        input_sharing=self.input_sharing, adc_sharing=self.adc_sharing)
 
     @property
     def energy_j_per_flop(self) -> float:
-        per_core = ((self.crossbar_rows + self.crossbar_cols) * self.wavelengths * self.dac_energy_j
-                    + self.crossbar_rows * self.crossbar_cols * self.adc_energy_j)
-        return per_core * self.cores / (FLOP_PER_MAC * self.macs_per_cycle)
+        """One-pass dynamic energy per FLOP: DAC, ADC and modulator power at the full rate over the peak."""
+        return self.power.dynamic_w / self.peak_flop_per_s
 
     @property
     def always_on_w(self) -> float:
-        return self.laser_power_w + self.static_power_w
+        """Laser, tuning, detector and TIA power: drawn whether the array is busy or not."""
+        return self.power.always_on_w
+
+    @property
+    def effective_bits(self) -> float:
+        return photonic.effective_bits(self.native_bits, self.adc_enob)
+
+    def passes(self, dtype: str) -> int:
+        """Bit-sliced passes one product of ``dtype`` operands takes (1 up to ``native_bits``)."""
+        return photonic.passes(BY_NAME[dtype].bits, self.native_bits)
+
+    def peak_by_dtype(self) -> dict[str, float]:
+        """Peak FLOP/s per accepted dtype: the one-pass peak over its passes."""
+        return {d: self.peak_flop_per_s / self.passes(d) for d in self.accepts}
+
+    def energy_by_dtype(self) -> dict[str, float]:
+        """Dynamic energy per FLOP per accepted dtype: every pass converts and modulates again."""
+        return {d: self.energy_j_per_flop * self.passes(d) for d in self.accepts}
 
 
 @dataclass(frozen=True, kw_only=True)
 class PimSpec:
     """Compute units inside a memory level (bank-level PIM): they read weights and KV in place at the
-    internal bandwidth; the op's activations still cross the external interface."""
+    internal bandwidth; the op's activations still cross the external interface. Peak, internal bandwidth,
+    op kinds and capacity share derive from a published design (``config/derive_pim.py``, ``pim_from_section``)."""
 
     level: str                                  # the memory level it sits in (e.g. hbm)
-    kinds: tuple[str, ...]                      # op kinds it runs (e.g. gemm, attention)
+    kinds: tuple[str, ...]                      # op kinds it runs (derived from ``functions``)
     peak_flop_per_s: Mapping[str, float]        # per dtype (the dtypes it supports)
     achievable_fraction: float
     energy_j_per_flop: Mapping[str, float]
     internal_bandwidth_bytes_per_s: float
     internal_energy_j_per_bit: float
+    functions: tuple[str, ...] = ()             # what one unit computes (add, mul, mac, mad, exp, ...)
+    capacity_fraction: float = 1.0              # share of the level's plain capacity a PIM stack keeps
+    mode_switch_s: float = 0.0                  # entering and leaving PIM mode, once per op
 
 
 def _names(sec: Section, key: str, known: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -96,30 +126,82 @@ OP_KINDS = ("gemm", "grouped_gemm", "attention", "norm", "rope", "elementwise", 
 
 def photonic_from_section(sec: Section) -> PhotonicSpec:
     """Parse an engine's ``photonic:`` section (strict; unknown keys are reported by finish())."""
-    spec = PhotonicSpec(
-        crossbar_rows=sec.int("crossbar_rows", minimum=1), crossbar_cols=sec.int("crossbar_cols", minimum=1),
-        wavelengths=sec.int("wavelengths", minimum=1), cores=sec.int("cores", minimum=1),
-        modulation_rate_hz=sec.quantity("modulation_rate", "frequency_hz"),
+    array = photonic.Array(
+        rows=sec.int("crossbar_rows", minimum=1), cols=sec.int("crossbar_cols", minimum=1),
+        wavelengths=sec.int("wavelengths", minimum=1), tiles=sec.int("tiles", minimum=1),
+        cores_per_tile=sec.int("cores_per_tile", minimum=1),
+        rate_hz=sec.quantity("modulation_rate", "frequency_hz"))
+    optics = photonic.Optics(
+        modulator_loss_db=sec.number("modulator_loss_db", minimum=0, maximum=60),
+        router_loss_db=sec.number("router_loss_db", minimum=0, maximum=60),
+        routers_per_modulator=sec.int("routers_per_modulator", minimum=0),
+        y_branch_loss_db=sec.number("y_branch_loss_db", minimum=0, maximum=60),
+        phase_shifter_loss_db=sec.number("phase_shifter_loss_db", minimum=0, maximum=60),
+        coupler_loss_db=sec.number("coupler_loss_db", minimum=0, maximum=60),
+        detector_sensitivity_dbm=sec.number("detector_sensitivity_dbm", minimum=-100, maximum=30),
+        laser_wall_plug_efficiency=sec.quantity("laser_wall_plug_efficiency", "fraction"))
+    devices = photonic.Devices(
         dac_energy_j=sec.quantity("dac_energy", "energy_j"), adc_energy_j=sec.quantity("adc_energy", "energy_j"),
-        laser_power_w=sec.quantity("laser_power", "power_w"), static_power_w=sec.quantity("static_power", "power_w"),
-        effective_bits=sec.number("effective_bits", minimum=1, maximum=32),
+        modulator_energy_j_per_bit=sec.quantity("modulator_energy_per_bit", "energy_j_per_bit"),
+        modulator_static_w=sec.quantity("modulator_static_power", "power_w"),
+        router_static_w=sec.quantity("router_static_power", "power_w"),
+        detector_w=sec.quantity("detector_power", "power_w"), tia_w=sec.quantity("tia_power", "power_w"))
+    if sec.bool("weight_stationary"):
+        # DOTA-style engines modulate both operands every cycle; a weight-stationary mesh (MZI, thermally tuned
+        # rings) pays a settling time per weight load that archsim does not price: refused, not guessed.
+        raise ConfigError(sec.file, sec.child_path("weight_stationary"),
+                          "false (a weight-stationary photonic engine's reprogramming time is not modelled)", True)
+    return PhotonicSpec(
+        array=array, optics=optics, devices=devices,
+        native_bits=sec.int("native_bits", minimum=1, maximum=16),
+        adc_enob=sec.number("adc_enob", minimum=1, maximum=32),
+        input_sharing=sec.bool("input_sharing"), adc_sharing=sec.bool("adc_sharing"),
         noise_std=sec.number("noise_std", minimum=0, maximum=1),
         accepts=_names(sec, "accepts", tuple(BY_NAME)), kinds=_names(sec, "kinds", OP_KINDS))
-    return spec
 
 
-def pim_from_section(sec: Section, levels: tuple[str, ...], per_dtype) -> PimSpec:
-    """Parse the top-level ``pim:`` section. ``per_dtype(section, dimension)`` parses dtype maps."""
-    level = sec.str("level", choices=levels)
-    peak = per_dtype(sec.section("peak"), "flop_per_s")
-    if not peak:
-        raise ConfigError(sec.file, sec.child_path("peak"), "at least one dtype peak", "an empty mapping")
+def pim_from_section(sec: Section, memory: Section, per_dtype) -> PimSpec:
+    """Parse the top-level ``pim:`` section and derive the units' rates in the memory level they sit in
+    (``memory``: the chip's ``memory:`` section). ``per_dtype(section, dimension)`` parses dtype maps."""
+    level = sec.str("level", choices=tuple(memory.keys()))
+    external = memory.section(level).quantity("bandwidth", "bytes_per_s")
+    design = sec.section("design")
+    ratio = design.number("bandwidth_ratio", minimum=1)
+    balance = pim.flop_per_byte(design.quantity("peak", "flop_per_s"),
+                                design.quantity("external_bandwidth", "bytes_per_s"), ratio)
+    plain = design.quantity("plain_capacity", "bytes")
+    keeps = pim.capacity_fraction(design.quantity("capacity", "bytes"), plain)
+    if keeps > 1:
+        raise ConfigError(sec.file, design.child_path("capacity"), f"at most plain_capacity ({plain:.4g} B)",
+                          design.raw("capacity"))
+    design.finish()
+    internal = pim.internal_bandwidth(external, ratio)
+    dtypes = _names(sec, "dtypes", tuple(BY_NAME))
+    functions = _names(sec, "functions", pim.FUNCTIONS)
+    switch = pim.mode_switch_s(sec.int("mode_switch_row_writes", minimum=0), sec.quantity("row_cycle", "time_s"))
+    energy = per_dtype(sec.section("energy_per_flop"), "energy_j_per_flop")
+    for dtype in dtypes:
+        if dtype not in energy:
+            raise ConfigError(sec.file, sec.child_path("energy_per_flop"), f"an energy per FLOP for {dtype}",
+                              sorted(energy))
     return PimSpec(
-        level=level, kinds=_names(sec, "kinds", OP_KINDS), peak_flop_per_s=peak,
-        achievable_fraction=sec.quantity("achievable_fraction", "fraction"),
-        energy_j_per_flop=per_dtype(sec.section("energy_per_flop"), "energy_j_per_flop"),
-        internal_bandwidth_bytes_per_s=sec.quantity("internal_bandwidth", "bytes_per_s"),
-        internal_energy_j_per_bit=sec.quantity("internal_energy_per_bit", "energy_j_per_bit"))
+        level=level, kinds=pim.covered_kinds(functions), functions=functions,
+        peak_flop_per_s=dict.fromkeys(dtypes, pim.peak_flop_per_s(balance, internal)),
+        achievable_fraction=sec.quantity("achievable_fraction", "fraction"), energy_j_per_flop=energy,
+        internal_bandwidth_bytes_per_s=internal,
+        internal_energy_j_per_bit=sec.quantity("internal_energy_per_bit", "energy_j_per_bit"),
+        capacity_fraction=keeps, mode_switch_s=switch)
+
+
+def with_pim_capacity(hw):
+    """``hw`` with its PIM level's capacity cut to the share a PIM stack keeps (``PimSpec.capacity_fraction``); the
+    YAML ``capacity`` is the plain stacks'."""
+    if hw.pim is None or hw.pim.capacity_fraction == 1.0:
+        return hw
+    level = hw.memory[hw.pim.level]
+    memory = dict(hw.memory)
+    memory[level.name] = dataclasses.replace(level, capacity_bytes=level.capacity_bytes * hw.pim.capacity_fraction)
+    return dataclasses.replace(hw, memory=memory)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,3 +244,85 @@ def mesh_from_section(sec: Section) -> MeshSpec:
         raise ConfigError(sec.file, sec.child_path("op_side"),
                           f"at most the mesh's shorter side ({min(spec.cores_x, spec.cores_y)} cores)", spec.op_side)
     return spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryStack:
+    """DRAM stacks bonded on the logic die (top-level ``memory_stack:``): the main memory level's capacity,
+    bandwidth and energy per bit derive from it (``config/derive_dram3d.py``)."""
+
+    stacks: int
+    dies_per_stack: int
+    die_capacity_bytes: float
+    interface_bits: int
+    pin_rate_bytes_per_s: float          # per data pin
+    stack_energy_j_per_bit: float        # the same stack's access energy on an interposer (2.5D)
+    interposer_io_j_per_bit: float       # the interposer I/O hop that bonding on logic removes
+    host_path_j_per_bit: float           # the logic die's part of a streamed byte's energy (controller to SMs)
+
+    def level_fields(self) -> dict[str, float]:
+        """The main memory level's derived fields, keyed by their YAML names."""
+        return {"capacity": dram3d.stack_capacity_bytes(self.stacks, self.dies_per_stack, self.die_capacity_bytes),
+                "bandwidth": dram3d.stack_bandwidth_bytes_per_s(self.stacks, self.interface_bits,
+                                                                self.pin_rate_bytes_per_s),
+                "energy_per_bit": dram3d.on_logic_energy_j_per_bit(self.stack_energy_j_per_bit,
+                                                                   self.interposer_io_j_per_bit,
+                                                                   self.host_path_j_per_bit)}
+
+
+def memory_stack_from_section(sec: Section) -> MemoryStack:
+    """Parse the top-level ``memory_stack:`` section (strict)."""
+    stack = MemoryStack(
+        stacks=sec.int("stacks", minimum=1), dies_per_stack=sec.int("dies_per_stack", minimum=1),
+        die_capacity_bytes=sec.quantity("die_capacity", "bytes"), interface_bits=sec.int("interface_bits", minimum=1),
+        pin_rate_bytes_per_s=sec.quantity("pin_rate", "bytes_per_s"),
+        stack_energy_j_per_bit=sec.quantity("stack_energy_per_bit", "energy_j_per_bit"),
+        interposer_io_j_per_bit=sec.quantity("interposer_io_energy_per_bit", "energy_j_per_bit"),
+        host_path_j_per_bit=sec.quantity("host_path_energy_per_bit", "energy_j_per_bit"))
+    if stack.interposer_io_j_per_bit >= stack.stack_energy_j_per_bit:
+        raise ConfigError(sec.file, sec.child_path("interposer_io_energy_per_bit"),
+                          "less than stack_energy_per_bit (a part of the stack's access energy)",
+                          sec.raw("interposer_io_energy_per_bit"))
+    return stack
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackThermal:
+    """The thermal limit of memory stacked on the logic die (``thermal:`` with a published simulation's figures):
+    the power the die sustains at the stack's junction limit (``config/derive_dram3d.py``)."""
+
+    reference_power_w: float    # the power at which the simulation's die reached peak_c
+    peak_c: float               # its peak temperature without mitigation
+    junction_limit_c: float     # the DRAM dies' limit
+    ambient_c: float            # the coolant / ambient reference
+
+    @property
+    def sustainable_power_w(self) -> float:
+        return dram3d.sustainable_power_w(self.reference_power_w, self.peak_c, self.junction_limit_c, self.ambient_c)
+
+    def temperature_c(self, power_w: float) -> float:
+        return dram3d.temperature_c(power_w, self.reference_power_w, self.peak_c, self.ambient_c)
+
+
+def thermal_from_section(sec: Section) -> StackThermal:
+    """Parse a ``thermal:`` section that describes the stack's thermal model (not a fixed clock fraction)."""
+    spec = StackThermal(reference_power_w=sec.quantity("reference_power", "power_w"),
+                        peak_c=sec.number("unmitigated_peak_c", minimum=-273.15, maximum=1000),
+                        junction_limit_c=sec.number("junction_limit_c", minimum=-273.15, maximum=1000),
+                        ambient_c=sec.number("ambient_c", minimum=-273.15, maximum=1000))
+    if not spec.ambient_c < spec.junction_limit_c < spec.peak_c:
+        raise ConfigError(sec.file, sec.child_path("junction_limit_c"),
+                          f"between ambient_c ({spec.ambient_c:g}) and unmitigated_peak_c ({spec.peak_c:g})",
+                          spec.junction_limit_c)
+    if spec.reference_power_w <= 0:
+        raise ConfigError(sec.file, sec.child_path("reference_power"), "a positive power", spec.reference_power_w)
+    return spec
+
+
+def with_thermal_cap(hw):
+    """``hw`` whose power cap (``power.tdp_w``, the cap of ``cost/power.py``) is the board TDP or, lower, the power
+    its stacked die sustains at the junction limit (``hw.thermal``)."""
+    if hw.thermal is None or hw.thermal.sustainable_power_w >= hw.power.tdp_w:
+        return hw
+    cap = max(hw.thermal.sustainable_power_w, hw.power.idle_w)
+    return dataclasses.replace(hw, power=dataclasses.replace(hw.power, tdp_w=cap))

@@ -201,7 +201,7 @@ def price_on_pim(op: Op, work: OpWork, hw: Hardware, *, rates: ChipRates | None 
     operands (activations in, results out) cross the memory's external interface at its sustained rate and energy
     (``engines.pim_operand_bytes``). Time is the largest of compute (``pim:compute``: FLOPs at the PIM peak x
     fraction x thermal clock), in-place reads (``pim:internal``), the interface (``memory:<level>``) and launch,
-    the first on ties. Bytes per level: the interface's bytes at the PIM's level, none elsewhere; the in-place
+    the first on ties, plus the mode switch into and out of PIM mode (``pim.mode_switch_s``). Bytes per level: the interface's bytes at the PIM's level, none elsewhere; the in-place
     reads' energy is charged to that level (``memory:<level>``) with the interface's."""
     dtype = engines.pim_dtype(op, hw)
     if dtype is None:
@@ -217,6 +217,7 @@ def price_on_pim(op: Op, work: OpWork, hw: Hardware, *, rates: ChipRates | None 
     candidates = [(bounds.PIM_COMPUTE, compute_s), (bounds.PIM_INTERNAL, internal_s),
                   (bounds.memory(level.name), external_s), (bounds.LAUNCH, launch_s)]
     bound, time_s = max(candidates, key=lambda c: c[1])  # first maximum wins ties
+    time_s += pim.mode_switch_s  # entering and leaving PIM mode, serial with the op (config/derive_pim.py)
     level_bytes = dict.fromkeys(hw.memory, 0.0)
     level_bytes[level.name] = outside
     memory_s = dict.fromkeys(hw.memory, 0.0)

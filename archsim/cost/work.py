@@ -225,6 +225,7 @@ class HardwareArrays:
     pim_internal_fraction: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...)
     pim_internal_bytes_per_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...)
     pim_internal_energy_j_per_bit: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...)
+    pim_mode_switch_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...) per PIM op
 
 
 # (id(hw), work layout) -> (hw, arrays): one projection prices several graphs of the same layout on one chip; the
@@ -282,7 +283,8 @@ def _pim_arrays(hw: Hardware, rates: ChipRates, work: GraphWork) -> dict:
                 pim_compute_fraction=arr(rates.pim_compute_derate, float),
                 pim_internal_fraction=arr(rates.pim_fraction, float),
                 pim_internal_bytes_per_s=arr(rates.pim_internal_bandwidth_bytes_per_s, float),
-                pim_internal_energy_j_per_bit=arr(hw.pim.internal_energy_j_per_bit, float))
+                pim_internal_energy_j_per_bit=arr(hw.pim.internal_energy_j_per_bit, float),
+                pim_mode_switch_s=arr(hw.pim.mode_switch_s, float))
 
 
 def stack_hardware(arrays: Sequence[HardwareArrays]) -> HardwareArrays:
@@ -518,7 +520,7 @@ def _on_engine(work: GraphWork, hwa: HardwareArrays, rows: np.ndarray, keys: np.
 def _on_pim(work: GraphWork, hwa: HardwareArrays, rows: np.ndarray, level_rate, launch_s,
             labels: tuple[str, ...]) -> _Prices:
     """``rows`` priced on the PIM units, as ``opcost.price_on_pim``: time = max(compute, in-place reads, external
-    interface, launch), the first on ties; bytes and energy at the PIM's level only."""
+    interface, launch), the first on ties, plus the mode switch; bytes and energy at the PIM's level only."""
     alt = work.alternatives
     level = alt.pim_level
     dtype = alt.pim_index[rows]
@@ -537,7 +539,8 @@ def _on_pim(work: GraphWork, hwa: HardwareArrays, rows: np.ndarray, level_rate, 
                + outside * BITS_PER_BYTE * hwa.energy_j_per_bit[..., level, None])
     memory_s, nbytes, memory_j = (_at_level(values, level, len(work.level_names))
                                   for values in (terms[..., 2], outside, level_j))
-    return _Prices(compute_s=compute_s, time_s=np.max(terms, axis=-1), bound_index=to_label[np.argmax(terms, axis=-1)],
+    time_s = np.max(terms, axis=-1) + hwa.pim_mode_switch_s[..., None]  # the mode switch is serial with the op
+    return _Prices(compute_s=compute_s, time_s=time_s, bound_index=to_label[np.argmax(terms, axis=-1)],
                    memory_s=memory_s, bytes=nbytes, compute_j=work.flops[rows] * hwa.pim_energy_j_per_flop[..., dtype],
                    memory_j=memory_j)
 

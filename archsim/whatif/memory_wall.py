@@ -155,9 +155,9 @@ class HistoryPoint:
 
 
 def is_projection(hw: Hardware) -> bool:
-    """What-if hardware (PIM, photonic, thermally derated stacks) stays out of the history trend."""
-    return hw.pim is not None or hw.compute_clock_fraction != 1.0 or any(
-        e.kind == "photonic" for e in hw.compute.values())
+    """What-if hardware (PIM, photonic, memory stacked on logic, thermally derated) stays out of the history trend."""
+    return (hw.pim is not None or hw.compute_clock_fraction != 1.0 or hw.memory_stack is not None
+            or hw.thermal is not None or any(e.kind == "photonic" for e in hw.compute.values()))
 
 
 def history_point(hw: Hardware) -> HistoryPoint:

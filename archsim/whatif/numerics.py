@@ -112,10 +112,11 @@ def gemms_in(fmt: Format) -> Iterator[None]:
     g = _Gemm(fmt)
     orig_linear, orig_per_head, orig_grouped = gemm.linear, gemm.per_head, moe._grouped
 
-    def linear(x, w, *, cached_rows=0, site=None):
+    def linear(x, w, *, bias=None, cached_rows=0, site=None):
         if site is not None:  # the original records the counts; its result is replaced
-            orig_linear(x, w, cached_rows=cached_rows, site=site)
-        return g(x, w)
+            orig_linear(x, w, bias=bias, cached_rows=cached_rows, site=site)
+        y = g(x, w)
+        return y if bias is None else y + bias  # the bias add stays digital
 
     def per_head(x, w, *, transpose=False, site=None):
         if site is not None:
@@ -123,10 +124,10 @@ def gemms_in(fmt: Format) -> Iterator[None]:
         wt = w if transpose else np.swapaxes(w, 1, 2)                              # [H, n, k]
         return np.stack([g(x[..., h, :], wt[h]) for h in range(w.shape[0])], axis=-2)
 
-    def grouped(xs, w, used, site):
+    def grouped(xs, w, used, site, bias=None):
         if site is not None:
-            orig_grouped(xs, w, used, site)
-        return [g(x, w[e]) for e, x in zip(used, xs)]
+            orig_grouped(xs, w, used, site, bias)
+        return [g(x, w[e]) if bias is None else g(x, w[e]) + bias[e] for e, x in zip(used, xs)]
 
     modules = [(m, name) for m in (tiny, mla, moe, gqa, mtp) for name in ("linear", "per_head") if hasattr(m, name)]
     saved = [(m, name, getattr(m, name)) for m, name in modules]

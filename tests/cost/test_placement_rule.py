@@ -1,7 +1,8 @@
 """The placement rule in the cost layer (cost/engines.py, opcost.price_candidates / fastest, work.price_work): each op
 runs on the fastest engine that can run it, in the scalar path and in the array path alike, per sweep point.
 
-Chips: hardware/h100_hbm_pim.yaml (H100 + bank-level PIM: 6.0 TFLOPS BF16/FP16, 13.4 TB/s internal), and a
+Chips: hardware/h100_hbm_pim.yaml (H100 + bank-level PIM: 13.4 TB/s internal at Aquabolt-XL's 0.977 FLOP/byte =
+13.1 TFLOPS BF16/FP16, MAC but no exp: GEMMs and grouped GEMMs, not attention; 388 ns mode switch per op), and a
 two-engine chip, the H100 with hardware/photonic_dota_l.yaml's photonic engine beside its tensor cores (DOTA-L:
 2 x 12 x 12 x 12 x 16 x 5 GHz = 276.5 TFLOPS, achievable 0.78).
 """
@@ -74,7 +75,8 @@ def test_candidates_of_each_op(pim_chip, two_engine_chip):
     ops = {op.name: op for op in _ops()}
     assert pim_dtype(ops["gemv"], pim_chip) == "bf16"
     assert pim_dtype(ops["gemv_fp8"], pim_chip) is None          # the PIM units have no FP8 peak
-    assert pim_dtype(ops["experts"], pim_chip) is None           # grouped_gemm is not one of its kinds
+    assert pim_dtype(ops["experts"], pim_chip) == "bf16"         # grouped GEMMs are MACs too
+    assert pim_dtype(ops["attn"], pim_chip) is None              # its softmax needs exp, which the units lack
     assert pim_dtype(ops["norm"], pim_chip) is None
     assert pim_operand_bytes(ops["gemv"]) == (8192 * 8192 * 2, 8192 * 2 + 8192 * 2)
     assert other_engine_keys(ops["gemv"], two_engine_chip, ("tensor", "bf16")) == [("photonic", "bf16")]
@@ -84,16 +86,21 @@ def test_candidates_of_each_op(pim_chip, two_engine_chip):
 
 
 def test_gqa_decode_attention_stays_on_the_gpu_by_hand(pim_chip):
-    """64 query heads share 8 KV heads: 271 MFLOP over 33.6 MB of KV. PIM: 64 x 8192 x (2 x 128 + 5 + 2 x 128)
-    = 271,056,896 FLOPs / 6.0e12 = 45.2 us (its KV reads in place: 2 x 8192 x 8 x 128 x 2 B / 13.4e12 = 2.5 us).
-    Tensor cores: the 33.6 MB of KV over the interface, 33.6e6 / (3.35e12 x 0.896) = 11.2 us, compute far less."""
+    """Aquabolt-XL's units have no exp, so attention (its softmax) never runs on them. Units with exp would take
+    64 query heads over 8 KV heads: 271 MFLOP over 33.6 MB of KV. PIM: 64 x 8192 x (2 x 128 + 5 + 2 x 128)
+    = 271,056,896 FLOPs / 13.086e12 = 20.7 us + 0.388 us mode switch (its KV reads in place: 2 x 8192 x 8 x 128 x
+    2 B / 13.4e12 = 2.5 us). Tensor cores: the 33.6 MB of KV over the interface, 33.6e6 / (3.35e12 x 0.896) = 11.2 us,
+    compute far less."""
     op = _ops()[5]
     assert op.flops == 64 * 8192 * (2 * 128 + 5 + 2 * 128)
-    pim = price_on_pim(op, op_work(op, Geometry.of(pim_chip)), pim_chip)
-    assert (pim.bound, pim.time_s) == ("pim:compute", pytest.approx(op.flops / 6.0e12, rel=1e-12))
+    assert price_on_pim(op, op_work(op, Geometry.of(pim_chip)), pim_chip) is None
+    with_exp = dataclasses.replace(pim_chip, pim=dataclasses.replace(pim_chip.pim, kinds=("gemm", "attention")))
+    pim = price_on_pim(op, op_work(op, Geometry.of(with_exp)), with_exp)
+    peak = 1.2e12 / (4 * 307.2e9) * 4 * 3.35e12
+    assert (pim.bound, pim.time_s) == ("pim:compute", pytest.approx(op.flops / peak + 8 * 48.5e-9, rel=1e-12))
     assert pim.bytes_by_level["hbm"] == 2 * 64 * 128 * 2  # q in, o out
-    gpu = price_op(op, pim_chip)
-    assert gpu.engine == "tensor" and gpu.time_s < pim.time_s / 3
+    gpu = price_op(op, with_exp)
+    assert gpu.engine == "tensor" and gpu.time_s < pim.time_s / 1.5
     assert gpu.time_s >= 2 * 8192 * 8 * 128 * 2 / (3.35e12 * 0.896)
 
 
@@ -108,7 +115,7 @@ def test_array_path_places_like_the_scalar_path(chip, request):
     engines = {op.name: phase.ops[op.name].engine for op in ops}
     if chip == "pim_chip":
         assert engines == {"norm": "vector", "gemv": "pim", "gemv_fp8": "tensor", "big": "tensor",
-                           "rows16": "tensor", "attn": "tensor", "experts": "tensor"}
+                           "rows16": "tensor", "attn": "tensor", "experts": "pim"}
         assert "pim:compute" in phase.time_s_by_bound
     else:  # memory-bound GEMVs: the photonic roofline has no kernel ramp or epilogue; the big GEMM needs the MMAs
         assert engines["gemv"] == engines["gemv_fp8"] == "photonic"
@@ -124,7 +131,7 @@ def test_placement_takes_the_least_time_and_ties_keep_the_default(pim_chip):
     geom = Geometry.of(hw)
     attn = ops[5]
     costs = price_candidates(attn, op_work(attn, geom), hw)
-    assert list(costs) == ["tensor", "tensor2", "pim"]
+    assert list(costs) == ["tensor", "tensor2"]  # attention is no PIM kind (no exp)
     assert costs["tensor"].time_s == costs["tensor2"].time_s
     assert fastest(costs).engine == "tensor"
     for op in ops:

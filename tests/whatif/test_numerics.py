@@ -41,7 +41,8 @@ def test_wider_formats_are_more_accurate(tiny_k2):
 
 def test_chip_photonic_format_and_counts_unchanged(tiny_k2):
     fmt = photonic_format(load_hardware(ROOT / "hardware" / "photonic_dota_l.yaml"))
-    assert (fmt.bits, fmt.dot_length, fmt.noise_std) == (8, 12, 0.0028)
+    # the analog result carries min(8-bit converters, the ADC's 6.5 ENOB) bits (config/derive_photonic.py)
+    assert (fmt.bits, fmt.dot_length, fmt.noise_std) == (6.5, 12, 0.0028)
     model = TinyDeepSeek(tiny_k2, seed=0)
     tokens = np.random.default_rng(0).integers(0, tiny_k2.vocab_size, (1, 8))
     plain, quant = Counter(), Counter()

@@ -1,18 +1,22 @@
 """Every command prices each op on the engine placement chooses (cost/engines.py, the cost model's rule): estimate(),
 ``archsim place --objective time`` and a sweep agree on a near-memory chip (hardware/h100_hbm_pim.yaml), op by op.
 
-Hand derivation used below (hardware/h100_hbm_pim.yaml): the PIM units run BF16 at 6.0 TFLOPS x achievable
-fraction 1.0 (no thermal derate), read weights in place at 13.4 TB/s x 1.0, and move activations over the HBM
-interface at 3.35 TB/s x 0.896 = 3.0016 TB/s, each memory term plus the HBM latency of 328 ns; a CUDA-graph decode
-kernel's launch floor is 2.1 us. Llama-3.1-405B decode at batch 1 runs TP8 on the chip (16 devices, TP8 PP2), so
-``layers.0.mlp.gate_proj`` is a GEMV of k = 16384 (hidden) by n = 53248 / 8 = 6656 (its TP shard of the FFN):
+Hand derivation used below (hardware/h100_hbm_pim.yaml, derived by config/derive_pim.py): the PIM units keep
+Aquabolt-XL's balance, 1.2 TFLOPS / (4 x 307.2 GB/s) = 0.9766 FLOP per byte, at 4 x 3.35 TB/s = 13.4 TB/s of
+in-place reads, so BF16 runs at 0.9766 x 13.4e12 = 13.086 TFLOPS x achievable fraction 1.0 (no thermal derate); they
+move activations over the HBM interface at 3.35 TB/s x 0.896 = 3.0016 TB/s, each memory term plus the HBM latency of
+328 ns, and every PIM op pays 8 mode-register row writes x 48.5 ns = 388 ns to enter and leave PIM mode; a
+CUDA-graph decode kernel's launch floor is 2.1 us. The PIM stacks keep 6/8 of the 80 GB (60 GB). Llama-3.1-405B
+decode at batch 1 runs TP8 on the chip (16 devices, TP8 PP2), so ``layers.0.mlp.gate_proj`` is a GEMV of
+k = 16384 (hidden) by n = 53248 / 8 = 6656 (its TP shard of the FFN):
   FLOPs     = 2 x 6656 x 16384                  = 218,103,808
-  compute   = 218,103,808 / 6.0e12              = 36.35 us   <- binds (pim:compute)
+  compute   = 218,103,808 / 13.086e12           = 16.67 us   <- binds (pim:compute)
   internal  = 6656 x 16384 x 2 B / 13.4e12 + 328 ns = 16.28 + 0.33 = 16.60 us
   external  = (16384 + 6656) x 2 B / 3.0016e12 + 328 ns = 0.34 us
   launch    = 2.1 us
+  time      = 16.67 + 0.388 (mode switch)     = 17.05 us
 On the tensor cores the same GEMV must stream its 218 MB of weights over the interface: >= 218.1e6 / 3.0016e12
-= 72.66 us, so the PIM runs it 2x faster.
+= 72.66 us, so the PIM runs it 4x faster.
 """
 from __future__ import annotations
 
@@ -45,7 +49,14 @@ def pim_chip():
 
 @pytest.fixture(scope="module")
 def h100():
-    return load_hardware(REPO / "hardware" / "h100.yaml")
+    """The H100 at the PIM stacks' capacity (60 GB): the PIM chip without its units, so layouts are the same."""
+    hw = load_hardware(REPO / "hardware" / "h100.yaml")
+    hbm = dataclasses.replace(hw.memory["hbm"], capacity_bytes=60e9)
+    return dataclasses.replace(hw, memory={**hw.memory, "hbm": hbm})
+
+
+BF16_PEAK = 1.2e12 / (4 * 307.2e9) * 4 * 3.35e12  # the derivation above: 13.086 TFLOPS
+MODE_SWITCH = 8 * 48.5e-9
 
 
 def _decode_cost(workload, hw, **kw):
@@ -56,9 +67,11 @@ def _decode_cost(workload, hw, **kw):
 
 def test_the_yaml_fields_the_derivation_uses(pim_chip):
     pim, hbm = pim_chip.pim, pim_chip.memory["hbm"]
-    assert (pim.peak_flop_per_s["bf16"], pim.achievable_fraction, pim.internal_bandwidth_bytes_per_s) == (
-        6.0e12, 1.0, 13.4e12)
+    assert pim.peak_flop_per_s["bf16"] == pytest.approx(BF16_PEAK, rel=1e-12)
+    assert (pim.achievable_fraction, pim.internal_bandwidth_bytes_per_s) == (1.0, 4 * 3.35e12)
+    assert pim.mode_switch_s == pytest.approx(MODE_SWITCH) and set(pim.kinds) == {"gemm", "grouped_gemm"}
     assert (hbm.bandwidth_bytes_per_s, hbm.achievable_fraction, hbm.latency_s) == (3.35e12, 0.896, 328e-9)
+    assert hbm.capacity_bytes == pytest.approx(80e9 * 6 / 8)
     assert pim_chip.compute_clock_fraction == 1.0 and pim_chip.graph_launch_s == 2.1e-6
 
 
@@ -67,26 +80,26 @@ def test_llama_405b_bf16_decode_gemv_runs_on_pim_at_the_hand_derived_time(pim_ch
     assert (par.tp, par.pp) == (8, 2)
     op = cost.ops["layers.0.mlp.gate_proj"]
     assert op.flops == 2 * 6656 * 16384
-    compute = 2 * 6656 * 16384 / 6.0e12
+    compute = 2 * 6656 * 16384 / BF16_PEAK
     internal = 6656 * 16384 * 2 / 13.4e12 + 328e-9
     external = (16384 + 6656) * 2 / (3.35e12 * 0.896) + 328e-9
-    assert compute == pytest.approx(36.35e-6, rel=1e-3) and internal == pytest.approx(16.60e-6, rel=1e-3)
+    assert compute == pytest.approx(16.67e-6, rel=1e-3) and internal == pytest.approx(16.60e-6, rel=1e-3)
     assert (op.engine, op.bound) == ("pim", "pim:compute")
-    assert op.time_s == pytest.approx(compute, rel=1e-12)
+    assert op.time_s == pytest.approx(compute + MODE_SWITCH, rel=1e-12)
     assert op.memory_s_by_level["hbm"] == pytest.approx(external, rel=1e-12)
     assert op.bytes_by_level["hbm"] == (16384 + 6656) * 2  # activations over the interface; weights stay inside
     gpu, _ = _decode_cost(LLAMA, h100, batch=1)
     assert gpu.ops["layers.0.mlp.gate_proj"].engine == "tensor"
     assert gpu.ops["layers.0.mlp.gate_proj"].time_s >= 6656 * 16384 * 2 / (3.35e12 * 0.896)
-    assert op.time_s < gpu.ops["layers.0.mlp.gate_proj"].time_s / 1.9
+    assert op.time_s < gpu.ops["layers.0.mlp.gate_proj"].time_s / 4
 
 
 def test_llama_405b_decode_is_faster_on_the_pim_chip_at_batch_1_only(pim_chip, h100):
     one = estimate(LLAMA, pim_chip, batch=1), estimate(LLAMA, h100, batch=1)
     assert one[0].get("decode.tpot_s") < 0.6 * one[1].get("decode.tpot_s")
     assert one[0].get("energy.joules_per_token") < one[1].get("energy.joules_per_token")
-    # batch 64: a GEMM of 64 rows costs the PIM 64 x 36 us of MACs against ~75 us on the tensor cores, so nothing
-    # of the decode step moves and it is the H100's (the same YAML outside pim:), number for number
+    # batch 64: a GEMM of 64 rows costs the PIM 64 x 16.7 us of MACs against ~75 us on the tensor cores, so nothing
+    # of the decode step moves and it is the H100's (the same YAML outside pim:, at 60 GB), number for number
     cost, _ = _decode_cost(LLAMA, pim_chip, batch=64)
     assert all(cost.ops[name].engine != "pim" for name in cost.ops)
     got, want = estimate(LLAMA, pim_chip, batch=64).to_dict(), estimate(LLAMA, h100, batch=64).to_dict()
@@ -175,14 +188,14 @@ def test_sweep_base_point_equals_estimate_on_the_pim_chip(pim_chip):
 
 def test_a_swept_pim_peak_moves_ops_per_point(pim_chip, h100):
     """At 0.5 TFLOPS a GEMV of the derivation above takes 436 us on the PIM, slower than the tensor cores' ~75 us:
-    the step is the H100's. At the YAML's 6 TFLOPS it is the PIM chip's; more peak never slows it."""
-    peaks = np.array([0.5e12, 3e12, 6e12, 12e12, 24e12])
+    the step is the H100's. At the derived 13.1 TFLOPS it is the PIM chip's; more peak never slows it."""
+    peaks = np.array([0.5e12, 3e12, BF16_PEAK, 2 * BF16_PEAK, 4 * BF16_PEAK])
     swept = SweepModel(LLAMA, pim_chip, batch=1).evaluate({"pim.peak.bf16": peaks})["decode.tpot_s"]
     assert swept[0] == pytest.approx(estimate(LLAMA, h100, batch=1).get("decode.tpot_s"), rel=1e-12)
     assert swept[2] == pytest.approx(estimate(LLAMA, pim_chip, batch=1).get("decode.tpot_s"), rel=1e-12)
     assert np.all(np.diff(swept) <= 0) and swept[-1] < swept[2]
     for i in (1, 3):  # a point equals estimate() on the chip with that field (the sweep's contract)
-        pim = dataclasses.replace(pim_chip.pim, peak_flop_per_s={"fp16": 6e12, "bf16": float(peaks[i])})
+        pim = dataclasses.replace(pim_chip.pim, peak_flop_per_s={"fp16": BF16_PEAK, "bf16": float(peaks[i])})
         chip = dataclasses.replace(pim_chip, pim=pim)
         assert swept[i] == pytest.approx(estimate(LLAMA, chip, batch=1).get("decode.tpot_s"), rel=1e-9)
 
