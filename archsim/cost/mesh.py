@@ -1,22 +1,22 @@
 """Op x Hardware -> the time and energy an op spends on a wafer-scale chip's 2D core mesh (hardware ``mesh:``).
 
-A wafer-scale chip keeps its weights in the SRAM of ~10^5-10^6 small cores joined by a 2D mesh of routers
-(Cerebras WSE). An op spread over a square sub-mesh of ``op_side`` x ``op_side`` cores (``MeshSpec.op_side``) reads
-its weight slice from local SRAM at the chip's aggregate bandwidth (the roofline of ``cost/opcost.py``), but each
-core ends up with a partial result that the roofline does not see: WaferLLM's MeshGEMV (He et al., OSDI 2025,
-arXiv 2502.04563; github.com/MeshInfra/WaferLLM) sums the partial products of a column of cores with an
-**all-reduce along the line**, a reduction into the line's centre and a broadcast back from it
-(Decode/WSE-3/run_wse3.sh roots both phases of its two-phase reduction at the middle of the line), after which every
-core of the line holds the result the next op takes as its input. One all-reduce over a line of ``side`` cores costs
-2 x (``side // 2`` hops x the per-hop latency + the line's payload over one link at the link rate): the payload is
-``1 / side`` of the op's output, each line reducing its own slice. Energy: each pass carries the whole output across
-the ``side - 1`` links of every line, times the energy per bit and hop. All-reduces per op kind (``ALLREDUCES``): a
-GEMM one (its output); attention two (the softmax statistics and the output); a norm one (one partial sum of squares
-per row). Elementwise ops, RoPE and embedding gathers stay on their cores, and collectives between chips are priced by
-``cost/collectives.py``. Weights that do not fit the wafers' SRAM stream in from off-wafer memory each step
+A wafer-scale chip keeps its weights in the SRAM of ~10^5-10^6 small cores joined by a 2D mesh of routers (Cerebras
+WSE). An op spread over a square sub-mesh of ``op_side`` x ``op_side`` cores (``MeshSpec.op_side``) reads its weight
+slice from local SRAM at the chip's aggregate bandwidth (the roofline of ``cost/opcost.py``), but each core ends up
+with a partial result that the roofline does not see: WaferLLM's MeshGEMV (He et al., OSDI 2025, arXiv 2502.04563;
+github.com/MeshInfra/WaferLLM) sums the partial products of a column of cores with an **all-reduce along the line**,
+a reduction into the line's centre and a broadcast back from it (Decode/WSE-3/run_wse3.sh roots both phases of its
+two-phase reduction at the middle of the line), after which every core of the line holds the result the next op
+takes as its input. One all-reduce over a line of ``side`` cores costs 2 x (``side // 2`` hops x the per-hop latency
++ the line's payload over one link at the link rate): the payload is ``1 / side`` of the op's output, each line
+reducing its own slice. Energy: each pass carries the whole output across the ``side - 1`` links of every line,
+times the energy per bit and hop. All-reduces per op kind (``ALLREDUCES``): a GEMM one (its output); attention two
+(the softmax statistics and the output); a norm one (one partial sum of squares per row). Elementwise ops, RoPE and
+embedding gathers stay on their cores, and collectives between chips are priced by ``cost/collectives.py``. Ops sit
+on squares at different offsets of the wafer, so the whole wafer's SRAM holds weights (the capacity check is the
+memory level's); weights that do not fit the wafers' SRAM stream in from off-wafer memory each step
 (``weight_stream_s``). Every rate comes from the YAML ``mesh:`` section; the only literals are FLOPs per MAC, bits
-per byte, the two passes of an all-reduce and a 2D router's four mesh ports.
-"""
+per byte, the two passes of an all-reduce and a 2D router's four mesh ports."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -101,6 +101,7 @@ def test_a_slower_or_longer_mesh_is_never_faster(wse, field, factor):
     op = _ops()["proj"]
     base, _ = mesh.op_mesh_cost(op, wse)
     value = getattr(wse.mesh, field) * factor
-    changed = dataclasses.replace(wse, mesh=dataclasses.replace(wse.mesh, **{field: type(getattr(wse.mesh, field))(value)}))
+    new_mesh = dataclasses.replace(wse.mesh, **{field: type(getattr(wse.mesh, field))(value)})
+    changed = dataclasses.replace(wse, mesh=new_mesh)
     t, _ = mesh.op_mesh_cost(op, changed)
     assert (t < base) if field == "op_side" else (t > base)
