@@ -17,6 +17,16 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     p.add_argument("--dir", default=None, help="directory of validation YAML files (default: validation/)")
     add_format_arg(p, "case (measured and predicted in SI units, the unit column names them)", extra=("markdown",),
                    note="; markdown: the README summary table")
+    p.add_argument("--trace", default=None,
+                   help="a Chrome / Perfetto / PyTorch-profiler trace (.json or .json.gz) of a training chunk pair: "
+                        "its kernels by op and stream beside the model's (docs/training_trace.md); a CSV row is an "
+                        "op, a pass or a stream")
+    p.add_argument("--workload", default=None,
+                   help="with --trace: the workload whose published training recipe (training: section) the trace "
+                        "ran, a shipped name or a YAML path (e.g. deepseek_v3)")
+    p.add_argument("--hw", default="h800", help="with --trace: the hardware the trace ran on (default h800)")
+    p.add_argument("--moe-layers", type=int, default=4,
+                   help="with --trace: MoE layers per chunk in the trace (default 4: DeepSeek's profile-data)")
     p.set_defaults(handler=run)
 
 
@@ -52,6 +62,8 @@ def stack_markdown(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.trace is not None:
+        return _run_trace(args)
     from archsim.fidelity.cases import VALIDATION_DIR
     from archsim.fidelity.validate import run_validation
 
@@ -79,4 +91,33 @@ def run(args: argparse.Namespace) -> int:
     skipped = [c for c in report["cases"] if c["skipped"]]
     for c in skipped:
         print(f"skipped {c['id']}: {c['skipped']}")
+    return 0
+
+
+TRACE_COLUMNS = ("table", "name", "count", "measured_s", "modelled_s", "ratio")
+
+
+def _run_trace(args: argparse.Namespace) -> int:
+    """``--trace FILE``: the trace's kernels by op, pass and stream beside the model's chunk pair."""
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.errors import ConfigError
+    from archsim.fidelity.profile_trace import read_trace
+    from archsim.fidelity.trace_compare import compare_trace, markdown, published_recipe, to_dict
+
+    if args.workload is None:
+        raise ConfigError(None, "--workload", "the workload the trace ran (with --trace), e.g. deepseek_v3", None)
+    if args.moe_layers < 1:
+        raise ConfigError(None, "--moe-layers", "a positive integer", args.moe_layers)
+    workload, hw = load_workload(args.workload), load_hardware(args.hw)
+    par, setup = published_recipe(workload)
+    result = compare_trace(read_trace(args.trace), workload.model, hw, par, setup, moe_layers=args.moe_layers)
+    if args.format == "json":
+        print(json.dumps(to_dict(result)))
+    elif args.format == "csv":
+        data = to_dict(result)
+        write_csv([{"table": table, **row} for table in ("streams", "ops", "passes") for row in data[table]],
+                  TRACE_COLUMNS)
+    else:
+        print(markdown(result))
     return 0

@@ -1,0 +1,51 @@
+"""``archsim validate --trace``: DeepSeek's shipped training trace beside the model, as table, JSON and CSV."""
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from archsim.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+TRACE = str(REPO / "validation" / "deepseek_profile_train.json.gz")
+
+
+def test_validate_trace_json_matches_the_trace_and_the_model(capsys):
+    assert main(["validate", "--trace", TRACE, "--workload", "deepseek_v3", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    ops = {r["name"]: r for r in data["ops"]}
+    # the trace side: DeepEP's 8 combine kernels, 16 expert GEMMs; the model side prices both
+    assert ops["combine"]["count"] == 8 and ops["expert_gemm"]["count"] == 16
+    assert ops["expert_gemm"]["modelled_s"] > 0 and ops["combine"]["modelled_s"] > 0
+    assert ops["expert_gemm"]["ratio"] == pytest.approx(ops["expert_gemm"]["modelled_s"]
+                                                        / ops["expert_gemm"]["measured_s"])
+    # the notify kernels are not in the model (docs/training_trace.md)
+    assert ops["notify"]["modelled_s"] == 0
+    streams = {r["name"].split(" (")[0]: r for r in data["streams"]}
+    assert streams["main compute stream 7"]["measured_s"] == pytest.approx(118.2e-3, abs=0.05e-3)
+    assert data["unknown"] == []
+
+
+def test_validate_trace_csv_and_table(capsys):
+    assert main(["validate", "--trace", TRACE, "--workload", "deepseek_v3", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["table"] for r in rows} == {"streams", "ops", "passes"}
+    wgrad = next(r for r in rows if r["table"] == "ops" and r["name"] == "wgrad_gemm")
+    assert int(wgrad["count"]) == 60
+    assert main(["validate", "--trace", TRACE, "--workload", "deepseek_v3"]) == 0
+    out = capsys.readouterr().out
+    assert "| op | kernels | measured ms | modelled ms | ratio | within 15% |" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trace", TRACE], "--workload"),
+    (["--trace", TRACE, "--workload", "kimi_k2"], "training: section"),
+    (["--trace", TRACE, "--workload", "deepseek_v3", "--moe-layers", "0"], "--moe-layers"),
+    (["--trace", "no_such_trace.json", "--workload", "deepseek_v3"], "readable trace file"),
+])
+def test_validate_trace_bad_input_is_one_line(argv, message, capsys):
+    assert main(["validate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
