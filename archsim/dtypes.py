@@ -83,6 +83,10 @@ FP64 = DType(name="fp64", bits=64)
 # (source: deepseek-ai/DeepSeek-V3 README_WEIGHTS.md, quantization_config.weight_block_size).
 FP8_BLOCK128 = FP8.with_block((128, 128), scale_bits=32)
 
+# MXFP4 as a weight-only storage format: E2M1 elements, one E8M0 (8-bit) scale per 32 consecutive weights
+# (OCP Microscaling Formats (MX) v1.0: block size 32, scale E8M0); 4.25 bits per weight
+MXFP4 = DType(name="mxfp4", bits=4, block=(32,), scale_bits=8)
+
 BY_NAME: dict[str, DType] = {d.name: d for d in (FP4, INT4, FP8, INT8, FP16, BF16, TF32, FP32, FP64)}
 
 

@@ -49,7 +49,7 @@ WORKLOAD_EXPECTED = {
     "scenario_unknown_key.yaml": "scenario.prompt_length: expected a known key; unknown key 'prompt_length'; did you mean 'prompt_len'?",
     "top_level_list.yaml": "<root>: expected a YAML mapping (key: value lines) at the top level, got 'list'",
     "topk_above_experts.yaml": "model.num_experts_per_tok: expected <= n_routed_experts=256, got 300",
-    "weights_unknown_format.yaml": "scenario.weights: expected one of 'fp8', 'bf16', 'fp16', 'fp4', 'int4'; did you mean 'fp8'?",
+    "weights_unknown_format.yaml": "scenario.weights: expected one of 'fp8', 'bf16', 'fp16', 'fp4', 'int4', 'mxfp4'; did you mean 'fp8'?",
     "zero_heads.yaml": "model.num_attention_heads: expected a positive integer, got 0",
     # size limits of archsim/config/model.py (MAX_HIDDEN_LAYERS = 2**12, MAX_VOCAB_SIZE = 2**24)
     "huge_layers.yaml": "model.num_hidden_layers: expected at most 4096 layers",

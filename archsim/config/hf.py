@@ -278,13 +278,13 @@ def _weight_formats(raw: Mapping[str, Any], file: str, model: ModelConfig) -> di
                               q.get("weight_block_size"))
         return {"weights": "fp8"}
     if method == "mxfp4":
-        # transformers' Mxfp4 quantizer converts the routed experts only (integrations/mxfp4.py); MXFP4 is
-        # archsim's fp4 format (32-element blocks, E8M0 scale; OCP MX v1.0)
+        # transformers' Mxfp4 quantizer converts the routed experts only (integrations/mxfp4.py) and runs them
+        # with bf16 activations: archsim's weight-only mxfp4 format (32-element blocks, E8M0 scale; OCP MX v1.0)
         if not model.is_moe:
             raise ConfigError(file, "quantization_config.quant_method", "mxfp4 on an MoE model (transformers "
                               "quantizes the routed experts)", method)
         dtype = raw.get("torch_dtype", raw.get("dtype", "bfloat16"))
-        return {"weights": TORCH_DTYPES.get(dtype, "bf16"), "expert_weights": "fp4"}
+        return {"weights": TORCH_DTYPES.get(dtype, "bf16"), "expert_weights": "mxfp4"}
     raise ConfigError(file, "quantization_config.quant_method", "fp8 (128x128 blocks) or mxfp4: the weight "
                       "formats archsim maps (others are not modelled)", method)
 

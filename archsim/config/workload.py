@@ -12,7 +12,7 @@ from archsim.config.training_recipe import TrainingRecipe, training_from_section
 from archsim.config.yaml_io import Section, load_yaml
 from archsim.errors import ConfigError
 
-WEIGHT_CHOICES = ("fp8", "bf16", "fp16", "fp4", "int4")
+WEIGHT_CHOICES = ("fp8", "bf16", "fp16", "fp4", "int4", "mxfp4")
 PLAIN_CHOICES = ("bf16", "fp16", "fp32", "fp8")
 AUTO = "auto"
 # Scenario defaults. They are scenario choices, not measurements: 4096 prompt tokens is the

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archsim.dtypes import BF16, FP16, FP32, FP4, FP8, FP8_BLOCK128, INT4, DType
+from archsim.dtypes import BF16, FP16, FP32, FP4, FP8, FP8_BLOCK128, INT4, MXFP4, DType
 from archsim.errors import ConfigError
 
 # Weight formats a scenario may name. Block scales are stored with the weights:
 # - fp8: e4m3 with one float32 scale per 128x128 block (deepseek-ai/DeepSeek-V3 README_WEIGHTS.md).
 # - fp4: OCP MX FP4 (MXFP4): 32 consecutive elements share one 8-bit E8M0 scale
 #   (source: OCP Microscaling Formats (MX) v1.0 spec, block size 32, scale E8M0).
+# - mxfp4: the same MXFP4 storage (4-bit E2M1, one E8M0 scale per 32 weights: 4.25 bits per weight) as a
+#   weight-only format: dequantized to the activation dtype before the MMA, as gpt-oss's MoE experts run on
+#   Hopper (transformers' Mxfp4 integration and OpenAI's reference Triton kernels: MXFP4 weights, bf16
+#   activations); ``fp4`` is the W4A4 path on FP4 tensor cores
 # - int4: symmetric groups of 32 along the input dim with a bf16 scale (moonshotai/Kimi-K2-Thinking
 #   config.json quantization_config, as quoted by third-party copies: compressed-tensors "pack-quantized",
 #   int4 symmetric, group_size 32, on the routed experts; attention and shared experts stay BF16; the bf16
@@ -20,6 +24,7 @@ WEIGHT_FORMATS: dict[str, DType] = {
     "fp16": FP16,
     "fp4": FP4.with_block((32,), scale_bits=8),
     "int4": INT4.with_block((32,), scale_bits=16),
+    "mxfp4": MXFP4,
 }
 # Activation / KV-cache formats. An fp8 KV cache is plain e4m3 bytes: FlashMLA's FP8 layout adds four
 # float32 scales and keeps the 64 rope dims in BF16 (656 B per token per layer instead of 576;
@@ -38,7 +43,7 @@ class Precision:
     INT4 checkpoints quantize the routed experts only); embedding, lm_head, router gate and norm vectors stay
     in the activation dtype, as in DeepSeek-V3's inference code (ParallelEmbedding, head and Gate use the
     default dtype; only Linear layers are fp8). Matmul compute dtype is the weights dtype for
-    fp8/fp4 GEMMs, the activation dtype otherwise (int4 is weight-only)."""
+    fp8/fp4 GEMMs, the activation dtype otherwise (int4 and mxfp4 are weight-only)."""
 
     weights: DType
     activations: DType = BF16

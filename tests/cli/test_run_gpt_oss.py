@@ -35,3 +35,14 @@ def test_window_is_a_model_field_for_set(capsys):
     assert main(["run", CONFIG, "--hw", "h100", "--format", "json", "--set", "model.sliding_window=4096"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["memory"]["kv_cache_bytes"] == (18 * 5120 + 18 * 4096) * 2 * 8 * 64 * 2
+
+
+def test_mxfp4_is_weight_only(capsys):
+    """The checkpoint's MXFP4 experts compute in bf16 (weight-only); --set scenario.expert_weights=fp4 prices the
+    W4A4 path instead: same weight bytes, a faster compute-bound prefill on H100 (its fp8 MMA rate)."""
+    assert main(["run", CONFIG, "--hw", "h100", "--format", "json"]) == 0
+    mx = json.loads(capsys.readouterr().out)
+    assert main(["run", CONFIG, "--hw", "h100", "--format", "json", "--set", "scenario.expert_weights=fp4"]) == 0
+    fp4 = json.loads(capsys.readouterr().out)
+    assert mx["memory"]["weights_bytes"] == fp4["memory"]["weights_bytes"]
+    assert mx["prefill"]["latency_s"] > fp4["prefill"]["latency_s"]

@@ -227,9 +227,9 @@ def test_quantization_config_sets_the_weight_formats(tmp_path):
     w = workload_from_hf_config(write(tmp_path, dict(raw("Qwen3-30B-A3B"), quantization_config=fp8)))
     assert (w.scenario.weights, w.scenario.expert_weights) == ("fp8", None)
     assert dict(w.model.quantization_config) == fp8
-    # MXFP4 (transformers quantizes the routed experts only) -> archsim's fp4 for the experts
+    # MXFP4 (transformers quantizes the routed experts only, bf16 activations) -> archsim's weight-only mxfp4
     w = workload_from_hf_config(write(tmp_path, dict(raw("Qwen3-30B-A3B"), quantization_config={"quant_method": "mxfp4"})))
-    assert (w.scenario.weights, w.scenario.expert_weights) == ("bf16", "fp4")
+    assert (w.scenario.weights, w.scenario.expert_weights) == ("bf16", "mxfp4")
 
 
 def test_directory_or_file_and_missing_path(tmp_path):

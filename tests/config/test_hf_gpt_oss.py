@@ -66,10 +66,14 @@ def test_fields_are_the_files(name):
 @pytest.mark.parametrize("name", sorted(CARD))
 def test_mxfp4_experts_bf16_rest(name):
     s = load(name).scenario
-    assert (s.weights, s.expert_weights) == ("bf16", "fp4")
-    fp4 = scenario_precision(s).routed_expert_weights
+    assert (s.weights, s.expert_weights) == ("bf16", "mxfp4")
+    p = scenario_precision(s)
+    mx = p.routed_expert_weights
     # MXFP4: 4-bit elements, one 8-bit E8M0 scale per 32 (OCP MX v1.0): 4.25 bits per weight on gate_up [2I, h]
-    assert fp4 is WEIGHT_FORMATS["fp4"] and fp4.storage_bytes((5760, 2880)) * 8 / (5760 * 2880) == 4.25
+    assert mx is WEIGHT_FORMATS["mxfp4"] and mx.storage_bytes((5760, 2880)) * 8 / (5760 * 2880) == 4.25
+    # weight-only: the expert GEMMs compute in bf16 (the activations), as int4's do; fp4 is the W4A4 format
+    assert p.expert_gemm_compute.name == "bf16" and p.gemm_compute.name == "bf16"
+    assert mx.storage_bytes((2880, 2880)) == WEIGHT_FORMATS["fp4"].storage_bytes((2880, 2880))
 
 
 def per_layer(E: int) -> tuple[int, int, int]:
@@ -128,7 +132,7 @@ def test_checkpoint_size_is_the_model_card(name):
 def test_graph_parameters_are_the_count(name):
     m = load(name).model
     for compact in (False, True):
-        g = build_decode(m, batch=1, context=300, precision=precision_from_names("bf16", expert_weights="fp4"),
+        g = build_decode(m, batch=1, context=300, precision=precision_from_names("bf16", expert_weights="mxfp4"),
                          compact=compact)
         ops = [d["op"] for _, d in g.nodes(data=True)]
         if not compact:

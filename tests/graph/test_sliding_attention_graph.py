@@ -17,7 +17,7 @@ from archsim.mapping.device_memory import kv_cache_bytes
 from archsim.mapping.parallelism import Parallelism
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-P = precision_from_names("bf16", "bf16", "bf16", expert_weights="fp4")
+P = precision_from_names("bf16", "bf16", "bf16", expert_weights="mxfp4")
 H, KV, D, W = 64, 8, 64, 128          # gpt-oss: 64 query heads, 8 kv heads of 64, window 128
 PAIR = 2 * D + 5 + 2 * D              # FLOPs per attended (query, key) pair per head (docs/counting.md)
 

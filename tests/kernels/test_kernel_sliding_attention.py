@@ -21,7 +21,7 @@ from archsim.kernels.counting import Counter
 from archsim.kernels.flash import flash_attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PRECISION = precision_from_names("bf16", "bf16", "bf16", expert_weights="fp4")
+PRECISION = precision_from_names("bf16", "bf16", "bf16", expert_weights="mxfp4")
 
 
 def brute(q, k, v, scale, window, sinks):
