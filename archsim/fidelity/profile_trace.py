@@ -101,6 +101,10 @@ class TraceSummary:
             return 0.0
         return max(k.end_s for k in self.kernels) - min(k.start_s for k in self.kernels)
 
+    def op_pass_busy_s(self, op: str, pass_: str) -> float:
+        """``op_busy_s`` restricted to the kernels of one pass."""
+        return _union([(k.start_s, k.end_s) for k in self.kernels if k.op == op and k.pass_ == pass_])
+
     def op_busy_s(self, op: str) -> float:
         """Seconds at least one kernel of ``op`` runs, on any stream: equal to ``op_s[op]`` unless the op's
         kernels overlap (two streams sharing the same SMs, as DeepSeek's expert Wgrad GEMMs on streams 7 and

@@ -51,12 +51,12 @@ def op_rows(summary: TraceSummary, modelled: dict) -> list[Row]:
 
 
 def pass_rows(summary: TraceSummary, modelled: dict) -> list[Row]:
-    """Per (op, pass): the trace's kernels by the pass of the annotation around their launch (summed
-    durations)."""
+    """Per (op, pass): the busy time of the trace's kernels by the pass of the annotation around their
+    launch."""
     keys = sorted({k for k in summary.op_pass_s if k[1]} | set(modelled),
                   key=lambda k: (OPS.index(k[0]) if k[0] in OPS else len(OPS), PASSES.index(k[1])
                                  if k[1] in PASSES else len(PASSES)))
-    return [Row(name=f"{op} ({p})", measured_s=summary.op_pass_s.get((op, p), 0.0), modelled_s=modelled.get((op, p), 0.0))
+    return [Row(name=f"{op} ({p})", measured_s=summary.op_pass_busy_s(op, p), modelled_s=modelled.get((op, p), 0.0))
             for op, p in keys]
 
 
