@@ -12,8 +12,9 @@ from archsim.errors import ConfigError
 #   (source: OCP Microscaling Formats (MX) v1.0 spec, block size 32, scale E8M0).
 # - mxfp4: the same MXFP4 storage (4-bit E2M1, one E8M0 scale per 32 weights: 4.25 bits per weight) as a
 #   weight-only format: dequantized to the activation dtype before the MMA, as gpt-oss's MoE experts run on
-#   Hopper (transformers' Mxfp4 integration and OpenAI's reference Triton kernels: MXFP4 weights, bf16
-#   activations); ``fp4`` is the W4A4 path on FP4 tensor cores
+#   Hopper (NVIDIA/TensorRT-LLM examples/models/core/gpt_oss/README.md, "MoE Support Matrix": Hopper bf16
+#   activations x mxfp4 weights; Blackwell mxfp8 activations, which this format prices at bf16);
+#   ``fp4`` is the W4A4 path on FP4 tensor cores
 # - int4: symmetric groups of 32 along the input dim with a bf16 scale (moonshotai/Kimi-K2-Thinking
 #   config.json quantization_config, as quoted by third-party copies: compressed-tensors "pack-quantized",
 #   int4 symmetric, group_size 32, on the routed experts; attention and shared experts stay BF16; the bf16
