@@ -39,16 +39,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from archsim.config.hardware import resolve_hardware
     from archsim.errors import ConfigError
-    from archsim.whatif.sweep import METRICS, SweepSpec, run_sweep
+    from archsim.whatif.sweep import METRICS, SweepSpec, array_path, run_sweep
     from archsim.whatif.sweep_spec import is_model_path, model_points, parse_model_set, parse_set, sample
 
     _check_flags(args)
-    model_axes = [parse_model_set(text) for text in args.sets if is_model_path(text)]
-    axes = [parse_set(text) for text in args.sets if not is_model_path(text)]
+    hw = resolve_hardware(args.hw)
+    # model and scenario fields, and hardware fields that are not array fields, rebuild the inputs per value
+    rebuilt = [is_model_path(t) or not array_path(t.split("=", 1)[0].strip(), hw) for t in args.sets]
+    model_axes = [parse_model_set(t) for t, r in zip(args.sets, rebuilt) if r]
+    axes = [parse_set(t) for t, r in zip(args.sets, rebuilt) if not r]
     if model_axes and not axes and args.sample != "grid":
-        raise ConfigError(None, "--sample", "grid when only model or scenario fields are swept (they are always a "
-                          "grid; random and lhs sample hardware fields)", args.sample)
+        raise ConfigError(None, "--sample", "grid when only model, scenario or rebuilt hardware fields are swept "
+                          "(they are always a grid; random and lhs sample the array hardware fields: "
+                          "docs/whatif.md)", args.sample)
     columns = sample(axes, sampler=args.sample, points=args.points, seed=args.seed)
     overrides = sorted((k, str(v) if k == "deployment" else v) for k, v in deployment_overrides(args).items())
     if args.batch is not None:
@@ -63,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
                        progress=progress)
     paths = [a.path for a in model_axes] + [a.path for a in axes]
     n = len(next(iter(columns.values()))) if columns else 1
-    point_values = [dict(zip((a.path for a in model_axes), _model_values(spec))) for spec in specs]
+    shown = {a.path: dict(zip(a.texts, a.values)) for a in model_axes}  # each value as the rows show it
+    point_values = [{path: shown[path][text] for path, _, text in (t.partition("=") for t in spec.settings)}
+                    for spec in specs]
     rows = []
     for i in range(len(result["pareto"])):  # model point i // n, hardware point i % n
         row = dict(point_values[i // n])
@@ -89,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         write_csv(rows, header)
     else:
-        _table(rows, paths, {a.path for a in model_axes})
+        _table(rows, paths)
     return 0
 
 
@@ -107,20 +114,33 @@ def _check_settings(specs) -> None:
             apply_settings(workload, hw, [parse_setting(t) for t in spec.settings])
 
 
-def _model_values(spec) -> tuple:
-    """The model point's values as the rows show them (YAML-read: 128, 1e-06, true)."""
-    from archsim.config.overrides import parse_setting
+def _dimension(path: str) -> str | None:
+    """A swept field's unit dimension: a hardware field's by its path; None for model and scenario fields and
+    hardware fields without one."""
+    from archsim.errors import ConfigError
+    from archsim.whatif.sweep_spec import dimension_of, is_model_path
 
-    return tuple(parse_setting(t).value for t in spec.settings)
+    if is_model_path(path):
+        return None
+    try:
+        return dimension_of(path)
+    except ConfigError:
+        return None
 
 
 def _chart_dimensions(model_axes, axes) -> dict[str, str]:
-    """Each swept field's unit dimension for the HTML charts' ticks: hardware fields by their path, model and
-    scenario fields as counts when whole numbers (a float or word-valued model field has no chart axis)."""
+    """Each swept field's unit dimension for the HTML charts' ticks; a model field as a count when its values are
+    whole numbers (a model field with float or word values has no chart axis)."""
     from archsim.whatif.sweep_spec import dimension_of
 
-    dims = {a.path: "count" for a in model_axes if all(type(v) is int for v in a.values)}
-    return {**dims, **{a.path: dimension_of(a.path) for a in axes}}
+    dims = {a.path: dimension_of(a.path) for a in axes}
+    for a in model_axes:
+        values = a.values
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            dim = _dimension(a.path) or ("count" if all(type(v) is int for v in values) else None)
+            if dim is not None:
+                dims[a.path] = dim
+    return dims
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -160,10 +180,8 @@ def _cell(value, dimension: str | None) -> str:
     return format_quantity(value, dimension) if dimension else f"{value:.4g}"
 
 
-def _table(rows: list[dict], paths: list[str], model_paths: set[str], limit: int = 20) -> None:
-    from archsim.whatif.sweep_spec import dimension_of
-
-    units = {**{p: None if p in model_paths else dimension_of(p) for p in paths}, **TABLE_METRICS}
+def _table(rows: list[dict], paths: list[str], limit: int = 20) -> None:
+    units = {**{p: _dimension(p) for p in paths}, **TABLE_METRICS}
     cols = [*paths, *TABLE_METRICS, "pareto"]
     print("  ".join(f"{c:>24s}" for c in cols))
     for row in rows[:limit]:

@@ -11,10 +11,12 @@ decode.tokens_per_s = batch / TPOT of one decode instance, prefill.tokens_per_s 
 energy.joules_per_token = (every device's dynamic energy + static power x devices x TPOT) / batch,
 energy.tops_per_watt = FLOPs / energy over both phases, cost.usd_per_million_tokens = price x decode-instance
 devices / 3600 / decode tokens/s x 1e6.
-Fields that change geometry or topology (SRAM sizes, SM count, links) are not array fields; sweeping them
-is refused with a ConfigError naming the supported paths. Each point places each op on its fastest engine
-(``cost/work.price_work``), so a swept PIM or engine rate can move ops between engines from point to point. Communication, micro-batches and the bottleneck stage
-are fixed at the base point.
+Fields that change geometry or topology (SRAM sizes, SM count, links) are not array fields (``array_path``): as
+columns they are refused with a ConfigError naming the supported paths; a sweep gives them, like model and scenario
+fields, as model points (``SweepSpec.settings``), each rebuilding the inputs and re-planning the deployment. Each
+point places each op on its fastest engine (``cost/work.price_work``), so a swept PIM or engine rate can move ops
+between engines from point to point. Communication, micro-batches and the bottleneck stage are fixed at the base
+point of each model point.
 """
 from __future__ import annotations
 
@@ -132,9 +134,32 @@ def apply_paths(hw: Hardware, work: GraphWork, columns: Mapping[str, np.ndarray]
     return HardwareArrays(**arrays)
 
 
+_MEMORY_ARRAY_FIELDS = ("bandwidth", "achievable_fraction", "latency", "energy_per_bit", "power_limit")
+_PIM_ARRAY_FIELDS = (["achievable_fraction"], ["internal_bandwidth"], ["internal_energy_per_bit"])
+
+
+def array_path(path: str, hw: Hardware) -> bool:
+    """Whether ``apply_paths`` prices ``path`` as an array column on ``hw`` (``SUPPORTED_PATHS`` for the chip's own
+    levels, engines and PIM units). Any other hardware field changes geometry or topology: a sweep rebuilds the chip
+    and re-plans the deployment at each of its values (``SweepSpec.settings``), as for a model field."""
+    parts = path.split(".")
+    if path in ("thermal.compute_clock_fraction", "price", f"memory.{hw.main_memory.name}.capacity",
+                "kernel_launch_graph", "kernel_launch", "power.idle"):
+        return True
+    if parts[0] == "memory" and len(parts) == 3 and parts[1] in hw.memory:
+        return parts[2] in _MEMORY_ARRAY_FIELDS
+    if parts[0] == "compute" and len(parts) >= 3 and parts[1] in hw.compute:
+        return parts[2:] == ["achievable_fraction"] or (len(parts) == 4 and parts[2] in ("peak", "energy_per_flop"))
+    if parts[0] == "pim" and hw.pim is not None:
+        return parts[1:] in _PIM_ARRAY_FIELDS or (len(parts) == 3 and parts[1] in ("peak", "energy_per_flop"))
+    return False
+
+
 def _apply(path: str, col: np.ndarray, hw: Hardware, work: GraphWork, arrays: dict, levels: list[str], main: str,
            clock: np.ndarray) -> None:
     parts = path.split(".")
+    if not array_path(path, hw):
+        raise ConfigError(None, f"--set {path}", f"a sweepable hardware path: {'; '.join(SUPPORTED_PATHS)}", path)
     if path in ("thermal.compute_clock_fraction", "price", f"memory.{main}.capacity", "kernel_launch_graph"):
         return  # applied by the caller (capacity, price), by apply_paths (clock) or to graph-replayed terms
     if path == "kernel_launch":

@@ -13,7 +13,8 @@ graph, so its values are not array columns: each value (each combination, over s
 point whose workload is rebuilt by the strict loaders and whose deployment is resolved and priced again
 (``model_points``); the hardware axes are then swept at every model point. Model points are always a grid:
 ``a..b:n`` (whole numbers when the ends are: ``64..256:4`` is 64, 128, 192, 256; ``:log`` spaces them
-geometrically) or a list ``2,4,8``.
+geometrically) or a list ``2,4,8``. A hardware field that is not an array field (links, SRAM sizes, SM count:
+``whatif.sweep.array_path``) is swept the same way, each value rebuilding the chip from its YAML.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from archsim.errors import ConfigError
 from archsim.serving.requests import check_seed
-from archsim.units import parse_quantity
+from archsim.units import DIMENSIONS, parse_quantity
 
 SAMPLERS = ("grid", "random", "lhs")
 # Most points one sweep may price (a policy, see docs/limits.md): 100x the 10,000-point benchmark
@@ -167,27 +168,39 @@ def sample(axes: list[Axis], *, sampler: str = "grid", points: int | None = None
 
 
 def is_model_path(text: str) -> bool:
-    """Whether a ``--set PATH=SPEC`` names a model or scenario field (a model axis) rather than a hardware field."""
+    """Whether a ``--set PATH=SPEC`` (or a bare PATH) names a model or scenario field rather than a hardware field."""
     return text.split("=", 1)[0].strip().split(".", 1)[0] in MODEL_SECTIONS
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelAxis:
-    """One swept model or scenario field: its values as ``--set`` text (each one read as YAML, checked by the
-    workload's loaders when applied) and as the numbers or words the output rows show."""
+    """One swept field whose every value rebuilds the inputs (a model or scenario field, or a hardware field that
+    is not an array field: ``whatif.sweep.array_path``): its values as ``--set`` text (each one read as YAML,
+    checked by the loaders when applied) and as the numbers or words the output rows show."""
 
     path: str
     texts: tuple[str, ...]
 
     @property
     def values(self) -> tuple:
+        """The values as rows show them: YAML-read (128, 1e-06, true), a hardware quantity in SI units (4.5e11)."""
         from archsim.config.overrides import Setting
-        return tuple(Setting(path=self.path, text=t).value for t in self.texts)
+
+        raw = tuple(Setting(path=self.path, text=t).value for t in self.texts)
+        if is_model_path(self.path):
+            return raw
+        try:
+            dim = dimension_of(self.path)
+        except ConfigError:  # a field with no unit dimension (a count, a name): as written
+            return raw
+        return tuple(parse_quantity(v, dim, path=f"--set {self.path}") if isinstance(v, str) or dim == "fraction"
+                     else v for v in raw)
 
 
 def parse_model_set(text: str) -> ModelAxis:
-    """Parse one model or scenario ``PATH=SPEC``: ``a..b:n`` (``:log``) or a list ``v1,v2`` (see the module
-    docstring); a range without a point count is an error (model points are not sampled at random)."""
+    """Parse one ``PATH=SPEC`` of a field that rebuilds the inputs: ``a..b:n`` (``:log``; a hardware field's ends
+    may carry units, ``100GB/s..900GB/s:3``) or a list ``v1,v2`` (see the module docstring); a range without a
+    point count is an error (model points are not sampled at random)."""
     from archsim.config.overrides import parse_setting
 
     setting = parse_setting(text)
@@ -212,11 +225,13 @@ def parse_model_set(text: str) -> ModelAxis:
         raise ConfigError(None, where, "a whole number of grid points after ':'", parts[1]) from None
     if count < 1:
         raise ConfigError(None, where, "at least one grid point", count)
-    low, high = (_number(t, where) for t in (lo_text, parts[0]))
+    low, high, unit = _grid_ends(path, lo_text, parts[0], where)
     log = len(parts) == 3
     if log and (low <= 0 or high <= 0):
         raise ConfigError(None, where, "positive ends for a log grid", spec)
     points = np.geomspace(low, high, count) if log else np.linspace(low, high, count)
+    if unit is not None:  # a hardware quantity: SI values written with the base unit, read back by the loader
+        return ModelAxis(path=path, texts=tuple(f"{float(v)!r} {unit}" for v in points))
     if isinstance(low, int) and isinstance(high, int):  # a whole-number field: every point must be whole
         whole = np.rint(points)
         if not np.allclose(points, whole, rtol=0, atol=1e-9 * max(1.0, abs(high))):
@@ -227,6 +242,21 @@ def parse_model_set(text: str) -> ModelAxis:
     else:
         texts = tuple(repr(float(v)) for v in points)
     return ModelAxis(path=path, texts=texts)
+
+
+def _grid_ends(path: str, lo_text: str, hi_text: str, where: str) -> tuple[float, float, str | None]:
+    """The ends of ``a..b:n``: plain numbers (integers when written as such), or for a hardware field quantities of
+    its dimension (``1TB/s``) with the base unit symbol the grid's values are written in (None for numbers)."""
+    try:
+        return _number(lo_text, where), _number(hi_text, where), None
+    except ConfigError:
+        if is_model_path(path):
+            raise
+    dim = dimension_of(path)
+    if dim not in DIMENSIONS:
+        raise ConfigError(None, where, "numbers at both ends of a..b:n", f"{lo_text}..{hi_text}")
+    low, high = (parse_quantity(t.strip(), dim, path=where) for t in (lo_text, hi_text))
+    return low, high, next(iter(DIMENSIONS[dim].units))
 
 
 def _number(text: str, where: str) -> int | float:

@@ -38,7 +38,8 @@ def test_sweep_lhs_table(capsys):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--set", "memory.hbm.bandwidth=fast"], "memory.hbm.bandwidth"),
-    (["--set", "node.scale_up.bandwidth=1TB/s"], "sweepable"),
+    (["--set", "node.scale_up.bandwith=1TB/s"], "did you mean 'node.scale_up.bandwidth'"),
+    (["--set", "node.scale_up.bandwidth=fast,1TB/s"], "node.scale_up.bandwidth: expected a bandwidth"),
     (["--sample", "lhs", "--set", "power.idle=1W..2W"], "--points"),
 ])
 def test_sweep_bad_input_is_one_line(capsys, argv, fragment):
@@ -92,3 +93,20 @@ def test_bad_model_sweeps_are_one_line(capsys, argv, fragment):
     assert main(["sweep", "deepseek_v3", "--hw", "h100", "--devices", "16", "--workers", "1", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and fragment in err, err
+
+
+def test_a_link_bandwidth_is_swept_by_rebuilding_the_chip(capsys):
+    # node.scale_up.bandwidth is not an array field (communication is planned at the base chip): each value rebuilds
+    # the chip and re-plans, so a point equals run --set with that value (and the swept HBM bandwidth)
+    assert main(["sweep", "deepseek_v3", "--hw", "h100", "--devices", "16", "--workers", "1", "--format", "json",
+                 "--set", "node.scale_up.bandwidth=100GB/s..500GB/s:2", "--set", "memory.hbm.bandwidth=2TB/s"]) == 0
+    points = json.loads(capsys.readouterr().out)["points"]
+    assert [p["node.scale_up.bandwidth"] for p in points] == [100e9, 500e9]  # SI, as the array axes
+    for p in points:
+        assert main(["run", "deepseek_v3", "--hw", "h100", "--devices", "16", "--format", "json", "--set",
+                     f"node.scale_up.bandwidth={p['node.scale_up.bandwidth'] / 1e9:g}GB/s",
+                     "--set", "memory.hbm.bandwidth=2TB/s"]) == 0
+        run = json.loads(capsys.readouterr().out)
+        assert p["prefill.latency_s"] == pytest.approx(run["prefill"]["latency_s"], rel=1e-12)
+        assert p["decode.tpot_s"] == pytest.approx(run["decode"]["tpot_s"], rel=1e-12)
+    assert points[0]["prefill.latency_s"] > points[1]["prefill.latency_s"]  # a slower link exposes more

@@ -10,7 +10,7 @@ from archsim.config.overrides import apply_settings, parse_setting
 from archsim.config.workload import load_workload
 from archsim.config.hardware import load_hardware
 from archsim.errors import ConfigError
-from archsim.whatif.sweep import SweepSpec, run_sweep
+from archsim.whatif.sweep import SweepModel, SweepSpec, apply_paths, array_path, run_sweep
 from archsim.whatif.sweep_spec import MAX_MODEL_POINTS, is_model_path, model_points, parse_model_set
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,3 +99,27 @@ def test_model_points_on_a_process_pool_equal_in_process():
     pooled = run_sweep(specs, {}, workers=2)
     for key in single:
         np.testing.assert_array_equal(single[key], pooled[key])
+
+
+@pytest.mark.parametrize("path", [
+    "memory.hbm.bandwidth", "memory.hbm.capacity", "memory.l2.bandwidth", "memory.l2.capacity", "memory.hbm.bogus",
+    "compute.tensor.peak.fp8", "compute.tensor.achievable_fraction", "compute.tensor.peak", "compute.nope.peak.fp8",
+    "kernel_launch", "kernel_launch_graph", "power.idle", "price", "thermal.compute_clock_fraction",
+    "node.scale_up.bandwidth", "node.chips_per_node", "pim.peak.bf16",
+])
+def test_array_paths_are_exactly_those_apply_paths_prices(path):
+    model = SweepModel(DSV3, H100, devices=16)
+    work = model.phases["decode"].graph_cost.work
+    try:
+        apply_paths(model.hw, work, {path: np.array([1.0])}, 1)
+        priced = True
+    except ConfigError:
+        priced = False
+    assert array_path(path, model.hw) == priced
+
+
+def test_a_rebuilt_hardware_axis_takes_units_and_shows_si_values():
+    axis = parse_model_set("node.scale_up.bandwidth=100GB/s..900GB/s:3")
+    assert axis.texts == ("100000000000.0 B/s", "500000000000.0 B/s", "900000000000.0 B/s")
+    assert axis.values == (100e9, 500e9, 900e9)
+    assert parse_model_set("node.scale_up.bandwidth=450GB/s,900 GB/s").values == (450e9, 900e9)
