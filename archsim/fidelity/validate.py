@@ -33,10 +33,10 @@ MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.10, "at
                                    # 2025 stacks on one 8-GPU node run TP8 DeepSeek decode 1.5-4x and prefill ~8x
                                    # slower than the kernels and host times archsim can source (docs/stacks.md)
                                    "deployment_throughput": 0.52, "deployment_tpot": 0.53, "deployment_ttft": 0.83,
-                                   # what-if chips' published system results (validation/whatif_*.yaml): the
-                                   # target is 30%, NOT met by the wafer-scale cases alone; this guards their median
-                                   # today (52%, 2 Cerebras launch figures compared, 5 speculative ones skipped)
-                                   "whatif": 0.55}
+                                   # what-if chips' published system results (validation/whatif_*.yaml), the
+                                   # issue's target: the wafer-scale cases' median is 21% today (Cerebras' 8B and
+                                   # 70B launch figures and WaferLLM's WSE-2 decode; 5 speculative ones skipped)
+                                   "whatif": 0.30}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -82,6 +82,17 @@ def test_weight_streaming_when_weights_exceed_the_wafers(cases, wse):
     assert values["tokens_per_s_per_user"] < 1.0 / detail["weight_stream_s"]
 
 
+def test_waferllm_case_runs_on_the_wse2():
+    """WaferLLM's WSE-2 measurement is compared (no speculative decoding), on hardware/cerebras_wse2.yaml, and the
+    step is the mesh's: the same all-reduce count as on the WSE-3, whose mesh has the same op side, hop and clock."""
+    (case,) = load_case_file(ROOT / "validation" / "whatif_waferllm.yaml").cases
+    assert case.hardware == "cerebras_wse2" and case.category == "whatif"
+    result = evaluate(case, load_hardware("cerebras_wse2"))
+    assert result.skipped is None and result.detail["bound"] == "network"
+    values, _ = whatif_eval.predict(case, load_hardware("cerebras_wse3"))
+    assert result.predicted == pytest.approx(values["tokens_per_s_per_user"], rel=0.01)
+
+
 def test_llama_70b_config_counts_70b_parameters():
     """Llama-3.1-70B: embed + head 2 x 128256 x 8192; per layer q/o 2 x 8192^2, k/v 2 x 8192 x 1024,
     FFN 3 x 8192 x 28672, 2 norms x 8192; 80 layers; final norm 8192 = 70,553,706,496 (model card: 70B)."""
