@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsim"
 
 # Lowest layer first. Same-layer imports are allowed.
 LAYERS: list[tuple[str, ...]] = [
-    ("archsim", "archsim.errors", "archsim.dtypes", "archsim.units", "archsim.routing", "archsim.paths"),
+    ("archsim", "archsim.errors", "archsim.dtypes", "archsim.units", "archsim.routing", "archsim.paths",
+     "archsim.attention_window"),
     ("archsim.config",),
     ("archsim.graph",),
     ("archsim.kernels",),
@@ -28,9 +29,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("archsim.cli", "archsim.__main__"),
 ]
 
-# kernels may use only numpy, the op descriptions (design.md, principle 1) and the routing rules they share
-# with config and graph (archsim.routing, docs/architecture.md)
-KERNEL_ALLOWED = ("archsim.kernels", "archsim.graph.op", "archsim.dtypes", "archsim.errors", "archsim.routing")
+# kernels may use only numpy, the op descriptions (design.md, principle 1) and the routing and attention-window
+# rules they share with config and graph (archsim.routing, archsim.attention_window, docs/architecture.md)
+KERNEL_ALLOWED = ("archsim.kernels", "archsim.graph.op", "archsim.dtypes", "archsim.errors", "archsim.routing",
+                  "archsim.attention_window")
 
 
 def _layer_of(module: str) -> int:
