@@ -419,7 +419,9 @@ def test_serve_absurd_request_count_answers():
 
 SWEEP = ["sweep", W, "--hw", H, "--set", "memory.hbm.bandwidth=1 TB/s..8 TB/s:3"]
 BAD_SWEEP = [
-    (["--set", "memory.hbm.bandwith=1TB/s..2TB/s"], "--set memory.hbm.bandwith: expected a hardware field path", None),
+    (["--set", "memory.hbm.bandwith=1TB/s..2TB/s"],
+     "--set memory.hbm.bandwith: expected a field of the hardware YAML (or model.* / scenario.*); did you mean "
+     "'memory.hbm.bandwidth'?", None),
     (["--set", "memory.hbm.bandwidth=3.35 TB"], "(a size, not a bandwidth)", None),
     (["--set", "memory.hbm.bandwidth=-1TB/s..2TB/s"], "expected a positive value", None),
     (["--set", "nonsense"], "--set: expected PATH=SPEC", None),

@@ -40,6 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from archsim.config.hardware import resolve_hardware
+    from archsim.config.overrides import check_hardware_path
     from archsim.errors import ConfigError
     from archsim.whatif.sweep import METRICS, SweepSpec, array_path, run_sweep
     from archsim.whatif.sweep_spec import is_model_path, model_points, parse_model_set, parse_set, sample
@@ -47,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     hw = resolve_hardware(args.hw)
     # model and scenario fields, and hardware fields that are not array fields, rebuild the inputs per value
-    rebuilt = [is_model_path(t) or not array_path(t.split("=", 1)[0].strip(), hw) for t in args.sets]
+    rebuilt = ["=" in t and (is_model_path(t) or not array_path(t.split("=", 1)[0].strip(), hw)) for t in args.sets]
+    for text, r in zip(args.sets, rebuilt):
+        if r and not is_model_path(text):  # a misspelt array path gets its did-you-mean, not a grid-syntax error
+            check_hardware_path(hw, text.split("=", 1)[0].strip())
     model_axes = [parse_model_set(t) for t, r in zip(args.sets, rebuilt) if r]
     axes = [parse_set(t) for t, r in zip(args.sets, rebuilt) if not r]
     if model_axes and not axes and args.sample != "grid":

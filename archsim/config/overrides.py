@@ -128,16 +128,27 @@ def _hardware(hw: Hardware, settings: list[Setting]) -> Hardware:
                           hw.name)
     data = copy.deepcopy(load_yaml(hw.source_file))
     for s in settings:
-        node = data
-        parts = s.path.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node:
-                raise _unknown_path(s.path, parts[:depth + 1], node)
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            raise _unknown_path(s.path, parts, node)
-        node[parts[-1]] = s.value
+        _parent(data, s.path)[s.path.rsplit(".", 1)[-1]] = s.value
     return hardware_from_dict(data, f"{hw.source_file} with --set")
+
+
+def check_hardware_path(hw: Hardware, path: str) -> None:
+    """A ConfigError (with a did-you-mean hint) unless ``path`` names a field of the hardware's YAML file."""
+    if hw.source_file not in (None, "<memory>"):
+        _parent(load_yaml(hw.source_file), path)
+
+
+def _parent(data: dict, path: str) -> dict:
+    """The mapping that holds the last component of ``path`` (a dotted YAML path that must exist in ``data``)."""
+    node = data
+    parts = path.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            raise _unknown_path(path, parts[:depth + 1], node)
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise _unknown_path(path, parts, node)
+    return node
 
 
 def _unknown_path(path: str, upto: list[str], node) -> ConfigError:
