@@ -26,6 +26,9 @@ import time
 
 TARGET_S = 0.3  # issue 14: "a whole archsim run ... --format json process at most 0.3 s"
 RUN = ("run", "kimi_k2", "--hw", "h100", "--format", "json")
+# the breakdown rows: the libraries every projection needs, then everything a run process imports, without running
+THIRD_PARTY = "import numpy, yaml, argparse, dataclasses, json"
+RUN_IMPORTS = "import archsim.cli, archsim.cli.run, archsim.api"
 
 
 def _commands(pyc_env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str] | None]]:
@@ -38,8 +41,11 @@ def _commands(pyc_env: dict[str, str]) -> list[tuple[str, list[str], dict[str, s
             ("python3 -S -c pass (no site-packages, no .pth)", [py, "-S", "-c", "pass"], None),
             ("python3 -c pass", [py, "-c", "pass"], None),
             ("python3 -c 'import archsim'", [py, "-c", "import archsim"], None),
+            ("python3 -c 'import numpy, yaml, argparse, dataclasses, json'", [py, "-c", THIRD_PARTY], None),
+            ("python3 -c 'import <every module run imports>'", [py, "-c", RUN_IMPORTS], None),
             ("archsim --version", [*run[:-len(RUN)], "--version"], None),
             ("archsim " + " ".join(RUN), run, None),
+            ("python3 -c 'import <every module run imports>' (with .pyc)", [py, "-c", RUN_IMPORTS], pyc_env),
             ("archsim --version (with .pyc)", [*run[:-len(RUN)], "--version"], pyc_env),
             ("archsim " + " ".join(RUN) + " (with .pyc)", run, pyc_env)]
     on_path = shutil.which("archsim")

@@ -54,7 +54,6 @@ def _rates(text: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from archsim.api import estimate
-    from archsim.report.table import format_report
 
     measured = args.expert_load == "measured"
     overrides = {k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None}
@@ -83,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         write_csv(phase_rows(data), PHASE_COLUMNS)
     else:
+        from archsim.report.table import format_report  # only the table needs it (cold start of --format json)
+
         sys.stdout.write(format_report(report))
         if small is not None:
             sys.stdout.write("\n" + format_small(small))

@@ -60,5 +60,6 @@ def test_run_json_imports_no_networkx_serving_sim_or_plots():
     loaded = _modules_after(["run", "kimi_k2", "--hw", "h100", "--format", "json"])
     assert "archsim.api" in loaded
     heavy = {m for m in loaded if m.split(".")[0] in ("networkx", "simpy", "matplotlib", "scipy")
-             or m.startswith(("archsim.serving", "archsim.sim", "archsim.report.plots", "archsim.report.html"))}
+             or m.startswith(("archsim.serving", "archsim.sim", "archsim.report.plots", "archsim.report.html",
+                              "archsim.report.table", "archsim.graph.small", "archsim.small_run"))}
     assert not heavy, sorted(heavy)
