@@ -21,7 +21,7 @@ from archsim.config.hardware import ComputeEngine, Hardware
 from archsim.cost import bound as bounds
 from archsim.cost import engines, gemm, mesh
 from archsim.cost.collectives import price_collective
-from archsim.cost.power import capped_time_s
+from archsim.cost.power import boost_flop_energy_ratio, capped, capped_time_s
 from archsim.cost.rates import ChipRates, engine_dtype_name
 from archsim.cost.traffic import OpWork
 from archsim.dtypes import BITS_PER_BYTE
@@ -182,7 +182,11 @@ def price_on_engine(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     energy.update({bounds.memory(name): level_bytes[name] * BITS_PER_BYTE * hw.memory[name].energy_j_per_bit
                    for name in hw.memory})
     energy[bounds.NETWORK] = network_j
-    time_s = capped_time_s(time_s, sum(energy.values()), hw.power.tdp_w, hw.static_power_w)  # cost/power.py
+    # the clock and power cap (cost/power.py): below the cap at boost, where a FLOP costs more; else at TDP
+    other_j = sum(v for k, v in energy.items() if k != bounds.COMPUTE)
+    ratio = boost_flop_energy_ratio(hw) if key == default_key else 1.0  # another engine: not the GPU clock
+    time_s, total_j = capped(time_s, energy[bounds.COMPUTE], other_j, ratio, hw.power.tdp_w, hw.static_power_w)
+    energy[bounds.COMPUTE] = total_j - other_j
     main_bytes = level_bytes[main]
     return OpCost(
         name=op.name, kind=op.kind, engine=key[0] if key else op.engine, flops=float(op.flops),

@@ -25,7 +25,7 @@ from archsim.cost import bound as bounds
 from archsim.cost import engines, gemm, mesh
 from archsim.cost.geometry import Geometry
 from archsim.cost.opcost import collective_cost, energy_per_flop, rate_key
-from archsim.cost.power import capped_time_s
+from archsim.cost.power import boost_flop_energy_ratio, capped, capped_time_s
 from archsim.cost.rates import ChipRates, sustained_bytes_per_s
 from archsim.cost.traffic import op_work
 from archsim.dtypes import BITS_PER_BYTE
@@ -210,6 +210,8 @@ class HardwareArrays:
     kernel_launch_s: np.ndarray       # (...)
     idle_w: np.ndarray                # (...)
     tdp_w: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(np.inf))  # (...) the power cap
+    # (...) energy per FLOP at the boost clock over the YAML's capped-clock figure (cost/power.py)
+    boost_flop_energy_ratio: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(1.0))
     ramp_s: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(0.0))  # (...) kernel.ramp
     # (...) L2 operand feed of tiled GEMMs (kernel.gemm_operand_bandwidth x clock fraction); NaN = the L2
     # level's sustained rate (ChipRates.gemm_operand_bytes_per_s)
@@ -265,7 +267,7 @@ def _chip_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
         latency_s=arr([lv.latency_s for lv in levels], float),
         energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),
         kernel_launch_s=arr(rates.launch_s, float), idle_w=arr(hw.static_power_w, float),
-        tdp_w=arr(hw.power.tdp_w, float),
+        tdp_w=arr(hw.power.tdp_w, float), boost_flop_energy_ratio=arr(boost_flop_energy_ratio(hw), float),
         ramp_s=arr(rates.ramp_s, float),
         operand_bytes_per_s=arr(np.nan if rates.gemm_operand_field is None else rates.gemm_operand_field, float),
         sm_stream_bytes_per_s=arr(rates.sm_stream_bytes_per_s, float),
@@ -409,8 +411,14 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
         best, choice = _place(work, hwa, default, roofline_memory_s, level_rate[..., 0, :], launch_s, labels)
         compute_s, time_s, bound_index, memory_s = best.compute_s, best.time_s, best.bound_index, best.memory_s
         level_bytes, compute_j, memory_j = best.bytes, best.compute_j, best.memory_j
-    energy_j = compute_j + memory_j.sum(axis=-1) + network_j
-    time_s = capped_time_s(time_s, energy_j, hwa.tdp_w[..., None], hwa.idle_w[..., None])  # cost/power.py
+    # the clock and power cap (cost/power.py): ops below the cap run at boost, where a FLOP costs more; ops above
+    # it draw TDP, stretched if need be. Only the default engine's FLOPs follow the GPU's clock.
+    other_j = memory_j.sum(axis=-1) + network_j
+    ratio = hwa.boost_flop_energy_ratio[..., None]
+    if choice is not None:
+        ratio = np.where(choice == 0, ratio, 1.0)
+    time_s, energy_j = capped(time_s, compute_j, other_j, ratio, hwa.tdp_w[..., None], hwa.idle_w[..., None])
+    compute_j = energy_j - other_j
     total_time_s = (time_s * work.count).sum(axis=-1)
     total_energy_j = (energy_j * work.count).sum(axis=-1) + hwa.idle_w * total_time_s
     return WorkCost(bound_labels=labels, compute_s=compute_s, memory_s=memory_s,

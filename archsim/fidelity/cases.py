@@ -27,14 +27,22 @@ METRICS: dict[str, tuple[float, str]] = {
     "itl_ms": (1e-3, "s"),
     "ttft_ms": (1e-3, "s"),
     "e2e_latency_ms": (1e-3, "s"),
+    # energy of a serving run (kernel "energy", fidelity/energy_eval.py): board power per GPU, J per output token
+    "avg_power_w_per_gpu": (1.0, "W"),
+    "j_per_token": (1.0, "J"),
+    # what-if devices (fidelity/whatif_device_eval.py): a speedup (ratio) and a share of throughput lost
+    "speedup": (1.0, "x"),
+    "throughput_loss": (1.0, "fraction"),
 }
 # the quantity compared when a case lists several (they are the same measurement in other units)
 PRIMARY_ORDER = ("time_us", "tflops", "gb_per_s", "tokens_per_s_per_gpu", "bytes", "output_tokens_per_s_per_gpu",
                  "total_tokens_per_s_per_gpu", "input_tokens_per_s_per_gpu", "tpot_ms", "itl_ms",
-                 "tokens_per_s_per_user", "ttft_ms", "e2e_latency_ms")
+                 "tokens_per_s_per_user", "ttft_ms", "e2e_latency_ms", "speedup", "throughput_loss")
 KERNELS = ("gemm", "grouped_gemm", "attention", "ep_exchange", "training_throughput", "kv_bytes_per_token",
            "ep_decode_bound", "deployment",
-           "whatif_decode")  # a what-if chip's published decode tokens/s (fidelity/whatif_eval.py)
+           "whatif_decode",  # a what-if chip's published decode tokens/s (fidelity/whatif_eval.py)
+           "energy",  # power and J per token of a serving run (fidelity/energy_eval.py)
+           "whatif_pim_gemv", "whatif_clock_training")  # what-if devices (fidelity/whatif_device_eval.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +67,7 @@ class Case:
     @property
     def metric(self) -> str:
         """The measured quantity this case is judged on (a deployment case: the first it lists)."""
-        if self.kernel == "deployment":
+        if self.kernel in ("deployment", "energy"):
             return next(iter(self.measured))
         return next(m for m in PRIMARY_ORDER if m in self.measured)
 
@@ -117,7 +125,7 @@ def load_case_file(path: str | Path) -> CaseFile:
             raise ConfigError(file, item.child_path("id"), "a unique case id", case_id)
         seen.add(case_id)
         kernel = item.str("kernel", choices=KERNELS)
-        make = _deployment_cases if kernel == "deployment" else (lambda case: [case])
+        make = {"deployment": _deployment_cases, "energy": _energy_cases}.get(kernel, lambda case: [case])
         cases += make(Case(
             id=case_id, file=file, category=item.str("category"), kernel=kernel, dtype=item.str("dtype"),
             hardware=item.str("hardware", default=hardware),
@@ -138,17 +146,27 @@ DEPLOYMENT_GROUPS = {"throughput": ("output_tokens_per_s_per_gpu", "total_tokens
                      "ttft": ("ttft_ms",)}
 
 
-def _deployment_cases(case: Case) -> list[Case]:
+def _deployment_cases(case: Case, groups: Mapping[str, tuple[str, ...]] = DEPLOYMENT_GROUPS) -> list[Case]:
     """One case per metric group the measurement reports (``DEPLOYMENT_GROUPS``); every measured figure is kept
     on each, so the evaluator sees the whole measurement."""
     out = []
-    for group, metrics in DEPLOYMENT_GROUPS.items():
+    for group, metrics in groups.items():
         metric = next((m for m in metrics if m in case.measured), None)
         if metric is None:
             continue
         measured = {metric: case.measured[metric], **{k: v for k, v in case.measured.items() if k != metric}}
         out.append(replace(case, id=f"{case.id}.{group}", category=f"{case.category}_{group}", measured=measured))
     return out
+
+
+# An energy measurement is judged on average power and on J per output token, one case each (category
+# ``<category>_power`` / ``<category>_j_per_token``).
+ENERGY_GROUPS = {"power": ("avg_power_w_per_gpu",), "j_per_token": ("j_per_token",)}
+
+
+def _energy_cases(case: Case) -> list[Case]:
+    """One case per energy figure the measurement reports (``ENERGY_GROUPS``), as ``_deployment_cases``."""
+    return _deployment_cases(case, ENERGY_GROUPS)
 
 
 def load_cases(directory: str | Path = VALIDATION_DIR) -> list[Case]:

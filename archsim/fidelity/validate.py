@@ -36,7 +36,10 @@ MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.10, "at
                                    # what-if chips' published system results (validation/whatif_*.yaml), the
                                    # issue's target: the wafer-scale cases' median is 21% today (Cerebras' 8B and
                                    # 70B launch figures and WaferLLM's WSE-2 decode; 5 speculative ones skipped)
-                                   "whatif": 0.30}
+                                   "whatif": 0.30,
+                                   # board power and J per output token of public serving runs
+                                   # (validation/energy_public.yaml, fidelity/energy_eval.py): the target, 20%
+                                   "energy_power": 0.20, "energy_j_per_token": 0.20}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,8 +241,32 @@ def _whatif(case: Case, hw: Hardware) -> tuple[float, dict]:
     return values[case.metric], detail
 
 
+def _energy(case: Case, hw: Hardware) -> tuple[float, dict]:
+    """A serving run's board power per GPU and J per output token (fidelity/energy_eval.py)."""
+    from archsim.fidelity.deployment_eval import NotModelled
+    from archsim.fidelity.energy_eval import predict
+
+    try:
+        values, detail = predict(case)
+    except NotModelled as why:
+        raise _Skip(str(why)) from None
+    return values[case.metric], detail
+
+
+def _whatif_device(case: Case, hw: Hardware) -> tuple[float, dict]:
+    """A PIM or 3D-stacked-memory system's published result (fidelity/whatif_device_eval.py)."""
+    from archsim.fidelity.whatif_device_eval import predict
+    from archsim.fidelity.whatif_eval import NotModelled
+
+    try:
+        return predict(case, hw)
+    except NotModelled as why:
+        raise _Skip(str(why)) from None
+
+
 EVALUATORS: dict[str, Callable[[Case, Hardware], tuple[float, dict]]] = {
-    "deployment": _deployment, "whatif_decode": _whatif,
+    "deployment": _deployment, "whatif_decode": _whatif, "energy": _energy,
+    "whatif_pim_gemv": _whatif_device, "whatif_clock_training": _whatif_device,
     "gemm": _gemm, "grouped_gemm": _gemm, "attention": _attention, "ep_exchange": _ep_exchange,
     "kv_bytes_per_token": _kv_bytes, "ep_decode_bound": _ep_decode_bound, "training_throughput": _training,
 }

@@ -21,7 +21,7 @@ def test_shipped_cases_load_with_sources_and_unique_ids() -> None:
     assert len({c.id for c in everything}) == len(everything)
     assert all(c.source and c.conditions for c in everything)
     # kernel and system cases, counted by file (the what-if category's files are counted by their own tests)
-    cases = [c for c in everything if c.kernel != "deployment" and c.category != "whatif"]
+    cases = [c for c in everything if c.kernel not in ("deployment", "energy") and c.category != "whatif"]
     # DeepGEMM 18 dense + 4 contiguous + 6 masked; FlashMLA 2; DeepEP 8 normal + 12 low-latency + 2 V2; DSV3/ISCA 4;
     # H200 torch: GEMMs 52 shapes x (bf16, fp8) + 17 flash attention calls + 12 DSV3 training shapes x 2
     assert len(cases) == 18 + 4 + 6 + 2 + 8 + 12 + 2 + 4 + 104 + 17 + 24

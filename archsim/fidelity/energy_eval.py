@@ -1,0 +1,76 @@
+"""Energy cases (validation kind ``energy``): a public measurement of GPU board power and energy per output token of
+a serving run, predicted from the deployment's priced steps (docs/energy.md).
+
+A benchmark that keeps ``batch`` sequences running (vLLM's ``max_num_seqs``, a closed loop of many more requests)
+is in steady state a sequence of iterations, each decoding ``batch`` tokens and prefilling the prompts that replace
+the sequences that finished: ``batch / output_len`` prompts per iteration on average. So
+
+    E_iteration = E_decode step + (batch / output_len) x E_prefill per prompt
+    T_iteration = T_decode step + (batch / output_len) x T_prefill per prompt
+    J per output token = E_iteration / batch;  average power per GPU = E_iteration / T_iteration / devices
+
+with the decode step priced at the mean context of a generation (prompt + output / 2) and a prompt's prefill at the
+batched rate of one forward of ``prefill_chunk`` tokens (vLLM's ``max_num_batched_tokens``). Every energy is the
+whole instance's (each device's dynamic energy plus static power over the step: report/metrics.py), so it is board
+power, what NVML reports (ML.ENERGY measures it with Zeus through NVML).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Mapping
+
+from archsim.fidelity.cases import Case
+from archsim.fidelity.deployment_eval import NotModelled, _estimate
+
+# vLLM's default max_num_batched_tokens for chunked prefill when the case does not state it (the ML.ENERGY v3 configs
+# set 8192: github.com/ml-energy/benchmark configs/vllm/lm-arena-chat/*/monolithic.config.yaml)
+DEFAULT_PREFILL_CHUNK = 8192
+
+
+def predict(case: Case) -> tuple[dict[str, float], dict]:
+    """``avg_power_w_per_gpu`` and ``j_per_token`` of the case's serving run (SI: W, J), and a detail dict."""
+    return _predict(case.hardware, case.dtype, tuple(sorted(case.shape.items())))
+
+
+@lru_cache(maxsize=256)
+def _predict(hardware: str, dtype: str, shape_items: tuple) -> tuple[dict[str, float], dict]:
+    shape = dict(shape_items)
+    batch, prompt, output = (int(shape.get(k, 0)) for k in ("batch", "prompt_len", "output_len"))
+    if batch < 1 or prompt < 1 or output < 1:
+        raise NotModelled("batch, prompt_len and output_len must all be stated")
+    devices = int(shape["devices"])
+    decode = _estimate(shape, dtype, hardware, batch=batch, prompt_len=prompt + output // 2, output_len=1,
+                       phase="decode")
+    if decode.decode is None:
+        raise NotModelled(f"does not fit at batch {batch}: {decode.memory.needs}")
+    chunk = int(shape.get("prefill_chunk", DEFAULT_PREFILL_CHUNK))
+    per_forward = max(1, chunk // prompt)  # whole prompts in one chunked-prefill forward
+    prefill = _estimate(shape, dtype, hardware, batch=per_forward, prompt_len=prompt, output_len=1, phase="prefill")
+    if prefill.prefill is None:
+        raise NotModelled(f"the prefill of {per_forward} prompts does not fit: {prefill.memory.needs}")
+    return _steady_state(decode, prefill, batch=batch, prompt=prompt, output=output, per_forward=per_forward,
+                         devices=devices)
+
+
+def _steady_state(decode, prefill, *, batch: int, prompt: int, output: int, per_forward: int,
+                  devices: int) -> tuple[dict[str, float], dict]:
+    """The iteration of the module docstring from the two priced reports."""
+    step_j = decode.energy.joules_per_token * batch            # one decode step, every device of the instance
+    step_s = decode.decode.time_s
+    prompt_j = prefill.energy.prefill_joules_per_token * prompt
+    prompt_s = prefill.prefill.latency_s / per_forward
+    arriving = batch / output
+    iteration_j = step_j + arriving * prompt_j
+    iteration_s = step_s + arriving * prompt_s
+    values = {"avg_power_w_per_gpu": iteration_j / iteration_s / devices, "j_per_token": iteration_j / batch}
+    detail = {"decode_step_s": step_s, "decode_power_w_per_gpu": step_j / step_s / devices,
+              "prefill_power_w_per_gpu": prompt_j / prompt_s / devices, "iteration_s": iteration_s,
+              "prefill_share_of_energy": arriving * prompt_j / iteration_j,
+              "layout": decode.deployment.layout["label"]}
+    return values, detail
+
+
+def shape_summary(shape: Mapping) -> str:
+    """One line of the case's configuration, for reports."""
+    return (f"{shape.get('model')} on {shape.get('devices')} GPUs (TP{shape.get('tp', 1)}), batch {shape.get('batch')}, "
+            f"prompt {shape.get('prompt_len')} / output {shape.get('output_len')} tokens")
