@@ -54,6 +54,7 @@ def gqa(x: np.ndarray, w: Mapping[str, np.ndarray], *, heads: int, kv_heads: int
     cache = KVCache.extend(cache, k, v)
     n_kv = cache.k.shape[1]
     operands = cache_operand((b, keys_read(s, n_kv, window), kv_heads, 2 * head_dim)) if from_cache else None
+    # gpt-oss's arguments go only where they are used: any attend callable keeps working for the others
     extra = {} if window is None and "sinks" not in w else {"window": window, "sinks": w.get("sinks")}
     o = attend(q, cache.k, cache.v, scale=scale, causal=True, kv_operands=operands,
                site=sub_site(site, "attn_core"), **extra)                                        # [b, s, H, d]

@@ -185,9 +185,9 @@ class NodeRunner:
             return cache
         site = self._site(p + "self_attn.attn_core")
         q = self.env[p + "self_attn.rope_q"]                                                     # [b, s, H, d]
-        window = layer_window(m.cfg, i)
-        extra = {} if window is None and not self._has(p + "self_attn.sinks") else \
-            {"window": window, "sinks": self.m.weights.get(p + "self_attn.sinks")}
+        window, sinks = layer_window(m.cfg, i), self._optional(p + "self_attn.sinks")
+        # gpt-oss's arguments go only where they are used: any attend callable keeps working for the others
+        extra = {} if window is None and sinks is None else {"window": window, "sinks": sinks}
         if self.phase == "prefill":  # this step's K/V fresh, a cached prefix's from the cache
             k, v = self.env[p + "self_attn.rope_k"], self.env[p + "self_attn.v_proj"]        # [b, s, H_kv, d]
             operands = None
@@ -336,7 +336,7 @@ class NodeRunner:
         x = self.env[p + "post_attention_layernorm"]
         _, d = self.env[p + "mlp.router"]
         return experts_gate_up(x.reshape(-1, x.shape[-1]), d, self._w(p + "mlp.experts.gate_up_proj"),
-                               bias=self._bias(p + "mlp.experts.gate_up_proj_bias"),
+                               bias=self._optional(p + "mlp.experts.gate_up_proj_bias"),
                                site=self._site(p + "mlp.experts.gate_up"))
 
     def _experts_act(self, i: int, p: str) -> list[np.ndarray]:
@@ -346,11 +346,11 @@ class NodeRunner:
     def _experts_down(self, i: int, p: str) -> list[np.ndarray]:
         _, d = self.env[p + "mlp.router"]
         return experts_down(self.env[p + "mlp.experts.act"], d, self._w(p + "mlp.experts.down_proj"),
-                            bias=self._bias(p + "mlp.experts.down_proj_bias"),
+                            bias=self._optional(p + "mlp.experts.down_proj_bias"),
                             site=self._site(p + "mlp.experts.down"))
 
-    def _bias(self, key: str) -> np.ndarray | None:
-        """An optional bias tensor (gpt-oss experts), None when the model has none."""
+    def _optional(self, key: str) -> np.ndarray | None:
+        """An optional tensor (gpt-oss's sinks and expert biases), None when the model has none."""
         return self._w(key) if self._has(key) else None
 
     def _combine(self, i: int, p: str) -> np.ndarray:
