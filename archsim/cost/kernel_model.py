@@ -14,6 +14,7 @@ from typing import Mapping
 from archsim.config.hardware import Hardware, resolve_hardware
 from archsim.cost.attention_traffic import flash_hbm_bytes
 from archsim.cost import bound as bounds
+from archsim.cost import mesh
 from archsim.cost.gemm import (GemmRates, GemmShape, bound_labels as gemm_bound_labels, gemm_time as price_gemm,
                                operand_level, tile_candidates, untiled_candidates)
 from archsim.cost.geometry import Geometry
@@ -117,7 +118,9 @@ def grouped_gemm_time(hw: Hardware | str, *, groups: int, m: int, n: int, k: int
 
 def _gemm_estimate(hw: Hardware, shape: GemmShape, *, kind: str) -> KernelEstimate:
     """``gemm.gemm_time`` of ``shape`` on ``hw`` (its tile candidates, or its FLOPs and compulsory bytes on a chip
-    without a tile menu), with the picked tile in ``detail``."""
+    without a tile menu), with the picked tile in ``detail``; on a wafer-scale chip (hardware ``mesh:``) the GEMM
+    also waits on the all-reduce of its output across the core mesh (``cost/mesh.py``, part ``mesh_s``), as the
+    graph's GEMMs do."""
     rates = ChipRates.of(hw)
     mma_rate = rates.matrix_flop_per_s(shape.mma_dtype.name)
     cands = tile_candidates(shape, Geometry.of(hw)) or untiled_candidates(shape)
@@ -130,11 +133,15 @@ def _gemm_estimate(hw: Hardware, shape: GemmShape, *, kind: str) -> KernelEstima
         detail.update({"block_m": tile.block_m, "block_n": tile.block_n, "tiles": tile.tiles, "waves": tile.waves,
                        "multicast": tile.multicast,
                        "quantisation_efficiency": useful / (tile.padded_elements_per_sm * hw.sm_count)})
-    return KernelEstimate(kind=kind, hardware=hw.name, time_s=float(t.time_s), bound=labels[int(t.bound)],
-                          flops=shape.flops, bytes=float(cands.hbm_read_bytes + cands.hbm_write_bytes),
-                          parts={"ramp_s": float(t.ramp_s), "compute_s": float(t.mma_s), "memory_s": float(t.hbm_s),
-                                 "l2_operand_s": float(t.l2_operand_s), "panel_stream_s": float(t.panel_stream_s),
-                                 "epilogue_s": float(t.epilogue_s)}, detail=detail)
+    parts = {"ramp_s": float(t.ramp_s), "compute_s": float(t.mma_s), "memory_s": float(t.hbm_s),
+             "l2_operand_s": float(t.l2_operand_s), "panel_stream_s": float(t.panel_stream_s),
+             "epilogue_s": float(t.epilogue_s)}
+    time_s, bound = float(t.time_s), labels[int(t.bound)]
+    if hw.mesh is not None:  # the op's network time, taken with its roofline as cost/opcost.py takes it
+        parts["mesh_s"], _ = mesh.allreduces_cost(mesh.MeshRates.of(hw.mesh), shape.c_bytes, mesh.ALLREDUCES[kind])
+        time_s, bound = max((time_s, bound), (parts["mesh_s"], bounds.NETWORK), key=lambda c: c[0])
+    return KernelEstimate(kind=kind, hardware=hw.name, time_s=time_s, bound=bound, flops=shape.flops,
+                          bytes=float(cands.hbm_read_bytes + cands.hbm_write_bytes), parts=parts, detail=detail)
 
 
 def gemm_time(hw: Hardware | str, *, m: int, n: int, k: int, dtype: str | DType = "fp8",

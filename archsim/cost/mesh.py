@@ -102,10 +102,15 @@ def op_mesh_cost_at(op: Op, rates: MeshRates) -> tuple[float, float]:
     count = ALLREDUCES.get(op.kind, 0)
     if not count:
         return 0.0, 0.0
-    payload = reduced_bytes(op)
-    time_s = count * allreduce_s(rates, payload / rates.side)
+    return allreduces_cost(rates, reduced_bytes(op), count)
+
+
+def allreduces_cost(rates: MeshRates, payload_bytes: float, count: int) -> tuple[float, float]:
+    """(time_s, energy_j) of ``count`` all-reduces of ``payload_bytes`` over the sub-mesh, each line summing its
+    ``1 / side`` slice."""
+    time_s = count * allreduce_s(rates, payload_bytes / rates.side)
     # each pass carries every line's slice across the line's side - 1 links: the whole payload crosses side - 1 hops
-    moved_bytes = count * PASSES_PER_ALLREDUCE * payload * (rates.side - 1)
+    moved_bytes = count * PASSES_PER_ALLREDUCE * payload_bytes * (rates.side - 1)
     return time_s, moved_bytes * BITS_PER_BYTE * rates.hop_energy_j_per_bit
 
 

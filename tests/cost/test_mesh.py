@@ -105,3 +105,16 @@ def test_a_slower_or_longer_mesh_is_never_faster(wse, field, factor):
     changed = dataclasses.replace(wse, mesh=new_mesh)
     t, _ = mesh.op_mesh_cost(op, changed)
     assert (t < base) if field == "op_side" else (t > base)
+
+
+def test_archsim_kernel_prices_a_gemm_as_the_graph_does(wse):
+    """`archsim kernel gemm` (cost/kernel_model.py) on the wafer: the same mesh all-reduce as the graph's op, and the
+    same time (both are mesh-bound at one row); on an H100 it has no mesh part."""
+    from archsim.cost.kernel_model import gemm_time
+
+    op = _ops()["proj"]
+    est = gemm_time(wse, m=1, n=1024, k=4096, dtype="bf16")
+    expected, _ = mesh.op_mesh_cost(op, wse)
+    assert est.parts["mesh_s"] == pytest.approx(expected)
+    assert est.bound == "network" and est.time_s == pytest.approx(price_graph([op], wse).ops["proj"].time_s)
+    assert "mesh_s" not in gemm_time("h100", m=1, n=1024, k=4096, dtype="bf16").parts
