@@ -295,6 +295,7 @@ class StackThermal:
     peak_c: float               # its peak temperature without mitigation
     junction_limit_c: float     # the DRAM dies' limit
     ambient_c: float            # the coolant / ambient reference
+    board_tdp_w: float | None = None  # the board TDP the sustainable power replaced as the cap (set on load)
 
     @property
     def sustainable_power_w(self) -> float:
@@ -325,4 +326,5 @@ def with_thermal_cap(hw):
     if hw.thermal is None or hw.thermal.sustainable_power_w >= hw.power.tdp_w:
         return hw
     cap = max(hw.thermal.sustainable_power_w, hw.power.idle_w)
-    return dataclasses.replace(hw, power=dataclasses.replace(hw.power, tdp_w=cap))
+    return dataclasses.replace(hw, power=dataclasses.replace(hw.power, tdp_w=cap),
+                               thermal=dataclasses.replace(hw.thermal, board_tdp_w=hw.power.tdp_w))
