@@ -13,6 +13,8 @@ from archsim.errors import ConfigError
 
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (Dao 2023, §3.1.2): 2.5x the work.
 ATTENTION_BACKWARD_RATIO = 2.5
+# FlashAttention's backward launches three kernels: preprocess, the main kernel, postprocess (hopper/flash_bwd_*)
+ATTENTION_BACKWARD_KERNELS = 3
 GEMM_KINDS = ("gemm", "grouped_gemm")
 # gradient-buffer bytes per element -> the format a Wgrad GEMM accumulating into it writes
 _GRADIENT_DTYPES = {4.0: "fp32", 2.0: "bf16"}
@@ -100,6 +102,7 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward. ``fp8_activation_cache``: a recomputed SwiGLU
     first turns its FP8-cached inputs back into BF16 (``_dequantise_bytes``, counted with the FP8 casts).
+    Every kernel these terms add (GEMMs, casts, the attention backward's three) also pays ``kernel_gap_s``.
     """
     _check_projections(graph, recompute_projections)
     kernel = hw.kernel
@@ -125,13 +128,14 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
         t["forward_s"] += n * fwd
         if op.kind == "attention":
             t["attention_backward_s"] += n * (ATTENTION_BACKWARD_RATIO * fwd / attention_rate
-                                              + attention_backward_pass_bytes(op) / hbm_rate)
+                                              + attention_backward_pass_bytes(op) / hbm_rate
+                                              + ATTENTION_BACKWARD_KERNELS * kernel_gap_s(hw))
         else:
             t["elementwise_backward_s"] += n * fwd * _backward_bytes_ratio(op)
         if recompute == "selective" and op.kind in STREAMING_KINDS:
             t["recompute_s"] += n * fwd
             if fp8_activation_cache and str(op.attrs.get("function", "")).startswith("swiglu"):
-                t["fp8_cast_backward_s"] += n * _dequantise_bytes(op) / hbm_rate
+                t["fp8_cast_backward_s"] += n * (_dequantise_bytes(op) / hbm_rate + kernel_gap_s(hw))
     if recompute == "full":
         t["recompute_s"] = t["forward_s"] + t["fp8_cast_forward_s"]
     return MicroBatchWork(**t)
@@ -166,6 +170,15 @@ def _backward_bytes_ratio(op) -> float:
     return (2 * reads + writes) / (reads + writes) if reads + writes > 0 else 1.0
 
 
+def kernel_gap_s(hw: Hardware) -> float:
+    """GPU time between two back-to-back kernels of a stream whose launches are queued ahead (the CPU runs
+    ahead of a training step): the per-kernel cost of graph-replayed work, ``kernel_launch_graph`` (else
+    ``kernel_launch``). DeepSeek's training trace shows 2.0 us between back-to-back kernels of its compute
+    stream (871 gaps under 5 us, 1.74 ms). Added to each kernel the training terms launch beyond the forward
+    graph's ops (those carry the launch floor of the cost model): GEMMs, FP8 casts, the attention backward."""
+    return hw.graph_launch_s
+
+
 def sustained_gemm_s(estimate, clock_ratio: float) -> float:
     """A kernel-model GEMM estimate at a sustained clock ``clock_ratio`` (<= 1) of the one it was priced at:
     the MMA and the L2 -> shared-memory operand feed (core clock domain) slow down, HBM does not; ramp and
@@ -197,13 +210,14 @@ def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen, gradient_byte
         return sustained_gemm_s(grouped_gemm_time(hw, groups=groups, m=max(1, mm), n=nn, k=kk, dtype=dtype.name,
                                                   out_dtype=out_dtype), clock)
 
+    gap = kernel_gap_s(hw)
     wgrad = 0.0
     if not frozen:
         accumulate = _GRADIENT_DTYPES.get(gradient_bytes)
-        wgrad = time(n, k, max(1, m), accumulate or "bf16")
+        wgrad = time(n, k, max(1, m), accumulate or "bf16") + gap
         if accumulate:
             wgrad += groups * n * k * gradient_bytes / hbm_rate  # the running sum read before the write
-    out = {"forward_s": time(m, n, k), "dgrad_s": time(m, k, n), "wgrad_s": wgrad}
+    out = {"forward_s": time(m, n, k) + gap, "dgrad_s": time(m, k, n) + gap, "wgrad_s": wgrad}
     if head:
         last = time(int(a["m"]), n, k)  # what inference prices: the last position only
         # cross-entropy over the logits: the loss reads them once; its backward reads them again and
@@ -222,8 +236,8 @@ def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen, gradient_byte
         if not frozen:
             bwd += _cast_bytes(rows, k, FP8.bits / BITS_PER_BYTE, TRANSPOSED_TILE) \
                 + _cast_bytes(rows, n, BF16.bits / BITS_PER_BYTE, TRANSPOSED_TILE)
-        out["fp8_cast_forward_s"] = fwd / hbm_rate
-        out["fp8_cast_backward_s"] = bwd / hbm_rate
+        out["fp8_cast_forward_s"] = fwd / hbm_rate + gap
+        out["fp8_cast_backward_s"] = bwd / hbm_rate + (1 if frozen else 3) * gap
     return out
 
 

@@ -22,6 +22,7 @@ DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", re
 TOKENS = 4096  # one 4K sequence per micro-batch: 15360 / 128 replicas / 120 micro-batches
 # hardware/h800.yaml: 1600 MHz sustained under tensor load (FlashMLA deep dive) of the 1830 MHz boost clock
 CLOCK = 1600 / 1830
+GAP = 2.1e-6  # hardware/h800.yaml kernel_launch_graph: GPU time between back-to-back kernels
 
 
 def _sustained(est):
@@ -59,10 +60,11 @@ def test_dgrad_and_wgrad_use_their_own_shapes(moe_graph, h800):
     only = {"layers.1.self_attn.q_b_proj"}
     w = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                          hidden=7168, recompute="none", recompute_projections=(), frozen=False)
-    assert h800.kernel.clock_ratio == pytest.approx(CLOCK)
-    assert w.forward_s == pytest.approx(_sustained(gemm_time(h800, m=4096, n=24576, k=1536)))
-    assert w.dgrad_s == pytest.approx(_sustained(gemm_time(h800, m=4096, n=1536, k=24576)))
-    assert w.wgrad_s == pytest.approx(_sustained(gemm_time(h800, m=24576, n=1536, k=4096)))
+    assert h800.kernel.clock_ratio == pytest.approx(CLOCK) and h800.graph_launch_s == pytest.approx(GAP)
+    # each GEMM kernel also pays the gap before the next kernel of the stream
+    assert w.forward_s == pytest.approx(_sustained(gemm_time(h800, m=4096, n=24576, k=1536)) + GAP)
+    assert w.dgrad_s == pytest.approx(_sustained(gemm_time(h800, m=4096, n=1536, k=24576)) + GAP)
+    assert w.wgrad_s == pytest.approx(_sustained(gemm_time(h800, m=24576, n=1536, k=4096)) + GAP)
     # the clock slows a compute-bound GEMM by 1830 / 1600 in its main loop only
     est = gemm_time(h800, m=4096, n=24576, k=1536)
     assert est.bound == "compute"
@@ -71,10 +73,10 @@ def test_dgrad_and_wgrad_use_their_own_shapes(moe_graph, h800):
     assert sustained_gemm_s(est, 1.0) == est.time_s
     # casts: x (4096 x 1536) forward; dy (4096 x 24576) for Dgrad; x^T re-quantised from FP8 and dy^T for Wgrad
     hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
-    assert w.fp8_cast_forward_s == pytest.approx((4096 * 1536 * 3 + 4096 * 12 * 4) / hbm)
+    assert w.fp8_cast_forward_s == pytest.approx((4096 * 1536 * 3 + 4096 * 12 * 4) / hbm + GAP)
     bwd = (4096 * 24576 * 3 + 4096 * 192 * 4) + (4096 * 1536 * 2 + 4096 * 1536 / 128 * 4) \
         + (4096 * 24576 * 3 + 4096 * 24576 / 128 * 4)
-    assert w.fp8_cast_backward_s == pytest.approx(bwd / hbm)
+    assert w.fp8_cast_backward_s == pytest.approx(bwd / hbm + 3 * GAP)  # three cast kernels
     frozen = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                               hidden=7168, recompute="none", recompute_projections=(), frozen=True)
     assert frozen.wgrad_s == 0.0 and frozen.dgrad_s == w.dgrad_s
@@ -87,14 +89,14 @@ def test_expert_wgrad_has_k_equal_to_tokens_per_expert(moe_graph, h800):
     only = {"layers.1.mlp.experts.down"}
     w = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                          hidden=7168, recompute="none", recompute_projections=(), frozen=False)
-    assert w.forward_s == pytest.approx(_sustained(grouped_gemm_time(h800, groups=4, m=8192, n=7168, k=2048)))
-    assert w.wgrad_s == pytest.approx(_sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192)))
+    assert w.forward_s == pytest.approx(_sustained(grouped_gemm_time(h800, groups=4, m=8192, n=7168, k=2048)) + GAP)
+    assert w.wgrad_s == pytest.approx(_sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192)) + GAP)
     # accumulating into FP32 gradients (the FP8 recipe, DSV3-TR §3.3): the Wgrad writes FP32 and first reads
     # the running sum, 4 B per weight: 4 experts x 7168 x 2048
     acc = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                            hidden=7168, recompute="none", recompute_projections=(), frozen=False, gradient_bytes=4.0)
     assert acc.wgrad_s == pytest.approx(
-        _sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192, out_dtype="fp32"))
+        _sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192, out_dtype="fp32")) + GAP
         + 4 * 7168 * 2048 * 4 / (h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction))
     assert acc.forward_s == w.forward_s and acc.dgrad_s == w.dgrad_s
     # the output gradient (N = hidden) is cast once per token before the backward dispatch: 4096 rows, not
@@ -102,7 +104,7 @@ def test_expert_wgrad_has_k_equal_to_tokens_per_expert(moe_graph, h800):
     hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
     dgrad_cast = (4096 * 7168 * 3 + 4096 * 56 * 4) / hbm
     wgrad_casts = (32768 * 2048 * 2 + 32768 * 2048 / 128 * 4 + 32768 * 7168 * 3 + 32768 * 7168 / 128 * 4) / hbm
-    assert w.fp8_cast_backward_s == pytest.approx(dgrad_cast + wgrad_casts)
+    assert w.fp8_cast_backward_s == pytest.approx(dgrad_cast + wgrad_casts + 3 * GAP)
 
 
 def test_attention_and_elementwise_backward(moe_graph, h800):
@@ -119,7 +121,7 @@ def test_attention_and_elementwise_backward(moe_graph, h800):
     passes = rows * (2 * 128 * 2 + 2 * 4 + 192 * 4) + rows * 192 * (4 + 2)
     hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
     assert w.attention_backward_s == pytest.approx(
-        2.5 / 0.85 * cost.ops["layers.1.self_attn.attn_core"].time_s + passes / hbm)
+        2.5 / 0.85 * cost.ops["layers.1.self_attn.attn_core"].time_s + passes / hbm + 3 * GAP)  # 3 kernels
     norm = {"layers.1.input_layernorm"}
     w = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in norm else 0, tokens=TOKENS, topk=8,
                          hidden=7168, recompute="none", recompute_projections=(), frozen=False)
@@ -134,7 +136,7 @@ def test_logits_at_every_position(moe_graph, h800):
     w = _work(moe_graph, h800, "head")
     full = (_sustained(gemm_time(h800, m=4096, n=129280, k=7168, dtype="bf16"))
             + _sustained(gemm_time(h800, m=4096, n=7168, k=129280, dtype="bf16"))
-            + _sustained(gemm_time(h800, m=129280, n=7168, k=4096, dtype="bf16")))
+            + _sustained(gemm_time(h800, m=129280, n=7168, k=4096, dtype="bf16")) + 3 * GAP)
     last = _sustained(gemm_time(h800, m=1, n=129280, k=7168, dtype="bf16"))
     # cross-entropy: forward reads the BF16 logits, backward reads them and writes their gradient
     loss = 3 * 4096 * 129280 * 2 / (h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction)
@@ -145,7 +147,8 @@ def test_logits_at_every_position(moe_graph, h800):
 def test_recompute_adds_named_projections(moe_graph, h800):
     plain = _work(moe_graph, h800, 1, recompute="selective")
     mla = _work(moe_graph, h800, 1, recompute="selective", recompute_projections=("q_b_proj", "kv_b_proj"))
-    extra = sum(_sustained(gemm_time(h800, m=4096, n=nn, k=kk)) for nn, kk in ((24576, 1536), (32768, 512)))
+    extra = sum(_sustained(gemm_time(h800, m=4096, n=nn, k=kk)) + 2 * GAP  # the GEMM and its input's cast
+                for nn, kk in ((24576, 1536), (32768, 512)))
     casts = (4096 * 1536 * 3 + 4096 * 12 * 4 + 4096 * 512 * 3 + 4096 * 4 * 4) / (
         h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction)
     assert mla.recompute_s - plain.recompute_s == pytest.approx(extra + casts)
@@ -223,7 +226,7 @@ def test_fp8_cached_swiglu_inputs_are_dequantised_before_recompute(moe_graph, h8
     elements = 2 * 32768 * 2048
     hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
     assert cached.fp8_cast_backward_s - plain.fp8_cast_backward_s == pytest.approx(
-        (elements * 3 + elements / 128 * 4) / hbm)
+        (elements * 3 + elements / 128 * 4) / hbm + GAP)
     assert cached.recompute_s == plain.recompute_s
     # without recomputation the SwiGLU output is kept: nothing to dequantise
     kept = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, fp8_activation_cache=True,
