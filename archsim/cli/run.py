@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 # run --format csv: one row per priced phase; time_s is the phase's step (prefill latency, decode TPOT)
-PHASE_COLUMNS = ("workload", "hardware", "devices", "layout", "batch", "prompt_len", "output_len", "phase", "fits",
+PHASE_COLUMNS = ("workload", "hardware", "devices", "layout", "batch", "prompt_len", "output_len", "phase",
+                 "instance_devices", "fits",
                  "per_device_bytes", "time_s", "tokens_per_s", "tokens_per_s_per_device", "energy_j_per_token",
                  "bound", "flops", "hbm_bytes", "mfu", "hbm_bandwidth_utilisation", "energy_j_per_device", "tops_per_watt",
                  "communication_s", "exposed_communication_s", "host_s", "micro_batches", "forwards")
@@ -113,6 +114,15 @@ def phase_rows(data: dict) -> list[dict]:
     rows = []
     for p in phases:
         d = data[p]
-        rows.append({**common, **{k: v for k, v in d.items() if k in PHASE_COLUMNS}, "phase": p,
-                     "energy_j_per_device": d["energy_j"], "energy_j_per_token": per_token[p]})
+        rows.append({**common, **_pool_columns(dep, p), **{k: v for k, v in d.items() if k in PHASE_COLUMNS},
+                     "phase": p, "energy_j_per_device": d["energy_j"], "energy_j_per_token": per_token[p]})
     return rows
+
+
+def _pool_columns(dep: dict, phase: str) -> dict:
+    """The layout, batch and devices of one instance of the pool that runs ``phase`` (a disaggregated deployment
+    runs prefill and decode on different pools; otherwise one pool runs both)."""
+    pool = next((q for q in dep["pools"] if q["role"] in (phase, "both")), None)
+    if pool is None:
+        return {}
+    return {"layout": pool["layout"]["label"], "batch": pool["batch"], "instance_devices": pool["devices_per_instance"]}

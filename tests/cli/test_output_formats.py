@@ -100,6 +100,18 @@ def test_run_csv_of_one_phase_and_of_a_deployment_that_does_not_fit(capsys):
     assert all(r["fits"] == "False" and r["time_s"] == "" and float(r["per_device_bytes"]) > 80e9 for r in rows)
 
 
+def test_run_csv_of_a_disaggregated_deployment_names_each_phases_pool(capsys):
+    argv = ["run", "deepseek_v3", "--hw", "h800", "--deployment",
+            str(ROOT / "deployments" / "deepseek_v3_h800_1p3d.yaml")]
+    _, rows = _csv(capsys, argv)
+    pools = {p["role"]: p for p in _json(capsys, argv)["deployment"]["pools"]}
+    assert [r["phase"] for r in rows] == ["prefill", "decode"]
+    for row in rows:
+        pool = pools[row["phase"]]
+        assert row["layout"] == pool["layout"]["label"] and int(row["batch"]) == pool["batch"]
+        assert int(row["instance_devices"]) == pool["devices_per_instance"]
+
+
 def test_serve_csv_one_row_with_unit_suffixed_statistics(capsys):
     argv = ["serve", "llama3_405b", "--hw", "h100", "--rate", "2", "--duration", "5"]
     header, rows = _csv(capsys, argv)
