@@ -10,7 +10,11 @@ every process compiles archsim's ~60 modules again; an installed wheel has its .
 The rows marked "with .pyc" run with a bytecode cache in a temporary folder (PYTHONPYCACHEPREFIX) to show both.
 With ``--imports`` it also prints the slowest imports of one ``run`` process (``python3 -X importtime``).
 
-Run: python benchmarks/bench_cold_start.py [--repeats 10] [--imports]
+With ``--script PATH`` it also times another console script, e.g. the wheel installed in a fresh virtual
+environment: ``python -m pip wheel --no-deps -w /tmp/whl . && python -m venv /tmp/v && /tmp/v/bin/pip install
+/tmp/whl/archsim-*.whl``, then ``--script /tmp/v/bin/archsim`` (no editable-install finder, .pyc from pip).
+
+Run: python benchmarks/bench_cold_start.py [--repeats 10] [--imports] [--script PATH]
 """
 from __future__ import annotations
 
@@ -29,6 +33,15 @@ RUN = ("run", "kimi_k2", "--hw", "h100", "--format", "json")
 # the breakdown rows: the libraries every projection needs, then everything a run process imports, without running
 THIRD_PARTY = "import numpy, yaml, argparse, dataclasses, json"
 RUN_IMPORTS = "import archsim.cli, archsim.cli.run, archsim.api"
+
+
+def _script_rows(script: str) -> list[tuple[str, list[str], dict[str, str] | None]]:
+    """Rows for another ``archsim`` console script, e.g. one installed from the wheel in a fresh virtual environment
+    (``--script /tmp/venv/bin/archsim``), beside its own interpreter's ``-c pass``."""
+    python = os.path.join(os.path.dirname(script), "python")
+    return [(f"{python} -c pass", [python, "-c", "pass"], None),
+            (f"{script} --version", [script, "--version"], None),
+            (f"{script} {' '.join(RUN)}", [script, *RUN], None)]
 
 
 def _commands(pyc_env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str] | None]]:
@@ -87,6 +100,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--imports", action="store_true", help="also list the slowest imports of one run process")
+    ap.add_argument("--script", action="append", default=[],
+                    help="also time this archsim console script (e.g. installed from the wheel in a fresh venv)")
     args = ap.parse_args()
     print(f"{args.repeats} cold processes each, {sys.executable} (Python {sys.version.split()[0]}), "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
@@ -95,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         pyc_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         pyc_env["PYTHONPYCACHEPREFIX"] = cache
-        for label, argv, env in _commands(pyc_env):
+        for label, argv, env in _commands(pyc_env) + [row for script in args.script for row in _script_rows(script)]:
             _cold(argv, 1, env)  # warm the page cache (and, with .pyc, write the bytecode cache)
             wall, cpu = _cold(argv, args.repeats, env)
             flag = ""
