@@ -233,10 +233,14 @@ def attention_time(hw: Hardware | str, *, kind: str, phase: str, heads: int, bat
     vector = rates.vector_flop_per_s()
     compute_s = max(executed_mma_flops / rate, softmax_flops / vector if vector > 0 else 0.0)
     t = overlapped_kernel_time(rates, compute_s=compute_s, bytes_moved=total_bytes, l2_bytes=l2_bytes)
-    return KernelEstimate(kind="attention", hardware=hw.name, time_s=t.time_s, bound=t.bound,
-                          flops=mma_flops + softmax_flops, bytes=total_bytes,
-                          parts={"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s,
-                                 "l2_s": t.operand_s},
+    parts = {"ramp_s": t.ramp_s, "compute_s": t.compute_s, "memory_s": t.memory_s, "l2_s": t.operand_s}
+    time_s, bound = t.time_s, t.bound
+    if hw.mesh is not None:  # a wafer-scale chip: the two all-reduces of the output, as the graph's attention pays
+        out_bytes = batch * q * heads * act.storage_bytes((d_v,))
+        parts["mesh_s"], _ = mesh.allreduces_cost(mesh.MeshRates.of(hw.mesh), out_bytes, mesh.ALLREDUCES["attention"])
+        time_s, bound = max((time_s, bound), (parts["mesh_s"], bounds.NETWORK), key=lambda c: c[0])
+    return KernelEstimate(kind="attention", hardware=hw.name, time_s=time_s, bound=bound,
+                          flops=mma_flops + softmax_flops, bytes=total_bytes, parts=parts,
                           detail={"kind": kind, "phase": phase, "q_len": q, "heads_kv": n_kv, "d_qk": d_qk,
                                   "d_v": d_v, "mma_flops": mma_flops, "pairs": pairs,
                                   "executed_mma_flops": executed_mma_flops})

@@ -97,7 +97,7 @@ def test_mesh_time_is_the_network_time_in_both_pricing_paths(wse):
 @pytest.mark.parametrize("field, factor", [("hop_cycles", 2.0), ("link_bytes_per_cycle", 0.5), ("op_side", 0.5)])
 def test_a_slower_or_longer_mesh_is_never_faster(wse, field, factor):
     """Doubling the hop latency or halving the link width never shortens an op; a smaller square (shorter lines)
-    never lengthens its all-reduce latency term."""
+    shortens a decode GEMV's all-reduce (its latency term dominates its payload term)."""
     op = _ops()["proj"]
     base, _ = mesh.op_mesh_cost(op, wse)
     value = getattr(wse.mesh, field) * factor
@@ -118,3 +118,18 @@ def test_archsim_kernel_prices_a_gemm_as_the_graph_does(wse):
     assert est.parts["mesh_s"] == pytest.approx(expected)
     assert est.bound == "network" and est.time_s == pytest.approx(price_graph([op], wse).ops["proj"].time_s)
     assert "mesh_s" not in gemm_time("h100", m=1, n=1024, k=4096, dtype="bf16").parts
+
+
+def test_archsim_kernel_prices_decode_attention_as_the_graph_does(wse):
+    """`archsim kernel attention` on the wafer: the graph's attention op's two all-reduces of its output (1 row x 8
+    heads x 64 BF16 values), and its time."""
+    from archsim.cost.kernel_model import attention_time
+
+    b = GraphBuilder(Precision(weights=BF16))
+    b.attention("attn", batch=1, q_len=1, kv_len=100, heads_q=8, heads_kv=2, d_qk=64, d_v=64, form="gqa", cached=100,
+                layer=0, deps=[], split="tp")
+    op = b.graph().nodes["attn"]["op"]
+    est = attention_time(wse, kind="gqa", phase="decode", heads=8, heads_kv=2, head_dim=64, batch=1, context=100)
+    expected, _ = mesh.op_mesh_cost(op, wse)
+    assert est.parts["mesh_s"] == pytest.approx(expected)
+    assert est.bound == "network" and est.time_s == pytest.approx(price_graph([op], wse).ops["attn"].time_s)
