@@ -18,8 +18,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="a swept field, repeatable: a hardware YAML path (memory.hbm.bandwidth) with a..b:n (grid; "
                         "a..b:n:log), a..b (range for random/lhs) or v1,v2 (list); or a model field by its Hugging "
                         "Face name (model.n_routed_experts=64..256:4, model.num_experts_per_tok=2,4,8) or a scenario "
-                        "field (scenario.batch=32,64), swept as a grid, each value rebuilding the graph; a single "
-                        "value fixes the field")
+                        "field (scenario.batch=32,64), swept as a grid, each value rebuilding the graph, as is a "
+                        "hardware field that is not an array field (node.scale_up.bandwidth=450GB/s,900GB/s); a "
+                        "single value fixes the field")
     p.add_argument("--sample", choices=("grid", "random", "lhs"), default="grid")
     p.add_argument("--points", type=int, help="samples for --sample random/lhs")
     p.add_argument("--seed", type=int, default=0)
