@@ -30,7 +30,7 @@ def dsv3_estimate(dsv3, h800):
 
 
 def test_dsv3_pretraining_against_published(dsv3_estimate):
-    """archsim projects 147.3K GPU-hours per trillion tokens against the published 180K (-18.2%) and 49.7%
+    """archsim projects 148.6K GPU-hours per trillion tokens against the published 180K (-17.5%) and 49.3%
     MFU against 38.94% (1.28x). Every effect priced is physics (docs/parallelism.md, "Training fidelity", has
     the contribution table; docs/training_trace.md sets the chunk pair beside DeepSeek's kernel trace op by op:
     the GEMMs and attention now within 15% of it, the FP8 casts, norms, small element-wise kernels and the
