@@ -8,6 +8,7 @@ first line runs (``-S``: no site-packages, so no .pth files; ``-I -S``: also no 
 Bytecode: where PYTHONDONTWRITEBYTECODE is set and archsim is an editable checkout, no .pyc is ever written and
 every process compiles archsim's ~60 modules again; an installed wheel has its .pyc (pip compiles at install).
 The rows marked "with .pyc" run with a bytecode cache in a temporary folder (PYTHONPYCACHEPREFIX) to show both.
+Then, in this process, ``estimate()`` from YAML paths and shipped names beside loaded objects (target: 1.5x).
 With ``--imports`` it also prints the slowest imports of one ``run`` process (``python3 -X importtime``).
 
 With ``--script PATH`` it also times another console script, e.g. the wheel installed in a fresh virtual
@@ -96,6 +97,33 @@ def _imports(top: int = 15) -> None:
         print(f"  {cumulative / 1e3:7.1f} {self_us / 1e3:7.1f}  {name}")
 
 
+def _paths_vs_objects(repeats: int) -> None:
+    """Issue 14: ``estimate()`` from YAML paths within 1.5x of the same call on loaded objects (median CPU time of
+    ``repeats`` warm calls each; the parse cache of config/yaml_io.py makes a repeated path cost little)."""
+    from archsim.api import estimate
+    from archsim.config.hardware import load_hardware
+    from archsim.config.workload import load_workload
+    from archsim.paths import data_dir
+
+    wl_path, hw_path = str(data_dir("workloads") / "kimi_k2.yaml"), str(data_dir("hardware") / "h100.yaml")
+    wl, hw = load_workload(wl_path), load_hardware(hw_path)
+    cases = (("loaded objects", lambda: estimate(wl, hw)), ("YAML paths", lambda: estimate(wl_path, hw_path)),
+             ("shipped names", lambda: estimate("kimi_k2", "h100")))
+    medians = {}
+    for label, call in cases:
+        call()  # warm: imports, tile-menu and parse caches
+        cpu = []
+        for _ in range(repeats):
+            start = time.process_time()
+            call()
+            cpu.append(time.process_time() - start)
+        medians[label] = statistics.median(cpu)
+    base = medians["loaded objects"]
+    print("\nestimate(kimi_k2, h100) in one process (median CPU of warm calls; target: paths within 1.5x):")
+    for label, value in medians.items():
+        print(f"  from {label:15s} {value * 1e3:6.1f} ms  ({value / base:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
@@ -118,6 +146,7 @@ def main() -> None:
                 flag = "  ok" if statistics.median(wall) <= TARGET_S else f"  over the {TARGET_S:g} s target"
             print(f"{label[:70]:70s} {statistics.median(wall):10.3f}s {min(wall):8.3f}s "
                   f"{statistics.median(cpu):10.3f}s{flag}")
+    _paths_vs_objects(args.repeats)
     if args.imports:
         _imports()
 
