@@ -163,7 +163,9 @@ def contributions(model, hw):
          under(gemm_terms_patch(_heads_last_position))),
         ("MTP module D=1 on the last stage", est(replace(SETUP, mtp=False))),
         ("integer stage split; without: every stage's compute = work / PP (a lower bound)", under(_even_stages_patch())),
-        ("FP8 casts per 1×128 / 128×1 tile (DSV3-TR §3.3.2, §3.5.2)", under(gemm_terms_patch(_no_casts))),
+        ("FP8 casts per 1×128 / 128×1 tile (DSV3-TR §3.3.2, §3.5.2) and weight transposes", under(gemm_terms_patch(_no_casts))),
+        ("of which the FP8 weights transposed for Dgrad each micro-batch (DeepGEMM README: NT format only; the "
+         "trace's batched_transpose kernels)", under(patched(training_work, "_weight_transpose_bytes", lambda e: 0.0))),
         ("element-wise backward from bytes, with the loss's backward; without: none",
          under2(patched(training_work, "_backward_bytes_ratio", lambda op: 0.0), gemm_terms_patch(_no_loss_backward))),
         ("recomputation (norms, SwiGLU, RoPE; MLA up-projections)", est(replace(SETUP, recompute="none"))),

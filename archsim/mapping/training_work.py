@@ -8,7 +8,7 @@ from archsim.config.hardware import Hardware
 from archsim.cost.kernel_model import grouped_gemm_time
 from archsim.cost.rates import ChipRates
 from archsim.cost.phase import PhaseCost
-from archsim.dtypes import BF16, BITS_PER_BYTE, FP8, FP32
+from archsim.dtypes import BF16, BITS_PER_BYTE, FP8, FP8_BLOCK128, FP32
 from archsim.errors import ConfigError
 
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (Dao 2023, §3.1.2): 2.5x the work.
@@ -93,7 +93,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     (``attention_backward_pass_bytes``) at the HBM rate. Element-wise backward moves 2 x (forward reads)
     + forward writes bytes (saved inputs and dy read, dx written). Each FP8 GEMM casts its activation
     input per 1x128 tile (forward), its output gradient (Dgrad) and both operands transposed (Wgrad); a
-    dispatched expert input is cast once per token before dispatch (``topk`` copies share it).
+    dispatched expert input is cast once per token before dispatch (``topk`` copies share it); for Dgrad the
+    FP8 weight is transposed (``_weight_transpose_bytes``).
     Training runs the tensor cores for minutes on end, so a GEMM's matrix and L2-feed terms run at the clock
     the chip sustains under that load (``kernel.clock_under_load`` over ``kernel.clock_boost``; the GEMM rates
     come from short benchmarks at the boost clock). ``gradient_bytes`` > 0: each Wgrad GEMM accumulates into
@@ -236,9 +237,18 @@ def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen, gradient_byte
         if not frozen:
             bwd += _cast_bytes(rows, k, FP8.bits / BITS_PER_BYTE, TRANSPOSED_TILE) \
                 + _cast_bytes(rows, n, BF16.bits / BITS_PER_BYTE, TRANSPOSED_TILE)
+        # Dgrad multiplies by the weight's transpose; DeepGEMM "only supports the NT format" (README), so each
+        # micro-batch transposes the FP8 weight and its 128x128 block scales (a kernel of its own)
+        bwd += _weight_transpose_bytes(groups * n * k)
         out["fp8_cast_forward_s"] = fwd / hbm_rate + gap
-        out["fp8_cast_backward_s"] = bwd / hbm_rate + (1 if frozen else 3) * gap
+        out["fp8_cast_backward_s"] = bwd / hbm_rate + (2 if frozen else 4) * gap
     return out
+
+
+def _weight_transpose_bytes(elements: float) -> float:
+    """HBM bytes of transposing an FP8 weight with one float32 scale per 128x128 block: read and write each."""
+    per_block = FP8_BLOCK128.block[0] * FP8_BLOCK128.block[1]
+    return 2 * elements * (FP8.bits + FP8_BLOCK128.scale_bits / per_block) / BITS_PER_BYTE
 
 
 def _cast_bytes(rows: float, cols: int, source_bytes: float, tile) -> float:

@@ -26,9 +26,10 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
     originals = (training._bottleneck_rank, training.fb_span, training.price_phase, training.micro_batch_work,
                  training_work._gemm_terms, training_work._backward_bytes_ratio,
                  training_work.ATTENTION_BACKWARD_RATIO, training_work.sustained_gemm_s,
-                 training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES, training_work.kernel_gap_s)
+                 training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES, training_work.kernel_gap_s,
+                 training_work._weight_transpose_bytes)
     base, rows = ablation.contributions(model, h800)
-    assert len(rows) == 19
+    assert len(rows) == 20
     for label, without, adds in rows:
         assert 0 < without < 2 * base.gpu_hours_per_trillion_tokens, label
         if not label.startswith("Wgrad"):
@@ -42,9 +43,11 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
     assert by["of which the FP32 accumulation"] > 0
     assert by["of which FlashAttention's backward pre-/post-processing passes"] > 0
     assert by["2.1 µs between back-to-back kernels"] > 0
+    assert by["of which the FP8 weights transposed for Dgrad each micro-batch"] > 0
     assert (training._bottleneck_rank, training.fb_span, training.price_phase, training.micro_batch_work,
             training_work._gemm_terms, training_work._backward_bytes_ratio,
             training_work.ATTENTION_BACKWARD_RATIO, training_work.sustained_gemm_s,
-            training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES, training_work.kernel_gap_s) == originals
+            training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES, training_work.kernel_gap_s,
+            training_work._weight_transpose_bytes) == originals
     again = estimate_training(model, h800, ablation.LAYOUT, ablation.SETUP)
     assert again.step_time_s == base.step_time_s

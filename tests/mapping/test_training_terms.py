@@ -76,7 +76,10 @@ def test_dgrad_and_wgrad_use_their_own_shapes(moe_graph, h800):
     assert w.fp8_cast_forward_s == pytest.approx((4096 * 1536 * 3 + 4096 * 12 * 4) / hbm + GAP)
     bwd = (4096 * 24576 * 3 + 4096 * 192 * 4) + (4096 * 1536 * 2 + 4096 * 1536 / 128 * 4) \
         + (4096 * 24576 * 3 + 4096 * 24576 / 128 * 4)
-    assert w.fp8_cast_backward_s == pytest.approx(bwd / hbm + 3 * GAP)  # three cast kernels
+    # and the FP8 weight (24576 x 1536, one float32 scale per 128 x 128 block) transposed for Dgrad: DeepGEMM
+    # takes only the NT layout; read and write 1 B per element + 4 B per 16384 elements
+    weight_t = 2 * (24576 * 1536 + 24576 * 1536 / 16384 * 4)
+    assert w.fp8_cast_backward_s == pytest.approx((bwd + weight_t) / hbm + 4 * GAP)  # four cast kernels
     frozen = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                               hidden=7168, recompute="none", recompute_projections=(), frozen=True)
     assert frozen.wgrad_s == 0.0 and frozen.dgrad_s == w.dgrad_s
@@ -104,7 +107,8 @@ def test_expert_wgrad_has_k_equal_to_tokens_per_expert(moe_graph, h800):
     hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
     dgrad_cast = (4096 * 7168 * 3 + 4096 * 56 * 4) / hbm
     wgrad_casts = (32768 * 2048 * 2 + 32768 * 2048 / 128 * 4 + 32768 * 7168 * 3 + 32768 * 7168 / 128 * 4) / hbm
-    assert w.fp8_cast_backward_s == pytest.approx(dgrad_cast + wgrad_casts + 3 * GAP)
+    weight_t = 2 * 4 * (7168 * 2048 + 7168 * 2048 / 16384 * 4) / hbm  # 4 experts' FP8 weights transposed
+    assert w.fp8_cast_backward_s == pytest.approx(dgrad_cast + wgrad_casts + weight_t + 4 * GAP)
 
 
 def test_attention_and_elementwise_backward(moe_graph, h800):
