@@ -234,14 +234,18 @@ def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen, gradient_byte
         dy_rows = rows / topk if op.kind == "grouped_gemm" and n == hidden else rows
         fwd = _cast_bytes(x_rows, k, BF16.bits / BITS_PER_BYTE, ACTIVATION_TILE)
         bwd = _cast_bytes(dy_rows, n, BF16.bits / BITS_PER_BYTE, ACTIVATION_TILE)
+        # DeepGEMM "requires the LHS scaling factor to be TMA-aligned and transposed" (README): the scales of
+        # the forward's and the Dgrad's LHS are transposed by a kernel of their own (read and write them)
+        fwd += 2 * _scale_bytes(x_rows, k, ACTIVATION_TILE)
+        bwd += 2 * _scale_bytes(dy_rows, n, ACTIVATION_TILE)
         if not frozen:
             bwd += _cast_bytes(rows, k, FP8.bits / BITS_PER_BYTE, TRANSPOSED_TILE) \
                 + _cast_bytes(rows, n, BF16.bits / BITS_PER_BYTE, TRANSPOSED_TILE)
         # Dgrad multiplies by the weight's transpose; DeepGEMM "only supports the NT format" (README), so each
         # micro-batch transposes the FP8 weight and its 128x128 block scales (a kernel of its own)
         bwd += _weight_transpose_bytes(groups * n * k)
-        out["fp8_cast_forward_s"] = fwd / hbm_rate + gap
-        out["fp8_cast_backward_s"] = bwd / hbm_rate + (2 if frozen else 4) * gap
+        out["fp8_cast_forward_s"] = fwd / hbm_rate + 2 * gap
+        out["fp8_cast_backward_s"] = bwd / hbm_rate + (3 if frozen else 5) * gap
     return out
 
 
@@ -251,12 +255,14 @@ def _weight_transpose_bytes(elements: float) -> float:
     return 2 * elements * (FP8.bits + FP8_BLOCK128.scale_bits / per_block) / BITS_PER_BYTE
 
 
+def _scale_bytes(rows: float, cols: int, tile) -> float:
+    """Bytes of the scales of a rows x cols tensor quantised per ``tile`` (one scale per tile)."""
+    return rows * cols / (tile.block[0] * tile.block[1]) * tile.scale_bits / BITS_PER_BYTE
+
+
 def _cast_bytes(rows: float, cols: int, source_bytes: float, tile) -> float:
     """HBM bytes of one quantisation pass: read the source, write FP8 values and one scale per tile."""
-    elements = rows * cols
-    per_tile = tile.block[0] * tile.block[1]
-    scales = elements / per_tile * tile.scale_bits / BITS_PER_BYTE
-    return elements * (source_bytes + tile.bits / BITS_PER_BYTE) + scales
+    return rows * cols * (source_bytes + tile.bits / BITS_PER_BYTE) + _scale_bytes(rows, cols, tile)
 
 
 def op_block(op, small_layers: int):

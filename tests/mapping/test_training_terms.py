@@ -73,13 +73,15 @@ def test_dgrad_and_wgrad_use_their_own_shapes(moe_graph, h800):
     assert sustained_gemm_s(est, 1.0) == est.time_s
     # casts: x (4096 x 1536) forward; dy (4096 x 24576) for Dgrad; x^T re-quantised from FP8 and dy^T for Wgrad
     hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
-    assert w.fp8_cast_forward_s == pytest.approx((4096 * 1536 * 3 + 4096 * 12 * 4) / hbm + GAP)
-    bwd = (4096 * 24576 * 3 + 4096 * 192 * 4) + (4096 * 1536 * 2 + 4096 * 1536 / 128 * 4) \
+    # the LHS scales (x's forward, dy's for Dgrad) are transposed by a kernel of their own (DeepGEMM wants them
+    # TMA-aligned and transposed): read and write 4 B per 128 elements
+    assert w.fp8_cast_forward_s == pytest.approx((4096 * 1536 * 3 + 3 * 4096 * 12 * 4) / hbm + 2 * GAP)
+    bwd = (4096 * 24576 * 3 + 3 * 4096 * 192 * 4) + (4096 * 1536 * 2 + 4096 * 1536 / 128 * 4) \
         + (4096 * 24576 * 3 + 4096 * 24576 / 128 * 4)
     # and the FP8 weight (24576 x 1536, one float32 scale per 128 x 128 block) transposed for Dgrad: DeepGEMM
     # takes only the NT layout; read and write 1 B per element + 4 B per 16384 elements
     weight_t = 2 * (24576 * 1536 + 24576 * 1536 / 16384 * 4)
-    assert w.fp8_cast_backward_s == pytest.approx((bwd + weight_t) / hbm + 4 * GAP)  # four cast kernels
+    assert w.fp8_cast_backward_s == pytest.approx((bwd + weight_t) / hbm + 5 * GAP)  # five cast kernels
     frozen = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                               hidden=7168, recompute="none", recompute_projections=(), frozen=True)
     assert frozen.wgrad_s == 0.0 and frozen.dgrad_s == w.dgrad_s
@@ -105,10 +107,10 @@ def test_expert_wgrad_has_k_equal_to_tokens_per_expert(moe_graph, h800):
     # the output gradient (N = hidden) is cast once per token before the backward dispatch: 4096 rows, not
     # 32768 routed copies
     hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
-    dgrad_cast = (4096 * 7168 * 3 + 4096 * 56 * 4) / hbm
+    dgrad_cast = (4096 * 7168 * 3 + 3 * 4096 * 56 * 4) / hbm  # with its scales transposed
     wgrad_casts = (32768 * 2048 * 2 + 32768 * 2048 / 128 * 4 + 32768 * 7168 * 3 + 32768 * 7168 / 128 * 4) / hbm
     weight_t = 2 * 4 * (7168 * 2048 + 7168 * 2048 / 16384 * 4) / hbm  # 4 experts' FP8 weights transposed
-    assert w.fp8_cast_backward_s == pytest.approx(dgrad_cast + wgrad_casts + weight_t + 4 * GAP)
+    assert w.fp8_cast_backward_s == pytest.approx(dgrad_cast + wgrad_casts + weight_t + 5 * GAP)
 
 
 def test_attention_and_elementwise_backward(moe_graph, h800):
@@ -151,9 +153,9 @@ def test_logits_at_every_position(moe_graph, h800):
 def test_recompute_adds_named_projections(moe_graph, h800):
     plain = _work(moe_graph, h800, 1, recompute="selective")
     mla = _work(moe_graph, h800, 1, recompute="selective", recompute_projections=("q_b_proj", "kv_b_proj"))
-    extra = sum(_sustained(gemm_time(h800, m=4096, n=nn, k=kk)) + 2 * GAP  # the GEMM and its input's cast
-                for nn, kk in ((24576, 1536), (32768, 512)))
-    casts = (4096 * 1536 * 3 + 4096 * 12 * 4 + 4096 * 512 * 3 + 4096 * 4 * 4) / (
+    extra = sum(_sustained(gemm_time(h800, m=4096, n=nn, k=kk)) + 3 * GAP  # the GEMM, its input's cast and
+                for nn, kk in ((24576, 1536), (32768, 512)))                 # the cast's scale transpose
+    casts = (4096 * 1536 * 3 + 3 * 4096 * 12 * 4 + 4096 * 512 * 3 + 3 * 4096 * 4 * 4) / (
         h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction)
     assert mla.recompute_s - plain.recompute_s == pytest.approx(extra + casts)
     full = _work(moe_graph, h800, 1, recompute="full")
