@@ -12,7 +12,9 @@ A case whose setup the model cannot represent is reported as skipped with the re
 decoding whose draft model and acceptance the source does not publish, a model family archsim has no graph for.
 Shape keys: ``model`` (a folder of validation/whatif_models/ holding a Hugging Face config.json, or a workload
 name), ``systems``, ``pp``, ``batch``, ``prompt_len``, ``output_len``, optional ``kv_cache`` (dtype, default the
-case's dtype) and ``speculative`` (true: the published figure used speculative decoding).
+case's dtype), ``speculative`` (true: the published figure used speculative decoding) and ``weights_resident``
+(true: the measured run kept its weights on the wafer although the model's would not fit, as WaferLLM timed each
+layer with that layer's weights resident: the step is priced as if they fitted, with no streaming).
 """
 from __future__ import annotations
 
@@ -90,19 +92,21 @@ def decode(case: Case, hw=None) -> tuple[dict[str, float], dict]:
         report = _estimate(workload_path(case, str(s["model"])), hw, **options)
         stream_s = 0.0
         if not report.memory.fits:
-            report, stream_s = _streamed(case, hw, report, options)
+            report, stream_s = _streamed(case, hw, report, options, resident_run=bool(s.get("weights_resident")))
     step_s = report.decode.tpot_s * report.decode.tokens_per_step + stream_s
     per_user = report.decode.tokens_per_step / step_s
     return ({"tokens_per_s_per_user": per_user, "tpot_ms": 1.0 / per_user,
              "output_tokens_per_s_per_gpu": per_user * batch / systems},
             {"layout": report.deployment.layout["label"], "context": context, "bound": report.decode.bound,
              "weights_bytes_per_system": report.memory.weights_bytes, "weight_stream_s": stream_s,
+             "weights_resident": bool(s.get("weights_resident")),
              "communication_s": report.decode.communication_s})
 
 
-def _streamed(case: Case, hw, report, options: dict):
+def _streamed(case: Case, hw, report, options: dict, *, resident_run: bool = False):
     """A deployment whose weights do not fit its systems' memory, on a wafer-scale chip: the step priced as if they
-    fitted, and the seconds per step to stream the excess weights in from off-wafer memory."""
+    fitted, and the seconds per step to stream the excess weights in from off-wafer memory (0 when the measured run
+    kept them resident, ``resident_run``)."""
     from archsim.cost.mesh import weight_stream_s
 
     if hw.mesh is None:
@@ -119,4 +123,4 @@ def _streamed(case: Case, hw, report, options: dict):
         fitted = _estimate(workload_path(case, str(case.shape["model"])), big, **options)
     if fitted.decode is None:
         raise NotModelled(f"does not fit even with the weights streamed: {fitted.memory.needs}")
-    return fitted, weight_stream_s(m.weights_bytes, resident, hw.mesh)
+    return fitted, 0.0 if resident_run else weight_stream_s(m.weights_bytes, resident, hw.mesh)

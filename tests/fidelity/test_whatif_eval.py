@@ -85,12 +85,34 @@ def test_weight_streaming_when_weights_exceed_the_wafers(cases, wse):
 def test_waferllm_case_runs_on_the_wse2():
     """WaferLLM's WSE-2 measurement is compared (no speculative decoding), on hardware/cerebras_wse2.yaml, and the
     step is the mesh's: the same all-reduce count as on the WSE-3, whose mesh has the same op side, hop and clock."""
-    (case,) = load_case_file(ROOT / "validation" / "whatif_waferllm.yaml").cases
+    case, _ = load_case_file(ROOT / "validation" / "whatif_waferllm.yaml").cases
     assert case.hardware == "cerebras_wse2" and case.category == "whatif"
     result = evaluate(case, load_hardware("cerebras_wse2"))
     assert result.skipped is None and result.detail["bound"] == "network"
     values, _ = whatif_eval.predict(case, load_hardware("cerebras_wse3"))
     assert result.predicted == pytest.approx(values["tokens_per_s_per_user"], rel=0.01)
+
+
+def test_weights_resident_prices_a_run_that_held_one_layer():
+    """WaferLLM's Qwen2-72B run held one layer's weights: 145 GB do not fit a 40 GB WSE-2, so the case is priced as if
+    they did with nothing streamed; the same case without ``weights_resident`` streams the excess at 150 GB/s."""
+    _, case = load_case_file(ROOT / "validation" / "whatif_waferllm.yaml").cases
+    wse2 = load_hardware("cerebras_wse2")
+    values, detail = whatif_eval.predict(case, wse2)
+    assert detail["weights_resident"] and detail["weight_stream_s"] == 0.0
+    assert detail["weights_bytes_per_system"] > wse2.main_memory.capacity_bytes
+    streamed = dataclasses.replace(case, shape={**case.shape, "weights_resident": False})
+    values2, detail2 = whatif_eval.predict(streamed, wse2)
+    assert detail2["weight_stream_s"] > 0.5  # > 100 GB at 150 GB/s
+    assert values2["tokens_per_s_per_user"] < 1.0 / detail2["weight_stream_s"] < values["tokens_per_s_per_user"]
+
+
+def test_qwen2_72b_config_counts_its_parameters():
+    """Qwen2-72B: embed + head 2 x 152064 x 8192; per layer q/o 2 x 8192^2 + q bias 8192, k/v 2 x (8192 x 1024 +
+    1024), FFN 3 x 8192 x 29568, 2 norms; 80 layers; final norm = 72,706,203,648 (model card: 72.71B)."""
+    m = workload_from_hf_config(str(MODELS / "Qwen2-72B")).model
+    per_layer = 2 * 8192 ** 2 + 8192 + 2 * (8192 * 1024 + 1024) + 3 * 8192 * 29568 + 2 * 8192
+    assert count_params(m).total == 2 * 152064 * 8192 + 80 * per_layer + 8192 == 72_706_203_648
 
 
 def test_llama_70b_config_counts_70b_parameters():
