@@ -1,11 +1,11 @@
 """The ``whatif`` validation category's system cases: a published result of a what-if chip reproduced end to end.
 
 Kernel ``whatif_decode`` (validation/whatif_public.yaml): tokens/s per user of a model decoding at a stated batch on
-``systems`` chips of the case's hardware, laid out as a pipeline of ``pp`` stages (one stage per system, as
-Cerebras runs Llama-3.1-70B on 4 and 405B on 21 CS-3 systems), projected as ``archsim.estimate`` projects it
-(decode phase, the case's weight dtype): tokens/s per user = tokens per step / TPOT. On a wafer-scale chip every op pays its
-all-reduces across the core mesh (``cost/mesh.py``) and each stage boundary the scale-out link. When the weights of
-a system do not fit its on-wafer memory, the step is priced as if they did and the excess streams in from off-wafer
+``systems`` chips of the case's hardware, laid out as a pipeline of ``pp`` stages (one stage per system, as Cerebras
+runs Llama-3.1-70B on 4 and 405B on 21 CS-3 systems), projected as ``archsim.estimate`` projects it (decode phase,
+the case's weight dtype): tokens/s per user = tokens per step / TPOT. On a wafer-scale chip every op pays its all-
+reduces across the core mesh (``cost/mesh.py``) and each stage boundary the scale-out link. When the weights of a
+system do not fit its on-wafer memory, the step is priced as if they did and the excess streams in from off-wafer
 memory every step (``cost/mesh.weight_stream_s``); ``estimate()`` itself reports such a layout as not fitting.
 
 A case whose setup the model cannot represent is reported as skipped with the reason (``NotModelled``): speculative
@@ -37,7 +37,10 @@ def _estimate(workload: str, hw, **overrides):
     from archsim.mapping.resolve import resolve_deployment
     from archsim.report.metrics import report_of
 
-    return report_of(resolve_deployment(load_workload(workload), hw, **overrides), overrides)
+    try:
+        return report_of(resolve_deployment(load_workload(workload), hw, **overrides), overrides)
+    except ConfigError as err:  # a model family without a graph, a layout that does not resolve
+        raise NotModelled(f"the model or layout does not resolve: {err}") from None
 
 
 class NotModelled(Exception):

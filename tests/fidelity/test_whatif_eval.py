@@ -132,3 +132,16 @@ def test_bad_shapes_name_the_field(cases, shape, fragment):
     case = dataclasses.replace(cases["cs3_llama31_8b_launch"], shape=shape)
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
         whatif_eval.predict(case)
+
+
+def test_a_model_without_a_graph_is_skipped_with_the_reason(cases, wse, tmp_path, monkeypatch):
+    """A case whose config.json names a model family archsim has no graph for is reported as skipped (the loader's
+    ConfigError as the reason), not raised."""
+    folder = tmp_path / "Unknown-1B"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "no_such_family", "architectures": ["NoSuchForCausalLM"]}')
+    monkeypatch.setattr(whatif_eval, "MODELS_DIR", tmp_path)
+    case = dataclasses.replace(cases["cs3_llama31_8b_launch"],
+                               shape={**cases["cs3_llama31_8b_launch"].shape, "model": "Unknown-1B"})
+    result = evaluate(case, wse)
+    assert result.predicted is None and "does not resolve" in result.skipped
