@@ -187,12 +187,12 @@ def test_dsv3_stages_and_terms(dsv3, h800):
 def test_chunk_pair_against_deepseek_profile(dsv3, h800):
     """deepseek-ai/profile-data train.json (validation/deepseek_profile_train.json.gz): a DualPipe forward+backward
     chunk pair of 4 MoE layers (EP64, 4K sequence) spans 128.5 ms with the compute stream busy 118.2 ms; DeepEP
-    internode dispatch takes 3.1-4.6 ms and combine 5.8-6.5 ms per call. The model's pair: compute 106 ms (10%
+    internode dispatch takes 3.1-4.6 ms and combine 5.8-6.5 ms per call. The model's pair: compute 107 ms (9%
     below the measured busy time; per op: docs/training_trace.md), EP calls 2.2 ms / 4.4 ms (below the measured
-    ranges). Documented bounds: compute between 0.84x and 0.92x the measured busy time; each EP call below its
+    ranges). Documented bounds: compute between 0.86x and 0.95x the measured busy time; each EP call below its
     measured range."""
     pair = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=4)
-    assert 0.84 <= pair["compute_s"] / 118.2e-3 <= 0.92, pair["compute_s"]
+    assert 0.86 <= pair["compute_s"] / 118.2e-3 <= 0.95, pair["compute_s"]
     assert pair["dispatch_s"] < 3.1e-3 and pair["combine_s"] < 5.8e-3
     # the span is the two-stream schedule (tests/mapping/test_training_overlap.py): the model's transfers
     # (53 ms) hide under its compute except where a dependency waits
