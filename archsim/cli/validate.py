@@ -23,7 +23,7 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
                         "op, a pass or a stream")
     p.add_argument("--workload", default=None,
                    help="with --trace: the workload whose published training recipe (training: section) the trace "
-                        "ran, a shipped name or a YAML path (e.g. deepseek_v3)")
+                        "ran, a shipped name or a YAML path (e.g. deepseek_v3); without it, the trace alone")
     p.add_argument("--hw", default="h800", help="with --trace: the hardware the trace ran on (default h800)")
     p.add_argument("--moe-layers", type=int, default=4,
                    help="with --trace: MoE layers per chunk in the trace (default 4: DeepSeek's profile-data)")
@@ -103,15 +103,25 @@ def _run_trace(args: argparse.Namespace) -> int:
     from archsim.config.workload import load_workload
     from archsim.errors import ConfigError
     from archsim.fidelity.profile_trace import read_trace
-    from archsim.fidelity.trace_compare import compare_trace, markdown, published_recipe, to_dict
+    from archsim.fidelity.trace_compare import compare_trace, markdown, published_recipe, to_dict, trace_markdown
 
-    if args.workload is None:
-        raise ConfigError(None, "--workload", "the workload the trace ran (with --trace), e.g. deepseek_v3", None)
     if args.moe_layers < 1:
         raise ConfigError(None, "--moe-layers", "a positive integer", args.moe_layers)
+    summary = read_trace(args.trace)
+    if args.workload is None:  # the trace alone: its kernels by op and stream
+        if args.format == "json":
+            print(json.dumps(summary.to_dict()))
+        elif args.format == "csv":
+            write_csv([{"table": "ops", "name": op, "count": summary.op_count[op], "measured_s": summary.op_busy_s(op)}
+                       for op in summary.op_s] + [{"table": "streams", "name": s, "count": t.count,
+                                                   "measured_s": t.busy_s} for s, t in summary.streams.items()],
+                      TRACE_COLUMNS)
+        else:
+            print(trace_markdown(summary))
+        return 0
     workload, hw = load_workload(args.workload), load_hardware(args.hw)
     par, setup = published_recipe(workload)
-    result = compare_trace(read_trace(args.trace), workload.model, hw, par, setup, moe_layers=args.moe_layers)
+    result = compare_trace(summary, workload.model, hw, par, setup, moe_layers=args.moe_layers)
     if args.format == "json":
         print(json.dumps(to_dict(result)))
     elif args.format == "csv":

@@ -165,14 +165,18 @@ def load_events(path) -> list[dict]:
 
 
 def read_kernels(path) -> list[Kernel]:
-    """Every GPU kernel of the trace at ``path`` (complete events of category ``kernel``), sorted by start,
-    with its op (``classify``) and, where CPU annotations surround its launch, its pass."""
+    """Every GPU kernel of the trace at ``path`` (complete events of category ``kernel``), sorted by start
+    (seconds from the first kernel's start), with its op (``classify``) and, where CPU annotations surround
+    its launch, its pass."""
     events = load_events(path)
     raw = [e for e in events if isinstance(e, dict) and e.get("ph") == "X" and e.get("cat") == "kernel"]
     if not raw:
         raise ConfigError(str(path), "traceEvents", "GPU kernel events (ph 'X', cat 'kernel', as the PyTorch "
                           "profiler writes with CUDA activities)", "none")
     passes = _launch_passes(events)
+    # times from the first kernel's start: absolute profiler timestamps (~1.7e15 us) lose sub-microsecond
+    # precision once in seconds
+    t0 = min((float(e["ts"]) for e in raw if isinstance(e.get("ts"), (int, float))), default=0.0)
     out = []
     for i, e in enumerate(raw):
         try:
@@ -184,7 +188,7 @@ def read_kernels(path) -> list[Kernel]:
             raise ConfigError(str(path), f"traceEvents[kernel {i}].dur", "a non-negative duration", dur)
         args = e.get("args") if isinstance(e.get("args"), dict) else {}
         stream = str(args.get("stream", e.get("tid", "?")))
-        out.append(Kernel(name=name, stream=stream, start_s=start * US, dur_s=dur * US, op=classify(name),
+        out.append(Kernel(name=name, stream=stream, start_s=(start - t0) * US, dur_s=dur * US, op=classify(name),
                           pass_=passes.get(args.get("correlation"), "")))
     return sorted(out, key=lambda k: k.start_s)
 

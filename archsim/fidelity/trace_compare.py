@@ -130,3 +130,15 @@ def markdown(result: dict) -> str:
 def to_dict(result: dict) -> dict:
     """JSON form (seconds)."""
     return {k: ([r.to_dict() for r in v] if k in ("ops", "passes", "streams") else v) for k, v in result.items()}
+
+
+def trace_markdown(summary: TraceSummary) -> str:
+    """A trace alone (no model): busy ms and kernel count per op, per stream, and the kernels no rule knows."""
+    lines = ["| stream | kernels | busy ms | span ms |", "|---|---|---|---|"]
+    lines += [f"| {s} | {t.count} | {t.busy_s * 1e3:.2f} | {t.span_s * 1e3:.2f} |" for s, t in summary.streams.items()]
+    lines += ["", "| op | kernels | busy ms | summed ms |", "|---|---|---|---|"]
+    lines += [f"| {op} | {summary.op_count[op]} | {summary.op_busy_s(op) * 1e3:.2f} | {summary.op_s[op] * 1e3:.2f} |"
+              for op in OPS if op in summary.op_s]
+    if summary.unknown:
+        lines += ["", "Kernels no rule knows (counted as other): " + "; ".join(summary.unknown)]
+    return "\n".join(lines)

@@ -39,8 +39,22 @@ def test_validate_trace_csv_and_table(capsys):
     assert "| op | kernels | measured ms | modelled ms | ratio | within 15% |" in out
 
 
+def test_validate_trace_alone_without_a_workload(capsys):
+    """Without --workload the trace is read alone (any user's trace): busy and summed time per op and stream."""
+    assert main(["validate", "--trace", TRACE]) == 0
+    out = capsys.readouterr().out
+    assert "| 7 | 907 | 118.17 |" in out
+    # the Wgrad GEMMs overlap across streams 7 and 23: busy below summed
+    assert "| wgrad_gemm | 60 | 27.49 | 32.76 |" in out
+    assert main(["validate", "--trace", TRACE, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ops"]["combine"]["count"] == 8 and data["unknown"] == []
+    assert main(["validate", "--trace", TRACE, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sum(int(r["count"]) for r in rows if r["table"] == "ops") == 963
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--trace", TRACE], "--workload"),
     (["--trace", TRACE, "--workload", "kimi_k2"], "training: section"),
     (["--trace", TRACE, "--workload", "deepseek_v3", "--moe-layers", "0"], "--moe-layers"),
     (["--trace", "no_such_trace.json", "--workload", "deepseek_v3"], "readable trace file"),
