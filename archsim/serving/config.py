@@ -8,7 +8,7 @@ import numpy as np
 
 from archsim.errors import ConfigError
 from archsim.serving.continuous import ContinuousScheduler
-from archsim.serving.kvcache import PagedKVCache
+from archsim.serving.kvcache import FULL_ATTENTION, KvLayout, PagedKVCache
 from archsim.serving.request_level import DEFAULT_BATCH_TIMEOUT_S, RequestLevelScheduler
 from archsim.serving.sequence import Speculative
 
@@ -19,7 +19,10 @@ SCHEDULERS = ("static", "dynamic", "continuous", "chunked", "disagg")
 class ReplicaSpec:
     """One model replica: its devices, KV capacity and the peaks, power and price used by the metrics.
 
-    ``kv_capacity_tokens`` = (HBM capacity - weights per device) x devices / KV bytes per token.
+    ``kv_capacity_tokens`` = (HBM capacity - weights per device) x devices / KV bytes per token (a token in every
+    layer); ``kv_layout`` says how much of it a sequence holds when some layers attend a sliding window (gpt-oss:
+    the last ``sliding_window`` tokens in those), and ``kv_bytes_per_token`` is one token in every layer, so a
+    sequence's bytes are ``kv_layout.sequence_bytes(tokens, kv_bytes_per_token)``.
     Peaks are replica totals (per-device peak x devices).
     """
 
@@ -30,6 +33,11 @@ class ReplicaSpec:
     peak_bytes_per_s: float
     idle_w: float = 0.0
     price_usd_per_hour: float = 0.0
+    kv_layout: KvLayout = FULL_ATTENTION
+
+    def kv_sequence_bytes(self, tokens: int) -> float:
+        """KV bytes of one sequence at ``tokens`` tokens (every layer's share, sliding windows capped)."""
+        return self.kv_layout.sequence_bytes(tokens, self.kv_bytes_per_token)
 
 
 # Scheduler defaults, one place for SchedulerSpec, sim.serve_deploy.ServeOptions and `archsim serve` (policy
@@ -99,12 +107,13 @@ class Slo:
 
 
 def make_scheduler(spec: SchedulerSpec, replica: ReplicaSpec, rng: np.random.Generator, *, role: str = "both"):
-    """A fresh scheduler state machine (with its own KV cache) for one replica."""
-    blocks = replica.kv_capacity_tokens // spec.block_tokens
+    """A fresh scheduler state machine (with its own KV cache) for one replica. The cache has the capacity's
+    tokens in every layer unit of the replica's KV layout (one unit without sliding windows)."""
+    blocks = replica.kv_capacity_tokens * replica.kv_layout.units // spec.block_tokens
     if blocks < 1:
         raise ConfigError(None, "replica.kv_capacity_tokens", f"room for at least one {spec.block_tokens}-token block",
                           replica.kv_capacity_tokens)
-    kv = PagedKVCache(num_blocks=blocks, block_tokens=spec.block_tokens)
+    kv = PagedKVCache(num_blocks=blocks, block_tokens=spec.block_tokens, layout=replica.kv_layout)
     if spec.kind in ("static", "dynamic"):
         return RequestLevelScheduler(kv=kv, max_seqs=spec.max_seqs, timeout_s=spec.timeout_s,
                                      token_budget=spec.token_budget if spec.kind == "dynamic" else None,

@@ -188,7 +188,7 @@ class ContinuousScheduler:
             self.kv.allocate(need)
             seq.blocks = need
             self._admitted(seq)
-            moved += seq.kv_tokens * self.kv_bytes_per_token
+            moved += self._kv_bytes(seq)
         self.swap_bytes_total += moved
         return moved
 
@@ -240,7 +240,7 @@ class ContinuousScheduler:
             c = d.cols
             # slots for the step's tokens (drafts included), never past the request's last token
             ahead = np.minimum(self.step_tokens, c["out"][:d.n] - c["gen"][:d.n])
-            need = -(-(c["kv"][:d.n] + ahead) // self.kv.block_tokens) - c["blocks"][:d.n]
+            need = self.kv.blocks_for_many(c["kv"][:d.n] + ahead) - c["blocks"][:d.n]
             total = int(need.sum())
             if total <= self.kv.free:
                 c["blocks"][:d.n] += need
@@ -268,8 +268,8 @@ class ContinuousScheduler:
         seq.preemptions += 1
         if self.preemption == "swap":
             self.preempted_swap += 1
-            self.swap_bytes_total += seq.kv_tokens * self.kv_bytes_per_token
-            self._pending_swap_out += seq.kv_tokens * self.kv_bytes_per_token
+            self.swap_bytes_total += self._kv_bytes(seq)
+            self._pending_swap_out += self._kv_bytes(seq)
             self.swapped.appendleft(seq)
         else:
             self.preempted_recompute += 1
@@ -277,6 +277,10 @@ class ContinuousScheduler:
             self.recomputed_tokens += max(0, seq.kv_tokens - seq.req.cached_tokens)
             seq.kv_tokens = 0
             self.waiting.appendleft(seq)
+
+    def _kv_bytes(self, seq: Seq) -> float:
+        """The KV bytes ``seq`` holds (what a swap moves): sliding-window layers keep their window only."""
+        return self.kv.layout.sequence_bytes(seq.kv_tokens, self.kv_bytes_per_token)
 
     def _plan(self, prefill: list, decode: int, swap_bytes: float) -> Plan | None:
         swap_bytes += self._pending_swap_out

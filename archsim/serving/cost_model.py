@@ -37,13 +37,13 @@ from archsim.graph.build import check_shard
 from archsim.graph.params import kv_bytes_per_token
 from archsim.graph.precision import Precision, Shard
 from archsim.mapping.deployment import Deployment, Pool, pool_memory
-from archsim.mapping.device_memory import kv_cache_bytes
+from archsim.mapping.device_memory import kv_cache_bytes, stage_range
 from archsim.mapping.parallel import resolve_parallelism, smallest_fitting
 from archsim.mapping.parallelism import Parallelism
 from archsim.mapping.phases import PhaseBreakdown, price_phase
 from archsim.serving.config import ReplicaSpec
 from archsim.serving.iteration import IterationBatch, IterationCost
-from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, check_kv_memory_fraction
+from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, KvLayout, check_kv_memory_fraction
 
 
 # steps per octave of the prefill token grid: four (not doubling) keep one-prompt prefill times within ~1 % on
@@ -156,6 +156,8 @@ class CostModelIteration:
         self._decode: dict[tuple[int, int, int], _Point] = {}
         self._prefill: dict[tuple[int, int], tuple[_Point, _Point]] = {}
         self.kv_bytes_per_token = kv_bytes_per_token(model, self.precision.kv_cache)
+        # the layers of the first stage (the most layers, whose device kv_capacity_tokens sizes) by attention window
+        self.kv_layout = KvLayout.of(model.attention_window(i) for i in stage_range(model, par.pp, 0))
         link = self.hw.node.scale_out
         self.swap_bytes_per_s = link.bandwidth_bytes_per_s * link.achievable_fraction
 
@@ -305,7 +307,9 @@ class CostModelIteration:
     def kv_capacity_tokens(self, kv_memory_fraction: float = DEFAULT_KV_MEMORY_FRACTION) -> int:
         """KV capacity in tokens = dp x (HBM x fraction - weights on the most loaded device) / (KV bytes one
         token of a sequence puts on a device of its attention-DP rank, in the layers of the first stage,
-        which holds the most layers); 0 when the weights leave no room. The dp ranks' caches are one pool."""
+        which holds the most layers); 0 when the weights leave no room. The dp ranks' caches are one pool. A token
+        here is a token in every layer: a sliding-window layer keeps at most its window of a sequence, so more
+        tokens of long sequences fit (``kv_layout``, serving/kvcache.py)."""
         free, _ = self._free_bytes(check_kv_memory_fraction(kv_memory_fraction))
         per_token = kv_cache_bytes(self.model, self.par, self.precision, batch=self.par.dp, context=1, stage=0)
         return max(0, int(math.floor(free / per_token))) * self.par.dp
@@ -322,7 +326,7 @@ class CostModelIteration:
                               f"{self.devices} devices) plus KV cache", f"{hbm.capacity_bytes / 1e9:.1f} GB")
         peak = gemm_peak_flop_per_s(self.hw, self.precision)
         return ReplicaSpec(devices=self.devices, kv_capacity_tokens=self.kv_capacity_tokens(kv_memory_fraction),
-                           kv_bytes_per_token=self.kv_bytes_per_token,
+                           kv_bytes_per_token=self.kv_bytes_per_token, kv_layout=self.kv_layout,
                            peak_flop_per_s=peak * self.devices,
                            peak_bytes_per_s=hbm.bandwidth_bytes_per_s * self.devices,
                            idle_w=self.hw.static_power_w * self.devices,
@@ -331,7 +335,8 @@ class CostModelIteration:
 
 @dataclass(frozen=True, kw_only=True)
 class KvFit:
-    """A replica candidate of a device search: it ``fits`` when its KV cache holds ``need`` tokens."""
+    """A replica candidate of a device search: it ``fits`` when its KV cache holds a sequence of ``need`` tokens
+    (under its KV layout: a sliding-window layer holds at most its window of it)."""
 
     model: CostModelIteration | None
     replica: ReplicaSpec | None
@@ -339,7 +344,9 @@ class KvFit:
 
     @property
     def fits(self) -> bool:
-        return self.replica is not None and self.replica.kv_capacity_tokens >= self.need
+        if self.replica is None:
+            return False
+        return self.replica.kv_layout.sequences_that_fit(self.replica.kv_capacity_tokens, self.need) >= 1
 
 
 def kv_fit(deployment: Deployment, pool: Pool, *, need: int, max_seqs: int, max_context: int, block_tokens: int,

@@ -35,8 +35,9 @@ def cycle(model: IterationModel, *, batch: int, prompt: int, output: int) -> tup
 def throughput_at_slo(model: IterationModel, replica: ReplicaSpec, *, prompt: int, output: int, tpot_slo_s: float,
                       max_seqs: int) -> SloPoint:
     """Scan batch = 1, 2, 4, ... (up to ``max_seqs`` and the KV capacity) for the largest batch whose cycle
-    time per output token per sequence (the TPOT a user sees, prefill stalls included) meets ``tpot_slo_s``."""
-    fit = replica.kv_capacity_tokens // (prompt + output)
+    time per output token per sequence (the TPOT a user sees, prefill stalls included) meets ``tpot_slo_s``. The KV
+    capacity holds sequences of prompt + output tokens under the replica's KV layout (sliding windows capped)."""
+    fit = replica.kv_layout.sequences_that_fit(replica.kv_capacity_tokens, prompt + output)
     best: SloPoint | None = None
     batch = 1
     while batch <= min(max_seqs, max(1, fit)):

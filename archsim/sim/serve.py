@@ -136,8 +136,7 @@ def simulate(*, scheduler: SchedulerSpec, replica: ReplicaSpec, model: Iteration
         transfer_links = {}
 
         def handoff(src: _Replica, seq: Seq) -> None:
-            env.process(_transfer(env, src, seq, transfer_links, disagg, replica.kv_bytes_per_token, back, rec,
-                                  reject_late))
+            env.process(_transfer(env, src, seq, transfer_links, disagg, replica, back, rec, reject_late))
 
         prefill = SchedulerSpec(**{**scheduler.__dict__, "kind": "continuous"})
         decode = SchedulerSpec(**{**(decode_scheduler or scheduler).__dict__, "kind": "continuous"})
@@ -247,18 +246,19 @@ def _closed_loop(env, loop: ClosedLoop, lengths: LengthSampler, duration_s, seed
     yield env.timeout(0)
 
 
-def _transfer(env, src: _Replica, seq: Seq, links: dict, disagg: DisaggSpec, kv_bytes_per_token: float,
+def _transfer(env, src: _Replica, seq: Seq, links: dict, disagg: DisaggSpec, replica: ReplicaSpec,
               pool: list[_Replica], rec: Recorder, reject: Callable[[Seq], None]):
     """Move one sequence's KV cache from a prefill replica to the least-loaded decode replica over the link.
 
     The prefill replica's link carries one transfer at a time (later ones queue: ``seq.link_start_s`` minus
     ``seq.prefilled_s`` is that wait); a transfer takes the link latency plus the prompt's KV bytes over its
-    bandwidth. The prefill replica keeps the KV blocks until the copy is done. Simplifications: the transfer starts
-    after the whole prompt is prefilled (SGLang can send chunk by chunk), and the decode replica's KV blocks are
-    taken when it admits the request, not reserved before the transfer as SGLang's DecodePreallocQueue does
-    (sgl-project/sglang python/sglang/srt/disaggregation/decode.py); both matter only under KV-capacity pressure.
+    bandwidth (``replica.kv_sequence_bytes``: a sliding-window layer sends its window only). The prefill replica
+    keeps the KV blocks until the copy is done. Simplifications: the transfer starts after the whole prompt is
+    prefilled (SGLang can send chunk by chunk), and the decode replica's KV blocks are taken when it admits the
+    request, not reserved before the transfer as SGLang's DecodePreallocQueue does (sgl-project/sglang
+    python/sglang/srt/disaggregation/decode.py); both matter only under KV-capacity pressure.
     """
-    nbytes = seq.kv_tokens * kv_bytes_per_token
+    nbytes = replica.kv_sequence_bytes(seq.kv_tokens)
     with links[src.index].request() as slot:
         yield slot
         seq.link_start_s = env.now

@@ -174,3 +174,18 @@ def test_a_request_the_decode_pool_refuses_frees_its_client_slot():
     # the second prompt went out when the first was refused: after its prefill (1.0 s) and transfer (0.11 s)
     second = max(sim.recorder.rejected, key=lambda s: s.req.id)
     assert second.req.arrival_s == pytest.approx(PREFILL_S + TRANSFER_S, rel=1e-12)
+
+
+def test_transfer_sends_what_a_sliding_window_layer_holds():
+    """gpt-oss-like layout (half the layers attend the last 128 keys): a 1000-token prompt's KV is 1000 tokens in
+    the full half and 128 in the sliding half, (1000 + 128) / 2 x 1e5 B = 5.64e7 B, 0.0564 s on the 1e9 B/s link
+    (+ 0.01 s latency) instead of 0.11 s."""
+    from archsim.serving.kvcache import KvLayout
+
+    windowed = ReplicaSpec(**{**REPLICA.__dict__, "kv_layout": KvLayout(groups=((None, 1), (128, 1)))})
+    sim = simulate(scheduler=SchedulerSpec(), decode_scheduler=SchedulerSpec(), replica=windowed, model=PREFILL,
+                   decode_model=DECODE, duration_s=10.0, requests=[_req(0)], disagg=LINK)
+    seq = sim.recorder.requests[0]
+    nbytes = (PROMPT + 128) / 2 * KV_BYTES_PER_TOKEN
+    assert sim.recorder.transfer_bytes == nbytes == 5.64e7
+    assert seq.ttft_parts()[4] == pytest.approx(LINK.link_latency_s + nbytes / 1e9, rel=1e-12)
