@@ -17,7 +17,7 @@ STREAM_TOLERANCE = 0.10
 
 @dataclass(frozen=True, kw_only=True)
 class Row:
-    """One line of the table: measured and modelled seconds (None where a side has nothing)."""
+    """One line of the table: measured and modelled seconds (0 where a side has nothing)."""
 
     name: str
     measured_s: float

@@ -199,3 +199,13 @@ def test_deepseek_wgrad_streams_overlap(deepseek):
     assert all(k.op == "wgrad_gemm" for k in s.kernels if k.stream == "23")
     for op in ("expert_gemm", "dense_gemm", "attention_backward", "combine"):
         assert s.op_busy_s(op) == pytest.approx(s.op_s[op], abs=1e-6)  # back-to-back kernels may touch
+
+
+def test_published_recipe_names_a_missing_field():
+    from types import SimpleNamespace
+
+    from archsim.fidelity.trace_compare import published_recipe
+    workload = SimpleNamespace(source_file="w.yaml", training=SimpleNamespace(flags={
+        "seq_len": 4096, "global_batch": 64, "moe_ep": 8, "pp": 2, "attn_dp": 4}))
+    with pytest.raises(ConfigError, match="no micro_batches"):
+        published_recipe(workload)
