@@ -7,6 +7,7 @@ import sys
 
 from archsim.cli._common import (add_format_arg, add_set_arg, inputs, non_negative_int, positive_int, progress_bar,
                                 time_arg, write_csv)
+from archsim.dtypes import WEIGHT_FORMATS, format_choices
 from archsim.errors import ConfigError
 
 
@@ -25,8 +26,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--output-len", type=positive_int, help="inference output tokens (default: the workload's)")
     p.add_argument("--batch", type=positive_int, action="append",
                    help="global batch size to try (repeatable; default 1..256 sequences per replica)")
-    p.add_argument("--weights", help="inference weight format (default: the workload's)")
-    p.add_argument("--expert-weights", help="inference: the routed experts' format (default: as --weights)")
+    p.add_argument("--weights", help=f"inference weight format: {format_choices(WEIGHT_FORMATS)} (default: the "
+                                     "workload's)")
+    p.add_argument("--expert-weights", help=f"inference: the routed experts' format: {format_choices(WEIGHT_FORMATS)} "
+                                            "(default: as --weights)")
     p.add_argument("--prefill-chunk", type=non_negative_int,
                    help="inference: tokens per prefill forward of one attention replica (default 8192; 0: one)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,

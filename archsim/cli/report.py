@@ -7,6 +7,7 @@ import argparse
 
 from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_set_arg, deployment_overrides, inputs,
                                 positive_int)
+from archsim.dtypes import PLAIN_FORMATS, WEIGHT_FORMATS, format_choices
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -18,9 +19,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, help="sequences in one step of one instance")
     p.add_argument("--prompt-len", type=positive_int, help="prompt tokens per sequence")
     p.add_argument("--output-len", type=positive_int, help="output tokens per sequence")
-    p.add_argument("--weights", help="weight format (default: the workload's)")
-    p.add_argument("--expert-weights", help="routed experts' format (default: as --weights)")
-    p.add_argument("--kv-cache", help="KV-cache format (default: the workload's)")
+    p.add_argument("--weights", help=f"weight format: {format_choices(WEIGHT_FORMATS)} (default: the workload's)")
+    p.add_argument("--expert-weights", help=f"routed experts' format: {format_choices(WEIGHT_FORMATS)} (default: as "
+                                            "--weights)")
+    p.add_argument("--kv-cache", help=f"KV-cache format: {format_choices(PLAIN_FORMATS)} (default: the workload's)")
     add_set_arg(p)
     p.set_defaults(handler=run)
     return p

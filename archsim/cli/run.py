@@ -6,6 +6,7 @@ import sys
 
 from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_format_arg, add_set_arg, deployment_overrides,
                                 inputs, positive_int, print_json, write_csv)
+from archsim.dtypes import PLAIN_FORMATS, WEIGHT_FORMATS, format_choices
 from archsim.errors import ConfigError
 
 
@@ -17,10 +18,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, help="sequences in one step of one instance")
     p.add_argument("--prompt-len", type=positive_int, help="prompt tokens per sequence")
     p.add_argument("--output-len", type=positive_int, help="output tokens per sequence")
-    p.add_argument("--weights", help="weight format: fp8 (128x128 block scales) | bf16 | fp16 | fp4 | int4")
-    p.add_argument("--expert-weights", help="routed experts' format (default: as --weights), e.g. int4 for "
-                                            "Kimi K2's native checkpoints (INT4 experts, BF16 elsewhere)")
-    p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16")
+    p.add_argument("--weights", help=f"weight format: {format_choices(WEIGHT_FORMATS)} (fp8: 128x128 block scales; "
+                                     "mxfp4: weight-only, computed in the activation format)")
+    p.add_argument("--expert-weights", help=f"routed experts' format: {format_choices(WEIGHT_FORMATS)} (default: as "
+                                            "--weights), e.g. int4 for Kimi K2's native checkpoints (INT4 experts, "
+                                            "BF16 elsewhere), mxfp4 for gpt-oss's")
+    p.add_argument("--kv-cache", help=f"KV-cache format: {format_choices(PLAIN_FORMATS)}")
     p.add_argument("--attention", choices=("flash", "naive"), help="attention kernel traffic model (default flash)")
     p.add_argument("--mtp", action="store_true", default=None, help="include the MTP module (DeepSeek-V3)")
     p.add_argument("--mtp-acceptance", type=_rates,

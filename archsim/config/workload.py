@@ -10,10 +10,12 @@ from archsim.config.model import ModelConfig, load_model_config, model_from_dict
 from archsim.config.shipped import resolve_file, shipped_names
 from archsim.config.training_recipe import TrainingRecipe, training_from_section
 from archsim.config.yaml_io import Section, load_yaml
+from archsim.dtypes import PLAIN_FORMATS, WEIGHT_FORMATS
 from archsim.errors import ConfigError
 
-WEIGHT_CHOICES = ("fp8", "bf16", "fp16", "fp4", "int4", "mxfp4")
-PLAIN_CHOICES = ("bf16", "fp16", "fp32", "fp8")
+# the format names archsim/dtypes.py defines (weights; activations and KV cache)
+WEIGHT_CHOICES = tuple(WEIGHT_FORMATS)
+PLAIN_CHOICES = tuple(PLAIN_FORMATS)
 AUTO = "auto"
 # Scenario defaults. They are scenario choices, not measurements: 4096 prompt tokens is the
 # DeepSeek-V3 pre-training sequence length (DSV3-TR 4.2, "14.8T tokens at 4K"); 1024 output tokens

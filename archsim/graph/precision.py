@@ -3,34 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archsim.dtypes import BF16, FP16, FP32, FP4, FP8, FP8_BLOCK128, INT4, MXFP4, DType
+from archsim.dtypes import BF16, PLAIN_FORMATS, WEIGHT_FORMATS, DType
 from archsim.errors import ConfigError
 
-# Weight formats a scenario may name. Block scales are stored with the weights:
-# - fp8: e4m3 with one float32 scale per 128x128 block (deepseek-ai/DeepSeek-V3 README_WEIGHTS.md).
-# - fp4: OCP MX FP4 (MXFP4): 32 consecutive elements share one 8-bit E8M0 scale
-#   (source: OCP Microscaling Formats (MX) v1.0 spec, block size 32, scale E8M0).
-# - mxfp4: the same MXFP4 storage (4-bit E2M1, one E8M0 scale per 32 weights: 4.25 bits per weight) as a
-#   weight-only format: dequantized to the activation dtype before the MMA, as gpt-oss's MoE experts run on
-#   Hopper (NVIDIA/TensorRT-LLM examples/models/core/gpt_oss/README.md, "MoE Support Matrix": Hopper bf16
-#   activations x mxfp4 weights; Blackwell mxfp8 activations, which this format prices at bf16);
-#   ``fp4`` is the W4A4 path on FP4 tensor cores
-# - int4: symmetric groups of 32 along the input dim with a bf16 scale (moonshotai/Kimi-K2-Thinking
-#   config.json quantization_config, as quoted by third-party copies: compressed-tensors "pack-quantized",
-#   int4 symmetric, group_size 32, on the routed experts; attention and shared experts stay BF16; the bf16
-#   scale width is an assumption, not read in the config).
-WEIGHT_FORMATS: dict[str, DType] = {
-    "fp8": FP8_BLOCK128,
-    "bf16": BF16,
-    "fp16": FP16,
-    "fp4": FP4.with_block((32,), scale_bits=8),
-    "int4": INT4.with_block((32,), scale_bits=16),
-    "mxfp4": MXFP4,
-}
-# Activation / KV-cache formats. An fp8 KV cache is plain e4m3 bytes: FlashMLA's FP8 layout adds four
-# float32 scales and keeps the 64 rope dims in BF16 (656 B per token per layer instead of 576;
-# deepseek-ai/FlashMLA README.md [V]), which is not modelled here.
-PLAIN_FORMATS: dict[str, DType] = {"bf16": BF16, "fp16": FP16, "fp32": FP32, "fp8": FP8}
+# The formats a scenario may name (WEIGHT_FORMATS for weights, PLAIN_FORMATS for activations and the KV cache)
+# are defined, with their sources, in archsim/dtypes.py: the one list the workload loader and the CLI help read.
+
 # Formats whose GEMMs run on the low-precision tensor path (weights and activations both
 # quantized, DeepSeek-V3 TR 3.3 FP8 training/inference); int4 is weight-only (dequantized to
 # the activation dtype before the MMA).
