@@ -336,6 +336,9 @@ def _meta(opts: ServeOptions, name: str, hw, served: ServedDeployment, kind: str
 def _pool_meta(role: str, pool: ServingPool, replica: ReplicaSpec, count: int) -> dict:
     return {"role": role, "replicas": count, "layout": pool.model.par.label(),
             "devices_per_replica": replica.devices, "kv_capacity_tokens": replica.kv_capacity_tokens,
+            # the cache's layer groups (serving/kvcache.KvLayout): window None holds every token, a window its last
+            # ``window``; ``layer_units`` is the group's share of the layers
+            "kv_layout": [{"window": w, "layer_units": u} for w, u in replica.kv_layout.groups],
             "price_usd_per_hour_per_replica": replica.price_usd_per_hour,
             "decode_grid_points": pool.model.grid_points[0], "prefill_grid_points": pool.model.grid_points[1]}
 
