@@ -184,7 +184,8 @@ SUMMARY_COLUMNS = ("workload", "hardware", "scheduler", "devices", "replicas", "
                                                          for q in ("mean", "p50", "p90", "p99")],
                    "itl_p50_s", "itl_p90_s", "itl_p99_s", "output_tokens_per_s", "output_tokens_per_s_per_device",
                    "input_tokens_per_s", "requests_per_s", "ttft_slo_s", "tpot_slo_s", "goodput_requests_per_s",
-                   "usd_per_million_output_tokens", "energy_j_per_output_token", "mfu", "kv_occupancy_peak",
+                   "usd_per_million_output_tokens", "energy_j_per_output_token", "energy_j_per_request",
+                   "avg_power_w_per_device", "mfu", "kv_occupancy_peak",
                    "duration_s", "iterations")
 
 
@@ -201,7 +202,9 @@ def summary_row(d: dict) -> dict:
                                 "requests_per_s")},
            "ttft_slo_s": g["ttft_slo_s"], "tpot_slo_s": g["tpot_slo_s"], "goodput_requests_per_s": g["requests_per_s"],
            "usd_per_million_output_tokens": d["cost"]["usd_per_million_output_tokens"],
-           "energy_j_per_output_token": d["energy"]["j_per_output_token"], "mfu": d["utilisation"]["mfu"],
+           "energy_j_per_output_token": d["energy"]["j_per_output_token"],
+           "energy_j_per_request": d["energy"]["j_per_request"],
+           "avg_power_w_per_device": d["energy"]["avg_power_w_per_device"], "mfu": d["utilisation"]["mfu"],
            "kv_occupancy_peak": d["kv_occupancy"]["peak"], "duration_s": d["duration_s"],
            "iterations": d["iterations"]}
     return finite(row)
@@ -277,6 +280,8 @@ def _table(d: dict) -> str:
         lines.append(f"goodput    {b['request_goodput']:.3f} req/s meeting {slos}")
     lines += [f"cost       ${_num(d['cost']['usd_per_million_output_tokens'], '.3f')} per 1M output tokens; "
               f"{_num(d['energy']['j_per_output_token'], '.3g')} J per output token",
+              f"energy     {_num(d['energy']['j_per_request'], '.4g')} J per request, "
+              f"{_num(d['energy']['avg_power_w_per_device'], '.4g')} W per device on average (GPU board power)",
               *_little_lines(d["little"], d["measurement"])]
     return "\n".join(lines) + "\n"
 

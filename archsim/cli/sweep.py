@@ -173,7 +173,8 @@ def _write(path: str, rows: list[dict], header: list[str]) -> None:
 
 
 # the table's metric columns and the unit each is printed in (units.format_quantity dimensions)
-TABLE_METRICS = {"decode.tokens_per_s": None, "energy.joules_per_token": "energy_j", "prefill.latency_s": "time_s"}
+TABLE_METRICS = {"decode.tokens_per_s": None, "energy.joules_per_token": "energy_j",
+                 "energy.decode_power_w_per_device": "power_w", "prefill.latency_s": "time_s"}
 
 
 def _cell(value, dimension: str | None) -> str:

@@ -81,6 +81,10 @@ class Power:
 
     tdp_w: float
     idle_w: float
+    # optional: the rest of a node's power (CPUs, NICs, switches, fans) and the facility's power usage
+    # effectiveness, so energy can be reported per GPU, per node or at the wall (docs/energy.md)
+    host_per_node_w: float | None = None
+    pue: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,7 +331,8 @@ def _power(sec: Section) -> Power:
     idle = sec.quantity("idle", "power_w")
     if idle > tdp:
         raise ConfigError(sec.file, sec.child_path("idle"), f"idle power no larger than tdp ({tdp:g} W)", idle)
-    return Power(tdp_w=tdp, idle_w=idle)
+    return Power(tdp_w=tdp, idle_w=idle, host_per_node_w=sec.quantity("host_per_node", "power_w", default=None),
+                 pue=sec.number("pue", minimum=1.0, maximum=10.0, default=None))
 
 
 def _node(sec: Section) -> Node:

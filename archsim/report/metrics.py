@@ -134,6 +134,7 @@ def phase_summary(cls, b: PhaseBreakdown, hw: Hardware, **fields):
                time_s_by_bound=dict(cost.time_s_by_bound), mfu=flops / (time_s * peak) if peak else 0.0,
                hbm_bandwidth_utilisation=hbm / (time_s * hw.main_memory.bandwidth_bytes_per_s),
                energy_j=energy, tops_per_watt=flops / energy / TERA if energy else 0.0, heaviest_ops=heaviest,
+               avg_power_w=energy / time_s if time_s > 0 else 0.0,
                communication_s=b.communication_s, exposed_communication_s=b.exposed_s, host_s=b.host_s,
                micro_batches=b.micro_batches, forwards=b.forwards, busy_replicas=b.busy_replicas, **fields)
 
@@ -163,9 +164,27 @@ def energy_summary(plan: DeploymentPlan, dep: Deployment) -> EnergySummary:
     pre_j = phase_energy_j(pre, pre_pool, hw) if pre else 0.0
     dec_j = phase_energy_j(dec, dec_pool, hw) if dec else 0.0
     flops = (pre.deployment_flops if pre else 0.0) + (dec.deployment_flops if dec else 0.0)
+    node_j = dec_j + host_energy_j(dec.time_s, dec_pool, hw) if dec and hw.power.host_per_node_w is not None else None
     return EnergySummary(joules_per_token=dec_j / dec_pool.batch if dec else None,
                          prefill_joules_per_token=pre_j / (pre_pool.batch * pre_pool.prompt_len) if pre else None,
-                         tops_per_watt=flops / (pre_j + dec_j) / TERA if pre_j + dec_j > 0 else 0.0)
+                         tops_per_watt=flops / (pre_j + dec_j) / TERA if pre_j + dec_j > 0 else 0.0,
+                         prefill_power_w_per_device=average_power_w(pre_j, pre, pre_pool) if pre else None,
+                         decode_power_w_per_device=average_power_w(dec_j, dec, dec_pool) if dec else None,
+                         joules_per_token_node=node_j / dec_pool.batch if node_j is not None else None,
+                         joules_per_token_wall=(node_j * hw.power.pue / dec_pool.batch
+                                                if node_j is not None and hw.power.pue is not None else None))
+
+
+def average_power_w(energy_j: float, b: PhaseBreakdown, pool: LayoutPlan) -> float:
+    """A phase's board power per device, averaged over the instance: its energy over devices x step time."""
+    return energy_j / (pool.parallelism.devices * b.time_s) if b.time_s > 0 else 0.0
+
+
+def host_energy_j(time_s: float, pool: LayoutPlan, hw: Hardware) -> float:
+    """The rest of the instance's nodes (``power.host_per_node``: CPUs, NICs, switches, fans) over ``time_s``:
+    the nodes its devices occupy, ceil(devices / chips per node)."""
+    nodes = -(-pool.parallelism.devices // hw.node.chips_per_node)
+    return hw.power.host_per_node_w * nodes * time_s
 
 
 def system_summary(plan: DeploymentPlan, dep: Deployment) -> SystemSummary | None:

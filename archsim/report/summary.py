@@ -100,6 +100,7 @@ class PhaseSummary:
     energy_j: float
     tops_per_watt: float
     heaviest_ops: tuple[OpSummary, ...]
+    avg_power_w: float = 0.0     # this device's board power over the step: energy_j / time_s
     communication_s: float = 0.0
     exposed_communication_s: float = 0.0
     host_s: float = 0.0          # the stack's host time per step the GPU waits for (config/stack.py)
@@ -131,11 +132,19 @@ class DecodeSummary(PhaseSummary):
 
 @dataclass(frozen=True, kw_only=True)
 class EnergySummary:
-    """Energy per generated and per prompt token across the deployment (None for a phase not priced), and TOPS/W."""
+    """Energy per generated and per prompt token across the deployment (None for a phase not priced), and TOPS/W;
+    every figure is GPU board energy unless its name says node or wall. ``*_power_w_per_device``: a phase's board
+    power averaged over the instance's devices. ``joules_per_token_node``: with the rest of each node's power
+    (hardware ``power.host_per_node``); ``joules_per_token_wall``: that times the facility's PUE (``power.pue``);
+    None when the hardware file does not give them (docs/energy.md)."""
 
     joules_per_token: float | None
     prefill_joules_per_token: float | None
     tops_per_watt: float
+    prefill_power_w_per_device: float | None = None
+    decode_power_w_per_device: float | None = None
+    joules_per_token_node: float | None = None
+    joules_per_token_wall: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,6 +30,7 @@ def _phase_rows(p: PhaseSummary) -> list[tuple[str, str]]:
         ("MFU", f"{p.mfu:.1%}"),
         ("HBM bandwidth used", f"{p.hbm_bandwidth_utilisation:.1%}"),
         ("energy per device", format_quantity(p.energy_j, "energy_j")),
+        ("average power per device (board)", format_quantity(p.avg_power_w, "power_w")),
         ("TOPS/W", f"{p.tops_per_watt:.3f}"),
     ]
     if p.host_s:
@@ -130,9 +131,16 @@ def format_report(r: Report) -> str:
             ("tokens/s (instance / device)", f"{dec.tokens_per_s:,.1f} / {dec.tokens_per_s_per_device:,.1f}"),
         ] + _phase_rows(dec))
     energy_rows = [(label, format_quantity(value, "energy_j")) for label, value in
-                   (("per output token", e.joules_per_token), ("per prompt token", e.prefill_joules_per_token))
+                   (("per output token (GPU boards)", e.joules_per_token),
+                    ("per output token (node: + host power)", e.joules_per_token_node),
+                    ("per output token (wall: node x PUE)", e.joules_per_token_wall),
+                    ("per prompt token (GPU boards)", e.prefill_joules_per_token))
                    if value is not None]
-    out += _rows("Energy", energy_rows + [("TOPS/W (phases priced)", f"{e.tops_per_watt:.3f}")])
+    power_rows = [(label, format_quantity(value, "power_w")) for label, value in
+                  (("prefill power per device (board, average)", e.prefill_power_w_per_device),
+                   ("decode power per device (board, average)", e.decode_power_w_per_device))
+                  if value is not None]
+    out += _rows("Energy", energy_rows + power_rows + [("TOPS/W (phases priced)", f"{e.tops_per_watt:.3f}")])
     if r.system is not None:
         sy = r.system
         out += _rows(f"System (steady state, bound: {sy.bound})", [

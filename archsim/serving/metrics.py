@@ -197,8 +197,12 @@ def summary(rec: Recorder, *, replicas: list[ReplicaSpec], schedulers: list, win
         "utilisation": {"mfu": rec.flops / (sum(r.peak_flop_per_s for r in replicas) * end_s),
                         "bandwidth": rec.hbm_bytes / (sum(r.peak_bytes_per_s for r in replicas) * end_s),
                         "busy_fraction": rec.busy_s / (len(replicas) * end_s)},
+        # GPU board energy of the whole run (iterations plus idle power between them), per request and as the
+        # average board power per device over the run (docs/energy.md)
         "energy": {"total_j": energy, "iterations_j": rec.energy_j,
-                   "j_per_output_token": energy / out_tokens if out_tokens else float("nan")},
+                   "j_per_output_token": energy / out_tokens if out_tokens else float("nan"),
+                   "j_per_request": energy / len(rec.requests) if rec.requests else float("nan"),
+                   "avg_power_w_per_device": energy / end_s / devices},
         "cost": {"usd": usd, "usd_per_million_output_tokens": usd / out_tokens * TOKENS_PER_MILLION
                  if out_tokens else float("nan"),
                  "usd_per_million_total_tokens": usd / (out_tokens + in_tokens) * TOKENS_PER_MILLION

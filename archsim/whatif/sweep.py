@@ -39,7 +39,9 @@ from archsim.units import SECONDS_PER_HOUR
 TERA = 1e12            # SI prefix
 MILLION = 1e6
 METRICS = ("decode.tokens_per_s", "decode.tpot_s", "decode.energy_j", "prefill.latency_s", "prefill.tokens_per_s",
-           "energy.joules_per_token", "energy.tops_per_watt", "cost.usd_per_million_tokens", "memory.fits")
+           "energy.joules_per_token", "energy.tops_per_watt", "cost.usd_per_million_tokens", "memory.fits",
+           # each phase's board power per device, averaged over the instance (report/metrics.py average_power_w)
+           "energy.prefill_power_w_per_device", "energy.decode_power_w_per_device")
 SUPPORTED_PATHS = ("memory.<level>.{bandwidth,achievable_fraction,latency,energy_per_bit,power_limit,capacity}",
                    "compute.<engine>.{peak.<dtype>,achievable_fraction,energy_per_flop.<dtype>}",
                    "pim.{peak.<dtype>,achievable_fraction,energy_per_flop.<dtype>,internal_bandwidth,"
@@ -97,6 +99,7 @@ class SweepModel:
             time = t.time_s
             all_j = t.deployment_dynamic_energy_j + pool.parallelism.devices * idle * time
             energy_all, flops = energy_all + all_j, flops + t.deployment_flops
+            out[f"energy.{phase}_power_w_per_device"] = all_j / (pool.parallelism.devices * time)
             if phase == "prefill":
                 out["prefill.latency_s"] = time
                 out["prefill.tokens_per_s"] = pool.batch * dep.prompt_len / time

@@ -118,7 +118,7 @@ def test_serve_csv_one_row_with_unit_suffixed_statistics(capsys):
     data = _json(capsys, argv)
     assert len(rows) == 1
     assert {"ttft_p50_s", "tpot_p99_s", "e2e_mean_s", "itl_p90_s", "output_tokens_per_s"} <= set(header)
-    assert all(c.endswith(("_s", "_per_s", "_per_device", "_token", "_tokens")) or c in (
+    assert all(c.endswith(("_s", "_per_s", "_per_device", "_token", "_tokens", "_per_request")) or c in (
         "workload", "hardware", "scheduler", "devices", "replicas", "requests_completed", "requests_rejected",
         "preemptions", "mfu", "kv_occupancy_peak", "iterations") for c in header), header
     row = rows[0]
