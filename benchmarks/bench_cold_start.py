@@ -3,7 +3,9 @@
 Target (issue 14 item 8): a cold ``archsim run kimi_k2 --hw h100 --format json`` process at most 0.3 s (median of
 10), printed beside ``python3 -c pass``. Each row is the median (and minimum) wall time of N fresh processes started
 one after another, with the CPU time (user + system) the process used: on a shared machine the wall time swings
-with other load, the CPU time much less. The interpreter rows say how much of the budget is spent before archsim's
+with other load, the CPU time much less. CPU above wall is numpy's OpenBLAS helper threads spinning on another core
+after import (~0.1 s of CPU on a 2-core machine; OPENBLAS_NUM_THREADS=1 removes it and leaves an idle machine's wall
+time unchanged). The interpreter rows say how much of the budget is spent before archsim's
 first line runs (``-S``: no site-packages, so no .pth files; ``-I -S``: also no environment or user site).
 Bytecode: where PYTHONDONTWRITEBYTECODE is set and archsim is an editable checkout, no .pyc is ever written and
 every process compiles archsim's ~60 modules again; an installed wheel has its .pyc (pip compiles at install).
