@@ -7,6 +7,7 @@ import sys
 
 from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_format_arg, add_set_arg, deployment_overrides,
                                 finite, print_json, progress_bar, time_arg, write_csv)
+from archsim.dtypes import PLAIN_FORMATS, WEIGHT_FORMATS, format_choices
 from archsim.errors import ConfigError
 from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
 from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
@@ -94,9 +95,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_deployment_args(p, phase=False)  # serve simulates both phases; one-phase pools come from --deployment
     p.add_argument("--expert-load", help="routing distribution over experts: uniform | zipf:S (default: the "
                                          "workload's expert_load)")
-    p.add_argument("--weights", help="weight format: fp8 | bf16 | fp16 | fp4 | int4 (default: the workload's)")
-    p.add_argument("--expert-weights", help="routed experts' format (default: as --weights)")
-    p.add_argument("--kv-cache", help="KV-cache format: bf16 | fp8 | fp16 (default: the workload's)")
+    p.add_argument("--weights", help=f"weight format: {format_choices(WEIGHT_FORMATS)} (default: the workload's)")
+    p.add_argument("--expert-weights", help=f"routed experts' format: {format_choices(WEIGHT_FORMATS)} (default: as "
+                                            "--weights)")
+    p.add_argument("--kv-cache", help=f"KV-cache format: {format_choices(PLAIN_FORMATS)} (default: the workload's)")
     p.add_argument("--replicas", type=_positive(int), help="replicas behind the router (default: the pool's "
                                                            "instances, 1)")
     p.add_argument("--router", choices=("round_robin", "least_loaded"), default="least_loaded")

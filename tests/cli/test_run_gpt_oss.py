@@ -46,3 +46,48 @@ def test_mxfp4_is_weight_only(capsys):
     fp4 = json.loads(capsys.readouterr().out)
     assert mx["memory"]["weights_bytes"] == fp4["memory"]["weights_bytes"]
     assert mx["prefill"]["latency_s"] > fp4["prefill"]["latency_s"]
+
+
+def _format_options(parser) -> dict[tuple[str, str], str]:
+    """(command, option) -> help text of every --weights, --expert-weights and --kv-cache option of every command."""
+    out = {}
+    for action in parser._subparsers._group_actions:
+        for name, sub in action.choices.items():
+            for opt in sub._actions:
+                for flag in ("--weights", "--expert-weights", "--kv-cache"):
+                    if flag in opt.option_strings:
+                        out[(name, flag)] = opt.help or ""
+    return out
+
+
+def test_format_help_lists_every_format_of_the_one_table():
+    """Every command's --weights / --expert-weights help names every weight format archsim/dtypes.py defines
+    (mxfp4 included), and --kv-cache every KV format: the texts are derived from those tables, so a new format
+    appears in all of them."""
+    from archsim.cli import build_parser
+    from archsim.dtypes import PLAIN_FORMATS, WEIGHT_FORMATS
+
+    options = _format_options(build_parser())
+    assert {("run", "--weights"), ("serve", "--weights"), ("run", "--expert-weights"),
+            ("serve", "--expert-weights")} <= set(options)
+    assert "mxfp4" in WEIGHT_FORMATS
+    for (command, flag), text in options.items():
+        names = PLAIN_FORMATS if flag == "--kv-cache" else WEIGHT_FORMATS
+        missing = [n for n in names if n not in text.replace("|", " ").split()]
+        assert not missing, f"{command} {flag} help lacks {missing}: {text!r}"
+
+
+def test_serve_gpt_oss_sizes_the_kv_cache_per_layer(capsys):
+    """serve on gpt-oss-20b (one H100): the pool's KV layout is one full-attention and one 128-token sliding unit
+    (12 layers each), and the running batch of 9,216-token requests (9,214 prompt tokens + 2 output: the cache holds
+    9,214 then 9,215 tokens, 576 + 8 blocks both times) reaches what the blocks hold by hand: (2C // 16) // (576 + 8)
+    with C the capacity in tokens of every layer, about twice C // 16 // 576."""
+    config = "tests/data/hf_configs/gpt-oss-20b/config.json"
+    assert main(["serve", config, "--hw", "h100", "--prompt-len", "9214", "--output-len", "2",
+                 "--num-prompts", "300", "--max-concurrency", "300", "--max-seqs", "512", "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    pool = d["deployment"]["pools"][0]
+    assert pool["kv_layout"] == [{"window": None, "layer_units": 1}, {"window": 128, "layer_units": 1}]
+    c = pool["kv_capacity_tokens"]
+    hand = (2 * c // 16) // (9216 // 16 + 128 // 16)
+    assert d["batch"]["max"] == hand > 1.9 * (c // 16 // (9216 // 16))
