@@ -93,7 +93,10 @@ def test_pages_render_in_a_headless_browser(pages, tmp_path, kind):
     import numpy as np
 
     shot = tmp_path / f"{kind}.png"
+    # the background-networking flags keep Chromium from dialling out on a machine with no network (offline page)
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--disable-quic", "--no-first-run", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
                            "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1100,2400",
                            pages[kind].resolve().as_uri()], capture_output=True, text=True, timeout=120)
     assert shot.exists(), proc.stderr[-2000:]
