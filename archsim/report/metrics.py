@@ -6,7 +6,8 @@ from typing import Callable
 
 from archsim.config.hardware import Hardware
 from archsim.cost.phase import TERA, PhaseCost
-from archsim.graph.params import count_params, kv_bytes_per_token
+from archsim.graph.params import (count_params, kv_bytes_per_sequence, kv_bytes_per_token,
+                                  kv_elements_per_token_per_layer)
 from archsim.mapping.capacity import max_batch, max_context
 from archsim.mapping.deployment import Deployment, DeploymentPlan, LayoutPlan
 from archsim.mapping.phases import PhaseBreakdown
@@ -45,7 +46,21 @@ def model_summary(name: str, model, dep: Deployment, mtp: bool) -> ModelSummary:
     counts = count_params(model, mtp=mtp)
     return ModelSummary(name=name, architecture=architecture(model), total_params=counts.total,
                         active_params=counts.active, kv_bytes_per_token=kv_bytes_per_token(model, dep.precision.kv_cache),
-                        layers=model.num_hidden_layers, max_context=model.max_position_embeddings, mtp_params=counts.mtp)
+                        layers=model.num_hidden_layers, max_context=model.max_position_embeddings, mtp_params=counts.mtp,
+                        **_kv_per_sequence(model, dep))
+
+
+def _kv_per_sequence(model, dep: Deployment) -> dict:
+    """One sequence's KV at the deployment's context (prompt + output), split into what grows with it (a token in
+    each full-attention layer) and the sliding layers' fixed window (graph.params.kv_bytes_per_sequence's rule)."""
+    dtype, context = dep.precision.kv_cache, dep.context
+    sliding = model.sliding_layers_in(0, model.num_hidden_layers)
+    full_per_token = (model.num_hidden_layers - sliding) * kv_elements_per_token_per_layer(model) * dtype.bytes
+    per_sequence = kv_bytes_per_sequence(model, context, dtype)
+    return {"kv_context": context, "kv_bytes_per_sequence": per_sequence,
+            "kv_bytes_per_token_full_layers": full_per_token,
+            "kv_bytes_sliding_window": per_sequence - context * full_per_token, "sliding_layers": sliding,
+            "sliding_window": model.sliding_window if sliding else None}
 
 
 def architecture(model) -> str:

@@ -13,7 +13,13 @@ from typing import Any, Mapping
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSummary:
-    """The model: parameter counts, KV bytes per token, depth and context limit."""
+    """The model: parameter counts, KV bytes per token, depth and context limit.
+
+    ``kv_bytes_per_token`` counts a token in every layer, as full attention keeps it. What one sequence holds at the
+    scenario's context ``kv_context`` (prompt + output) is ``kv_bytes_per_sequence`` = kv_context x
+    ``kv_bytes_per_token_full_layers`` + ``kv_bytes_sliding_window``: a sliding-window layer (gpt-oss,
+    ``sliding_layers`` of them) keeps at most ``sliding_window`` tokens (graph.params.kv_bytes_per_sequence); without
+    sliding layers the window part is 0 and the sequence kv_context x kv_bytes_per_token."""
 
     name: str
     architecture: str
@@ -23,6 +29,12 @@ class ModelSummary:
     layers: int
     max_context: int
     mtp_params: int = 0
+    kv_context: int = 0
+    kv_bytes_per_sequence: float = 0.0
+    kv_bytes_per_token_full_layers: float = 0.0
+    kv_bytes_sliding_window: float = 0.0
+    sliding_layers: int = 0
+    sliding_window: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -77,12 +77,24 @@ def _heaviest(p: PhaseSummary, label: str, limit: int = 5) -> list[str]:
     return lines + [""]
 
 
+def _kv_rows(m, kv_format: str) -> list[tuple[str, str]]:
+    """KV bytes per token; with sliding-window layers (gpt-oss), what one sequence holds at the scenario's context:
+    a token per full-attention layer plus the sliding layers' window (a per-token figure would count every layer)."""
+    if not m.sliding_layers:
+        return [("KV cache per token", f"{m.kv_bytes_per_token:,.0f} B ({kv_format})")]
+    return [("KV cache per sequence", f"{m.kv_bytes_per_sequence:,.0f} B at {m.kv_context:,} tokens ({kv_format})"),
+            ("  full-attention layers", f"{m.kv_bytes_per_token_full_layers:,.0f} B per token "
+                                        f"({m.layers - m.sliding_layers} layers)"),
+            ("  sliding-window layers", f"{m.kv_bytes_sliding_window:,.0f} B ({m.sliding_layers} layers, last "
+                                        f"{m.sliding_window:,} tokens)")]
+
+
 def format_report(r: Report) -> str:
     """The report as aligned text sections."""
     m, s, d, mem = r.model, r.scenario, r.deployment, r.memory
     out = _rows(f"Model: {m.name} ({m.architecture})", [
         ("parameters (total / active)", f"{_count(m.total_params)} / {_count(m.active_params)}"),
-        ("KV cache per token", f"{m.kv_bytes_per_token:,.0f} B ({s.kv_cache})"),
+        *_kv_rows(m, s.kv_cache),
         ("layers, max context", f"{m.layers}, {m.max_context:,}"),
     ])
     deployment_rows = [("deployment", f"{d.devices} x {d.hardware}{' (auto)' if d.auto else ''}"

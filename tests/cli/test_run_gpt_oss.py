@@ -28,6 +28,38 @@ def test_run_gpt_oss_table(capsys):
     assert main(["run", CONFIG, "--hw", "h100"]) == 0
     text = capsys.readouterr().out
     assert "116.83B" in text and "top-4" in text and "128 routed" in text
+    # KV: what a sequence holds at the scenario's 4096 + 1024 = 5120 tokens, not a per-token figure that counts the
+    # sliding layers as full: 18 full layers x 2 x 8 kv heads x 64 x 2 B = 36,864 B per token, 18 sliding layers x
+    # 128 tokens x 2,048 B = 4,718,592 B; (18 x 5120 + 18 x 128) x 2,048 = 193,462,272 B
+    assert "KV cache per token" not in text
+    assert "KV cache per sequence        193,462,272 B at 5,120 tokens (bf16)" in text
+    assert "full-attention layers      36,864 B per token (18 layers)" in text
+    assert "sliding-window layers      4,718,592 B (18 layers, last 128 tokens)" in text
+
+
+def test_run_json_says_what_a_sequence_holds(capsys):
+    """model.kv_bytes_per_token stays a token in every layer (36 x 2,048 B); the new keys split one sequence at the
+    scenario's context into the full layers' per-token growth and the sliding layers' window."""
+    assert main(["run", CONFIG, "--hw", "h100", "--format", "json", "--set", "scenario.output_len=2048"]) == 0
+    m = json.loads(capsys.readouterr().out)["model"]
+    per_layer = 2 * 8 * 64 * 2
+    assert m["kv_bytes_per_token"] == 36 * per_layer
+    assert m["kv_context"] == 4096 + 2048 and m["sliding_layers"] == 18 and m["sliding_window"] == 128
+    assert m["kv_bytes_per_token_full_layers"] == 18 * per_layer
+    assert m["kv_bytes_sliding_window"] == 18 * 128 * per_layer
+    assert m["kv_bytes_per_sequence"] == (18 * 6144 + 18 * 128) * per_layer
+
+
+def test_models_without_windows_keep_their_kv_line(capsys):
+    """DeepSeek-V3 (no sliding layers): the table line is KV per token as before (61 x 576 x 2 B = 70,272 B), and a
+    sequence holds context x that, with no window part."""
+    assert main(["run", "deepseek_v3", "--hw", "h100"]) == 0
+    assert "KV cache per token           70,272 B (bf16)" in capsys.readouterr().out
+    assert main(["run", "deepseek_v3", "--hw", "h100", "--format", "json"]) == 0
+    m = json.loads(capsys.readouterr().out)["model"]
+    assert m["kv_bytes_per_token"] == m["kv_bytes_per_token_full_layers"] == 70_272
+    assert m["kv_bytes_per_sequence"] == 70_272 * (4096 + 1024) and m["kv_bytes_sliding_window"] == 0
+    assert m["sliding_layers"] == 0 and m["sliding_window"] is None
 
 
 def test_window_is_a_model_field_for_set(capsys):
