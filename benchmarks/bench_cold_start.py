@@ -14,8 +14,8 @@ Then, in this process, ``estimate()`` from YAML paths and shipped names beside l
 With ``--imports`` it also prints the slowest imports of one ``run`` process (``python3 -X importtime``).
 
 With ``--script PATH`` it also times another console script, e.g. the wheel installed in a fresh virtual
-environment: ``python -m pip wheel --no-deps -w /tmp/whl . && python -m venv /tmp/v && /tmp/v/bin/pip install
-/tmp/whl/archsim-*.whl``, then ``--script /tmp/v/bin/archsim`` (no editable-install finder, .pyc from pip).
+environment: ``python -m pip wheel --no-deps -w WHEELDIR . && python -m venv VENV && VENV/bin/pip install
+WHEELDIR/archsim-*.whl``, then ``--script VENV/bin/archsim`` (no editable-install finder, .pyc from pip).
 
 Run: python benchmarks/bench_cold_start.py [--repeats 10] [--imports] [--script PATH]
 """
@@ -40,7 +40,7 @@ RUN_IMPORTS = "import archsim.cli, archsim.cli.run, archsim.api"
 
 def _script_rows(script: str) -> list[tuple[str, list[str], dict[str, str] | None]]:
     """Rows for another ``archsim`` console script, e.g. one installed from the wheel in a fresh virtual environment
-    (``--script /tmp/venv/bin/archsim``), beside its own interpreter's ``-c pass``."""
+    (``--script VENV/bin/archsim``), beside its own interpreter's ``-c pass``."""
     python = os.path.join(os.path.dirname(script), "python")
     return [(f"{python} -c pass", [python, "-c", "pass"], None),
             (f"{script} --version", [script, "--version"], None),
