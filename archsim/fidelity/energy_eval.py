@@ -16,11 +16,17 @@ power, what NVML reports (ML.ENERGY measures it with Zeus through NVML).
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from typing import Mapping
 
+from archsim.errors import ConfigError
 from archsim.fidelity.cases import Case
-from archsim.fidelity.deployment_eval import NotModelled, _estimate
+from archsim.fidelity.deployment_eval import NotModelled, _overrides
+from archsim.paths import data_dir
+
+# Hugging Face config.json files of models without a workload YAML (validation/whatif_models/README.md)
+HF_MODELS_DIR = "whatif_models"
 
 # vLLM's default max_num_batched_tokens for chunked prefill when the case does not state it (the ML.ENERGY v3 configs
 # set 8192: github.com/ml-energy/benchmark configs/vllm/lm-arena-chat/*/monolithic.config.yaml)
@@ -68,6 +74,38 @@ def _steady_state(decode, prefill, *, batch: int, prompt: int, output: int, per_
               "prefill_share_of_energy": arriving * prompt_j / iteration_j,
               "layout": decode.deployment.layout["label"]}
     return values, detail
+
+
+@lru_cache(maxsize=16)
+def _workload(model: str):
+    """``workloads/<model>.yaml``, else the config.json in ``validation/whatif_models/<model>/``."""
+    from archsim.config.hf import workload_from_hf_config
+    from archsim.config.workload import load_workload
+
+    yaml = data_dir("workloads") / f"{model}.yaml"
+    if yaml.exists():
+        return load_workload(yaml)
+    folder = data_dir("validation") / HF_MODELS_DIR / model
+    if not folder.is_dir():
+        raise NotModelled(f"no workload for model {model} (workloads/ or validation/{HF_MODELS_DIR}/)")
+    with warnings.catch_warnings():  # the config fields archsim ignores (dropout, ...) are named in the README
+        warnings.simplefilter("ignore")
+        return workload_from_hf_config(str(folder))
+
+
+def _estimate(shape: Mapping, dtype: str, hardware: str, **kw):
+    """The Report ``archsim.estimate`` gives for the case's layout (deployment_eval's resolve and report path, with
+    the workload from ``_workload``)."""
+    from archsim.config.hardware import resolve_hardware
+    from archsim.mapping.resolve import resolve_deployment
+    from archsim.report.metrics import report_of
+
+    overrides = {**_overrides(shape, dtype), **kw}
+    try:
+        return report_of(resolve_deployment(_workload(str(shape["model"])), resolve_hardware(hardware), **overrides),
+                         overrides)
+    except ConfigError as err:
+        raise NotModelled(f"the layout does not resolve: {err}") from None
 
 
 def shape_summary(shape: Mapping) -> str:
