@@ -12,6 +12,10 @@ authors' simulator derives them (Zhu et al., HPCA 2024, arXiv 2305.19533; github
   energy is paid per cycle the array runs (LT's power at the array's rate, over that rate).
 - Precision: one pass resolves ``native_bits``; a wider operand is bit-sliced into native slices and every pair of
   slices is one pass (time and converter energy x passes); the analog result carries min(native bits, ADC ENOB).
+- Reprogramming: a weight-stationary engine (thermally tuned rings, an MZI mesh) holds one column operand per core,
+  ``cols x wavelengths`` weights, and settles for ``reprogram_time`` each time it loads the next ones; an op's
+  weights take ceil(weights / held) loads, serial with its MACs. DOTA modulates both operands every cycle and holds
+  none (``weight_stationary: false``).
 """
 from __future__ import annotations
 
@@ -170,3 +174,16 @@ def passes(operand_bits: int, native_bits: int) -> int:
 def effective_bits(native_bits: float, adc_enob: float) -> float:
     """Bits an analog result carries: the converters' resolution, but no more than the ADC's effective bits."""
     return min(native_bits, adc_enob)
+
+
+def weights_held(array: Array) -> int:
+    """Weights a weight-stationary array holds at once: one column operand (``cols x wavelengths``) per core."""
+    return array.cols * array.wavelengths * array.cores
+
+
+def reprogram_s(weight_elements: float, array: Array, reprogram_time_s: float) -> float:
+    """Time to load ``weight_elements`` weights into a weight-stationary array: ceil(weights / held) loads of
+    ``reprogram_time_s`` each; 0 without weights."""
+    if weight_elements <= 0 or reprogram_time_s <= 0:
+        return 0.0
+    return math.ceil(weight_elements / weights_held(array)) * reprogram_time_s

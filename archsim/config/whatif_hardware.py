@@ -3,9 +3,10 @@
 Optional parts of ``archsim/config/hardware.py``; derived values are computed in tested Python, never written in
 YAML:
 - a photonic engine (``PhotonicSpec``): peak, laser power from a link budget, converter, modulator, detector and
-  TIA power with DOTA's sharing, bit-sliced passes for formats wider than the converters, effective bits
-  (``config/derive_photonic.py``); lasers, tuning and detector/TIA bias burn whether the array is busy or not and
-  add to the chip's static power (``static_power_w``), not to the energy per FLOP;
+  TIA power with DOTA's sharing, bit-sliced passes for formats wider than the converters, effective bits, the
+  reprogramming time of a weight-stationary engine (``config/derive_photonic.py``); lasers, tuning and
+  detector/TIA bias burn whether the array is busy or not and add to the chip's static power
+  (``static_power_w``), not to the energy per FLOP;
 - processing-in-memory units (``PimSpec``): peak from the internal bandwidth and a published design's FLOP per
   byte, capacity share, op coverage from the units' functions, mode-switch time (``config/derive_pim.py``);
 - DRAM stacks bonded on the logic die (``MemoryStack``, ``StackThermal``): the main memory's capacity, bandwidth
@@ -45,6 +46,14 @@ class PhotonicSpec:
     noise_std: float             # output noise, relative to the output's full scale
     accepts: tuple[str, ...]     # op compute dtypes it takes (wider than native_bits: bit-sliced passes)
     kinds: tuple[str, ...]       # op kinds it runs (nonlinear ops stay electronic)
+    weight_stationary: bool = False  # weights stay programmed between cycles (rings, MZI mesh), unlike DOTA's
+    reprogram_time_s: float = 0.0    # settling time of one weight load (weight-stationary engines)
+
+    def reprogram_s(self, weight_elements: float) -> float:
+        """Time to load an op's ``weight_elements`` weights (0 unless weight-stationary)."""
+        if not self.weight_stationary:
+            return 0.0
+        return photonic.reprogram_s(weight_elements, self.array, self.reprogram_time_s)
 
     @property
     def wavelengths(self) -> int:
@@ -146,12 +155,15 @@ def photonic_from_section(sec: Section) -> PhotonicSpec:
         modulator_static_w=sec.quantity("modulator_static_power", "power_w"),
         router_static_w=sec.quantity("router_static_power", "power_w"),
         detector_w=sec.quantity("detector_power", "power_w"), tia_w=sec.quantity("tia_power", "power_w"))
-    if sec.bool("weight_stationary"):
-        # DOTA-style engines modulate both operands every cycle; a weight-stationary mesh (MZI, thermally tuned
-        # rings) pays a settling time per weight load that archsim does not price: refused, not guessed.
-        raise ConfigError(sec.file, sec.child_path("weight_stationary"),
-                          "false (a weight-stationary photonic engine's reprogramming time is not modelled)", True)
+    # DOTA-style engines modulate both operands every cycle; a weight-stationary one (MZI mesh, thermally tuned
+    # rings) settles for reprogram_time at every weight load (derive_photonic.reprogram_s)
+    stationary = sec.bool("weight_stationary")
+    reprogram = sec.quantity("reprogram_time", "time_s") if stationary else 0.0
+    if stationary and reprogram <= 0:
+        raise ConfigError(sec.file, sec.child_path("reprogram_time"),
+                          "a positive settling time per weight load (weight_stationary: true)", reprogram)
     return PhotonicSpec(
+        weight_stationary=stationary, reprogram_time_s=reprogram,
         array=array, optics=optics, devices=devices,
         native_bits=sec.int("native_bits", minimum=1, maximum=16),
         adc_enob=sec.number("adc_enob", minimum=1, maximum=32),

@@ -14,10 +14,16 @@ ties keep the default engine, then the earlier candidate):
   (activations in, results out) cross the memory's external interface (``pim_operand_bytes``).
 
 Candidates are listed in the chip's engine order, the PIM units last. No literals: every rate is a YAML field.
+
+A weight-stationary photonic engine also loads the op's stationary operands (its weights, its KV cache) into the
+array, ``reprogram_s``: a time serial with its MACs, added to the op's compute time on that engine
+(``opcost.price_on_engine``, ``work.price_work``).
 """
 from __future__ import annotations
 
-from archsim.config.hardware import Hardware
+import math
+
+from archsim.config.hardware import ComputeEngine, Hardware
 from archsim.graph.op import Op
 
 MATRIX_KINDS = ("gemm", "grouped_gemm", "attention")
@@ -64,3 +70,12 @@ def pim_operand_bytes(op: Op) -> tuple[float, float]:
     reads stay inside the memory; its other reads and its writes cross the memory's interface."""
     inside = float(sum(o.nbytes for o in op.reads if o.role in IN_PLACE_ROLES))
     return inside, float(op.bytes) - inside
+
+
+def reprogram_s(op: Op, engine: ComputeEngine) -> float:
+    """Time ``engine`` spends loading ``op``'s stationary operands (weights, KV cache) before its MACs: 0 unless it is
+    a weight-stationary photonic engine (``PhotonicSpec.reprogram_s``)."""
+    spec = engine.photonic
+    if spec is None or not spec.weight_stationary or op.flops <= 0:
+        return 0.0
+    return spec.reprogram_s(float(sum(math.prod(o.shape) for o in op.reads if o.role in IN_PLACE_ROLES)))

@@ -150,7 +150,7 @@ def price_on_engine(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     if key is not None:
         rate = rates.flop_per_s(*key)
         scale = rates.attention_rate_ratio if op.kind == "attention" else 1.0
-        compute_s = work.time_flops / scale / rate
+        compute_s = work.time_flops / scale / rate + engines.reprogram_s(op, hw.compute[key[0]])
         compute_j = op.flops * energy_per_flop(hw, key)
     main = rates.main
     memory_s = {name: (0.0 if work.bytes_by_level[name] <= 0 else

@@ -54,6 +54,9 @@ class Alternatives:
     pim_inside: np.ndarray    # (n,) bytes read in place (weights, KV cache)
     pim_outside: np.ndarray   # (n,) bytes over the memory's external interface (activations in, results out)
     pim_level: int = -1       # index of the PIM's memory level in GraphWork.level_names; -1: no PIM
+    # (n, E) seconds engine e spends loading row i's weights first (a weight-stationary photonic engine,
+    # engines.reprogram_s); None: no engine here reprograms
+    reprogram_s: np.ndarray | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -63,12 +66,14 @@ class Alternatives:
 
     def columns(self) -> np.ndarray:
         """The per-row arrays side by side (n, E + 3), for ``GraphWork.compress``."""
-        return np.column_stack([self.engine_key, self.pim_index, self.pim_inside, self.pim_outside])
+        extra = [] if self.reprogram_s is None else [self.reprogram_s]
+        return np.column_stack([self.engine_key, self.pim_index, self.pim_inside, self.pim_outside, *extra])
 
     def take(self, rows) -> "Alternatives":
         """The alternatives of the rows at ``rows``."""
         return dataclasses.replace(self, engine_key=self.engine_key[rows], pim_index=self.pim_index[rows],
-                                   pim_inside=self.pim_inside[rows], pim_outside=self.pim_outside[rows])
+                                   pim_inside=self.pim_inside[rows], pim_outside=self.pim_outside[rows],
+                                   reprogram_s=None if self.reprogram_s is None else self.reprogram_s[rows])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,12 +102,15 @@ class GraphWork:
     # (n,) factors on its MMA rate and its main-memory rate; None: every row runs the reference kernel
     mma_scale: np.ndarray | None = None
     bandwidth_scale: np.ndarray | None = None
+    # (n,) seconds the default engine spends loading each row's weights before its MACs (a weight-stationary
+    # photonic engine, engines.reprogram_s); None: the default engines hold no weights
+    reprogram_s: np.ndarray | None = None
 
     def compress(self) -> "GraphWork":
         """Merge rows with identical work into one row with a count (totals are unchanged)."""
         cands = [getattr(self.gemm, name) for name in _GEMM_ARRAYS]
         alt = [] if self.alternatives is None else [self.alternatives.columns()]
-        libs = [a for a in (self.mma_scale, self.bandwidth_scale) if a is not None]
+        libs = [a for a in (self.mma_scale, self.bandwidth_scale, self.reprogram_s) if a is not None]
         table = np.column_stack([self.flops, self.time_flops, self.rate_index, self.bytes,
                                  self.network_bytes, self.network_s, self.network_j, self.launches,
                                  self.attention, self.tiled, *cands, *alt, *libs])
@@ -118,7 +126,8 @@ class GraphWork:
             gemm=gemm.take_rows(self.gemm, first),
             alternatives=None if self.alternatives is None else self.alternatives.take(first),
             mma_scale=None if self.mma_scale is None else pick(self.mma_scale),
-            bandwidth_scale=None if self.bandwidth_scale is None else pick(self.bandwidth_scale))
+            bandwidth_scale=None if self.bandwidth_scale is None else pick(self.bandwidth_scale),
+            reprogram_s=None if self.reprogram_s is None else pick(self.reprogram_s))
 
 
 def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash",
@@ -152,6 +161,7 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash",
     n = len(ops)
     tiled, stacked = gemm.stack_candidates(cands)
     alternatives = _alternatives(ops, hw, keys, levels) if engines.has_alternatives(hw) else None
+    reprogram = _default_reprogram(ops, hw, tuple(keys), np.array(rate_index, dtype=np.int64))
     return GraphWork(names=tuple(op.name for op in ops), kinds=tuple(op.kind for op in ops),
                      flops=np.array([op.flops for op in ops], dtype=float), time_flops=np.array(time_flops, float),
                      rate_index=np.array(rate_index, dtype=np.int64), rate_keys=tuple(keys), level_names=levels,
@@ -159,7 +169,16 @@ def extract_work(ops: Iterable[Op], hw: Hardware, *, attention: str = "flash",
                      network_bytes=np.array(network, float), network_s=np.array(net_s, float),
                      network_j=np.array(net_j, float), launches=np.array(launches, float), count=np.ones(n),
                      attention=np.array([op.kind == "attention" for op in ops], dtype=bool), tiled=tiled,
-                     gemm=stacked, alternatives=alternatives, **_library_scales(ops, libraries))
+                     gemm=stacked, alternatives=alternatives, reprogram_s=reprogram, **_library_scales(ops, libraries))
+
+
+def _default_reprogram(ops: list[Op], hw: Hardware, keys: tuple, rate_index: np.ndarray) -> np.ndarray | None:
+    """(n,) weight-load time of each row on its default engine (``engines.reprogram_s``); None when no default
+    engine of ``hw`` is a weight-stationary photonic one (every shipped chip), at no cost."""
+    if not any(e.photonic is not None and e.photonic.weight_stationary for e in hw.compute.values()):
+        return None
+    return np.array([engines.reprogram_s(op, hw.compute[keys[i][0]]) if op.flops > 0 and keys else 0.0
+                     for op, i in zip(ops, rate_index)], dtype=float)
 
 
 def _library_scales(ops: list[Op], libraries: Libraries) -> dict:
@@ -188,10 +207,13 @@ def _alternatives(ops: list[Op], hw: Hardware, keys: dict[tuple[str, str], int],
             engine_key[i, names.index(key[0])] = keys.setdefault(key, len(keys))
     in_out = np.array([engines.pim_operand_bytes(op) if d is not None else (0.0, 0.0) for op, d in zip(ops, pim)],
                       dtype=float).reshape(len(ops), 2)
+    reprogram = np.array([[engines.reprogram_s(op, hw.compute[name]) if engine_key[i, e] >= 0 else 0.0
+                           for e, name in enumerate(names)] for i, op in enumerate(ops)], dtype=float)
     return Alternatives(engines=names, engine_key=engine_key, pim_dtypes=pim_dtypes,
                         pim_index=np.array([-1 if d is None else pim_dtypes.index(d) for d in pim], dtype=np.int64),
                         pim_inside=in_out[:, 0], pim_outside=in_out[:, 1],
-                        pim_level=levels.index(hw.pim.level) if pim_dtypes else -1)
+                        pim_level=levels.index(hw.pim.level) if pim_dtypes else -1,
+                        reprogram_s=reprogram.reshape(len(ops), len(names)) if reprogram.any() else None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -376,6 +398,8 @@ def price_work(work: GraphWork, hwa: HardwareArrays) -> WorkCost:
             rate = rate * work.mma_scale
         attention = np.where(work.attention, hwa.attention_rate_ratio[..., None], 1.0)
         compute_s = work.time_flops / attention / rate
+        if work.reprogram_s is not None:  # a weight-stationary default engine loads the weights first
+            compute_s = compute_s + work.reprogram_s
         compute_j = work.flops * hwa.energy_j_per_flop[..., idx]
     else:
         compute_s = compute_j = np.zeros(np.shape(hwa.kernel_launch_s) + work.flops.shape)
@@ -472,8 +496,9 @@ def _place(work: GraphWork, hwa: HardwareArrays, default: _Prices, roofline_memo
     for e in range(len(alt.engines)):
         rows = np.flatnonzero(alt.engine_key[:, e] >= 0)
         if rows.size:
+            reprogram = 0.0 if alt.reprogram_s is None else alt.reprogram_s[rows, e]
             candidates.append((rows, 1 + e, _on_engine(work, hwa, rows, alt.engine_key[rows, e], roofline_memory_s,
-                                                       launch_s)))
+                                                       launch_s, reprogram)))
     rows = np.flatnonzero(alt.pim_index >= 0)
     if rows.size:
         candidates.append((rows, 1 + len(alt.engines), _on_pim(work, hwa, rows, level_rate, launch_s, labels)))
@@ -506,13 +531,13 @@ def _sweep_shape(prices: _Prices) -> tuple[int, ...]:
 
 
 def _on_engine(work: GraphWork, hwa: HardwareArrays, rows: np.ndarray, keys: np.ndarray, roofline_memory_s,
-               launch_s) -> _Prices:
+               launch_s, reprogram_s=0.0) -> _Prices:
     """``rows`` priced on another compute engine (rate keys ``keys``): its roofline, as ``opcost.price_on_engine``
     prices an op moved off its default engine (the op's own FLOPs-equivalent at the engine's rate, attention at its
     MMA ratio; the extracted bytes per level, no tile pick)."""
     rate = hwa.peak_flop_per_s[..., keys] * hwa.compute_fraction[..., keys]
     attention = np.where(work.attention[rows], hwa.attention_rate_ratio[..., None], 1.0)
-    compute_s = work.time_flops[rows] / attention / rate
+    compute_s = work.time_flops[rows] / attention / rate + reprogram_s  # weight loads first (engines.reprogram_s)
     memory_s = roofline_memory_s[..., rows, :]
     launch = launch_s[..., rows]
     shape = np.broadcast_shapes(np.shape(compute_s), memory_s.shape[:-1], np.shape(launch))

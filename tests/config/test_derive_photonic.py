@@ -79,3 +79,22 @@ def test_shipped_dota_l_rates_follow_from_the_derivation():
     assert engine.energy_j_per_flop["bf16"] == pytest.approx(4 * dynamic / peak)
     assert chip.static_power_w == pytest.approx(chip.power.idle_w + spec.power.always_on_w)
     assert spec.effective_bits == 6.5
+
+
+def test_weight_stationary_reprogramming_by_hand():
+    # DOTA-L geometry held weight-stationary: one 12 x 12 column operand per core, 16 cores = 2304 weights per load
+    assert ph.weights_held(DOTA_L) == 12 * 12 * 16 == 2304
+    assert ph.reprogram_s(2304, DOTA_L, 2e-6) == pytest.approx(2e-6)
+    assert ph.reprogram_s(2305, DOTA_L, 2e-6) == pytest.approx(4e-6)
+    assert ph.reprogram_s(0, DOTA_L, 2e-6) == 0.0
+
+
+def test_weight_stationary_yaml_needs_and_takes_a_reprogram_time():
+    import yaml
+    from archsim.config.hardware import hardware_from_dict
+
+    data = yaml.safe_load((HW / "photonic_dota_l.yaml").read_text())
+    data["compute"]["photonic"]["photonic"].update(weight_stationary=True, reprogram_time="2 us")
+    spec = hardware_from_dict(data, "p.yaml").compute["photonic"].photonic
+    assert spec.weight_stationary and spec.reprogram_time_s == pytest.approx(2e-6)
+    assert spec.reprogram_s(4608) == pytest.approx(2 * 2e-6)

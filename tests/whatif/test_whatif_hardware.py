@@ -57,7 +57,7 @@ def test_power_limit_parses():
     (lambda d: d["compute"]["photonic"]["photonic"].update(colour=1), "compute.photonic.photonic.colour"),
     (lambda d: d["compute"]["photonic"]["photonic"].update(accepts=["fp9"]), "compute.photonic.photonic.accepts[0]"),
     (lambda d: d["compute"]["photonic"]["photonic"].update(adc_enob=0), "adc_enob"),
-    (lambda d: d["compute"]["photonic"]["photonic"].update(weight_stationary=True), "weight_stationary"),
+    (lambda d: d["compute"]["photonic"]["photonic"].update(weight_stationary=True), "reprogram_time"),
     (lambda d: d["compute"]["photonic"]["photonic"].update(native_bits=0), "native_bits"),
     (lambda d: d["compute"]["photonic"]["photonic"].pop("adc_energy"), "adc_energy"),
 ])
