@@ -174,7 +174,7 @@ def _heaviest(name: str, phase) -> str:
 
 def serve_page(summary: Mapping, recorder, title: str) -> str:
     """A serving simulation: the benchmark-tool metrics, the latency percentiles and the time series (batch,
-    queue, KV occupancy) of every replica."""
+    queue, KV occupancy, board power) of every replica."""
     b = summary.get("benchmark", {})
     stats = ("mean", "median", "std", "p90", "p99")
     metrics = [(name, *(b.get(f"{q}_{name}_ms", float("nan")) for q in stats)) for name in ("ttft", "tpot", "itl",
@@ -184,7 +184,8 @@ def serve_page(summary: Mapping, recorder, title: str) -> str:
     t = list(recorder.series_t)
     step = max(1, len(t) // 2000)  # at most ~2,000 points per series
     series = [("batch (sequences)", recorder.series_batch), ("queue (requests)", recorder.series_queue),
-              ("KV occupancy (fraction)", recorder.series_kv)]
+              ("KV occupancy (fraction)", recorder.series_kv),
+              ("board power of the iterating replica (W, all its GPUs)", recorder.series_power_w)]
     charts = [svg.line_chart([(label, t[::step], list(values)[::step])], title=label, x_label="time (s)",
                              y_label=label) for label, values in series]
     sections = [("Benchmark results (vllm bench serve names)", table(overview, ("metric", "value"))),

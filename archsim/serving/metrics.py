@@ -38,6 +38,8 @@ class Recorder:
     series_iteration_s: list[float] = field(default_factory=list)
     series_prefill_tokens: list[int] = field(default_factory=list)
     series_decode_tokens: list[int] = field(default_factory=list)
+    # each iteration's board power over its replica's devices (its energy over its time; docs/energy.md)
+    series_power_w: list[float] = field(default_factory=list)
     busy_s: float = 0.0
     energy_j: float = 0.0
     flops: float = 0.0
@@ -67,6 +69,7 @@ class Recorder:
         self.series_iteration_s.append(cost.time_s)
         self.series_prefill_tokens.append(plan.work.prefill_tokens)
         self.series_decode_tokens.append(plan.work.decode_tokens)
+        self.series_power_w.append(cost.energy_j / cost.time_s if cost.time_s > 0 else 0.0)
         chunks = getattr(scheduler, "gap_chunks", ())
         if len(scheduler.gaps) > 65536 or len(chunks) > 256:
             self.flush_gaps(scheduler)

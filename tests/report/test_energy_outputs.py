@@ -94,3 +94,12 @@ def test_serve_reports_energy_per_request_and_average_power():
     assert energy["j_per_request"] == pytest.approx(energy["total_j"] / s["requests"]["completed"], rel=1e-12)
     assert energy["avg_power_w_per_device"] == pytest.approx(energy["total_j"] / s["duration_s"] / 8, rel=1e-9)
     assert 80.3 <= energy["avg_power_w_per_device"] <= 700
+    # power over time: each iteration's replica power; weighted by iteration time it is the iterations' energy
+    rec = result.recorder
+    assert len(rec.series_power_w) == rec.iterations
+    weighted = sum(p * s for p, s in zip(rec.series_power_w, rec.series_iteration_s))
+    assert weighted == pytest.approx(energy["iterations_j"], rel=1e-9)
+    assert all(8 * 80.3 < p <= 8 * 700 * (1 + 1e-9) for p in rec.series_power_w)
+
+    from archsim.report.html import serve_page
+    assert "board power of the iterating replica" in serve_page(result.summary, rec, "t")
