@@ -94,6 +94,8 @@ class TrainingEstimate:
     step_time_s: float
     tokens_per_step: int
     model_flops_per_token: float
+    # the FLOPs MFU counts: the main model's (an MTP module's excluded), the convention of the source's MFU
+    mfu_flops_per_token: float
     devices: int
     peak_flop_per_s: float
     price_usd_per_hour: float
@@ -111,9 +113,13 @@ class TrainingEstimate:
 
     @property
     def mfu(self) -> float:
-        """Model FLOPs (3 x forward, causal attention counted once per attended pair) per second over
-        the devices' dense BF16 peak: the convention of DeepSeek-V3's 38.94% (ISCA25 Table 4)."""
-        return self.tokens_per_s * self.model_flops_per_token / (self.devices * self.peak_flop_per_s)
+        """Model FLOPs of the main model (3 x forward, causal attention counted once per attended pair, the
+        MTP module left out) per second over the devices' dense BF16 peak: the convention of DeepSeek-V3's
+        38.94% (ISCA25 Table 4, "MFU (causal)"). ISCA25 Table 2 gives DeepSeek-V3 250 GFLOPs per token of
+        training compute; its Table 4's 272.80B tokens a day on 2048 H800s are 1541.7 tokens/s per GPU, and
+        1541.7 x 250e9 / 989.4e12 = 38.96%: the 250 is the main model's 3 x forward without the MTP module
+        (archsim: 250.8 GFLOPs without it, 261.0 with it; ``mfu_flops_per_token``)."""
+        return self.tokens_per_s * self.mfu_flops_per_token / (self.devices * self.peak_flop_per_s)
 
     @property
     def gpu_hours_per_trillion_tokens(self) -> float:
@@ -131,7 +137,8 @@ class TrainingEstimate:
                "setup": {k: getattr(self.setup, k) for k in ("seq_len", "global_batch", "precision", "optimizer",
                                                              "recompute", "mode", "schedule", "comm_sms")},
                "fits": self.fits, "memory": self.memory.to_dict(), "tokens_per_step": self.tokens_per_step,
-               "model_flops_per_token": self.model_flops_per_token}
+               "model_flops_per_token": self.model_flops_per_token,
+               "mfu_flops_per_token": self.mfu_flops_per_token}
         timing = {"step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
                   "gpu_hours_per_trillion_tokens": self.gpu_hours_per_trillion_tokens,
                   "breakdown_s": dict(self.breakdown)}
@@ -225,6 +232,7 @@ def estimate_training(model: ModelConfig, hw: Hardware, par: Parallelism, setup:
                  "terms_per_micro_batch": rank["work"].to_dict(), "stage_layers": rank["layers"]}
     return TrainingEstimate(parallelism=par, setup=setup, memory=memory, step_time_s=step,
                             tokens_per_step=setup.global_batch * setup.seq_len, model_flops_per_token=flops_per_token,
+                            mfu_flops_per_token=3 * stats["main_flops_per_token"],
                             devices=par.devices, peak_flop_per_s=peak, price_usd_per_hour=hw.price_usd_per_hour,
                             breakdown=breakdown, pipeline=timeline)
 
@@ -415,17 +423,21 @@ def _stage_graph_stats(model, hw, par, precision, mb_seqs, setup) -> dict:
         saved *= FP8.bytes / precision.activations.bytes
     full = build_prefill(small, batch=1, prompt_len=setup.seq_len, precision=precision, mtp=mtp)
     flops_by: dict = {}
-    head_flops = 0.0
+    head_flops = {"main": 0.0, "mtp": 0.0}
     for name in full.nodes:
         op = full.nodes[name]["op"]
         key = op.layer if op.layer is not None and op.layer < small.num_hidden_layers else "other"
+        if name.startswith("mtp."):
+            key = "mtp"
         flops_by[key] = flops_by.get(key, 0.0) + op.flops
         if name.endswith(HEAD_SUFFIXES):
-            head_flops += op.flops
-    fwd_flops = flops_by.get("other", 0.0) + sum(flops_by.get(kind_of(layer), 0.0)
-                                                 for layer in range(model.num_hidden_layers))
-    head_flops_extra = head_flops * (setup.seq_len - 1)
-    return {"forward_flops_per_token": (fwd_flops + head_flops_extra) / setup.seq_len,
+            head_flops["mtp" if name.startswith("mtp.") else "main"] += op.flops
+    main_flops = flops_by.get("other", 0.0) + sum(flops_by.get(kind_of(layer), 0.0)
+                                                  for layer in range(model.num_hidden_layers))
+    main_flops += head_flops["main"] * (setup.seq_len - 1)
+    mtp_flops = flops_by.get("mtp", 0.0) + head_flops["mtp"] * (setup.seq_len - 1)
+    return {"forward_flops_per_token": (main_flops + mtp_flops) / setup.seq_len,
+            "main_flops_per_token": main_flops / setup.seq_len,
             "saved_activation_bytes": saved, "graph": g, "cost": cost, "tokens": tokens,
             "small_layers": small.num_hidden_layers, "kind_of": kind_of}
 
