@@ -56,6 +56,9 @@ def block_op_times(graph, cost, hw, *, block, small_layers: int, sm_share: float
         elif op.kind == "attention":
             add(kind, "forward", w.forward_s)
             add("attention_backward", "backward", w.attention_backward_s + w.recompute_s)
+            # the K assembly is a copy kernel: the trace's element-wise op (profile_trace rule "copy")
+            add("elementwise", "forward", w.key_assembly_forward_s)
+            add("elementwise", "backward", w.key_assembly_recompute_s)
         else:
             add(kind, "forward", w.forward_s)
             add(kind, "backward", w.elementwise_backward_s + w.recompute_s)

@@ -45,17 +45,21 @@ class MicroBatchWork:
     recompute_s: float
     # already inside the terms above: heads and loss at every position, less the last-position head
     logits_s: float
+    # expanded MLA: assembling contiguous K from k_nope and the broadcast rope key (``key_assembly_bytes``),
+    # in the forward and again when the recomputed kv_b_proj rebuilds it in backward
+    key_assembly_forward_s: float = 0.0
+    key_assembly_recompute_s: float = 0.0
 
     @property
     def f_s(self) -> float:
         """Forward chunk compute."""
-        return self.forward_s + self.fp8_cast_forward_s
+        return self.forward_s + self.fp8_cast_forward_s + self.key_assembly_forward_s
 
     @property
     def b_s(self) -> float:
         """Backward chunk compute, weight gradients included."""
         return (self.dgrad_s + self.wgrad_s + self.attention_backward_s + self.elementwise_backward_s
-                + self.fp8_cast_backward_s + self.recompute_s)
+                + self.fp8_cast_backward_s + self.recompute_s + self.key_assembly_recompute_s)
 
     @property
     def w_s(self) -> float:
@@ -103,7 +107,11 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward. ``fp8_activation_cache``: a recomputed SwiGLU
     first turns its FP8-cached inputs back into BF16 (``_dequantise_bytes``, counted with the FP8 casts).
-    Every kernel these terms add (GEMMs, casts, the attention backward's three) also pays ``kernel_gap_s``.
+    Expanded MLA attention (``mla_expanded``) takes K contiguous: a copy kernel assembles it from k_nope and
+    the broadcast rope key (``key_assembly_bytes``) in the forward, and again in backward when ``kv_b_proj``
+    is recomputed (``recompute_projections``, or ``full``).
+    Every kernel these terms add (GEMMs, casts, copies, the attention backward's three) also pays
+    ``kernel_gap_s``.
     """
     _check_projections(graph, recompute_projections)
     kernel = hw.kernel
@@ -131,6 +139,13 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
             t["attention_backward_s"] += n * (ATTENTION_BACKWARD_RATIO * fwd / attention_rate
                                               + attention_backward_pass_bytes(op) / hbm_rate
                                               + ATTENTION_BACKWARD_KERNELS * kernel_gap_s(hw))
+            assembly = key_assembly_bytes(graph, name)
+            if assembly:
+                copy = n * (assembly / hbm_rate + kernel_gap_s(hw))
+                t["key_assembly_forward_s"] += copy
+                rebuilt = recompute == "full" or (recompute == "selective" and any(
+                    p.endswith("kv_b_proj") for p in recompute_projections))
+                t["key_assembly_recompute_s"] += copy if rebuilt else 0.0
         else:
             t["elementwise_backward_s"] += n * fwd * _backward_bytes_ratio(op)
         if recompute == "selective" and op.kind in STREAMING_KINDS:
@@ -138,8 +153,31 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
             if fp8_activation_cache and str(op.attrs.get("function", "")).startswith("swiglu"):
                 t["fp8_cast_backward_s"] += n * (_dequantise_bytes(op) / hbm_rate + kernel_gap_s(hw))
     if recompute == "full":
-        t["recompute_s"] = t["forward_s"] + t["fp8_cast_forward_s"]
+        t["recompute_s"] = t["forward_s"] + t["fp8_cast_forward_s"]  # the K assembly: key_assembly_recompute_s
     return MicroBatchWork(**t)
+
+
+def key_assembly_bytes(graph, name: str) -> float:
+    """HBM bytes of assembling expanded MLA's contiguous K [keys, heads, nope + rope] for attention op ``name``:
+    read k_nope (strided in kv_b_proj's output), read the one rope key per token that every head shares, write
+    K. DeepSeek-V3's reference model (github.com/deepseek-ai/DeepSeek-V3 inference/model.py, ``attn_impl ==
+    "naive"``) does ``k = torch.cat([k_nope, k_pe.expand(-1, -1, n_local_heads, -1)], dim=-1)``; DeepSeek's
+    training profile has one ``_copy_tensor_kernel`` per layer in the forward (106 us for 336 MB, this size).
+    Q needs no copy: q_b_proj's output already holds [q_nope | q_pe] per head, and the trace has no second
+    forward copy. The reference's default prefill (``attn_impl = "absorb"``) scores q_nope and q_pe
+    separately and builds no K, so inference graphs get no copy; training only. 0 for any other attention
+    (no ``mla_expanded`` form, or no ``rope_k`` op beside it)."""
+    op = graph.nodes[name]["op"]
+    prefix = name[: -len("attn_core")] if name.endswith("attn_core") else None
+    if op.attrs.get("form") != "mla_expanded" or prefix is None or prefix + "rope_k" not in graph.nodes:
+        return 0.0
+    rope = graph.nodes[prefix + "rope_k"]["op"].attrs["rot_dims"]
+    k = next((o for o in op.reads if o.name == "k"), None)
+    if k is None:
+        return 0.0
+    keys, heads, d_qk = k.shape
+    element = k.nbytes / (keys * heads * d_qk)
+    return k.nbytes * (d_qk - rope) / d_qk + keys * rope * element + k.nbytes
 
 
 def attention_backward_pass_bytes(op) -> float:

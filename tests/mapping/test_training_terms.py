@@ -159,7 +159,9 @@ def test_recompute_adds_named_projections(moe_graph, h800):
         h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction)
     assert mla.recompute_s - plain.recompute_s == pytest.approx(extra + casts)
     full = _work(moe_graph, h800, 1, recompute="full")
-    assert full.recompute_s == pytest.approx(full.f_s)
+    # full recomputation re-runs the whole forward, the K assembly copy with it
+    assert full.recompute_s + full.key_assembly_recompute_s == pytest.approx(full.f_s)
+    assert full.key_assembly_recompute_s == full.key_assembly_forward_s > 0
     with pytest.raises(ConfigError, match="recompute_projections"):
         TrainingSetup(seq_len=8, global_batch=1, recompute_projections=["q_b_proj"])
 
@@ -238,3 +240,34 @@ def test_fp8_cached_swiglu_inputs_are_dequantised_before_recompute(moe_graph, h8
     kept = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, fp8_activation_cache=True,
                             **{**kw, "recompute": "none"})
     assert kept.fp8_cast_backward_s == 0.0
+
+
+def test_expanded_mla_key_assembly_is_a_copy_in_forward_and_recompute(moe_graph, h800):
+    """Expanded MLA takes K contiguous, [4096 keys, 128 heads, 192]: a copy reads k_nope (4096 x 128 x 128 BF16,
+    strided in kv_b_proj's output) and the one rope key per token (4096 x 64), and writes K (4096 x 128 x 192):
+    134,217,728 + 524,288 + 201,326,592 = 336,068,608 B (DeepSeek-V3 inference/model.py, naive MLA:
+    torch.cat([k_nope, k_pe.expand(...)]); DeepSeek's profile: one _copy_tensor_kernel per layer in the forward,
+    106 us). Recomputing kv_b_proj in backward (DSV3-TR §3.2.3) rebuilds K: a second copy."""
+    from archsim.mapping.training_work import key_assembly_bytes
+    g, cost, n = moe_graph
+    name = "layers.1.self_attn.attn_core"
+    assert key_assembly_bytes(g, name) == 4096 * 128 * 128 * 2 + 4096 * 64 * 2 + 4096 * 128 * 192 * 2 == 336068608
+    assert key_assembly_bytes(g, "layers.1.self_attn.o_proj") == 0.0  # not an attention op
+    kw = dict(tokens=TOKENS, topk=8, hidden=7168, frozen=False)
+    hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
+    w = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name == name else 0, recompute="selective",
+                         recompute_projections=("q_b_proj", "kv_b_proj"), **kw)
+    assert w.key_assembly_forward_s == pytest.approx(336068608 / hbm + GAP)
+    assert w.key_assembly_recompute_s == w.key_assembly_forward_s
+    assert w.f_s == pytest.approx(w.forward_s + w.key_assembly_forward_s)
+    kept = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name == name else 0, recompute="selective",
+                            recompute_projections=("q_b_proj",), **kw)
+    assert kept.key_assembly_recompute_s == 0.0 and kept.key_assembly_forward_s == w.key_assembly_forward_s
+
+
+def test_inference_prefill_has_no_key_assembly(dsv3, h800):
+    """The reference's default prefill (attn_impl = "absorb") builds no contiguous K: the inference graph has no
+    copy op and its price is unchanged by the training term."""
+    small, _ = representative_model(dsv3)
+    g = build_prefill(small, batch=1, prompt_len=TOKENS, precision=precision_from_names("fp8"))
+    assert not any("assembl" in name or "copy" in name for name in g.nodes)
