@@ -56,6 +56,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mtp", action="store_true", default=None, help="train the MTP module too (DeepSeek-V3)")
     p.add_argument("--fp8-activation-cache", action="store_true", default=None,
                    help="store saved activations in FP8")
+    p.add_argument("--attention-output-format", choices=("bf16", "e5m6"),
+                   help="format the attention output is cached in for backward (default bf16; DSV3: e5m6)")
     p.add_argument("--recompute-projections",
                    help="comma-separated projections recomputed in backward, e.g. q_b_proj,kv_b_proj (DSV3)")
     p.add_argument("--trace", help="write the simulated pipeline step as Chrome trace JSON to this file")
@@ -68,7 +70,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 # built-in values of the flags a recipe may set (argparse leaves them None so a recipe can fill them first)
 DEFAULTS = {"tokens": 1e12, "seq_len": 4096, "zero": 1, "precision": "bf16", "optimizer": "adamw",
             "recompute": "selective", "schedule": "1f1b", "comm_sms": 0, "mtp": False, "fp8_activation_cache": False,
-            "recompute_projections": ""}
+            "recompute_projections": "", "attention_output_format": "bf16"}
 DEGREES = ("tp", "moe_ep", "pp", "attn_dp", "micro_batches")
 
 
@@ -152,7 +154,8 @@ def _setup(args: argparse.Namespace, recompute: str):
                          precision=args.precision, optimizer=args.optimizer, recompute=recompute, mode=args.mode,
                          schedule=args.schedule, virtual_chunks=args.virtual_chunks, lora_rank=args.lora_rank,
                          comm_sms=args.comm_sms, mtp=args.mtp, fp8_activation_cache=args.fp8_activation_cache,
-                         recompute_projections=tuple(p for p in args.recompute_projections.split(",") if p))
+                         recompute_projections=tuple(p for p in args.recompute_projections.split(",") if p),
+                         attention_output_format=args.attention_output_format)
 
 
 def _fitting(workload, hw, args: argparse.Namespace, ep, dp, *, free: set[str]):

@@ -44,6 +44,7 @@ def training_from_section(s: Section) -> TrainingRecipe:
         "mtp": s.bool("mtp", default=None),
         "fp8_activation_cache": s.bool("fp8_activation_cache", default=None),
         "recompute_projections": s.str("recompute_projections", default=None),
+        "attention_output_format": s.str("attention_output_format", choices=("bf16", "e5m6"), default=None),
     }
     source = s.str("source")
     s.finish()

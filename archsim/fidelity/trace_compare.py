@@ -96,7 +96,8 @@ def published_recipe(workload) -> tuple[Parallelism, TrainingSetup]:
                           recompute=f.get("recompute", "selective"), schedule=f.get("schedule", "1f1b"),
                           comm_sms=f.get("comm_sms", 0), mtp=bool(f.get("mtp", False)),
                           fp8_activation_cache=bool(f.get("fp8_activation_cache", False)),
-                          recompute_projections=projections)
+                          recompute_projections=projections,
+                          attention_output_format=f.get("attention_output_format", "bf16"))
     return par, setup
 
 

@@ -213,7 +213,8 @@ def _training(case: Case, hw: Hardware) -> tuple[float, dict]:
                           optimizer=str(s.get("optimizer", "adamw")), recompute=str(s["recompute"]),
                           schedule=str(s["schedule"]), comm_sms=int(s["comm_sms"]), mtp=bool(s.get("mtp", False)),
                           fp8_activation_cache=bool(s.get("fp8_activation_cache", False)),
-                          recompute_projections=tuple(p for p in str(s.get("recompute_projections", "")).split(",") if p))
+                          recompute_projections=tuple(p for p in str(s.get("recompute_projections", "")).split(",") if p),
+                          attention_output_format=str(s.get("attention_output_format", "bf16")))
     est = estimate_training(_model_config(str(s["model"])), hw, par, setup)
     return est.tokens_per_s / est.devices, {"mfu": est.mfu, "step_time_s": est.step_time_s,
                                             "devices": est.devices}

@@ -48,6 +48,9 @@ class TrainingSetup:
     saved activation, an approximation that slightly overstates the saving. ``recompute_projections``:
     GEMMs (op-name suffixes) whose forward ``selective`` recomputation also re-runs in backward
     (DeepSeek-V3 recomputes the MLA up-projections ``q_b_proj`` and ``kv_b_proj``, DSV3-TR §3.3.3).
+    ``attention_output_format``: the format the attention output (the input of the Linear after it) is
+    cached in for the attention backward: ``bf16`` (kept as computed) or ``e5m6`` (DSV3-TR §3.3.3: "a
+    customized E5M6 data format exclusively for these activations": cast in the forward, cast back in backward).
     """
 
     seq_len: int
@@ -64,11 +67,13 @@ class TrainingSetup:
     mtp: bool = False
     fp8_activation_cache: bool = False
     recompute_projections: tuple[str, ...] = ()
+    attention_output_format: str = "bf16"
 
     def __post_init__(self) -> None:
         checks = (("precision", ("bf16", "fp8")), ("optimizer", ("adamw", "muon")),
                   ("recompute", ("none", "selective", "full")), ("mode", MODES),
-                  ("schedule", ("1f1b", "interleaved", "dualpipe")))
+                  ("schedule", ("1f1b", "interleaved", "dualpipe")),
+                  ("attention_output_format", ("bf16", "e5m6")))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ConfigError(None, f"training.{name}", f"one of {', '.join(allowed)}", getattr(self, name))
@@ -268,7 +273,8 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     kw = dict(tokens=stats["tokens"], topk=model.num_experts_per_tok, hidden=model.hidden_size,
               recompute=setup.recompute, recompute_projections=setup.recompute_projections,
               frozen=setup.mode == "lora", gradient_bytes=training_bytes(setup).gradients,
-              fp8_activation_cache=setup.fp8_activation_cache)
+              fp8_activation_cache=setup.fp8_activation_cache,
+              attention_output_format=setup.attention_output_format)
     segs = {seg: micro_batch_work(stats["graph"], stats["cost"], hw, count=lambda op, seg=seg: 1 if op_block(
         op, stats["small_layers"]) == key and op_segment(op.name) == seg else 0, **kw).scaled(1.0 / sm_share)
         for seg in SEGMENTS}
@@ -301,7 +307,8 @@ def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> l
     kw = dict(tokens=stats["tokens"], topk=model.num_experts_per_tok if model.is_moe else 1,
               hidden=model.hidden_size, recompute=setup.recompute,
               recompute_projections=setup.recompute_projections, frozen=frozen,
-              gradient_bytes=training_bytes(setup).gradients, fp8_activation_cache=setup.fp8_activation_cache)
+              gradient_bytes=training_bytes(setup).gradients, fp8_activation_cache=setup.fp8_activation_cache,
+              attention_output_format=setup.attention_output_format)
     keys = {op_block(g.nodes[n]["op"], small_layers) for n in g.nodes}
     parts = {(key, seg): micro_batch_work(
         g, cost, hw, count=lambda op, key=key, seg=seg: 1 if op_block(op, small_layers) == key

@@ -56,6 +56,8 @@ def block_op_times(graph, cost, hw, *, block, small_layers: int, sm_share: float
         elif op.kind == "attention":
             add(kind, "forward", w.forward_s)
             add("attention_backward", "backward", w.attention_backward_s + w.recompute_s)
+            add("fp8_cast", "forward", w.fp8_cast_forward_s)  # the E5M6 cast of its output and its cast back
+            add("fp8_cast", "backward", w.fp8_cast_backward_s)
             # the K assembly is a copy kernel: the trace's element-wise op (profile_trace rule "copy")
             add("elementwise", "forward", w.key_assembly_forward_s)
             add("elementwise", "backward", w.key_assembly_recompute_s)

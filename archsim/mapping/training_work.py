@@ -22,6 +22,8 @@ _GRADIENT_DTYPES = {4.0: "fp32", 2.0: "bf16"}
 # needs the transposed operands, i.e. 128x1 tiles along the token dimension (DSV3-TR §3.5.2).
 ACTIVATION_TILE = FP8.with_block((1, 128), scale_bits=32)
 TRANSPOSED_TILE = FP8.with_block((128, 1), scale_bits=32)
+# DSV3-TR §3.3.3's E5M6 format: 1 sign, 5 exponent and 6 mantissa bits
+E5M6_BITS = 1 + 5 + 6
 # Ops of the inference graph that training does not run: no KV cache is written.
 INFERENCE_ONLY = ("kv_cache_update",)
 HEAD_SUFFIXES = ("lm_head", "shared_head.head")
@@ -86,7 +88,8 @@ def _check_projections(graph, names: tuple[str, ...]) -> None:
 
 def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int, topk: int, hidden: int,
                      recompute: str, recompute_projections: tuple[str, ...], frozen: bool,
-                     gradient_bytes: float = 0.0, fp8_activation_cache: bool = False) -> MicroBatchWork:
+                     gradient_bytes: float = 0.0, fp8_activation_cache: bool = False,
+                     attention_output_format: str = "bf16") -> MicroBatchWork:
     """Price every training term of one micro-batch from its forward graph ``graph`` (priced as ``cost``);
     ``count(op)`` says how many times the priced block runs each op (0 leaves it out).
 
@@ -107,6 +110,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward. ``fp8_activation_cache``: a recomputed SwiGLU
     first turns its FP8-cached inputs back into BF16 (``_dequantise_bytes``, counted with the FP8 casts).
+    ``attention_output_format`` ``e5m6``: the attention output is cast to E5M6 in the forward and back to
+    BF16 for the attention backward (``special_format_cast_bytes``, counted with the FP8 casts).
     Expanded MLA attention (``mla_expanded``) takes K contiguous: a copy kernel assembles it from k_nope and
     the broadcast rope key (``key_assembly_bytes``) in the forward, and again in backward when ``kv_b_proj``
     is recomputed (``recompute_projections``, or ``full``).
@@ -139,6 +144,10 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
             t["attention_backward_s"] += n * (ATTENTION_BACKWARD_RATIO * fwd / attention_rate
                                               + attention_backward_pass_bytes(op) / hbm_rate
                                               + ATTENTION_BACKWARD_KERNELS * kernel_gap_s(hw))
+            if attention_output_format == "e5m6":
+                cast = n * (special_format_cast_bytes(op) / hbm_rate + kernel_gap_s(hw))
+                t["fp8_cast_forward_s"] += cast
+                t["fp8_cast_backward_s"] += cast
             assembly = key_assembly_bytes(graph, name)
             if assembly:
                 copy = n * (assembly / hbm_rate + kernel_gap_s(hw))
@@ -155,6 +164,19 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     if recompute == "full":
         t["recompute_s"] = t["forward_s"] + t["fp8_cast_forward_s"]  # the K assembly: key_assembly_recompute_s
     return MicroBatchWork(**t)
+
+
+def special_format_cast_bytes(op) -> float:
+    """HBM bytes of one pass between BF16 and E5M6 over attention op ``op``'s output, one float32 scale per 1x128
+    tile (DSV3-TR §3.3.3: the inputs of the Linear after attention are kept in "a customized E5M6 data format";
+    DeepSeek's profile: ``per_token_cast_to_fp8_with_fp8_special_fmt`` in each layer's forward, 169-194 us, and
+    ``per_token_cast_back_special_fmt_impl`` in its backward, 136-142 us). The forward cast reads BF16 and writes
+    E5M6 with the scales; the cast back reads those and writes BF16: the same bytes. ASSUMPTION: E5M6 stored in
+    its 12 bits (1 sign, 5 exponent, 6 mantissa); the report does not give the storage (a 16-bit container
+    would add a quarter of the E5M6 bytes)."""
+    elements = sum(o.nbytes for o in op.writes) / op.compute_dtype.bytes
+    scales = elements / (ACTIVATION_TILE.block[0] * ACTIVATION_TILE.block[1]) * ACTIVATION_TILE.scale_bits
+    return (elements * (BF16.bits + E5M6_BITS) + scales) / BITS_PER_BYTE
 
 
 def key_assembly_bytes(graph, name: str) -> float:

@@ -271,3 +271,35 @@ def test_inference_prefill_has_no_key_assembly(dsv3, h800):
     small, _ = representative_model(dsv3)
     g = build_prefill(small, batch=1, prompt_len=TOKENS, precision=precision_from_names("fp8"))
     assert not any("assembl" in name or "copy" in name for name in g.nodes)
+
+
+def test_e5m6_attention_output_cast_and_cast_back(moe_graph, h800):
+    """DSV3-TR §3.3.3 keeps the attention output (the input of o_proj) in E5M6 (12 bits) for the attention
+    backward: the forward casts 4096 rows x 128 heads x 128 = 67,108,864 BF16 values to E5M6 with one float32
+    scale per 1x128 tile, the backward casts them back: 67,108,864 x (2 + 1.5) B + 524,288 x 4 B = 236,978,176 B
+    each way, one kernel each."""
+    from archsim.mapping.training_work import special_format_cast_bytes
+    g, cost, n = moe_graph
+    name = "layers.1.self_attn.attn_core"
+    elements = 4096 * 128 * 128
+    assert special_format_cast_bytes(g.nodes[name]["op"]) == elements * 3.5 + elements / 128 * 4 == 236978176
+    kw = dict(count=lambda op: 1 if op.name == name else 0, tokens=TOKENS, topk=8, hidden=7168, recompute="none",
+              recompute_projections=(), frozen=False)
+    plain = micro_batch_work(g, cost, h800, **kw)
+    e5m6 = micro_batch_work(g, cost, h800, attention_output_format="e5m6", **kw)
+    hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
+    assert plain.fp8_cast_forward_s == plain.fp8_cast_backward_s == 0.0
+    assert e5m6.fp8_cast_forward_s == pytest.approx(236978176 / hbm + GAP)
+    assert e5m6.fp8_cast_backward_s == e5m6.fp8_cast_forward_s
+    with pytest.raises(ConfigError, match="attention_output_format"):
+        TrainingSetup(seq_len=8, global_batch=1, attention_output_format="e4m3")
+
+
+def test_dsv3_recipe_caches_the_attention_output_in_e5m6():
+    """workloads/deepseek_v3.yaml's published recipe names the E5M6 cache, and the trace comparison reads it."""
+    from archsim.config.workload import load_workload
+    from archsim.fidelity.trace_compare import published_recipe
+    from pathlib import Path
+    w = load_workload(Path(__file__).resolve().parents[2] / "workloads" / "deepseek_v3.yaml")
+    _, setup = published_recipe(w)
+    assert setup.attention_output_format == "e5m6"
