@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw", recompute="selective",
                       schedule="dualpipe", comm_sms=20, mtp=True, fp8_activation_cache=True,
-                      recompute_projections=("q_b_proj", "kv_b_proj"))
+                      recompute_projections=("q_b_proj", "kv_b_proj"), attention_output_format="e5m6")
 PUBLISHED_GPU_HOURS_PER_T = 180e3  # DSV3-TR: 180K H800 GPU-hours per trillion tokens [V]
 PUBLISHED_TOKENS_PER_GPU_S = 1543  # 1e12 / (180e3 GPU-h x 3600 s), DSV3-TR [D] (validation yaml)
 # deepseek-ai/profile-data train.json, one DualPipe F&B chunk pair of 4 MoE layers (trace parsed [D]): stream
@@ -166,6 +166,11 @@ def contributions(model, hw):
         ("FP8 casts per 1×128 / 128×1 tile (DSV3-TR §3.3.2, §3.5.2) and weight transposes", under(gemm_terms_patch(_no_casts))),
         ("of which the FP8 weights transposed for Dgrad each micro-batch (DeepGEMM README: NT format only; the "
          "trace's batched_transpose kernels)", under(patched(training_work, "_weight_transpose_bytes", lambda e: 0.0))),
+        ("of which the attention output cached in E5M6, cast and cast back (DSV3-TR §3.3.3; the trace's "
+         "special_fmt kernels); without: kept in BF16", est(replace(SETUP, attention_output_format="bf16"))),
+        ("expanded MLA's K assembled by a copy in the forward and the kv_b_proj recomputation (DeepSeek-V3 "
+         "inference/model.py naive MLA; the trace's _copy_tensor_kernel); without: none",
+         under(patched(training_work, "key_assembly_bytes", lambda graph, name: 0.0))),
         ("element-wise backward from bytes, with the loss's backward; without: none",
          under2(patched(training_work, "_backward_bytes_ratio", lambda op: 0.0), gemm_terms_patch(_no_loss_backward))),
         ("recomputation (norms, SwiGLU, RoPE; MLA up-projections)", est(replace(SETUP, recompute="none"))),

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw",
                            recompute="selective", schedule="dualpipe", comm_sms=20, mtp=True,
-                           fp8_activation_cache=True, recompute_projections=("q_b_proj", "kv_b_proj"))
+                           fp8_activation_cache=True, recompute_projections=("q_b_proj", "kv_b_proj"),
+                           attention_output_format="e5m6")
 PUBLISHED_GPU_HOURS_PER_T = 180e3  # DSV3-TR: 180K H800 GPU-hours per trillion tokens [V]
 PUBLISHED_MFU = 0.3894  # ISCA25 Table 4, MPFT [S]
 

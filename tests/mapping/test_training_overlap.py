@@ -18,7 +18,8 @@ from archsim.mapping.training import TrainingSetup, estimate_training, moe_chunk
 DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", optimizer="adamw",
                            recompute="selective", schedule="dualpipe", comm_sms=20, mtp=True,
-                           fp8_activation_cache=True, recompute_projections=("q_b_proj", "kv_b_proj"))
+                           fp8_activation_cache=True, recompute_projections=("q_b_proj", "kv_b_proj"),
+                           attention_output_format="e5m6")
 # deepseek-ai/profile-data train.json, one F&B pair of 4 MoE layers (trace parsed [D])
 MEASURED_SPAN_S, MEASURED_COMPUTE_S, MEASURED_COMM_S = 128.5e-3, 118.2e-3, 114.5e-3
 

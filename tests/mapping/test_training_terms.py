@@ -18,7 +18,8 @@ from archsim.mapping.training_work import (ACTIVATION_TILE, _cast_bytes, micro_b
 DSV3_LAYOUT = Parallelism(tp=1, ep=64, pp=16, dp=128, micro_batches=120, zero_stage=1)
 DSV3_SETUP = TrainingSetup(seq_len=4096, global_batch=15360, precision="fp8", recompute="selective",
                            schedule="dualpipe", comm_sms=20, mtp=True, fp8_activation_cache=True,
-                           recompute_projections=("q_b_proj", "kv_b_proj"))
+                           recompute_projections=("q_b_proj", "kv_b_proj"),
+                           attention_output_format="e5m6")
 TOKENS = 4096  # one 4K sequence per micro-batch: 15360 / 128 replicas / 120 micro-batches
 # hardware/h800.yaml: 1600 MHz sustained under tensor load (FlashMLA deep dive) of the 1830 MHz boost clock
 CLOCK = 1600 / 1830
