@@ -31,19 +31,20 @@ def dsv3_estimate(dsv3, h800):
 
 
 def test_dsv3_pretraining_against_published(dsv3_estimate):
-    """archsim projects 150.3K GPU-hours per trillion tokens against the published 180K (-16.5%) and 48.7%
-    MFU against 38.94% (1.25x). Every effect priced is physics (docs/parallelism.md, "Training fidelity", has
-    the contribution table; docs/training_trace.md sets the chunk pair beside DeepSeek's kernel trace op by op:
-    the GEMMs and attention now within 15% of it, the FP8 casts, norms, small element-wise kernels and the
-    DeepEP calls with their notify kernels still below it). The issue-15 target (within 10% of 180K and of
-    38.9% MFU) is NOT met. Documented bound: GPU-hours between 0.80x and 0.87x the published figure, MFU
-    between 1.19x and 1.31x; the test fails if a change moves it outside (either way: a fix that closes the
-    gap must update the docs and the bound)."""
+    """archsim projects 151.9K GPU-hours per trillion tokens against the published 180K (-15.6%) and 46.3%
+    MFU against 38.94% (1.19x; MFU in the source's definition, the main model's 250.8 GFLOPs/token without the
+    MTP module, test_mfu_uses_the_papers_definition). Every effect priced is physics (docs/parallelism.md,
+    "Training fidelity", has the contribution table; docs/training_trace.md sets the chunk pair beside
+    DeepSeek's kernel trace op by op: the GEMMs and attention within 15% of it, the FP8 casts, norms, RoPE,
+    routing, small element-wise kernels and the DeepEP calls with their notify kernels still below it). The
+    issue-15 target (within 10% of 180K and of 38.9% MFU) is NOT met. Documented bound: GPU-hours between
+    0.81x and 0.88x the published figure, MFU between 1.14x and 1.24x; the test fails if a change moves it
+    outside (either way: a fix that closes the gap must update the docs and the bound)."""
     e = dsv3_estimate
     assert e.fits
     ratio = e.gpu_hours_per_trillion_tokens / PUBLISHED_GPU_HOURS_PER_T
-    assert 0.80 <= ratio <= 0.87, ratio
-    assert 1.19 <= e.mfu / PUBLISHED_MFU <= 1.31, e.mfu
+    assert 0.81 <= ratio <= 0.88, ratio
+    assert 1.14 <= e.mfu / PUBLISHED_MFU <= 1.24, e.mfu
     # the definitions are consistent with each other
     assert e.gpu_hours_per_trillion_tokens == pytest.approx(1e12 / e.tokens_per_s * 2048 / 3600)
     assert e.tokens_per_step == 15360 * 4096
