@@ -4,7 +4,10 @@ reproduced with archsim's own pricing (validation/whatif_devices_public.yaml).
 - ``whatif_pim_gemv``: the speedup of one GEMV on a chip's PIM units over the same GEMV on its host engine, both
   priced by the cost model's placement candidates (``cost/opcost.price_candidates``): host time / PIM time.
   Shape: ``rows`` (output features), ``cols`` (input features), optional ``host`` (the published system's host chip:
-  a case measured on another host than the case's hardware is reported as not modelled, with archsim's figure);
+  a case measured on another host than the case's hardware is reported as not modelled, with archsim's figure),
+  optional ``host_library`` (the kernel library the published baseline ran the GEMV with, one of the chip's
+  ``kernel.libraries``: its ``bandwidth_fraction`` and ``mma_fraction`` scale the host engine's main-memory and
+  matrix rates, as a stack's library does in the cost model; the PIM side is not a library and is unscaled);
   the dtype is the case's.
 - ``whatif_clock_training``: the training throughput lost when the compute clock runs at ``clock_fraction`` of its
   full value, on the case's chip at its board power (its ``thermal:`` model set aside, as the published comparison
@@ -56,8 +59,10 @@ def pim_gemv_speedup(case: Case, hw: Hardware) -> tuple[float, dict]:
     if "pim" not in costs:
         raise ConfigError(case.file, f"{case.id}.dtype", f"a dtype the PIM units run ({sorted(hw.pim.peak_flop_per_s)})",
                           case.dtype)
-    host = next(iter(costs.values()))
     pim = costs["pim"]
+    library = case.shape.get("host_library")
+    host_hw = hw if library is None else with_library(case, hw, str(library))
+    host = next(iter(price_candidates(op, op_work(op, Geometry.of(host_hw)), host_hw).values()))
     published_host = case.shape.get("host")
     if published_host is not None and published_host != case.hardware:
         from archsim.fidelity.whatif_eval import NotModelled
@@ -65,7 +70,24 @@ def pim_gemv_speedup(case: Case, hw: Hardware) -> tuple[float, dict]:
                           f"{case.hardware} archsim gives {host.time_s / pim.time_s:.2f}x ({host.bound} "
                           f"{host.time_s * 1e6:.1f} us on the host, {pim.bound} {pim.time_s * 1e6:.1f} us on the PIM)")
     return host.time_s / pim.time_s, {"host_s": host.time_s, "host_bound": host.bound, "pim_s": pim.time_s,
-                                      "pim_bound": pim.bound}
+                                      "pim_bound": pim.bound, "host_library": library}
+
+
+def with_library(case: Case, hw: Hardware, name: str) -> Hardware:
+    """``hw`` as the kernel library ``name`` (one of its ``kernel.libraries``) runs on it: the main memory's
+    achievable fraction times the library's ``bandwidth_fraction``, every matrix engine's times its
+    ``mma_fraction`` (the factors a stack's library puts on the default engine, cost/work.py ``_main_scale``)."""
+    libraries = hw.kernel.libraries if hw.kernel is not None else {}
+    if name not in libraries:
+        raise ConfigError(case.file, f"{case.id}.shape.host_library", f"one of {sorted(libraries)} (the "
+                          f"kernel.libraries of {case.hardware})", name)
+    lib = libraries[name]
+    main = hw.main_memory
+    memory = {**hw.memory, main.name: dataclasses.replace(
+        main, achievable_fraction=main.achievable_fraction * lib.bandwidth_fraction)}
+    compute = {key: dataclasses.replace(e, achievable_fraction=e.achievable_fraction * lib.mma_fraction)
+               if e.kind == "matrix" else e for key, e in hw.compute.items()}
+    return dataclasses.replace(hw, memory=memory, compute=compute)
 
 
 def clock_training_loss(case: Case, hw: Hardware) -> tuple[float, dict]:

@@ -20,10 +20,14 @@ def cases():
 
 
 def test_case_file(cases):
-    assert set(cases) == {"aquabolt_xl_gemv_gpu", "aquabolt_xl_gemv_fpga", "imec_3d_hbm_on_gpu_halved_clock"}
+    assert set(cases) == {"aquabolt_xl_gemv_gpu", "pim_hbm_gemv_isca21", "aquabolt_xl_gemv_fpga",
+                          "imec_3d_hbm_on_gpu_halved_clock"}
     assert {c.category for c in cases.values()} == {"whatif"}
     assert {c.metric for c in cases.values()} == {"speedup", "throughput_loss"}
     assert cases["imec_3d_hbm_on_gpu_halved_clock"].hardware == "h100_3d_dram"
+    # the PIM cases run on the published system itself: an MI100 with Aquabolt-XL stacks
+    assert {cases[n].hardware for n in ("aquabolt_xl_gemv_gpu", "pim_hbm_gemv_isca21", "aquabolt_xl_gemv_fpga")} == {
+        "mi100_hbm2_pim"}
     assert all(c.source for c in cases.values())
 
 
@@ -42,11 +46,45 @@ def test_pim_gemv_speedup_by_hand(cases):
     assert speedup == pytest.approx(detail["host_s"] / detail["pim_s"]) and 4.0 < speedup < 4.6
 
 
-def test_cases_on_unmodelled_hosts_are_skipped_with_archsims_figure(cases):
-    hw = load_hardware("h100_hbm_pim")
-    for name in ("aquabolt_xl_gemv_gpu", "aquabolt_xl_gemv_fpga"):
+def test_mi100_pim_gemv_speedup_by_hand(cases):
+    """8192 x 8192 FP16 on the MI100 + Aquabolt-XL system: the PIM takes max(134.2 MFLOP / 4.8 TFLOPS = 27.96 us,
+    134.2 MB / (4 x 1228.8 GB/s) + 399 ns = 27.70 us, launch 4 us) + 8 x 47 ns of mode switch = 28.34 us. The
+    published baseline is a GEMM call with m = 1 (gemm_m1: 0.482 of the reference bandwidth), so the GPU streams the
+    134.2 MB at 1228.8 GB/s x 0.81 x 0.482 = 479.7 GB/s, at least 279.7 us: about 9.9x, against the published 8.9x
+    (IEEE Micro 2022) and 11.2x (ISCA 2021). Without the library (the generic model) it is about 4.8x."""
+    hw = load_hardware("mi100_hbm2_pim")
+    speedup, detail = dev.pim_gemv_speedup(cases["aquabolt_xl_gemv_gpu"], hw)
+    weights = 8192 * 8192 * 2
+    pim = max(2 * 8192 * 8192 / 4.8e12, weights / (4 * 1228.8e9) + 399e-9, 4e-6) + 8 * 47e-9
+    assert detail["pim_s"] == pytest.approx(pim, rel=1e-9) and detail["pim_bound"] == "pim:compute"
+    assert detail["host_library"] == "gemm_m1" and detail["host_bound"] == "memory:hbm"
+    assert weights / (1228.8e9 * 0.81 * 0.482) <= detail["host_s"] <= 1.01 * weights / (1228.8e9 * 0.81 * 0.482)
+    assert speedup == pytest.approx(detail["host_s"] / detail["pim_s"]) and 9.7 < speedup < 10.0
+    for name, published in (("aquabolt_xl_gemv_gpu", 8.9), ("pim_hbm_gemv_isca21", 11.2)):
         result = evaluate(cases[name], hw)
-        assert result.predicted is None and "not published" in result.skipped and "x (" in result.skipped
+        assert result.skipped is None and result.predicted == pytest.approx(speedup)
+        assert result.error == pytest.approx(speedup / published - 1)
+    generic = dataclasses.replace(cases["aquabolt_xl_gemv_gpu"], shape={"rows": 8192, "cols": 8192})
+    plain, plain_detail = dev.pim_gemv_speedup(generic, hw)
+    assert plain_detail["pim_s"] == detail["pim_s"]  # the library scales the host only
+    assert plain_detail["host_s"] == pytest.approx(detail["host_s"] * 0.482, rel=0.01) and 4.6 < plain < 4.9
+
+
+def test_host_library_scales_the_host_engine_only(cases):
+    hw = load_hardware("mi100_hbm2_pim")
+    scaled = dev.with_library(cases["aquabolt_xl_gemv_gpu"], hw, "rocblas_gemv")
+    assert scaled.main_memory.achievable_fraction == pytest.approx(0.81 * 0.905)
+    assert scaled.pim == hw.pim and scaled.engine_for("matrix").achievable_fraction == pytest.approx(
+        hw.engine_for("matrix").achievable_fraction)  # mma_fraction 1.0
+    bad = dataclasses.replace(cases["aquabolt_xl_gemv_gpu"], shape={"rows": 64, "cols": 64, "host_library": "cublas"})
+    with pytest.raises(ConfigError, match="host_library"):
+        dev.pim_gemv_speedup(bad, hw)
+
+
+def test_case_on_an_unmodelled_host_is_skipped_with_archsims_figure(cases):
+    result = evaluate(cases["aquabolt_xl_gemv_fpga"], load_hardware("mi100_hbm2_pim"))
+    assert result.predicted is None and "xilinx_alveo_u280" in result.skipped and "not published" in result.skipped
+    assert "x (" in result.skipped
 
 
 def test_pim_case_needs_a_pim_dtype(cases):
