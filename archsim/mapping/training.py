@@ -140,7 +140,8 @@ class TrainingEstimate:
         keys are null (it is reported as not fitting, never priced as if it ran)."""
         out = {"layout": {**self.parallelism.to_dict(), "label": self.parallelism.label()},
                "setup": {k: getattr(self.setup, k) for k in ("seq_len", "global_batch", "precision", "optimizer",
-                                                             "recompute", "mode", "schedule", "comm_sms")},
+                                                             "recompute", "mode", "schedule", "comm_sms",
+                                                             "attention_output_format")},
                "fits": self.fits, "memory": self.memory.to_dict(), "tokens_per_step": self.tokens_per_step,
                "model_flops_per_token": self.model_flops_per_token,
                "mfu_flops_per_token": self.mfu_flops_per_token}

@@ -154,6 +154,21 @@ def test_cli_train_json(capsys):
     assert out["layout"]["micro_batches"] == 120
 
 
+def test_cli_train_attention_output_format(capsys):
+    """The published recipe caches the attention output in E5M6 (workloads/deepseek_v3.yaml, DSV3-TR 3.3.3); the
+    flag overrides it, and keeping it in BF16 drops the cast and cast back: a shorter step."""
+    args = ["train", str(REPO / "workloads/deepseek_v3.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
+            "--recipe", "published", "--format", "json"]
+    assert main(args) == 0
+    e5m6 = json.loads(capsys.readouterr().out)
+    assert main(args + ["--attention-output-format", "bf16"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    assert e5m6["setup"]["attention_output_format"] == "e5m6" and bf16["setup"]["attention_output_format"] == "bf16"
+    assert bf16["step_time_s"] < e5m6["step_time_s"]
+    with pytest.raises(SystemExit):
+        main(args + ["--attention-output-format", "e4m3"])
+
+
 def test_cli_train_text_and_errors(capsys):
     rc = main(["train", str(REPO / "workloads/kimi_k2.yaml"), "--hw", str(REPO / "hardware/h800.yaml"),
                "--devices", "256", "--pp", "16", "--precision", "bf16", "--optimizer", "muon",
