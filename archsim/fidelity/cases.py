@@ -30,6 +30,9 @@ METRICS: dict[str, tuple[float, str]] = {
     # energy of a serving run (kernel "energy", fidelity/energy_eval.py): board power per GPU, J per output token
     "avg_power_w_per_gpu": (1.0, "W"),
     "j_per_token": (1.0, "J"),
+    # ... and of a whole node at the wall (MLPerf power: node AC power; boards plus hardware power.host_per_node)
+    "node_power_w": (1.0, "W"),
+    "node_j_per_token": (1.0, "J"),
     # what-if devices (fidelity/whatif_device_eval.py): a speedup (ratio) and a share of throughput lost
     "speedup": (1.0, "x"),
     "throughput_loss": (1.0, "fraction"),
@@ -161,7 +164,7 @@ def _deployment_cases(case: Case, groups: Mapping[str, tuple[str, ...]] = DEPLOY
 
 # An energy measurement is judged on average power and on J per output token, one case each (category
 # ``<category>_power`` / ``<category>_j_per_token``).
-ENERGY_GROUPS = {"power": ("avg_power_w_per_gpu",), "j_per_token": ("j_per_token",)}
+ENERGY_GROUPS = {"power": ("avg_power_w_per_gpu", "node_power_w"), "j_per_token": ("j_per_token", "node_j_per_token")}
 
 
 def _energy_cases(case: Case) -> list[Case]:

@@ -17,7 +17,9 @@ power, what NVML reports (ML.ENERGY measures it with Zeus through NVML).
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Mapping
 
 from archsim.errors import ConfigError
@@ -45,17 +47,75 @@ def _predict(hardware: str, dtype: str, shape_items: tuple) -> tuple[dict[str, f
     if batch < 1 or prompt < 1 or output < 1:
         raise NotModelled("batch, prompt_len and output_len must all be stated")
     devices = int(shape["devices"])
-    decode = _estimate(shape, dtype, hardware, batch=batch, prompt_len=prompt + output // 2, output_len=1,
-                       phase="decode")
+    hw = _hardware(hardware, shape)
+    decode = _decode(shape, dtype, hw, batch, prompt + output // 2)
     if decode.decode is None:
-        raise NotModelled(f"does not fit at batch {batch}: {decode.memory.needs}")
+        if shape.get("batch_rule") != "largest_fit":
+            raise NotModelled(f"does not fit at batch {batch}: {decode.memory.needs}")
+        batch, decode = _largest_fit(shape, dtype, hw, batch, prompt + output // 2)
     chunk = int(shape.get("prefill_chunk", DEFAULT_PREFILL_CHUNK))
     per_forward = max(1, chunk // prompt)  # whole prompts in one chunked-prefill forward
-    prefill = _estimate(shape, dtype, hardware, batch=per_forward, prompt_len=prompt, output_len=1, phase="prefill")
+    prefill = _estimate(shape, dtype, hw, batch=per_forward, prompt_len=prompt, output_len=1, phase="prefill")
     if prefill.prefill is None:
         raise NotModelled(f"the prefill of {per_forward} prompts does not fit: {prefill.memory.needs}")
-    return _steady_state(decode, prefill, batch=batch, prompt=prompt, output=output, per_forward=per_forward,
-                         devices=devices)
+    values, detail = _steady_state(decode, prefill, batch=batch, prompt=prompt, output=output,
+                                   per_forward=per_forward, devices=devices)
+    detail["batch"] = batch
+    if hw.power.host_per_node_w is not None:
+        node = node_figures(values, detail, devices=devices, instances=int(shape.get("instances_per_node", 1)),
+                            batch=batch, host_w=hw.power.host_per_node_w)
+        values.update(node)
+        detail["node_power_w_boards_only"] = node["node_power_w"] - hw.power.host_per_node_w
+    return values, detail
+
+
+def _decode(shape: Mapping, dtype: str, hw, batch: int, context: int):
+    """The decode step's Report at ``batch`` sequences of mean context ``context``."""
+    return _estimate(shape, dtype, hw, batch=batch, prompt_len=context, output_len=1, phase="decode")
+
+
+def _largest_fit(shape: Mapping, dtype: str, hw, batch: int, context: int):
+    """(batch, decode Report) of the largest running batch below the stated cap whose KV cache fits (bisection):
+    an engine's batch setting is a cap, and a paged KV cache holds only as many sequences as memory allows
+    (``batch_rule: largest_fit``, validation/energy_mlperf.yaml)."""
+    low, high, best = 1, batch - 1, None
+    while low <= high:
+        mid = (low + high) // 2
+        report = _decode(shape, dtype, hw, mid, context)
+        if report.decode is not None:
+            low, best = mid + 1, (mid, report)
+        else:
+            high = mid - 1
+    if best is None:
+        raise NotModelled(f"does not fit even at batch 1 (cap {batch})")
+    return best
+
+
+def _hardware(name: str, shape: Mapping):
+    """The case's chip; ``power_limit_w`` (the board power limit the run set, e.g. ``nvidia-smi -pl``) replaces
+    the datasheet TDP as the cap of cost/power.py."""
+    from archsim.config.hardware import resolve_hardware
+
+    hw = resolve_hardware(name)
+    limit = shape.get("power_limit_w")
+    if limit is None:
+        return hw
+    if not hw.power.idle_w < float(limit) <= hw.power.tdp_w:
+        raise NotModelled(f"power_limit_w {limit} must lie above idle ({hw.power.idle_w} W) and at most the TDP "
+                          f"({hw.power.tdp_w} W)")
+    return replace(hw, power=replace(hw.power, tdp_w=float(limit)))
+
+
+def node_figures(values: Mapping[str, float], detail: Mapping, *, devices: int, instances: int, batch: int,
+                 host_w: float) -> dict[str, float]:
+    """Node (wall) power and J per output token of ``instances`` copies of the instance side by side in one node,
+    each of ``devices`` GPUs, plus the node's host power (``power.host_per_node``):
+
+        node power = instances x devices x board power per GPU + host
+        node J per output token = node power x iteration time / (instances x batch)
+    """
+    node_w = instances * devices * values["avg_power_w_per_gpu"] + host_w
+    return {"node_power_w": node_w, "node_j_per_token": node_w * detail["iteration_s"] / (instances * batch)}
 
 
 def _steady_state(decode, prefill, *, batch: int, prompt: int, output: int, per_forward: int,
@@ -79,7 +139,6 @@ def _steady_state(decode, prefill, *, batch: int, prompt: int, output: int, per_
 @lru_cache(maxsize=16)
 def _workload(model: str):
     """``workloads/<model>.yaml``, else the config.json in ``validation/whatif_models/<model>/``."""
-    from archsim.config.hf import workload_from_hf_config
     from archsim.config.workload import load_workload
 
     yaml = data_dir("workloads") / f"{model}.yaml"
@@ -90,20 +149,31 @@ def _workload(model: str):
         raise NotModelled(f"no workload for model {model} (workloads/ or validation/{HF_MODELS_DIR}/)")
     with warnings.catch_warnings():  # the config fields archsim ignores (dropout, ...) are named in the README
         warnings.simplefilter("ignore")
-        return workload_from_hf_config(str(folder))
+        return _hf_workload(str(folder))
 
 
-def _estimate(shape: Mapping, dtype: str, hardware: str, **kw):
+def _hf_workload(folder: str):
+    """``workload_from_hf_config`` with a placeholder scenario of 1 + 1 tokens: the default scenario (4096 + 1024)
+    exceeds the 4096-token window of Llama 2, and every case replaces the lengths with its own."""
+    from archsim.config.hf import config_file, model_from_hf, read_config_json
+    from archsim.config.workload import Workload, scenario_from_section
+    from archsim.config.yaml_io import Section
+
+    file = config_file(folder)
+    model, weights, _ = model_from_hf(read_config_json(file), file)
+    scenario = scenario_from_section(Section({**weights, "prompt_len": 1, "output_len": 1}, file, "scenario"), model)
+    return Workload(name=Path(folder).name, model=model, scenario=scenario, source_file=file)
+
+
+def _estimate(shape: Mapping, dtype: str, hardware, **kw):
     """The Report ``archsim.estimate`` gives for the case's layout (deployment_eval's resolve and report path, with
     the workload from ``_workload``)."""
-    from archsim.config.hardware import resolve_hardware
     from archsim.mapping.resolve import resolve_deployment
     from archsim.report.metrics import report_of
 
     overrides = {**_overrides(shape, dtype), **kw}
     try:
-        return report_of(resolve_deployment(_workload(str(shape["model"])), resolve_hardware(hardware), **overrides),
-                         overrides)
+        return report_of(resolve_deployment(_workload(str(shape["model"])), hardware, **overrides), overrides)
     except ConfigError as err:
         raise NotModelled(f"the layout does not resolve: {err}") from None
 
