@@ -72,3 +72,15 @@ def test_gemv_library_fractions_are_the_measured_mi100_times(mi100):
     assert libs["rocblas_gemv"].bandwidth_fraction == pytest.approx(moved / 1164.72e-6 / reference, abs=1e-3)
     dgemv = 1e4 * 1e4 * 8 / (2 * 1e4 * 1e4 / 2.48e11)
     assert mi100.main_memory.achievable_fraction == pytest.approx(dgemv / 1228.8e9, abs=0.005)
+
+
+def test_matrix_energy_is_the_tdp_derivation(mi100):
+    """The [D] energy per FLOP is archsim/fidelity/tdp_energy.py's rule on this chip, as for every shipped GPU:
+    bf16 (300 - 34.4 - P_move) / R rounded down to 0.01 pJ; fp16 and int8 at twice the rate, half of it."""
+    from archsim.fidelity.tdp_energy import derived_energy_per_flop
+
+    derived = derived_energy_per_flop(mi100)
+    matrix = mi100.engine_for("matrix")
+    for dtype in ("bf16", "fp16", "int8"):
+        assert matrix.energy_j_per_flop[dtype] == pytest.approx(derived[dtype].energy_j_per_flop, abs=1e-15)
+    assert matrix.energy_j_per_flop["fp16"] == pytest.approx(matrix.energy_j_per_flop["bf16"] / 2, abs=0.01e-12)
