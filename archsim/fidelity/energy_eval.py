@@ -13,6 +13,12 @@ with the decode step priced at the mean context of a generation (prompt + output
 batched rate of one forward of ``prefill_chunk`` tokens (vLLM's ``max_num_batched_tokens``). Every energy is the
 whole instance's (each device's dynamic energy plus static power over the step: report/metrics.py), so it is board
 power, what NVML reports (ML.ENERGY measures it with Zeus through NVML).
+
+A node-level measurement (MLPerf power: the node's AC input) is predicted as ``node_figures``: the boards of the
+``instances_per_node`` instances side by side plus the hardware's ``power.host_per_node``, an upper bound
+(validation/energy_mlperf.yaml). Shape keys beyond the deployment's: ``power_limit_w`` (the board power limit the
+run set, replacing the TDP as the cap), ``batch_rule: largest_fit`` (the stated batch is an engine cap; the running
+batch is the largest whose KV cache fits), ``instances_per_node``.
 """
 from __future__ import annotations
 
@@ -36,8 +42,14 @@ DEFAULT_PREFILL_CHUNK = 8192
 
 
 def predict(case: Case) -> tuple[dict[str, float], dict]:
-    """``avg_power_w_per_gpu`` and ``j_per_token`` of the case's serving run (SI: W, J), and a detail dict."""
-    return _predict(case.hardware, case.dtype, tuple(sorted(case.shape.items())))
+    """``avg_power_w_per_gpu`` and ``j_per_token`` of the case's serving run (SI: W, J), with ``node_power_w`` and
+    ``node_j_per_token`` when the hardware states ``power.host_per_node``, and a detail dict. NotModelled when the
+    case measures a figure the hardware cannot price."""
+    values, detail = _predict(case.hardware, case.dtype, tuple(sorted(case.shape.items())))
+    missing = [k for k in getattr(case, "measured", {}) if k not in values]
+    if missing:
+        raise NotModelled(f"{', '.join(missing)} needs power.host_per_node in hardware/{case.hardware}.yaml")
+    return values, detail
 
 
 @lru_cache(maxsize=256)
@@ -48,6 +60,8 @@ def _predict(hardware: str, dtype: str, shape_items: tuple) -> tuple[dict[str, f
         raise NotModelled("batch, prompt_len and output_len must all be stated")
     devices = int(shape["devices"])
     hw = _hardware(hardware, shape)
+    if shape.get("batch_rule", "largest_fit") != "largest_fit":
+        raise NotModelled(f"batch_rule {shape['batch_rule']!r}: the one rule is largest_fit")
     decode = _decode(shape, dtype, hw, batch, prompt + output // 2)
     if decode.decode is None:
         if shape.get("batch_rule") != "largest_fit":
@@ -62,10 +76,12 @@ def _predict(hardware: str, dtype: str, shape_items: tuple) -> tuple[dict[str, f
                                    per_forward=per_forward, devices=devices)
     detail["batch"] = batch
     if hw.power.host_per_node_w is not None:
-        node = node_figures(values, detail, devices=devices, instances=int(shape.get("instances_per_node", 1)),
-                            batch=batch, host_w=hw.power.host_per_node_w)
+        instances = int(shape.get("instances_per_node", 1))
+        nodes = -(-instances * devices // hw.node.chips_per_node)  # the nodes the instances occupy
+        node = node_figures(values, detail, devices=devices, instances=instances, batch=batch,
+                            host_w=hw.power.host_per_node_w * nodes)
         values.update(node)
-        detail["node_power_w_boards_only"] = node["node_power_w"] - hw.power.host_per_node_w
+        detail["node_power_w_boards_only"] = node["node_power_w"] - hw.power.host_per_node_w * nodes
     return values, detail
 
 
@@ -100,7 +116,8 @@ def _hardware(name: str, shape: Mapping):
     limit = shape.get("power_limit_w")
     if limit is None:
         return hw
-    if not hw.power.idle_w < float(limit) <= hw.power.tdp_w:
+    numeric = isinstance(limit, (int, float)) and not isinstance(limit, bool)
+    if not numeric or not hw.power.idle_w < limit <= hw.power.tdp_w:
         raise NotModelled(f"power_limit_w {limit} must lie above idle ({hw.power.idle_w} W) and at most the TDP "
                           f"({hw.power.tdp_w} W)")
     return replace(hw, power=replace(hw.power, tdp_w=float(limit)))
@@ -108,8 +125,8 @@ def _hardware(name: str, shape: Mapping):
 
 def node_figures(values: Mapping[str, float], detail: Mapping, *, devices: int, instances: int, batch: int,
                  host_w: float) -> dict[str, float]:
-    """Node (wall) power and J per output token of ``instances`` copies of the instance side by side in one node,
-    each of ``devices`` GPUs, plus the node's host power (``power.host_per_node``):
+    """Node (wall) power and J per output token of ``instances`` copies of the instance side by side, each of
+    ``devices`` GPUs, plus the host power of the nodes they occupy (``host_w``: nodes x ``power.host_per_node``):
 
         node power = instances x devices x board power per GPU + host
         node J per output token = node power x iteration time / (instances x batch)
