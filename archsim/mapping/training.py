@@ -8,12 +8,14 @@ from dataclasses import dataclass, replace
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
 from archsim.cost.collectives import price_collective
+from archsim.cost.topology import topology_for
 from archsim.cost.rates import ChipRates
 from archsim.cost.phase import price_graph
 from archsim.dtypes import FP8
 from archsim.errors import ConfigError
 from archsim.graph.build import build_prefill
 from archsim.graph.precision import Shard, precision_from_names
+from archsim.mapping.layer_comm import moe_exchange
 from archsim.mapping.device_memory import MemoryBreakdown, TrainingBytes, memory_per_device, stage_layers
 from archsim.mapping.parallel import auto_ep, auto_tp, divisors
 from archsim.mapping.parallelism import Parallelism
@@ -27,6 +29,13 @@ from archsim.units import SECONDS_PER_HOUR
 
 TRILLION = 1e12
 MODES = ("pretrain", "finetune", "lora")
+# DeepEP's normal-mode notify kernels (github.com/deepseek-ai/DeepEP csrc/kernels/internode.cu, V1 / legacy):
+# messages on the critical path as (RDMA, NVLink). notify_dispatch, before a dispatch with a fresh layout: an
+# RDMA and an NVLink barrier, the token counts put over RDMA, an RDMA barrier, the counts over NVLink with an
+# NVLink barrier, a final RDMA and NVLink barrier. cached_notify, before a combine or a dispatch that reuses the
+# layout (the backward's): an RDMA and an NVLink barrier, buffer cleaning, and both barriers again.
+NOTIFY_DISPATCH_MESSAGES = (4, 3)
+CACHED_NOTIFY_MESSAGES = (2, 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,7 +266,7 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     """One DualPipe forward-and-backward chunk pair of ``moe_layers`` MoE layers on one device (the unit
     DeepSeek's profile-data ``train.json`` shows): compute and communication seconds, the span of their
     two-stream schedule (``archsim.mapping.overlap.fb_span``), the EP dispatch / combine seconds of one
-    forward call, ``blocks``: the layers' ``BlockTimes``, and ``ops``: seconds by (profiler-trace op, pass) for
+    forward call (without its notify kernel), ``blocks``: the layers' ``BlockTimes``, and ``ops``: seconds by (profiler-trace op, pass) for
     the whole pair (``archsim.mapping.training_ops``), communication included."""
     if not model.is_moe:
         raise ConfigError(None, "model", "a MoE model", model.name)
@@ -280,7 +289,8 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
         op, stats["small_layers"]) == key and op_segment(op.name) == seg else 0, **kw).scaled(1.0 / sm_share)
         for seg in SEGMENTS}
     comm = whole.layer_comm[moe]
-    layer = _block_times(segs, comm)
+    notify_dispatch, cached_notify = ep_notify_s(hw, model, par) if comm.ep_dispatch_s > 0 else (0.0, 0.0)
+    layer = _block_times(segs, comm, (notify_dispatch, cached_notify))
     blocks = [layer] * moe_layers
     compute = moe_layers * layer.compute_s
     communication = moe_layers * layer.comm_s  # forward and backward each dispatch and combine
@@ -289,11 +299,17 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
                                                         **kw).items()}
     # the backward's calls mirror the forward's (a combine's gradient goes out as a dispatch, a dispatch's
     # comes back as a combine; the model prices them as the forward calls); TP and CP calls ride with them
+    # the notify kernels are ops of their own: notify_dispatch and a cached_notify in the forward, two
+    # cached_notify in the backward (``ep_notify_s``; ``_block_times`` folds them into the calls)
+    dispatch_notify, combine_notify = (notify_dispatch + cached_notify) / 2, cached_notify
     for pass_ in ("forward", "backward"):
-        ops[("dispatch", pass_)] = moe_layers * layer.dispatch_s
-        ops[("combine", pass_)] = moe_layers * layer.combine_s
+        ops[("dispatch", pass_)] = moe_layers * (layer.dispatch_s - dispatch_notify)
+        ops[("combine", pass_)] = moe_layers * (layer.combine_s - combine_notify)
         if layer.gather_s:
             ops[("collective", pass_)] = moe_layers * layer.gather_s
+    if cached_notify:
+        ops[("notify", "forward")] = moe_layers * (notify_dispatch + cached_notify)
+        ops[("notify", "backward")] = moe_layers * 2 * cached_notify
     return {"compute_s": compute, "communication_s": communication, "span_s": fb_span(blocks, blocks),
             "dispatch_s": comm.ep_dispatch_s, "combine_s": comm.ep_combine_s, "blocks": blocks, "ops": ops}
 
@@ -320,9 +336,12 @@ def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> l
     moe_layer = next((c for layer, c in enumerate(whole.layer_comm) if model.is_moe_layer(layer)), None)
     no_comm = LayerComm()
 
+    notify = ep_notify_s(hw, model, par)
+
     def block(name, keys_, comm):
         segs = {seg: _sum([parts.get((k, seg), zero) for k in keys_]) for seg in SEGMENTS}
-        return name, _sum([work.get(k, zero) for k in keys_]), comm.total_s, _block_times(segs, comm)
+        times = _block_times(segs, comm, notify)
+        return name, _sum([work.get(k, zero) for k in keys_]), times.comm_s / 2, times
 
     blocks = [block(f"layer {layer}", [stats["kind_of"](layer)] + (["embed"] if layer == 0 else []),
                     whole.layer_comm[layer]) for layer in range(model.num_hidden_layers)]
@@ -338,15 +357,37 @@ def _stage_work(model, hw, par, setup, stats, whole, mtp, frozen, sm_share) -> l
     return out
 
 
-def _block_times(segs: dict[str, MicroBatchWork], comm: LayerComm) -> BlockTimes:
+def ep_notify_s(hw: Hardware, model: ModelConfig, par: Parallelism) -> tuple[float, float]:
+    """Seconds of DeepEP's normal-mode notify kernels (``NOTIFY_DISPATCH_MESSAGES``, ``CACHED_NOTIFY_MESSAGES``)
+    with every message at its fabric's latency (``node.scale_out.latency``, ``node.scale_up.latency``; no RDMA
+    message when the EP group sits in one node): (notify_dispatch, cached_notify). (0, 0) when the layout
+    has no DeepEP exchange. A lower bound: the kernels also wait for the slowest peer and for the host to
+    reset the receive counters (the trace's notify kernels take 0.75-3.8 ms; docs/training_trace.md)."""
+    if moe_exchange(model, par) != "deepep":
+        return 0.0, 0.0
+    topo = topology_for(hw, par.moe_group)
+    internode = topo.span(par.moe_group).nodes > 1
+
+    def latency(messages: tuple[int, int]) -> float:
+        rdma, nvlink = messages
+        return (rdma * topo.scale_out.latency_s if internode else 0.0) + nvlink * topo.scale_up.latency_s
+    return latency(NOTIFY_DISPATCH_MESSAGES), latency(CACHED_NOTIFY_MESSAGES)
+
+
+def _block_times(segs: dict[str, MicroBatchWork], comm: LayerComm,
+                 notify: tuple[float, float] = (0.0, 0.0)) -> BlockTimes:
     """A block's parts for the F&B schedule (``archsim.mapping.overlap.BlockTimes``) from its training work
     per segment and its layer's communication: the context-parallel K/V exchange before the attention, the
     EP dispatch after it and the combine after the experts; of the TP all-reduces (after ``o_proj`` and
-    after the dense or shared-expert ``down_proj``), one goes with the dispatch and one with the combine."""
+    after the dense or shared-expert ``down_proj``), one goes with the dispatch and one with the combine.
+    A layer with an EP exchange adds ``notify`` (``ep_notify_s``): the forward dispatch waits for a
+    notify_dispatch and the backward's for a cached_notify (their mean goes with the dispatch, which the
+    backward mirrors), each combine for a cached_notify."""
+    nd, nc = notify if comm.ep_dispatch_s > 0 else (0.0, 0.0)
     return BlockTimes(**{seg: Seg(f=w.f_s, b=w.b_s - w.w_s, w=w.w_s) for seg, w in segs.items()},
                       gather_s=comm.cp_kv_exchange_s,
-                      dispatch_s=comm.ep_dispatch_s + comm.tp_all_reduce_s / 2,
-                      combine_s=comm.ep_combine_s + comm.tp_all_reduce_s / 2)
+                      dispatch_s=comm.ep_dispatch_s + comm.tp_all_reduce_s / 2 + (nd + nc) / 2,
+                      combine_s=comm.ep_combine_s + comm.tp_all_reduce_s / 2 + nc)
 
 
 def _sum(works) -> MicroBatchWork:

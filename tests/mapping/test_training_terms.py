@@ -210,7 +210,7 @@ def test_chunk_pair_ops_add_up_to_its_streams(dsv3, h800):
     Wgrad appears only in the wgrad pass."""
     pair = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=4)
     ops = pair["ops"]
-    comm = sum(v for (op, _), v in ops.items() if op in ("dispatch", "combine", "collective"))
+    comm = sum(v for (op, _), v in ops.items() if op in ("notify", "dispatch", "combine", "collective"))
     assert comm == pytest.approx(pair["communication_s"])
     assert sum(ops.values()) - comm == pytest.approx(pair["compute_s"])
     # EP calls: 4 layers x (forward + backward) of one call each
@@ -304,3 +304,18 @@ def test_dsv3_recipe_caches_the_attention_output_in_e5m6():
     w = load_workload(Path(__file__).resolve().parents[2] / "workloads" / "deepseek_v3.yaml")
     _, setup = published_recipe(w)
     assert setup.attention_output_format == "e5m6"
+
+
+def test_deepep_notify_kernels_at_link_latency(dsv3, h800):
+    """DeepEP's normal-mode notify kernels (DeepEP csrc/kernels/internode.cu): notify_dispatch has 4 RDMA and 3
+    NVLink messages on its critical path, cached_notify 2 and 2. At ISCA25 Table 5's 64-byte latencies
+    (hardware/h800.yaml: IB 2.8 us, NVLink 3.33 us): 4 x 2.8 + 3 x 3.33 = 21.19 us and 2 x 2.8 + 2 x 3.33 =
+    12.26 us. EP64 spans 8 nodes; an EP8 group in one node sends nothing over RDMA. The chunk pair's notify
+    ops: per MoE layer notify_dispatch + cached_notify forward, two cached_notify backward."""
+    from archsim.mapping.training import ep_notify_s
+    assert ep_notify_s(h800, dsv3, DSV3_LAYOUT) == pytest.approx((21.19e-6, 12.26e-6))
+    assert ep_notify_s(h800, dsv3, replace(DSV3_LAYOUT, ep=8, dp=128)) == pytest.approx((9.99e-6, 6.66e-6))
+    assert ep_notify_s(h800, dsv3, replace(DSV3_LAYOUT, ep=1)) == (0.0, 0.0)  # no DeepEP exchange
+    ops = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=4)["ops"]
+    assert ops[("notify", "forward")] == pytest.approx(4 * (21.19e-6 + 12.26e-6))
+    assert ops[("notify", "backward")] == pytest.approx(4 * 2 * 12.26e-6)
