@@ -29,7 +29,8 @@ from archsim.units import SECONDS_PER_HOUR
 
 TRILLION = 1e12
 MODES = ("pretrain", "finetune", "lora")
-# DeepEP's normal-mode notify kernels (github.com/deepseek-ai/DeepEP csrc/kernels/internode.cu, V1 / legacy):
+# DeepEP's normal-mode notify kernels (github.com/deepseek-ai/DeepEP csrc/kernels/legacy/internode.cu, the V1
+# kernels of docs/legacy.md's tables; csrc/kernels/internode.cu before the V2 split):
 # messages on the critical path as (RDMA, NVLink). notify_dispatch, before a dispatch with a fresh layout: an
 # RDMA and an NVLink barrier, the token counts put over RDMA, an RDMA barrier, the counts over NVLink with an
 # NVLink barrier, a final RDMA and NVLink barrier. cached_notify, before a combine or a dispatch that reuses the
