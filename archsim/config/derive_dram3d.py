@@ -14,6 +14,8 @@ the stacks' interface, and the power the stacked die can dissipate at its temper
 """
 from __future__ import annotations
 
+import math
+
 
 def stack_capacity_bytes(stacks: int, dies_per_stack: int, die_capacity_bytes: float) -> float:
     """DRAM capacity of the stacks."""
@@ -49,3 +51,17 @@ def held_clock_fraction(phase_power_w: float, static_w: float, sustainable_w: fl
     if phase_power_w <= sustainable_w:
         return 1.0
     return max(0.0, (sustainable_w - static_w) / (phase_power_w - static_w))
+
+
+def reference_power_floor_w(idle_w: float, clock_fraction: float, peak_c: float, bound_c: float,
+                            ambient_c: float) -> float:
+    """The least reference power consistent with a published check that the die stays below ``bound_c`` at
+    ``clock_fraction`` of its clock (dynamic power proportional to clock, idle fixed, the linear model above): at
+    reference power P the die draws idle + f (P - idle), so ambient + (peak - ambient) (idle + f (P - idle)) / P
+    < bound needs P > (peak - ambient) idle (1 - f) / ((bound - ambient) - f (peak - ambient)). imec's halved clock
+    "below 100 C" thereby bounds the unpublished power of its 141.7 C map from below. Infinite when no power
+    satisfies the check."""
+    margin = (bound_c - ambient_c) - clock_fraction * (peak_c - ambient_c)
+    if margin <= 0:
+        return math.inf
+    return (peak_c - ambient_c) * idle_w * (1.0 - clock_fraction) / margin

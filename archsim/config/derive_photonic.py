@@ -16,6 +16,10 @@ authors' simulator derives them (Zhu et al., HPCA 2024, arXiv 2305.19533; github
   ``cols x wavelengths`` weights, and settles for ``reprogram_time`` each time it loads the next ones; an op's
   weights take ceil(weights / held) loads, serial with its MACs. DOTA modulates both operands every cycle and holds
   none (``weight_stationary: false``).
+- Throughput: LT times an [n1 x d] x [d x n2] product as ceil(ceil(d / wavelengths) x ceil(n1 / rows) x
+  ceil(n2 / cols) / cores) cycles, one crossbar tile per core and cycle, with no stall term (its memory "carefully
+  designed to avoid being memory-bounded", ``simulator_FFN.py`` ``get_latency_crossbar``): on whole tiles the
+  array runs at its peak, the achievable fraction of the authors' model is 1, and the rest is tile quantisation.
 """
 from __future__ import annotations
 
@@ -187,3 +191,16 @@ def reprogram_s(weight_elements: float, array: Array, reprogram_time_s: float) -
     if weight_elements <= 0 or reprogram_time_s <= 0:
         return 0.0
     return math.ceil(weight_elements / weights_held(array)) * reprogram_time_s
+
+
+def crossbar_cycles(n1: int, d: int, n2: int, array: Array) -> int:
+    """Cycles LT gives an ``[n1 x d] x [d x n2]`` product on the array (LT ``get_latency_crossbar``): one
+    ``rows x wavelengths`` by ``wavelengths x cols`` tile per core and cycle, the tiles shared over the cores."""
+    tiles = math.ceil(d / array.wavelengths) * math.ceil(n1 / array.rows) * math.ceil(n2 / array.cols)
+    return math.ceil(tiles / array.cores)
+
+
+def crossbar_utilisation(n1: int, d: int, n2: int, array: Array) -> float:
+    """The product's MACs over the MACs the array could do in LT's cycles: 1 on whole tiles, less on partial ones
+    (a one-token GEMV fills 1 of ``rows`` rows)."""
+    return n1 * d * n2 / (crossbar_cycles(n1, d, n2, array) * array.macs_per_cycle)
