@@ -49,9 +49,11 @@ class KernelFields:
     each streaming a weight panel, cannot reach the chip's bandwidth; None = no per-SM cap). ``ramp_s``: fixed
     time per kernel (first loads before the first MMA plus the final store's drain; on a CPU, the call overhead).
     ``attention_backward_fraction``: FLOP rate of the attention backward kernel over the forward's
-    (training only; None = the same rate). ``libraries``: the kernel libraries a software stack can name for an
-    op kind on this chip (``stacks/*.yaml``), each with its efficiency relative to the kernel the fields above
-    describe (``KernelLibrary``).
+    (training only; None = the same rate). ``wgrad_fraction``: the rate of the GEMM library's FP8
+    weight-gradient kernels over what the fields above give the same shapes (training only; None = 1).
+    ``libraries``: the kernel libraries a software stack can name for an op kind on this chip
+    (``stacks/*.yaml``), each with its efficiency relative to the kernel the fields above describe
+    (``KernelLibrary``).
     """
 
     ramp_s: float = 0.0
@@ -65,6 +67,7 @@ class KernelFields:
     gemm_operand_bandwidth_bytes_per_s: float | None = None
     sm_stream_bandwidth_bytes_per_s: float | None = None
     attention_backward_fraction: float | None = None
+    wgrad_fraction: float | None = None
     libraries: Mapping[str, "KernelLibrary"] = field(default_factory=dict)
 
     @property
@@ -109,6 +112,7 @@ def parse_kernel_fields(section: Section) -> KernelFields:
         sm_stream_bandwidth_bytes_per_s=section.quantity("sm_stream_bandwidth", "bytes_per_s", default=None),
         attention_backward_fraction=section.number("attention_backward_fraction", minimum=0.0, maximum=1.0,
                                                    default=None),
+        wgrad_fraction=section.number("wgrad_fraction", minimum=0.0, maximum=1.5, default=None),
         libraries=_libraries(section),
     )
     path = section.child_path
@@ -129,6 +133,8 @@ def parse_kernel_fields(section: Section) -> KernelFields:
     if fields.attention_backward_fraction is not None and fields.attention_backward_fraction <= 0:
         raise ConfigError(section.file, path("attention_backward_fraction"), "a fraction in (0, 1]",
                           fields.attention_backward_fraction)
+    if fields.wgrad_fraction is not None and fields.wgrad_fraction <= 0:
+        raise ConfigError(section.file, path("wgrad_fraction"), "a fraction in (0, 1.5]", fields.wgrad_fraction)
     tiles = (bool(fields.gemm_block_m), bool(fields.gemm_block_n), fields.gemm_max_tile_elements is not None)
     if any(tiles) and not all(tiles):
         raise ConfigError(section.file, path("gemm_block_m"),

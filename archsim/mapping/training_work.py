@@ -104,7 +104,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     FP8 weight is transposed (``_weight_transpose_bytes``).
     Training runs the tensor cores for minutes on end, so a GEMM's matrix and L2-feed terms run at the clock
     the chip sustains under that load (``kernel.clock_under_load`` over ``kernel.clock_boost``; the GEMM rates
-    come from short benchmarks at the boost clock). ``gradient_bytes`` > 0: each Wgrad GEMM accumulates into
+    come from short benchmarks at the boost clock); an FP8 Wgrad runs at ``kernel.wgrad_fraction`` of the
+    kernel model's rate (the library's weight-gradient kernels). ``gradient_bytes`` > 0: each Wgrad GEMM accumulates into
     the weight's gradient buffer in that format (DeepSeek-V3: FP32, DSV3-TR §3.3; the ``_acc`` kernels of
     its profile): it writes the gradient in that format and reads the running sum first.
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
@@ -277,9 +278,15 @@ def _gemm_terms(op, hw, *, tokens, topk, hidden, hbm_rate, frozen, gradient_byte
     wgrad = 0.0
     if not frozen:
         accumulate = _GRADIENT_DTYPES.get(gradient_bytes)
-        wgrad = time(n, k, max(1, m), accumulate or "bf16") + gap
+        wgrad = time(n, k, max(1, m), accumulate or "bf16")
         if accumulate:
             wgrad += groups * n * k * gradient_bytes / hbm_rate  # the running sum read before the write
+        # the library's FP8 Wgrad kernels against the kernel model (kernel.wgrad_fraction, DeepGEMM's table;
+        # measured for FP8 only, so a BF16 Wgrad keeps the kernel model's rate)
+        fraction = 1.0
+        if dtype.bits == 8 and hw.kernel is not None and hw.kernel.wgrad_fraction:
+            fraction = hw.kernel.wgrad_fraction
+        wgrad = wgrad / fraction + gap
     out = {"forward_s": time(m, n, k) + gap, "dgrad_s": time(m, k, n) + gap, "wgrad_s": wgrad}
     if head:
         last = time(int(a["m"]), n, k)  # what inference prices: the last position only

@@ -24,6 +24,7 @@ TOKENS = 4096  # one 4K sequence per micro-batch: 15360 / 128 replicas / 120 mic
 # hardware/h800.yaml: 1600 MHz sustained under tensor load (FlashMLA deep dive) of the 1830 MHz boost clock
 CLOCK = 1600 / 1830
 GAP = 2.1e-6  # hardware/h800.yaml kernel_launch_graph: GPU time between back-to-back kernels
+WGRAD = 0.93  # hardware/h800.yaml kernel.wgrad_fraction: DeepGEMM's Wgrad kernels over the kernel model
 
 
 def _sustained(est):
@@ -65,7 +66,7 @@ def test_dgrad_and_wgrad_use_their_own_shapes(moe_graph, h800):
     # each GEMM kernel also pays the gap before the next kernel of the stream
     assert w.forward_s == pytest.approx(_sustained(gemm_time(h800, m=4096, n=24576, k=1536)) + GAP)
     assert w.dgrad_s == pytest.approx(_sustained(gemm_time(h800, m=4096, n=1536, k=24576)) + GAP)
-    assert w.wgrad_s == pytest.approx(_sustained(gemm_time(h800, m=24576, n=1536, k=4096)) + GAP)
+    assert w.wgrad_s == pytest.approx(_sustained(gemm_time(h800, m=24576, n=1536, k=4096)) / WGRAD + GAP)
     # the clock slows a compute-bound GEMM by 1830 / 1600 in its main loop only
     est = gemm_time(h800, m=4096, n=24576, k=1536)
     assert est.bound == "compute"
@@ -96,14 +97,16 @@ def test_expert_wgrad_has_k_equal_to_tokens_per_expert(moe_graph, h800):
     w = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                          hidden=7168, recompute="none", recompute_projections=(), frozen=False)
     assert w.forward_s == pytest.approx(_sustained(grouped_gemm_time(h800, groups=4, m=8192, n=7168, k=2048)) + GAP)
-    assert w.wgrad_s == pytest.approx(_sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192)) + GAP)
+    assert w.wgrad_s == pytest.approx(
+        _sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192)) / WGRAD + GAP)
     # accumulating into FP32 gradients (the FP8 recipe, DSV3-TR §3.3): the Wgrad writes FP32 and first reads
     # the running sum, 4 B per weight: 4 experts x 7168 x 2048
     acc = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name in only else 0, tokens=TOKENS, topk=8,
                            hidden=7168, recompute="none", recompute_projections=(), frozen=False, gradient_bytes=4.0)
     assert acc.wgrad_s == pytest.approx(
-        _sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192, out_dtype="fp32")) + GAP
-        + 4 * 7168 * 2048 * 4 / (h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction))
+        (_sustained(grouped_gemm_time(h800, groups=4, m=7168, n=2048, k=8192, out_dtype="fp32"))
+         + 4 * 7168 * 2048 * 4 / (h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction))
+        / WGRAD + GAP)
     assert acc.forward_s == w.forward_s and acc.dgrad_s == w.dgrad_s
     # the output gradient (N = hidden) is cast once per token before the backward dispatch: 4096 rows, not
     # 32768 routed copies
@@ -319,3 +322,40 @@ def test_deepep_notify_kernels_at_link_latency(dsv3, h800):
     ops = moe_chunk_pair(dsv3, h800, DSV3_LAYOUT, DSV3_SETUP, moe_layers=4)["ops"]
     assert ops[("notify", "forward")] == pytest.approx(4 * (21.19e-6 + 12.26e-6))
     assert ops[("notify", "backward")] == pytest.approx(4 * 2 * 12.26e-6)
+
+
+# DeepGEMM pull request #95 (H800): weight-gradient GEMMs with FP32 accumulation, (groups, M, N, K, TFLOPS); the
+# dense rows from its description [V], the k-grouped rows as DeepGEMM issue #107 quotes its table [S]
+DEEPGEMM_WGRAD_H800 = ((1, 7168, 2112, 4096, 920), (1, 1536, 24576, 4096, 986), (1, 512, 32768, 4096, 878),
+                       (1, 16384, 7168, 4096, 994), (1, 7168, 4096, 4096, 942), (1, 2048, 7168, 4096, 920),
+                       (1, 7168, 2112, 8192, 1052), (1, 1536, 24576, 8192, 1092), (1, 512, 32768, 8192, 1014),
+                       (4, 7168, 4096, 4096, 939), (4, 2048, 7168, 4096, 900), (4, 7168, 4096, 8192, 1044),
+                       (4, 2048, 7168, 8192, 1033), (8, 7168, 4096, 4096, 942))
+
+
+def test_wgrad_fraction_is_deepgemms_table_over_the_kernel_model(h800):
+    """kernel.wgrad_fraction (hardware/h800.yaml) is the geometric mean of DeepGEMM's published Wgrad TFLOPS over
+    the kernel model's for the same shapes, the model's Wgrad priced as training prices it (FP32 output, plus the
+    running sum read at the HBM rate), at the benchmark's boost clock: 0.929 -> 0.93. Then a Wgrad term is the
+    kernel model's time over that fraction, plus the kernel gap."""
+    import math
+    hbm = h800.main_memory.bandwidth_bytes_per_s * h800.main_memory.achievable_fraction
+    ratios = []
+    for g, m, n, k, tflops in DEEPGEMM_WGRAD_H800:
+        t = grouped_gemm_time(h800, groups=g, m=m, n=n, k=k, dtype="fp8", out_dtype="fp32").time_s + g * m * n * 4 / hbm
+        ratios.append(tflops * 1e12 / (2 * g * m * n * k / t))
+    mean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    assert h800.kernel.wgrad_fraction == round(mean, 2) == 0.93
+    assert all(0.8 < r < 1.05 for r in ratios)  # one library-wide figure: no row far from it
+
+
+def test_wgrad_term_runs_at_the_wgrad_fraction(moe_graph, h800):
+    g, cost, n = moe_graph
+    name = "layers.1.mlp.experts.gate_up"
+    kw = dict(count=lambda op: 1 if op.name == name else 0, tokens=TOKENS, topk=8, hidden=7168, recompute="none",
+              recompute_projections=(), frozen=False, gradient_bytes=4.0)
+    plain = replace(h800, kernel=replace(h800.kernel, wgrad_fraction=None))
+    w = micro_batch_work(g, cost, h800, **kw)
+    w1 = micro_batch_work(g, cost, plain, **kw)
+    assert w.wgrad_s - GAP == pytest.approx((w1.wgrad_s - GAP) / WGRAD)
+    assert w.forward_s == w1.forward_s and w.dgrad_s == w1.dgrad_s
