@@ -188,6 +188,9 @@ def contributions(model, hw):
          "forward GEMM time", under(gemm_terms_patch(_wgrad_as_forward))),
         ("of which the FP32 accumulation (write FP32, read the running sum; DSV3-TR §3.3, the trace's _acc "
          "kernels); without: BF16 output, nothing read", under(patched(training_work, "_GRADIENT_DTYPES", {}))),
+        ("of which DeepGEMM's FP8 Wgrad kernels at 0.93 of the kernel model (kernel.wgrad_fraction, DeepGEMM "
+         "PR #95's table); without: the kernel model's rate",
+         est(hw_=replace(hw, kernel=replace(hw.kernel, wgrad_fraction=None)))),
         ("2.1 µs between back-to-back kernels (kernel_launch_graph; DeepSeek's trace: 2.0 µs) for each GEMM, "
          "FP8-cast and attention-backward kernel of the training terms; without: none",
          under(patched(training_work, "kernel_gap_s", lambda hw: 0.0))),

@@ -29,7 +29,7 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
                  training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES, training_work.kernel_gap_s,
                  training_work._weight_transpose_bytes, training_work.key_assembly_bytes)
     base, rows = ablation.contributions(model, h800)
-    assert len(rows) == 22
+    assert len(rows) == 23
     for label, without, adds in rows:
         assert 0 < without < 2 * base.gpu_hours_per_trillion_tokens, label
         if not label.startswith("Wgrad"):
@@ -41,6 +41,7 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
     # the training-trace effects (docs/training_trace.md) each slow the model
     assert by["GEMMs at the clock sustained under training load, 1600 of 1830 MHz"] > 0
     assert by["of which the FP32 accumulation"] > 0
+    assert by["of which DeepGEMM's FP8 Wgrad kernels at 0.93 of the kernel model"] > 0
     assert by["of which FlashAttention's backward pre-/post-processing passes"] > 0
     assert by["2.1 µs between back-to-back kernels"] > 0
     assert by["of which the FP8 weights transposed for Dgrad each micro-batch"] > 0
