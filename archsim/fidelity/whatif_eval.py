@@ -11,8 +11,10 @@ memory every step (``cost/mesh.weight_stream_s``); ``estimate()`` itself reports
 A case whose setup the model cannot represent is reported as skipped with the reason (``NotModelled``): speculative
 decoding whose draft model and acceptance the source does not publish, a model family archsim has no graph for.
 Shape keys: ``model`` (a folder of validation/whatif_models/ holding a Hugging Face config.json, or a workload
-name), ``systems``, ``pp``, ``batch``, ``prompt_len``, ``output_len``, optional ``kv_cache`` (dtype, default the
-case's dtype), ``speculative`` (true: the published figure used speculative decoding) and ``weights_resident``
+name), ``systems``, ``pp``, ``batch``, ``prompt_len``, ``output_len``, optional ``tp`` (tensor parallel degree within
+a stage, default the resolver's; Groq runs a stage over the 8 chips of a GroqNode), ``weights`` (the weight dtype,
+default the case's dtype; Groq stores weights at 8 bits), ``kv_cache`` (dtype, default the case's dtype),
+``speculative`` (true: the published figure used speculative decoding) and ``weights_resident``
 (true: the measured run kept its weights on the wafer although the model's would not fit, as WaferLLM timed each
 layer with that layer's weights resident: the step is priced as if they fitted, with no streaming).
 """
@@ -34,11 +36,13 @@ DECODE_KEYS = ("model", "systems", "pp", "batch", "prompt_len", "output_len")
 def _estimate(workload: str, hw, **overrides):
     """The Report ``archsim.estimate`` gives (the same resolve and report path; fidelity sits below the api)."""
     from archsim.config.workload import load_workload
+    from archsim.fidelity.energy_eval import _hf_workload  # a placeholder scenario (Llama 2's 4096-token window)
     from archsim.mapping.resolve import resolve_deployment
     from archsim.report.metrics import report_of
 
     try:
-        return report_of(resolve_deployment(load_workload(workload), hw, **overrides), overrides)
+        wl = load_workload(workload) if workload.endswith(".yaml") else _hf_workload(workload)
+        return report_of(resolve_deployment(wl, hw, **overrides), overrides)
     except ConfigError as err:  # a model family without a graph, a layout that does not resolve
         raise NotModelled(f"the model or layout does not resolve: {err}") from None
 
@@ -88,8 +92,10 @@ def decode(case: Case, hw=None) -> tuple[dict[str, float], dict]:
     systems, batch = int(s["systems"]), int(s["batch"])
     context = int(s["prompt_len"]) + int(s["output_len"]) // 2  # the mean context over the generated tokens
     options = dict(devices=systems, pp=int(s["pp"]), batch=batch, prompt_len=context - 1, output_len=1,
-                   phase="decode", weights=case.dtype, kv_cache=str(s.get("kv_cache", case.dtype)),
-                   activations=case.dtype)
+                   phase="decode", weights=str(s.get("weights", case.dtype)),
+                   kv_cache=str(s.get("kv_cache", case.dtype)), activations=case.dtype)
+    if "tp" in s:  # tensor parallel within each stage (Groq: a stage's layers over the 8 chips of a node)
+        options["tp"] = int(s["tp"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # config.json fields archsim does not model (dropout, pretraining_tp)
         report = _estimate(workload_path(case, str(s["model"])), hw, **options)
