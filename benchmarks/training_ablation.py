@@ -168,9 +168,11 @@ def contributions(model, hw):
          "trace's batched_transpose kernels)", under(patched(training_work, "_weight_transpose_bytes", lambda e: 0.0))),
         ("of which the attention output cached in E5M6, cast and cast back (DSV3-TR §3.3.3; the trace's "
          "special_fmt kernels); without: kept in BF16", est(replace(SETUP, attention_output_format="bf16"))),
-        ("expanded MLA's K assembled by a copy in the forward and the kv_b_proj recomputation (DeepSeek-V3 "
-         "inference/model.py naive MLA; the trace's _copy_tensor_kernel); without: none",
-         under(patched(training_work, "key_assembly_bytes", lambda graph, name: 0.0))),
+        ("expanded MLA's K assembled by a copy in the forward and the kv_b_proj recomputation, and the K/V "
+         "gradient's copies and head-sum (DeepSeek-V3 inference/model.py naive MLA; the trace's "
+         "_copy_tensor_kernel and reduce_kernel); without: none",
+         under2(patched(training_work, "key_assembly_bytes", lambda graph, name: 0.0),
+                patched(training_work, "key_value_gradient_bytes", lambda graph, name: 0.0))),
         ("element-wise backward from bytes, with the loss's backward; without: none",
          under2(patched(training_work, "_backward_bytes_ratio", lambda op: 0.0), gemm_terms_patch(_no_loss_backward))),
         ("recomputation (norms, SwiGLU, RoPE; MLA up-projections)", est(replace(SETUP, recompute="none"))),

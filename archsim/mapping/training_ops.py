@@ -60,7 +60,7 @@ def block_op_times(graph, cost, hw, *, block, small_layers: int, sm_share: float
             add("fp8_cast", "backward", w.fp8_cast_backward_s)
             # the K assembly is a copy kernel: the trace's element-wise op (profile_trace rule "copy")
             add("elementwise", "forward", w.key_assembly_forward_s)
-            add("elementwise", "backward", w.key_assembly_recompute_s)
+            add("elementwise", "backward", w.key_assembly_recompute_s + w.key_assembly_backward_s)
         else:
             add(kind, "forward", w.forward_s)
             add(kind, "backward", w.elementwise_backward_s + w.recompute_s)

@@ -13,6 +13,8 @@ from archsim.errors import ConfigError
 
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (Dao 2023, §3.1.2): 2.5x the work.
 ATTENTION_BACKWARD_RATIO = 2.5
+# the K/V gradient assembly of expanded MLA: two copies and one head-sum (key_value_gradient_bytes)
+KEY_VALUE_GRADIENT_KERNELS = 3
 # FlashAttention's backward launches three kernels: preprocess, the main kernel, postprocess (hopper/flash_bwd_*)
 ATTENTION_BACKWARD_KERNELS = 3
 GEMM_KINDS = ("gemm", "grouped_gemm")
@@ -51,6 +53,9 @@ class MicroBatchWork:
     # in the forward and again when the recomputed kv_b_proj rebuilds it in backward
     key_assembly_forward_s: float = 0.0
     key_assembly_recompute_s: float = 0.0
+    # its gradient: dk_nope and dv copied into kv_b_proj's output gradient, dk_pe summed over the heads
+    # (``key_value_gradient_bytes``)
+    key_assembly_backward_s: float = 0.0
 
     @property
     def f_s(self) -> float:
@@ -61,7 +66,8 @@ class MicroBatchWork:
     def b_s(self) -> float:
         """Backward chunk compute, weight gradients included."""
         return (self.dgrad_s + self.wgrad_s + self.attention_backward_s + self.elementwise_backward_s
-                + self.fp8_cast_backward_s + self.recompute_s + self.key_assembly_recompute_s)
+                + self.fp8_cast_backward_s + self.recompute_s + self.key_assembly_recompute_s
+                + self.key_assembly_backward_s)
 
     @property
     def w_s(self) -> float:
@@ -115,7 +121,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     BF16 for the attention backward (``special_format_cast_bytes``, counted with the FP8 casts).
     Expanded MLA attention (``mla_expanded``) takes K contiguous: a copy kernel assembles it from k_nope and
     the broadcast rope key (``key_assembly_bytes``) in the forward, and again in backward when ``kv_b_proj``
-    is recomputed (``recompute_projections``, or ``full``).
+    is recomputed (``recompute_projections``, or ``full``); its backward assembles the gradient of kv_b_proj's
+    output from dK and dV (``key_value_gradient_bytes``, three kernels).
     Every kernel these terms add (GEMMs, casts, copies, the attention backward's three) also pays
     ``kernel_gap_s``.
     """
@@ -156,6 +163,8 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
                 rebuilt = recompute == "full" or (recompute == "selective" and any(
                     p.endswith("kv_b_proj") for p in recompute_projections))
                 t["key_assembly_recompute_s"] += copy if rebuilt else 0.0
+                t["key_assembly_backward_s"] += n * (key_value_gradient_bytes(graph, name) / hbm_rate
+                                                     + KEY_VALUE_GRADIENT_KERNELS * kernel_gap_s(hw))
         else:
             t["elementwise_backward_s"] += n * fwd * _backward_bytes_ratio(op)
         if recompute == "selective" and op.kind in STREAMING_KINDS:
@@ -180,6 +189,36 @@ def special_format_cast_bytes(op) -> float:
     return (elements * (BF16.bits + E5M6_BITS) + scales) / BITS_PER_BYTE
 
 
+def _key_value_operands(graph, name: str):
+    """(k, v, rope dims) of expanded MLA attention op ``name``: its fresh K and V operands and the rope width of
+    the ``rope_k`` op beside it; None for any other attention."""
+    op = graph.nodes[name]["op"]
+    prefix = name[: -len("attn_core")] if name.endswith("attn_core") else None
+    if op.attrs.get("form") != "mla_expanded" or prefix is None or prefix + "rope_k" not in graph.nodes:
+        return None
+    reads = {o.name: o for o in op.reads}
+    if "k" not in reads or "v" not in reads:
+        return None
+    return reads["k"], reads["v"], graph.nodes[prefix + "rope_k"]["op"].attrs["rot_dims"]
+
+
+def key_value_gradient_bytes(graph, name: str) -> float:
+    """HBM bytes of the backward of expanded MLA's K assembly and K/V split (the reference model's
+    ``k_nope, v = torch.split(kv, ...)``, ``k = torch.cat([k_nope, k_pe.expand(...)])``, DeepSeek-V3
+    inference/model.py, naive MLA): autograd copies dk_nope (strided in dK) and dV into kv_b_proj's output
+    gradient, one copy each (read and write each), and sums dK's rope part over the heads into dk_pe (read
+    it, write one rope vector per key). DeepSeek's profile: a ``reduce_kernel`` (29 us) and two
+    ``_copy_tensor_kernel`` (89-99 us each) per layer after the attention backward. 0 for other attention."""
+    operands = _key_value_operands(graph, name)
+    if operands is None:
+        return 0.0
+    k, v, rope = operands
+    keys, heads, d_qk = k.shape
+    element = k.nbytes / (keys * heads * d_qk)
+    nope = k.nbytes * (d_qk - rope) / d_qk
+    return 2 * nope + 2 * v.nbytes + k.nbytes * rope / d_qk + keys * rope * element
+
+
 def key_assembly_bytes(graph, name: str) -> float:
     """HBM bytes of assembling expanded MLA's contiguous K [keys, heads, nope + rope] for attention op ``name``:
     read k_nope (strided in kv_b_proj's output), read the one rope key per token that every head shares, write
@@ -190,14 +229,10 @@ def key_assembly_bytes(graph, name: str) -> float:
     forward copy. The reference's default prefill (``attn_impl = "absorb"``) scores q_nope and q_pe
     separately and builds no K, so inference graphs get no copy; training only. 0 for any other attention
     (no ``mla_expanded`` form, or no ``rope_k`` op beside it)."""
-    op = graph.nodes[name]["op"]
-    prefix = name[: -len("attn_core")] if name.endswith("attn_core") else None
-    if op.attrs.get("form") != "mla_expanded" or prefix is None or prefix + "rope_k" not in graph.nodes:
+    operands = _key_value_operands(graph, name)
+    if operands is None:
         return 0.0
-    rope = graph.nodes[prefix + "rope_k"]["op"].attrs["rot_dims"]
-    k = next((o for o in op.reads if o.name == "k"), None)
-    if k is None:
-        return 0.0
+    k, _, rope = operands
     keys, heads, d_qk = k.shape
     element = k.nbytes / (keys * heads * d_qk)
     return k.nbytes * (d_qk - rope) / d_qk + keys * rope * element + k.nbytes

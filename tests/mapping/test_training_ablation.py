@@ -27,7 +27,8 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
                  training_work._gemm_terms, training_work._backward_bytes_ratio,
                  training_work.ATTENTION_BACKWARD_RATIO, training_work.sustained_gemm_s,
                  training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES, training_work.kernel_gap_s,
-                 training_work._weight_transpose_bytes, training_work.key_assembly_bytes)
+                 training_work._weight_transpose_bytes, training_work.key_assembly_bytes,
+                 training_work.key_value_gradient_bytes)
     base, rows = ablation.contributions(model, h800)
     assert len(rows) == 23
     for label, without, adds in rows:
@@ -46,11 +47,13 @@ def test_every_removal_lowers_the_gpu_hours_and_patches_are_restored(ablation, h
     assert by["2.1 µs between back-to-back kernels"] > 0
     assert by["of which the FP8 weights transposed for Dgrad each micro-batch"] > 0
     assert by["of which the attention output cached in E5M6, cast and cast back"] > 0
-    assert by["expanded MLA's K assembled by a copy in the forward and the kv_b_proj recomputation"] > 0
+    assert by["expanded MLA's K assembled by a copy in the forward and the kv_b_proj recomputation, and the K/V "
+              "gradient's copies and head-sum"] > 0
     assert (training._bottleneck_rank, training.fb_span, training.price_phase, training.micro_batch_work,
             training_work._gemm_terms, training_work._backward_bytes_ratio,
             training_work.ATTENTION_BACKWARD_RATIO, training_work.sustained_gemm_s,
             training_work.attention_backward_pass_bytes, training_work._GRADIENT_DTYPES, training_work.kernel_gap_s,
-            training_work._weight_transpose_bytes, training_work.key_assembly_bytes) == originals
+            training_work._weight_transpose_bytes, training_work.key_assembly_bytes,
+            training_work.key_value_gradient_bytes) == originals
     again = estimate_training(model, h800, ablation.LAYOUT, ablation.SETUP)
     assert again.step_time_s == base.step_time_s

@@ -263,6 +263,16 @@ def test_expanded_mla_key_assembly_is_a_copy_in_forward_and_recompute(moe_graph,
                          recompute_projections=("q_b_proj", "kv_b_proj"), **kw)
     assert w.key_assembly_forward_s == pytest.approx(336068608 / hbm + GAP)
     assert w.key_assembly_recompute_s == w.key_assembly_forward_s
+    # backward: autograd copies dk_nope and dV into kv_b_proj's output gradient (read + write 4096 x 128 x 128
+    # BF16 each) and sums dK's rope part over the 128 heads (read 4096 x 128 x 64, write 4096 x 64):
+    # 2 x 134,217,728 + 2 x 134,217,728 + 67,108,864 + 524,288 = 604,504,064 B in three kernels (the trace's
+    # two _copy_tensor_kernel and one reduce_kernel after each attention backward)
+    from archsim.mapping.training_work import key_value_gradient_bytes
+    assert key_value_gradient_bytes(g, name) == 4 * 4096 * 128 * 128 * 2 + 4096 * 128 * 64 * 2 + 4096 * 64 * 2 \
+        == 604504064
+    assert w.key_assembly_backward_s == pytest.approx(604504064 / hbm + 3 * GAP)
+    assert w.b_s == pytest.approx(w.attention_backward_s + w.elementwise_backward_s + w.recompute_s
+                                  + w.key_assembly_recompute_s + w.key_assembly_backward_s)
     assert w.f_s == pytest.approx(w.forward_s + w.key_assembly_forward_s)
     kept = micro_batch_work(g, cost, h800, count=lambda op: 1 if op.name == name else 0, recompute="selective",
                             recompute_projections=("q_b_proj",), **kw)
