@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from archsim.config.hardware import Hardware
 
 # the op kinds a stack picks a library for (an op's ``library_kind``, graph/op.py)
-LIBRARY_KINDS = ("dense_gemm", "moe_gemm", "attention_prefill", "attention_decode")
+# (``dense_gemm_unquantized``: the dense GEMMs whose weights are 16-bit, e.g. a BF16 checkpoint and every lm_head;
+# without it they take ``dense_gemm``'s library, cost/work.library_kind)
+LIBRARY_KINDS = ("dense_gemm", "dense_gemm_unquantized", "moe_gemm", "attention_prefill", "attention_decode")
 # DeepEP kernel modes a stack uses for the MoE token exchange, per phase (mapping/layer_comm.EP_MODES)
 ALL_TO_ALL_KEYS = {"all_to_all_prefill": "prefill", "all_to_all_decode": "decode"}
 EP_MODES = ("throughput", "low_latency")

@@ -33,6 +33,7 @@ from archsim.graph.op import Op
 
 # (op kind, MMA factor, bandwidth factor) per op kind a kernel library runs (config/stack.py picks them)
 Libraries = tuple[tuple[str, float, float], ...]
+UNQUANTIZED_GEMM = "gemm_unquantized"  # a dense GEMM with 16/32-bit weights (library_kind)
 
 _GEMM_ARRAYS = ("mma_flops", "l2_operand_bytes", "smem_bytes", "panel_stream_bytes", "hbm_read_bytes",
                 "hbm_write_bytes", "floor_flops")
@@ -182,13 +183,24 @@ def _default_reprogram(ops: list[Op], hw: Hardware, keys: tuple, rate_index: np.
 
 
 def _library_scales(ops: list[Op], libraries: Libraries) -> dict:
-    """The per-row library factors (GraphWork.mma_scale / bandwidth_scale); none when no row's kind has a
-    library other than the reference."""
-    by_kind = {kind: (mma, bw) for kind, mma, bw in libraries if (mma, bw) != (1.0, 1.0)}
-    if not by_kind:
+    """The per-row library factors (GraphWork.mma_scale / bandwidth_scale); none when every row runs at the
+    reference."""
+    by_kind = {kind: (mma, bw) for kind, mma, bw in libraries}
+    factors = np.array([by_kind.get(library_kind(op, by_kind), (1.0, 1.0)) for op in ops],
+                       dtype=float).reshape(len(ops), 2)
+    if not (factors != 1.0).any():
         return {}
-    factors = np.array([by_kind.get(op.kind, (1.0, 1.0)) for op in ops], dtype=float).reshape(len(ops), 2)
     return {"mma_scale": factors[:, 0], "bandwidth_scale": factors[:, 1]}
+
+
+def library_kind(op: Op, kinds) -> str:
+    """The library kind a stack prices ``op`` with: ``gemm_unquantized`` for a dense GEMM whose weights are 16 or
+    32-bit when the stack names a library for those (a framework runs unquantized linear layers through the vendor
+    BLAS, quantized ones through its own kernels), else the op's kind."""
+    if op.kind != "gemm" or UNQUANTIZED_GEMM not in kinds:
+        return op.kind
+    weights = [o.dtype for o in op.reads if o.role == "weight"]
+    return UNQUANTIZED_GEMM if weights and all(d.bits >= 16 for d in weights) else op.kind
 
 
 def _alternatives(ops: list[Op], hw: Hardware, keys: dict[tuple[str, str], int],

@@ -23,7 +23,7 @@ from archsim.config.model import ModelConfig
 from archsim.config.stack import Stack
 from archsim.cost.collectives import price_collective
 from archsim.cost.phase import PhaseCost
-from archsim.cost.work import Libraries
+from archsim.cost.work import UNQUANTIZED_GEMM, Libraries
 from archsim.errors import ConfigError
 from archsim.graph.expert_load import ExpertLoad, RankWork, uniform_load
 from archsim.graph.op import expert_layout
@@ -245,7 +245,8 @@ def stack_libraries(stack: Stack | None, hw: Hardware, phase: str) -> Libraries:
     if stack is None:
         return ()
     eff = stack.library_efficiency(hw)
-    kinds = (("gemm", "dense_gemm"), ("grouped_gemm", "moe_gemm"), ("attention", f"attention_{phase}"))
+    kinds = (("gemm", "dense_gemm"), (UNQUANTIZED_GEMM, "dense_gemm_unquantized"), ("grouped_gemm", "moe_gemm"),
+             ("attention", f"attention_{phase}"))
     return tuple((op_kind, *eff[kind]) for op_kind, kind in kinds if kind in eff)
 
 
