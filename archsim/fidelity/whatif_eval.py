@@ -65,6 +65,15 @@ def _require(case: Case, shape: Mapping[str, object], keys: tuple[str, ...]) -> 
             raise ConfigError(case.file, f"{case.id}.shape.{key}", f"a value for {key}", None)
 
 
+def _check_weights(case: Case, shape: Mapping[str, object]) -> None:
+    """The optional ``weights`` key names a dtype archsim knows (a typo is an input error, not a skipped case)."""
+    from archsim.dtypes import BY_NAME
+
+    weights = shape.get("weights")
+    if weights is not None and weights not in BY_NAME:
+        raise ConfigError(case.file, f"{case.id}.shape.weights", f"one of {sorted(BY_NAME)}", weights)
+
+
 def workload_path(case: Case, model: str) -> str:
     """The case's model: validation/whatif_models/<model>/ (a config.json) or workloads/<model>.yaml."""
     folder = MODELS_DIR / model
@@ -88,6 +97,7 @@ def decode(case: Case, hw=None) -> tuple[dict[str, float], dict]:
         raise NotModelled("the published figure used (or, published with a stack that implements it, may have used) "
                           "speculative decoding, whose draft model and acceptance rate are not published: the tokens "
                           "per step cannot be priced (the case's notes say which)")
+    _check_weights(case, s)
     hw = resolve_hardware(case.hardware if hw is None else hw)
     systems, batch = int(s["systems"]), int(s["batch"])
     context = int(s["prompt_len"]) + int(s["output_len"]) // 2  # the mean context over the generated tokens

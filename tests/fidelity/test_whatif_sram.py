@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from archsim.config.hardware import load_hardware
+from archsim.errors import ConfigError
 from archsim.config.hf import config_file, model_from_hf, read_config_json
 from archsim.fidelity import whatif_eval
 from archsim.fidelity.cases import load_case_file, load_cases
@@ -82,6 +83,12 @@ def test_batch1_pipeline_is_bound_by_the_c2c_latency(cases, groq):
     assert weights_only_s == pytest.approx(1.078e-4, rel=1e-3)
     assert 1.0 / slow["tokens_per_s_per_user"] > 10 * weights_only_s
     assert fast["tokens_per_s_per_user"] > 2.0 * slow["tokens_per_s_per_user"]
+
+
+def test_unknown_weight_dtype_names_the_field(cases):
+    case = dataclasses.replace(cases["groq_llama2_7b"], shape={**cases["groq_llama2_7b"].shape, "weights": "fp9"})
+    with pytest.raises(ConfigError, match=r"groq_llama2_7b\.shape\.weights"):
+        whatif_eval.predict(case)
 
 
 def test_tp_key_sets_the_tensor_parallel_degree(cases):
