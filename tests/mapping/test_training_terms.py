@@ -193,7 +193,7 @@ def test_dsv3_stages_and_terms(dsv3, h800):
 def test_chunk_pair_against_deepseek_profile(dsv3, h800):
     """deepseek-ai/profile-data train.json (validation/deepseek_profile_train.json.gz): a DualPipe forward+backward
     chunk pair of 4 MoE layers (EP64, 4K sequence) spans 128.5 ms with the compute stream busy 118.2 ms; DeepEP
-    internode dispatch takes 3.1-4.6 ms and combine 5.8-6.5 ms per call. The model's pair: compute 111 ms (6%
+    internode dispatch takes 3.1-4.6 ms and combine 5.8-6.5 ms per call. The model's pair: compute 112 ms (5%
     below the measured busy time; per op: docs/training_trace.md), EP calls 2.2 ms / 4.4 ms (below the measured
     ranges). Documented bounds: compute between 0.86x and 0.95x the measured busy time; each EP call below its
     measured range."""
