@@ -10,6 +10,10 @@
   attention's softmax needs exp, so on units without it attention stays on the host).
 - Mode switch: entering and leaving all-bank PIM mode is a fixed sequence of mode-register row writes (SB -> AB ->
   AB-PIM and back), each one DRAM row cycle, paid once per op.
+- Achievable fraction: the units' peak assumes one all-bank MAC command per ``cycles_per_command`` on every PIM
+  block; a cycle-accurate simulation of a GEMV also spends cycles on row activations, the input vector's writes to
+  the register files and the result read. Two GEMV sizes give the marginal rate (the extra MACs at the peak over
+  the extra cycles), so a call's fixed cost, which includes the mode switch priced above, cancels.
 """
 from __future__ import annotations
 
@@ -54,3 +58,18 @@ def covered_kinds(functions: Iterable[str]) -> tuple[str, ...]:
 def mode_switch_s(row_writes: int, row_cycle_s: float) -> float:
     """Time to enter and leave PIM mode once: ``row_writes`` mode-register row writes of one row cycle each."""
     return row_writes * row_cycle_s
+
+
+def macs_per_cycle(pim_blocks: int, lanes: int, cycles_per_command: float) -> float:
+    """Peak MACs per DRAM clock of the units: every PIM block takes ``lanes`` MACs per all-bank column command,
+    one command per ``cycles_per_command`` (Aquabolt-XL: 16 FP16 lanes per 256-bit column, one per tCCD_L)."""
+    return pim_blocks * lanes / cycles_per_command
+
+
+def gemv_achievable_fraction(macs_small: float, cycles_small: float, macs_large: float, cycles_large: float,
+                             peak_macs_per_cycle: float) -> float:
+    """Share of the peak two simulated GEMVs sustain at the margin: the larger's extra MACs at the peak over its
+    extra cycles (the fixed cost of a call cancels)."""
+    if cycles_large <= cycles_small or macs_large <= macs_small:
+        raise ValueError("the larger GEMV must have more MACs and more cycles")
+    return (macs_large - macs_small) / peak_macs_per_cycle / (cycles_large - cycles_small)

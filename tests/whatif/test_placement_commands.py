@@ -57,6 +57,7 @@ def h100():
 
 BF16_PEAK = 1.2e12 / (4 * 307.2e9) * 4 * 3.35e12  # the derivation above: 13.086 TFLOPS
 MODE_SWITCH = 8 * 48.5e-9
+PIM_FRACTION = 0.634  # hardware/h100_hbm_pim.yaml: PIMSimulator's GEMV, 8192^2 over 4096^2 (derive_pim)
 
 
 def _decode_cost(workload, hw, **kw):
@@ -68,7 +69,7 @@ def _decode_cost(workload, hw, **kw):
 def test_the_yaml_fields_the_derivation_uses(pim_chip):
     pim, hbm = pim_chip.pim, pim_chip.memory["hbm"]
     assert pim.peak_flop_per_s["bf16"] == pytest.approx(BF16_PEAK, rel=1e-12)
-    assert (pim.achievable_fraction, pim.internal_bandwidth_bytes_per_s) == (1.0, 4 * 3.35e12)
+    assert (pim.achievable_fraction, pim.internal_bandwidth_bytes_per_s) == (PIM_FRACTION, 4 * 3.35e12)
     assert pim.mode_switch_s == pytest.approx(MODE_SWITCH) and set(pim.kinds) == {"gemm", "grouped_gemm"}
     assert (hbm.bandwidth_bytes_per_s, hbm.achievable_fraction, hbm.latency_s) == (3.35e12, 0.896, 328e-9)
     assert hbm.capacity_bytes == pytest.approx(80e9 * 6 / 8)
@@ -80,10 +81,10 @@ def test_llama_405b_bf16_decode_gemv_runs_on_pim_at_the_hand_derived_time(pim_ch
     assert (par.tp, par.pp) == (8, 2)
     op = cost.ops["layers.0.mlp.gate_proj"]
     assert op.flops == 2 * 6656 * 16384
-    compute = 2 * 6656 * 16384 / BF16_PEAK
-    internal = 6656 * 16384 * 2 / 13.4e12 + 328e-9
+    compute = 2 * 6656 * 16384 / (BF16_PEAK * PIM_FRACTION)
+    internal = 6656 * 16384 * 2 / (13.4e12 * PIM_FRACTION) + 328e-9
     external = (16384 + 6656) * 2 / (3.35e12 * 0.896) + 328e-9
-    assert compute == pytest.approx(16.67e-6, rel=1e-3) and internal == pytest.approx(16.60e-6, rel=1e-3)
+    assert compute == pytest.approx(26.29e-6, rel=1e-3) and internal == pytest.approx(25.99e-6, rel=1e-3)
     assert (op.engine, op.bound) == ("pim", "pim:compute")
     assert op.time_s == pytest.approx(compute + MODE_SWITCH, rel=1e-12)
     assert op.memory_s_by_level["hbm"] == pytest.approx(external, rel=1e-12)
@@ -91,7 +92,7 @@ def test_llama_405b_bf16_decode_gemv_runs_on_pim_at_the_hand_derived_time(pim_ch
     gpu, _ = _decode_cost(LLAMA, h100, batch=1)
     assert gpu.ops["layers.0.mlp.gate_proj"].engine == "tensor"
     assert gpu.ops["layers.0.mlp.gate_proj"].time_s >= 6656 * 16384 * 2 / (3.35e12 * 0.896)
-    assert op.time_s < gpu.ops["layers.0.mlp.gate_proj"].time_s / 4
+    assert op.time_s < gpu.ops["layers.0.mlp.gate_proj"].time_s / 2.5
 
 
 def test_llama_405b_decode_is_faster_on_the_pim_chip_at_batch_1_only(pim_chip, h100):
