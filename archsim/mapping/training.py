@@ -267,8 +267,8 @@ def moe_chunk_pair(model: ModelConfig, hw: Hardware, par: Parallelism, setup: Tr
     """One DualPipe forward-and-backward chunk pair of ``moe_layers`` MoE layers on one device (the unit
     DeepSeek's profile-data ``train.json`` shows): compute and communication seconds, the span of their
     two-stream schedule (``archsim.mapping.overlap.fb_span``), the EP dispatch / combine seconds of one
-    forward call (without its notify kernel), ``blocks``: the layers' ``BlockTimes``, and ``ops``: seconds by (profiler-trace op, pass) for
-    the whole pair (``archsim.mapping.training_ops``), communication included."""
+    forward call (without its notify kernel), ``blocks``: the layers' ``BlockTimes``, and ``ops``: seconds by
+    (profiler-trace op, pass) for the whole pair (``archsim.mapping.training_ops``), communication included."""
     if not model.is_moe:
         raise ConfigError(None, "model", "a MoE model", model.name)
     if isinstance(moe_layers, bool) or not isinstance(moe_layers, int) or moe_layers < 1:

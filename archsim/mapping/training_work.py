@@ -111,9 +111,9 @@ def micro_batch_work(graph, cost: PhaseCost, hw: Hardware, *, count, tokens: int
     Training runs the tensor cores for minutes on end, so a GEMM's matrix and L2-feed terms run at the clock
     the chip sustains under that load (``kernel.clock_under_load`` over ``kernel.clock_boost``; the GEMM rates
     come from short benchmarks at the boost clock); an FP8 Wgrad runs at ``kernel.wgrad_fraction`` of the
-    kernel model's rate (the library's weight-gradient kernels). ``gradient_bytes`` > 0: each Wgrad GEMM accumulates into
-    the weight's gradient buffer in that format (DeepSeek-V3: FP32, DSV3-TR §3.3; the ``_acc`` kernels of
-    its profile): it writes the gradient in that format and reads the running sum first.
+    kernel model's rate (the library's weight-gradient kernels). ``gradient_bytes`` > 0: each Wgrad GEMM
+    accumulates into the weight's gradient buffer in that format (DeepSeek-V3: FP32, DSV3-TR §3.3; the
+    ``_acc`` kernels of its profile): it writes the gradient in that format and reads the running sum first.
     Recompute: ``selective`` re-runs norms, activation functions, RoPE and the GEMMs named in
     ``recompute_projections``; ``full`` the whole forward. ``fp8_activation_cache``: a recomputed SwiGLU
     first turns its FP8-cached inputs back into BF16 (``_dequantise_bytes``, counted with the FP8 casts).
@@ -225,9 +225,10 @@ def key_assembly_bytes(graph, name: str) -> float:
     K. DeepSeek-V3's reference model (github.com/deepseek-ai/DeepSeek-V3 inference/model.py, ``attn_impl ==
     "naive"``) does ``k = torch.cat([k_nope, k_pe.expand(-1, -1, n_local_heads, -1)], dim=-1)``; DeepSeek's
     training profile has one ``_copy_tensor_kernel`` per layer in the forward (106 us for 336 MB, this size).
-    Q needs no copy: q_b_proj's output already holds [q_nope | q_pe] per head, and the trace has no second
-    forward copy. The reference's default prefill (``attn_impl = "absorb"``) scores q_nope and q_pe
-    separately and builds no K, so inference graphs get no copy; training only. 0 for any other attention
+    Q needs no copy: q_b_proj's output already holds [q_nope | q_pe] per head (the trace's other forward
+    copy, a direct_copy_kernel of 84 us, is too short for Q's 402 MB at HBM speed). The reference's default
+    prefill (``attn_impl = "absorb"``) scores q_nope and q_pe separately and builds no K, so inference graphs
+    get no copy; training only. 0 for any other attention
     (no ``mla_expanded`` form, or no ``rope_k`` op beside it)."""
     operands = _key_value_operands(graph, name)
     if operands is None:
