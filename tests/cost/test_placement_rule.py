@@ -2,9 +2,9 @@
 runs on the fastest engine that can run it, in the scalar path and in the array path alike, per sweep point.
 
 Chips: hardware/h100_hbm_pim.yaml (H100 + bank-level PIM: 13.4 TB/s internal at Aquabolt-XL's 0.977 FLOP/byte =
-13.1 TFLOPS BF16/FP16, MAC but no exp: GEMMs and grouped GEMMs, not attention; 388 ns mode switch per op), and a
-two-engine chip, the H100 with hardware/photonic_dota_l.yaml's photonic engine beside its tensor cores (DOTA-L:
-2 x 12 x 12 x 12 x 16 x 5 GHz = 276.5 TFLOPS, achievable 0.78).
+13.1 TFLOPS BF16/FP16 at 0.634 achievable, MAC but no exp: GEMMs and grouped GEMMs, not attention; 388 ns mode
+switch per op), and a two-engine chip, the H100 with hardware/photonic_dota_l.yaml's photonic engine beside its
+tensor cores (DOTA-L: 2 x 12 x 12 x 12 x 16 x 5 GHz = 276.5 TFLOPS, achievable 1.0, the authors' timing model).
 """
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def test_each_sweep_point_chooses_its_own_engine(pim_chip):
 
 def test_a_swept_engine_peak_moves_the_big_gemm_to_the_photonic_engine(two_engine_chip):
     """The 4096 x 8192 x 8192 BF16 GEMM (550 GFLOP) is compute-bound on the tensor cores: 989.4 x 0.78 TFLOPS,
-    ~0.71 ms plus tile padding, against 276.5 x 0.78 photonic, 2.55 ms. At 4 PFLOPS the photonic MACs take 0.18 ms
+    ~0.71 ms plus tile padding, against 276.5 x 1.0 photonic, 1.99 ms. At 4 PFLOPS the photonic MACs take 0.18 ms
     and its roofline is bound by the SRAM-tile rule's L2 bytes (64 x 2 x 33.6 MB / 10 TB/s = 0.43 ms): without a
     power cap (swept TDP = inf) still faster, so the op moves, with the photonic engine's energy per FLOP. Under the
     chip's 700 W cap (cost/power.py) each engine's time is its capped time, and the op takes the least of them."""
