@@ -74,7 +74,23 @@ class Stack:
     # an iteration carries decode steps and prefill chunks together (Sarathi-style); False: prefill first, decode
     # only when no prefill is waiting
     mixed_batches: bool = True
+    # (group size up to, message bytes below): on the chip families ``one_shot_families`` the stack's one-shot
+    # custom all-reduce runs an all-reduce of fewer bytes over at most that many chips of one node
+    # (cost/collectives.py ``one_shot``); none: NCCL-style pricing
+    one_shot_all_reduce: tuple[tuple[int, float], ...] = ()
+    one_shot_families: tuple[str, ...] = ()
     source_file: str = "<memory>"
+
+    def all_reduce_algorithm(self, hw: "Hardware", nbytes: float, group: int) -> str:
+        """The collectives algorithm of an all-reduce of ``nbytes`` over ``group`` chips of ``hw``: ``one_shot``
+        below the stack's threshold for the smallest listed group size >= ``group`` on its families, else
+        ``auto``."""
+        if hw.family not in self.one_shot_families:
+            return "auto"
+        for up_to, below in sorted(self.one_shot_all_reduce):
+            if group <= up_to:
+                return "one_shot" if nbytes < below else "auto"
+        return "auto"
 
     def on(self, hw: "Hardware") -> "FamilyKernels":
         """The kernel choices for ``hw``'s family; a ConfigError naming both files when the stack has none, or
@@ -142,6 +158,7 @@ def stack_from_dict(data: Mapping, file: str = "<memory>") -> Stack:
         host=HostOverhead(iteration_s=host.quantity("iteration", "time_s"), overlapped=host.bool("overlapped"),
                           request_s=host.quantity("request", "time_s")),
         kernels=_kernels(root.section("kernels")),
+        **_one_shot(root.optional_section("all_reduce"), file),
         source_file=file,
     )
     if not stack.kv_memory_fraction > 0:
@@ -165,3 +182,18 @@ def _kernels(section: Section) -> dict[str, FamilyKernels]:
     if not out:
         raise ConfigError(section.file, "kernels", "at least one chip family", "none")
     return out
+
+
+def _one_shot(section: Section | None, file: str) -> dict:
+    """``all_reduce``: ``families`` (chip families it runs on) and ``one_shot``, a list of {up_to: group size,
+    below: message size}, group sizes increasing."""
+    if section is None:
+        return {}
+    families = section.raw("families")
+    if not isinstance(families, list) or not families or not all(isinstance(f, str) for f in families):
+        raise ConfigError(file, "all_reduce.families", "a list of chip family names", families)
+    out = [(entry.int("up_to", minimum=2), entry.quantity("below", "bytes")) for entry in section.section_list("one_shot")]
+    sizes = [g for g, _ in out]
+    if not sizes or sizes != sorted(set(sizes)):
+        raise ConfigError(file, "all_reduce.one_shot", "entries with increasing, distinct up_to group sizes", sizes)
+    return {"one_shot_all_reduce": tuple(out), "one_shot_families": tuple(families)}

@@ -19,9 +19,9 @@ from archsim.dtypes import BITS_PER_BYTE, DType
 from archsim.errors import ConfigError
 
 CollectiveOp = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]
-Algorithm = Literal["auto", "ring", "tree", "hierarchical", "direct"]
+Algorithm = Literal["auto", "ring", "tree", "hierarchical", "direct", "one_shot"]
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
-ALGORITHMS = ("auto", "ring", "tree", "hierarchical", "direct")
+ALGORITHMS = ("auto", "ring", "tree", "hierarchical", "direct", "one_shot")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +78,11 @@ def _flat(op: str, algorithm: str, nbytes: float, p: int, link: Link) -> tuple[f
     if p == 1:
         return 0.0, 0.0, 0.0, 0
     chunk = nbytes / p
+    if op == "all_reduce" and algorithm == "one_shot":
+        # one kernel: a flag barrier with every peer, each chip reads the p - 1 peers' whole buffers over its links
+        # and reduces them, a closing barrier (vLLM csrc/custom_all_reduce.cuh cross_device_reduce_1stage)
+        sent = (p - 1) * nbytes
+        return 2 * alpha, link_time(link, sent), sent, 2
     if op == "all_reduce" and algorithm == "tree":
         steps = 2 * ceil(log2(p))
         sent = 2 * (p - 1) / p * nbytes
@@ -96,7 +101,9 @@ def price_collective(op: CollectiveOp, nbytes: float, group: int, hw: Hardware, 
     ``algorithm``: ``ring`` / ``tree`` / ``direct`` run flat over the slowest link the group spans;
     ``hierarchical`` runs the intra-node phase on the scale-up fabric and the inter-node phase on
     the scale-out rails in parallel (NCCL-style: reduce-scatter in node, all-reduce across nodes on
-    1/per_node of the data, all-gather in node); ``auto`` picks the cheapest applicable one.
+    1/per_node of the data, all-gather in node); ``one_shot`` is a serving stack's custom all-reduce of a small
+    message inside one node (2 barrier latencies + the p - 1 peers' buffers read over the scale-up link; elsewhere
+    ``auto``); ``auto`` picks the cheapest applicable one of ring, tree and hierarchical.
     """
     if op not in OPS:
         raise ConfigError(None, "collective.op", f"one of {', '.join(OPS)}", op)
@@ -113,6 +120,8 @@ def price_collective(op: CollectiveOp, nbytes: float, group: int, hw: Hardware, 
     if op == "p2p":
         link = topo.scale_out if span.crosses_nodes else topo.scale_up
         return _make(op, "direct", nbytes, group, *_flat(op, "direct", nbytes, 2, link), link is topo.scale_out, topo)
+    if algorithm == "one_shot" and (op != "all_reduce" or span.crosses_nodes):
+        algorithm = "auto"  # a peer-to-peer kernel over one node's fabric, for an all-reduce only
     if algorithm == "auto":
         candidates = ["ring", "tree"] if op == "all_reduce" else ["ring"]
         if span.crosses_nodes and span.per_node > 1:

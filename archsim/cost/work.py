@@ -185,6 +185,8 @@ def _default_reprogram(ops: list[Op], hw: Hardware, keys: tuple, rate_index: np.
 def _library_scales(ops: list[Op], libraries: Libraries) -> dict:
     """The per-row library factors (GraphWork.mma_scale / bandwidth_scale); none when every row runs at the
     reference."""
+    if not libraries:
+        return {}
     by_kind = {kind: (mma, bw) for kind, mma, bw in libraries}
     factors = np.array([by_kind.get(library_kind(op, by_kind), (1.0, 1.0)) for op in ops],
                        dtype=float).reshape(len(ops), 2)

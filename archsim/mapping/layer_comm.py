@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from archsim.config.hardware import Hardware
 from archsim.config.model import ModelConfig
+from archsim.config.stack import Stack
 from archsim.cost.collectives import price_collective, price_ep_exchange
 from archsim.errors import ConfigError
 from archsim.graph.params import kv_elements_per_token_per_layer
@@ -70,13 +71,16 @@ def ep_exchange_mode(model: ModelConfig, par: Parallelism, phase: str, ep_mode: 
 
 def layer_comm(model: ModelConfig, hw: Hardware, par: Parallelism, precision: Precision, layer: int, *,
                tokens: int, group_tokens: float, busiest_copies: float, phase: str,
-               ep_mode: str | None) -> LayerComm:
+               ep_mode: str | None, stack: Stack | None = None) -> LayerComm:
     """Collectives of one layer for one micro-batch: ``tokens`` of the busiest attention replica,
-    ``group_tokens`` of its MoE group, ``busiest_copies`` routed copies the busiest EP rank receives."""
+    ``group_tokens`` of its MoE group, ``busiest_copies`` routed copies the busiest EP rank receives. ``stack``:
+    the serving stack whose custom all-reduce runs the TP all-reduce (Stack.all_reduce_algorithm)."""
     act = precision.activations
     tp_ar = 0.0
     if par.tp > 1:
-        one = price_collective("all_reduce", tokens * model.hidden_size * act.bytes / par.cp, par.tp, hw).time_s
+        nbytes = tokens * model.hidden_size * act.bytes / par.cp
+        algorithm = stack.all_reduce_algorithm(hw, nbytes, par.tp) if stack is not None else "auto"
+        one = price_collective("all_reduce", nbytes, par.tp, hw, algorithm=algorithm).time_s
         tp_ar = 2 * one  # after o_proj, and after the dense (or shared-expert / TP-MoE) down_proj
     cp_kv = _cp_kv_exchange(model, hw, par, precision, tokens) if par.cp > 1 and phase == "prefill" else 0.0
     exchange = moe_exchange(model, par) if model.is_moe_layer(layer) else "none"

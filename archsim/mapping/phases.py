@@ -156,6 +156,7 @@ class _Context:
     cuda_graph: bool
     cache: dict | None
     libraries: Libraries = ()
+    stack: Stack | None = None  # its all-reduce kernel choice (layer_comm)
 
     @property
     def shard(self) -> Shard:
@@ -222,7 +223,7 @@ def price_phase(model: ModelConfig, hw: Hardware, par: Parallelism, precision: P
     ctx = _Context(model=model, hw=hw, par=par, precision=precision, phase=phase,
                    seqs=seqs, mtp=mtp, overlap=overlap, ep_mode=ep_mode, load=load,
                    attention=attention, cuda_graph=cuda_graph and phase == "decode", cache=cache,
-                   libraries=stack_libraries(stack, hw, phase))
+                   libraries=stack_libraries(stack, hw, phase), stack=stack)
     q_len = 1 + (model.num_nextn_predict_layers if mtp else 0) if phase == "decode" else length
     busiest = ctx.seqs[0][0]
     if isinstance(past, bool) or not isinstance(past, int) or past < 0 or (past and phase != "prefill"):
@@ -316,7 +317,7 @@ def _price_forward(ctx: _Context, fwd: Forward, mb_wanted: int, count: float) ->
         if kind not in by_kind:
             by_kind[kind] = layer_comm(model, hw, par, ctx.precision, layer, tokens=one.tokens,
                                        group_tokens=groups[0][0], busiest_copies=copies, phase=ctx.phase,
-                                       ep_mode=ctx.ep_mode)
+                                       ep_mode=ctx.ep_mode, stack=ctx.stack)
         comms.append(by_kind[kind])
     comm_mb = fsum(c.total_s for c in comms)
     act_bytes = one.tokens * model.hidden_size * ctx.precision.activations.bytes / par.cp
