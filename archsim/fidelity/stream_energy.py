@@ -63,6 +63,37 @@ def fit(name: str, idle_w: float) -> StreamFit:
                      rms_w=float(np.sqrt(np.mean(residual ** 2))), points=len(rows))
 
 
+@dataclass(frozen=True, kw_only=True)
+class BaselineFit:
+    """The three-term fit: a constant ``base_w`` (idle plus the clocked, occupied chip's power that scales with
+    neither bytes nor FLOPs) and ``base_se_w`` its standard error, beside e_byte and e_flop (``fit_with_baseline``)."""
+
+    base_w: float
+    base_se_w: float
+    j_per_byte: float
+    j_per_flop: float
+    rms_w: float
+
+
+def fit_with_baseline(name: str) -> BaselineFit:
+    """Least squares of ``P = base + e_byte (bytes/s) + e_flop (FLOP/s)`` on sweep ``name``, the constant free.
+
+    ``base`` above the chip's idle power is the **active baseline**: what a chip with every SM occupied and its
+    clocks up draws beyond idle whatever it moves or computes. The sweep runs at full occupancy from 0.4 to 3.8 TB/s
+    (H200), so it bounds that term only as well as its spread lets the constant separate from e_byte; the result is
+    reported (docs/energy.md), not used by the cost model."""
+    rows = load_sweep(name)
+    tera = 1e12  # rates in TB/s and TFLOP/s keep the design matrix well conditioned
+    design = np.column_stack([np.ones(len(rows)), rows[:, 0] / tera, rows[:, 1] / tera])
+    coef, *_ = np.linalg.lstsq(design, rows[:, 2], rcond=None)
+    residual = design @ coef - rows[:, 2]
+    dof = len(rows) - design.shape[1]
+    covariance = (residual @ residual / dof) * np.linalg.inv(design.T @ design)
+    return BaselineFit(base_w=float(coef[0]), base_se_w=float(np.sqrt(covariance[0, 0])),
+                       j_per_byte=float(coef[1] / tera), j_per_flop=float(coef[2] / tera),
+                       rms_w=float(np.sqrt(np.mean(residual ** 2))))
+
+
 def hbm_energy_per_bit(f: StreamFit, l2_j_per_bit: float) -> float:
     """The HBM level's energy per bit: the streamed byte's whole path per bit less what the L2 level charges."""
     return f.j_per_byte / BITS_PER_BYTE - l2_j_per_bit
