@@ -17,7 +17,10 @@ from archsim.paths import data_dir
 # 10% (GEMM, attention, training) and 15% (communication); where a guard is looser, the target is not met
 # yet and docs/fidelity.md says so.
 MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.10, "attention": 0.10,
-                                   "communication": 0.15, "training": 0.45, "model": 0.01,
+                                   "communication": 0.15, "model": 0.01,
+                                   # DeepSeek-V3 pre-training, target 10% NOT met: +16.8% tokens/s (154.2K GPU-h/T
+                                   # against 180K; docs/training_trace.md)
+                                   "training": 0.20,
                                    # measured on a real H200 (validation/h200_torch.yaml, CUDA-graph timing):
                                    # 104 cuBLAS GEMMs M = 1..8192 (held-out median 8.7% when set) and 17
                                    # FlashAttention-2 prefill/decode calls (6.8%)
@@ -28,11 +31,11 @@ MEDIAN_BOUNDS: dict[str, float] = {"gemm_dense": 0.10, "gemm_grouped": 0.10, "at
                                    # end-to-end serving measurements (validation/deployment_public.yaml), each case
                                    # priced with the stack it measured (stacks/*.yaml) and, for benchmarks of up to
                                    # 2,000 prompts, run through archsim serve: the targets are 15% (throughput,
-                                   # TPOT) and 25% (TTFT); NOT met. These guard today's medians (38%, held out 49%;
-                                   # 48%; 78%):
+                                   # TPOT) and 25% (TTFT); NOT met. These guard today's medians (31%, held out 37%;
+                                   # 48%; 76%):
                                    # 2025 stacks on one 8-GPU node run TP8 DeepSeek decode 1.5-4x and prefill ~8x
                                    # slower than the kernels and host times archsim can source (docs/stacks.md)
-                                   "deployment_throughput": 0.52, "deployment_tpot": 0.53, "deployment_ttft": 0.83,
+                                   "deployment_throughput": 0.40, "deployment_tpot": 0.50, "deployment_ttft": 0.80,
                                    # what-if chips' published system results (validation/whatif_*.yaml): the
                                    # issue's target, 30% median over >= 10 cases of >= 3 kinds, met (24.9% over 10
                                    # compared cases of 4 kinds): Cerebras' 8B and 70B launch figures (+19%, +86%)

@@ -138,15 +138,17 @@ def test_photonic_fraction_is_the_lt_model(shipped):
 
 
 def test_photonic_fraction_halved(kimi, h100, shipped):
-    """At 0.5: the J/token ranking against the H100 holds at every batch (above at 1 and 256, below at 64) and the
-    photonic chip stays slower at 64 and 256; batch 1's tokens/s lead (+7%) turns into a deficit (within 10% either
-    way): the fraction decides that comparison alone (docs/whatif.md says so)."""
+    """At 0.5: the J/token ranking against the H100 holds at every batch (above it at 1, 64 and 256: the chip's
+    HBM bytes cost the H100's 15.64 pJ/bit) and moves by under 10% at batch 1 and 64, but by ~38% at batch 256, whose
+    step the halved engine makes compute-bound (idle power over a longer step); the photonic chip stays slower at
+    64 and 256; batch 1's tokens/s lead (+7%) turns into a deficit (within 10% either way): the fraction decides
+    that comparison alone (docs/whatif.md says so)."""
     base = shipped["photonic_dota_l"]
     half = _ratios(kimi, h100, "photonic_dota_l", _changed("photonic_dota_l", ("compute", "photonic",
                                                                                 "achievable_fraction"), 0.5))
     for b in BATCHES:
         assert (half[b][1] > 1) == (base[b][1] > 1)
-        assert abs(half[b][1] / base[b][1] - 1) < 0.30
+        assert abs(half[b][1] / base[b][1] - 1) < (0.10 if b < 256 else 0.45)
     assert base[1][0] > 1 > half[1][0] > 0.9
     for b in (64, 256):
         assert half[b][0] < base[b][0] < 1
