@@ -68,7 +68,7 @@ def csv_row(r: dict, hardware: str) -> dict:
 
 def _describe(path: str, hw, args) -> dict:
     from archsim.config.workload import load_workload
-    from archsim.graph.params import count_params, kv_bytes_per_token
+    from archsim.graph.params import count_params, kv_bytes_per_token, kv_sequence_parts
     from archsim.graph.precision import scenario_precision
     from archsim.serving.config import DEFAULT_BLOCK_TOKENS
     from archsim.serving.replicas import Longest, served_deployment
@@ -100,6 +100,8 @@ def _describe(path: str, hw, args) -> dict:
         "name": w.name, "attention": attention, "ffn": ffn, "total_params": counts.total, "active_params": counts.active,
         "max_context_tokens": m.max_position_embeddings,
         "kv_bytes_per_token": kv_bytes_per_token(m, precision.kv_cache), "kv_dtype": precision.kv_cache.name,
+        # what one sequence holds at prompt + output (sliding-window layers keep their window): run's model keys
+        **kv_sequence_parts(m, prompt + output, precision.kv_cache), "layers": m.num_hidden_layers,
         "weights": sc.weights, "serving": {
             "layout": it.par.label(), "devices": replica.devices, "prompt_len": prompt, "output_len": output,
             "tpot_slo_s": args.slo_tpot, "batch": slo.batch, "tpot_s": slo.tpot_s, "meets_slo": slo.meets_slo,
@@ -142,6 +144,7 @@ def _table(rows: list[dict], hw_name: str) -> str:
            line("total / active params", lambda r: f"{r['total_params'] / GIGA:.1f}B / {r['active_params'] / GIGA:.1f}B"),
            line("max context", lambda r: f"{r['max_context_tokens']:,}"),
            line("KV bytes per token", lambda r: f"{r['kv_bytes_per_token']:,.0f} ({r['kv_dtype']})"),
+           *_kv_sequence_lines(rows, line),
            line("serving layout", lambda r: f"{r['serving']['layout']} ({r['serving']['devices']} dev)"),
            line("throughput at TPOT SLO", lambda r: f"{r['serving']['output_tokens_per_s']:,.0f} tok/s b={r['serving']['batch']}"
                 + ("" if r["serving"]["meets_slo"] else " (misses)")),
@@ -153,3 +156,19 @@ def _table(rows: list[dict], hw_name: str) -> str:
                         lambda r, k=mode: gb(r["finetune"]["per_device"][f"{k}_per_device_bytes"])
                         + ("" if r["finetune"]["per_device"][f"{k}_fits"] else " (no fit)")))
     return "\n".join(out) + "\n"
+
+
+def _kv_sequence_lines(rows: list[dict], line) -> list[str]:
+    """With a sliding-window model among those compared (gpt-oss), what each model's sequence holds at the serving
+    context (report.table.kv_sequence_rows: full-attention bytes per token + the fixed window part), since the per
+    token figure counts every layer as full; nothing when no model slides a window (the table as before)."""
+    if not any(r["sliding_layers"] for r in rows):
+        return []
+    from archsim.report.table import kv_sequence_rows
+
+    cells = [kv_sequence_rows(r, r["layers"], r["kv_dtype"]) for r in rows]
+    out = []
+    for i, (label, _) in enumerate(max(cells, key=len)):
+        cell = lambda k: lambda r: cells[k][i][1] if i < len(cells[k]) else "none"  # noqa: E731
+        out.append(line(label, cell(0), cell(1)))
+    return out

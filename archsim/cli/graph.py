@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from archsim.graph import (Shard, build_decode, build_prefill, count_params, kv_bytes_per_token,
                                scenario_precision, small_variant)
     from archsim.graph.expert_load import load_from_spec
+    from archsim.graph.params import kv_sequence_parts
 
     if args.top < 1:
         from archsim.errors import ConfigError
@@ -58,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     data = summarise(g, w.name + ("_small" if args.small else ""), args.top)
     counts = count_params(model, mtp=mtp)
     data.update({"model_total_params": counts.total, "model_active_params": counts.active,
-                 "kv_bytes_per_token": kv_bytes_per_token(model, precision.kv_cache)})
+                 "kv_bytes_per_token": kv_bytes_per_token(model, precision.kv_cache),
+                 # one sequence's KV at the graph's kv_len (sliding-window layers keep their window), run's keys
+                 **kv_sequence_parts(model, g.graph["kv_len"], precision.kv_cache), "layers": model.num_hidden_layers,
+                 "kv_dtype": precision.kv_cache.name})
     if args.format == "json":
         json.dump(data, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
@@ -98,8 +102,19 @@ def _table(d: dict) -> str:
              f"kv_len {d['kv_len']}, tp {d['tp']}, ep {d['ep']}{', mtp' if d['mtp'] else ''}",
              f"  ops {d['ops']}, edges {d['edges']}, params on this slice {d['params']:,} "
              f"(model total {d['model_total_params']:,}, active {d['model_active_params']:,})",
-             f"  FLOPs {d['flops']:.4g}; KV bytes/token {d['kv_bytes_per_token']:,.0f}"]
+             f"  FLOPs {d['flops']:.4g}; {_kv_text(d)}"]
     lines += [f"    {kind:<14} {f:.4g} FLOPs" for kind, f in sorted(d["flops_by_kind"].items(), key=lambda x: -x[1])]
     lines += [f"  bytes ({role}) {b:.4g}" for role, b in sorted(d["bytes_by_role"].items())]
     lines += ["  heaviest ops:"] + [f"    {h['name']:<40} {h['flops']:.4g}" for h in d["heaviest"]]
     return "\n".join(lines) + "\n"
+
+
+def _kv_text(d: dict) -> str:
+    """KV bytes per token; with sliding-window layers (gpt-oss), what one sequence holds at kv_len instead (the
+    per-token figure counts every layer as full): report.table.kv_sequence_rows' figures on one line."""
+    if not d["sliding_layers"]:
+        return f"KV bytes/token {d['kv_bytes_per_token']:,.0f}"
+    from archsim.report.table import kv_sequence_rows
+
+    (_, whole), (_, full), (_, window) = kv_sequence_rows(d, d["layers"], d["kv_dtype"])
+    return f"KV bytes/sequence {whole}: full-attention layers {full} + sliding-window layers {window}"

@@ -260,7 +260,7 @@ def _num(value: float, spec: str) -> str:
 def _table(d: dict) -> str:
     dep = d["deployment"]
     pools = [f"{p['replicas']} {'' if p['role'] == 'both' else p['role'] + ' '}replica(s) x {p['devices_per_replica']} "
-             f"devices ({p['layout']}), KV {p['kv_capacity_tokens']} tokens/replica" for p in dep["pools"]]
+             f"devices ({p['layout']}), KV {_kv_capacity(p)}" for p in dep["pools"]]
     lines = [f"{dep['model']} on {dep['hardware']}: " + "; ".join(pools) + f", scheduler {dep['scheduler']}",
              f"requests   completed {d['requests']['completed']}  rejected {d['requests']['rejected']}  "
              f"preempted {d['requests']['preemptions_recompute'] + d['requests']['preemptions_swap']}",
@@ -286,6 +286,24 @@ def _table(d: dict) -> str:
               f"{_num(d['energy']['avg_power_w_per_device'], '.4g')} W per device on average (GPU board power)",
               *_little_lines(d["little"], d["measurement"])]
     return "\n".join(lines) + "\n"
+
+
+def _kv_capacity(pool: dict) -> str:
+    """A pool's KV capacity per replica, in tokens of every layer. With sliding-window layers (its ``kv_layout``,
+    serving/kvcache.KvLayout: groups of ``layer_units`` by window) that undersells it: the pool holds
+    capacity x units / full units tokens of its full-attention layers, less what each sequence keeps in the windows
+    (sum of units x window / full units, once it is longer than them): how many tokens of context it really holds."""
+    tokens, groups = pool["kv_capacity_tokens"], pool.get("kv_layout") or []
+    if all(g["window"] is None for g in groups):
+        return f"{tokens} tokens/replica"
+    units = sum(g["layer_units"] for g in groups)
+    full = sum(g["layer_units"] for g in groups if g["window"] is None)
+    windows = ", ".join(f"{g['window']:,}" for g in groups if g["window"] is not None)
+    if not full:  # every layer slides: a sequence holds at most its window in each
+        return f"{tokens:,} tokens/replica in every layer (all layers keep a {windows}-token window per sequence)"
+    held = sum(g["layer_units"] * g["window"] for g in groups if g["window"] is not None)
+    return (f"{tokens:,} tokens/replica in every layer = {tokens * units // full:,} tokens in the full-attention "
+            f"layers less {held / full:,.4g} per sequence for the sliding layers' {windows}-token window")
 
 
 def _benchmark_line(b: dict) -> str:

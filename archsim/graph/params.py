@@ -148,3 +148,24 @@ def kv_bytes_per_sequence(model: ModelConfig, context: int, dtype: DType) -> flo
     if not model.layer_types:
         return model.num_hidden_layers * context * per_layer
     return per_layer * sum(cached_keys(context, model.attention_window(i)) for i in range(model.num_hidden_layers))
+
+
+def kv_bytes_per_token_full_layers(model: ModelConfig, dtype: DType) -> float:
+    """KV-cache bytes one token occupies in the main model's full-attention layers only (what grows with the
+    context); ``kv_bytes_per_token`` without sliding-window layers."""
+    full = model.num_hidden_layers - model.sliding_layers_in(0, model.num_hidden_layers)
+    return full * kv_elements_per_token_per_layer(model) * dtype.bytes
+
+
+def kv_sequence_parts(model: ModelConfig, context: int, dtype: DType) -> dict:
+    """One sequence's KV at ``context`` tokens as the run report splits it (its JSON ``model`` keys):
+    ``kv_bytes_per_sequence`` (``kv_bytes_per_sequence``'s rule) = context x ``kv_bytes_per_token_full_layers`` +
+    ``kv_bytes_sliding_window`` (what the ``sliding_layers`` keep of the last ``sliding_window`` tokens; 0 and None
+    without sliding layers)."""
+    sliding = model.sliding_layers_in(0, model.num_hidden_layers)
+    full_per_token = kv_bytes_per_token_full_layers(model, dtype)
+    per_sequence = kv_bytes_per_sequence(model, context, dtype)
+    return {"kv_context": context, "kv_bytes_per_sequence": per_sequence,
+            "kv_bytes_per_token_full_layers": full_per_token,
+            "kv_bytes_sliding_window": per_sequence - context * full_per_token, "sliding_layers": sliding,
+            "sliding_window": model.sliding_window if sliding else None}

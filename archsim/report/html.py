@@ -47,6 +47,18 @@ def _cell(value: object) -> str:
 
 # -- run ------------------------------------------------------------------------------------------------------------
 
+def _kv_rows(m, kv_format: str) -> list[tuple[str, str]]:
+    """With sliding-window layers (gpt-oss), what one sequence's KV holds at the scenario's context (run's text rows,
+    report.table.kv_sequence_rows), which the memory bar's KV total alone does not explain; none otherwise."""
+    if not m.sliding_layers:
+        return []
+    import dataclasses
+
+    from archsim.report.table import kv_sequence_rows
+    rows = kv_sequence_rows(dataclasses.asdict(m), m.layers, kv_format)
+    return rows[:1] + [("KV cache, " + k.strip(), v) for k, v in rows[1:]]  # the text's indented parts, named
+
+
 def run_page(report, resolved) -> str:
     """A projection (``estimate``'s Report and the Resolved deployment behind it): model, deployment, memory, the
     time and energy of each phase, the roofline of each phase's ops and the heaviest ops."""
@@ -54,6 +66,7 @@ def run_page(report, resolved) -> str:
     sections = [("Model and deployment", table([
         ("model", f"{m.name} ({m.architecture})"),
         ("parameters (total / active)", f"{m.total_params:,} / {m.active_params:,}"),
+        *_kv_rows(m, s.kv_cache),
         ("scenario", f"batch {s.batch}, prompt {s.prompt_len:,}, output {s.output_len:,}, weights {s.weights}"),
         ("deployment", f"{d.devices} x {d.hardware}" + (", disaggregated" if d.disaggregated else "")),
         *[(f"{p['role']} pool", f"{p['instances']} x {p['devices_per_instance']} devices: {p['layout']['label']}")

@@ -1,7 +1,9 @@
 """Human-readable text rendering of a Report (what ``archsim run`` prints by default)."""
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Mapping
 
 from archsim.report.summary import PhaseSummary, Report
 from archsim.units import format_quantity
@@ -82,11 +84,21 @@ def _kv_rows(m, kv_format: str) -> list[tuple[str, str]]:
     a token per full-attention layer plus the sliding layers' window (a per-token figure would count every layer)."""
     if not m.sliding_layers:
         return [("KV cache per token", f"{m.kv_bytes_per_token:,.0f} B ({kv_format})")]
-    return [("KV cache per sequence", f"{m.kv_bytes_per_sequence:,.0f} B at {m.kv_context:,} tokens ({kv_format})"),
-            ("  full-attention layers", f"{m.kv_bytes_per_token_full_layers:,.0f} B per token "
-                                        f"({m.layers - m.sliding_layers} layers)"),
-            ("  sliding-window layers", f"{m.kv_bytes_sliding_window:,.0f} B ({m.sliding_layers} layers, last "
-                                        f"{m.sliding_window:,} tokens)")]
+    return kv_sequence_rows(dataclasses.asdict(m), m.layers, kv_format)
+
+
+def kv_sequence_rows(kv: Mapping, layers: int, kv_format: str) -> list[tuple[str, str]]:
+    """What one sequence's KV holds, as rows: the bytes at ``kv['kv_context']`` tokens, the per-token part of the
+    full-attention layers and the sliding layers' fixed window part (``kv`` has graph.params.kv_sequence_parts'
+    keys; ``layers`` the main model's depth). Shared by run, compare, graph and the HTML report."""
+    rows = [("KV cache per sequence", f"{kv['kv_bytes_per_sequence']:,.0f} B at {kv['kv_context']:,} tokens "
+                                      f"({kv_format})"),
+            ("  full-attention layers", f"{kv['kv_bytes_per_token_full_layers']:,.0f} B per token "
+                                        f"({layers - kv['sliding_layers']} layers)")]
+    if kv["sliding_layers"]:
+        rows.append(("  sliding-window layers", f"{kv['kv_bytes_sliding_window']:,.0f} B ({kv['sliding_layers']} "
+                                                f"layers, last {kv['sliding_window']:,} tokens)"))
+    return rows
 
 
 def format_report(r: Report) -> str:
