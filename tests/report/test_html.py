@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from html import escape
 from html.parser import HTMLParser
 
 import pytest
@@ -106,3 +107,19 @@ def test_pages_render_in_a_headless_browser(pages, tmp_path, kind):
     blue = np.array([int(PALETTE[0][i:i + 2], 16) / 255 for i in (1, 3, 5)])
     # the charts are drawn: pixels of the palette's first colour (lines, points, bars)
     assert (np.abs(image - blue).max(axis=-1) < 0.08).sum() > 200
+
+
+def test_run_page_of_a_sliding_window_model_says_what_a_sequence_holds(pages, tmp_path):
+    """gpt-oss-20b at 1,000 + 24 tokens: 1,024 x 24,576 B (12 full-attention layers x 2 x 8 KV heads x 64 x 2 B)
+    + 3,145,728 B (12 sliding layers x 128 tokens x 2,048 B) = 28,311,552 B; the Kimi K2 page (no windows) has no
+    such rows."""
+    out = tmp_path / "gpt_oss.html"
+    assert main(["report", "tests/data/hf_configs/gpt-oss-20b/config.json", "--hw", "hardware/h100.yaml",
+                 "--prompt-len", "1000", "--output-len", "24", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    _check(text, 1)
+    for cell in ("KV cache per sequence", "28,311,552 B at 1,024 tokens (bf16)", "KV cache, full-attention layers",
+                 "24,576 B per token (12 layers)", "KV cache, sliding-window layers",
+                 "3,145,728 B (12 layers, last 128 tokens)"):
+        assert escape(cell) in text, cell
+    assert "KV cache per sequence" not in pages["run"].read_text(encoding="utf-8")
