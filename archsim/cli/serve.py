@@ -10,7 +10,7 @@ from archsim.cli._common import (WORKLOAD_HELP, add_deployment_args, add_format_
 from archsim.dtypes import PLAIN_FORMATS, WEIGHT_FORMATS, format_choices
 from archsim.errors import ConfigError
 from archsim.serving.config import DEFAULT_BATCH_TIMEOUT_S, DEFAULT_BLOCK_TOKENS, DEFAULT_MAX_SEQS, DEFAULT_TOKEN_BUDGET
-from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION
+from archsim.serving.kvcache import DEFAULT_KV_MEMORY_FRACTION, KvLayout
 
 
 def _positive(kind):
@@ -293,17 +293,18 @@ def _kv_capacity(pool: dict) -> str:
     serving/kvcache.KvLayout: groups of ``layer_units`` by window) that undersells it: the pool holds
     capacity x units / full units tokens of its full-attention layers, less what each sequence keeps in the windows
     (sum of units x window / full units, once it is longer than them): how many tokens of context it really holds."""
-    tokens, groups = pool["kv_capacity_tokens"], pool.get("kv_layout") or []
-    if all(g["window"] is None for g in groups):
+    tokens = pool["kv_capacity_tokens"]
+    layout = KvLayout(groups=tuple((g["window"], g["layer_units"]) for g in pool.get("kv_layout") or ()))
+    if not layout.windowed:
         return f"{tokens} tokens/replica"
-    units = sum(g["layer_units"] for g in groups)
-    full = sum(g["layer_units"] for g in groups if g["window"] is None)
-    windows = ", ".join(f"{g['window']:,}" for g in groups if g["window"] is not None)
+    full = sum(u for w, u in layout.groups if w is None)
+    windows = ", ".join(f"{w:,}" for w, _ in layout.groups if w is not None)
     if not full:  # every layer slides: a sequence holds at most its window in each
         return f"{tokens:,} tokens/replica in every layer (all layers keep a {windows}-token window per sequence)"
-    held = sum(g["layer_units"] * g["window"] for g in groups if g["window"] is not None)
-    return (f"{tokens:,} tokens/replica in every layer = {tokens * units // full:,} tokens in the full-attention "
-            f"layers less {held / full:,.4g} per sequence for the sliding layers' {windows}-token window")
+    held = sum(u * w for w, u in layout.groups if w is not None)
+    return (f"{tokens:,} tokens/replica in every layer = {tokens * layout.units // full:,} tokens in the "
+            f"full-attention layers less {held / full:,.4g} per sequence for the sliding layers' {windows}-token "
+            "window")
 
 
 def _benchmark_line(b: dict) -> str:

@@ -92,3 +92,19 @@ def test_graph_without_windows_is_as_before(capsys):
     assert main(["graph", DSV3, "--phase", "decode", "--length", "1024"]) == 0
     out = capsys.readouterr().out
     assert "; KV bytes/token 70,272\n" in out and "per sequence" not in out and "sequence" not in out
+
+
+def test_serve_capacity_text_for_other_layouts():
+    """3 sliding units (window 64) per full one: C tokens of every layer are 4C unit-tokens, i.e. 4C tokens of the
+    full-attention layers less 3 x 64 = 192 per sequence; with every layer sliding only the window is said."""
+    from archsim.cli.serve import _kv_capacity
+
+    three_to_one = {"kv_capacity_tokens": 1000, "kv_layout": [{"window": None, "layer_units": 1},
+                                                              {"window": 64, "layer_units": 3}]}
+    assert _kv_capacity(three_to_one) == ("1,000 tokens/replica in every layer = 4,000 tokens in the full-attention "
+                                          "layers less 192 per sequence for the sliding layers' 64-token window")
+    all_sliding = {"kv_capacity_tokens": 1000, "kv_layout": [{"window": 4096, "layer_units": 1}]}
+    assert _kv_capacity(all_sliding) == ("1,000 tokens/replica in every layer (all layers keep a 4,096-token window "
+                                         "per sequence)")
+    assert _kv_capacity({"kv_capacity_tokens": 1000, "kv_layout": [{"window": None, "layer_units": 1}]}) == \
+        "1000 tokens/replica"
