@@ -90,11 +90,15 @@ def test_report_energy_is_the_sum_over_devices(model, hw):
                        tp=layout["tp"], ep=layout["ep"], dp=layout["dp"])
     for b, tokens, got in ((plan.decode, 32, r.energy.joules_per_token),
                            (plan.prefill, 32 * r.scenario.prompt_len, r.energy.prefill_joules_per_token)):
-        total = b.deployment_dynamic_energy_j + 16 * hw.static_power_w * b.time_s
+        # static power over the whole step, the active baseline over its busy time (all but the host wait)
+        total = b.deployment_dynamic_energy_j + 16 * (hw.static_power_w * b.time_s
+                                                      + hw.power.active_baseline_w * (b.time_s - b.host_s))
         assert got * tokens == pytest.approx(total, rel=1e-12)
     # the phase summary is the bottleneck device's own energy and FLOPs
     assert r.decode.energy_j == pytest.approx(plan.decode.dynamic_energy_j_per_device
-                                              + hw.static_power_w * r.decode.time_s, rel=1e-12)
+                                              + hw.static_power_w * r.decode.time_s
+                                              + hw.power.active_baseline_w * (plan.decode.time_s - plan.decode.host_s),
+                                              rel=1e-12)
     assert r.decode.flops == plan.decode.flops_per_device
 
 

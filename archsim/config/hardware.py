@@ -81,6 +81,9 @@ class Power:
 
     tdp_w: float
     idle_w: float
+    # optional: board power above idle while the GPU runs kernels (clocks up, SMs occupied), whatever they move or
+    # compute; charged over the device's busy time, not per byte (docs/energy.md "Active baseline"); 0 by default
+    active_baseline_w: float = 0.0
     # optional: the rest of a node's power (CPUs, NICs, switches, fans) and the facility's power usage
     # effectiveness, so energy can be reported per GPU, per node or at the wall (docs/energy.md)
     host_per_node_w: float | None = None
@@ -138,6 +141,11 @@ class Hardware:
     def static_power_w(self) -> float:
         """Power drawn whatever the load: idle power plus photonic lasers and tuning."""
         return self.power.idle_w + sum(e.photonic.always_on_w for e in self.compute.values() if e.photonic)
+
+    @property
+    def busy_power_w(self) -> float:
+        """Power drawn whatever the load while the device runs kernels: static power plus the active baseline."""
+        return self.static_power_w + self.power.active_baseline_w
 
     def engine_for(self, kind: str) -> ComputeEngine:
         """The first engine of ``kind`` ("matrix" / "vector"); on a chip without an electronic matrix
@@ -331,7 +339,12 @@ def _power(sec: Section) -> Power:
     idle = sec.quantity("idle", "power_w")
     if idle > tdp:
         raise ConfigError(sec.file, sec.child_path("idle"), f"idle power no larger than tdp ({tdp:g} W)", idle)
-    return Power(tdp_w=tdp, idle_w=idle, host_per_node_w=sec.quantity("host_per_node", "power_w", default=None),
+    active = sec.quantity("active_baseline", "power_w", default=0.0)
+    if active < 0 or idle + active > tdp:
+        raise ConfigError(sec.file, sec.child_path("active_baseline"),
+                          f"a power >= 0 W with idle + active_baseline no larger than tdp ({tdp:g} W)", active)
+    return Power(tdp_w=tdp, idle_w=idle, active_baseline_w=active,
+                 host_per_node_w=sec.quantity("host_per_node", "power_w", default=None),
                  pue=sec.number("pue", minimum=1.0, maximum=10.0, default=None))
 
 

@@ -185,7 +185,7 @@ def price_on_engine(op: Op, work: OpWork, hw: Hardware, *, key: tuple[str, str] 
     # the clock and power cap (cost/power.py): below the cap at boost, where a FLOP costs more; else at TDP
     other_j = sum(v for k, v in energy.items() if k != bounds.COMPUTE)
     ratio = boost_flop_energy_ratio(hw) if key == default_key else 1.0  # another engine: not the GPU clock
-    time_s, total_j = capped(time_s, energy[bounds.COMPUTE], other_j, ratio, hw.power.tdp_w, hw.static_power_w)
+    time_s, total_j = capped(time_s, energy[bounds.COMPUTE], other_j, ratio, hw.power.tdp_w, hw.busy_power_w)
     energy[bounds.COMPUTE] = total_j - other_j
     main_bytes = level_bytes[main]
     return OpCost(
@@ -231,7 +231,7 @@ def price_on_pim(op: Op, work: OpWork, hw: Hardware, *, rates: ChipRates | None 
     energy[bounds.memory(level.name)] = (inside * BITS_PER_BYTE * pim.internal_energy_j_per_bit
                                          + outside * BITS_PER_BYTE * level.energy_j_per_bit)
     energy[bounds.NETWORK] = 0.0
-    time_s = capped_time_s(time_s, sum(energy.values()), hw.power.tdp_w, hw.static_power_w)  # cost/power.py
+    time_s = capped_time_s(time_s, sum(energy.values()), hw.power.tdp_w, hw.busy_power_w)  # cost/power.py
     return OpCost(
         name=op.name, kind=op.kind, engine=engines.PIM_ENGINE, flops=float(op.flops), compute_s=compute_s,
         bytes_by_level=level_bytes, memory_s_by_level=memory_s, network_bytes=work.network_bytes, network_s=0.0,

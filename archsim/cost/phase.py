@@ -4,8 +4,8 @@ Ops run one after another (time is the serial sum; overlap between ops is the si
 A compact graph (``graph.graph["repeats"]``, graph/build.py) prices each representative layer once and
 weights it by the layers it stands for. Totals are correctly rounded sums (``math.fsum``) over every op
 instance, so they do not depend on order and a compact graph's totals equal the full graph's bit for bit.
-Energy adds static power (idle, plus photonic lasers and tuning) over the phase time to the ops'
-dynamic energy. The work is priced through
+Energy adds busy power (idle, plus photonic lasers and tuning, plus the active baseline of a chip running kernels:
+``Hardware.busy_power_w``) over the phase time to the ops' dynamic energy. The work is priced through
 the array path (``cost/work.py``), so a phase and a 10,000-point sweep share one implementation, including the
 placement rule: on a heterogeneous chip each op runs on its fastest engine (``cost/engines.py``) and
 ``OpCost.engine`` names it.
@@ -210,7 +210,7 @@ def _phase_cost(ops: list[Op], work: GraphWork, cost: WorkCost, hw: Hardware, he
     time_s = _fsum(cost.time_s, count)
     flops = _fsum(work.flops, count)
     dynamic = _fsum(cost.energy_j, count)
-    idle = hw.static_power_w * time_s
+    idle = hw.busy_power_w * time_s  # every op second is a busy second
     by_bound = {}
     for b, label in enumerate(cost.bound_labels):
         t = _fsum(cost.time_s[cost.bound_index == b], count[cost.bound_index == b])

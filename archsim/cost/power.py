@@ -8,11 +8,12 @@ files give the matrix engines' energy per FLOP at the clock a compute-bound GEMM
 a FLOP costs ``(clock_boost / clock_under_load)^2`` of it (``boost_flop_energy_ratio``; 1 without the two clocks).
 Bytes cost the same at either clock (their energy per bit was measured at boost: fidelity/stream_energy.py).
 
-For an op that takes ``t`` with FLOP energy ``E_c`` (at the capped clock) and byte and network energy ``E_m``:
+``busy`` is the power under every op whatever it does: idle, always-on (photonic) and the active baseline
+(``Hardware.busy_power_w``), so the baseline counts toward the cap. For an op that takes ``t`` with FLOP energy ``E_c`` (at the capped clock) and byte and network energy ``E_m``:
 
-    E_boost = r E_c + E_m,   E_cap = E_c + E_m,   allowed = (TDP - static) t
+    E_boost = r E_c + E_m,   E_cap = E_c + E_m,   allowed = (TDP - busy) t
     energy  = min(E_boost, max(allowed, E_cap))   # at boost; else the clock that draws exactly TDP; else capped
-    time    = max(t, E_cap / (TDP - static))      # even at the capped clock too much: the op stretches
+    time    = max(t, E_cap / (TDP - busy))      # even at the capped clock too much: the op stretches
 
 Hopper holds its cap this way under dense tensor work: the FlashMLA deep dive (github.com/deepseek-ai/FlashMLA
 docs/20250422-new-kernel-deep-dive.md) sees the H800 throttle to ~1600 MHz, and an H200 measured for archsim held

@@ -244,7 +244,7 @@ class HardwareArrays:
     latency_s: np.ndarray             # (..., L)
     energy_j_per_bit: np.ndarray      # (..., L)
     kernel_launch_s: np.ndarray       # (...)
-    idle_w: np.ndarray                # (...)
+    idle_w: np.ndarray                # (...) power under every op: static plus active baseline (busy_power_w)
     tdp_w: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(np.inf))  # (...) the power cap
     # (...) energy per FLOP at the boost clock over the YAML's capped-clock figure (cost/power.py)
     boost_flop_energy_ratio: np.ndarray = dataclasses.field(default_factory=lambda: np.asarray(1.0))
@@ -302,7 +302,7 @@ def _chip_arrays(hw: Hardware, work: GraphWork) -> HardwareArrays:
         power_limit_w=arr([np.inf if lv.power_limit_w is None else lv.power_limit_w for lv in levels], float),
         latency_s=arr([lv.latency_s for lv in levels], float),
         energy_j_per_bit=arr([lv.energy_j_per_bit for lv in levels], float),
-        kernel_launch_s=arr(rates.launch_s, float), idle_w=arr(hw.static_power_w, float),
+        kernel_launch_s=arr(rates.launch_s, float), idle_w=arr(hw.busy_power_w, float),
         tdp_w=arr(hw.power.tdp_w, float), boost_flop_energy_ratio=arr(boost_flop_energy_ratio(hw), float),
         ramp_s=arr(rates.ramp_s, float),
         operand_bytes_per_s=arr(np.nan if rates.gemm_operand_field is None else rates.gemm_operand_field, float),
@@ -348,7 +348,7 @@ class WorkCost:
     memory_j: np.ndarray       # sweep + (n, L)
     network_j: np.ndarray
     total_time_s: np.ndarray   # serial sum of op times
-    total_energy_j: np.ndarray  # dynamic energy + idle power * total time
+    total_energy_j: np.ndarray  # dynamic energy + busy power (idle_w) * total time
     # sweep + (n,) engine each op runs on, a code into engine_labels (0: its default engine; Alternatives.labels);
     # None when the work has no alternatives (every op on its default engine)
     engine_choice: np.ndarray | None = None

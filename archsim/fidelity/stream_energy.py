@@ -7,10 +7,16 @@ Board power is idle power plus energy per byte times the HBM byte rate plus ener
 
     P - P_idle = e_byte * (bytes/s) + e_flop * (FLOP/s)
 
-a two-unknown least-squares fit with the chip's idle power held fixed. ``e_byte`` is the whole path of a byte read
-from HBM into registers (DRAM, PHY, memory controller, L2, crossbar, L1 and the load pipeline, with the SMs clocked
-while their warps wait on it); the traffic model charges such a streamed byte at the HBM level and the L2 level, so
-the HBM level's ``energy_per_bit`` is ``e_byte / 8`` less the L2 level's own figure (``hbm_energy_per_bit``).
+a two-unknown least-squares fit with the chip's idle power held fixed (``fit``). The hardware files take the
+three-term fit instead (``fit_with_baseline``): the constant free,
+
+    P = P_idle + P_active + e_byte * (bytes/s) + e_flop * (FLOP/s)
+
+where ``P_active`` (``power.active_baseline``, ``active_baseline_w``) is what the chip draws beyond idle whenever it
+runs kernels, whatever they move or compute; the cost model charges it over a step's busy time. ``e_byte`` is the
+whole path of a byte read from HBM into registers (DRAM, PHY, memory controller, L2, crossbar, L1 and the load
+pipeline); the traffic model charges such a streamed byte at the HBM level and the L2 level, so the HBM level's
+``energy_per_bit`` is ``e_byte / 8`` less the L2 level's own figure (``hbm_energy_per_bit``).
 """
 from __future__ import annotations
 
@@ -27,8 +33,9 @@ BITS_PER_BYTE = 8
 GIGA = 1e9
 # the sweeps shipped with archsim: chip -> file in validation/
 SWEEPS = {"h200": "gpu_roofline_h200_power.csv", "a100_40gb": "gpu_roofline_a100_40gb_power.csv"}
-# the YAML figures are the fit rounded to 0.01 pJ
+# the YAML figures are the fit rounded to 0.01 pJ, the active baseline to 0.1 W
 ROUNDING_J = 0.01e-12
+ROUNDING_W = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,9 +86,9 @@ def fit_with_baseline(name: str) -> BaselineFit:
     """Least squares of ``P = base + e_byte (bytes/s) + e_flop (FLOP/s)`` on sweep ``name``, the constant free.
 
     ``base`` above the chip's idle power is the **active baseline**: what a chip with every SM occupied and its
-    clocks up draws beyond idle whatever it moves or computes. The sweep runs at full occupancy from 0.4 to 3.8 TB/s
-    (H200), so it bounds that term only as well as its spread lets the constant separate from e_byte; the result is
-    reported (docs/energy.md), not used by the cost model."""
+    clocks up draws beyond idle whatever it moves or computes (``active_baseline_w``). The sweep runs at full
+    occupancy from 0.4 to 3.8 TB/s (H200), so it bounds that term only as well as its spread lets the constant
+    separate from e_byte (the standard error ``base_se_w``); it cannot see launch gaps or partial occupancy."""
     rows = load_sweep(name)
     tera = 1e12  # rates in TB/s and TFLOP/s keep the design matrix well conditioned
     design = np.column_stack([np.ones(len(rows)), rows[:, 0] / tera, rows[:, 1] / tera])
@@ -94,7 +101,12 @@ def fit_with_baseline(name: str) -> BaselineFit:
                        rms_w=float(np.sqrt(np.mean(residual ** 2))))
 
 
-def hbm_energy_per_bit(f: StreamFit, l2_j_per_bit: float) -> float:
+def active_baseline_w(f: BaselineFit, idle_w: float) -> float:
+    """``power.active_baseline``: the three-term fit's constant less the chip's idle power."""
+    return f.base_w - idle_w
+
+
+def hbm_energy_per_bit(f: StreamFit | BaselineFit, l2_j_per_bit: float) -> float:
     """The HBM level's energy per bit: the streamed byte's whole path per bit less what the L2 level charges."""
     return f.j_per_byte / BITS_PER_BYTE - l2_j_per_bit
 

@@ -6,10 +6,11 @@ docs/20250422-new-kernel-deep-dive.md: H800 throttles to ~1600 MHz under load [V
 holds 1440-1545 MHz and ~690 W of its 700 W cap on back-to-back 8192^3 BF16 GEMMs,
 validation/h200_torch_clock_20261128.json [M]), so that GEMM draws TDP and
 
-    e = (TDP - static power - P_move) / R
+    e = (TDP - busy power - P_move) / R
 
 with R the FLOP rate the cost model achieves on it and P_move the traffic power it charges for it (the GEMM's
-modelled power with every energy per FLOP set to zero, less static power). The figure is derived on
+modelled power with every energy per FLOP set to zero, less busy power: static power plus the active baseline,
+``Hardware.busy_power_w``). The figure is derived on
 ``REFERENCE_SHAPE``, the measured one, and rounded down to ``ROUNDING_J_PER_FLOP``. A GEMM that moves more bytes
 per FLOP (``SHAPES`` has a long-k one whose operands overflow the L2) would then draw more than TDP: the power
 cap (cost/power.py) stretches its time so that it draws TDP. It is derived for the GEMM dtypes
@@ -39,7 +40,7 @@ DERIVED_DTYPES = ("bf16", "fp8")
 
 @dataclass(frozen=True, kw_only=True)
 class TdpDerivation:
-    """e = (tdp_w - static_w - move_w) / flop_per_s on one GEMM shape (SI units)."""
+    """e = (tdp_w - static_w - move_w) / flop_per_s on one GEMM shape (SI units); ``static_w`` is the busy power."""
 
     dtype: str
     shape: tuple[int, int, int]
@@ -75,7 +76,7 @@ def gemm_graph(dtype: str, m: int, n: int, k: int):
 
 
 def without_flop_energy(hw: Hardware) -> Hardware:
-    """``hw`` with every engine's energy per FLOP set to zero (what is left is static and traffic power)."""
+    """``hw`` with every engine's energy per FLOP set to zero (what is left is busy and traffic power)."""
     compute = {name: dataclasses.replace(e, energy_j_per_flop=dict.fromkeys(e.energy_j_per_flop, 0.0))
                for name, e in hw.compute.items()}
     return dataclasses.replace(hw, compute=compute)
@@ -91,10 +92,10 @@ def derivation(hw: Hardware, dtype: str, shape: tuple[int, int, int]) -> TdpDeri
         raise ConfigError(None, "energy_per_flop", f"a GEMM that runs in {dtype}", op.compute_dtype.name)
     bare = price_graph(graph, without_flop_energy(hw))
     rate = op.flops / bare.time_s
-    move_w = bare.energy_j / bare.time_s - hw.static_power_w
-    energy = (hw.power.tdp_w - hw.static_power_w - move_w) / rate
+    move_w = bare.energy_j / bare.time_s - hw.busy_power_w
+    energy = (hw.power.tdp_w - hw.busy_power_w - move_w) / rate
     return TdpDerivation(dtype=dtype, shape=tuple(shape), energy_j_per_flop=energy, flop_per_s=rate, move_w=move_w,
-                         tdp_w=hw.power.tdp_w, static_w=hw.static_power_w)
+                         tdp_w=hw.power.tdp_w, static_w=hw.busy_power_w)
 
 
 def binding_derivation(hw: Hardware, dtype: str, shape=REFERENCE_SHAPE) -> TdpDerivation:

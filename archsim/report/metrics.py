@@ -133,11 +133,12 @@ def decode_summary(pool: LayoutPlan, hw: Hardware) -> DecodeSummary:
 
 def phase_summary(cls, b: PhaseBreakdown, hw: Hardware, **fields):
     """The step on the bottleneck device: its own FLOPs, main-memory bytes and dynamic energy (its pipeline stage's
-    layers, 1/cp of each micro-batch, for every forward; mapping/phases.py), plus its static power over the step."""
+    layers, 1/cp of each micro-batch, for every forward; mapping/phases.py), plus its static power over the step and
+    the active baseline over its busy time (``busy_time_s``)."""
     cost = b.graph_cost
     time_s = b.time_s
     main = hw.main_memory.name
-    energy = b.dynamic_energy_j_per_device + hw.static_power_w * time_s
+    energy = b.dynamic_energy_j_per_device + static_energy_j(b, hw)
     peak = hw.engine_for("matrix").peak_flop_per_s.get(cost.mfu_dtype, 0.0)
     heaviest = tuple(
         OpSummary(name=n, kind=cost.ops[n].kind, time_s=cost.ops[n].time_s, share=cost.ops[n].time_s / cost.time_s,
@@ -166,8 +167,19 @@ def binding_resource(b: PhaseBreakdown, cost: PhaseCost) -> str:
 
 
 def phase_energy_j(b: PhaseBreakdown, pool: LayoutPlan, hw: Hardware) -> float:
-    """A step's energy over one instance: every device's own dynamic energy plus static power on every device."""
-    return b.deployment_dynamic_energy_j + pool.parallelism.devices * hw.static_power_w * b.time_s
+    """A step's energy over one instance: every device's own dynamic energy plus static energy on every device."""
+    return b.deployment_dynamic_energy_j + pool.parallelism.devices * static_energy_j(b, hw)
+
+
+def busy_time_s(b: PhaseBreakdown) -> float:
+    """The step's time with the device running kernels: all of it but the host time the GPU waits for."""
+    return b.time_s - b.host_s
+
+
+def static_energy_j(b: PhaseBreakdown, hw: Hardware) -> float:
+    """One device's load-independent energy over the step: static power (idle plus always-on) over the whole step,
+    the active baseline (``power.active_baseline``, docs/energy.md) over its busy time."""
+    return hw.static_power_w * b.time_s + hw.power.active_baseline_w * busy_time_s(b)
 
 
 def energy_summary(plan: DeploymentPlan, dep: Deployment) -> EnergySummary:

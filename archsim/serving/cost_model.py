@@ -9,8 +9,9 @@ main-memory bytes over every device of the replica), never a second graph. A gri
 scheduler already forms the iterations (its token budget and chunk limit are the engine's chunking), so the
 deployment's ``prefill_chunk`` bounds the scheduler's chunks (sim/serve_deploy.py), not the point. An iteration's
 energy is the dynamic energy plus the replica's static power (idle plus always-on, as estimate() counts it) on
-every device for the iteration's time; the replica's ``idle_w`` is the same static power, drawn while it does not
-iterate (serving.metrics). Interpolation:
+every device for the iteration's time and the active baseline (``power.active_baseline``) for its GPU time (not the
+host time the GPU waits for); the replica's ``idle_w`` is the static power alone, drawn while it does not iterate
+(serving.metrics). Interpolation:
 - decode: piecewise-linear in batch (grid 1, 2, 4, ...; the sequences spread round robin over the attention-DP
   ranks, as price_phase spreads them) and mean context (grid doubling from the block size) over the four
   surrounding points;
@@ -189,9 +190,11 @@ class CostModelIteration:
                       flops=fsum(c.flops for c in ops) * work,
                       hbm_bytes=fsum(c.bytes_by_level.get(level, 0.0) for c in ops) * work)
 
-    def static_energy_j(self, time_s: float) -> float:
-        """Static power (idle plus always-on) of every device of the replica over ``time_s``, as estimate()."""
-        return self.hw.static_power_w * self.devices * time_s
+    def static_energy_j(self, time_s: float, busy_s: float | None = None) -> float:
+        """Static power (idle plus always-on) of every device of the replica over ``time_s`` and the active
+        baseline over ``busy_s`` (the GPU time; default ``time_s``), as estimate()."""
+        busy_s = time_s if busy_s is None else busy_s
+        return self.devices * (self.hw.static_power_w * time_s + self.hw.power.active_baseline_w * busy_s)
 
     def decode_point(self, batch: int, context: int, q_len: int = 1) -> _Point:
         """One decode step's time, dynamic energy, FLOPs and main-memory bytes over the replica."""
@@ -270,7 +273,8 @@ class CostModelIteration:
             mean_context = batch.decode_context_tokens / batch.decode_seqs + q_len
             total = total.plus(self._decode_cost(batch.decode_seqs, mean_context, q_len))
         time_s = self._with_host(total.time_s) + batch.swap_bytes / self.swap_bytes_per_s
-        return IterationCost(time_s=time_s, energy_j=total.energy_j + self.static_energy_j(time_s), flops=total.flops,
+        return IterationCost(time_s=time_s, energy_j=total.energy_j + self.static_energy_j(time_s, total.time_s),
+                             flops=total.flops,
                              hbm_bytes=total.hbm_bytes)
 
     def _with_host(self, gpu_s: float) -> float:
@@ -295,7 +299,7 @@ class CostModelIteration:
             ctx = round(batch.decode_context_tokens / batch.decode_seqs) + q_len
             total = total.plus(self.decode_point(batch.decode_seqs, ctx, q_len))
         time_s = self._with_host(total.time_s)
-        return IterationCost(time_s=time_s, energy_j=total.energy_j + self.static_energy_j(time_s),
+        return IterationCost(time_s=time_s, energy_j=total.energy_j + self.static_energy_j(time_s, total.time_s),
                              flops=total.flops, hbm_bytes=total.hbm_bytes)
 
     # -- the replica ------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def place_op(op: Op, hw: Hardware, *, objective: Objective = "time", attention: 
     if objective == "time":
         best = choices[fastest(costs).engine]
     else:
-        static_w = hw.static_power_w
+        static_w = hw.busy_power_w
         best = min(choices.values(), key=lambda c: c.energy_j + static_w * c.time_s)  # the default first: wins ties
     return Placement(op=op.name, engine=best.engine, time_s=best.time_s, energy_j=best.energy_j, bound=best.bound,
                      reason=_reason(best, default, objective), alternatives=choices)
@@ -117,9 +117,9 @@ def place_graph(graph, hw: Hardware, *, objective: Objective = "time", attention
     defaults = [next(iter(p.alternatives.values())) for p in placements.values()]
     default_time = sum(c.time_s for c in defaults)
     return PlacedPhase(placements=placements, time_s=time_s, dynamic_energy_j=dynamic,
-                       energy_j=dynamic + hw.static_power_w * time_s, time_s_by_engine=by_engine,
+                       energy_j=dynamic + hw.busy_power_w * time_s, time_s_by_engine=by_engine,
                        objective=objective, default_time_s=default_time,
-                       default_energy_j=sum(c.energy_j for c in defaults) + hw.static_power_w * default_time)
+                       default_energy_j=sum(c.energy_j for c in defaults) + hw.busy_power_w * default_time)
 
 
 def placement_slots(graph, hw: Hardware, placed: PlacedPhase, *, overlap: bool = True) -> dict:

@@ -169,7 +169,7 @@ def _apply(path: str, col: np.ndarray, hw: Hardware, work: GraphWork, arrays: di
         arrays["kernel_launch_s"] = col
         return
     if path == "power.idle":
-        arrays["idle_w"] = col + (hw.static_power_w - hw.power.idle_w)
+        arrays["idle_w"] = col + (hw.busy_power_w - hw.power.idle_w)
         return
     if parts[0] == "memory" and len(parts) == 3 and parts[1] in hw.memory:
         j = levels.index(parts[1])

@@ -209,3 +209,19 @@ def test_unknown_key_rejected_in_every_section(path):
             hardware_from_dict(broken_data, path.name)
         full = f"{where}.zz_unknown" if where else "zz_unknown"
         assert full in str(info.value), (where, str(info.value))
+
+
+def test_active_baseline_is_optional_and_bounded(h100_data):
+    """power.active_baseline (docs/energy.md): 0 W when absent; negative, or idle plus it above the TDP: an error
+    naming the field."""
+    data = copy.deepcopy(h100_data)
+    data["power"].pop("active_baseline", None)
+    hw = hardware_from_dict(data, "h100.yaml")
+    assert hw.power.active_baseline_w == 0.0 and hw.busy_power_w == hw.static_power_w
+    data["power"]["active_baseline"] = "25.1 W"
+    hw = hardware_from_dict(data, "h100.yaml")
+    assert hw.busy_power_w == pytest.approx(hw.power.idle_w + 25.1)
+    for bad in ("-1 W", "650 W"):  # 80.3 + 650 > 700
+        data["power"]["active_baseline"] = bad
+        with pytest.raises(ConfigError, match="power.active_baseline: expected"):
+            hardware_from_dict(data, "h100.yaml")

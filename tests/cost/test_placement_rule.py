@@ -192,7 +192,7 @@ def test_a_swept_engine_peak_moves_the_big_gemm_to_the_photonic_engine(two_engin
     assert swept.time_s[1, big] < swept.time_s[0, big]
     assert swept.compute_j[1, big] == pytest.approx(ops[big].flops * engine.energy_j_per_flop["bf16"], rel=1e-12)
     # capped at 700 W: the engines are compared at their capped times, and the op takes the least of them
-    photonic_capped_s = capped_time_s(roofline_s, swept.energy_j[1, big], 700.0, two_engine_chip.static_power_w)
+    photonic_capped_s = capped_time_s(roofline_s, swept.energy_j[1, big], 700.0, two_engine_chip.busy_power_w)
     tensor_s = swept.time_s[0, big]
     assert swept.time_s[2, big] == pytest.approx(min(photonic_capped_s, tensor_s), rel=1e-12)
     assert swept.engine_choice[2, big] == (0 if tensor_s <= photonic_capped_s else swept.engine_choice[1, big])

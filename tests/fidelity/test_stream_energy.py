@@ -8,7 +8,8 @@ import pytest
 
 from archsim.config.hardware import load_hardware
 from archsim.cost.phase import price_graph
-from archsim.fidelity.stream_energy import fit, fit_with_baseline, hbm_energy_per_bit, load_sweep, rounded
+from archsim.fidelity.stream_energy import (ROUNDING_W, active_baseline_w, fit, fit_with_baseline, hbm_energy_per_bit,
+                                           load_sweep, rounded)
 from tests.cost.fixtures import norm_op
 
 HW = Path(__file__).resolve().parents[2] / "hardware"
@@ -38,25 +39,44 @@ def test_a100_sweep_agrees_with_the_h200_within_a_percent():
     assert a100.j_per_byte == pytest.approx(h200.j_per_byte, rel=0.01)
 
 
-@pytest.mark.parametrize("chip, sweep, idle", [("h100", "h200", 80.3), ("h800", "h200", 80.3), ("h200", "h200", 80.3),
-                                               ("h200.calibrated", "h200", 80.3), ("b200", "h200", 80.3),
-                                               ("mi300x", "h200", 80.3), ("a100", "a100_40gb", 45.9)])
-def test_yaml_hbm_energy_is_the_fit_less_the_l2_level(chip, sweep, idle):
+# chip -> (the sweep its figures come from, that sweep's chip's idle power): the H200's sweep for the GH100 chips and,
+# as marked projections, B200/MI300X/MI100; the what-if chips that copy an electronic side copy its figures
+FROM_SWEEP = {"h100": ("h200", 80.3), "h800": ("h200", 80.3), "h200": ("h200", 80.3), "h200.calibrated": ("h200", 80.3),
+              "b200": ("h200", 80.3), "mi300x": ("h200", 80.3), "mi100": ("h200", 80.3),
+              "mi100_hbm2_pim": ("h200", 80.3), "h100_hbm_pim": ("h200", 80.3), "photonic_dota_l": ("h200", 80.3),
+              "a100": ("a100_40gb", 45.9)}
+
+
+@pytest.mark.parametrize("chip", sorted(FROM_SWEEP))
+def test_yaml_hbm_energy_is_the_three_term_fit_less_the_l2_level(chip):
+    sweep, _ = FROM_SWEEP[chip]
     hw = load_hardware(HW / f"{chip}.yaml")
-    expected = rounded(hbm_energy_per_bit(fit(sweep, idle), hw.memory["l2"].energy_j_per_bit))
+    expected = rounded(hbm_energy_per_bit(fit_with_baseline(sweep), hw.memory["l2"].energy_j_per_bit))
     assert hw.memory["hbm"].energy_j_per_bit == pytest.approx(expected, abs=1e-18)
 
 
+@pytest.mark.parametrize("chip", sorted(FROM_SWEEP) + ["h100_3d_dram"])
+def test_yaml_active_baseline_is_the_fit_constant_less_idle(chip):
+    # H200: 105.43 - 80.3 = 25.1 W; A100: 66.46 - 45.9 = 20.6 W (rounded to 0.1 W)
+    sweep, idle = FROM_SWEEP.get(chip, ("h200", 80.3))
+    expected = round(active_baseline_w(fit_with_baseline(sweep), idle) / ROUNDING_W) * ROUNDING_W
+    hw = load_hardware(HW / f"{chip}.yaml")
+    assert hw.power.active_baseline_w == pytest.approx(expected, abs=1e-9)
+    assert hw.power.active_baseline_w == pytest.approx({"h200": 25.1, "a100_40gb": 20.6}[sweep])
+
+
 def test_a_streamed_byte_costs_the_fitted_energy_end_to_end():
-    # a norm streams its operands once through HBM and L2 (cost/traffic.py): (15.64 + 0.30) pJ/bit x 8 = 127.52 pJ/B
+    # a norm streams its operands once through HBM and L2 (cost/traffic.py): (15.00 + 0.30) pJ/bit x 8 = 122.4 pJ/B,
+    # the three-term fit's e_byte
     hw = load_hardware(HW / "h200.yaml")
     op = norm_op("n", 65536, 8192)
     phase = price_graph([op], hw)
-    assert phase.dynamic_energy_j / op.bytes == pytest.approx(127.52e-12, rel=0.01)
+    assert phase.dynamic_energy_j / op.bytes == pytest.approx(122.4e-12, rel=0.01)
+    assert phase.dynamic_energy_j / op.bytes == pytest.approx(fit_with_baseline("h200").j_per_byte, rel=0.01)
 
 
 def test_three_term_fit_finds_an_active_baseline_of_about_25_w_on_the_h200():
-    """The constant left free (docs/energy.md, "Why H100 decode power is still low"): 105.4 W, 25.1 W above the
+    """The constant left free (docs/energy.md, "Active baseline"): 105.4 W, 25.1 W above the
     80.3 W idle and about 3.9 standard errors from it; the per-byte figure drops from 127.5 to 122.4 pJ/B."""
     f = fit_with_baseline("h200")
     assert f.base_w == pytest.approx(105.4, abs=0.1)

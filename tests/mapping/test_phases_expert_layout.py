@@ -66,7 +66,7 @@ def test_decode_graph_prices_experts_as_the_masked_kernel(dsv3, h800):
         assert masked > contiguous * 1.1
         # ... held at the board's power cap where the kernel would draw more (cost/power.py; the kernel API prices
         # time only)
-        capped = capped_time_s(masked, cost.ops[name].energy_j, h800.power.tdp_w, h800.static_power_w)
+        capped = capped_time_s(masked, cost.ops[name].energy_j, h800.power.tdp_w, h800.busy_power_w)
         assert cost.ops[name].time_s == pytest.approx(capped, rel=1e-9)
 
 

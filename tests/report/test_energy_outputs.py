@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archsim.api import estimate
+from archsim.api import estimate, plan
 from archsim.config.hardware import load_hardware
+from archsim.report.metrics import busy_time_s, static_energy_j
 from archsim.report.table import format_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +104,19 @@ def test_serve_reports_energy_per_request_and_average_power():
 
     from archsim.report.html import serve_page
     assert "board power of the iterating replica" in serve_page(result.summary, rec, "t")
+
+
+def test_active_baseline_is_charged_over_busy_time_only(h100, report):
+    """Static power is drawn over the whole step, the active baseline (hardware/h100.yaml power.active_baseline,
+    25.1 W) only while the device runs kernels: not over the host time the GPU waits for (report/metrics.py)."""
+
+    step = plan(LLAMA, h100, **RUN).plan.decode
+    assert h100.power.active_baseline_w == pytest.approx(25.1)
+    waited = dataclasses.replace(step, host_s=step.host_s + 0.010)  # 10 ms more of host wait
+    assert waited.time_s == pytest.approx(step.time_s + 0.010, rel=1e-12)
+    assert busy_time_s(waited) == pytest.approx(busy_time_s(step), rel=1e-12)
+    # 80.3 W over the extra 10 ms, no baseline: 0.803 J more
+    assert static_energy_j(waited, h100) - static_energy_j(step, h100) == pytest.approx(80.3 * 0.010, rel=1e-9)
+    # the run's decode energy per device: dynamic + 80.3 W x step + 25.1 W x busy
+    assert report.decode.energy_j == pytest.approx(step.dynamic_energy_j_per_device + 80.3 * step.time_s
+                                                   + 25.1 * (step.time_s - step.host_s), rel=1e-12)

@@ -56,7 +56,10 @@ def _decode_matches_estimate(it, workload, hw, batch: int, context: int):
     assert cost.time_s == pytest.approx(report.decode.tpot_s, rel=1e-9)
     # estimate(): the step's deployment dynamic energy plus static power on all 16 devices for the step
     assert cost.energy_j == pytest.approx(report.energy.joules_per_token * batch, rel=1e-9)
-    assert cost.energy_j == pytest.approx(step.deployment_dynamic_energy_j + 16 * hw.static_power_w * step.time_s,
+    # ... static power on every device for the whole step, the active baseline for its busy (GPU) time
+    assert cost.energy_j == pytest.approx(step.deployment_dynamic_energy_j
+                                          + 16 * (hw.static_power_w * step.time_s
+                                                  + hw.power.active_baseline_w * (step.time_s - step.host_s)),
                                           rel=1e-9)
     assert cost.flops == pytest.approx(step.deployment_flops, rel=1e-9)
     assert cost.hbm_bytes == pytest.approx(step.deployment_main_bytes, rel=1e-9)

@@ -18,10 +18,11 @@ def test_shipped_whatif_files():
     dram = load_hardware(HW / "h100_3d_dram.yaml")
     # no fixed clock derate: the stacks' thermal limit caps the power instead (config/derive_dram3d.py)
     assert dram.compute_clock_fraction == 1.0 and dram.thermal is not None
-    # 4 stacks x 2048 pins x 8 Gb/s; 4 x 12 dies x 4 GB; 2.32 - 0.30 + 12.05 pJ/bit
+    # 4 stacks x 2048 pins x 8 Gb/s; 4 x 12 dies x 4 GB; 2.32 - 0.30 + 11.41 pJ/bit (11.41: the H100's 15.00 less
+    # the 3.59 pJ/bit DRAM access it contains)
     assert dram.main_memory.bandwidth_bytes_per_s == pytest.approx(4 * 2048 * 8e9 / 8)
     assert dram.main_memory.capacity_bytes == pytest.approx(4 * 12 * 4e9)
-    assert dram.main_memory.energy_j_per_bit == pytest.approx((2.32 - 0.30 + 12.05) * 1e-12)
+    assert dram.main_memory.energy_j_per_bit == pytest.approx((2.32 - 0.30 + 15.00 - 3.59) * 1e-12)
     # 700 W x (95 - 25) / (141.7 - 25): the power cap the stacked die sustains at the DRAM limit
     assert dram.power.tdp_w == pytest.approx(700 * 70 / 116.7)
     pim = load_hardware(HW / "h100_hbm_pim.yaml").pim
