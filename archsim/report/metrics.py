@@ -6,8 +6,7 @@ from typing import Callable
 
 from archsim.config.hardware import Hardware
 from archsim.cost.phase import TERA, PhaseCost
-from archsim.graph.params import (count_params, kv_bytes_per_sequence, kv_bytes_per_token,
-                                  kv_elements_per_token_per_layer)
+from archsim.graph.params import count_params, kv_bytes_per_token, kv_sequence_parts
 from archsim.mapping.capacity import max_batch, max_context
 from archsim.mapping.deployment import Deployment, DeploymentPlan, LayoutPlan
 from archsim.mapping.phases import PhaseBreakdown
@@ -51,16 +50,8 @@ def model_summary(name: str, model, dep: Deployment, mtp: bool) -> ModelSummary:
 
 
 def _kv_per_sequence(model, dep: Deployment) -> dict:
-    """One sequence's KV at the deployment's context (prompt + output), split into what grows with it (a token in
-    each full-attention layer) and the sliding layers' fixed window (graph.params.kv_bytes_per_sequence's rule)."""
-    dtype, context = dep.precision.kv_cache, dep.context
-    sliding = model.sliding_layers_in(0, model.num_hidden_layers)
-    full_per_token = (model.num_hidden_layers - sliding) * kv_elements_per_token_per_layer(model) * dtype.bytes
-    per_sequence = kv_bytes_per_sequence(model, context, dtype)
-    return {"kv_context": context, "kv_bytes_per_sequence": per_sequence,
-            "kv_bytes_per_token_full_layers": full_per_token,
-            "kv_bytes_sliding_window": per_sequence - context * full_per_token, "sliding_layers": sliding,
-            "sliding_window": model.sliding_window if sliding else None}
+    """One sequence's KV at the deployment's context (prompt + output), split as graph.params.kv_sequence_parts."""
+    return kv_sequence_parts(model, dep.context, dep.precision.kv_cache)
 
 
 def architecture(model) -> str:
