@@ -337,6 +337,12 @@ def with_thermal_cap(hw):
     its stacked die sustains at the junction limit (``hw.thermal``)."""
     if hw.thermal is None or hw.thermal.sustainable_power_w >= hw.power.tdp_w:
         return hw
-    cap = max(hw.thermal.sustainable_power_w, hw.power.idle_w)
+    cap = hw.thermal.sustainable_power_w
+    if cap <= hw.busy_power_w:
+        # the stack could not shed even the power the chip draws while running kernels at no load: no op would run
+        # inside the cap (cost/power.py would price them uncapped), so the thermal model is infeasible as written
+        raise ConfigError(hw.source_file, "thermal",
+                          f"a sustainable power ({cap:.1f} W at the junction limit) above the chip's busy power "
+                          f"({hw.busy_power_w:.1f} W: idle, always-on and active baseline)", f"{cap:.1f} W")
     return dataclasses.replace(hw, power=dataclasses.replace(hw.power, tdp_w=cap),
                                thermal=dataclasses.replace(hw.thermal, board_tdp_w=hw.power.tdp_w))

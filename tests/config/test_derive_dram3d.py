@@ -54,6 +54,9 @@ def test_shipped_3d_chip_caps_its_power_not_its_clock():
     (lambda d: d["memory_stack"].pop("pin_rate"), "pin_rate"),
     (lambda d: d["thermal"].update(junction_limit_c=150), "thermal.junction_limit_c"),
     (lambda d: d["thermal"].update(colour=1), "thermal.colour"),
+    # 150 W x (95 - 25) / (141.7 - 25) = 90.0 W sustainable, below idle 80.3 + active baseline 25.1 = 105.4 W: no op
+    # could run inside the cap, so the thermal model is refused rather than priced uncapped
+    (lambda d: d["thermal"].update(reference_power="150 W"), r"thermal: expected a sustainable power \(90.0 W"),
 ])
 def test_bad_stack_and_thermal_sections(edit, fragment):
     data = yaml.safe_load((HW / "h100_3d_dram.yaml").read_text())
