@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MACHINE_PATHS = re.compile(r"(/work/|/home/|/root/|/Users/|/tmp/|\.\./shared|[A-Z]:\\\\Users)")
+# the folders of one machine a path may start from, and the reference notes beside the checkout; the pattern is
+# assembled from the bare names so that this file names no such path itself and is scanned like every other
+MACHINE_FOLDERS = ("work", "home", "root", "Users", "tmp")
+MACHINE_PATHS = re.compile("|".join([*(f"/{folder}/" for folder in MACHINE_FOLDERS),
+                                     re.escape("..") + "/shared", r"[A-Z]:[\\/]+Users"]))
 
 
 def _tracked() -> list[str]:
@@ -18,7 +22,7 @@ def _tracked() -> list[str]:
         out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout (an installed copy): nothing tracked to scan")
-    return [f for f in out.splitlines() if not f.startswith(".ci/") and f != "tests/test_sources.py"]
+    return [f for f in out.splitlines() if not f.startswith(".ci/")]
 
 
 def test_no_tracked_file_names_a_machine_path():
