@@ -48,6 +48,11 @@ KERNELS = ("gemm", "grouped_gemm", "attention", "ep_exchange", "training_through
            "whatif_pim_gemv", "whatif_clock_training")  # what-if devices (fidelity/whatif_device_eval.py)
 
 
+class NotModelled(Exception):
+    """A published measurement whose setup the model does not represent: the case is reported as skipped, with
+    this reason (raised by the end-to-end evaluators, deployment_eval, energy_eval and the what-if ones)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Case:
     """One published measurement: what ran (kernel, shape, dtype, hardware), what was measured (SI), where

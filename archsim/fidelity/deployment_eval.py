@@ -30,14 +30,10 @@ from functools import lru_cache
 from typing import Mapping
 
 from archsim.errors import ConfigError
-from archsim.fidelity.cases import Case
+from archsim.fidelity.cases import Case, NotModelled
 from archsim.paths import data_dir
 
 MODELS = ("deepseek_v3", "kimi_k2", "llama3_405b")
-
-
-class NotModelled(Exception):
-    """A measurement whose setup the model does not represent (the reason is reported)."""
 
 
 def predict(case: Case) -> tuple[dict[str, float], dict]:

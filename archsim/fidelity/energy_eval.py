@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Mapping
 
 from archsim.errors import ConfigError
-from archsim.fidelity.cases import Case
-from archsim.fidelity.deployment_eval import NotModelled, _overrides
+from archsim.fidelity.cases import Case, NotModelled
+from archsim.fidelity.deployment_eval import _overrides
 from archsim.paths import data_dir
 
 # Hugging Face config.json files of models without a workload YAML (validation/whatif_models/README.md)

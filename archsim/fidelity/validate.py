@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 
 from archsim.config.hardware import Hardware
 from archsim.errors import ConfigError
-from archsim.fidelity.cases import METRICS, VALIDATION_DIR, Case, load_cases
+from archsim.fidelity.cases import METRICS, VALIDATION_DIR, Case, NotModelled, load_cases
 from archsim.paths import data_dir
 
 # Regression guards on the median absolute error per category (docs/fidelity.md). The issue's targets are
@@ -235,49 +235,43 @@ class _Skip(Exception):
     """A case whose model is not available in this tree (reported, not counted)."""
 
 
-def _deployment(case: Case, hw: Hardware) -> tuple[float, dict]:
-    """A serving measurement's figure from its deployment projected end to end (fidelity/deployment_eval.py)."""
-    from archsim.fidelity.deployment_eval import NotModelled, predict
-
+def _modelled(predict, *args) -> tuple[dict, dict]:
+    """``predict(*args)`` of an end-to-end evaluator; a setup outside the model (``NotModelled``) skips the case."""
     try:
-        values, detail = predict(case)
+        return predict(*args)
     except NotModelled as why:
         raise _Skip(str(why)) from None
+
+
+def _deployment(case: Case, hw: Hardware) -> tuple[float, dict]:
+    """A serving measurement's figure from its deployment projected end to end (fidelity/deployment_eval.py)."""
+    from archsim.fidelity.deployment_eval import predict
+
+    values, detail = _modelled(predict, case)
     return values[case.metric], detail
 
 
 def _whatif(case: Case, hw: Hardware) -> tuple[float, dict]:
     """A what-if chip's published system result reproduced end to end (fidelity/whatif_eval.py)."""
-    from archsim.fidelity.whatif_eval import NotModelled, predict
+    from archsim.fidelity.whatif_eval import predict
 
-    try:
-        values, detail = predict(case, hw)
-    except NotModelled as why:
-        raise _Skip(str(why)) from None
+    values, detail = _modelled(predict, case, hw)
     return values[case.metric], detail
 
 
 def _energy(case: Case, hw: Hardware) -> tuple[float, dict]:
     """A serving run's board power per GPU and J per output token (fidelity/energy_eval.py)."""
-    from archsim.fidelity.deployment_eval import NotModelled
     from archsim.fidelity.energy_eval import predict
 
-    try:
-        values, detail = predict(case)
-    except NotModelled as why:
-        raise _Skip(str(why)) from None
+    values, detail = _modelled(predict, case)
     return values[case.metric], detail
 
 
 def _whatif_device(case: Case, hw: Hardware) -> tuple[float, dict]:
     """A PIM or 3D-stacked-memory system's published result (fidelity/whatif_device_eval.py)."""
     from archsim.fidelity.whatif_device_eval import predict
-    from archsim.fidelity.whatif_eval import NotModelled
 
-    try:
-        return predict(case, hw)
-    except NotModelled as why:
-        raise _Skip(str(why)) from None
+    return _modelled(predict, case, hw)
 
 
 EVALUATORS: dict[str, Callable[[Case, Hardware], tuple[float, dict]]] = {

@@ -24,7 +24,7 @@ from typing import Mapping
 
 from archsim.config.hardware import Hardware
 from archsim.errors import ConfigError
-from archsim.fidelity.cases import Case
+from archsim.fidelity.cases import Case, NotModelled
 
 PIM_KEYS = ("rows", "cols")
 TRAINING_KEYS = ("model", "tp", "dp", "pp", "micro_batches", "seq_len", "global_batch", "clock_percent", "recompute")
@@ -65,7 +65,6 @@ def pim_gemv_speedup(case: Case, hw: Hardware) -> tuple[float, dict]:
     host = next(iter(price_candidates(op, op_work(op, Geometry.of(host_hw)), host_hw).values()))
     published_host = case.shape.get("host")
     if published_host is not None and published_host != case.hardware:
-        from archsim.fidelity.whatif_eval import NotModelled
         raise NotModelled(f"measured on {published_host}, whose baseline GEMV efficiency is not published; on "
                           f"{case.hardware} archsim gives {host.time_s / pim.time_s:.2f}x ({host.bound} "
                           f"{host.time_s * 1e6:.1f} us on the host, {pim.bound} {pim.time_s * 1e6:.1f} us on the PIM)")

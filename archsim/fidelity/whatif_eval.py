@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 from archsim.errors import ConfigError
-from archsim.fidelity.cases import VALIDATION_DIR, Case
+from archsim.fidelity.cases import Case, NotModelled, VALIDATION_DIR
 from archsim.paths import data_dir
 
 MODELS_DIR = Path(VALIDATION_DIR) / "whatif_models"
@@ -45,10 +45,6 @@ def _estimate(workload: str, hw, **overrides):
         return report_of(resolve_deployment(wl, hw, **overrides), overrides)
     except ConfigError as err:  # a model family without a graph, a layout that does not resolve
         raise NotModelled(f"the model or layout does not resolve: {err}") from None
-
-
-class NotModelled(Exception):
-    """A published result whose setup the model does not represent (the reason is reported)."""
 
 
 def predict(case: Case, hw=None) -> tuple[dict[str, float], dict]:

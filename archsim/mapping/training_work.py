@@ -202,6 +202,14 @@ def _key_value_operands(graph, name: str):
     return reads["k"], reads["v"], graph.nodes[prefix + "rope_k"]["op"].attrs["rot_dims"]
 
 
+def _key_parts_bytes(k, rope: int) -> tuple[float, float, float]:
+    """Bytes of expanded MLA's K [keys, heads, nope + rope] by part: its nope part, its rope part over all heads, and
+    the one rope vector per key that every head shares (what the assembly reads and the gradient sums into)."""
+    keys, heads, d_qk = k.shape
+    element = k.nbytes / (keys * heads * d_qk)
+    return k.nbytes * (d_qk - rope) / d_qk, k.nbytes * rope / d_qk, keys * rope * element
+
+
 def key_value_gradient_bytes(graph, name: str) -> float:
     """HBM bytes of the backward of expanded MLA's K assembly and K/V split (the reference model's
     ``k_nope, v = torch.split(kv, ...)``, ``k = torch.cat([k_nope, k_pe.expand(...)])``, DeepSeek-V3
@@ -213,10 +221,8 @@ def key_value_gradient_bytes(graph, name: str) -> float:
     if operands is None:
         return 0.0
     k, v, rope = operands
-    keys, heads, d_qk = k.shape
-    element = k.nbytes / (keys * heads * d_qk)
-    nope = k.nbytes * (d_qk - rope) / d_qk
-    return 2 * nope + 2 * v.nbytes + k.nbytes * rope / d_qk + keys * rope * element
+    nope, rope_per_head, shared_rope = _key_parts_bytes(k, rope)
+    return 2 * nope + 2 * v.nbytes + rope_per_head + shared_rope
 
 
 def key_assembly_bytes(graph, name: str) -> float:
@@ -234,9 +240,8 @@ def key_assembly_bytes(graph, name: str) -> float:
     if operands is None:
         return 0.0
     k, _, rope = operands
-    keys, heads, d_qk = k.shape
-    element = k.nbytes / (keys * heads * d_qk)
-    return k.nbytes * (d_qk - rope) / d_qk + keys * rope * element + k.nbytes
+    nope, _, shared_rope = _key_parts_bytes(k, rope)
+    return nope + shared_rope + k.nbytes
 
 
 def attention_backward_pass_bytes(op) -> float:

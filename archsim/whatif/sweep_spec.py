@@ -102,12 +102,7 @@ def parse_set(text: str) -> Axis:
         parts = rest.split(":")
         hi_text, count, log = parts[0], None, False
         if len(parts) >= 2:
-            try:
-                count = int(parts[1])
-            except ValueError:
-                raise ConfigError(None, where, "a whole number of grid points after ':'", parts[1]) from None
-            if count < 1:
-                raise ConfigError(None, where, "at least one grid point", count)
+            count = _grid_count(parts[1], where)
         if len(parts) == 3:
             if parts[2] != "log":
                 raise ConfigError(None, where, "':log' or nothing after the point count", parts[2])
@@ -219,12 +214,7 @@ def parse_model_set(text: str) -> ModelAxis:
                "are swept as a grid, not sampled), or a list v1,v2"
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
         raise ConfigError(None, where, expected, spec)
-    try:
-        count = int(parts[1])
-    except ValueError:
-        raise ConfigError(None, where, "a whole number of grid points after ':'", parts[1]) from None
-    if count < 1:
-        raise ConfigError(None, where, "at least one grid point", count)
+    count = _grid_count(parts[1], where)
     low, high, unit = _grid_ends(path, lo_text, parts[0], where)
     log = len(parts) == 3
     if log and (low <= 0 or high <= 0):
@@ -283,3 +273,14 @@ def model_points(axes: list[ModelAxis]) -> list[tuple[str, ...]]:
                           "the graph; archsim's sweep limit, see docs/limits.md)", f"{total:,}")
     return [tuple(f"{a.path}={t}" for a, t in zip(axes, combo))
             for combo in itertools.product(*(a.texts for a in axes))]
+
+
+def _grid_count(text: str, where: str) -> int:
+    """The point count after a grid's ':' (a whole number, at least 1); shared by hardware and model axes."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise ConfigError(None, where, "a whole number of grid points after ':'", text) from None
+    if count < 1:
+        raise ConfigError(None, where, "at least one grid point", count)
+    return count

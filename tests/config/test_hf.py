@@ -16,24 +16,12 @@ from archsim.errors import ConfigError
 from archsim.graph.build import build_decode
 from archsim.graph.params import count_params
 from archsim.graph.precision import precision_from_names
+from tests.config.hf_fixtures import CONFIGS, ROOT, load, raw
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(ROOT, "tests", "data", "hf_configs")
 NAMES = sorted(d for d in os.listdir(CONFIGS) if os.path.isdir(os.path.join(CONFIGS, d)))
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::archsim.config.hf.UnmodelledFieldsWarning")
-
-
-def load(name: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnmodelledFieldsWarning)
-        return workload_from_hf_config(os.path.join(CONFIGS, name))
-
-
-def raw(name: str) -> dict:
-    with open(os.path.join(CONFIGS, name, "config.json")) as f:
-        return json.load(f)
 
 
 def quoted(count: int, published: float, digits: int) -> bool:

@@ -4,9 +4,7 @@ arXiv:2508.10925: 116.83B / 5.13B active, 20.91B / 3.61B; MLP, attention and emb
 60.8 / 12.8 GiB), and the MXFP4 expert format."""
 from __future__ import annotations
 
-import json
 import os
-import warnings
 
 import pytest
 
@@ -15,23 +13,11 @@ from archsim.config.model import SLIDING
 from archsim.graph.build import build_decode
 from archsim.graph.params import count_params
 from archsim.graph.precision import WEIGHT_FORMATS, precision_from_names, scenario_precision
+from tests.config.hf_fixtures import CONFIGS, load, raw
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(ROOT, "tests", "data", "hf_configs")
 # name -> (layers, experts, model card Table 1: total, active, MLP, attention, embed + unembed in B; checkpoint GiB)
 CARD = {"gpt-oss-120b": (36, 128, 116.83, 5.13, 114.71, 0.96, 1.16, 60.8),
         "gpt-oss-20b": (24, 32, 20.91, 3.61, 19.12, 0.64, 1.16, 12.8)}
-
-
-def load(name: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnmodelledFieldsWarning)
-        return workload_from_hf_config(os.path.join(CONFIGS, name))
-
-
-def raw(name: str) -> dict:
-    with open(os.path.join(CONFIGS, name, "config.json")) as f:
-        return json.load(f)
 
 
 def billions(n: int, digits: int = 2) -> float:
